@@ -1,0 +1,47 @@
+"""``nsync``: the command line (contract in DESIGN.md).
+
+Exit status: 0 success; 1 the work failed (nothing half-done was left: staging is untouched);
+2 bad configuration or a check before the work failed; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from nsync_dagster.errors import NsyncError
+from nsync_dagster.redact import redact
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nsync_dagster.cli import backups, daily, demo, dev, restore
+
+    parser = argparse.ArgumentParser(
+        prog="nsync", description="Verified daily backups of production to S3 and an exact "
+        "staging mirror. Configuration comes from NSYNC_* and AWS_* variables "
+        "(templates/nsync.env.example).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug output")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (demo, daily, restore, backups, dev):
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.handler(args) or 0)
+    except NsyncError as exc:
+        print(f"nsync: error: {redact(exc)}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("nsync: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""``nsync dev``: the Dagster UI and daemon, on the configured environment or the embedded one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from nsync_dagster.cli.demo import DEFAULT_DIR
+from nsync_dagster.embedded.stack import EmbeddedStack
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("dev", help="start the Dagster UI and daemon (Ctrl-C stops everything)")
+    p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="embedded default's folder")
+    p.add_argument("--port", type=int, default=3000, help="UI port on 127.0.0.1")
+    p.set_defaults(handler=lambda a: run_dev(a.dir, a.port))
+
+
+def _reset_signals() -> None:
+    # a child started from a non-interactive shell inherits SIGINT ignored, and Dagster copies
+    # that onto SIGTERM: reset both so the UI can be stopped
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def run_dev(root: Path, port: int) -> int:
+    stack = None
+    env = dict(os.environ)
+    if not env.get("NSYNC_PROD_DATABASE_URL"):
+        stack = EmbeddedStack(root).start()
+        env.update(stack.env())
+        print(f"embedded default running from {root}/ (S3 at {stack.s3_endpoint}, in memory)")
+    print(f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C to stop)", flush=True)
+    proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w",
+                             str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+                            env=env, cwd=REPO, preexec_fn=_reset_signals)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        return 0
+    finally:
+        if stack is not None:
+            stack.stop()

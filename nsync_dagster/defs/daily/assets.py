@@ -1,0 +1,130 @@
+"""The daily cycle: production snapshot → verified S3 backup → staging mirror.
+
+Each asset body is a call into the plain library (``nsync_dagster.pipeline``); errors become a
+failed step with a message that says what to fix, with every secret masked.
+"""
+
+
+import contextlib
+import traceback
+from collections.abc import Iterator
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+
+from nsync_dagster import pipeline
+from nsync_dagster.progress import human_bytes
+from nsync_dagster.redact import redact
+from nsync_dagster.resources import NsyncResource, backup_store
+
+DAILY = dg.DailyPartitionsDefinition(start_date="2026-01-01", timezone="America/New_York",
+                                     end_offset=1)
+OWNERS = ["team:platform"]
+GROUP = "daily_backup_and_sync"
+
+
+@contextlib.contextmanager
+def failures_explained(context: dg.AssetExecutionContext, what: str) -> Iterator[None]:
+    """Turn any error into a failed step whose message is safe to show and says what to fix."""
+    try:
+        yield
+    except dg.Failure:
+        raise
+    except Exception as exc:
+        context.log.debug(redact(traceback.format_exc()))
+        raise dg.Failure(description=redact(f"{what} failed: {exc}"),
+                         metadata={"error_type": type(exc).__name__}) from None
+
+
+def _reporter(context: dg.AssetExecutionContext):
+    return lambda message: context.log.info(redact(message))
+
+
+@dg.asset(partitions_def=DAILY, group_name=GROUP, owners=OWNERS, kinds={"postgres"},
+          tags={"nsync/stage": "snapshot"})
+def prod_snapshot(context: dg.AssetExecutionContext, nsync: NsyncResource,
+                  s3: S3Resource) -> dg.MaterializeResult:
+    """One consistent copy of the production database, taken on this machine.
+
+    Before anything runs, nsync checks that production, staging and the backup bucket are
+    reachable and correctly configured. Then one exported snapshot is dumped with parallel
+    ``pg_dump`` jobs, and the same snapshot yields the manifest: exact row counts and checksums
+    per table, sequence positions, roles and the server version. A lock held by a migration
+    fails this step within ``NSYNC_LOCK_WAIT_TIMEOUT`` seconds instead of hanging.
+    """
+    with failures_explained(context, "production snapshot"):
+        settings = nsync.settings()
+        snap = pipeline.snapshot_step(settings, backup_store(settings, s3), context.partition_key,
+                                      _reporter(context))
+    m = snap.manifest
+    return dg.MaterializeResult(metadata={
+        "backup_id": m["backup_id"], "source": m["source"],
+        "server_version": m["server_version"], "pg_dump_version": m["pg_dump_version"],
+        "lsn": m["lsn"], "tables": len(m["tables"]),
+        "rows": sum(t["rows"] for t in m["tables"].values()),
+        "sequences": len(m["sequences"]), "roles": len(m["roles"]),
+        "duration_s": dg.MetadataValue.float(m["duration_s"]),
+    })
+
+
+@dg.asset(partitions_def=DAILY, group_name=GROUP, owners=OWNERS, kinds={"s3"},
+          deps=[prod_snapshot], tags={"nsync/stage": "backup"},
+          check_specs=[dg.AssetCheckSpec("backup_checksums_match", asset="s3_backup",
+                                         blocking=True, description="Every object in S3 was "
+                                         "read back and its SHA-256 matches the manifest.")])
+def s3_backup(context: dg.AssetExecutionContext, nsync: NsyncResource,
+              s3: S3Resource) -> dg.MaterializeResult:
+    """Today's backup, stored encrypted in S3 and read back to prove it is intact.
+
+    The dump, the role definitions and the manifest are uploaded under
+    ``PREFIX/YYYY/MM/DD/<backup-id>/`` with server-side encryption; the manifest goes last and
+    marks the backup complete. Every object is then downloaded again and its SHA-256 compared
+    with the manifest. Only then is the local copy deleted.
+    """
+    with failures_explained(context, "S3 backup"):
+        settings = nsync.settings()
+        out = pipeline.backup_step(settings, backup_store(settings, s3), context.partition_key,
+                                   _reporter(context))
+    return dg.MaterializeResult(
+        metadata={"backup_id": out["backup_id"], "location": dg.MetadataValue.url(out["uri"]),
+                  "size": human_bytes(out["bytes"]), "bytes": out["bytes"],
+                  "objects": out["objects"], "objects_sha256": out["objects_sha256"],
+                  "upload_s": dg.MetadataValue.float(out["upload_s"]),
+                  "verify_s": dg.MetadataValue.float(out["verify_s"])},
+        check_results=[dg.AssetCheckResult(check_name="backup_checksums_match", passed=True,
+                                           metadata={"objects": out["objects"]})])
+
+
+@dg.asset(partitions_def=DAILY, group_name=GROUP, owners=OWNERS, kinds={"postgres"},
+          deps=[s3_backup], tags={"nsync/stage": "staging"},
+          check_specs=[dg.AssetCheckSpec("staging_matches_manifest", asset="staging_database",
+                                         blocking=True, description="Every table's row count and "
+                                         "checksum and every sequence equal production's at "
+                                         "backup time.")])
+def staging_database(context: dg.AssetExecutionContext, nsync: NsyncResource,
+                     s3: S3Resource) -> dg.MaterializeResult:
+    """The staging database, rebuilt as an exact copy of production from today's S3 backup.
+
+    Restoring from S3 (not from the local dump) proves every day that the backup restores.
+    The new copy is built beside the live one, verified table by table against the manifest,
+    and only then swapped in; open sessions on the old copy are ended. If anything fails the
+    old staging stays exactly as it was.
+    """
+    with failures_explained(context, "staging rebuild"):
+        settings = nsync.settings()
+        out = pipeline.staging_step(settings, backup_store(settings, s3), context.partition_key,
+                                    _reporter(context))
+    v = out["verification"]
+    return dg.MaterializeResult(
+        metadata={"backup_id": out["backup_id"], "restored_from": dg.MetadataValue.url(out["uri"]),
+                  "staging": settings.staging.display, "verified_at": out["verified_at"],
+                  "tables": v["tables"], "rows": v["rows"], "sequences": v["sequences"],
+                  "sessions_terminated": out["sessions_terminated"],
+                  "roles_created": ", ".join(out["roles"]["created"]) or "none",
+                  "skipped_platform_entries": len(out["restore"]["skipped"]),
+                  "download_s": dg.MetadataValue.float(out["download_s"]),
+                  "restore_s": dg.MetadataValue.float(out["restore_s"]),
+                  "verify_s": dg.MetadataValue.float(out["verify_s"])},
+        check_results=[dg.AssetCheckResult(check_name="staging_matches_manifest", passed=True,
+                                           metadata={"tables": v["tables"], "rows": v["rows"],
+                                                     "checksums": v["checksums_compared"]})])

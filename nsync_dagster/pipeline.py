@@ -1,0 +1,194 @@
+"""The daily cycle as three plain steps (snapshot, backup, staging) plus restore-anywhere.
+
+The Dagster assets call these; so do the CLI and the tests. Nothing here imports Dagster.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from psycopg import sql
+
+from nsync_dagster import dbstats, roles, swap
+from nsync_dagster.errors import BackupStoreError, PreflightError, VerificationError
+from nsync_dagster.pgconn import PgTarget
+from nsync_dagster.preflight import daily_preflight, same_database
+from nsync_dagster.restore import restore_dump
+from nsync_dagster.s3store import BackupStore
+from nsync_dagster.settings import Settings
+from nsync_dagster.snapshot import Snapshot, take_snapshot
+
+log = logging.getLogger("nsync.pipeline")
+Report = Callable[[str], None]
+
+
+def new_backup_id(now: dt.datetime | None = None) -> str:
+    return (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _pointer(settings: Settings, partition: str) -> Path:
+    return settings.work_dir / f"snapshot-{partition}.json"
+
+
+def snapshot_step(settings: Settings, store: BackupStore, partition: str,
+                  report: Report = log.info) -> Snapshot:
+    """Check everything, then dump production; remember the snapshot for the backup step."""
+    daily_preflight(settings.prod, settings.staging, settings.maintenance_db, store)
+    backup_id = new_backup_id()
+    work = settings.work_dir / backup_id
+    snap = take_snapshot(settings.prod, work, settings.dump, backup_id=backup_id,
+                         partition=partition, report=report)
+    _pointer(settings, partition).write_text(json.dumps({"backup_id": backup_id,
+                                                         "work_dir": str(work)}))
+    return snap
+
+
+def backup_step(settings: Settings, store: BackupStore, partition: str,
+                report: Report = log.info) -> dict[str, Any]:
+    """Upload the partition's snapshot, read every object back, then remove the local copy."""
+    pointer = _pointer(settings, partition)
+    if not pointer.exists():
+        raise BackupStoreError(f"no local snapshot for {partition}: materialize prod_snapshot "
+                               "for this partition first")
+    info = json.loads(pointer.read_text())
+    work = Path(info["work_dir"])
+    manifest = json.loads((work / "manifest.json").read_text())
+    folder = store.folder(partition, info["backup_id"])
+    started = time.monotonic()
+    manifest = store.upload(work, manifest, folder, report)
+    upload_s = time.monotonic() - started
+    verified = store.verify_objects(folder, report)
+    shutil.rmtree(work, ignore_errors=True)
+    pointer.unlink(missing_ok=True)
+    size = sum(o["size"] for o in manifest["objects"].values())
+    return {"backup_id": info["backup_id"], "folder": folder, "uri": store.uri(folder),
+            "bytes": size, "objects": len(manifest["objects"]), "upload_s": round(upload_s, 2),
+            "verify_s": round(time.monotonic() - started - upload_s, 2),
+            "objects_sha256": _digest(verified["manifest"]), "manifest": manifest}
+
+
+def _digest(manifest: dict[str, Any]) -> str:
+    """One SHA-256 over every object's SHA-256: a short fingerprint of the whole backup."""
+    return hashlib.sha256(json.dumps(manifest["objects"], sort_keys=True).encode()).hexdigest()
+
+
+def verify_database(target: PgTarget, manifest: dict[str, Any],
+                    platform: tuple[str, ...]) -> dict[str, Any]:
+    """Compare a restored database with the manifest; raise on any difference."""
+    with target.connect() as conn:
+        actual = dbstats.data_facts(conn.cursor(), checksums=manifest.get("checksums", False))
+        present = {r for (r,) in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
+    problems = dbstats.compare(manifest, actual)
+    wanted = {r["name"] for r in manifest["roles"]
+              if not r["rolsuper"] and not roles.is_platform(r["name"], platform)}
+    problems += [f"role {r} is missing on the server" for r in sorted(wanted - present)]
+    if problems:
+        raise VerificationError(f"{target.dbname} does not match backup {manifest['backup_id']}: "
+                                + "; ".join(problems[:20]))
+    return {"tables": len(actual["tables"]), "sequences": len(actual["sequences"]),
+            "rows": sum(t["rows"] for t in actual["tables"].values()),
+            "checksums_compared": bool(manifest.get("checksums"))}
+
+
+def _restore_verified(settings: Settings, store: BackupStore, folder: str, target: PgTarget,
+                      report: Report) -> dict[str, Any]:
+    """Download ``folder``, create roles, restore into ``target`` (empty) and verify it."""
+    work = settings.work_dir / f"restore-{target.dbname}-{new_backup_id()}"
+    try:
+        timings: dict[str, float] = {}
+        t = time.monotonic()
+        manifest = store.download(folder, work, report)
+        timings["download_s"] = time.monotonic() - t
+        with target.connect() as conn:
+            role_result = roles.sync_roles(conn, manifest, settings.platform_roles)
+        if role_result.created:
+            report(f"created roles on the staging server (no passwords): "
+                   f"{', '.join(role_result.created)}")
+        t = time.monotonic()
+        restored = restore_dump(work / "dump", target, manifest, jobs=settings.dump.jobs,
+                                platform=settings.platform_roles,
+                                timeout_s=settings.restore_timeout_s, report=report)
+        timings["restore_s"] = time.monotonic() - t
+        t = time.monotonic()
+        verified = verify_database(target, manifest, settings.platform_roles)
+        timings["verify_s"] = time.monotonic() - t
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"manifest": manifest, "roles": role_result.__dict__, "restore": restored,
+            "verification": verified, **{k: round(v, 2) for k, v in timings.items()}}
+
+
+def staging_step(settings: Settings, store: BackupStore, partition: str,
+                 report: Report = log.info) -> dict[str, Any]:
+    """Rebuild staging from the partition's newest checksummed backup in S3, verify, swap."""
+    candidates = [b for b in store.list_backups()
+                  if b.date == partition and b.status in ("checksummed", "verified")]
+    if not candidates:
+        raise BackupStoreError(f"no verified backup for {partition} in "
+                               f"{store.uri(store.prefix + '/')}: materialize s3_backup first")
+    backup = candidates[-1]
+    live = settings.staging.dbname
+    maint = settings.staging.with_db(settings.maintenance_db)
+    with maint.connect() as conn:
+        swap.recover_and_clean(conn, live, report)
+        manifest_db = store.read_manifest(backup.key_prefix)["database"]
+        nxt = swap.create_next(conn, live, manifest_db)
+    result = _restore_verified(settings, store, backup.key_prefix, settings.staging.with_db(nxt),
+                               report)
+    with maint.connect() as conn:
+        swapped = swap.swap_in(conn, live, report)
+    store.mark_restore_verified(backup.key_prefix, {"restored_into": settings.staging.display,
+                                                    **result["verification"]})
+    return {"backup_id": backup.backup_id, "uri": store.uri(backup.key_prefix),
+            "verified_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            **swapped, **result}
+
+
+def restore_to(settings: Settings, store: BackupStore, spec: str, target: PgTarget, *,
+               force: bool, report: Report = log.info) -> dict[str, Any]:
+    """Restore backup ``spec`` (latest, an id or a date) into ``target``, creating it if needed."""
+    target.validate()
+    if settings.prod.url and same_database(target, settings.prod):
+        raise PreflightError(f"refusing to restore into {target.display}: it is the production "
+                             "database (NSYNC_PROD_DATABASE_URL)")
+    backup = store.find(spec)
+    maint = target.with_db(settings.maintenance_db)
+    with maint.connect() as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                              (target.dbname,)).fetchone()
+        empty = bool(exists) and _is_empty(target)
+        if exists and not empty and not force:
+            raise PreflightError(f"refusing to restore into {target.display}: it is not empty. "
+                                 "Pick an empty or new database, or pass --force to drop and "
+                                 "recreate it.")
+        if exists and not empty:
+            report(f"--force: dropping and recreating {target.display}")
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(
+                sql.Identifier(target.dbname)))
+        db = store.read_manifest(backup.key_prefix)["database"]
+        if not empty:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} "
+                             "LC_CTYPE {}").format(sql.Identifier(target.dbname),
+                                                   sql.Literal(db["encoding"]),
+                                                   sql.Literal(db["collate"]),
+                                                   sql.Literal(db["ctype"])))
+    result = _restore_verified(settings, store, backup.key_prefix, target, report)
+    return {"backup_id": backup.backup_id, "uri": store.uri(backup.key_prefix),
+            "target": target.display, **result}
+
+
+def _is_empty(target: PgTarget) -> bool:
+    with target.connect() as conn:
+        row = conn.execute(f"""SELECT count(*) FROM pg_class c
+                              JOIN pg_namespace n ON n.oid = c.relnamespace
+                              WHERE c.relkind IN ('r','p','v','m','S','f')
+                              AND {dbstats.USER_SCHEMAS}""").fetchone()
+    return row[0] == 0

@@ -1,0 +1,130 @@
+"""Every setting nsync reads, declared once: variable, type, default, meaning.
+
+The contract variables (``NSYNC_PROD_DATABASE_URL`` etc.) are fixed by DESIGN.md; the rest are
+tuning knobs with safe defaults. ``templates/nsync.env.example`` documents each one and a test
+keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nsync_dagster.errors import ConfigError
+from nsync_dagster.pgconn import PgTarget
+from nsync_dagster.redact import register_secret
+from nsync_dagster.roles import DEFAULT_PLATFORM_ROLES
+from nsync_dagster.snapshot import DumpOptions
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str | None
+    meaning: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("NSYNC_PROD_DATABASE_URL", None, "production database URL (direct host, not -pooler)"),
+    Setting("NSYNC_STAGING_DATABASE_URL", None, "staging database URL; its role needs CREATEDB"),
+    Setting("NSYNC_BACKUP_BUCKET", None, "S3 bucket for backups"),
+    Setting("NSYNC_BACKUP_PREFIX", "nsync", "key prefix inside the bucket"),
+    Setting("NSYNC_PG_BIN_DIR", None, "directory with pg_dump/pg_restore/psql (default: search)"),
+    Setting("NSYNC_SCRATCH_DATABASE_URL", None, "where recovery tests restore"),
+    Setting("NSYNC_WEBHOOK_URL", None, "JSON webhook receiving every notification event"),
+    Setting("NSYNC_JOBS", "2", "parallel pg_dump/pg_restore jobs"),
+    Setting("NSYNC_DUMP_COMPRESS", "1", "gzip level for pg_dump, 0-9 (0 = uncompressed)"),
+    Setting("NSYNC_LOCK_WAIT_TIMEOUT", "120", "seconds pg_dump waits for a table lock"),
+    Setting("NSYNC_DUMP_TIMEOUT", "10800", "seconds before a pg_dump is killed"),
+    Setting("NSYNC_RESTORE_TIMEOUT", "10800", "seconds before a pg_restore is killed"),
+    Setting("NSYNC_VERIFY_CHECKSUMS", "true", "per-table content checksums in the manifest"),
+    Setting("NSYNC_WORK_DIR", None, "local scratch space for dumps (default: system temp dir)"),
+    Setting("NSYNC_PLATFORM_ROLES", ",".join(DEFAULT_PLATFORM_ROLES),
+            "roles managed by the database platform: never created, altered or restored"),
+    Setting("NSYNC_STAGING_MAINTENANCE_DB", "postgres",
+            "database on the staging server used to create, rename and drop databases"),
+    Setting("NSYNC_S3_SSE", "AES256", "server-side encryption: AES256 or aws:kms"),
+    Setting("NSYNC_S3_KMS_KEY_ID", None, "KMS key id when NSYNC_S3_SSE=aws:kms"),
+)
+_DEFAULTS = {s.name: s.default for s in SETTINGS}
+
+
+def _get(env: dict[str, str], name: str) -> str | None:
+    value = env.get(name)
+    return value if value not in (None, "") else _DEFAULTS.get(name)
+
+
+def _int(env: dict[str, str], name: str, low: int, high: int) -> int:
+    raw = _get(env, name)
+    try:
+        value = int(str(raw))
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} is out of range {low}..{high}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration for one run."""
+
+    prod: PgTarget
+    staging: PgTarget
+    bucket: str
+    prefix: str = "nsync"
+    dump: DumpOptions = field(default_factory=DumpOptions)
+    restore_timeout_s: int = 10800
+    work_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "nsync")
+    platform_roles: tuple[str, ...] = DEFAULT_PLATFORM_ROLES
+    maintenance_db: str = "postgres"
+    sse: str = "AES256"
+    kms_key_id: str | None = None
+    scratch_url: str | None = None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, *,
+                 need_databases: bool = True) -> Settings:
+        """Read and validate the configuration; ``need_databases=False`` for bucket-only work."""
+        env = dict(os.environ if env is None else env)
+        for secret in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            register_secret(env.get(secret))
+        required = ["NSYNC_BACKUP_BUCKET"]
+        if need_databases:
+            required[:0] = ["NSYNC_PROD_DATABASE_URL", "NSYNC_STAGING_DATABASE_URL"]
+        missing = [n for n in required if not env.get(n)]
+        if missing:
+            raise ConfigError(f"missing configuration: {', '.join(missing)} (see "
+                              "templates/nsync.env.example)")
+        sse = str(_get(env, "NSYNC_S3_SSE"))
+        if sse not in ("AES256", "aws:kms"):
+            raise ConfigError(f"NSYNC_S3_SSE={sse!r}: use AES256 or aws:kms")
+        checksums = str(_get(env, "NSYNC_VERIFY_CHECKSUMS")).lower()
+        if checksums not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(f"NSYNC_VERIFY_CHECKSUMS={checksums!r}: use true or false")
+        work = _get(env, "NSYNC_WORK_DIR")
+        settings = cls(
+            prod=PgTarget("production", env.get("NSYNC_PROD_DATABASE_URL", ""),
+                          "NSYNC_PROD_DATABASE_URL"),
+            staging=PgTarget("staging", env.get("NSYNC_STAGING_DATABASE_URL", ""),
+                             "NSYNC_STAGING_DATABASE_URL"),
+            bucket=env["NSYNC_BACKUP_BUCKET"], prefix=str(_get(env, "NSYNC_BACKUP_PREFIX")),
+            dump=DumpOptions(jobs=_int(env, "NSYNC_JOBS", 1, 64),
+                             compress=_int(env, "NSYNC_DUMP_COMPRESS", 0, 9),
+                             lock_wait_timeout_s=_int(env, "NSYNC_LOCK_WAIT_TIMEOUT", 1, 86400),
+                             timeout_s=_int(env, "NSYNC_DUMP_TIMEOUT", 60, 86400),
+                             checksums=checksums in ("true", "1", "yes")),
+            restore_timeout_s=_int(env, "NSYNC_RESTORE_TIMEOUT", 60, 86400),
+            work_dir=Path(work) if work else Path(tempfile.gettempdir()) / "nsync",
+            platform_roles=tuple(r.strip() for r in str(_get(env, "NSYNC_PLATFORM_ROLES")).split(",")
+                                 if r.strip()),
+            maintenance_db=str(_get(env, "NSYNC_STAGING_MAINTENANCE_DB")),
+            sse=sse, kms_key_id=_get(env, "NSYNC_S3_KMS_KEY_ID"),
+            scratch_url=_get(env, "NSYNC_SCRATCH_DATABASE_URL"),
+        )
+        for target in (settings.prod, settings.staging):
+            if need_databases or target.url:
+                target.validate()
+        return settings
