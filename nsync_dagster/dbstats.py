@@ -28,20 +28,34 @@ def _relations(cur: psycopg.Cursor, kinds: str) -> list[tuple[str, str]]:
     return [(s, r) for s, r in cur.fetchall()]
 
 
+class TableLocked(Exception):
+    """A table stayed locked (by a migration, say) longer than the session's lock_timeout."""
+
+    def __init__(self, table: str) -> None:
+        super().__init__(table)
+        self.table = table
+
+
 def table_stats(cur: psycopg.Cursor, *, checksums: bool) -> dict[str, dict[str, Any]]:
     """``{"schema.table": {"rows": N, "checksum": "S"}}`` for every user table (leaf tables)."""
     out: dict[str, dict[str, Any]] = {}
     for schema, rel in _relations(cur, "r"):
         qualified = f"{quote_ident(schema)}.{quote_ident(rel)}"
-        if checksums:
-            cur.execute(f"SELECT count(*), coalesce(sum(hashtext(t::text)::bigint), 0)::text "
-                        f"FROM ONLY {qualified} t")
-            rows, checksum = cur.fetchone()
-            out[f"{schema}.{rel}"] = {"rows": rows, "checksum": checksum}
-        else:
-            cur.execute(f"SELECT count(*) FROM ONLY {qualified}")
-            out[f"{schema}.{rel}"] = {"rows": cur.fetchone()[0]}
+        try:
+            out[f"{schema}.{rel}"] = _one_table(cur, qualified, checksums)
+        except psycopg.errors.LockNotAvailable:
+            raise TableLocked(f"{schema}.{rel}") from None
     return out
+
+
+def _one_table(cur: psycopg.Cursor, qualified: str, checksums: bool) -> dict[str, Any]:
+    if checksums:
+        cur.execute(f"SELECT count(*), coalesce(sum(hashtext(t::text)::bigint), 0)::text "
+                    f"FROM ONLY {qualified} t")
+        rows, checksum = cur.fetchone()
+        return {"rows": rows, "checksum": checksum}
+    cur.execute(f"SELECT count(*) FROM ONLY {qualified}")
+    return {"rows": cur.fetchone()[0]}
 
 
 def matview_stats(cur: psycopg.Cursor) -> dict[str, dict[str, Any]]:

@@ -141,8 +141,13 @@ def staging_step(settings: Settings, store: BackupStore, partition: str,
         swap.recover_and_clean(conn, live, report)
         manifest_db = store.read_manifest(backup.key_prefix)["database"]
         nxt = swap.create_next(conn, live, manifest_db)
-    result = _restore_verified(settings, store, backup.key_prefix, settings.staging.with_db(nxt),
-                               report)
+    try:
+        result = _restore_verified(settings, store, backup.key_prefix,
+                                   settings.staging.with_db(nxt), report)
+    except Exception:
+        with maint.connect() as conn:  # the live copy was never touched; remove the attempt
+            swap.drop_if_exists(conn, nxt)
+        raise
     with maint.connect() as conn:
         swapped = swap.swap_in(conn, live, report)
     store.mark_restore_verified(backup.key_prefix, {"restored_into": settings.staging.display,

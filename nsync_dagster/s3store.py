@@ -70,7 +70,7 @@ class BackupInfo:
 def _explain(exc: Exception, bucket: str, action: str) -> str:
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code", "")
-        if code in ("NoSuchBucket", "404", "NotFound") and action.startswith("access bucket"):
+        if code == "NoSuchBucket":
             return (f"S3 bucket '{bucket}' does not exist (or is in another account). Create it, "
                     "or fix NSYNC_BACKUP_BUCKET.")
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
@@ -116,9 +116,11 @@ class BackupStore:
 
     # -- preflight -----------------------------------------------------------------------------
     def check_access(self) -> None:
-        """Bucket exists and these credentials can write and delete under the prefix."""
+        """The bucket exists and these credentials can list, write and delete under the prefix."""
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            # ListObjects (unlike HEAD) answers with an error code: NoSuchBucket, AccessDenied,
+            # InvalidAccessKeyId, SignatureDoesNotMatch
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix + "/", MaxKeys=1)
             probe = f"{self.prefix}/_nsync_probe/write-test"
             self.client.put_object(Bucket=self.bucket, Key=probe, Body=b"nsync write probe",
                                    **self._extra())

@@ -57,15 +57,19 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
+def _locked(table: str, options: DumpOptions, detail: str = "") -> str:
+    return (f"production table {table} is locked by another session (a migration or a "
+            f"long-running ALTER?); nsync gave up after NSYNC_LOCK_WAIT_TIMEOUT="
+            f"{options.lock_wait_timeout_s}s instead of waiting past the deadline. Find the "
+            "holder in pg_locks / pg_stat_activity, let it finish, then rerun."
+            + (f" pg_dump said: {detail}" if detail else ""))
+
+
 def _explain_dump_failure(stderr: str, options: DumpOptions) -> str:
     text = redact(stderr).strip()
     m = re.search(r'could not obtain lock on relation "?([^"\n]+)"?', text)
-    if m or "lock timeout" in text.lower():
-        rel = m.group(1) if m else "a table"
-        return (f"production table {rel} is locked by another session (a migration or a "
-                f"long-running ALTER?); pg_dump gave up after --lock-wait-timeout="
-                f"{options.lock_wait_timeout_s}s. Find the holder with pg_locks / "
-                f"pg_stat_activity, let it finish, then rerun. pg_dump said: {text[-800:]}")
+    if m:
+        return _locked(m.group(1), options, text[-800:])
     return f"pg_dump failed: {text[-1500:] or 'no message'}"
 
 
@@ -117,6 +121,8 @@ def take_snapshot(prod: PgTarget, work_dir: Path, options: DumpOptions, *, backu
         roles_file.write_text(roles_sql.stdout)
     except SnapshotError:
         raise
+    except dbstats.TableLocked as exc:
+        raise SnapshotError(_locked(exc.table, options)) from None
     except Exception as exc:  # psycopg errors, OS errors: re-raise as ours, without secrets
         raise SnapshotError(f"taking the production snapshot failed: {redact(exc)}") from None
     finally:

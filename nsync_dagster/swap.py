@@ -54,6 +54,12 @@ def recover_and_clean(maint: psycopg.Connection, live: str,
             cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(_ident(stale)))
 
 
+def drop_if_exists(maint: psycopg.Connection, name: str) -> None:
+    cur = maint.cursor()
+    if _exists(cur, name):
+        cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(_ident(name)))
+
+
 def create_next(maint: psycopg.Connection, live: str, database_facts: dict[str, Any]) -> str:
     """Create the empty ``<db>__nsync_next`` with production's encoding and locale."""
     nxt, _ = names(live)

@@ -183,6 +183,13 @@ class EmbeddedCluster:
         return f"postgresql://{auth}@127.0.0.1:{self.port}/{quote(dbname, safe='')}" + (
             f"?{query}" if query else "")
 
+    def run_tool(self, args: list[str]) -> str:
+        """Run one of this install's programs (``args[0]`` names it) as the server's user."""
+        result = self._run([str(self.bin_dir / args[0]), *args[1:]], check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"{args[0]} failed on {self.data_dir.name}: {result.stderr.strip()}")
+        return result.stdout
+
     def psql(self, sql: str, dbname: str = "postgres") -> str:
         """Run SQL as the bootstrap superuser over the private socket; return stdout."""
         result = self._run([str(self.bin_dir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",

@@ -163,4 +163,11 @@ INSERT INTO config.feature_flags VALUES ('new_billing', true, NULL), ('beta_agen
 SELECT setval('config.release_number', 245);
 SELECT nextval('app.users_id_seq');
 
+DO $$ BEGIN
+    EXECUTE format('REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC', current_database());
+    EXECUTE format('GRANT CONNECT ON DATABASE %I TO app_ro, app_rw', current_database());
+    EXECUTE format('COMMENT ON DATABASE %I IS %L', current_database(),
+                   'AI platform: client projects, users and platform configuration');
+END $$;
+
 REVOKE app_owner FROM CURRENT_USER;

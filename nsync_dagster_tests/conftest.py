@@ -1,0 +1,143 @@
+"""Real servers for the tests: two Neon-shaped PostgreSQL 18 clusters (production, staging) with
+password authentication on 127.0.0.1, a local S3 endpoint (moto) over HTTP, Dagster instances.
+
+The passwords are distinctive so the leak tests can search every output for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import pytest
+
+from nsync_dagster.embedded.neon_shape import shape_like_neon
+from nsync_dagster.embedded.postgres import EmbeddedCluster
+from nsync_dagster.embedded.stack import seed_sample_platform
+
+SUPERUSER_PW = "superuser-Pw-9d7e!"
+PROD_OWNER_PW = "prod-Owner-Pw-4f2a@x"
+STAGING_OWNER_PW = "staging-Owner-Pw-8b1c#y"
+PLATFORM_PW = "platform-Pw-3e5f$z"
+S3_KEY_ID = "nsync-test-key"
+S3_SECRET = "s3-Secret-Key-6a9b"
+SECRETS = (SUPERUSER_PW, PROD_OWNER_PW, STAGING_OWNER_PW, PLATFORM_PW, S3_SECRET)
+OWNER = "neondb_owner"
+PROD_DB = "neondb"
+
+
+@pytest.fixture(scope="session")
+def pg_prod(tmp_path_factory) -> Iterator[EmbeddedCluster]:
+    """Production: Neon's roles, the owner's database seeded with the sample platform."""
+    cluster = EmbeddedCluster(tmp_path_factory.mktemp("prod") / "data", SUPERUSER_PW).start()
+    try:
+        shape_like_neon(cluster, owner=OWNER, owner_password=PROD_OWNER_PW, dbname=PROD_DB,
+                        platform_password=PLATFORM_PW)
+        seed_sample_platform(cluster.url(OWNER, PROD_OWNER_PW, PROD_DB), scale=1)
+        yield cluster
+    finally:
+        cluster.stop("immediate")
+
+
+@pytest.fixture(scope="session")
+def pg_staging(tmp_path_factory) -> Iterator[EmbeddedCluster]:
+    """Staging: a separate cluster with the same Neon shape and an empty owner database."""
+    cluster = EmbeddedCluster(tmp_path_factory.mktemp("staging") / "data", SUPERUSER_PW).start()
+    try:
+        shape_like_neon(cluster, owner=OWNER, owner_password=STAGING_OWNER_PW, dbname=PROD_DB,
+                        platform_password=PLATFORM_PW)
+        yield cluster
+    finally:
+        cluster.stop("immediate")
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1, reached over HTTP by boto3."""
+    from moto.server import ThreadedMotoServer
+
+    from nsync_dagster.embedded.postgres import free_port
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+def s3_client(endpoint: str):
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id=S3_KEY_ID, aws_secret_access_key=S3_SECRET)
+
+
+@pytest.fixture
+def bucket(s3_endpoint) -> str:
+    name = f"nsync-test-{uuid.uuid4().hex[:12]}"
+    s3_client(s3_endpoint).create_bucket(Bucket=name)
+    return name
+
+
+def unique_db(prefix: str = "stg") -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def nsync_env(pg_prod, pg_staging, s3_endpoint, bucket, tmp_path, monkeypatch) -> dict[str, str]:
+    """The contract's variables for one test: its own bucket, staging database and work dir."""
+    env = {
+        "NSYNC_PROD_DATABASE_URL": pg_prod.url(OWNER, PROD_OWNER_PW, PROD_DB),
+        "NSYNC_STAGING_DATABASE_URL": pg_staging.url(OWNER, STAGING_OWNER_PW, unique_db()),
+        "NSYNC_BACKUP_BUCKET": bucket, "NSYNC_BACKUP_PREFIX": "nsync",
+        "NSYNC_WORK_DIR": str(tmp_path / "work"),
+        "AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": S3_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1", "DAGSTER_HOME": str(tmp_path / "dagster_cli_home"),
+    }
+    (tmp_path / "dagster_cli_home").mkdir()
+    for key in list(os.environ):
+        if key.startswith(("NSYNC_", "PG")):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+def instance(tmp_path) -> Iterator[dg.DagsterInstance]:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as inst:
+        yield inst
+
+
+def staging_db(env: dict[str, str]) -> str:
+    return env["NSYNC_STAGING_DATABASE_URL"].rsplit("/", 1)[1].split("?")[0]
+
+
+def run_daily_job(instance: dg.DagsterInstance, partition: str = "2026-11-27",
+                  ) -> dg.ExecuteInProcessResult:
+    """The daily job exactly as the schedule and the UI run it (resources from the defs)."""
+    from nsync_dagster.definitions import defs
+
+    job = defs().resolve_job_def("daily_sync_job")
+    return job.execute_in_process(instance=instance, partition_key=partition,
+                                  raise_on_error=False)
+
+
+def failure_text(result: dg.ExecuteInProcessResult) -> str:
+    out = []
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            data = event.step_failure_data
+            out.append(data.user_failure_data.description if data.user_failure_data
+                       else data.error.message)
+    return "\n".join(out)
+
+
+REPO = Path(__file__).resolve().parents[1]
