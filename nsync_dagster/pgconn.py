@@ -90,7 +90,7 @@ class PgTarget:
             if scheme not in ("postgresql", "postgres"):
                 raise ConfigError(f"{self._where()} has scheme '{scheme}://'; use postgresql://")
         params = self.params
-        for key, what in (("host", "a host"), ("dbname", "a database name"), ("user", "a user")):
+        for key, what in (("host", "host"), ("dbname", "database name"), ("user", "user name")):
             if not params.get(key):
                 raise ConfigError(f"{self._where()} has no {what}: {redact(self.url)}; expected "
                                   "postgresql://USER:PASSWORD@HOST:5432/DBNAME")

@@ -17,7 +17,8 @@ def register(sub) -> None:
     p.set_defaults(handler=lambda a: run_backups())
 
 
-def run_backups(out=sys.stdout) -> int:
+def run_backups(out=None) -> int:
+    out = out or sys.stdout
     settings = Settings.from_env(need_databases=False)
     store = backup_store(settings, s3_from_env())
     backups = store.list_backups()

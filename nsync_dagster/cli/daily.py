@@ -58,7 +58,8 @@ def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
     return out
 
 
-def run_daily(partition: str | None = None, *, out=sys.stdout) -> int:
+def run_daily(partition: str | None = None, *, out=None) -> int:
+    out = out or sys.stdout
     Settings.from_env()  # bad configuration fails here, before Dagster starts anything
     from nsync_dagster.definitions import defs
     from nsync_dagster.defs.daily.jobs import DAILY_JOB_NAME

@@ -24,7 +24,8 @@ def register(sub) -> None:
     p.set_defaults(handler=lambda a: run_demo(a.dir, a.scale, a.keep))
 
 
-def run_demo(root: Path, scale: int, keep: bool, out=sys.stdout) -> int:
+def run_demo(root: Path, scale: int, keep: bool, out=None) -> int:
+    out = out or sys.stdout
     if root.exists() and not keep:
         EmbeddedStack(root).stop_leftovers()
         shutil.rmtree(root)

@@ -22,7 +22,8 @@ def register(sub) -> None:
     p.set_defaults(handler=lambda a: run_restore(a.backup, a.target_url, a.force))
 
 
-def run_restore(spec: str, target_url: str, force: bool, out=sys.stdout) -> int:
+def run_restore(spec: str, target_url: str, force: bool, out=None) -> int:
+    out = out or sys.stdout
     settings = Settings.from_env(need_databases=False)
     store = backup_store(settings, s3_from_env())
     target = PgTarget("restore target", target_url, "--target-url")

@@ -1,0 +1,133 @@
+"""The command line as a person uses it: a subprocess, the contract's variables, a Dagster
+instance with Postgres storage from the repository's dagster.yaml."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import dagster as dg
+import pytest
+
+from nsync_dagster_tests import oracle
+from nsync_dagster_tests.conftest import (
+    OWNER,
+    PROD_DB,
+    PROD_OWNER_PW,
+    REPO,
+    SECRETS,
+    STAGING_OWNER_PW,
+    unique_db,
+)
+
+STORAGE_PW = "dagster-Storage-Pw-2q"
+ALL_SECRETS = (*SECRETS, STORAGE_PW)
+
+
+@pytest.fixture(scope="session")
+def dagster_storage(pg_prod) -> dict[str, str]:
+    """A database for Dagster's run/event/schedule storage (on its own role)."""
+    pg_prod.psql(f"CREATE ROLE dagster_storage LOGIN PASSWORD '{STORAGE_PW}'")
+    pg_prod.psql("CREATE DATABASE dagster_storage OWNER dagster_storage")
+    return {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(pg_prod.port),
+            "DAGSTER_PG_USERNAME": "dagster_storage", "DAGSTER_PG_PASSWORD": STORAGE_PW,
+            "DAGSTER_PG_DB": "dagster_storage"}
+
+
+@pytest.fixture
+def cli_env(nsync_env, dagster_storage, tmp_path, monkeypatch) -> dict[str, str]:
+    for key, value in dagster_storage.items():  # this process reads the same instance
+        monkeypatch.setenv(key, value)
+    home = tmp_path / "dagster_pg_home"
+    home.mkdir()
+    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NSYNC_", "AWS_", "PG"))}
+    return {**env, **nsync_env, **dagster_storage, "DAGSTER_HOME": str(home)}
+
+
+def nsync(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nsync_dagster.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+
+
+def assert_no_secret(*texts: str) -> None:
+    for text in texts:
+        for secret in ALL_SECRETS:
+            assert secret not in text, f"secret leaked: ...{text[max(0, text.find(secret) - 80):]}"
+
+
+def event_log_text(home: str) -> str:
+    """Every event, run config and tag the instance stored, as one string."""
+    with dg.DagsterInstance.from_config(home) as instance:
+        parts = []
+        for run in instance.get_runs():
+            parts.append(json.dumps(run.run_config, default=str))
+            parts.append(json.dumps(run.tags, default=str))
+            parts.extend(str(e) for e in instance.all_logs(run.run_id))
+        return "\n".join(parts)
+
+
+def test_run_daily_then_backups_then_restore(pg_prod, pg_staging, cli_env):
+    done = nsync(cli_env, "run", "daily")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "nsync daily run succeeded" in done.stdout
+    assert f"s3://{cli_env['NSYNC_BACKUP_BUCKET']}/nsync/" in done.stdout
+    assert "rebuilt from that backup, verified at" in done.stdout
+
+    listed = nsync(cli_env, "backups")
+    assert listed.returncode == 0 and "verified" in listed.stdout, listed.stdout
+    backup_id = listed.stdout.splitlines()[2].split()[1]
+
+    target_db = unique_db("restored")
+    target = pg_staging.url(OWNER, STAGING_OWNER_PW, target_db)
+    restored = nsync(cli_env, "restore", "--backup", backup_id, "--target-url", target)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert "match the manifest" in restored.stdout
+    oracle.assert_same(oracle.picture(pg_prod, PROD_DB), oracle.picture(pg_staging, target_db))
+
+    again = nsync(cli_env, "restore", "--backup", "latest", "--target-url", target)
+    assert again.returncode == 2 and "not empty" in again.stderr, again.stderr
+    forced = nsync(cli_env, "restore", "--backup", "2026-" + backup_id[4:6] + "-"
+                   + backup_id[6:8], "--target-url", target, "--force")
+    assert forced.returncode == 0, forced.stderr
+
+    into_prod = nsync(cli_env, "restore", "--target-url",
+                      pg_prod.url(OWNER, PROD_OWNER_PW, PROD_DB))
+    assert into_prod.returncode == 2 and "production" in into_prod.stderr, into_prod.stderr
+
+    assert_no_secret(done.stdout, done.stderr, listed.stdout, restored.stdout, restored.stderr,
+                     again.stderr, into_prod.stderr, event_log_text(cli_env["DAGSTER_HOME"]))
+    with dg.DagsterInstance.from_config(cli_env["DAGSTER_HOME"]) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        runs = instance.get_runs()
+        assert [r.job_name for r in runs] == ["daily_sync_job"]
+        assert runs[0].status == dg.DagsterRunStatus.SUCCESS
+
+
+def test_failed_run_is_loud_and_leaks_nothing(pg_prod, pg_staging, cli_env):
+    pg_prod.psql("DROP DATABASE IF EXISTS cli_broken")
+    pg_prod.psql(f"CREATE DATABASE cli_broken TEMPLATE {PROD_DB} OWNER {OWNER}")
+    pg_prod.psql("CREATE EXTENSION dblink", dbname="cli_broken")
+    env = {**cli_env, "NSYNC_PROD_DATABASE_URL": pg_prod.url(OWNER, PROD_OWNER_PW, "cli_broken")}
+    try:
+        failed = nsync(env, "run", "daily")
+    finally:
+        pg_prod.psql("DROP DATABASE cli_broken")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "staging_database: staging rebuild failed: pg_restore failed" in failed.stderr
+    assert "staging was left as it was" in failed.stderr
+    assert_no_secret(failed.stdout, failed.stderr, event_log_text(cli_env["DAGSTER_HOME"]))
+    with dg.DagsterInstance.from_config(cli_env["DAGSTER_HOME"]) as instance:
+        assert instance.get_runs()[0].status == dg.DagsterRunStatus.FAILURE
+
+
+def test_wrong_password_is_not_echoed(pg_prod, cli_env):
+    env = {**cli_env, "NSYNC_PROD_DATABASE_URL": pg_prod.url(OWNER, "Leak-Me-Not-77", PROD_DB)}
+    failed = nsync(env, "run", "daily")
+    assert failed.returncode == 2
+    assert "rejected the credentials" in failed.stderr
+    assert "Leak-Me-Not-77" not in failed.stdout + failed.stderr
+    assert "Leak-Me-Not-77" not in event_log_text(cli_env["DAGSTER_HOME"])
