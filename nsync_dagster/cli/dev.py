@@ -28,7 +28,12 @@ def _reset_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run_dev(root: Path, port: int) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)  # stop cleanly under a supervisor too
     stack = None
     env = dict(os.environ)
     if not env.get("NSYNC_PROD_DATABASE_URL"):
