@@ -17,7 +17,8 @@ from pathlib import Path
 
 from nsync_dagster.errors import ConfigError, PreflightError
 
-_KNOWN_DIRS = ("/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin", "/opt/homebrew/opt/postgresql@*/bin",
+_KNOWN_DIRS = ("/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin",
+               "/opt/homebrew/opt/postgresql@*/bin",
                "/usr/local/opt/postgresql@*/bin", "/usr/local/pgsql/bin")
 
 
@@ -87,7 +88,8 @@ def for_server(server_major: int, *, purpose: str) -> PgBin:
     configured = os.environ.get("NSYNC_PG_BIN_DIR")
     found = available()
     if configured and not found:
-        raise ConfigError(f"NSYNC_PG_BIN_DIR={configured} holds no pg_dump/pg_restore/pg_dumpall/psql.")
+        raise ConfigError(f"NSYNC_PG_BIN_DIR={configured} holds no pg_dump/pg_restore/"
+                          "pg_dumpall/psql.")
     usable = [b for b in found if b.major >= server_major]
     if not usable:
         have = ", ".join(f"{b.version} in {b.directory}" for b in found) or "none found"

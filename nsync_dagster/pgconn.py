@@ -145,7 +145,8 @@ class PgTarget:
         where = f"{self._where()} [{self.display}]"
         if "password authentication failed" in low or "no password supplied" in low:
             return (f"cannot log in to {where}: the server rejected the credentials for user "
-                    f"'{self.user}'. Check the user name and password in {self.variable or 'the URL'}"
+                    f"'{self.user}'. Check the user name and password in "
+                    f"{self.variable or 'the URL'}"
                     " (URL-encode special characters in the password).")
         if "does not exist" in low and "database" in low:
             return f"{where}: database '{self.dbname}' does not exist on that server."

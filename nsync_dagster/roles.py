@@ -87,8 +87,8 @@ def sync_roles(conn: psycopg.Connection, manifest: dict[str, Any],
         if not set(pair) <= existing:
             continue
         if new_options:
-            opts = (f" WITH ADMIN {str(mem['admin']).upper()}, INHERIT {str(mem['inherit']).upper()}"
-                    f", SET {str(mem['set']).upper()}")
+            opts = (f" WITH ADMIN {str(mem['admin']).upper()}, "
+                    f"INHERIT {str(mem['inherit']).upper()}, SET {str(mem['set']).upper()}")
         else:
             opts = " WITH ADMIN OPTION" if mem["admin"] else ""
         try:

@@ -30,7 +30,9 @@ log = logging.getLogger("nsync.s3")
 CHUNK = 16 * 1024 * 1024
 TRANSFER = TransferConfig(multipart_threshold=CHUNK, multipart_chunksize=CHUNK, max_concurrency=4,
                           use_threads=True)
-MANIFEST, CHECKSUMS_OK, RESTORE_OK = "manifest.json", "_checksums_verified.json", "_restore_verified.json"
+MANIFEST = "manifest.json"
+CHECKSUMS_OK = "_checksums_verified.json"
+RESTORE_OK = "_restore_verified.json"
 
 
 def sha256_file(path: Path) -> str:
@@ -81,7 +83,8 @@ def _explain(exc: Exception, bucket: str, action: str) -> str:
             return (f"S3 denied access to bucket '{bucket}' while trying to {action}: the "
                     "credentials need s3:ListBucket, s3:GetObject, s3:PutObject and "
                     "s3:DeleteObject on it.")
-        return f"S3 error {code or '?'} while trying to {action} in bucket '{bucket}': {redact(exc)}"
+        return (f"S3 error {code or '?'} while trying to {action} in bucket '{bucket}': "
+                f"{redact(exc)}")
     return f"cannot reach S3 while trying to {action} in bucket '{bucket}': {redact(exc)}"
 
 
@@ -160,7 +163,8 @@ class BackupStore:
                           Key=folder + MANIFEST)
         return json.loads(resp["Body"].read())
 
-    def verify_objects(self, folder: str, report: Callable[[str], None] = log.info) -> dict[str, Any]:
+    def verify_objects(self, folder: str,
+                       report: Callable[[str], None] = log.info) -> dict[str, Any]:
         """Read every object back, hash it and compare with the manifest; record the result."""
         manifest = self.read_manifest(folder)
         problems, total, received = [], 0, ByteCounter()

@@ -118,8 +118,8 @@ class Settings:
                              checksums=checksums in ("true", "1", "yes")),
             restore_timeout_s=_int(env, "NSYNC_RESTORE_TIMEOUT", 60, 86400),
             work_dir=Path(work) if work else Path(tempfile.gettempdir()) / "nsync",
-            platform_roles=tuple(r.strip() for r in str(_get(env, "NSYNC_PLATFORM_ROLES")).split(",")
-                                 if r.strip()),
+            platform_roles=tuple(r.strip() for r in
+                                 str(_get(env, "NSYNC_PLATFORM_ROLES")).split(",") if r.strip()),
             maintenance_db=str(_get(env, "NSYNC_STAGING_MAINTENANCE_DB")),
             sse=sse, kms_key_id=_get(env, "NSYNC_S3_KMS_KEY_ID"),
             scratch_url=_get(env, "NSYNC_SCRATCH_DATABASE_URL"),

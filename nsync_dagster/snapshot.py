@@ -117,7 +117,8 @@ def take_snapshot(prod: PgTarget, work_dir: Path, options: DumpOptions, *, backu
              "--no-role-passwords"], env=prod.child_env(), capture_output=True, text=True,
             timeout=600)
         if roles_sql.returncode != 0:
-            raise SnapshotError(f"pg_dumpall --roles-only failed: {redact(roles_sql.stderr)[-800:]}")
+            raise SnapshotError("pg_dumpall --roles-only failed: "
+                                f"{redact(roles_sql.stderr)[-800:]}")
         roles_file.write_text(roles_sql.stdout)
     except SnapshotError:
         raise
@@ -141,6 +142,7 @@ def take_snapshot(prod: PgTarget, work_dir: Path, options: DumpOptions, *, backu
         "database": database, "roles": roles, "memberships": members, **data,
     }
     (work_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    rows = sum(t["rows"] for t in data["tables"].values())
     report(f"snapshot done: {dir_size(dump_dir):,} bytes in {manifest['duration_s']:.1f}s, "
-           f"{len(data['tables'])} tables, {sum(t['rows'] for t in data['tables'].values()):,} rows")
+           f"{len(data['tables'])} tables, {rows:,} rows")
     return Snapshot(work_dir, dump_dir, roles_file, manifest)

@@ -46,7 +46,7 @@ def recover_and_clean(maint: psycopg.Connection, live: str,
     cur = maint.cursor()
     if _exists(cur, prev) and not _exists(cur, live):
         report(f"an earlier swap was interrupted: renaming {prev} back to {live}")
-        cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(_ident(prev), _ident(live)))
+        _rename(cur, prev, live)
         cur.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(_ident(live)))
     for stale in (nxt, prev):
         if _exists(cur, stale):
@@ -76,8 +76,13 @@ def create_next(maint: psycopg.Connection, live: str, database_facts: dict[str, 
     try:
         cur.execute(query.format(*params))
     except psycopg.Error as exc:
-        raise SwapError(f"cannot create {nxt} on the staging server: {redact(exc).strip()}") from None
+        raise SwapError(f"cannot create {nxt} on the staging server: "
+                        f"{redact(exc).strip()}") from None
     return nxt
+
+
+def _rename(cur: psycopg.Cursor, old: str, new: str) -> None:
+    cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(_ident(old), _ident(new)))
 
 
 def _terminate(cur: psycopg.Cursor, dbname: str) -> int:
@@ -90,7 +95,7 @@ def _rename_when_free(cur: psycopg.Cursor, old: str, new: str, attempts: int = 2
     for attempt in range(attempts):
         _terminate(cur, old)
         try:
-            cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(_ident(old), _ident(new)))
+            _rename(cur, old, new)
             return
         except psycopg.errors.ObjectInUse:
             time.sleep(0.2 * (attempt + 1))
@@ -120,7 +125,7 @@ def swap_in(maint: psycopg.Connection, live: str,
     except Exception as exc:
         if had_live:
             report(f"swap failed, putting {live} back: {redact(exc)}")
-            cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(_ident(prev), _ident(live)))
+            _rename(cur, prev, live)
             cur.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(
                 _ident(live)))
         if isinstance(exc, SwapError):
