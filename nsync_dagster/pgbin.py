@@ -29,6 +29,7 @@ class PgBin:
     directory: Path
     major: int
     version: str
+    tls: bool | None = None  # built with OpenSSL; None when pg_config is not there to say
 
     def tool(self, name: str) -> str:
         return str(self.directory / name)
@@ -48,7 +49,15 @@ def _version_of(directory: Path) -> PgBin | None:
     m = re.search(r"(\d+)(?:\.(\d+))?", out)
     if not m:
         return None
-    return PgBin(directory.resolve(), int(m.group(1)), m.group(0))
+    tls = None
+    if (directory / "pg_config").is_file():
+        try:
+            configure = subprocess.run([str(directory / "pg_config"), "--configure"],
+                                       capture_output=True, text=True, timeout=10).stdout
+            tls = "--with-openssl" in configure or "--with-ssl=openssl" in configure
+        except (OSError, subprocess.SubprocessError):
+            tls = None
+    return PgBin(directory.resolve(), int(m.group(1)), m.group(0), tls)
 
 
 def candidate_dirs() -> list[Path]:
@@ -79,7 +88,7 @@ def available() -> list[PgBin]:
     return list(seen.values())
 
 
-def for_server(server_major: int, *, purpose: str) -> PgBin:
+def for_server(server_major: int, *, purpose: str, needs_tls: bool = False) -> PgBin:
     """The client install best suited to a server of ``server_major``.
 
     Prefers the exact major, then the oldest newer one. Raises with the version needed and where
@@ -91,6 +100,14 @@ def for_server(server_major: int, *, purpose: str) -> PgBin:
         raise ConfigError(f"NSYNC_PG_BIN_DIR={configured} holds no pg_dump/pg_restore/"
                           "pg_dumpall/psql.")
     usable = [b for b in found if b.major >= server_major]
+    if needs_tls and usable and not [b for b in usable if b.tls is not False]:
+        raise PreflightError(
+            f"{purpose} needs TLS, but the PostgreSQL {server_major}+ clients found were built "
+            f"without OpenSSL ({', '.join(str(b.directory) for b in usable)}). Install a "
+            f"TLS-capable client (Debian/Ubuntu: 'apt install postgresql-client-{server_major}' "
+            "from apt.postgresql.org) and set NSYNC_PG_BIN_DIR to its bin directory.")
+    if needs_tls:
+        usable = [b for b in usable if b.tls is not False]
     if not usable:
         have = ", ".join(f"{b.version} in {b.directory}" for b in found) or "none found"
         hint = ("set NSYNC_PG_BIN_DIR to its bin directory" if not configured else

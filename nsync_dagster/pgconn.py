@@ -18,6 +18,10 @@ from nsync_dagster.errors import ConfigError, PreflightError
 from nsync_dagster.redact import redact, register_url_password
 
 CONNECT_TIMEOUT_S = 10
+# libpq variables that would redirect a child process to another server or user; TLS settings
+# (PGSSLMODE, PGSSLROOTCERT, ...) pass through
+_CONNECTION_VARS = {"PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD",
+                    "PGPASSFILE", "PGSERVICE", "PGSERVICEFILE", "PGOPTIONS"}
 # session settings that make text output of values identical across servers and clients
 STABLE_SESSION = {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "postgres",
                   "extra_float_digits": "3", "bytea_output": "hex"}
@@ -71,6 +75,11 @@ class PgTarget:
         """``user@host:port/dbname``: safe to print."""
         return f"{self.user}@{self.host}:{self.port}/{self.dbname}"
 
+    def needs_tls(self) -> bool:
+        """TLS is required by the URL, or the host is not on this machine."""
+        mode = self.params.get("sslmode", "")
+        return mode in ("require", "verify-ca", "verify-full") or not self.is_loopback()
+
     def is_loopback(self) -> bool:
         host = self.host
         if not host or host.startswith("/") or host == "localhost":
@@ -116,7 +125,7 @@ class PgTarget:
 
     def child_env(self) -> dict[str, str]:
         """Environment for pg_dump/pg_restore/psql: the password only in ``PGPASSWORD``."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env = {k: v for k, v in os.environ.items() if k not in _CONNECTION_VARS}
         if self.password:
             env["PGPASSWORD"] = self.password
         env["PGCONNECT_TIMEOUT"] = str(CONNECT_TIMEOUT_S)

@@ -44,9 +44,16 @@ def snapshot_step(settings: Settings, store: BackupStore, partition: str,
     daily_preflight(settings.prod, settings.staging, settings.maintenance_db, store)
     backup_id = new_backup_id()
     work = settings.work_dir / backup_id
-    snap = take_snapshot(settings.prod, work, settings.dump, backup_id=backup_id,
-                         partition=partition, report=report)
-    _pointer(settings, partition).write_text(json.dumps({"backup_id": backup_id,
+    try:
+        snap = take_snapshot(settings.prod, work, settings.dump, backup_id=backup_id,
+                             partition=partition, report=report)
+    except Exception:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    pointer = _pointer(settings, partition)
+    if pointer.exists():  # an earlier snapshot of this day that was never uploaded
+        shutil.rmtree(json.loads(pointer.read_text())["work_dir"], ignore_errors=True)
+    pointer.write_text(json.dumps({"backup_id": backup_id,
                                                          "work_dir": str(work)}))
     return snap
 
@@ -132,7 +139,7 @@ def staging_step(settings: Settings, store: BackupStore, partition: str,
     candidates = [b for b in store.list_backups()
                   if b.date == partition and b.status in ("checksummed", "verified")]
     if not candidates:
-        raise BackupStoreError(f"no verified backup for {partition} in "
+        raise BackupStoreError(f"no checksummed backup for {partition} in "
                                f"{store.uri(store.prefix + '/')}: materialize s3_backup first")
     backup = candidates[-1]
     live = settings.staging.dbname
@@ -148,10 +155,11 @@ def staging_step(settings: Settings, store: BackupStore, partition: str,
         with maint.connect() as conn:  # the live copy was never touched; remove the attempt
             swap.drop_if_exists(conn, nxt)
         raise
-    with maint.connect() as conn:
-        swapped = swap.swap_in(conn, live, report)
+    # the restore is proved at this point; record it before touching the live copy
     store.mark_restore_verified(backup.key_prefix, {"restored_into": settings.staging.display,
                                                     **result["verification"]})
+    with maint.connect() as conn:
+        swapped = swap.swap_in(conn, live, report)
     return {"backup_id": backup.backup_id, "uri": store.uri(backup.key_prefix),
             "verified_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             **swapped, **result}
@@ -164,7 +172,16 @@ def restore_to(settings: Settings, store: BackupStore, spec: str, target: PgTarg
     if settings.prod.url and same_database(target, settings.prod):
         raise PreflightError(f"refusing to restore into {target.display}: it is the production "
                              "database (NSYNC_PROD_DATABASE_URL)")
-    backup = store.find(spec)
+    if settings.staging.url and same_database(target, settings.staging):
+        raise PreflightError(f"refusing to restore into {target.display}: it is the live staging "
+                             "database; rebuild it with 'nsync run daily' (which swaps a "
+                             "verified copy in) or restore somewhere else")
+    latest_or_day = spec == "latest" or (len(spec) == 10 and spec[4] == "-")
+    # an explicit backup id may be one that was read back but never restored (for example
+    # the day staging failed); 'latest' and dates pick only fully verified backups
+    backup = store.find(spec, require="verified" if latest_or_day else "checksummed")
+    if backup.status != "verified":
+        report(f"note: backup {backup.backup_id} is {backup.status}: this restore is its first")
     maint = target.with_db(settings.maintenance_db)
     with maint.connect() as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",

@@ -7,12 +7,13 @@ fix it; passwords never appear (URLs are shown as ``user@host:port/db``).
 from __future__ import annotations
 
 import logging
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nsync_dagster import pgbin
+from nsync_dagster import pgbin, swap
 from nsync_dagster.errors import NsyncError, PreflightError
 from nsync_dagster.pgconn import PgTarget, server_major
 from nsync_dagster.redact import redact
@@ -85,11 +86,19 @@ def check_production(pf: Preflight, prod: PgTarget) -> None:
         return f"connected to {prod.display} (PostgreSQL {pf.facts['prod_server_version']})"
 
     if pf.run("production reachable", connect):
-        pf.run("pg_dump new enough", lambda: _client_for(pf, "prod_major", "Dumping production"))
+        pf.run("pg_dump new enough and connects",
+               lambda: _client_for(pf, "prod_major", "Dumping production", prod))
 
 
-def _client_for(pf: Preflight, fact: str, purpose: str) -> str:
-    tools = pgbin.for_server(pf.facts[fact], purpose=purpose)
+def _client_for(pf: Preflight, fact: str, purpose: str, target: PgTarget) -> str:
+    """Pick the client programs and prove they can log in (TLS and password included)."""
+    tools = pgbin.for_server(pf.facts[fact], purpose=purpose, needs_tls=target.needs_tls())
+    out = subprocess.run([tools.tool("psql"), "-X", "-At", "-c", "SELECT 1", "-d",
+                          target.conninfo_without_password()], env=target.child_env(),
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise PreflightError(f"{tools.tool('psql')} cannot connect to {target.display} although "
+                             f"Python could: {redact(out.stderr).strip()}")
     return f"{tools.version} in {tools.directory}"
 
 
@@ -110,8 +119,14 @@ def check_staging(pf: Preflight, staging: PgTarget, maintenance_db: str) -> None
         pf.facts["staging_can_create_roles"] = bool(superuser or createrole)
         return f"connected to {maint.display}; role may create databases"
 
+    def name_fits() -> str:
+        swap.names(staging.dbname)
+        return f"'{staging.dbname}' leaves room for the __nsync_next copy"
+
+    pf.run("staging database name fits", name_fits)
     if pf.run("staging reachable with CREATEDB", connect):
-        pf.run("pg_restore available", lambda: _client_for(pf, "staging_major", "Restoring"))
+        pf.run("pg_restore available and connects",
+               lambda: _client_for(pf, "staging_major", "Restoring", maint))
 
 
 def check_not_same(pf: Preflight, prod: PgTarget, staging: PgTarget) -> None:

@@ -152,7 +152,8 @@ def restore_dump(dump_dir: Path, target: PgTarget, manifest: dict[str, Any], *, 
     with target.connect() as conn:
         tools = pgbin.for_server(max(conn.info.server_version // 10000,
                                      int(str(manifest["pg_dump_version"]).split(".")[0])),
-                                 purpose="Restoring into staging")
+                                 purpose="Restoring into staging",
+                                 needs_tls=target.needs_tls())
         entries = read_toc(tools, dump_dir)
         the_plan = plan(entries, platform)
         work = dump_dir.parent

@@ -91,6 +91,8 @@ class Settings:
         env = dict(os.environ if env is None else env)
         for secret in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
             register_secret(env.get(secret))
+        if env.get("AWS_REGION") and not os.environ.get("AWS_DEFAULT_REGION"):
+            os.environ["AWS_DEFAULT_REGION"] = env["AWS_REGION"]  # boto3 reads only this one
         required = ["NSYNC_BACKUP_BUCKET"]
         if need_databases:
             required[:0] = ["NSYNC_PROD_DATABASE_URL", "NSYNC_STAGING_DATABASE_URL"]

@@ -85,7 +85,8 @@ def take_snapshot(prod: PgTarget, work_dir: Path, options: DumpOptions, *, backu
         cur = conn.cursor()
         major = server_major(conn)
         server_version = conn.info.parameter_status("server_version")
-        tools = pgbin.for_server(major, purpose="Dumping production")
+        tools = pgbin.for_server(major, purpose="Dumping production",
+                                 needs_tls=prod.needs_tls())
         cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         cur.execute("SELECT set_config('lock_timeout', %s, true)",
                     (f"{options.lock_wait_timeout_s}s",))

@@ -48,6 +48,11 @@ def recover_and_clean(maint: psycopg.Connection, live: str,
         report(f"an earlier swap was interrupted: renaming {prev} back to {live}")
         _rename(cur, prev, live)
         cur.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(_ident(live)))
+    cur.execute("SELECT datallowconn FROM pg_database WHERE datname = %s", (live,))
+    row = cur.fetchone()
+    if row and not row[0]:
+        report(f"an earlier swap was interrupted: allowing connections to {live} again")
+        cur.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(_ident(live)))
     for stale in (nxt, prev):
         if _exists(cur, stale):
             report(f"dropping leftover {stale} from an earlier run")

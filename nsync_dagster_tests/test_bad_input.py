@@ -63,6 +63,15 @@ def test_malformed_url(capsys, nsync_env, monkeypatch, url, needle):
     refused(capsys, nsync_env, "NSYNC_STAGING_DATABASE_URL", needle)
 
 
+@pytest.mark.parametrize("partition, needle", [
+    ("2026-13-01", "is not a date"), ("2099-01-01", "is outside"), ("2025-12-31", "is outside"),
+])
+def test_bad_partition(capsys, nsync_env, partition, needle):
+    code, out = run_cli(capsys, "run", "daily", "--partition", partition)
+    assert code == 2 and needle in out, out
+    assert_nothing_done(nsync_env)
+
+
 def test_missing_variable(capsys, nsync_env, monkeypatch):
     monkeypatch.delenv("NSYNC_BACKUP_BUCKET")
     refused_code, out = run_cli(capsys, "run", "daily")

@@ -94,6 +94,10 @@ def test_run_daily_then_backups_then_restore(pg_prod, pg_staging, cli_env):
                    + backup_id[6:8], "--target-url", target, "--force")
     assert forced.returncode == 0, forced.stderr
 
+    into_staging = nsync(cli_env, "restore", "--target-url",
+                         cli_env["NSYNC_STAGING_DATABASE_URL"], "--force")
+    assert into_staging.returncode == 2 and "live staging" in into_staging.stderr
+
     into_prod = nsync(cli_env, "restore", "--target-url",
                       pg_prod.url(OWNER, PROD_OWNER_PW, PROD_DB))
     assert into_prod.returncode == 2 and "production" in into_prod.stderr, into_prod.stderr

@@ -98,6 +98,18 @@ def test_corrupt_backup_object_is_refused(pg_staging, nsync_env, synced):
     assert _no_leftovers(pg_staging)
 
 
+def test_connections_reopened_after_a_swap_died_midway(pg_staging, nsync_env, synced):
+    from nsync_dagster import swap
+
+    stg = staging_db(nsync_env)
+    pg_staging.psql(f'ALTER DATABASE "{stg}" WITH ALLOW_CONNECTIONS false')
+    settings = Settings.from_env(nsync_env)
+    with settings.staging.with_db("postgres").connect() as conn:
+        swap.recover_and_clean(conn, stg)
+    assert pg_staging.psql(f"SELECT datallowconn FROM pg_database WHERE datname = '{stg}'"
+                           ).strip() == "t"
+
+
 def test_interrupted_swap_is_recovered(pg_prod, pg_staging, nsync_env, synced):
     """A crash between the two renames leaves <db>__nsync_prev only; the next run puts it back
     before doing anything else."""

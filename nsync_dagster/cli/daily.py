@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from nsync_dagster.errors import NsyncError
+from nsync_dagster.defs.daily.assets import DAILY
+from nsync_dagster.errors import ConfigError, NsyncError
 from nsync_dagster.redact import redact
 from nsync_dagster.settings import Settings
 
@@ -27,12 +28,35 @@ def register(sub) -> None:
     daily.set_defaults(handler=lambda args: run_daily(args.partition))
 
 
-def instance() -> dg.DagsterInstance:
-    """The instance DAGSTER_HOME names, or a local default under ~/.nsync/dagster_home."""
-    if not os.environ.get("DAGSTER_HOME"):
+def check_partition(partition: str | None) -> str:
+    """Today in America/New_York, or a valid past day given as YYYY-MM-DD."""
+    today = dt.datetime.now(EASTERN).date()
+    if not partition:
+        return today.isoformat()
+    try:
+        day = dt.date.fromisoformat(partition)
+    except ValueError:
+        raise ConfigError(f"--partition {partition!r} is not a date like 2026-11-27") from None
+    first = dt.date.fromisoformat(DAILY.start.date().isoformat())
+    if not first <= day <= today:
+        raise ConfigError(f"--partition {partition} is outside {first} .. {today} (today in "
+                          "America/New_York)")
+    return day.isoformat()
+
+
+def ensure_dagster_home(env: dict[str, str] | os._Environ = os.environ) -> str:
+    """DAGSTER_HOME, defaulting to ~/.nsync/dagster_home (SQLite) so that the CLI and
+    ``nsync dev`` record runs in the same instance."""
+    if not env.get("DAGSTER_HOME"):
         home = Path.home() / ".nsync" / "dagster_home"
         home.mkdir(parents=True, exist_ok=True)
-        os.environ["DAGSTER_HOME"] = str(home)
+        env["DAGSTER_HOME"] = str(home)
+    return env["DAGSTER_HOME"]
+
+
+def instance() -> dg.DagsterInstance:
+    """The instance DAGSTER_HOME names, or the local default."""
+    ensure_dagster_home()
     return dg.DagsterInstance.get()
 
 
@@ -46,7 +70,10 @@ def _failures(result: dg.ExecuteInProcessResult) -> tuple[list[str], set[str]]:
             text = user.description if user and user.description else data.error.message
             messages.append(f"{event.step_key}: {redact(text).strip()}")
             kind = user.metadata.get("error_type") if user else None
-            kinds.add(str(kind.value) if kind is not None else "unexpected")
+            kind = str(kind.value) if kind is not None else "unexpected"
+            # only the first step checks before working; later, the same errors mean the
+            # work itself failed
+            kinds.add(kind if event.step_key == "prod_snapshot" else f"{kind} during the work")
     return messages, kinds
 
 
@@ -64,7 +91,7 @@ def run_daily(partition: str | None = None, *, out=None) -> int:
     from nsync_dagster.definitions import defs
     from nsync_dagster.defs.daily.jobs import DAILY_JOB_NAME
 
-    partition = partition or dt.datetime.now(EASTERN).date().isoformat()
+    partition = check_partition(partition)
     job = defs().resolve_job_def(DAILY_JOB_NAME)
     started = time.monotonic()
     print(f"nsync: daily backup and staging sync for {partition} ...", file=out, flush=True)

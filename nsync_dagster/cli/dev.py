@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from nsync_dagster.cli.daily import ensure_dagster_home
 from nsync_dagster.cli.demo import DEFAULT_DIR
 from nsync_dagster.embedded.stack import EmbeddedStack
+from nsync_dagster.redact import redact
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,7 +41,11 @@ def run_dev(root: Path, port: int) -> int:
     if not env.get("NSYNC_PROD_DATABASE_URL"):
         stack = EmbeddedStack(root).start()
         env.update(stack.env())
-        print(f"embedded default running from {root}/ (S3 at {stack.s3_endpoint}, in memory)")
+        print(f"NSYNC_PROD_DATABASE_URL is not set: using the embedded default in {root}/ "
+              f"(S3 at {stack.s3_endpoint}, in memory)")
+    else:
+        print(f"using the configured environment ({redact(env['NSYNC_PROD_DATABASE_URL'])})")
+    ensure_dagster_home(env)
     print(f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C to stop)", flush=True)
     proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w",
                              str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
