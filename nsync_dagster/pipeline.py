@@ -34,6 +34,13 @@ def new_backup_id(now: dt.datetime | None = None) -> str:
     return (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
 
 
+def private_work_dir(settings: Settings) -> Path:
+    """The local scratch folder, readable by this user only: dumps hold real client data."""
+    settings.work_dir.mkdir(parents=True, exist_ok=True)
+    settings.work_dir.chmod(0o700)
+    return settings.work_dir
+
+
 def _pointer(settings: Settings, partition: str) -> Path:
     return settings.work_dir / f"snapshot-{partition}.json"
 
@@ -43,7 +50,7 @@ def snapshot_step(settings: Settings, store: BackupStore, partition: str,
     """Check everything, then dump production; remember the snapshot for the backup step."""
     daily_preflight(settings.prod, settings.staging, settings.maintenance_db, store)
     backup_id = new_backup_id()
-    work = settings.work_dir / backup_id
+    work = private_work_dir(settings) / backup_id
     try:
         snap = take_snapshot(settings.prod, work, settings.dump, backup_id=backup_id,
                              partition=partition, report=report)
@@ -108,7 +115,7 @@ def verify_database(target: PgTarget, manifest: dict[str, Any],
 def _restore_verified(settings: Settings, store: BackupStore, folder: str, target: PgTarget,
                       report: Report) -> dict[str, Any]:
     """Download ``folder``, create roles, restore into ``target`` (empty) and verify it."""
-    work = settings.work_dir / f"restore-{target.dbname}-{new_backup_id()}"
+    work = private_work_dir(settings) / f"restore-{target.dbname}-{new_backup_id()}"
     try:
         timings: dict[str, float] = {}
         t = time.monotonic()

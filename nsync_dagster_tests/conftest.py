@@ -6,6 +6,7 @@ The passwords are distinctive so the leak tests can search every output for them
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import uuid
@@ -31,29 +32,32 @@ OWNER = "neondb_owner"
 PROD_DB = "neondb"
 
 
-@pytest.fixture(scope="session")
-def pg_prod(tmp_path_factory) -> Iterator[EmbeddedCluster]:
-    """Production: Neon's roles, the owner's database seeded with the sample platform."""
-    cluster = EmbeddedCluster(tmp_path_factory.mktemp("prod") / "data", SUPERUSER_PW).start()
+@contextlib.contextmanager
+def neon_cluster(tmp_path_factory, name: str, owner_password: str,
+                 seed: bool) -> Iterator[EmbeddedCluster]:
+    cluster = EmbeddedCluster(tmp_path_factory.mktemp(name) / "data", SUPERUSER_PW).start()
     try:
-        shape_like_neon(cluster, owner=OWNER, owner_password=PROD_OWNER_PW, dbname=PROD_DB,
+        shape_like_neon(cluster, owner=OWNER, owner_password=owner_password, dbname=PROD_DB,
                         platform_password=PLATFORM_PW)
-        seed_sample_platform(cluster.url(OWNER, PROD_OWNER_PW, PROD_DB), scale=1)
+        if seed:
+            seed_sample_platform(cluster.url(OWNER, owner_password, PROD_DB), scale=1)
         yield cluster
     finally:
         cluster.stop("immediate")
+
+
+@pytest.fixture(scope="session")
+def pg_prod(tmp_path_factory) -> Iterator[EmbeddedCluster]:
+    """Production: Neon's roles, the owner's database seeded with the sample platform."""
+    with neon_cluster(tmp_path_factory, "prod", PROD_OWNER_PW, seed=True) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")
 def pg_staging(tmp_path_factory) -> Iterator[EmbeddedCluster]:
     """Staging: a separate cluster with the same Neon shape and an empty owner database."""
-    cluster = EmbeddedCluster(tmp_path_factory.mktemp("staging") / "data", SUPERUSER_PW).start()
-    try:
-        shape_like_neon(cluster, owner=OWNER, owner_password=STAGING_OWNER_PW, dbname=PROD_DB,
-                        platform_password=PLATFORM_PW)
+    with neon_cluster(tmp_path_factory, "staging", STAGING_OWNER_PW, seed=False) as cluster:
         yield cluster
-    finally:
-        cluster.stop("immediate")
 
 
 @pytest.fixture(scope="session")

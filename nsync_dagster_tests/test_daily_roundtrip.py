@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
 import pytest
 
@@ -51,6 +53,9 @@ def test_daily_job_mirrors_production_exactly(pg_prod, pg_staging, nsync_env, in
     assert all(k.startswith("nsync/2026/11/27/") for k in keys)
     assert any(k.endswith("/manifest.json") for k in keys)
     assert any(k.endswith("/dump/toc.dat") for k in keys)
+    work = Path(nsync_env["NSYNC_WORK_DIR"])
+    assert work.stat().st_mode & 0o077 == 0, "local dumps must be private to this user"
+    assert list(work.iterdir()) == [], "local work files are removed after success"
 
 
 def test_second_sync_replaces_staging_with_open_sessions(pg_prod, pg_staging, nsync_env,
