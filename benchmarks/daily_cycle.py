@@ -11,11 +11,14 @@ cycle runs in its own Python subprocess so its peak RSS (and its children's) is 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import platform
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -26,6 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SUPER_PW, PROD_PW, STG_PW, PLAT_PW = "bench-super-1", "bench-prod-2", "bench-stg-3", "bench-plat-4"
 OWNER, DB, REGION, KEY_ID, SECRET = "neondb_owner", "neondb", "us-east-1", "bench", "bench-secret"
+BUCKET = "nsync-bench"
 NOTES = "<!-- hand-written notes below are kept when the script rewrites this file -->"
 PHASES = ("preflight", "dump", "upload", "readback", "download", "restore", "verify", "swap")
 
@@ -101,19 +105,21 @@ def run_naive(cfg: dict) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     dump = work / "prod.dump"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    prod, stg = (f"host=127.0.0.1 port={cfg[k]} user={OWNER} dbname="
+                 for k in ("prod_port", "staging_port"))
     phases: dict[str, float] = {}
     t = time.monotonic()
-    subprocess.run([str(bin_dir / "pg_dump"), "-Fc", "-f", str(dump), "-d", cfg["prod_conninfo"]],
+    subprocess.run([str(bin_dir / "pg_dump"), "-Fc", "-f", str(dump), "-d", prod + DB],
                    env={**env, "PGPASSWORD": PROD_PW}, check=True)
     phases["dump"] = time.monotonic() - t
     t = time.monotonic()
-    boto3.client("s3").upload_file(str(dump), cfg["bucket"], f"naive/{cfg['partition']}.dump")
+    boto3.client("s3").upload_file(str(dump), BUCKET, f"naive/{cfg['partition']}.dump")
     phases["upload"] = time.monotonic() - t
-    with psycopg.connect(cfg["staging_maint"], password=STG_PW, autocommit=True) as conn:
+    with psycopg.connect(stg + "postgres", password=STG_PW, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{cfg["naive_db"]}"')
     t = time.monotonic()
     out = subprocess.run([str(bin_dir / "pg_restore"), "-j2", "--no-owner", "--no-acl", "-d",
-                          cfg["staging_conninfo"], str(dump)], env={**env, "PGPASSWORD": STG_PW},
+                          stg + cfg["naive_db"], str(dump)], env={**env, "PGPASSWORD": STG_PW},
                          capture_output=True, text=True)
     phases["restore"] = time.monotonic() - t
     if out.returncode:
@@ -123,12 +129,45 @@ def run_naive(cfg: dict) -> dict:
     return {"phases": phases, "total": sum(phases.values()), "backup_bytes": size, "objects": 1}
 
 
+def sample_children(peak: dict[str, int], stop: threading.Event) -> None:
+    """Peak VmHWM of any descendant (pg_dump and its workers, pg_restore, ...), sampled."""
+    while not stop.wait(0.2):
+        parents = {}
+        for d in filter(str.isdigit, os.listdir("/proc")):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                parents[int(d)] = int(Path(f"/proc/{d}/stat").read_text().split(")")[-1].split()[1])
+        for pid in parents:
+            p = pid
+            while p in parents and p not in (os.getpid(), 1, 0):
+                p = parents[p]
+            if p == os.getpid() != pid:
+                name, kb = vm_hwm(pid)
+                peak[name] = max(peak.get(name, 0), kb)
+
+
+def vm_hwm(pid: int | str = "self") -> tuple[str, int]:
+    """(name, peak RSS in KiB of the process's current program), 0 when it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return "?", 0
+    name = status.split("\n", 1)[0].split()[-1]
+    kb = [int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("VmHWM:")]
+    return name, kb[0] if kb else 0
+
+
 def worker(mode: str) -> None:
     cfg = json.loads(sys.stdin.read())
     os.environ.update(cfg["aws"])
+    peak: dict[str, int] = {}
+    stop = threading.Event()
+    threading.Thread(target=sample_children, args=(peak, stop), daemon=True).start()
     result = (run_nsync if mode == "nsync" else run_naive)(cfg)
+    stop.set()
+    result["hwm_self_kb"] = vm_hwm()[1]
     result["rss_self_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result["rss_children_kb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    result["child_hwm_kb"] = peak
     print("RESULT " + json.dumps(result))
 
 
@@ -154,11 +193,24 @@ def load(prod, scale: int, variant: str) -> float:
     return time.monotonic() - t
 
 
-def clear_bucket(s3, bucket: str) -> None:
+def settle(s3, bucket: str, clusters) -> None:
+    """Between timed runs: empty the bucket, vacuum what the last run restored, wait for quiet.
+
+    Without this, autovacuum on the restored copy can still run when the next nsync swap starts,
+    and swap_in then fails (see RESULTS.md notes).
+    """
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
         if keys:
             s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+    clusters[1].psql("VACUUM ANALYZE;", dbname=DB)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and any(int(c.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"))
+            for c in clusters):
+        time.sleep(1)
+    for c in clusters:
+        c.psql("CHECKPOINT;")
 
 
 def mem_gib() -> float:
@@ -166,15 +218,18 @@ def mem_gib() -> float:
 
 
 def fmt_table(rows: list[dict]) -> str:
-    head = ["dataset", "db size", "chain", "backup", *PHASES, "total", "x naive", "RSS", "RSS ch"]
+    head = ["dataset", "db size", "chain", "backup", *PHASES, "total", "x naive", "RSS",
+            "child RSS", "ru self", "ru ch"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         ph = r["phases"]
         lines.append("| " + " | ".join([
             r["dataset"], f"{r['db_mb']:.0f} MB", r["chain"], f"{r['backup_bytes'] / 2**20:.0f} MB",
             *(f"{ph[p]:.1f}" if p in ph else "-" for p in PHASES), f"**{r['total']:.1f}**",
-            f"{r['ratio']:.2f}" if r.get("ratio") else "-", f"{r['rss_self_kb'] / 1024:.0f} MB",
-            f"{r['rss_children_kb'] / 1024:.0f} MB"]) + " |")
+            f"{r['ratio']:.2f}" if r.get("ratio") else "-",
+            *(f"{kb / 1024:.0f} MB" for kb in (
+                r["hwm_self_kb"], max(r["child_hwm_kb"].values(), default=0),
+                r["rss_self_kb"], r["rss_children_kb"]))]) + " |")
     return "\n".join(lines)
 
 
@@ -183,7 +238,9 @@ def write_results(rows: list[dict], loads: list[str], started: str, args) -> Non
     old = path.read_text() if path.exists() else ""
     notes = old.split(NOTES, 1)[1] if NOTES in old else "\n"
     details = "\n".join(f"- {r['dataset']} {r['chain']}: " + ", ".join(
-        f"{k} {'+'.join(str(v) for v in vs)}" for k, vs in r.get("detail", {}).items())
+        f"{k} {len(vs)}x {sum(vs):.1f} (max {max(vs):.1f})" for k, vs in r["detail"].items())
+        + "; peak VmHWM " + ", ".join(f"{k} {v / 1024:.0f} MB" for k, v in sorted(
+            r["child_hwm_kb"].items(), key=lambda kv: -kv[1])[:4])
         for r in rows if r.get("detail"))
     text = f"""# nsync daily-cycle benchmark
 
@@ -195,18 +252,7 @@ Machine: {os.cpu_count()} CPUs, {mem_gib():.1f} GiB RAM, {platform.platform()}, 
 machine (fsync off), S3 is moto's ThreadedMotoServer in the driver process; everything shares
 the same {os.cpu_count()} CPUs and disk.
 
-Times in seconds. `nsync Z=n` is NSYNC_DUMP_COMPRESS=n (NSYNC_JOBS=2). `naive` is
-`pg_dump -Fc` (default compression) -> boto3 `upload_file` -> `pg_restore -j2 --no-owner --no-acl`
-as the staging owner role into a new empty database (no read-back, no verification, no swap).
-For nsync: preflight = snapshot_step wall minus the manifest's duration_s; dump = take_snapshot
-(pg_dump -Fd plus the manifest scan running beside it, plus pg_dumpall --roles-only); upload and
-readback = backup_step's upload_s / verify_s (upload includes SHA-256 of each file); download,
-restore, verify = staging_step's download_s / restore_s / verify_s; swap = the rest of
-staging_step (listing, recover/clean, create db, roles, swap, dropping the previous copy, marker).
-`x naive` = nsync total / naive total on the same dataset. RSS = peak RSS of the cycle's own
-Python process (ru_maxrss, RUSAGE_SELF); RSS ch = largest child (RUSAGE_CHILDREN: pg_dump,
-pg_restore, ...). Dataset = pgbench scale; `blank` = pgbench's blank filler, `entropy` = filler
-set to 64 random hex chars then VACUUM FULL. db size = pg_database_size of prod.
+Column definitions and method: `benchmarks/README.md`. Times in seconds.
 
 {fmt_table(rows)}
 
@@ -233,9 +279,12 @@ def main() -> None:
     import boto3
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
     from nsync_dagster.embedded.neon_shape import shape_like_neon
     from nsync_dagster.embedded.postgres import EmbeddedCluster, free_port
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))  # still stop the clusters
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     tmp = Path(tempfile.mkdtemp(prefix="nsync-bench-"))
     clusters, server, rows, loads = [], None, [], []
@@ -254,7 +303,7 @@ def main() -> None:
                "AWS_REGION": REGION}
         os.environ.update(aws)
         s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="nsync-bench")
+        s3.create_bucket(Bucket=BUCKET)
         day = dt.date(2026, 1, 1)
         for scale in (int(s) for s in args.scales.split(",")):
             loaded = False
@@ -268,34 +317,30 @@ def main() -> None:
                 dataset = f"s{scale} {variant}"
                 db_mb = int(prod.psql(f"SELECT pg_database_size('{DB}')")) / 2**20
                 day += dt.timedelta(days=1)
-                cfg = {"aws": aws, "bin_dir": str(prod.bin_dir), "bucket": "nsync-bench",
-                       "work_dir": str(tmp / "naive"), "partition": day.isoformat(),
-                       "naive_db": f"naive_{scale}_{variant}",
-                       "prod_conninfo": f"host=127.0.0.1 port={prod.port} user={OWNER} dbname={DB}",
-                       "staging_maint": f"host=127.0.0.1 port={staging.port} user={OWNER} "
-                                        "dbname=postgres",
-                       "staging_conninfo": f"host=127.0.0.1 port={staging.port} user={OWNER} "
-                                           f"dbname=naive_{scale}_{variant}"}
+                cfg = {"aws": aws, "bin_dir": str(prod.bin_dir), "work_dir": str(tmp / "naive"),
+                       "partition": day.isoformat(), "naive_db": f"naive_{scale}_{variant}",
+                       "prod_port": prod.port, "staging_port": staging.port}
+                settle(s3, BUCKET, clusters)
                 print(f"== {dataset}: {db_mb:.0f} MB, naive chain ...", flush=True)
                 naive = {**spawn("naive", cfg), "dataset": dataset, "db_mb": db_mb,
                          "chain": "naive"}
                 staging.psql(f'DROP DATABASE "{cfg["naive_db"]}"')
                 rows.append(naive)
-                clear_bucket(s3, "nsync-bench")
+                settle(s3, BUCKET, clusters)
                 for level in args.compress.split(","):
                     day += dt.timedelta(days=1)
                     env = {"NSYNC_PROD_DATABASE_URL": prod.url(OWNER, PROD_PW, DB),
                            "NSYNC_STAGING_DATABASE_URL": staging.url(OWNER, STG_PW, DB),
-                           "NSYNC_BACKUP_BUCKET": "nsync-bench", "NSYNC_DUMP_COMPRESS": level,
+                           "NSYNC_BACKUP_BUCKET": BUCKET, "NSYNC_DUMP_COMPRESS": level,
                            "NSYNC_WORK_DIR": str(tmp / "work"), **aws}
                     print(f"== {dataset}: nsync Z={level} ...", flush=True)
                     res = spawn("nsync", {**cfg, "env": env, "partition": day.isoformat()})
                     rows.append({**res, "dataset": dataset, "db_mb": db_mb,
                                  "chain": f"nsync Z={level}",
                                  "ratio": res["total"] / naive["total"]})
-                    clear_bucket(s3, "nsync-bench")
+                    settle(s3, BUCKET, clusters)
                 print(fmt_table(rows), flush=True)
-        write_results(rows, loads, started, args)
+                write_results(rows, loads, started, args)
         print(f"\nwrote {HERE / 'RESULTS.md'}")
     finally:
         if server is not None:

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 
 class NsyncError(Exception):
-    """Root of every error nsync raises on purpose; the message is meant for an operator."""
+    """Root of every error nsync raises on purpose; the message is meant for an operator.
+
+    ``transient`` marks errors worth retrying in a few minutes (a migration's lock, a dropped
+    connection, an S3 hiccup) as opposed to ones that need a person (configuration, a restore
+    error, a mismatch).
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str = "", *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class ConfigError(NsyncError):

@@ -7,6 +7,7 @@ order: ``NSYNC_PG_BIN_DIR``, PATH, Debian/RPM/Homebrew install dirs, the embedde
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import re
@@ -80,12 +81,18 @@ def candidate_dirs() -> list[Path]:
 
 
 def available() -> list[PgBin]:
+    return list(_available(os.environ.get("NSYNC_PG_BIN_DIR"), shutil.which("pg_dump")))
+
+
+@functools.lru_cache(maxsize=8)
+def _available(configured: str | None, on_path: str | None) -> tuple[PgBin, ...]:
+    """Probe each candidate once per process (``--version`` and ``pg_config`` calls)."""
     seen: dict[Path, PgBin] = {}
     for d in candidate_dirs():
         found = _version_of(d)
         if found and found.directory not in seen:
             seen[found.directory] = found
-    return list(seen.values())
+    return tuple(seen.values())
 
 
 def for_server(server_major: int, *, purpose: str, needs_tls: bool = False) -> PgBin:

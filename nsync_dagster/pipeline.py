@@ -151,22 +151,23 @@ def staging_step(settings: Settings, store: BackupStore, partition: str,
     backup = candidates[-1]
     live = settings.staging.dbname
     maint = settings.staging.with_db(settings.maintenance_db)
-    with maint.connect() as conn:
-        swap.recover_and_clean(conn, live, report)
-        manifest_db = store.read_manifest(backup.key_prefix)["database"]
-        nxt = swap.create_next(conn, live, manifest_db)
-    try:
-        result = _restore_verified(settings, store, backup.key_prefix,
-                                   settings.staging.with_db(nxt), report)
-    except Exception:
-        with maint.connect() as conn:  # the live copy was never touched; remove the attempt
-            swap.drop_if_exists(conn, nxt)
-        raise
-    # the restore is proved at this point; record it before touching the live copy
-    store.mark_restore_verified(backup.key_prefix, {"restored_into": settings.staging.display,
-                                                    **result["verification"]})
-    with maint.connect() as conn:
-        swapped = swap.swap_in(conn, live, report)
+    with maint.connect() as lock_conn, swap.exclusive(lock_conn, live):
+        with maint.connect() as conn:
+            swap.recover_and_clean(conn, live, report)
+            manifest_db = store.read_manifest(backup.key_prefix)["database"]
+            nxt = swap.create_next(conn, live, manifest_db)
+        try:
+            result = _restore_verified(settings, store, backup.key_prefix,
+                                       settings.staging.with_db(nxt), report)
+        except Exception:
+            with maint.connect() as conn:  # the live copy was never touched; drop the attempt
+                swap.drop_if_exists(conn, nxt)
+            raise
+        # the restore is proved at this point; record it before touching the live copy
+        store.mark_restore_verified(backup.key_prefix, {"restored_into": settings.staging.display,
+                                                        **result["verification"]})
+        with maint.connect() as conn:
+            swapped = swap.swap_in(conn, live, report)
     return {"backup_id": backup.backup_id, "uri": store.uri(backup.key_prefix),
             "verified_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             **swapped, **result}

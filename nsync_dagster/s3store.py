@@ -102,7 +102,11 @@ class BackupStore:
         try:
             return fn(*args, **kw)
         except (ClientError, BotoCoreError) as exc:
-            raise BackupStoreError(_explain(exc, self.bucket, action)) from None
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) if \
+                isinstance(exc, ClientError) else 0
+            raise BackupStoreError(_explain(exc, self.bucket, action),
+                                   transient=not isinstance(exc, ClientError) or status >= 500
+                                   ) from None
 
     def _extra(self) -> dict[str, str]:
         extra = {"ServerSideEncryption": self.sse}

@@ -7,11 +7,13 @@ keeps the two in step.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nsync_dagster import deadline
 from nsync_dagster.errors import ConfigError
 from nsync_dagster.pgconn import PgTarget
 from nsync_dagster.redact import register_secret
@@ -47,6 +49,35 @@ SETTINGS: tuple[Setting, ...] = (
             "database on the staging server used to create, rename and drop databases"),
     Setting("NSYNC_S3_SSE", "AES256", "server-side encryption: AES256 or aws:kms"),
     Setting("NSYNC_S3_KMS_KEY_ID", None, "KMS key id when NSYNC_S3_SSE=aws:kms"),
+    Setting("NSYNC_STEP_RETRIES", "2", "retries of a step after a transient error (lock, network)"),
+    Setting("NSYNC_STEP_RETRY_WAIT", "120", "seconds before the first retry (doubles each time)"),
+    Setting("NSYNC_WARN_AT", "05:00", "New York time: warn when staging is not synced yet"),
+    Setting("NSYNC_ESCALATE_AT", "08:30",
+            "New York time the business day starts: escalate a failure still unresolved"),
+    Setting("NSYNC_UI_URL", "http://127.0.0.1:3000", "Dagster UI address used in alert links"),
+    Setting("NSYNC_RUNBOOK_URL", "runbooks",
+            "where alert links find the runbooks (a URL of this repository's runbooks/ folder)"),
+    Setting("NSYNC_SLACK_TOKEN", None, "Slack bot token (xoxb-...) for chat.postMessage"),
+    Setting("NSYNC_SLACK_DIRECTOR_CHANNEL", None,
+            "Slack channel for the director: daily confirmation, resolutions, escalations"),
+    Setting("NSYNC_SLACK_ALERT_CHANNEL", None, "Slack channel for failures and deadline alerts"),
+    Setting("NSYNC_SLACK_API_URL", "https://slack.com/api/", "Slack Web API base URL"),
+    Setting("NSYNC_SMTP_HOST", None, "SMTP server for e-mail notifications"),
+    Setting("NSYNC_SMTP_PORT", "587", "SMTP server port"),
+    Setting("NSYNC_SMTP_SECURITY", "starttls", "SMTP transport security: starttls, ssl or none"),
+    Setting("NSYNC_SMTP_USERNAME", None, "SMTP AUTH user name (with NSYNC_SMTP_PASSWORD)"),
+    Setting("NSYNC_SMTP_PASSWORD", None, "SMTP AUTH password"),
+    Setting("NSYNC_SMTP_FROM", None, "sender address of notification e-mails"),
+    Setting("NSYNC_SMTP_CAFILE", None, "CA bundle to verify the SMTP server (default: system)"),
+    Setting("NSYNC_EMAIL_DIRECTOR", None, "comma-separated addresses of the director's e-mails"),
+    Setting("NSYNC_EMAIL_ONCALL", None, "comma-separated addresses of on-call alert e-mails"),
+    Setting("NSYNC_PAGERDUTY_ROUTING_KEY", None, "PagerDuty Events API v2 integration key"),
+    Setting("NSYNC_PAGERDUTY_EVENTS_URL", "https://events.pagerduty.com/v2/enqueue",
+            "PagerDuty Events API v2 endpoint"),
+    Setting("NSYNC_NOTIFY_ROUTES", None,
+            "routing overrides: channel=event,event;channel=... (others keep defaults)"),
+    Setting("NSYNC_NOTIFY_ATTEMPTS", "3", "delivery tries per channel and event"),
+    Setting("NSYNC_NOTIFY_BACKOFF_SECONDS", "2", "seconds before the 2nd try, doubled after"),
 )
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
 
@@ -83,6 +114,24 @@ class Settings:
     sse: str = "AES256"
     kms_key_id: str | None = None
     scratch_url: str | None = None
+
+    @staticmethod
+    def step_retries_from_env(env: dict[str, str] | None = None) -> tuple[int, int]:
+        """(NSYNC_STEP_RETRIES, NSYNC_STEP_RETRY_WAIT)."""
+        env = dict(os.environ if env is None else env)
+        return (_int(env, "NSYNC_STEP_RETRIES", 0, 10),
+                _int(env, "NSYNC_STEP_RETRY_WAIT", 0, 3600))
+
+    @staticmethod
+    def alert_times_from_env(env: dict[str, str] | None = None) -> tuple[dt.time, dt.time]:
+        """(NSYNC_WARN_AT, NSYNC_ESCALATE_AT) as New York clock times."""
+        env = dict(os.environ if env is None else env)
+        try:
+            return (deadline.parse_clock(str(_get(env, "NSYNC_WARN_AT")), "NSYNC_WARN_AT"),
+                    deadline.parse_clock(str(_get(env, "NSYNC_ESCALATE_AT")),
+                                         "NSYNC_ESCALATE_AT"))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, *,

@@ -111,7 +111,8 @@ def take_snapshot(prod: PgTarget, work_dir: Path, options: DumpOptions, *, backu
             except subprocess.TimeoutExpired:
                 raise SnapshotError(f"pg_dump did not finish within {options.timeout_s}s") from None
         if dump_proc.returncode != 0:
-            raise SnapshotError(_explain_dump_failure(stderr, options))
+            message = _explain_dump_failure(stderr, options)
+            raise SnapshotError(message, transient="is locked by another session" in message)
         cur.execute("COMMIT")
         roles_sql = subprocess.run(
             [tools.tool("pg_dumpall"), "-d", prod.conninfo_without_password(), "--roles-only",
@@ -124,7 +125,7 @@ def take_snapshot(prod: PgTarget, work_dir: Path, options: DumpOptions, *, backu
     except SnapshotError:
         raise
     except dbstats.TableLocked as exc:
-        raise SnapshotError(_locked(exc.table, options)) from None
+        raise SnapshotError(_locked(exc.table, options), transient=True) from None
     except Exception as exc:  # psycopg errors, OS errors: re-raise as ours, without secrets
         raise SnapshotError(f"taking the production snapshot failed: {redact(exc)}") from None
     finally:

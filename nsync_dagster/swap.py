@@ -7,9 +7,10 @@ copy is restored and verified; if the swap itself fails the previous copy is ren
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -37,6 +38,29 @@ def _exists(cur: psycopg.Cursor, name: str) -> bool:
 
 def _ident(name: str) -> sql.Identifier:
     return sql.Identifier(name)
+
+
+@contextlib.contextmanager
+def exclusive(conn: psycopg.Connection, live: str) -> Iterator[None]:
+    """Hold the staging server's advisory lock for ``live`` while rebuilding it.
+
+    A second rebuild of the same staging database (a manual run during the scheduled one)
+    is refused at once instead of racing the first one's swap.
+    """
+    key = f"nsync:staging:{live}"
+    got = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()[0]
+    if not got:
+        holder = conn.execute("""
+            SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l
+            JOIN pg_stat_activity a ON a.pid = l.pid
+            WHERE l.locktype = 'advisory' AND l.objid = hashtext(%s)::oid""", (key,)).fetchone()
+        who = f" (pid {holder[0]}, started {holder[2]:%Y-%m-%d %H:%M %Z})" if holder else ""
+        raise SwapError(f"another nsync run is rebuilding {live} right now{who}; wait for it "
+                        "to finish instead of starting a second one")
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
 
 
 def recover_and_clean(maint: psycopg.Connection, live: str,
@@ -91,8 +115,16 @@ def _rename(cur: psycopg.Cursor, old: str, new: str) -> None:
 
 
 def _terminate(cur: psycopg.Cursor, dbname: str) -> int:
-    cur.execute("""SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
-                   WHERE datname = %s AND pid <> pg_backend_pid()""", (dbname,))
+    """End client sessions on ``dbname``. Autovacuum workers are left alone: a non-superuser
+    may not signal them (PostgreSQL 18), and RENAME/DROP DATABASE cancel them by themselves."""
+    try:
+        cur.execute("""SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
+                       FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()
+                       AND backend_type = 'client backend'""", (dbname,))
+    except psycopg.Error as exc:
+        raise SwapError(f"cannot end the sessions on {dbname}: {redact(exc).strip()} (the "
+                        "staging role needs pg_signal_backend, which Neon's owner role has)"
+                        ) from None
     return cur.fetchone()[0]
 
 

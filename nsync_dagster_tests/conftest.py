@@ -98,7 +98,7 @@ def nsync_env(pg_prod, pg_staging, s3_endpoint, bucket, tmp_path, monkeypatch) -
         "NSYNC_PROD_DATABASE_URL": pg_prod.url(OWNER, PROD_OWNER_PW, PROD_DB),
         "NSYNC_STAGING_DATABASE_URL": pg_staging.url(OWNER, STAGING_OWNER_PW, unique_db()),
         "NSYNC_BACKUP_BUCKET": bucket, "NSYNC_BACKUP_PREFIX": "nsync",
-        "NSYNC_WORK_DIR": str(tmp_path / "work"),
+        "NSYNC_WORK_DIR": str(tmp_path / "work"), "NSYNC_STEP_RETRY_WAIT": "0",
         "AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": S3_KEY_ID,
         "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_REGION": "us-east-1",
         "AWS_DEFAULT_REGION": "us-east-1", "DAGSTER_HOME": str(tmp_path / "dagster_cli_home"),

@@ -48,6 +48,8 @@ def test_locked_production_fails_fast_and_leaves_staging(pg_prod, pg_staging, ns
     assert not result.success
     text = failure_text(result)
     assert "locked by another session" in text and "app.clients" in text, text
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(retries) == 2, "a lock is transient: retried NSYNC_STEP_RETRIES times"
     assert oracle.picture(pg_staging, staging_db(nsync_env)) == synced
     assert _statuses(nsync_env) == ["verified"]  # no second backup, not even a partial one
     assert _no_leftovers(pg_staging)
@@ -71,6 +73,7 @@ def test_restore_error_fails_and_leaves_staging(pg_staging, nsync_env, instance,
     assert not result.success
     text = failure_text(result)
     assert "pg_restore failed" in text and "dblink" in text
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert oracle.picture(pg_staging, staging_db(nsync_env)) == synced
     assert _statuses(nsync_env) == ["verified", "checksummed"]  # uploaded, never restored
     assert _no_leftovers(pg_staging)
@@ -120,3 +123,16 @@ def test_interrupted_swap_is_recovered(pg_prod, pg_staging, nsync_env, synced):
     pipeline.staging_step(settings, store, "2026-11-27")
     oracle.assert_same(oracle.picture(pg_prod, PROD_DB), oracle.picture(pg_staging, stg))
     assert _no_leftovers(pg_staging)
+
+
+def test_second_rebuild_of_the_same_staging_is_refused(pg_staging, nsync_env, synced):
+    from nsync_dagster import swap
+    from nsync_dagster.errors import SwapError
+
+    settings = Settings.from_env(nsync_env)
+    store = backup_store(settings, s3_from_env())
+    with settings.staging.with_db("postgres").connect() as other, \
+            swap.exclusive(other, staging_db(nsync_env)):
+        with pytest.raises(SwapError, match="another nsync run is rebuilding"):
+            pipeline.staging_step(settings, store, "2026-11-27")
+    assert oracle.picture(pg_staging, staging_db(nsync_env)) == synced

@@ -12,28 +12,49 @@ from collections.abc import Iterator
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from nsync_dagster import pipeline
+from nsync_dagster import deadline, pipeline
 from nsync_dagster.progress import human_bytes
 from nsync_dagster.redact import redact
 from nsync_dagster.resources import NsyncResource, backup_store
+from nsync_dagster.settings import Settings
 
+# fresh = synced between 23:00 the evening before and 06:00 New York time (see deadline.py)
+FRESH_BY_6AM = dg.FreshnessPolicy.cron(deadline_cron=deadline.DEADLINE_CRON,
+                                       lower_bound_delta=deadline.LOWER_BOUND,
+                                       timezone="America/New_York")
 DAILY = dg.DailyPartitionsDefinition(start_date="2026-01-01", timezone="America/New_York",
                                      end_offset=1)
 OWNERS = ["team:platform"]
 GROUP = "daily_backup_and_sync"
 
 
+def _retry_budget() -> tuple[int, int]:
+    """(retries, seconds before the first) for transient errors, read when the step runs."""
+    return Settings.step_retries_from_env()
+
+
 @contextlib.contextmanager
 def failures_explained(context: dg.AssetExecutionContext, what: str) -> Iterator[None]:
-    """Turn any error into a failed step whose message is safe to show and says what to fix."""
+    """Turn any error into a failed step whose message is safe to show and says what to fix.
+
+    Transient errors (a migration's lock, a dropped connection, S3 trouble) are retried a few
+    minutes later, within the same run; everything else fails the step at once.
+    """
     try:
         yield
     except dg.Failure:
         raise
     except Exception as exc:
         context.log.debug(redact(traceback.format_exc()))
+        retries, wait = _retry_budget()
+        if getattr(exc, "transient", False) and context.retry_number < retries:
+            context.log.warning(redact(f"{what}: {exc} — retrying in "
+                                       f"{wait * 2 ** context.retry_number}s"))
+            raise dg.RetryRequested(max_retries=retries,
+                                    seconds_to_wait=wait * 2 ** context.retry_number) from None
         raise dg.Failure(description=redact(f"{what} failed: {exc}"),
-                         metadata={"error_type": type(exc).__name__}) from None
+                         metadata={"error_type": type(exc).__name__,
+                                   "attempts": context.retry_number + 1}) from None
 
 
 def _reporter(context: dg.AssetExecutionContext):
@@ -68,13 +89,15 @@ def prod_snapshot(context: dg.AssetExecutionContext, nsync: NsyncResource,
 
 
 @dg.asset(partitions_def=DAILY, group_name=GROUP, owners=OWNERS, kinds={"s3"},
-          deps=[prod_snapshot], tags={"nsync/stage": "backup"},
+          deps=[prod_snapshot], tags={"nsync/stage": "backup"}, freshness_policy=FRESH_BY_6AM,
           check_specs=[dg.AssetCheckSpec("backup_checksums_match", asset="s3_backup",
                                          blocking=True, description="Every object in S3 was "
                                          "read back and its SHA-256 matches the manifest.")])
 def s3_backup(context: dg.AssetExecutionContext, nsync: NsyncResource,
               s3: S3Resource) -> dg.MaterializeResult:
     """Today's backup, stored encrypted in S3 and read back to prove it is intact.
+
+    Must be fresh by 06:00 New York time every day.
 
     The dump, the role definitions and the manifest are uploaded under
     ``PREFIX/YYYY/MM/DD/<backup-id>/`` with server-side encryption; the manifest goes last and
@@ -96,7 +119,7 @@ def s3_backup(context: dg.AssetExecutionContext, nsync: NsyncResource,
 
 
 @dg.asset(partitions_def=DAILY, group_name=GROUP, owners=OWNERS, kinds={"postgres"},
-          deps=[s3_backup], tags={"nsync/stage": "staging"},
+          deps=[s3_backup], tags={"nsync/stage": "staging"}, freshness_policy=FRESH_BY_6AM,
           check_specs=[dg.AssetCheckSpec("staging_matches_manifest", asset="staging_database",
                                          blocking=True, description="Every table's row count and "
                                          "checksum and every sequence equal production's at "
@@ -104,6 +127,8 @@ def s3_backup(context: dg.AssetExecutionContext, nsync: NsyncResource,
 def staging_database(context: dg.AssetExecutionContext, nsync: NsyncResource,
                      s3: S3Resource) -> dg.MaterializeResult:
     """The staging database, rebuilt as an exact copy of production from today's S3 backup.
+
+    Must be fresh by 06:00 New York time every day: a miss pages on-call.
 
     Restoring from S3 (not from the local dump) proves every day that the backup restores.
     The new copy is built beside the live one, verified table by table against the manifest,

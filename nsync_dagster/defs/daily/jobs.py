@@ -1,10 +1,12 @@
-"""The daily job: snapshot, backup and staging rebuild in one run, steps in one process."""
+"""The daily job and its schedule: 01:00 New York time, five hours before the deadline."""
 
 import dagster as dg
 
+from nsync_dagster import deadline
 from nsync_dagster.defs.daily.assets import prod_snapshot, s3_backup, staging_database
 
 DAILY_JOB_NAME = "daily_sync_job"
+LANE_TAG = "nsync/lane"  # dagster.yaml allows one run per lane at a time
 
 daily_sync_job = dg.define_asset_job(
     DAILY_JOB_NAME,
@@ -13,4 +15,23 @@ daily_sync_job = dg.define_asset_job(
     # the three steps are strictly sequential and share local files: one process is enough
     # and saves ~2 s of process start-up per step
     executor_def=dg.in_process_executor,
+    # transient failures are retried inside the step (NSYNC_STEP_RETRIES); a run that still
+    # fails is retried once more from the failed step (run retries, dagster.yaml)
+    tags={
+        LANE_TAG: "daily",
+        # run monitoring kills a hung attempt after 75 minutes; with the retry there is
+        # still time before 06:00 when the 01:00 attempt hangs
+        dg.MAX_RUNTIME_SECONDS_TAG: str(75 * 60),
+        "dagster/max_retries": "1",
+        "dagster/retry_strategy": "FROM_FAILURE",
+    },
 )
+
+
+@dg.schedule(job=daily_sync_job, cron_schedule="0 1 * * *", execution_timezone="America/New_York",
+             default_status=dg.DefaultScheduleStatus.RUNNING,
+             description="Starts the daily backup and staging sync at 01:00 New York time.")
+def daily_sync_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    """One run per New York day, for that day's partition (run key = the day)."""
+    day = deadline.eastern_day(context.scheduled_execution_time).isoformat()
+    return dg.RunRequest(run_key=f"daily-{day}", partition_key=day)

@@ -1,0 +1,148 @@
+"""What a notification says: one :class:`Event`, the same for every channel.
+
+The webhook contract (DESIGN.md) is :meth:`Event.payload`: exactly
+``{"event", "severity", "summary", "details", "runbook", "run_url"}``. Every string in it has
+been through :func:`nsync_dagster.redact.redact`, so a secret registered with
+``register_secret`` never leaves nsync through a notification, whatever the caller put in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from nsync_dagster.errors import NsyncError
+from nsync_dagster.redact import redact
+
+EVENT_TYPES: tuple[str, ...] = (
+    "daily_success",
+    "run_failure",
+    "deadline_warning",
+    "deadline_missed",
+    "escalation",
+    "resolved",
+    "security_drift",
+    "access_review",
+    "recovery_test_passed",
+    "recovery_test_failed",
+    "test",
+)
+SEVERITIES: tuple[str, ...] = ("info", "warning", "error", "critical")
+
+
+class NotificationError(NsyncError):
+    """A notification could not be delivered through one channel (the message is redacted)."""
+
+
+def redact_value(value: Any) -> Any:
+    """``value`` with every string redacted, recursively; numbers, booleans and None kept.
+
+    Args:
+        value: Any JSON-like value (dicts, lists, tuples, scalars). Other objects become their
+            redacted ``str()``, so the result is always JSON-serializable.
+
+    Returns:
+        A redacted copy; the input is not modified.
+    """
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, Mapping):
+        return {redact(k): redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact_value(v) for v in value]
+    return redact(value)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One notification, validated on construction.
+
+    Example:
+        >>> e = Event("run_failure", "error", "daily_sync_job failed in s3_backup",
+        ...           {"partition": "2026-03-10"}, "runbooks/incident-response.md", None,
+        ...           dedup_key="nsync-daily-2026-03-10")
+        >>> sorted(e.payload())
+        ['details', 'event', 'run_url', 'runbook', 'severity', 'summary']
+
+    Attributes:
+        event: One of :data:`EVENT_TYPES`.
+        severity: One of :data:`SEVERITIES` (``info``, ``warning``, ``error``, ``critical``).
+        summary: One line a person reads first.
+        details: Key facts (JSON-like values), shown under the summary.
+        runbook: Link to the runbook for this event, or None.
+        run_url: Link to the Dagster run, or None.
+        dedup_key: Identifies the incident across a trigger and its ``resolved`` event
+            (PagerDuty's ``dedup_key``); not part of the webhook payload.
+    """
+
+    event: str
+    severity: str
+    summary: str
+    details: dict[str, Any] = field(hash=False)
+    runbook: str | None = None
+    run_url: str | None = None
+    dedup_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.event not in EVENT_TYPES:
+            raise ValueError(f"unknown notification event {self.event!r}; "
+                             f"use one of {', '.join(EVENT_TYPES)}")
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"unknown severity {self.severity!r}; "
+                             f"use one of {', '.join(SEVERITIES)}")
+        if not isinstance(self.summary, str) or not self.summary.strip():
+            raise ValueError("a notification needs a non-empty summary")
+        if not isinstance(self.details, Mapping):
+            raise ValueError(f"details must be a dict, not {type(self.details).__name__}")
+
+    def payload(self) -> dict[str, Any]:
+        """The webhook JSON body (the DESIGN.md contract), redacted.
+
+        Returns:
+            ``{"event", "severity", "summary", "details", "runbook", "run_url"}``.
+        """
+        return {
+            "event": self.event,
+            "severity": self.severity,
+            "summary": redact(self.summary),
+            "details": redact_value(dict(self.details)),
+            "runbook": redact(self.runbook) if self.runbook else None,
+            "run_url": redact(self.run_url) if self.run_url else None,
+        }
+
+    def title(self) -> str:
+        """One redacted line, also the e-mail subject: ``[nsync] ERROR run_failure: summary``."""
+        summary = " ".join(redact(self.summary).split())
+        return f"[nsync] {self.severity.upper()} {self.event}: {summary}"
+
+    def detail_lines(self, limit: int = 20, width: int = 300) -> list[str]:
+        """The details as redacted ``key: value`` lines, at most ``limit``, each value clipped.
+
+        Args:
+            limit: Maximum number of lines; a final ``… (N more)`` line says what was left out.
+            width: Maximum characters of each value.
+
+        Returns:
+            The lines, in the order the details were given.
+        """
+        items = list(redact_value(dict(self.details)).items())
+        lines = []
+        for key, value in items[:limit]:
+            text = " ".join(str(value).split())
+            lines.append(f"{key}: {text if len(text) <= width else text[: width - 1] + '…'}")
+        if len(items) > limit:
+            lines.append(f"… ({len(items) - limit} more)")
+        return lines
+
+    def text(self) -> str:
+        """A plain-text, redacted rendering: summary, details, runbook and run links."""
+        payload = self.payload()
+        lines = [payload["summary"], "", f"event: {self.event}",
+                 f"severity: {self.severity}"]
+        if self.details:
+            lines += ["", *self.detail_lines()]
+        lines.append("")
+        lines.append(f"runbook: {payload['runbook'] or '(none)'}")
+        lines.append(f"run: {payload['run_url'] or '(none)'}")
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,108 @@
+"""What the Dagster instance knows about the daily cycle: last sync, run outcomes, digests.
+
+Read by the sensors (to decide what to say) and by ``nsync verify`` (to prove the seed's
+checklist from records rather than from memory).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+
+from nsync_dagster.deadline import EASTERN
+
+DAILY_JOB = "daily_sync_job"
+NOTIFY_TEST_JOB = "notification_test_job"
+STAGING = dg.AssetKey("staging_database")
+BACKUP = dg.AssetKey("s3_backup")
+SNAPSHOT = dg.AssetKey("prod_snapshot")
+RECOVERY_TEST = dg.AssetKey("recovery_test_report")
+PARTITION_TAG = "dagster/partition"
+
+
+def _when(entry: dg.EventLogEntry) -> dt.datetime:
+    return dt.datetime.fromtimestamp(entry.timestamp, tz=dt.UTC)
+
+
+def metadata_of(entry: dg.EventLogEntry | None) -> dict[str, Any]:
+    """Plain values of an event's metadata (materialization or observation)."""
+    if entry is None or entry.dagster_event is None:
+        return {}
+    data = entry.dagster_event.event_specific_data
+    event = getattr(data, "materialization", None) or getattr(data, "asset_observation", None)
+    return {k: v.value for k, v in (event.metadata.items() if event else [])}
+
+
+def last_materialization(instance: dg.DagsterInstance,
+                         key: dg.AssetKey) -> dg.EventLogEntry | None:
+    return instance.get_latest_materialization_event(key)
+
+
+def last_sync_time(instance: dg.DagsterInstance) -> dt.datetime | None:
+    """When staging was last rebuilt successfully."""
+    entry = last_materialization(instance, STAGING)
+    return _when(entry) if entry else None
+
+
+def run_materializations(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
+    """``{asset: metadata}`` for each asset the run materialized."""
+    out = {}
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+        mat = entry.dagster_event.event_specific_data.materialization
+        out[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
+    return out
+
+
+def runs_for_day(instance: dg.DagsterInstance, day: str,
+                 statuses: list[dg.DagsterRunStatus] | None = None) -> list[dg.DagsterRun]:
+    """Daily runs for one partition, newest first."""
+    return list(instance.get_runs(dg.RunsFilter(job_name=DAILY_JOB, statuses=statuses,
+                                                tags={PARTITION_TAG: day})))
+
+
+def latest_finished_daily_run(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
+    runs = instance.get_runs(dg.RunsFilter(job_name=DAILY_JOB, statuses=[
+        dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
+        dg.DagsterRunStatus.CANCELED]), limit=1)
+    return runs[0] if runs else None
+
+
+def run_end(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dt.datetime | None:
+    record = instance.get_run_record_by_id(run.run_id)
+    if record is None or record.end_time is None:
+        return None
+    return dt.datetime.fromtimestamp(record.end_time, tz=dt.UTC)
+
+
+@dataclass(frozen=True)
+class RecoveryTestSummary:
+    result: str
+    when: dt.datetime | None
+
+    def text(self) -> str:
+        if self.when is None:
+            return self.result
+        return f"{self.result} on {self.when.astimezone(EASTERN):%Y-%m-%d}"
+
+
+def last_recovery_test(instance: dg.DagsterInstance) -> RecoveryTestSummary:
+    """The newest recovery test report's outcome, or a plain statement that none exists."""
+    entry = last_materialization(instance, RECOVERY_TEST)
+    if entry is None:
+        return RecoveryTestSummary("no recovery test recorded yet", None)
+    meta = metadata_of(entry)
+    return RecoveryTestSummary(str(meta.get("result", "passed")), _when(entry))
+
+
+def director_notifications(instance: dg.DagsterInstance, limit: int = 40) -> list[dict[str, Any]]:
+    """Morning confirmations the success sensor recorded (observations on staging_database)."""
+    result = instance.fetch_observations(STAGING, limit=limit)
+    out = []
+    for record in result.records:
+        meta = metadata_of(record.event_log_entry)
+        if "director_notified_at" in meta:
+            out.append(meta)
+    return out

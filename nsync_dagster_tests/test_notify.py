@@ -1,0 +1,506 @@
+"""Notification channels against real receivers on 127.0.0.1 (no mocked channels).
+
+One threaded HTTP receiver plays the webhook, the Slack Web API (``POST /api/chat.postMessage``)
+and PagerDuty's Events API v2 (``POST /v2/enqueue``); aiosmtpd plays the SMTP server in plain,
+STARTTLS and implicit-TLS modes with a throwaway certificate made here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import ipaddress
+import json
+import logging
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from email.policy import default as email_policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from nsync_dagster.errors import ConfigError
+from nsync_dagster.notify import (
+    EVENT_TYPES,
+    EmailChannel,
+    Event,
+    NotificationError,
+    Notifier,
+    PagerDutyChannel,
+    SlackChannel,
+    WebhookChannel,
+    notifier_from_env,
+    raise_for_failures,
+)
+from nsync_dagster.redact import register_secret
+
+SLACK_TOKEN = "xoxb-Slack-Tok3n-5e1f"
+SMTP_PW = "smtp-Pw-7c2d!q"
+PD_KEY = "pd-Routing-Key-0a9b8c7d"
+WEBHOOK_QUERY_SECRET = "wh-Query-Secret-44e1"
+SECRETS = (SLACK_TOKEN, SMTP_PW, PD_KEY, WEBHOOK_QUERY_SECRET)
+RUNBOOK = "https://github.com/acme/nsync/blob/main/runbooks/incident-response.md"
+RUN_URL = "http://dagster.internal:3000/runs/abc123"
+
+
+def event(name: str = "run_failure", severity: str = "error", **kw) -> Event:
+    return Event(name, severity, kw.pop("summary", f"{name}: daily_sync_job s3_backup"),
+                 kw.pop("details", {"partition": "2026-03-10", "step": "s3_backup"}),
+                 RUNBOOK, RUN_URL, **kw)
+
+
+# ---------------------------------------------------------------- receivers
+
+class Receiver:
+    """Records every POST; answers 500 to the first ``fail_next`` requests."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.fail_next = 0
+        self.slack_answer: dict = {"ok": True}
+        lock, receiver = threading.Lock(), self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with lock:
+                    receiver.requests.append({"path": self.path, "headers": dict(self.headers),
+                                              "body": json.loads(raw or b"null")})
+                    failing = receiver.fail_next > 0
+                    receiver.fail_next -= failing
+                if failing:
+                    return self._answer(500, {"error": "try again"})
+                if self.path.endswith("/api/chat.postMessage"):
+                    return self._answer(200, receiver.slack_answer)
+                if self.path.rstrip("/") == "/v2/enqueue":
+                    return self._answer(202, {"status": "success", "message": "Event processed"})
+                return self._answer(200, {"received": True})
+
+            def _answer(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
+                                       daemon=True)
+        self.thread.start()
+
+    def bodies(self, path_end: str) -> list:
+        return [r["body"] for r in self.requests
+                if r["path"].split("?")[0].rstrip("/").endswith(path_end)]
+
+
+@pytest.fixture
+def http():
+    receiver = Receiver()
+    yield receiver
+    receiver.server.shutdown()
+    receiver.server.server_close()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory) -> tuple[str, str]:
+    """A throwaway self-signed certificate for 127.0.0.1: (certfile, keyfile)."""
+    d = tmp_path_factory.mktemp("tls")
+    certfile, keyfile = d / "cert.pem", d / "key.pem"
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    except ImportError:
+        openssl = shutil.which("openssl")
+        if not openssl:
+            pytest.skip("no TLS certificate: neither the cryptography package nor openssl")
+        subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", keyfile, "-out",
+                        certfile, "-days", "1", "-subj", "/CN=127.0.0.1", "-addext",
+                        "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                       check=True, capture_output=True, timeout=30)
+        return str(certfile), str(keyfile)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nsync test 127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    usage = dict.fromkeys(("content_commitment", "key_encipherment", "data_encipherment",
+                           "key_agreement", "crl_sign", "encipher_only", "decipher_only"), False)
+    built = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now - dt.timedelta(minutes=5))
+             .not_valid_after(now + dt.timedelta(days=1))
+             .add_extension(x509.SubjectAlternativeName(
+                 [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+                 critical=False)
+             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+             .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, **usage),
+                            critical=True)
+             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                            critical=False)
+             .add_extension(ski, critical=False)
+             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
+                            critical=False)
+             .sign(key, hashes.SHA256()))
+    certfile.write_bytes(built.public_bytes(serialization.Encoding.PEM))
+    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    return str(certfile), str(keyfile)
+
+
+class Mailbox:
+    """aiosmtpd handler: keeps every accepted message and who logged in."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict] = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
+        self.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
+                              "login": session.auth_data,
+                              "msg": email.message_from_bytes(envelope.content,
+                                                              policy=email_policy)})
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_server(cert):
+    """Factory: ``start(mode)`` with mode plain|starttls|ssl → (port, mailbox)."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    def authenticator(server, session, envelope, mechanism, data):
+        ok = (data.login, data.password) == (b"nsync", SMTP_PW.encode())
+        return AuthResult(success=ok, handled=False,  # handled=False: answer 535 on failure
+                          auth_data=data.login.decode() if ok else None)
+
+    started = []
+
+    def start(mode: str) -> tuple[int, Mailbox]:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(*cert)
+        box, port = Mailbox(), closed_port()
+        kwargs = {"plain": {}, "starttls": {"tls_context": ctx, "require_starttls": True,
+                                            "authenticator": authenticator},
+                  # implicit TLS: aiosmtpd does not count it as TLS for AUTH, so allow AUTH
+                  "ssl": {"ssl_context": ctx, "authenticator": authenticator,
+                          "auth_require_tls": False}}[mode]
+        controller = Controller(box, hostname="127.0.0.1", port=port, **kwargs)
+        controller.start()
+        started.append(controller)
+        return port, box
+
+    yield start
+    for controller in started:
+        controller.stop()
+
+
+# ---------------------------------------------------------------- events and webhook
+
+@pytest.mark.parametrize("kwargs, word", [
+    ({"name": "run_failed"}, "run_failed"),
+    ({"severity": "fatal"}, "fatal"),
+    ({"summary": "  "}, "summary"),
+])
+def test_event_validation(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        event(**kwargs)
+
+
+def test_webhook_payload_shape_for_every_event_type(http):
+    channel = WebhookChannel(f"{http.url}/hooks/nsync")
+    for name in EVENT_TYPES:
+        channel.send(event(name, details={"size_bytes": 123, "ok": True, "tables": ["a", "b"]}))
+    bodies = http.bodies("/hooks/nsync")
+    assert [b["event"] for b in bodies] == list(EVENT_TYPES)
+    for body in bodies:
+        assert set(body) == {"event", "severity", "summary", "details", "runbook", "run_url"}
+        assert body["severity"] == "error" and body["runbook"] == RUNBOOK
+        assert body["run_url"] == RUN_URL
+        assert body["details"] == {"size_bytes": 123, "ok": True, "tables": ["a", "b"]}
+    assert "application/json" in http.requests[0]["headers"]["Content-Type"]
+
+
+# ---------------------------------------------------------------- Slack and PagerDuty
+
+def test_slack_reaches_the_right_channel_with_the_bearer_token(http):
+    notifier = notifier_from_env({
+        "NSYNC_SLACK_TOKEN": SLACK_TOKEN, "NSYNC_SLACK_DIRECTOR_CHANNEL": "#director",
+        "NSYNC_SLACK_ALERT_CHANNEL": "#alerts", "NSYNC_SLACK_API_URL": f"{http.url}/api/"})
+    assert all(r.ok for r in notifier.notify(event("daily_success", "info")))
+    assert all(r.ok for r in notifier.notify(event("run_failure")))
+    posts = [r for r in http.requests if r["path"] == "/api/chat.postMessage"]
+    assert [p["body"]["channel"] for p in posts] == ["#director", "#alerts"]
+    for post in posts:
+        assert post["headers"]["Authorization"] == f"Bearer {SLACK_TOKEN}"
+    alert = posts[1]["body"]
+    assert alert["text"].startswith("[nsync] ERROR run_failure: run_failure: daily_sync_job")
+    blocks = json.dumps(alert["blocks"])
+    assert RUNBOOK in blocks and RUN_URL in blocks and "2026-03-10" in blocks
+
+
+def test_slack_not_ok_is_an_error(http):
+    http.slack_answer = {"ok": False, "error": "channel_not_found"}
+    channel = SlackChannel(SLACK_TOKEN, "#nowhere", api_url=f"{http.url}/api/")
+    with pytest.raises(NotificationError, match="channel_not_found"):
+        channel.send(event())
+
+
+def test_pagerduty_trigger_then_resolve_with_the_same_dedup_key(http):
+    channel = PagerDutyChannel(PD_KEY, f"{http.url}/v2/enqueue")
+    channel.send(event("deadline_missed", "critical", dedup_key="nsync-daily-2026-03-10"))
+    channel.send(event("resolved", "info", dedup_key="nsync-daily-2026-03-10"))
+    trigger, resolve = http.bodies("/v2/enqueue")
+    assert trigger["event_action"] == "trigger" and resolve["event_action"] == "resolve"
+    assert trigger["dedup_key"] == resolve["dedup_key"] == "nsync-daily-2026-03-10"
+    assert trigger["routing_key"] == resolve["routing_key"] == PD_KEY
+    assert trigger["payload"]["source"] == "nsync"
+    assert trigger["payload"]["severity"] == "critical"
+    assert trigger["payload"]["custom_details"]["event"] == "deadline_missed"
+    assert {link["href"] for link in trigger["links"]} == {RUNBOOK, RUN_URL}
+
+
+def test_pagerduty_test_event_leaves_nobody_paged_and_resolve_needs_a_key(http):
+    channel = PagerDutyChannel(PD_KEY, f"{http.url}/v2/enqueue")
+    channel.send(event("test", "info"))
+    trigger, resolve = http.bodies("/v2/enqueue")
+    assert (trigger["event_action"], resolve["event_action"]) == ("trigger", "resolve")
+    assert trigger["dedup_key"] == resolve["dedup_key"]
+    with pytest.raises(NotificationError, match="dedup_key"):
+        channel.send(event("resolved", "info"))
+
+
+# ---------------------------------------------------------------- e-mail
+
+@pytest.mark.parametrize("mode", ["plain", "starttls", "ssl"])
+def test_email_is_delivered(smtp_server, cert, mode):
+    port, box = smtp_server(mode)
+    login = ("nsync", SMTP_PW) if mode != "plain" else (None, None)
+    channel = EmailChannel("127.0.0.1", port, "none" if mode == "plain" else mode, *login,
+                           "nsync@example.com", ["a@example.com", "b@example.com"],
+                           cafile=cert[0])
+    channel.send(event(summary="backup failed\nin s3_backup"))
+    (got,) = box.messages
+    assert got["to"] == ["a@example.com", "b@example.com"]
+    assert got["login"] == login[0]
+    assert got["msg"]["Subject"] == "[nsync] ERROR run_failure: backup failed in s3_backup"
+    body = got["msg"].get_content()
+    assert RUNBOOK in body and RUN_URL in body and "partition: 2026-03-10" in body
+
+
+def test_email_refuses_an_unverified_certificate_and_a_wrong_password(smtp_server, cert):
+    port, box = smtp_server("starttls")
+    args = ("127.0.0.1", port, "starttls", "nsync")
+    with pytest.raises(NotificationError, match="CERTIFICATE_VERIFY_FAILED"):
+        EmailChannel(*args, SMTP_PW, "n@example.com", ["a@example.com"]).send(event())
+    register_secret("wrong-Pw-123")
+    with pytest.raises(NotificationError, match="535") as caught:
+        EmailChannel(*args, "wrong-Pw-123", "n@example.com", ["a@example.com"],
+                     cafile=cert[0]).send(event())
+    assert "wrong-Pw-123" not in str(caught.value) and not box.messages
+
+
+# ---------------------------------------------------------------- retries and failures
+
+def test_retry_with_backoff_succeeds_after_two_failures(http, caplog):
+    caplog.set_level(logging.INFO, logger="nsync.notify")
+    http.fail_next = 2
+    slept: list[float] = []
+    notifier = Notifier({"webhook": WebhookChannel(f"{http.url}/hook")}, attempts=3,
+                        backoff_s=0.01, sleep=lambda s: (slept.append(s), time.sleep(s)))
+    (result,) = notifier.notify(event())
+    assert (result.ok, result.attempts, result.error) == (True, 3, None)
+    assert slept == [0.01, 0.02] and len(http.requests) == 3
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and "HTTP 500" in warnings[0].getMessage()
+
+
+def test_a_dead_channel_fails_clearly_while_the_others_deliver(http, smtp_server, caplog):
+    port, box = smtp_server("plain")
+    dead = closed_port()
+    notifier = Notifier({
+        "webhook": WebhookChannel(f"http://127.0.0.1:{dead}/hook"),
+        "slack_alerts": SlackChannel(SLACK_TOKEN, "#alerts", api_url=f"{http.url}/api/"),
+        "email_oncall": EmailChannel("127.0.0.1", port, "none", None, None, "n@example.com",
+                                     ["oncall@example.com"]),
+        "pagerduty": PagerDutyChannel(PD_KEY, f"{http.url}/v2/enqueue"),
+    }, attempts=2, backoff_s=0.01)
+    results = {r.channel: r for r in notifier.notify(event())}
+    assert {n: r.ok for n, r in results.items()} == {
+        "webhook": False, "slack_alerts": True, "email_oncall": True, "pagerduty": True}
+    assert results["webhook"].attempts == 2
+    assert f"POST to http://127.0.0.1:{dead} failed: ConnectionError" in results["webhook"].error
+    assert len(box.messages) == 1 and len(http.bodies("/v2/enqueue")) == 1
+    assert any(r.levelno == logging.ERROR and "webhook" in r.getMessage() for r in caplog.records)
+    with pytest.raises(NotificationError, match="webhook failed after 2 attempt"):
+        raise_for_failures(results.values())
+
+
+# ---------------------------------------------------------------- configuration and routing
+
+def full_env(http_url: str, smtp_port: int = 25) -> dict[str, str]:
+    return {
+        "NSYNC_WEBHOOK_URL": f"{http_url}/hooks/nsync?token={WEBHOOK_QUERY_SECRET}",
+        "NSYNC_SLACK_TOKEN": SLACK_TOKEN, "NSYNC_SLACK_DIRECTOR_CHANNEL": "#director",
+        "NSYNC_SLACK_ALERT_CHANNEL": "#alerts", "NSYNC_SLACK_API_URL": f"{http_url}/api/",
+        "NSYNC_SMTP_HOST": "127.0.0.1", "NSYNC_SMTP_PORT": str(smtp_port),
+        "NSYNC_SMTP_SECURITY": "none", "NSYNC_SMTP_FROM": "nsync@example.com",
+        "NSYNC_EMAIL_DIRECTOR": "director@example.com",
+        "NSYNC_EMAIL_ONCALL": "oncall@example.com, ops@example.com",
+        "NSYNC_PAGERDUTY_ROUTING_KEY": PD_KEY,
+        "NSYNC_PAGERDUTY_EVENTS_URL": f"{http_url}/v2/enqueue",
+        "NSYNC_NOTIFY_BACKOFF_SECONDS": "0.01",
+    }
+
+
+EXPECTED_ROUTES = {  # the brief's table, written out independently of the code
+    "webhook": set(EVENT_TYPES),
+    "slack_director": {"daily_success", "resolved", "escalation", "access_review",
+                       "recovery_test_passed", "recovery_test_failed", "test"},
+    "slack_alerts": {"run_failure", "deadline_warning", "deadline_missed", "escalation",
+                     "resolved", "security_drift", "recovery_test_failed", "test"},
+    "email_director": {"daily_success", "escalation", "resolved", "access_review",
+                       "recovery_test_failed", "test"},
+    "email_oncall": {"run_failure", "deadline_warning", "deadline_missed", "escalation",
+                     "security_drift", "recovery_test_failed", "test"},
+    "pagerduty": {"run_failure", "deadline_missed", "escalation", "security_drift",
+                  "recovery_test_failed", "resolved", "test"},
+}
+
+
+def routed(notifier: Notifier) -> dict[str, set[str]]:
+    got: dict[str, set[str]] = {name: set() for name in notifier.channels}
+    for name in EVENT_TYPES:
+        for channel in notifier.channels_for(name):
+            got[channel].add(name)
+    return got
+
+
+def test_default_routes_and_configuration_from_env():
+    notifier = notifier_from_env(full_env("http://127.0.0.1:9"))
+    assert list(notifier.channels) == list(EXPECTED_ROUTES)
+    assert routed(notifier) == EXPECTED_ROUTES
+    assert (notifier.attempts, notifier.backoff_s) == (3, 0.01)
+    assert notifier.channels["email_oncall"].recipients == ["oncall@example.com",
+                                                            "ops@example.com"]
+    assert notifier_from_env({}).channels == {}
+
+
+def test_routes_override_keeps_unnamed_channels():
+    env = full_env("http://127.0.0.1:9") | {"NSYNC_NOTIFY_ROUTES": (
+        " slack_alerts=run_failure, deadline_missed ; pagerduty=deadline_missed;"
+        "email_director=;webhook=*")}
+    got = routed(notifier_from_env(env))
+    assert got["slack_alerts"] == {"run_failure", "deadline_missed"}
+    assert got["pagerduty"] == {"deadline_missed"} and got["email_director"] == set()
+    assert got["webhook"] == set(EVENT_TYPES)
+    assert got["slack_director"] == EXPECTED_ROUTES["slack_director"]
+    assert got["email_oncall"] == EXPECTED_ROUTES["email_oncall"]
+
+
+@pytest.mark.parametrize("spec, word", [
+    ("slack_alert=run_failure", "'slack_alert'"),
+    ("pagerduty=run_failure,run_fail", "'run_fail'"),
+    ("pagerduty", "'pagerduty' is not channel=event"),
+    ("=run_failure", "'=run_failure' is not channel=event"),
+    ("pagerduty=run_failure;pagerduty=test", "named twice"),
+])
+def test_bad_routes_name_the_bad_word(spec, word):
+    with pytest.raises(ConfigError, match=f"NSYNC_NOTIFY_ROUTES: .*{word}"):
+        notifier_from_env({"NSYNC_NOTIFY_ROUTES": spec})
+
+
+@pytest.mark.parametrize("env, missing", [
+    ({"NSYNC_SLACK_TOKEN": SLACK_TOKEN}, "NSYNC_SLACK_DIRECTOR_CHANNEL"),
+    ({"NSYNC_SLACK_ALERT_CHANNEL": "#alerts"}, "NSYNC_SLACK_TOKEN"),
+    ({"NSYNC_SMTP_HOST": "smtp.example.com", "NSYNC_EMAIL_ONCALL": "o@example.com"},
+     "NSYNC_SMTP_FROM"),
+    ({"NSYNC_SMTP_FROM": "n@example.com", "NSYNC_EMAIL_DIRECTOR": "d@example.com"},
+     "NSYNC_SMTP_HOST"),
+    ({"NSYNC_SMTP_HOST": "smtp.example.com", "NSYNC_SMTP_FROM": "n@example.com"},
+     "NSYNC_EMAIL_DIRECTOR"),
+    ({"NSYNC_SMTP_HOST": "h", "NSYNC_SMTP_FROM": "n@example.com",
+      "NSYNC_EMAIL_ONCALL": "o@example.com", "NSYNC_SMTP_PASSWORD": SMTP_PW},
+     "NSYNC_SMTP_USERNAME"),
+    ({"NSYNC_SMTP_HOST": "h", "NSYNC_SMTP_FROM": "n@example.com",
+      "NSYNC_EMAIL_ONCALL": "o@example.com", "NSYNC_SMTP_USERNAME": "u"},
+     "NSYNC_SMTP_PASSWORD"),
+    ({"NSYNC_SMTP_HOST": "h", "NSYNC_SMTP_FROM": "n@example.com",
+      "NSYNC_EMAIL_ONCALL": "o@example.com", "NSYNC_SMTP_SECURITY": "tls"},
+     "NSYNC_SMTP_SECURITY"),
+    ({"NSYNC_SMTP_HOST": "h", "NSYNC_SMTP_FROM": "n@example.com",
+      "NSYNC_EMAIL_ONCALL": "oncall", "NSYNC_SMTP_PORT": "25"}, "NSYNC_EMAIL_ONCALL"),
+    ({"NSYNC_WEBHOOK_URL": "ftp://hooks.example.com/x"}, "NSYNC_WEBHOOK_URL"),
+    ({"NSYNC_NOTIFY_ATTEMPTS": "0"}, "NSYNC_NOTIFY_ATTEMPTS"),
+    ({"NSYNC_NOTIFY_BACKOFF_SECONDS": "soon"}, "NSYNC_NOTIFY_BACKOFF_SECONDS"),
+])
+def test_partial_or_bad_configuration_names_the_variable(env, missing):
+    with pytest.raises(ConfigError, match=missing) as caught:
+        notifier_from_env(env)
+    assert not any(secret in str(caught.value) for secret in SECRETS)
+
+
+def test_no_registered_secret_leaves_through_payloads_logs_or_errors(http, smtp_server, cert,
+                                                                     caplog):
+    caplog.set_level(logging.DEBUG, logger="nsync.notify")
+    port, box = smtp_server("starttls")
+    env = full_env(http.url, port) | {
+        "NSYNC_SMTP_SECURITY": "starttls", "NSYNC_SMTP_USERNAME": "nsync",
+        "NSYNC_SMTP_PASSWORD": SMTP_PW, "NSYNC_SMTP_CAFILE": cert[0], "NSYNC_NOTIFY_ATTEMPTS": "2"}
+    notifier = notifier_from_env(env)
+    careless = event("escalation", "critical",
+                     summary=f"token {SLACK_TOKEN} and key {PD_KEY} in a summary",
+                     details={"password": SMTP_PW, "nested": [{"url": env["NSYNC_WEBHOOK_URL"]}]},
+                     dedup_key="nsync-daily-2026-03-10")
+    http.fail_next = 1  # one retry logged for the first channel tried
+    results = notifier.notify(careless)
+    assert all(r.ok for r in results), results
+    dead = Notifier({"pagerduty": PagerDutyChannel(PD_KEY, f"http://127.0.0.1:{closed_port()}"),
+                     "webhook": WebhookChannel(f"http://127.0.0.1:{closed_port()}/h?"
+                                               f"token={WEBHOOK_QUERY_SECRET}")},
+                    attempts=1).notify(careless)
+    assert not any(r.ok for r in dead)
+    with pytest.raises(NotificationError) as caught:
+        raise_for_failures(dead)
+    outputs = [json.dumps(r["body"]) for r in http.requests] + [
+        json.dumps({k: v for k, v in r["headers"].items() if k != "Authorization"})
+        for r in http.requests]
+    outputs = [o.replace(f'"routing_key": "{PD_KEY}"', "") for o in outputs]  # PD needs it
+    outputs += [m["msg"].as_string() for m in box.messages]
+    outputs += [r.getMessage() for r in caplog.records] + [str(r) for r in results + dead]
+    outputs.append(str(caught.value))
+    assert len(box.messages) == 2 and len(caplog.records) >= 3
+    for text in outputs:
+        for secret in SECRETS:
+            assert secret not in text, (secret, text[:300])
+
+
+def test_email_director_and_oncall_get_their_own_mail(http, smtp_server):
+    port, box = smtp_server("plain")
+    notifier = notifier_from_env(full_env(http.url, port))
+    notifier.notify(event("daily_success", "info", summary="staging synced 05:12"))
+    notifier.notify(event("deadline_warning", "warning", summary="not done at 05:30"))
+    assert [m["to"] for m in box.messages] == [["director@example.com"],
+                                                ["oncall@example.com", "ops@example.com"]]
+    assert box.messages[0]["msg"]["Subject"] == (
+        "[nsync] INFO daily_success: staging synced 05:12")
+    assert len(http.bodies("/hooks/nsync")) == 2
+    assert [b["channel"] for b in http.bodies("/api/chat.postMessage")] == ["#director",
+                                                                          "#alerts"]
+    assert http.bodies("/v2/enqueue") == []  # neither event pages
