@@ -8,6 +8,13 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
+from nsync_dagster.notify import (
+    DeliveryResult,
+    Event,
+    Notifier,
+    notifier_from_env,
+    raise_for_failures,
+)
 from nsync_dagster.s3store import BackupStore
 from nsync_dagster.settings import Settings
 
@@ -44,6 +51,25 @@ class NsyncResource(dg.ConfigurableResource):
         if self.backup_prefix:
             env["NSYNC_BACKUP_PREFIX"] = self.backup_prefix
         return Settings.from_env(env)
+
+
+class NotifierResource(dg.ConfigurableResource):
+    """The notification channels (webhook, Slack, e-mail, PagerDuty) and their routing.
+
+    Everything comes from the ``NSYNC_WEBHOOK_URL``, ``NSYNC_SLACK_*``, ``NSYNC_SMTP_*``,
+    ``NSYNC_EMAIL_*``, ``NSYNC_PAGERDUTY_*`` and ``NSYNC_NOTIFY_*`` variables, read when a
+    sensor or job runs (so secrets never enter Dagster's configuration); unset channels are
+    skipped. See templates/nsync.env.example.
+    """
+
+    def notifier(self) -> Notifier:
+        return notifier_from_env(os.environ)
+
+    def deliver(self, event: Event) -> list[DeliveryResult]:
+        """Send ``event`` on every routed channel; raise after trying them all if any failed."""
+        results = self.notifier().notify(event)
+        raise_for_failures(results)
+        return results
 
 
 def nsync_from_env() -> NsyncResource:

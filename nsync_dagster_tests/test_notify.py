@@ -16,10 +16,8 @@ import shutil
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from email.policy import default as email_policy
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -37,6 +35,7 @@ from nsync_dagster.notify import (
     raise_for_failures,
 )
 from nsync_dagster.redact import register_secret
+from nsync_dagster_tests.receivers import Receiver
 
 SLACK_TOKEN = "xoxb-Slack-Tok3n-5e1f"
 SMTP_PW = "smtp-Pw-7c2d!q"
@@ -55,59 +54,11 @@ def event(name: str = "run_failure", severity: str = "error", **kw) -> Event:
 
 # ---------------------------------------------------------------- receivers
 
-class Receiver:
-    """Records every POST; answers 500 to the first ``fail_next`` requests."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict] = []
-        self.fail_next = 0
-        self.slack_answer: dict = {"ok": True}
-        lock, receiver = threading.Lock(), self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with lock:
-                    receiver.requests.append({"path": self.path, "headers": dict(self.headers),
-                                              "body": json.loads(raw or b"null")})
-                    failing = receiver.fail_next > 0
-                    receiver.fail_next -= failing
-                if failing:
-                    return self._answer(500, {"error": "try again"})
-                if self.path.endswith("/api/chat.postMessage"):
-                    return self._answer(200, receiver.slack_answer)
-                if self.path.rstrip("/") == "/v2/enqueue":
-                    return self._answer(202, {"status": "success", "message": "Event processed"})
-                return self._answer(200, {"received": True})
-
-            def _answer(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
-                                       daemon=True)
-        self.thread.start()
-
-    def bodies(self, path_end: str) -> list:
-        return [r["body"] for r in self.requests
-                if r["path"].split("?")[0].rstrip("/").endswith(path_end)]
-
-
 @pytest.fixture
 def http():
     receiver = Receiver()
     yield receiver
-    receiver.server.shutdown()
-    receiver.server.server_close()
+    receiver.close()
 
 
 def closed_port() -> int:

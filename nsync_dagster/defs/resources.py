@@ -2,9 +2,10 @@
 
 import dagster as dg
 
-from nsync_dagster.resources import nsync_from_env, s3_from_env
+from nsync_dagster.resources import NotifierResource, nsync_from_env, s3_from_env
 
 
 @dg.definitions
 def resources() -> dg.Definitions:
-    return dg.Definitions(resources={"nsync": nsync_from_env(), "s3": s3_from_env()})
+    return dg.Definitions(resources={"nsync": nsync_from_env(), "s3": s3_from_env(),
+                                     "notifier": NotifierResource()})
