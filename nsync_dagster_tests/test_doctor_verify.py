@@ -1,0 +1,90 @@
+"""``nsync doctor --send-test`` and ``nsync verify`` against real servers and receivers."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from nsync_dagster.cli import main
+from nsync_dagster.deadline import eastern_day
+from nsync_dagster.defs.alerts.sensors import daily_success_confirmation
+from nsync_dagster.resources import NotifierResource
+from nsync_dagster_tests.conftest import SECRETS, run_daily_job
+from nsync_dagster_tests.receivers import Receiver
+
+
+@pytest.fixture
+def receiver(monkeypatch):
+    r = Receiver()
+    monkeypatch.setenv("NSYNC_WEBHOOK_URL", f"{r.url}/hooks/nsync")
+    monkeypatch.setenv("NSYNC_SLACK_TOKEN", "xoxb-Slack-Token-55")
+    monkeypatch.setenv("NSYNC_SLACK_ALERT_CHANNEL", "#nsync-alerts")
+    monkeypatch.setenv("NSYNC_SLACK_API_URL", f"{r.url}/api/")
+    monkeypatch.setenv("NSYNC_NOTIFY_BACKOFF_SECONDS", "0")
+    yield r
+    r.close()
+
+
+def cli(capsys, *args) -> tuple[int, str]:
+    code = main(list(args))
+    cap = capsys.readouterr()
+    return code, cap.out + cap.err
+
+
+def test_doctor_reports_every_check_and_sends_tests(capsys, nsync_env, receiver):
+    code, out = cli(capsys, "doctor", "--send-test")
+    assert code == 0, out
+    for line in ("[PASS] configuration", "[PASS] production reachable",
+                 "[PASS] pg_dump new enough and connects", "[PASS] staging reachable with CREATEDB",
+                 "[PASS] TLS", "[PASS] backup bucket writable",
+                 "[PASS] notification channels: webhook, slack_alerts",
+                 "[PASS] test message via webhook: ok", "[PASS] test message via slack_alerts: ok"):
+        assert line in out, out
+    assert [b["event"] for b in receiver.bodies("/hooks/nsync")] == ["test"]
+    assert receiver.bodies("/api/chat.postMessage")[0]["channel"] == "#nsync-alerts"
+    for secret in (*SECRETS, "xoxb-Slack-Token-55"):
+        assert secret not in out
+
+
+def test_doctor_fails_without_channels_and_on_a_broken_one(capsys, nsync_env, monkeypatch):
+    code, out = cli(capsys, "doctor")
+    assert code == 1 and "[FAIL] notification channels: no notification channel" in out
+    monkeypatch.setenv("NSYNC_WEBHOOK_URL", "http://127.0.0.1:9/hooks")
+    monkeypatch.setenv("NSYNC_NOTIFY_ATTEMPTS", "1")
+    code, out = cli(capsys, "doctor", "--send-test")
+    assert code == 1 and "[FAIL] test message via webhook" in out, out
+
+
+def test_doctor_refuses_plaintext_to_a_remote_host(capsys, nsync_env, monkeypatch):
+    monkeypatch.setenv("NSYNC_STAGING_DATABASE_URL",
+                       "postgresql://u:p@staging.invalid:5432/app?sslmode=disable")
+    code, out = cli(capsys, "doctor")
+    assert code == 1 and "[FAIL] TLS" in out and "sslmode=disable" in out
+
+
+def test_verify_from_the_records(capsys, nsync_env, receiver, instance):
+    code, out = cli(capsys, "verify")
+    assert code == 1
+    assert "[FAIL] Daily backup is automated and completing successfully: no daily run" in out
+
+    cursor = daily_success_confirmation.evaluate_tick(_ctx(instance)).cursor
+    assert run_daily_job(instance, eastern_day(dt.datetime.now(dt.UTC)).isoformat()).success
+    daily_success_confirmation.evaluate_tick(_ctx(instance, cursor))
+    assert cli(capsys, "doctor", "--send-test")[0] == 0
+    code, out = cli(capsys, "verify")
+    assert code == 1, "security parity and recovery tests are not built yet"
+    assert "[PASS] Daily backup is automated and completing successfully" in out, out
+    assert "[PASS] Failure alerts are configured and tested" in out, out
+    assert "Daily sync completes by 6:00 AM ET" in out
+    assert "Director receives confirmation notification each morning" in out
+    assert "[FAIL] Staging DB has identical security posture to production: not yet checked" in out
+    assert "[FAIL] Recovery testing is conducted on schedule: no recovery test recorded yet" in out
+
+
+def _ctx(instance, cursor=None):
+    import dagster as dg
+
+    return dg.build_sensor_context(instance=instance, cursor=cursor,
+                                   sensor_name="daily_success_confirmation",
+                                   resources={"notifier": NotifierResource()})
