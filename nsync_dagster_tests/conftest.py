@@ -28,6 +28,7 @@ PLATFORM_PW = "platform-Pw-3e5f$z"
 S3_KEY_ID = "nsync-test-key"
 S3_SECRET = "s3-Secret-Key-6a9b"
 SECRETS = (SUPERUSER_PW, PROD_OWNER_PW, STAGING_OWNER_PW, PLATFORM_PW, S3_SECRET)
+STORAGE_PW = "dagster-Storage-Pw-2q"
 OWNER = "neondb_owner"
 PROD_DB = "neondb"
 
@@ -58,6 +59,27 @@ def pg_staging(tmp_path_factory) -> Iterator[EmbeddedCluster]:
     """Staging: a separate cluster with the same Neon shape and an empty owner database."""
     with neon_cluster(tmp_path_factory, "staging", STAGING_OWNER_PW, seed=False) as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def dagster_storage_role(pg_prod) -> EmbeddedCluster:
+    pg_prod.psql(f"CREATE ROLE dagster_storage LOGIN PASSWORD '{STORAGE_PW}'")
+    return pg_prod
+
+
+def new_dagster_storage(cluster: EmbeddedCluster) -> dict[str, str]:
+    """A fresh database for Dagster's run/event/schedule storage: the DAGSTER_PG_* variables
+    that the repository's dagster.yaml reads."""
+    db = unique_db("dagster")
+    cluster.psql(f"CREATE DATABASE {db} OWNER dagster_storage")
+    return {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(cluster.port),
+            "DAGSTER_PG_USERNAME": "dagster_storage", "DAGSTER_PG_PASSWORD": STORAGE_PW,
+            "DAGSTER_PG_DB": db}
+
+
+@pytest.fixture
+def dagster_storage(dagster_storage_role) -> dict[str, str]:
+    return new_dagster_storage(dagster_storage_role)
 
 
 @pytest.fixture(scope="session")

@@ -20,21 +20,11 @@ from nsync_dagster_tests.conftest import (
     REPO,
     SECRETS,
     STAGING_OWNER_PW,
+    STORAGE_PW,
     unique_db,
 )
 
-STORAGE_PW = "dagster-Storage-Pw-2q"
 ALL_SECRETS = (*SECRETS, STORAGE_PW)
-
-
-@pytest.fixture(scope="session")
-def dagster_storage(pg_prod) -> dict[str, str]:
-    """A database for Dagster's run/event/schedule storage (on its own role)."""
-    pg_prod.psql(f"CREATE ROLE dagster_storage LOGIN PASSWORD '{STORAGE_PW}'")
-    pg_prod.psql("CREATE DATABASE dagster_storage OWNER dagster_storage")
-    return {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(pg_prod.port),
-            "DAGSTER_PG_USERNAME": "dagster_storage", "DAGSTER_PG_PASSWORD": STORAGE_PW,
-            "DAGSTER_PG_DB": "dagster_storage"}
 
 
 @pytest.fixture

@@ -56,9 +56,10 @@ def test_demo_runs_the_daily_job_and_stops_everything(demo_run):
 def test_dev_serves_the_asset_graph_and_stops_cleanly(demo_run):
     root, _ = demo_run
     port = free_port()
+    log = (root.parent / "dev.log").open("w")  # a pipe nobody reads would fill and block
     proc = subprocess.Popen([sys.executable, "-m", "nsync_dagster.cli", "dev", "--dir",
                              str(root), "--port", str(port)], cwd=REPO, env=_env(root.parent),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -66,7 +67,7 @@ def test_dev_serves_the_asset_graph_and_stops_cleanly(demo_run):
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
                     break
             except OSError:
-                assert proc.poll() is None, proc.stdout.read()
+                assert proc.poll() is None, (root.parent / "dev.log").read_text()[-3000:]
                 assert time.monotonic() < deadline, "dagster dev did not come up"
                 time.sleep(1)
         query = json.dumps({"query": "{ assetNodes { assetKey { path } } }"}).encode()
@@ -84,6 +85,7 @@ def test_dev_serves_the_asset_graph_and_stops_cleanly(demo_run):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
+        log.close()
     time.sleep(1)
     assert _servers_in(root) == [], "nsync dev must stop the embedded servers"
     assert [c.pid for c in children if c.is_running() and c.status() != "zombie"] == []
