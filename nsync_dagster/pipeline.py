@@ -112,7 +112,7 @@ def verify_database(target: PgTarget, manifest: dict[str, Any],
             "checksums_compared": bool(manifest.get("checksums"))}
 
 
-def _restore_verified(settings: Settings, store: BackupStore, folder: str, target: PgTarget,
+def restore_verified(settings: Settings, store: BackupStore, folder: str, target: PgTarget,
                       report: Report) -> dict[str, Any]:
     """Download ``folder``, create roles, restore into ``target`` (empty) and verify it."""
     work = private_work_dir(settings) / f"restore-{target.dbname}-{new_backup_id()}"
@@ -157,7 +157,7 @@ def staging_step(settings: Settings, store: BackupStore, partition: str,
             manifest_db = store.read_manifest(backup.key_prefix)["database"]
             nxt = swap.create_next(conn, live, manifest_db)
         try:
-            result = _restore_verified(settings, store, backup.key_prefix,
+            result = restore_verified(settings, store, backup.key_prefix,
                                        settings.staging.with_db(nxt), report)
         except Exception:
             with maint.connect() as conn:  # the live copy was never touched; drop the attempt
@@ -190,6 +190,20 @@ def restore_to(settings: Settings, store: BackupStore, spec: str, target: PgTarg
     backup = store.find(spec, require="verified" if latest_or_day else "checksummed")
     if backup.status != "verified":
         report(f"note: backup {backup.backup_id} is {backup.status}: this restore is its first")
+    prepare_empty_database(settings, target, store.read_manifest(backup.key_prefix)["database"],
+                           force=force, report=report)
+    result = restore_verified(settings, store, backup.key_prefix, target, report)
+    return {"backup_id": backup.backup_id, "uri": store.uri(backup.key_prefix),
+            "target": target.display, **result}
+
+
+def prepare_empty_database(settings: Settings, target: PgTarget, db: dict[str, Any], *,
+                           force: bool, report: Report) -> None:
+    """Make ``target`` an empty database with the backup's encoding and locale.
+
+    An existing empty database is used as it is; a non-empty one is refused unless ``force``,
+    which drops and recreates it.
+    """
     maint = target.with_db(settings.maintenance_db)
     with maint.connect() as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
@@ -200,19 +214,15 @@ def restore_to(settings: Settings, store: BackupStore, spec: str, target: PgTarg
                                  "Pick an empty or new database, or pass --force to drop and "
                                  "recreate it.")
         if exists and not empty:
-            report(f"--force: dropping and recreating {target.display}")
+            report(f"dropping and recreating {target.display}")
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(
                 sql.Identifier(target.dbname)))
-        db = store.read_manifest(backup.key_prefix)["database"]
         if not empty:
             conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} "
-                             "LC_CTYPE {}").format(sql.Identifier(target.dbname),
-                                                   sql.Literal(db["encoding"]),
-                                                   sql.Literal(db["collate"]),
-                                                   sql.Literal(db["ctype"])))
-    result = _restore_verified(settings, store, backup.key_prefix, target, report)
-    return {"backup_id": backup.backup_id, "uri": store.uri(backup.key_prefix),
-            "target": target.display, **result}
+                                 "LC_CTYPE {}").format(sql.Identifier(target.dbname),
+                                                       sql.Literal(db["encoding"]),
+                                                       sql.Literal(db["collate"]),
+                                                       sql.Literal(db["ctype"])))
 
 
 def _is_empty(target: PgTarget) -> bool:

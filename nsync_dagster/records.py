@@ -89,12 +89,16 @@ class RecoveryTestSummary:
 
 
 def last_recovery_test(instance: dg.DagsterInstance) -> RecoveryTestSummary:
-    """The newest recovery test report's outcome, or a plain statement that none exists."""
-    entry = last_materialization(instance, RECOVERY_TEST)
-    if entry is None:
+    """The newest recovery test's outcome (a passed test is a materialization of
+    recovery_test_report, a failed one an observation), or a statement that none exists."""
+    entries = [last_materialization(instance, RECOVERY_TEST)]
+    observed = instance.fetch_observations(RECOVERY_TEST, limit=1).records
+    entries.append(observed[0].event_log_entry if observed else None)
+    entries = [e for e in entries if e is not None]
+    if not entries:
         return RecoveryTestSummary("no recovery test recorded yet", None)
-    meta = metadata_of(entry)
-    return RecoveryTestSummary(str(meta.get("result", "passed")), _when(entry))
+    newest = max(entries, key=lambda e: e.timestamp)
+    return RecoveryTestSummary(str(metadata_of(newest).get("result", "PASSED")), _when(newest))
 
 
 def director_notifications(instance: dg.DagsterInstance, limit: int = 40) -> list[dict[str, Any]]:

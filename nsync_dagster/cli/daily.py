@@ -26,6 +26,11 @@ def register(sub) -> None:
     daily.add_argument("--partition", metavar="YYYY-MM-DD",
                        help="daily partition (default: today in America/New_York)")
     daily.set_defaults(handler=lambda args: run_daily(args.partition))
+    test = jobs.add_parser("recovery-test", help="restore a backup into a scratch database, "
+                           "verify it and write the recovery-test log")
+    test.add_argument("--backup", default="latest", metavar="latest|ID|YYYY-MM-DD",
+                      help="which backup (default: the newest verified one)")
+    test.set_defaults(handler=lambda args: run_recovery_test(args.backup))
 
 
 def check_partition(partition: str | None) -> str:
@@ -109,6 +114,30 @@ def run_daily(partition: str | None = None, *, out=None) -> int:
             error.exit_code = 2
         raise error
     print_summary(_metadata(result), elapsed, result.run_id, out)
+    return 0
+
+
+def run_recovery_test(backup: str, out=None) -> int:
+    out = out or sys.stdout
+    Settings.from_env()
+    from nsync_dagster.definitions import defs
+    from nsync_dagster.defs.recovery.assets import MONTHLY, RECOVERY_JOB
+
+    month = MONTHLY.get_last_partition_key()
+    job = defs().resolve_job_def(RECOVERY_JOB)
+    print(f"nsync: recovery test of backup '{backup}' ...", file=out, flush=True)
+    with instance() as inst:
+        result = job.execute_in_process(
+            instance=inst, partition_key=month, raise_on_error=False,
+            run_config={"ops": {"recovery_test_report": {"config": {"backup": backup}}},
+                        "loggers": {"console": {"config": {"log_level": "INFO"}}}})
+    if not result.success:
+        failures, _ = _failures(result)
+        raise DailyRunFailed("recovery test failed:\n  " + "\n  ".join(failures))
+    meta = _metadata(result)["recovery_test_report"]
+    print(f"\nrecovery test {meta['result']}: backup {meta['backup_id']} restored, verified and "
+          f"smoke-tested\n  RTO {meta['rto_seconds']:.1f} s (download + restore + verify), "
+          f"RPO {meta['rpo_hours']:.1f} h (age of the data)\n  log: {meta['log']}", file=out)
     return 0
 
 

@@ -1,0 +1,102 @@
+"""The monthly recovery test: a backup restored from S3 into a scratch database, proved,
+timed and logged."""
+
+import datetime as dt
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+
+from nsync_dagster import recovery
+from nsync_dagster.defs.daily.assets import OWNERS, s3_backup
+from nsync_dagster.notify import Event
+from nsync_dagster.redact import redact
+from nsync_dagster.resources import NotifierResource, NsyncResource, backup_store
+
+MONTHLY = dg.MonthlyPartitionsDefinition(start_date="2026-01-01", timezone="America/New_York",
+                                         end_offset=1)
+RECOVERY_JOB = "recovery_test_job"
+
+
+class RecoveryTestConfig(dg.Config):
+    """Which backup to test: ``latest`` (newest verified), a backup id, or a date."""
+
+    backup: str = "latest"
+
+
+def _event(result: dict, passed: bool) -> Event:
+    return Event(
+        event="recovery_test_passed" if passed else "recovery_test_failed",
+        severity="info" if passed else "error",
+        summary=(f"Recovery test {result['result']}: backup {result.get('backup_id', '?')}"
+                 + (f" restored and verified in {result.get('rto_s')} s, data "
+                    f"{round((result.get('rpo_s') or 0) / 3600, 1)} h old" if passed else
+                    f": {result['deviations'][0] if result['deviations'] else 'see the log'}")),
+        details={"test_id": result["test_id"], "backup_id": result.get("backup_id"),
+                 "rto_seconds": result.get("rto_s"), "rpo_seconds": result.get("rpo_s"),
+                 "log": result.get("log_location")},
+        runbook="runbooks/recovery-testing.md", run_url=None)
+
+
+@dg.asset(partitions_def=MONTHLY, group_name="recovery_testing", owners=OWNERS,
+          kinds={"postgres", "s3"}, deps=[s3_backup])
+def recovery_test_report(context: dg.AssetExecutionContext, config: RecoveryTestConfig,
+                         nsync: NsyncResource, s3: S3Resource,
+                         notifier: NotifierResource) -> dg.MaterializeResult:
+    """Proof that a backup can be restored: the month's recovery test.
+
+    Takes the newest verified backup from S3 (or the one configured), checks every object's
+    SHA-256, restores it into a scratch database (NSYNC_SCRATCH_DATABASE_URL, or a temporary
+    database on the staging server, always dropped afterwards), verifies it against the
+    backup's manifest, runs the smoke queries (NSYNC_SMOKE_SQL), and measures the recovery time
+    (RTO) and the age of the data (RPO). The filled-in log from templates/recovery-test-log.md
+    is stored in S3 under PREFIX/recovery-tests/ and shown here; the result goes to the
+    notification channels.
+    """
+    settings = nsync.settings()
+    store = backup_store(settings, s3)
+    try:
+        result = recovery.run_recovery_test(
+            settings, store, config.backup, ran_by=f"Dagster run {context.run.run_id}",
+            report=lambda m: context.log.info(redact(m)))
+    except recovery.RecoveryTestFailed as exc:
+        failed = {"test_id": dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ"),
+                  "result": "FAILED", "deviations": [str(exc)]}
+        context.log_event(dg.AssetObservation(
+            asset_key=context.asset_key, partition=context.partition_key,
+            metadata={"result": "FAILED", "error": redact(str(exc))[:500]}))
+        notifier.deliver(_event(failed, passed=False))
+        raise dg.Failure(description=redact(str(exc)),
+                         metadata={"error_type": "RecoveryTestFailed"}) from None
+    notifier.deliver(_event(result, passed=True))
+    return dg.MaterializeResult(metadata={
+        "result": result["result"], "backup_id": result["backup_id"],
+        "rto_seconds": dg.MetadataValue.float(result["rto_s"]),
+        "rpo_hours": dg.MetadataValue.float(round(result["rpo_s"] / 3600, 2)),
+        "log": dg.MetadataValue.url(result["log_location"]),
+        "report": dg.MetadataValue.md(result["log_markdown"]),
+    })
+
+
+recovery_test_job = dg.define_asset_job(
+    RECOVERY_JOB, selection=[recovery_test_report], executor_def=dg.in_process_executor,
+    description="Restore a backup into a scratch database, verify it and log the result.")
+
+
+@dg.schedule(job=recovery_test_job, cron_schedule="0 7 * * *",
+             execution_timezone="America/New_York",
+             default_status=dg.DefaultScheduleStatus.RUNNING)
+def recovery_test_schedule(context: dg.ScheduleEvaluationContext):
+    """Daily at 07:00 New York time (after the 06:00 deadline), starts a recovery test when
+    the last one is older than NSYNC_RECOVERY_TEST_INTERVAL_DAYS (default 30: monthly)."""
+    import os
+
+    from nsync_dagster.records import last_recovery_test
+
+    days = int(os.environ.get("NSYNC_RECOVERY_TEST_INTERVAL_DAYS") or 30)
+    now = context.scheduled_execution_time
+    last = last_recovery_test(context.instance)
+    if last.when is not None and (now - last.when) < dt.timedelta(days=days) - dt.timedelta(
+            hours=2):
+        return dg.SkipReason(f"last recovery test {last.text()}; next one due after {days} days")
+    month = MONTHLY.get_last_partition_key(current_time=now)
+    return dg.RunRequest(run_key=f"recovery-{now:%Y-%m-%d}", partition_key=month)
