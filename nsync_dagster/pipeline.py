@@ -17,7 +17,7 @@ from typing import Any
 
 from psycopg import sql
 
-from nsync_dagster import dbstats, roles, swap
+from nsync_dagster import dbstats, retention, roles, s3retention, swap
 from nsync_dagster.errors import BackupStoreError, PreflightError, VerificationError
 from nsync_dagster.pgconn import PgTarget
 from nsync_dagster.preflight import daily_preflight, same_database
@@ -80,6 +80,9 @@ def backup_step(settings: Settings, store: BackupStore, partition: str,
     manifest = store.upload(work, manifest, folder, report)
     upload_s = time.monotonic() - started
     verified = store.verify_objects(folder, report)
+    # with S3 Object Lock, the new backup is locked for as long as its class is kept
+    s3retention.lock_new_backup(store, folder, retention.class_for_date(
+        dt.date.fromisoformat(partition)), retention.policy_from_env(), dt.datetime.now(dt.UTC))
     shutil.rmtree(work, ignore_errors=True)
     pointer.unlink(missing_ok=True)
     size = sum(o["size"] for o in manifest["objects"].values())
@@ -94,12 +97,20 @@ def _digest(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(manifest["objects"], sort_keys=True).encode()).hexdigest()
 
 
-def verify_database(target: PgTarget, manifest: dict[str, Any],
-                    platform: tuple[str, ...]) -> dict[str, Any]:
-    """Compare a restored database with the manifest; raise on any difference."""
+def verify_database(target: PgTarget, manifest: dict[str, Any], platform: tuple[str, ...],
+                    tables: set[str] | None = None) -> dict[str, Any]:
+    """Compare a restored database with the manifest; raise on any difference.
+
+    A partial restore (``tables``) is compared on those tables only.
+    """
     with target.connect() as conn:
         actual = dbstats.data_facts(conn.cursor(), checksums=manifest.get("checksums", False))
         present = {r for (r,) in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
+    if tables is not None:
+        manifest = {**manifest, "matviews": {}, "sequences": {},
+                    "tables": {k: v for k, v in manifest["tables"].items() if k in tables}}
+        actual = {"tables": {k: v for k, v in actual["tables"].items() if k in tables},
+                  "matviews": {}, "sequences": {}}
     problems = dbstats.compare(manifest, actual)
     wanted = {r["name"] for r in manifest["roles"]
               if not r["rolsuper"] and not roles.is_platform(r["name"], platform)}
@@ -113,7 +124,7 @@ def verify_database(target: PgTarget, manifest: dict[str, Any],
 
 
 def restore_verified(settings: Settings, store: BackupStore, folder: str, target: PgTarget,
-                      report: Report) -> dict[str, Any]:
+                     report: Report, tables: set[str] | None = None) -> dict[str, Any]:
     """Download ``folder``, create roles, restore into ``target`` (empty) and verify it."""
     work = private_work_dir(settings) / f"restore-{target.dbname}-{new_backup_id()}"
     try:
@@ -129,10 +140,11 @@ def restore_verified(settings: Settings, store: BackupStore, folder: str, target
         t = time.monotonic()
         restored = restore_dump(work / "dump", target, manifest, jobs=settings.dump.jobs,
                                 platform=settings.platform_roles,
-                                timeout_s=settings.restore_timeout_s, report=report)
+                                timeout_s=settings.restore_timeout_s, report=report,
+                                tables=tables)
         timings["restore_s"] = time.monotonic() - t
         t = time.monotonic()
-        verified = verify_database(target, manifest, settings.platform_roles)
+        verified = verify_database(target, manifest, settings.platform_roles, tables)
         timings["verify_s"] = time.monotonic() - t
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -174,27 +186,63 @@ def staging_step(settings: Settings, store: BackupStore, partition: str,
 
 
 def restore_to(settings: Settings, store: BackupStore, spec: str, target: PgTarget, *,
-               force: bool, report: Report = log.info) -> dict[str, Any]:
-    """Restore backup ``spec`` (latest, an id or a date) into ``target``, creating it if needed."""
+               force: bool, report: Report = log.info, tables: set[str] | None = None,
+               production_ok: bool = False, dry_run: bool = False) -> dict[str, Any]:
+    """Restore backup ``spec`` (latest, an id or a date) into ``target``, creating it if needed.
+
+    ``tables`` restores every definition but only those tables' data; ``dry_run`` returns the
+    plan without changing anything; ``production_ok`` allows the production or live staging
+    database as the target (never without it).
+    """
     target.validate()
-    if settings.prod.url and same_database(target, settings.prod):
-        raise PreflightError(f"refusing to restore into {target.display}: it is the production "
-                             "database (NSYNC_PROD_DATABASE_URL)")
-    if settings.staging.url and same_database(target, settings.staging):
-        raise PreflightError(f"refusing to restore into {target.display}: it is the live staging "
-                             "database; rebuild it with 'nsync run daily' (which swaps a "
-                             "verified copy in) or restore somewhere else")
+    for other, name, variable in ((settings.prod, "production", "NSYNC_PROD_DATABASE_URL"),
+                                  (settings.staging, "live staging",
+                                   "NSYNC_STAGING_DATABASE_URL")):
+        if other.url and same_database(target, other) and not production_ok:
+            raise PreflightError(
+                f"refusing to restore into {target.display}: it is the {name} database "
+                f"({variable}). Restore into a new database and switch over, or, if you really "
+                "mean to overwrite it, add --i-know-this-is-production")
     latest_or_day = spec == "latest" or (len(spec) == 10 and spec[4] == "-")
     # an explicit backup id may be one that was read back but never restored (for example
     # the day staging failed); 'latest' and dates pick only fully verified backups
     backup = store.find(spec, require="verified" if latest_or_day else "checksummed")
     if backup.status != "verified":
         report(f"note: backup {backup.backup_id} is {backup.status}: this restore is its first")
-    prepare_empty_database(settings, target, store.read_manifest(backup.key_prefix)["database"],
-                           force=force, report=report)
-    result = restore_verified(settings, store, backup.key_prefix, target, report)
+    manifest = store.read_manifest(backup.key_prefix)
+    if tables is not None:
+        unknown = sorted(tables - set(manifest["tables"]))
+        if unknown:
+            raise PreflightError(f"not in backup {backup.backup_id}: {', '.join(unknown)} "
+                                 f"(tables are named schema.table, e.g. "
+                                 f"{next(iter(manifest['tables']), 'app.users')})")
+    if dry_run:
+        return restore_plan(settings, backup, manifest, target, force=force, tables=tables)
+    prepare_empty_database(settings, target, manifest["database"], force=force, report=report)
+    result = restore_verified(settings, store, backup.key_prefix, target, report, tables)
     return {"backup_id": backup.backup_id, "uri": store.uri(backup.key_prefix),
             "target": target.display, **result}
+
+
+def restore_plan(settings: Settings, backup: Any, manifest: dict[str, Any], target: PgTarget, *,
+                 force: bool, tables: set[str] | None) -> dict[str, Any]:
+    """What ``restore_to`` would do, without doing it."""
+    with target.with_db(settings.maintenance_db).connect() as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                              (target.dbname,)).fetchone() is not None
+        present = {r for (r,) in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
+    empty = exists and _is_empty(target)
+    action = ("create it" if not exists else "use it (empty)" if empty else
+              "drop and recreate it (--force)" if force else "REFUSE: not empty (use --force)")
+    wanted = [r["name"] for r in manifest["roles"] if not r["rolsuper"]
+              and not roles.is_platform(r["name"], settings.platform_roles)]
+    chosen = sorted(tables) if tables is not None else sorted(manifest["tables"])
+    return {"dry_run": True, "backup_id": backup.backup_id, "status": backup.status,
+            "snapshot_time": manifest["snapshot_time"], "source": manifest["source"],
+            "size": backup.size, "target": target.display, "target_action": action,
+            "roles_to_create": [r for r in wanted if r not in present],
+            "tables": chosen, "rows": sum(manifest["tables"][t]["rows"] for t in chosen),
+            "encrypted": bool(manifest.get("encryption")), "partial": tables is not None}
 
 
 def prepare_empty_database(settings: Settings, target: PgTarget, db: dict[str, Any], *,

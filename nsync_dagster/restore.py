@@ -73,11 +73,32 @@ def read_toc(tools: pgbin.PgBin, dump_dir: Path) -> list[TocEntry]:
     return entries
 
 
-def plan(entries: Iterable[TocEntry], platform: Iterable[str]) -> RestorePlan:
+_PARTIAL_SKIP = re.compile(r"^(FK CONSTRAINT|MATERIALIZED VIEW DATA) ")
+
+
+def _data_table(desc: str) -> str | None:
+    """``schema.table`` of a TABLE DATA entry, else None."""
+    if desc.startswith("TABLE DATA "):
+        parts = desc[len("TABLE DATA "):].split(" ")
+        if len(parts) >= 2:
+            return f"{parts[0]}.{parts[1]}"
+    return None
+
+
+def plan(entries: Iterable[TocEntry], platform: Iterable[str],
+         tables: set[str] | None = None) -> RestorePlan:
+    """Split the TOC into phases. With ``tables`` (a partial restore) every definition is
+    restored but data only for those tables, without foreign keys (their referenced rows may
+    be missing) and without materialized-view data."""
     result = RestorePlan()
     platform = tuple(platform)
     for e in entries:
-        if _NEVER.match(e.desc):
+        data_of = _data_table(e.desc)
+        if tables is not None and data_of is not None and data_of not in tables:
+            continue
+        if tables is not None and _PARTIAL_SKIP.match(e.desc):
+            result.skipped.append(f"{e.desc} (partial restore)")
+        elif _NEVER.match(e.desc):
             result.skipped.append(f"{e.desc} (subscriptions are never copied to staging)")
         elif e.owner and roles.is_platform(e.owner, platform):
             result.skipped.append(f"{e.desc} (owned by platform role {e.owner})")
@@ -146,7 +167,7 @@ def apply_database_facts(conn: psycopg.Connection, dbname: str, facts: dict[str,
 
 
 def restore_dump(dump_dir: Path, target: PgTarget, manifest: dict[str, Any], *, jobs: int,
-                 platform: Iterable[str], timeout_s: int,
+                 platform: Iterable[str], timeout_s: int, tables: set[str] | None = None,
                  report: Callable[[str], None] = log.info) -> dict[str, Any]:
     """Restore ``dump_dir`` into the (empty, existing) database ``target``."""
     with target.connect() as conn:
@@ -155,7 +176,7 @@ def restore_dump(dump_dir: Path, target: PgTarget, manifest: dict[str, Any], *, 
                                  purpose="Restoring into staging",
                                  needs_tls=target.needs_tls())
         entries = read_toc(tools, dump_dir)
-        the_plan = plan(entries, platform)
+        the_plan = plan(entries, platform, tables)
         work = dump_dir.parent
         with roles.acting_as(conn, the_plan.owners) as elevated:
             if elevated:

@@ -41,12 +41,16 @@ def _rows(cluster: EmbeddedCluster, sql: str, dbname: str) -> list[str]:
 def content(cluster: EmbeddedCluster, dbname: str) -> dict[str, str]:
     """``{relation: md5 of its rows in sorted text order}`` for tables and materialized views."""
     rels = _rows(cluster, """
-        SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c
-        JOIN pg_namespace n ON n.oid = c.relnamespace
+        SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) || ' ' || c.relispopulated
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
           AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1""", dbname)
     result = {}
-    for rel in rels:
+    for line in rels:
+        rel, populated = line.rsplit(" ", 1)
+        if populated not in ("t", "true"):
+            result[rel] = "unpopulated"
+            continue
         (digest,) = _rows(cluster, f"""SET row_security = off; SET TimeZone = 'UTC';
             SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)),
             '-') FROM {rel} t""", dbname)

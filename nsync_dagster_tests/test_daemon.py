@@ -158,9 +158,10 @@ def test_schedule_and_sensors_are_on_by_default(dev):
         schedules { name cronSchedule executionTimezone scheduleState { status } }
         sensors { name sensorState { status } } } } } }""")
     [repo] = data["data"]["repositoriesOrError"]["nodes"]
-    assert [(s["name"], s["cronSchedule"], s["executionTimezone"], s["scheduleState"]["status"])
-            for s in repo["schedules"]] == [("daily_sync_schedule", "0 1 * * *",
-                                             "America/New_York", "RUNNING")]
+    assert sorted((s["name"], s["cronSchedule"], s["executionTimezone"],
+                   s["scheduleState"]["status"]) for s in repo["schedules"]) == [
+        ("daily_sync_schedule", "0 1 * * *", "America/New_York", "RUNNING"),
+        ("recovery_test_schedule", "0 7 * * *", "America/New_York", "RUNNING")]
     assert {s["name"]: s["sensorState"]["status"] for s in repo["sensors"]} == {
         "run_failure_alert": "RUNNING", "daily_success_confirmation": "RUNNING",
         "deadline_watch": "RUNNING"}

@@ -16,17 +16,40 @@ def test_inventory():
     d = defs()
     graph = d.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"prod_snapshot", "s3_backup", "staging_database"}
+    assert keys == {"prod_snapshot", "s3_backup", "staging_database", "backup_retention",
+                    "recovery_test_report"}
     job = d.resolve_job_def("daily_sync_job")
-    assert {n.name for n in job.nodes} == keys
+    assert {n.name for n in job.nodes} == keys - {"recovery_test_report"}
     checks = {k.name for k in graph.asset_check_keys}
     assert checks == {"backup_checksums_match", "staging_matches_manifest"}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.description and len(node.description) > 80, key
-        assert node.partitions_def.timezone == "America/New_York"
+        assert node.partitions_def.timezone == "America/New_York", key
         assert node.owners == ["team:platform"]
-    assert set(d.resources) == {"nsync", "s3"}
+    assert set(d.resources) == {"nsync", "s3", "notifier"}
+    assert {s.name for s in d.sensors} == {"run_failure_alert", "daily_success_confirmation",
+                                            "deadline_watch"}
+    assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in d.sensors)
+    schedules = {s.name: s for s in d.schedules}
+    assert set(schedules) == {"daily_sync_schedule", "recovery_test_schedule"}
+    schedule = schedules["daily_sync_schedule"]
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 1 * * *",
+                                                                     "America/New_York")
+    assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in d.schedules)
+    assert d.resolve_job_def("recovery_test_job")
+    assert d.resolve_job_def("notification_test_job")
+    tags = job.tags
+    assert tags["dagster/max_runtime"] == str(75 * 60) and tags["nsync/lane"] == "daily"
+
+
+def test_freshness_policy_is_the_deadline_window():
+    graph = defs().resolve_asset_graph()
+    for name in ("s3_backup", "staging_database"):
+        policy = graph.get(dg.AssetKey(name)).freshness_policy
+        assert policy.deadline_cron == "0 6 * * *"
+        assert policy.lower_bound_delta.total_seconds() == 7 * 3600
+        assert policy.timezone == "America/New_York"
 
 
 def test_secrets_are_bound_by_variable_name_only():

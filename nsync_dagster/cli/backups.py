@@ -1,32 +1,67 @@
-"""``nsync backups``: what is in the bucket, newest last."""
+"""``nsync backups``: what is in the bucket, newest last, with each backup's retention class.
+
+``--plan-retention`` prints what the retention policy would keep and delete, and why (a dry
+run: nothing changes). ``--apply-retention`` does it, like the ``backup_retention`` asset.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 
+from nsync_dagster import deadline
 from nsync_dagster.progress import human_bytes
 from nsync_dagster.resources import backup_store, s3_from_env
+from nsync_dagster.retention import policy_from_env
+from nsync_dagster.s3retention import apply, plan_store
 from nsync_dagster.settings import Settings
 
 STATUS_HELP = ("verified = read back and restored successfully; checksummed = read back, not yet "
                "restored; uploaded = manifest written, not read back; incomplete = no manifest")
+CLASS_HELP = ("class = why retention keeps it: daily/weekly (Sunday)/monthly (1st); — = no class "
+              "(kept only as newest or for minimum redundancy, or due for deletion); see "
+              "--plan-retention")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("backups", help="list backups in S3 with size, date and status")
-    p.set_defaults(handler=lambda a: run_backups())
+    p = sub.add_parser("backups", help="list backups in S3 with size, date, status and "
+                       "retention class; plan or apply retention")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--plan-retention", dest="mode", action="store_const", const="plan",
+                      help="print what retention would keep and delete, and why (dry run)")
+    mode.add_argument("--apply-retention", dest="mode", action="store_const", const="apply",
+                      help="delete what retention lets go (locked backups are skipped)")
+    p.set_defaults(handler=lambda a: run_backups(mode=a.mode or "list"), mode=None)
 
 
-def run_backups(out=None) -> int:
+def run_backups(out=None, *, mode: str = "list") -> int:
+    """``mode``: list, plan (dry run) or apply. 0 on success; 1 if S3 refused a deletion."""
     out = out or sys.stdout
     settings = Settings.from_env(need_databases=False)
+    policy = policy_from_env()
     store = backup_store(settings, s3_from_env())
-    backups = store.list_backups()
-    print(f"{len(backups)} backup(s) in {store.uri(store.prefix + '/')}", file=out)
-    if backups:
-        print(f"{'date':<10}  {'backup id':<16}  {'size':>10}  {'objects':>7}  status", file=out)
-    for b in backups:
-        print(f"{b.date:<10}  {b.backup_id:<16}  {human_bytes(b.size):>10}  {b.objects:>7}  "
-              f"{b.status}", file=out)
-    print(f"({STATUS_HELP})", file=out)
-    return 0
+    now = dt.datetime.now(dt.UTC)
+    plan, backups = plan_store(store, deadline.eastern_day(now), policy, now=now)
+    if mode == "list":
+        classes = plan.classes()
+        print(f"{len(backups)} backup(s) in {store.uri(store.prefix + '/')}", file=out)
+        if backups:
+            print(f"{'date':<10}  {'backup id':<16}  {'size':>10}  {'objects':>7}  "
+                  f"{'status':<11}  class", file=out)
+        for b in backups:
+            cls = classes.get((dt.date.fromisoformat(b.date), b.backup_id), "—")
+            print(f"{b.date:<10}  {b.backup_id:<16}  {human_bytes(b.size):>10}  {b.objects:>7}  "
+                  f"{b.status:<11}  {cls}", file=out)
+        print(f"({STATUS_HELP})", file=out)
+        print(f"({CLASS_HELP})", file=out)
+        return 0
+    for line in plan.lines():
+        print(line, file=out)
+    result = apply(store, plan, dry_run=mode == "plan", now=now, backups=backups)
+    print("", file=out)
+    for line in result.lines():
+        print(line, file=out)
+    if mode == "plan":
+        print("(dry run: nothing was deleted; 'nsync backups --apply-retention' does it)",
+              file=out)
+    return 1 if result.errors else 0

@@ -7,6 +7,7 @@ import time
 
 from nsync_dagster import pipeline
 from nsync_dagster.pgconn import PgTarget
+from nsync_dagster.progress import human_bytes
 from nsync_dagster.resources import backup_store, s3_from_env
 from nsync_dagster.settings import Settings
 
@@ -19,10 +20,20 @@ def register(sub) -> None:
                    help="database to restore into; created if missing; must be empty")
     p.add_argument("--force", action="store_true",
                    help="drop and recreate the target database if it is not empty")
-    p.set_defaults(handler=lambda a: run_restore(a.backup, a.target_url, a.force))
+    p.add_argument("--tables", metavar="SCHEMA.TABLE,...",
+                   help="partial restore: every definition, but data only for these tables "
+                   "(foreign keys left out); meant for a scratch database")
+    p.add_argument("--plan", action="store_true",
+                   help="dry run: print what would happen and change nothing")
+    p.add_argument("--i-know-this-is-production", dest="production_ok", action="store_true",
+                   help="allow the production or live staging database as the target")
+    p.set_defaults(handler=lambda a: run_restore(
+        a.backup, a.target_url, a.force, tables=a.tables, plan=a.plan,
+        production_ok=a.production_ok))
 
 
-def run_restore(spec: str, target_url: str, force: bool, out=None) -> int:
+def run_restore(spec: str, target_url: str, force: bool, out=None, *, tables: str | None = None,
+                plan: bool = False, production_ok: bool = False) -> int:
     out = out or sys.stdout
     settings = Settings.from_env(need_databases=False)
     store = backup_store(settings, s3_from_env())
@@ -32,7 +43,11 @@ def run_restore(spec: str, target_url: str, force: bool, out=None) -> int:
     def report(message: str) -> None:
         print(f"  {message}", file=out, flush=True)
 
-    result = pipeline.restore_to(settings, store, spec, target, force=force, report=report)
+    wanted = {t.strip() for t in tables.split(",") if t.strip()} if tables else None
+    result = pipeline.restore_to(settings, store, spec, target, force=force, report=report,
+                                 tables=wanted, production_ok=production_ok, dry_run=plan)
+    if plan:
+        return print_plan(result, out)
     v = result["verification"]
     print(f"restored backup {result['backup_id']} from {result['uri']}\n"
           f"  into {result['target']} in {time.monotonic() - started:.1f}s (download "
@@ -41,7 +56,29 @@ def run_restore(spec: str, target_url: str, force: bool, out=None) -> int:
           f"  verified: {v['tables']} tables, {v['rows']:,} rows, {v['sequences']} sequences "
           f"match the manifest" + (" including content checksums" if v["checksums_compared"]
                                    else ""), file=out)
+    if result["restore"]["skipped"]:
+        print(f"  skipped on purpose: {len(result['restore']['skipped'])} entries (platform "
+              "roles' default privileges, subscriptions"
+              + (", foreign keys and materialized-view data of a partial restore" if wanted
+                 else "") + ")", file=out)
     if result["roles"]["login_without_password"]:
         print("  note: login roles created without a password (set staging's own): "
               + ", ".join(result["roles"]["login_without_password"]), file=out)
     return 0
+
+
+def print_plan(plan: dict, out) -> int:
+    """The dry run, for a person."""
+    lines = [
+        f"plan (nothing was changed): restore backup {plan['backup_id']} ({plan['status']}, "
+        f"{human_bytes(plan['size'])}, snapshot {plan['snapshot_time']} of {plan['source']})",
+        f"  target      {plan['target']}: {plan['target_action']}",
+        f"  roles       create {', '.join(plan['roles_to_create']) or 'none'} "
+        "(attributes and memberships, no passwords)",
+        f"  data        {len(plan['tables'])} table(s), {plan['rows']:,} rows"
+        + (" (partial: other tables empty, no foreign keys)" if plan["partial"] else ""),
+        f"  decryption  {'yes (NSYNC_AGE_IDENTITY needed)' if plan['encrypted'] else 'no'}",
+        "  then        verify against the manifest (row counts, checksums, sequences, roles)",
+    ]
+    print("\n".join(lines), file=out)
+    return 2 if plan["target_action"].startswith("REFUSE") else 0

@@ -4,14 +4,17 @@ import dagster as dg
 
 from nsync_dagster import deadline
 from nsync_dagster.defs.daily.assets import prod_snapshot, s3_backup, staging_database
+from nsync_dagster.defs.daily.retention import backup_retention
 
 DAILY_JOB_NAME = "daily_sync_job"
 LANE_TAG = "nsync/lane"  # dagster.yaml allows one run per lane at a time
 
 daily_sync_job = dg.define_asset_job(
     DAILY_JOB_NAME,
-    selection=dg.AssetSelection.assets(prod_snapshot, s3_backup, staging_database),
-    description="Back up production to S3, verify it, and rebuild staging from that backup.",
+    selection=dg.AssetSelection.assets(prod_snapshot, s3_backup, staging_database,
+                                       backup_retention),
+    description="Back up production to S3, verify it, rebuild staging from that backup, and "
+                "apply the retention policy.",
     # the three steps are strictly sequential and share local files: one process is enough
     # and saves ~2 s of process start-up per step
     executor_def=dg.in_process_executor,

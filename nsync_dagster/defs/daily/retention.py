@@ -1,0 +1,73 @@
+"""``backup_retention``: after each successful backup, delete what the retention policy lets go.
+
+The policy itself is pure (``nsync_dagster.retention``); applying it to the bucket, with Object
+Lock awareness, is ``nsync_dagster.s3retention``.
+"""
+
+import datetime as dt
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+
+from nsync_dagster import deadline
+from nsync_dagster.defs.daily.assets import DAILY, GROUP, OWNERS, failures_explained, s3_backup
+from nsync_dagster.errors import BackupStoreError
+from nsync_dagster.redact import redact
+from nsync_dagster.resources import NsyncResource, backup_store
+from nsync_dagster.retention import class_for_date, policy_from_env
+from nsync_dagster.s3retention import apply, lock_configuration, lock_new_backup, plan_store
+
+
+@dg.asset(partitions_def=DAILY, group_name=GROUP, owners=OWNERS, kinds={"s3"},
+          deps=[s3_backup], tags={"nsync/stage": "retention"})
+def backup_retention(context: dg.AssetExecutionContext, nsync: NsyncResource,
+                     s3: S3Resource) -> dg.MaterializeResult:
+    """Old backups deleted by the retention policy, after each successful backup.
+
+    Kept: the newest verified backup of each of the last 35 days, of the last 12 Sundays and
+    of the 1st of the last 12 months (NSYNC_RETENTION_DAILY/WEEKLY/MONTHLY; New York dates),
+    the newest verified backup always, and never fewer than NSYNC_RETENTION_MIN_VERIFIED
+    verified backups. Everything else is deleted; uploads that died (no manifest) and
+    multipart uploads more than a day old are removed. The table in this materialization says
+    what was kept and why. When the bucket has S3 Object Lock, this partition's backup is
+    locked for its class's period, and locked backups are skipped (listed), never deleted.
+    To preview without deleting: ``nsync backups --plan-retention``.
+    """
+    with failures_explained(context, "backup retention"):
+        settings = nsync.settings()
+        store = backup_store(settings, s3)
+        policy = policy_from_env()
+        now = dt.datetime.now(dt.UTC)
+        today = deadline.eastern_day(now)
+        plan, backups = plan_store(store, today, policy, now=now)
+        locks = []
+        if lock_configuration(store) is not None:  # lock_new_backup only ever extends a lock
+            for b in backups:
+                fresh = b.last_modified and now - b.last_modified < dt.timedelta(days=2)
+                if (b.date == context.partition_key and fresh
+                        and b.status in ("checksummed", "verified")):
+                    cls = class_for_date(dt.date.fromisoformat(b.date))
+                    out = lock_new_backup(store, b.key_prefix, cls, policy, now)
+                    locks.append(f"{b.backup_id}: {cls} until {out['retain_until']}")
+                    context.log.info(f"locked {b.backup_id}: {out}")
+        for line in plan.lines():
+            context.log.info(redact(line))
+        result = apply(store, plan, dry_run=False, now=now, backups=backups)
+        for line in result.lines():
+            context.log.info(redact(line))
+        for message in result.locked:
+            context.log.warning(f"not deleted, under Object Lock: {message}")
+        if result.errors:
+            raise BackupStoreError("S3 refused some deletions: " + "; ".join(result.errors[:5]))
+    return dg.MaterializeResult(metadata={
+        "policy": policy.describe(), "today": today.isoformat(),
+        "kept": len(plan.keep), "deleted": len(result.deleted),
+        "deleted_ids": ", ".join(result.deleted) or "none",
+        "incomplete_cleaned": len(result.cleaned),
+        "objects_deleted": result.objects_deleted,
+        "locked_skipped": len(result.locked),
+        "locked_details": "; ".join(result.locked) or "none",
+        "aborted_uploads": len(result.aborted_uploads),
+        "new_backup_locks": "; ".join(locks) or "none (bucket without Object Lock)",
+        "plan": dg.MetadataValue.md(plan.markdown()),
+    })

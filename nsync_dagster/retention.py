@@ -1,0 +1,229 @@
+"""Which backups to keep: a pure grandfather-father-son policy (no S3, no Dagster).
+
+Dates are the backup folders' dates, which are the daily partitions' America/New_York dates;
+``today`` is New York's date too. Backups are ordered within a day by backup id (the UTC start
+time, as ``BackupStore.find`` does). The rules, in order:
+
+* **daily**: the newest *verified* backup of each of the last ``daily`` days (today included).
+  Older verified backups of the same day (reruns) belong to no class.
+* **weekly**: the newest verified backup of each of the last ``weekly`` Sundays (today
+  included if it is a Sunday). A Sunday without a verified backup is not replaced by another
+  day: that week simply has no weekly backup.
+* **monthly**: likewise the 1st of each of the last ``monthly`` months (this month included).
+* **newest verified**: the newest verified backup overall is never deleted, however old.
+* **minimum redundancy**: if fewer than ``min_verified`` verified backups are kept, the newest
+  other verified backups are kept until there are ``min_verified``; if there are not enough
+  verified backups at all, the newest *checksummed* ones (read back intact, restore not
+  proven) fill the gap.
+* **unverified** (``uploaded``/``checksummed``): kept while it is the newest backup of its day
+  and within the daily window, so a failed restore can be investigated; otherwise deleted.
+  Unverified backups never count toward the classes or the floor of verified backups, so they
+  are never the reason a verified backup goes.
+* **incomplete** (no manifest): cleaned once its newest object is more than a day old (an
+  upload may still be running before that).
+* Backups dated after ``today`` (clock skew) are never deleted.
+
+The classes overlap (a Sunday inside the daily window is daily and weekly); a backup's *class*
+is its longest one: monthly > weekly > daily. The same class decides how long a new backup is
+locked when the bucket has S3 Object Lock (``lock_days``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass, field
+
+DAY = dt.timedelta(days=1)
+CLASSES = ("monthly", "weekly", "daily")  # longest first
+LIMITS = {"daily": (1, 3650), "weekly": (0, 520), "monthly": (0, 240), "min_verified": (1, 100)}
+INCOMPLETE_GRACE = dt.timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """How many daily, weekly (Sunday) and monthly (1st) backups to keep, and the floor."""
+
+    daily: int = 35
+    weekly: int = 12
+    monthly: int = 12
+    min_verified: int = 3
+
+    def __post_init__(self) -> None:
+        for name, (low, high) in LIMITS.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"retention {name}={value!r} is out of range {low}..{high}")
+
+    def describe(self) -> str:
+        return (f"{self.daily} daily, {self.weekly} weekly (Sundays), {self.monthly} monthly "
+                f"(1st), at least {self.min_verified} verified")
+
+
+def policy_from_env(env: dict[str, str] | None = None) -> RetentionPolicy:
+    """``NSYNC_RETENTION_DAILY/WEEKLY/MONTHLY/MIN_VERIFIED`` (ConfigError when out of range)."""
+    from nsync_dagster.settings import _int  # the settings' own parser: same messages
+
+    env = dict(os.environ if env is None else env)
+    return RetentionPolicy(**{name: _int(env, f"NSYNC_RETENTION_{name.upper()}", low, high)
+                              for name, (low, high) in LIMITS.items()})
+
+
+def class_for_date(day: dt.date) -> str:
+    """The class a backup of ``day`` will have: monthly (1st), weekly (Sunday) or daily."""
+    if day.day == 1:
+        return "monthly"
+    return "weekly" if day.weekday() == 6 else "daily"
+
+
+def lock_days(cls: str, policy: RetentionPolicy) -> int:
+    """How long a backup of class ``cls`` must survive: never shorter than the policy keeps it."""
+    return {"daily": policy.daily, "weekly": policy.weekly * 7,
+            "monthly": policy.monthly * 31}[cls]
+
+
+@dataclass(frozen=True)
+class BackupView:
+    """What the policy needs to know about one backup folder."""
+
+    backup_id: str
+    date: dt.date
+    status: str  # incomplete, uploaded, checksummed, verified
+    last_modified: dt.datetime | None = None
+
+
+@dataclass
+class Decision:
+    backup: BackupView
+    action: str  # keep, delete, clean (an incomplete upload)
+    reasons: list[str] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
+
+    @property
+    def cls(self) -> str:
+        """The longest retention class, or "—"."""
+        return next((c for c in CLASSES if c in self.classes), "—")
+
+    def line(self) -> str:
+        b = self.backup
+        return (f"{self.action:<6} {b.date.isoformat()}  {b.backup_id:<16}  {b.status:<11}  "
+                + "; ".join(self.reasons))
+
+
+@dataclass
+class RetentionPlan:
+    today: dt.date
+    policy: RetentionPolicy
+    decisions: list[Decision]
+
+    def _with(self, action: str) -> list[Decision]:
+        return [d for d in self.decisions if d.action == action]
+
+    @property
+    def keep(self) -> list[Decision]:
+        return self._with("keep")
+
+    @property
+    def delete(self) -> list[Decision]:
+        return self._with("delete")
+
+    @property
+    def clean(self) -> list[Decision]:
+        return self._with("clean")
+
+    def classes(self) -> dict[tuple[dt.date, str], str]:
+        return {(d.backup.date, d.backup.backup_id): d.cls for d in self.decisions}
+
+    def lines(self) -> list[str]:
+        head = (f"retention on {self.today.isoformat()} (America/New_York): "
+                f"{self.policy.describe()}: keep {len(self.keep)}, delete {len(self.delete)}, "
+                f"clean {len(self.clean)} incomplete")
+        return [head, *(d.line() for d in self.decisions)]
+
+    def markdown(self) -> str:
+        rows = ["| action | date | backup id | status | class | why |", "|---|---|---|---|---|---|"]
+        rows += [f"| {d.action} | {d.backup.date} | {d.backup.backup_id} | {d.backup.status} | "
+                 f"{d.cls} | {'; '.join(d.reasons)} |" for d in self.decisions]
+        return "\n".join(rows)
+
+
+def _recent_sundays(today: dt.date, n: int) -> set[dt.date]:
+    last = today - dt.timedelta(days=(today.weekday() + 1) % 7)
+    return {last - dt.timedelta(weeks=i) for i in range(n)}
+
+
+def _recent_firsts(today: dt.date, n: int) -> set[dt.date]:
+    months = today.year * 12 + today.month - 1
+    return {dt.date((months - i) // 12, (months - i) % 12 + 1, 1) for i in range(n)}
+
+
+def plan(backups: list[BackupView], today: dt.date, policy: RetentionPolicy | None = None, *,
+         now: dt.datetime | None = None) -> RetentionPlan:
+    """Decide every backup's fate. ``now`` (default: the clock) only ages incomplete uploads."""
+    policy = policy or RetentionPolicy()
+    now = now or dt.datetime.now(dt.UTC)
+    ordered = sorted(backups, key=lambda b: (b.date, b.backup_id))
+    decisions = {id(b): Decision(b, "delete") for b in ordered}
+    daily_from = today - dt.timedelta(days=policy.daily - 1)
+    sundays = _recent_sundays(today, policy.weekly)
+    firsts = _recent_firsts(today, policy.monthly)
+
+    def keep(b: BackupView, reason: str, cls: str | None = None) -> None:
+        d = decisions[id(b)]
+        d.action = "keep"
+        d.reasons.append(reason)
+        if cls:
+            d.classes.append(cls)
+
+    verified = [b for b in ordered if b.status == "verified"]
+    newest_verified_of_day = {b.date: b for b in verified}  # ordered: the last one wins
+    newest_of_day = {b.date: b for b in ordered if b.status != "incomplete"}
+    for b in ordered:
+        if b.date > today:
+            keep(b, f"dated after {today} (clock skew?): never deleted")
+        elif b.status == "incomplete":
+            age = now - b.last_modified if b.last_modified else None
+            d = decisions[id(b)]
+            if age is not None and age <= INCOMPLETE_GRACE:
+                keep(b, "incomplete, last written less than a day ago (may still be uploading)")
+            else:
+                d.action = "clean"
+                d.reasons.append("incomplete (no manifest) and more than a day old")
+        elif b.status != "verified":
+            if newest_of_day[b.date] is b and b.date >= daily_from:
+                keep(b, f"{b.status}, newest that day, within {policy.daily} days (not verified: "
+                        "counts toward no class)")
+        elif newest_verified_of_day[b.date] is b:
+            if b.date >= daily_from:
+                keep(b, f"daily (newest that day, within {policy.daily} days)", "daily")
+            if b.date in sundays:
+                keep(b, f"weekly Sunday (one of the last {policy.weekly})", "weekly")
+            if b.date in firsts:
+                keep(b, f"monthly 1st (one of the last {policy.monthly})", "monthly")
+    if verified:
+        keep(verified[-1], "newest verified")
+    kept = sum(1 for b in verified if decisions[id(b)].action == "keep")
+    candidates = [b for b in reversed(verified) if decisions[id(b)].action != "keep"]
+    reason = f"minimum redundancy (at least {policy.min_verified} verified)"
+    if len(verified) < policy.min_verified:  # too few verified: intact checksummed ones count
+        checksummed = [b for b in reversed(ordered) if b.status == "checksummed"]
+        kept += sum(1 for b in checksummed if decisions[id(b)].action == "keep")
+        candidates += [b for b in checksummed if decisions[id(b)].action != "keep"]
+        reason = (f"minimum redundancy (at least {policy.min_verified}; only {len(verified)} "
+                  "verified, so checksummed backups count)")
+    for b in candidates[:max(0, policy.min_verified - kept)]:
+        keep(b, reason)
+    for b in ordered:
+        d = decisions[id(b)]
+        if d.action != "delete":
+            continue
+        if b.status == "verified":
+            newer = newest_verified_of_day[b.date]
+            d.reasons.append(f"not the newest verified backup of {b.date} ({newer.backup_id} is)"
+                             if newer is not b else "verified, outside every retention class")
+        elif b.date < daily_from:
+            d.reasons.append(f"{b.status} (not verified), older than {policy.daily} days")
+        else:
+            d.reasons.append(f"{b.status} (not verified), superseded by "
+                             f"{newest_of_day[b.date].backup_id} the same day")
+    return RetentionPlan(today, policy, [decisions[id(b)] for b in ordered])
