@@ -2,12 +2,24 @@
 
 Passwords never travel on a command line: child processes get ``PGPASSWORD`` in their
 environment and a conninfo string without the password.
+
+TLS policy (:meth:`PgTarget.validate`, :func:`check_tls_policy`): a URL whose host is not this
+machine must say ``sslmode=verify-full`` (encrypted, and the server's certificate is checked
+against a CA and its name). ``NSYNC_TLS_MIN=require`` (or ``verify-ca``) lowers that floor for
+servers whose certificate cannot be verified; ``disable``, ``allow``, ``prefer`` or no sslmode at
+all are always refused for such hosts, before any work. The URL itself must say it: ``PGSSLMODE``
+does not count, because a URL is what an operator reads and it travels with the credentials.
+Loopback hosts are exempt - ``localhost``, ``127.0.0.0/8``, ``::1`` and Unix-socket
+directories (a host starting with ``/``) - because that traffic never leaves the machine; a
+``hostaddr`` in the URL must then be loopback as well, and with several hosts (``h1,h2``) all
+must be.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -18,6 +30,12 @@ from nsync_dagster.errors import ConfigError, PreflightError
 from nsync_dagster.redact import redact, register_url_password
 
 CONNECT_TIMEOUT_S = 10
+TLS_MIN_VAR = "NSYNC_TLS_MIN"
+TLS_MIN_DEFAULT = "verify-full"
+# libpq sslmodes from weakest to strongest; NSYNC_TLS_MIN may be one of the last three
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+TLS_FLOORS = ("require", "verify-ca", "verify-full")
+TLS_FIX = "?sslmode=verify-full&sslrootcert=system"
 # libpq variables that would redirect a child process to another server or user; TLS settings
 # (PGSSLMODE, PGSSLROOTCERT, ...) pass through
 _CONNECTION_VARS = {"PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD",
@@ -25,6 +43,81 @@ _CONNECTION_VARS = {"PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "P
 # session settings that make text output of values identical across servers and clients
 STABLE_SESSION = {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "postgres",
                   "extra_float_digits": "3", "bytea_output": "hex"}
+
+
+def tls_floor(value: str | None = None, env: Mapping[str, str] | None = None) -> str:
+    """The weakest sslmode accepted for non-loopback hosts: ``value`` if given, else
+    ``NSYNC_TLS_MIN`` from ``env`` (default: the process environment, read now), else
+    ``verify-full``."""
+    if value is None:
+        value = (os.environ if env is None else env).get(TLS_MIN_VAR) or TLS_MIN_DEFAULT
+    value = value.strip().lower()
+    if value not in TLS_FLOORS:
+        raise ConfigError(f"{TLS_MIN_VAR}={value!r}: use verify-full (the default), verify-ca or "
+                          "require; weaker modes are never accepted for remote hosts")
+    return value
+
+
+def is_loopback_host(host: str, hostaddr: str = "") -> bool:
+    """True when every host (and hostaddr) in a libpq host list is this machine."""
+    def one(h: str) -> bool:
+        h = h.strip()
+        if not h or h.startswith("/") or h.lower() in ("localhost", "localhost."):
+            return True
+        try:
+            return ipaddress.ip_address(h.strip("[]")).is_loopback
+        except ValueError:
+            return False
+
+    return all(one(h) for h in host.split(",")) and (
+        not hostaddr or all(one(a) for a in hostaddr.split(",") if a.strip()))
+
+
+def check_tls_policy(host: str, sslmode: str | None, *, where: str, tls_min: str | None = None,
+                     hostaddr: str = "", fix: str = "") -> str:
+    """Refuse (ConfigError) a non-loopback ``host`` whose ``sslmode`` is below the floor.
+
+    ``where`` names the setting in the message; ``fix`` overrides the suggested fix. Returns a
+    one-line description of what was accepted. No connection is made.
+    """
+    floor = tls_floor(tls_min)
+    mode = (sslmode or "").strip().lower()
+    if is_loopback_host(host, hostaddr):
+        return f"{host or 'local socket'} is loopback: TLS not required"
+    if mode in SSLMODES and SSLMODES.index(mode) >= SSLMODES.index(floor):
+        return f"{host}: sslmode={mode} (floor {floor})"
+    said = f"sslmode={mode}" if mode else "no sslmode (libpq then uses 'prefer', which " \
+        "silently falls back to plaintext)"
+    why = ("does not verify the server's certificate, so a man in the middle can read it"
+           if mode in ("require", "verify-ca") else "does not require TLS")
+    lower = (f" If the server's certificate cannot be verified, set {TLS_MIN_VAR}=require "
+             "explicitly to accept unverified TLS." if floor == "verify-full" and
+             mode in ("require", "verify-ca") else "")
+    raise ConfigError(f"{where} names the non-loopback host {host} with {said}, which {why}. "
+                      f"nsync requires sslmode={floor} or stronger for any host that is not this "
+                      f"machine ({TLS_MIN_VAR}={floor}). Fix: "
+                      f"{fix or f'add {TLS_FIX} to the URL (&... if it already has a ?query)'}; "
+                      "sslrootcert=system needs libpq 16+, otherwise give the CA bundle's path "
+                      f"(Debian: /etc/ssl/certs/ca-certificates.crt).{lower}")
+
+
+def check_dagster_storage_tls(env: Mapping[str, str] | None = None) -> str:
+    """``nsync doctor`` check: Dagster's PostgreSQL storage (``DAGSTER_PG_HOST``) uses TLS.
+
+    dagster.yaml cannot carry sslmode, so libpq's ``PGSSLMODE`` decides: a non-loopback host
+    needs ``PGSSLMODE=verify-full`` (or ``require``/``verify-ca`` with ``NSYNC_TLS_MIN`` set
+    that low). Returns a detail line; raises ConfigError.
+    """
+    env = os.environ if env is None else env
+    host = (env.get("DAGSTER_PG_HOST") or "").strip()
+    if not host:
+        return "DAGSTER_PG_HOST unset: no PostgreSQL storage to check"
+    floor = tls_floor(None, env)
+    return "Dagster storage " + check_tls_policy(
+        host, env.get("PGSSLMODE"), where="Dagster's storage (DAGSTER_PG_HOST, PGSSLMODE)",
+        tls_min=floor, fix="export PGSSLMODE=verify-full and PGSSLROOTCERT=system (or the CA "
+        "bundle's path) for every process that opens the Dagster instance (dagster.yaml cannot "
+        "pass sslmode)")
 
 
 @dataclass(frozen=True)
@@ -81,16 +174,12 @@ class PgTarget:
         return mode in ("require", "verify-ca", "verify-full") or not self.is_loopback()
 
     def is_loopback(self) -> bool:
-        host = self.host
-        if not host or host.startswith("/") or host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback_host(self.host, self.params.get("hostaddr", ""))
 
-    def validate(self) -> None:
-        """Fail with a fix-it message on a malformed URL or a Neon pooler host."""
+    def validate(self, tls_min: str | None = None) -> None:
+        """Fail with a fix-it message on a malformed URL, a Neon pooler host, or TLS below the
+        floor for a non-loopback host (``tls_min``, else ``NSYNC_TLS_MIN`` read now, else
+        verify-full; see the module docstring)."""
         if not self.url:
             raise ConfigError(f"{self._where()} is not set: give a URL like "
                               "postgresql://USER:PASSWORD@HOST:5432/DBNAME")
@@ -103,6 +192,10 @@ class PgTarget:
             if not params.get(key):
                 raise ConfigError(f"{self._where()} has no {what}: {redact(self.url)}; expected "
                                   "postgresql://USER:PASSWORD@HOST:5432/DBNAME")
+        if "@" in self.host:  # libpq splits user:pass@host at the first '@'
+            raise ConfigError(f"{self._where()} has an '@' in its host part: percent-encode "
+                              "special characters in the user name and password ('@' as %40, "
+                              "':' as %3A, '/' as %2F)")
         first_label = self.host.split(".")[0]
         if first_label.endswith("-pooler"):
             direct = self.host.replace("-pooler", "", 1)
@@ -111,6 +204,8 @@ class PgTarget:
                 "and pg_restore need a direct session (snapshots, SET commands, long "
                 f"transactions), which PgBouncer in transaction mode breaks. Use the direct host "
                 f"'{direct}' instead (remove '-pooler' from the host name).")
+        check_tls_policy(self.host, params.get("sslmode"), where=self._where(), tls_min=tls_min,
+                         hostaddr=params.get("hostaddr", ""))
 
     def with_db(self, dbname: str) -> PgTarget:
         """The same server and credentials, another database."""
@@ -157,6 +252,10 @@ class PgTarget:
                     f"'{self.user}'. Check the user name and password in "
                     f"{self.variable or 'the URL'}"
                     " (URL-encode special characters in the password).")
+        if "pg_hba.conf" in low and "no encryption" in low:
+            return (f"cannot connect to {where}: the server refuses connections without TLS "
+                    f"and the URL asked for none. Fix: add {TLS_FIX} to "
+                    f"{self.variable or 'the URL'} (or the CA file's path as sslrootcert).")
         if "does not exist" in low and "database" in low:
             return f"{where}: database '{self.dbname}' does not exist on that server."
         if "role" in low and "does not exist" in low:

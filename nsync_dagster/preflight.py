@@ -153,6 +153,8 @@ def daily_preflight(prod: PgTarget, staging: PgTarget, maintenance_db: str,
                     store: BackupStore) -> Preflight:
     """Everything the daily job needs, checked before it dumps anything."""
     pf = Preflight()
+    if store.age is not None and store.age.enabled:
+        pf.run("client-side encryption keys", lambda: store.age.check(need_identity=True))
     check_production(pf, prod)
     check_staging(pf, staging, maintenance_db)
     check_not_same(pf, prod, staging)

@@ -8,6 +8,7 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
+from nsync_dagster.crypto import AgeKeys
 from nsync_dagster.notify import (
     DeliveryResult,
     Event,
@@ -86,4 +87,5 @@ def s3_from_env() -> S3Resource:
 
 def backup_store(settings: Settings, s3: S3Resource) -> BackupStore:
     return BackupStore(s3.get_client(), settings.bucket, settings.prefix, sse=settings.sse,
-                       kms_key_id=settings.kms_key_id)
+                       kms_key_id=settings.kms_key_id,
+                       age=AgeKeys(settings.age_recipients, settings.age_identity))

@@ -1,15 +1,23 @@
 """Roles on the staging server: create the ones production has, never with its passwords.
 
 Runs as a non-superuser (Neon's owner role). Missing roles get production's attributes and
-memberships and no password: a login role created here cannot log in until an administrator
-gives it staging's own credential. Platform roles (Neon's ``cloud_admin``, ``neon_superuser``,
-``neon_service``) and predefined ``pg_*`` roles are never created or altered.
+memberships and never production's password. A login role created here gets staging's own
+password from ``NSYNC_STAGING_PASSWORD_<ROLE>`` (role name upper-cased, other characters as
+``_``; sent to the server as a SCRAM verifier, never in clear), or none at all: then it cannot
+log in until an administrator sets one, and the security check reports it. Platform roles
+(Neon's ``cloud_admin``, ``neon_superuser``, ``neon_service``) and predefined ``pg_*`` roles
+are never created or altered.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import hmac
 import logging
+import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +27,7 @@ from psycopg import sql
 
 from nsync_dagster.errors import RestoreError
 from nsync_dagster.pgconn import quote_ident, server_major
-from nsync_dagster.redact import redact
+from nsync_dagster.redact import redact, register_secret
 
 log = logging.getLogger("nsync.roles")
 DEFAULT_PLATFORM_ROLES = ("cloud_admin", "neon_superuser", "neon_service")
@@ -29,12 +37,29 @@ def is_platform(name: str, platform: Iterable[str]) -> bool:
     return name.startswith("pg_") or name in set(platform)
 
 
+def staging_password_variable(role: str) -> str:
+    return "NSYNC_STAGING_PASSWORD_" + re.sub(r"[^A-Z0-9]", "_", role.upper())
+
+
+def scram_verifier(password: str, iterations: int = 4096) -> str:
+    """A SCRAM-SHA-256 verifier as PostgreSQL stores it (RFC 5802/7677), so the clear password
+    never reaches the server's statement log."""
+    salt = os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731 - local shorthand
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
 @dataclass
 class RoleSyncResult:
     """What role synchronisation did on the staging server."""
 
     created: list[str] = field(default_factory=list)
     login_without_password: list[str] = field(default_factory=list)
+    staging_passwords_set: list[str] = field(default_factory=list)
     memberships_granted: list[str] = field(default_factory=list)
     skipped_superusers: list[str] = field(default_factory=list)
 
@@ -73,7 +98,14 @@ def sync_roles(conn: psycopg.Connection, manifest: dict[str, Any],
                                "out)") from None
         result.created.append(name)
         if role["rolcanlogin"]:
-            result.login_without_password.append(name)
+            password = os.environ.get(staging_password_variable(name))
+            if password:
+                register_secret(password)
+                cur.execute(f"ALTER ROLE {quote_ident(name)} PASSWORD "
+                            + sql.quote(scram_verifier(password)))
+                result.staging_passwords_set.append(name)
+            else:
+                result.login_without_password.append(name)
     existing.update(result.created)
     created = set(result.created)
     cur.execute("""SELECT r.rolname, m.rolname FROM pg_auth_members a

@@ -6,6 +6,11 @@ by dump size). Every object's SHA-256 goes into the manifest, which is written l
 without ``manifest.json`` is incomplete. Two marker objects record what was proved later:
 ``_checksums_verified.json`` (every object read back and hashed) and ``_restore_verified.json``
 (restored and matched the manifest). Only a backup with both is *verified*.
+
+With ``NSYNC_AGE_RECIPIENTS`` set, each file is age-encrypted on this machine before upload
+and stored as ``<name>.age``; the manifest (plaintext, see :mod:`nsync_dagster.crypto` for why)
+says so and holds the SHA-256 of the stored ciphertext, so read-back verification needs no key.
+:meth:`BackupStore.download` decrypts with ``NSYNC_AGE_IDENTITY`` when the manifest says so.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from typing import Any
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from nsync_dagster import crypto
+from nsync_dagster.crypto import AgeKeys
 from nsync_dagster.errors import BackupStoreError, PreflightError
 from nsync_dagster.progress import ByteCounter, human_bytes, watch_progress
 from nsync_dagster.redact import redact
@@ -31,6 +38,7 @@ CHUNK = 16 * 1024 * 1024
 TRANSFER = TransferConfig(multipart_threshold=CHUNK, multipart_chunksize=CHUNK, max_concurrency=4,
                           use_threads=True)
 MANIFEST = "manifest.json"
+ENCRYPTED_SCRATCH = ".age-scratch"  # beside dump/ in a work dir: one encrypted file at a time
 CHECKSUMS_OK = "_checksums_verified.json"
 RESTORE_OK = "_restore_verified.json"
 
@@ -89,13 +97,20 @@ def _explain(exc: Exception, bucket: str, action: str) -> str:
 
 
 class BackupStore:
-    """The backups of one bucket/prefix. ``client`` is a boto3 S3 client."""
+    """The backups of one bucket/prefix. ``client`` is a boto3 S3 client.
+
+    ``age``: the client-side encryption keys; ``None`` reads ``NSYNC_AGE_RECIPIENTS`` and
+    ``NSYNC_AGE_IDENTITY`` from the environment now (when the store is built), ``AgeKeys()``
+    turns encryption off.
+    """
 
     def __init__(self, client: Any, bucket: str, prefix: str = "nsync", *,
-                 sse: str = "AES256", kms_key_id: str | None = None) -> None:
+                 sse: str = "AES256", kms_key_id: str | None = None,
+                 age: AgeKeys | None = None) -> None:
         self.client, self.bucket = client, bucket
         self.prefix = prefix.strip("/")
         self.sse, self.kms_key_id = sse, kms_key_id
+        self.age = AgeKeys.from_env() if age is None else age
 
     # -- helpers -------------------------------------------------------------------------------
     def _call(self, action: str, fn: Callable, *args: Any, **kw: Any) -> Any:
@@ -138,19 +153,39 @@ class BackupStore:
     # -- upload --------------------------------------------------------------------------------
     def upload(self, work_dir: Path, manifest: dict[str, Any], folder: str,
                report: Callable[[str], None] = log.info) -> dict[str, Any]:
-        """Upload ``dump/`` and ``roles.sql`` from ``work_dir``, then the manifest (last)."""
+        """Upload ``dump/`` and ``roles.sql`` from ``work_dir``, then the manifest (last).
+
+        With age recipients, each file is first stream-encrypted to a scratch file beside
+        ``dump/`` (one at a time, removed after its upload) and stored as ``<name>.age``.
+        """
         files = sorted(p for p in (work_dir / "dump").rglob("*") if p.is_file())
         files.append(work_dir / "roles.sql")
         objects: dict[str, dict[str, Any]] = {}
         sent = ByteCounter()
-        with watch_progress("upload", lambda: sent.value, report):
-            for path in files:
-                rel = path.relative_to(work_dir).as_posix()
-                objects[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
-                self._call(f"upload {rel}", self.client.upload_file, str(path), self.bucket,
-                           folder + rel, ExtraArgs={**self._extra(),
-                                                    "Metadata": {"sha256": objects[rel]["sha256"]}},
-                           Config=TRANSFER, Callback=sent)
+        scratch = work_dir / ENCRYPTED_SCRATCH
+        try:
+            with watch_progress("upload", lambda: sent.value, report):
+                for path in files:
+                    rel = path.relative_to(work_dir).as_posix()
+                    plain_size = path.stat().st_size
+                    if self.age.enabled:
+                        rel += crypto.SUFFIX
+                        crypto.encrypt_file(path, scratch / rel, self.age.recipients)
+                        path = scratch / rel
+                    objects[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+                    if self.age.enabled:
+                        objects[rel]["plaintext_size"] = plain_size
+                    self._call(f"upload {rel}", self.client.upload_file, str(path), self.bucket,
+                               folder + rel,
+                               ExtraArgs={**self._extra(),
+                                          "Metadata": {"sha256": objects[rel]["sha256"]}},
+                               Config=TRANSFER, Callback=sent)
+                    if self.age.enabled:
+                        path.unlink()
+        finally:
+            crypto.remove_tree(scratch)
+        if self.age.enabled:
+            manifest = {**manifest, "encryption": self.age.manifest_entry()}
         manifest = {**manifest, "objects": objects, "s3": {"bucket": self.bucket, "folder": folder},
                     "uploaded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
         body = json.dumps(manifest, indent=2, sort_keys=True).encode()
@@ -158,7 +193,9 @@ class BackupStore:
                    Key=folder + MANIFEST, Body=body, ContentType="application/json",
                    **self._extra())
         total = sum(o["size"] for o in objects.values())
-        report(f"uploaded {len(objects)} objects, {human_bytes(total)} to {self.uri(folder)}")
+        how = " (age-encrypted on this machine)" if self.age.enabled else ""
+        report(f"uploaded {len(objects)} objects{how}, {human_bytes(total)} to "
+               f"{self.uri(folder)}")
         return manifest
 
     # -- reading -------------------------------------------------------------------------------
@@ -199,18 +236,44 @@ class BackupStore:
         return {**result, "manifest": manifest}
 
     def download(self, folder: str, dest: Path, report: Callable[[str], None] = log.info) -> dict:
-        """Download a backup into ``dest`` and check every object's SHA-256."""
+        """Download a backup into ``dest`` and check every object's SHA-256.
+
+        Objects of a client-side encrypted backup (manifest ``encryption.client_side: age``)
+        are checked as stored, then stream-decrypted with this store's identity
+        (``NSYNC_AGE_IDENTITY``) to their plaintext names; the ciphertext is removed.
+        """
         manifest = self.read_manifest(folder)
+        encryption = manifest.get("encryption") or {}
+        encrypted = encryption.get("client_side") == "age"
+        if encryption and not encrypted:
+            raise BackupStoreError(f"{self.uri(folder)}: unknown client-side encryption "
+                                   f"{encryption.get('client_side')!r}; a newer nsync wrote it")
+        if encrypted:  # a missing or malformed key fails before downloading gigabytes
+            crypto.require_identity(self.age.identity, name=f"backup {self.uri(folder)}",
+                                    recipients=encryption.get("recipients", ()))
+        scratch = dest / ENCRYPTED_SCRATCH
         received = ByteCounter()
-        with watch_progress("download", lambda: received.value, report):
-            for rel, want in sorted(manifest["objects"].items()):
-                target = dest / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self._call(f"download {rel}", self.client.download_file, self.bucket,
-                           folder + rel, str(target), Config=TRANSFER, Callback=received)
-                if sha256_file(target) != want["sha256"]:
-                    raise BackupStoreError(f"{self.uri(folder + rel)}: SHA-256 mismatch after "
-                                           "download; the backup object is corrupt")
+        try:
+            with watch_progress("download", lambda: received.value, report):
+                for rel, want in sorted(manifest["objects"].items()):
+                    target = (scratch if encrypted else dest) / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    self._call(f"download {rel}", self.client.download_file, self.bucket,
+                               folder + rel, str(target), Config=TRANSFER, Callback=received)
+                    if sha256_file(target) != want["sha256"]:
+                        raise BackupStoreError(f"{self.uri(folder + rel)}: SHA-256 mismatch "
+                                               "after download; the backup object is corrupt")
+                    if encrypted:
+                        plain = rel[:-len(crypto.SUFFIX)] if rel.endswith(crypto.SUFFIX) else rel
+                        crypto.decrypt_file(target, dest / plain, self.age.identity,
+                                            name=self.uri(folder + rel),
+                                            recipients=encryption.get("recipients", ()),
+                                            plaintext_size=want.get("plaintext_size"))
+                        target.unlink()
+        finally:
+            crypto.remove_tree(scratch)
+        if encrypted:
+            report(f"decrypted {len(manifest['objects'])} age-encrypted objects")
         (dest / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         return manifest
 

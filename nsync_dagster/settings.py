@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nsync_dagster import deadline
+from nsync_dagster.crypto import AgeKeys
 from nsync_dagster.errors import ConfigError
-from nsync_dagster.pgconn import PgTarget
+from nsync_dagster.pgconn import PgTarget, tls_floor
 from nsync_dagster.redact import register_secret
 from nsync_dagster.roles import DEFAULT_PLATFORM_ROLES
 from nsync_dagster.snapshot import DumpOptions
@@ -55,6 +56,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NSYNC_ESCALATE_AT", "08:30",
             "New York time the business day starts: escalate a failure still unresolved"),
     Setting("NSYNC_UI_URL", "http://127.0.0.1:3000", "Dagster UI address used in alert links"),
+    Setting("NSYNC_STAGING_ONLY_ROLES", None,
+            "roles allowed to exist only on staging (comma-separated); others are reported"),
     Setting("NSYNC_RUNBOOK_URL", "runbooks",
             "where alert links find the runbooks (a URL of this repository's runbooks/ folder)"),
     Setting("NSYNC_SLACK_TOKEN", None, "Slack bot token (xoxb-...) for chat.postMessage"),
@@ -78,6 +81,22 @@ SETTINGS: tuple[Setting, ...] = (
             "routing overrides: channel=event,event;channel=... (others keep defaults)"),
     Setting("NSYNC_NOTIFY_ATTEMPTS", "3", "delivery tries per channel and event"),
     Setting("NSYNC_NOTIFY_BACKOFF_SECONDS", "2", "seconds before the 2nd try, doubled after"),
+    Setting("NSYNC_RETENTION_DAILY", "35", "days whose newest verified backup is kept"),
+    Setting("NSYNC_RETENTION_WEEKLY", "12", "Sundays whose newest verified backup is kept"),
+    Setting("NSYNC_RETENTION_MONTHLY", "12",
+            "months whose backup of the 1st (newest verified) is kept"),
+    Setting("NSYNC_RETENTION_MIN_VERIFIED", "3",
+            "never fewer verified backups than this, whatever their age"),
+    Setting("NSYNC_AGE_RECIPIENTS", None,
+            "comma-separated age public keys (age1...): encrypt every backup object client-side"),
+    Setting("NSYNC_AGE_IDENTITY", None,
+            "age private key (AGE-SECRET-KEY-1...) that decrypts backups for restores"),
+    Setting("NSYNC_TLS_MIN", "verify-full",
+            "weakest sslmode accepted for non-loopback hosts: verify-full, verify-ca or require"),
+    Setting("NSYNC_ACCESS_LIST", "access-list.yaml",
+            "the authorised access list (YAML) the access review compares with"),
+    Setting("NSYNC_ACCESS_REVIEW_MAX_AGE_DAYS", "31",
+            "days after the access list's review date before the review is overdue"),
 )
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
 
@@ -114,6 +133,10 @@ class Settings:
     sse: str = "AES256"
     kms_key_id: str | None = None
     scratch_url: str | None = None
+    staging_only_roles: tuple[str, ...] = ()
+    age_recipients: tuple[str, ...] = ()
+    age_identity: str | None = field(default=None, repr=False)
+    tls_min: str = "verify-full"
 
     @staticmethod
     def step_retries_from_env(env: dict[str, str] | None = None) -> tuple[int, int]:
@@ -156,6 +179,9 @@ class Settings:
         if checksums not in ("true", "false", "1", "0", "yes", "no"):
             raise ConfigError(f"NSYNC_VERIFY_CHECKSUMS={checksums!r}: use true or false")
         work = _get(env, "NSYNC_WORK_DIR")
+        age = AgeKeys.from_env(env)  # registers NSYNC_AGE_IDENTITY as a secret
+        age.check(need_identity=need_databases)
+        tls_min = tls_floor(_get(env, "NSYNC_TLS_MIN"))
         settings = cls(
             prod=PgTarget("production", env.get("NSYNC_PROD_DATABASE_URL", ""),
                           "NSYNC_PROD_DATABASE_URL"),
@@ -174,8 +200,12 @@ class Settings:
             maintenance_db=str(_get(env, "NSYNC_STAGING_MAINTENANCE_DB")),
             sse=sse, kms_key_id=_get(env, "NSYNC_S3_KMS_KEY_ID"),
             scratch_url=_get(env, "NSYNC_SCRATCH_DATABASE_URL"),
+            staging_only_roles=tuple(r.strip() for r in
+                                     (_get(env, "NSYNC_STAGING_ONLY_ROLES") or "").split(",")
+                                     if r.strip()),
+            age_recipients=age.recipients, age_identity=age.identity, tls_min=tls_min,
         )
         for target in (settings.prod, settings.staging):
             if need_databases or target.url:
-                target.validate()
+                target.validate(tls_min)
         return settings

@@ -27,8 +27,11 @@ STAGING_OWNER_PW = "staging-Owner-Pw-8b1c#y"
 PLATFORM_PW = "platform-Pw-3e5f$z"
 S3_KEY_ID = "nsync-test-key"
 S3_SECRET = "s3-Secret-Key-6a9b"
-SECRETS = (SUPERUSER_PW, PROD_OWNER_PW, STAGING_OWNER_PW, PLATFORM_PW, S3_SECRET)
+SECRETS = (SUPERUSER_PW, PROD_OWNER_PW, STAGING_OWNER_PW, PLATFORM_PW, S3_SECRET,
+           "analyst-Staging-Pw-7k", "support-Staging-Pw-9m")
 STORAGE_PW = "dagster-Storage-Pw-2q"
+ANALYST_STAGING_PW = "analyst-Staging-Pw-7k"
+SUPPORT_STAGING_PW = "support-Staging-Pw-9m"
 OWNER = "neondb_owner"
 PROD_DB = "neondb"
 
@@ -62,9 +65,15 @@ def pg_staging(tmp_path_factory) -> Iterator[EmbeddedCluster]:
 
 
 @pytest.fixture(scope="session")
-def dagster_storage_role(pg_prod) -> EmbeddedCluster:
-    pg_prod.psql(f"CREATE ROLE dagster_storage LOGIN PASSWORD '{STORAGE_PW}'")
-    return pg_prod
+def dagster_storage_role(tmp_path_factory) -> Iterator[EmbeddedCluster]:
+    """A third cluster for Dagster's own storage, as in production (never the databases nsync
+    backs up: a role there would show up in their security posture)."""
+    cluster = EmbeddedCluster(tmp_path_factory.mktemp("dagster") / "data", SUPERUSER_PW).start()
+    try:
+        cluster.psql(f"CREATE ROLE dagster_storage LOGIN PASSWORD '{STORAGE_PW}'")
+        yield cluster
+    finally:
+        cluster.stop("immediate")
 
 
 def new_dagster_storage(cluster: EmbeddedCluster) -> dict[str, str]:
@@ -121,6 +130,9 @@ def nsync_env(pg_prod, pg_staging, s3_endpoint, bucket, tmp_path, monkeypatch) -
         "NSYNC_STAGING_DATABASE_URL": pg_staging.url(OWNER, STAGING_OWNER_PW, unique_db()),
         "NSYNC_BACKUP_BUCKET": bucket, "NSYNC_BACKUP_PREFIX": "nsync",
         "NSYNC_WORK_DIR": str(tmp_path / "work"), "NSYNC_STEP_RETRY_WAIT": "0",
+        # staging's own credentials for the login roles the sync creates there
+        "NSYNC_STAGING_PASSWORD_ANALYST": ANALYST_STAGING_PW,
+        "NSYNC_STAGING_PASSWORD_SUPPORT_AGENT": SUPPORT_STAGING_PW,
         "AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": S3_KEY_ID,
         "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_REGION": "us-east-1",
         "AWS_DEFAULT_REGION": "us-east-1", "DAGSTER_HOME": str(tmp_path / "dagster_cli_home"),

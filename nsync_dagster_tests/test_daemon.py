@@ -22,6 +22,7 @@ import pytest
 from nsync_dagster.deadline import eastern_day
 from nsync_dagster.embedded.postgres import free_port
 from nsync_dagster_tests.conftest import (
+    ANALYST_STAGING_PW,
     OWNER,
     PROD_DB,
     PROD_OWNER_PW,
@@ -30,6 +31,7 @@ from nsync_dagster_tests.conftest import (
     S3_SECRET,
     STAGING_OWNER_PW,
     SUPERUSER_PW,
+    SUPPORT_STAGING_PW,
     new_dagster_storage,
     s3_client,
     unique_db,
@@ -106,6 +108,8 @@ def dev(pg_prod, pg_staging, s3_endpoint, dagster_storage_role, tmp_path_factory
         "NSYNC_STAGING_DATABASE_URL": pg_staging.url(OWNER, STAGING_OWNER_PW, unique_db()),
         "NSYNC_BACKUP_BUCKET": bucket, "NSYNC_WORK_DIR": str(tmp / "work"),
         "NSYNC_LOCK_WAIT_TIMEOUT": "1", "NSYNC_STEP_RETRIES": "0",
+        "NSYNC_STAGING_PASSWORD_ANALYST": ANALYST_STAGING_PW,
+        "NSYNC_STAGING_PASSWORD_SUPPORT_AGENT": SUPPORT_STAGING_PW,
         "NSYNC_WEBHOOK_URL": f"{receiver.url}/hooks/nsync", "NSYNC_NOTIFY_BACKOFF_SECONDS": "0",
         "NSYNC_UI_URL": f"http://127.0.0.1:{port}",
         "AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": S3_KEY_ID,

@@ -9,6 +9,7 @@ import pytest
 
 from nsync_dagster_tests import oracle
 from nsync_dagster_tests.conftest import (
+    ANALYST_STAGING_PW,
     OWNER,
     PROD_DB,
     PROD_OWNER_PW,
@@ -41,9 +42,12 @@ def test_daily_job_mirrors_production_exactly(pg_prod, pg_staging, nsync_env, in
                    oracle.memberships(pg_staging))
     # the sample holds a materialized view over a table with FORCE ROW LEVEL SECURITY
     assert oracle.content(pg_staging, stg)["reporting.project_counts"].split(":")[0] == "50"
-    # created login roles have no password: production's never leave production
-    assert pg_staging.psql("SELECT rolpassword IS NULL FROM pg_authid WHERE rolname = 'analyst'"
-                           ).strip() == "t"
+    # production's passwords never leave production: created login roles get staging's own
+    # (NSYNC_STAGING_PASSWORD_<ROLE>), which works for logging in
+    query = "SELECT rolpassword FROM pg_authid WHERE rolname = 'analyst'"
+    assert pg_staging.psql(query).strip() != pg_prod.psql(query).strip()
+    with psycopg.connect(pg_staging.url("analyst", ANALYST_STAGING_PW, stg)) as conn:
+        assert conn.execute("SELECT count(*) FROM app.clients").fetchone()[0] == 50
     # no leftovers on the staging server
     leftovers = pg_staging.psql("SELECT datname FROM pg_database WHERE datname LIKE '%nsync%'")
     assert leftovers.strip() == ""

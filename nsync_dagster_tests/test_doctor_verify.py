@@ -37,7 +37,7 @@ def test_doctor_reports_every_check_and_sends_tests(capsys, nsync_env, receiver)
     assert code == 0, out
     for line in ("[PASS] configuration", "[PASS] production reachable",
                  "[PASS] pg_dump new enough and connects", "[PASS] staging reachable with CREATEDB",
-                 "[PASS] TLS", "[PASS] backup bucket writable",
+                 "[PASS] TLS for Dagster's storage", "[PASS] backup bucket writable",
                  "[PASS] notification channels: webhook, slack_alerts",
                  "[PASS] test message via webhook: ok", "[PASS] test message via slack_alerts: ok"):
         assert line in out, out
@@ -60,7 +60,7 @@ def test_doctor_refuses_plaintext_to_a_remote_host(capsys, nsync_env, monkeypatc
     monkeypatch.setenv("NSYNC_STAGING_DATABASE_URL",
                        "postgresql://u:p@staging.invalid:5432/app?sslmode=disable")
     code, out = cli(capsys, "doctor")
-    assert code == 1 and "[FAIL] TLS" in out and "sslmode=disable" in out
+    assert code == 1 and "[FAIL] configuration" in out and "sslmode=verify-full" in out, out
 
 
 def test_verify_from_the_records(capsys, nsync_env, receiver, instance):

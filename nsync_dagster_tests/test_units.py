@@ -33,7 +33,8 @@ def test_redact_hides_registered_secrets_anywhere():
     ("pooler.example.com", False),
 ])
 def test_pooler_hosts(host, refused):
-    target = PgTarget("production", f"postgresql://u:p@{host}/neondb", "NSYNC_PROD_DATABASE_URL")
+    target = PgTarget("production", f"postgresql://u:p@{host}/neondb?sslmode=verify-full",
+                      "NSYNC_PROD_DATABASE_URL")
     if refused:
         with pytest.raises(ConfigError, match="-pooler"):
             target.validate()
@@ -77,8 +78,8 @@ def test_restore_plan_phases_and_skips():
     assert plan.owners == {"app_owner", "neondb_owner"}
 
 
-BASE = {"NSYNC_PROD_DATABASE_URL": "postgresql://u:p@prod.example.com/app",
-        "NSYNC_STAGING_DATABASE_URL": "postgresql://u:p@staging.example.com/app",
+BASE = {"NSYNC_PROD_DATABASE_URL": "postgresql://u:p@prod.example.com/app?sslmode=verify-full",
+        "NSYNC_STAGING_DATABASE_URL": "postgresql://u:p@staging.example.com/app?sslmode=verify-full",
         "NSYNC_BACKUP_BUCKET": "b"}
 
 

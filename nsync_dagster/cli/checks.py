@@ -13,6 +13,7 @@ from nsync_dagster import deadline, records
 from nsync_dagster.cli.daily import instance
 from nsync_dagster.errors import NsyncError
 from nsync_dagster.notify import notifier_from_env
+from nsync_dagster.pgconn import check_dagster_storage_tls
 from nsync_dagster.preflight import (
     Preflight,
     check_bucket,
@@ -43,18 +44,6 @@ def _print(results: list[tuple[str, bool, str]], out) -> bool:
     return all(ok for _, ok, _ in results)
 
 
-def _tls_detail(settings: Settings) -> str:
-    weak = []
-    for target in (settings.prod, settings.staging):
-        mode = target.params.get("sslmode", "prefer")
-        if not target.is_loopback() and mode not in ("require", "verify-ca", "verify-full"):
-            weak.append(f"{target.variable} has sslmode={mode}")
-    if weak:
-        raise NsyncError("remote databases must use TLS: " + "; ".join(weak)
-                         + " (use sslmode=verify-full)")
-    return "remote hosts use TLS; loopback hosts need none"
-
-
 def run_doctor(send_test: bool, out=None) -> int:
     out = out or sys.stdout
     pf = Preflight()
@@ -69,7 +58,7 @@ def run_doctor(send_test: bool, out=None) -> int:
         check_production(pf, settings.prod)
         check_staging(pf, settings.staging, settings.maintenance_db)
         check_not_same(pf, settings.prod, settings.staging)
-        pf.run("TLS", lambda: _tls_detail(settings))
+        pf.run("TLS for Dagster's storage", check_dagster_storage_tls)
         check_bucket(pf, backup_store(settings, s3_from_env()))
 
     def channels() -> str:

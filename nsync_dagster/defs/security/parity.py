@@ -1,0 +1,31 @@
+"""After every sync: is staging secured exactly like production?"""
+
+import dagster as dg
+
+from nsync_dagster import security
+from nsync_dagster.defs.daily.assets import staging_database
+from nsync_dagster.redact import redact
+from nsync_dagster.resources import NotifierResource, NsyncResource
+
+
+@dg.asset_check(asset=staging_database, name="staging_security_parity", blocking=False,
+                description="Staging's roles, memberships, grants (tables, columns, schemas, "
+                "sequences, functions, types, the database), owners, default privileges, "
+                "row-level security, policies, extensions and security settings equal "
+                "production's. A difference raises a security_drift alert.")
+def staging_security_parity(context: dg.AssetCheckExecutionContext, nsync: NsyncResource,
+                            notifier: NotifierResource) -> dg.AssetCheckResult:
+    """Compares the live postures of production and staging, read as the configured roles."""
+    diffs, facts = security.compare(nsync.settings())
+    lines = [redact(str(d)) for d in diffs]
+    for line in lines:
+        context.log.warning(line)
+    if diffs:
+        notifier.deliver(security.drift_event(diffs, context.run.run_id))
+    return dg.AssetCheckResult(
+        passed=not diffs, severity=dg.AssetCheckSeverity.ERROR,
+        description=(f"{len(lines)} difference(s): {lines[0]}" if lines else
+                     "staging's security posture equals production's"),
+        metadata={"differences": dg.MetadataValue.md("\n".join(f"- {x}" for x in lines)
+                                                     or "none"),
+                  "count": len(lines), **facts})
