@@ -73,12 +73,12 @@ def test_verify_from_the_records(capsys, nsync_env, receiver, instance):
     daily_success_confirmation.evaluate_tick(_ctx(instance, cursor))
     assert cli(capsys, "doctor", "--send-test")[0] == 0
     code, out = cli(capsys, "verify")
-    assert code == 1, "security parity and recovery tests are not built yet"
+    assert code == 1, "no recovery test has run yet"
     assert "[PASS] Daily backup is automated and completing successfully" in out, out
     assert "[PASS] Failure alerts are configured and tested" in out, out
     assert "Daily sync completes by 6:00 AM ET" in out
     assert "Director receives confirmation notification each morning" in out
-    assert "[FAIL] Staging DB has identical security posture to production: not yet checked" in out
+    assert "[PASS] Staging DB has identical security posture to production" in out, out
     assert "[FAIL] Recovery testing is conducted on schedule: no recovery test recorded yet" in out
 
 
@@ -88,3 +88,21 @@ def _ctx(instance, cursor=None):
     return dg.build_sensor_context(instance=instance, cursor=cursor,
                                    sensor_name="daily_success_confirmation",
                                    resources={"notifier": NotifierResource()})
+
+
+def test_check_security_live(capsys, pg_staging, nsync_env, instance, receiver):
+    from nsync_dagster_tests.conftest import staging_db
+
+    assert run_daily_job(instance).success
+    assert [b["event"] for b in receiver.bodies("/hooks/nsync")] == [], "no drift after a sync"
+    code, out = cli(capsys, "check", "security")
+    assert code == 0 and "is secured exactly like production" in out, out
+    db = staging_db(nsync_env)
+    pg_staging.psql("GRANT SELECT ON app.users TO support_agent; "
+                    "ALTER TABLE app.projects NO FORCE ROW LEVEL SECURITY", dbname=db)
+    code, out = cli(capsys, "check", "security", "--alert")
+    assert code == 1, out
+    assert "table app.users: staging grants SELECT to support_agent" in out, out
+    assert "RLS on app.projects: forced on production, not on staging" in out, out
+    [drift] = receiver.bodies("/hooks/nsync")
+    assert drift["event"] == "security_drift" and drift["details"]["count"] == 2

@@ -15,7 +15,7 @@ from nsync_dagster.redact import redact
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nsync_dagster.cli import backups, checks, daily, demo, dev, restore
+    from nsync_dagster.cli import backups, checks, daily, demo, dev, restore, security
 
     parser = argparse.ArgumentParser(
         prog="nsync", description="Verified daily backups of production to S3 and an exact "
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(templates/nsync.env.example).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug output")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, daily, restore, backups, checks, dev):
+    for module in (demo, daily, restore, backups, checks, security, dev):
         module.register(sub)
     return parser
 

@@ -167,7 +167,20 @@ def verify_checklist(inst: dg.DagsterInstance, now: dt.datetime) -> list[tuple[s
         return f"failures go to {', '.join(routed)}; last test {end:%Y-%m-%d}"
 
     def posture() -> str:
-        raise NsyncError("not yet checked: the security parity check is not built yet")
+        key = dg.AssetCheckKey(records.STAGING, "staging_security_parity")
+        record = inst.event_log_storage.get_latest_asset_check_execution_by_key([key]).get(key)
+        evaluation = getattr(getattr(record, "event", None), "dagster_event", None)
+        if evaluation is None:
+            raise NsyncError("not yet checked: no staging_security_parity result recorded "
+                             "(it runs after every daily sync; or run 'nsync check security')")
+        data = evaluation.event_specific_data
+        when = dt.datetime.fromtimestamp(record.event.timestamp, tz=dt.UTC)
+        if not data.passed:
+            raise NsyncError(f"the last check ({when:%Y-%m-%d %H:%M} UTC) found differences: "
+                             f"{data.description}")
+        if now - when > dt.timedelta(hours=26):
+            raise NsyncError(f"the last passing check is older than 26 h ({when:%Y-%m-%d})")
+        return f"identical at the last check ({when:%Y-%m-%d %H:%M} UTC)"
 
     def recovery() -> str:
         last = records.last_recovery_test(inst)

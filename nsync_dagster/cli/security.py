@@ -1,0 +1,38 @@
+"""``nsync check security``: staging's security posture against production's, live."""
+
+from __future__ import annotations
+
+import sys
+
+from nsync_dagster import security
+from nsync_dagster.redact import redact
+from nsync_dagster.resources import NotifierResource
+from nsync_dagster.settings import Settings
+
+
+def register(sub) -> None:
+    check = sub.add_parser("check", help="live checks")
+    what = check.add_subparsers(dest="what", required=True, metavar="WHAT")
+    sec = what.add_parser("security", help="compare staging's security posture with "
+                          "production's: roles, memberships, grants, owners, default "
+                          "privileges, RLS, policies, extensions, settings")
+    sec.add_argument("--alert", action="store_true",
+                     help="also send a security_drift event when something differs")
+    sec.set_defaults(handler=lambda a: run_check_security(a.alert))
+
+
+def run_check_security(alert: bool, out=None) -> int:
+    out = out or sys.stdout
+    settings = Settings.from_env()
+    diffs, facts = security.compare(settings)
+    if not diffs:
+        print(f"staging ({settings.staging.display}) is secured exactly like production "
+              f"({settings.prod.display}): {facts['roles']} roles, {facts['objects']} objects "
+              "compared", file=out)
+        return 0
+    print(f"{len(diffs)} difference(s) between production and staging:", file=out)
+    for d in diffs:
+        print(f"  - {redact(str(d))}", file=out)
+    if alert:
+        NotifierResource().deliver(security.drift_event(diffs))
+    return 1
