@@ -80,8 +80,10 @@ def success_events(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[Eve
         record.start_time else None
     events = [alerts.daily_success(day, run.run_id, records.run_materializations(
         instance, run.run_id), finished, duration, records.last_recovery_test(instance).text())]
+    started = record.create_timestamp.timestamp() if record else float("inf")
     failed = [r for r in records.runs_for_day(instance, day, [dg.DagsterRunStatus.FAILURE])
-              if r.run_id != run.run_id]
+              if r.run_id != run.run_id and (rec := instance.get_run_record_by_id(r.run_id))
+              and rec.create_timestamp.timestamp() < started]
     late = finished is not None and not deadline.counts_for(dt.date.fromisoformat(day), finished)
     if failed or late:
         why = (f"{len(failed)} failed run(s) before this one" if failed else
