@@ -17,11 +17,14 @@ def test_inventory():
     graph = d.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {"prod_snapshot", "s3_backup", "staging_database", "backup_retention",
-                    "recovery_test_report"}
+                    "recovery_test_report", "access_review"}
     job = d.resolve_job_def("daily_sync_job")
-    assert {n.name for n in job.nodes} == keys - {"recovery_test_report"}
+    assert {n.name for n in job.nodes} == {
+        "prod_snapshot", "s3_backup", "staging_database", "backup_retention",
+        "staging_database_staging_security_parity", "staging_database_staging_access_list"}
     checks = {k.name for k in graph.asset_check_keys}
-    assert checks == {"backup_checksums_match", "staging_matches_manifest"}
+    assert checks == {"backup_checksums_match", "staging_matches_manifest",
+                      "staging_security_parity", "staging_access_list"}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.description and len(node.description) > 80, key
@@ -32,7 +35,8 @@ def test_inventory():
                                             "deadline_watch"}
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in d.sensors)
     schedules = {s.name: s for s in d.schedules}
-    assert set(schedules) == {"daily_sync_schedule", "recovery_test_schedule"}
+    assert set(schedules) == {"daily_sync_schedule", "recovery_test_schedule",
+                              "access_review_schedule"}
     schedule = schedules["daily_sync_schedule"]
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 1 * * *",
                                                                      "America/New_York")
@@ -68,3 +72,28 @@ def test_workspace_loads_with_dagster_cli(tmp_path):
                          timeout=120, env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Validation successful" in out.stdout + out.stderr
+
+
+def test_schedules_pick_the_right_partition():
+    import datetime as dt
+
+    from nsync_dagster.deadline import EASTERN
+
+    d = defs()
+    repo = d.get_repository_def()
+    with dg.instance_for_test() as instance:
+        daily = d.resolve_schedule_def("daily_sync_schedule")
+        tick = dt.datetime(2026, 11, 1, 1, 0, tzinfo=EASTERN, fold=1)  # fall back: 01:00 EST
+        request = daily.evaluate_tick(dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=tick, repository_def=repo)).run_requests[0]
+        assert request.partition_key == "2026-11-01" and request.run_key == "daily-2026-11-01"
+        recovery = d.resolve_schedule_def("recovery_test_schedule")
+        tick = dt.datetime(2026, 11, 27, 7, 0, tzinfo=EASTERN)
+        [request] = recovery.evaluate_tick(dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=tick, repository_def=repo)).run_requests
+        assert request.partition_key == "2026-11-01"
+        review = d.resolve_schedule_def("access_review_schedule")
+        tick = dt.datetime(2026, 12, 1, 9, 0, tzinfo=EASTERN)
+        [request] = review.evaluate_tick(dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=tick, repository_def=repo)).run_requests
+        assert request.partition_key == "2026-12-01"

@@ -98,5 +98,5 @@ def recovery_test_schedule(context: dg.ScheduleEvaluationContext):
     if last.when is not None and (now - last.when) < dt.timedelta(days=days) - dt.timedelta(
             hours=2):
         return dg.SkipReason(f"last recovery test {last.text()}; next one due after {days} days")
-    month = MONTHLY.get_last_partition_key(current_time=now)
+    month = MONTHLY.get_partition_key_for_timestamp(now.timestamp())
     return dg.RunRequest(run_key=f"recovery-{now:%Y-%m-%d}", partition_key=month)

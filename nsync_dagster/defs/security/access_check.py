@@ -1,0 +1,27 @@
+"""After every sync: do the login roles still match the authorised access list?"""
+
+import dagster as dg
+
+from nsync_dagster import access
+from nsync_dagster.defs.daily.assets import staging_database
+from nsync_dagster.redact import redact
+from nsync_dagster.resources import NsyncResource
+
+
+@dg.asset_check(asset=staging_database, name="staging_access_list", blocking=False,
+                description="Every login role on production and staging is in access-list.yaml "
+                "with the attributes and memberships listed there, and the list was reviewed "
+                "recently. Deviations are warnings here; the monthly access review reports them "
+                "to the director.")
+def staging_access_list(context: dg.AssetCheckExecutionContext,
+                        nsync: NsyncResource) -> dg.AssetCheckResult:
+    """Compares both servers' login roles with the authorised access list."""
+    deviations = [redact(d) for d in access.access_deviations(nsync.settings())]
+    for line in deviations:
+        context.log.warning(line)
+    return dg.AssetCheckResult(
+        passed=not deviations, severity=dg.AssetCheckSeverity.WARN,
+        description=(f"{len(deviations)} deviation(s): {deviations[0]}" if deviations else
+                     "every login role matches access-list.yaml"),
+        metadata={"deviations": dg.MetadataValue.md("\n".join(f"- {d}" for d in deviations)
+                                                    or "none"), "count": len(deviations)})

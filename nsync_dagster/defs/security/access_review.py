@@ -1,0 +1,96 @@
+"""The monthly access review: every login role on production and staging against the
+authorised access list (access-list.yaml), reported to the director and stored in S3."""
+
+import datetime as dt
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+
+from nsync_dagster import access
+from nsync_dagster.deadline import EASTERN
+from nsync_dagster.errors import NsyncError
+from nsync_dagster.notify import Event
+from nsync_dagster.posture import read_posture
+from nsync_dagster.recovery import _put
+from nsync_dagster.redact import redact
+from nsync_dagster.resources import NotifierResource, NsyncResource, backup_store
+
+MONTHLY = dg.MonthlyPartitionsDefinition(start_date="2026-01-01", timezone="America/New_York",
+                                         end_offset=1)
+ACCESS_REVIEW_JOB = "access_review_job"
+RUNBOOK = "runbooks/incident-response.md"
+
+
+def review_event(result: access.AccessReview, location: str) -> Event:
+    n = len(result.deviations)
+    counts = ", ".join(f"{len(rows)} login roles on {env}"
+                       for env, rows in result.environments.items())
+    return Event(
+        event="access_review", severity="warning" if n else "info",
+        summary=(f"Access review {result.today}: {n} deviation{'' if n == 1 else 's'} from the "
+                 f"access list ({counts}; last list review {result.reviewed})"),
+        details={"deviations": result.messages[:20], "deviation_count": n,
+                 "report": location, "last_review": result.reviewed},
+        runbook=RUNBOOK, run_url=None)
+
+
+@dg.asset(partitions_def=MONTHLY, group_name="security", owners=["team:platform"],
+          kinds={"postgres"})
+def access_review(context: dg.AssetExecutionContext, nsync: NsyncResource, s3: S3Resource,
+                  notifier: NotifierResource) -> dg.MaterializeResult:
+    """The month's review of who can log in to production and staging, and with what.
+
+    Reads the security posture of both databases (as the configured roles) and compares every
+    login role with the authorised access list (NSYNC_ACCESS_LIST, default access-list.yaml):
+    its elevated attributes, role memberships and directly granted privileges. Deviations --
+    unknown or missing login roles, attributes or memberships the list does not authorise,
+    direct grants to a person, a list not reviewed for NSYNC_ACCESS_REVIEW_MAX_AGE_DAYS (31) --
+    are listed first in the report. The report (markdown and JSON) is stored in S3 under
+    PREFIX/access-reviews/YYYY/MM/ and sent to the director as the `access_review` event.
+    Deviations do not fail the run (they are the report); an unreadable list or database does.
+    To fix a deviation, either correct the grants or update and re-review access-list.yaml.
+    """
+    try:
+        settings = nsync.settings()
+        access_list = access.load_access_list()
+        postures = {}
+        for env, target in (("production", settings.prod), ("staging", settings.staging)):
+            with target.connect() as conn:
+                postures[env] = read_posture(conn, settings.platform_roles)
+        result = access.review(access_list, postures, dt.datetime.now(EASTERN).date())
+    except NsyncError as exc:  # an operator-facing message: show it as the failure itself
+        raise dg.Failure(description=redact(str(exc)),
+                         metadata={"error_type": type(exc).__name__}) from None
+    markdown = access.render_markdown(result)
+    store = backup_store(settings, s3)
+    month = dt.date.fromisoformat(context.partition_key)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    key = f"{store.prefix}/access-reviews/{month:%Y/%m}/{stamp}"
+    _put(store, key + ".md", markdown.encode(), "text/markdown")
+    _put(store, key + ".json", access.to_json(result).encode(), "application/json")
+    location = store.uri(key + ".md")
+    for message in result.messages:
+        context.log.warning(f"access deviation: {message}")
+    notifier.deliver(review_event(result, location))
+    return dg.MaterializeResult(metadata={
+        "deviations": dg.MetadataValue.int(len(result.deviations)),
+        "login_roles": {env: len(rows) for env, rows in result.environments.items()},
+        "last_review": result.reviewed,
+        "location": dg.MetadataValue.url(location),
+        "report": dg.MetadataValue.md(markdown),
+    })
+
+
+access_review_job = dg.define_asset_job(
+    ACCESS_REVIEW_JOB, selection=[access_review], executor_def=dg.in_process_executor,
+    description="Review every login role on production and staging against access-list.yaml.")
+
+
+@dg.schedule(job=access_review_job, cron_schedule="0 9 1 * *",
+             execution_timezone="America/New_York",
+             default_status=dg.DefaultScheduleStatus.RUNNING)
+def access_review_schedule(context: dg.ScheduleEvaluationContext):
+    """At 09:00 New York time on the 1st of each month, reviews access for that month."""
+    month = MONTHLY.get_partition_key_for_timestamp(
+        context.scheduled_execution_time.timestamp())
+    return dg.RunRequest(run_key=f"access-review-{month}", partition_key=month)
