@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,10 +38,20 @@ OWNER = "neondb_owner"
 PROD_DB = "neondb"
 
 
+@pytest.fixture(scope="session")
+def server_root() -> Iterator[Path]:
+    """Where the test servers keep their data: outside pytest's temporary folders, whose root
+    every new pytest session resets to mode 0700 (the servers run as another user and would
+    lose their sockets when a second session starts)."""
+    root = Path(tempfile.mkdtemp(prefix="nsync-tests-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @contextlib.contextmanager
-def neon_cluster(tmp_path_factory, name: str, owner_password: str,
+def neon_cluster(server_root: Path, name: str, owner_password: str,
                  seed: bool) -> Iterator[EmbeddedCluster]:
-    cluster = EmbeddedCluster(tmp_path_factory.mktemp(name) / "data", SUPERUSER_PW).start()
+    cluster = EmbeddedCluster(server_root / name / "data", SUPERUSER_PW).start()
     try:
         shape_like_neon(cluster, owner=OWNER, owner_password=owner_password, dbname=PROD_DB,
                         platform_password=PLATFORM_PW)
@@ -51,24 +63,24 @@ def neon_cluster(tmp_path_factory, name: str, owner_password: str,
 
 
 @pytest.fixture(scope="session")
-def pg_prod(tmp_path_factory) -> Iterator[EmbeddedCluster]:
+def pg_prod(server_root) -> Iterator[EmbeddedCluster]:
     """Production: Neon's roles, the owner's database seeded with the sample platform."""
-    with neon_cluster(tmp_path_factory, "prod", PROD_OWNER_PW, seed=True) as cluster:
+    with neon_cluster(server_root, "prod", PROD_OWNER_PW, seed=True) as cluster:
         yield cluster
 
 
 @pytest.fixture(scope="session")
-def pg_staging(tmp_path_factory) -> Iterator[EmbeddedCluster]:
+def pg_staging(server_root) -> Iterator[EmbeddedCluster]:
     """Staging: a separate cluster with the same Neon shape and an empty owner database."""
-    with neon_cluster(tmp_path_factory, "staging", STAGING_OWNER_PW, seed=False) as cluster:
+    with neon_cluster(server_root, "staging", STAGING_OWNER_PW, seed=False) as cluster:
         yield cluster
 
 
 @pytest.fixture(scope="session")
-def dagster_storage_role(tmp_path_factory) -> Iterator[EmbeddedCluster]:
+def dagster_storage_role(server_root) -> Iterator[EmbeddedCluster]:
     """A third cluster for Dagster's own storage, as in production (never the databases nsync
     backs up: a role there would show up in their security posture)."""
-    cluster = EmbeddedCluster(tmp_path_factory.mktemp("dagster") / "data", SUPERUSER_PW).start()
+    cluster = EmbeddedCluster(server_root / "dagster" / "data", SUPERUSER_PW).start()
     try:
         cluster.psql(f"CREATE ROLE dagster_storage LOGIN PASSWORD '{STORAGE_PW}'")
         yield cluster

@@ -34,8 +34,9 @@ def _env(tmp_path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo") / "state"
+def demo_run(server_root):
+    root = server_root / "demo" / "state"
+    root.parent.mkdir()
     tmp = root.parent
     done = subprocess.run([sys.executable, "-m", "nsync_dagster.cli", "demo", "--dir", str(root),
                            "--scale", "1"], cwd=REPO, env=_env(tmp), capture_output=True,
@@ -72,14 +73,15 @@ def test_dev_serves_the_asset_graph_and_stops_cleanly(demo_run):
                 time.sleep(1)
         query = json.dumps({"query": "{ assetNodes { assetKey { path } } }"}).encode()
         keys: set[str] = set()
-        while time.monotonic() < deadline and len(keys) < 3:
+        while time.monotonic() < deadline and len(keys) < 6:
             req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=query,
                                          headers={"Content-Type": "application/json"})
             with urllib.request.urlopen(req, timeout=10) as resp:
                 nodes = json.loads(resp.read())["data"]["assetNodes"]
             keys = {"/".join(n["assetKey"]["path"]) for n in nodes}
             time.sleep(0.5)
-        assert keys == {"prod_snapshot", "s3_backup", "staging_database"}
+        assert keys == {"prod_snapshot", "s3_backup", "staging_database", "backup_retention",
+                        "recovery_test_report", "access_review"}
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 3  # dagster dev: webserver, daemon, code server
     finally:

@@ -225,7 +225,7 @@ def _write_pem(path: Path, obj) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tls_server(tmp_path_factory) -> Iterator[dict]:
+def tls_server(tmp_path_factory, server_root) -> Iterator[dict]:
     if not (PG15 / "postgres").exists():
         pytest.skip(f"needs Debian's PostgreSQL 15 server (built with OpenSSL) in {PG15}: "
                     "apt install postgresql-15")
@@ -239,7 +239,7 @@ def tls_server(tmp_path_factory) -> Iterator[dict]:
              "other_ca": _write_pem(certs / "other-ca.crt", other_cert),
              "cert": _write_pem(certs / "server.crt", cert),
              "key": _write_pem(certs / "server.key", key)}
-    cluster = EmbeddedCluster(tmp_path_factory.mktemp("tls-pg") / "data", SUPER_PW,
+    cluster = EmbeddedCluster(server_root / "tls-pg" / "data", SUPER_PW,
                               bin_dir=PG15, ssl_cert=files["cert"], ssl_key=files["key"])
     cluster.start()
     try:

@@ -114,6 +114,11 @@ def run_daily(partition: str | None = None, *, out=None) -> int:
             error.exit_code = 2
         raise error
     print_summary(_metadata(result), elapsed, result.run_id, out)
+    for check in result.get_asset_check_evaluations():
+        state = "passed" if check.passed else f"FAILED ({check.severity.value})"
+        detail = f": {redact(check.description)}" if check.description and not check.passed \
+            else ""
+        print(f"  check       {check.check_name} {state}{detail}", file=out)
     return 0
 
 

@@ -74,6 +74,9 @@ class EmbeddedStack:
                              "owner": secrets.token_urlsafe(18), "port": free_port()}
                       for name in ("prod", "staging", "dagster")}
         self.state["platform"] = secrets.token_urlsafe(18)
+        # staging's own passwords for the sample's login roles (never production's)
+        self.state["staging_logins"] = {role: secrets.token_urlsafe(18)
+                                        for role in ("analyst", "support_agent")}
         self.state["s3_secret"] = secrets.token_urlsafe(24)
         return False
 
@@ -161,6 +164,8 @@ class EmbeddedStack:
                "AWS_ENDPOINT_URL": self.s3_endpoint, "AWS_ACCESS_KEY_ID": "nsync-demo",
                "AWS_SECRET_ACCESS_KEY": self.state["s3_secret"], "AWS_REGION": "us-east-1",
                "AWS_DEFAULT_REGION": "us-east-1"}
+        for role, password in self.state.get("staging_logins", {}).items():
+            env[f"NSYNC_STAGING_PASSWORD_{role.upper()}"] = password
         if "dagster" in self.clusters:
             home = self.root / "dagster_home"
             home.mkdir(exist_ok=True)
