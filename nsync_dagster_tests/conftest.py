@@ -134,27 +134,40 @@ def unique_db(prefix: str = "stg") -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
-@pytest.fixture
-def nsync_env(pg_prod, pg_staging, s3_endpoint, bucket, tmp_path, monkeypatch) -> dict[str, str]:
-    """The contract's variables for one test: its own bucket, staging database and work dir."""
-    env = {
+def contract_env(pg_prod: EmbeddedCluster, pg_staging: EmbeddedCluster, s3_endpoint: str,
+                 bucket: str, tmp: Path, staging_db_name: str | None = None) -> dict[str, str]:
+    """The contract's variables for the test servers: one bucket, staging database, work dir
+    and CLI Dagster home (created under ``tmp``)."""
+    (tmp / "dagster_cli_home").mkdir(exist_ok=True)
+    return {
         "NSYNC_PROD_DATABASE_URL": pg_prod.url(OWNER, PROD_OWNER_PW, PROD_DB),
-        "NSYNC_STAGING_DATABASE_URL": pg_staging.url(OWNER, STAGING_OWNER_PW, unique_db()),
+        "NSYNC_STAGING_DATABASE_URL": pg_staging.url(OWNER, STAGING_OWNER_PW,
+                                                     staging_db_name or unique_db()),
         "NSYNC_BACKUP_BUCKET": bucket, "NSYNC_BACKUP_PREFIX": "nsync",
-        "NSYNC_WORK_DIR": str(tmp_path / "work"), "NSYNC_STEP_RETRY_WAIT": "0",
+        "NSYNC_WORK_DIR": str(tmp / "work"), "NSYNC_STEP_RETRY_WAIT": "0",
         # staging's own credentials for the login roles the sync creates there
         "NSYNC_STAGING_PASSWORD_ANALYST": ANALYST_STAGING_PW,
         "NSYNC_STAGING_PASSWORD_SUPPORT_AGENT": SUPPORT_STAGING_PW,
         "AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": S3_KEY_ID,
         "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1", "DAGSTER_HOME": str(tmp_path / "dagster_cli_home"),
+        "AWS_DEFAULT_REGION": "us-east-1", "DAGSTER_HOME": str(tmp / "dagster_cli_home"),
     }
-    (tmp_path / "dagster_cli_home").mkdir()
+
+
+def apply_env(env: dict[str, str], mp: pytest.MonkeyPatch) -> None:
+    """Replace every NSYNC_* and PG* variable of this process with ``env``."""
     for key in list(os.environ):
         if key.startswith(("NSYNC_", "PG")):
-            monkeypatch.delenv(key)
+            mp.delenv(key)
     for key, value in env.items():
-        monkeypatch.setenv(key, value)
+        mp.setenv(key, value)
+
+
+@pytest.fixture
+def nsync_env(pg_prod, pg_staging, s3_endpoint, bucket, tmp_path, monkeypatch) -> dict[str, str]:
+    """The contract's variables for one test: its own bucket, staging database and work dir."""
+    env = contract_env(pg_prod, pg_staging, s3_endpoint, bucket, tmp_path)
+    apply_env(env, monkeypatch)
     return env
 
 

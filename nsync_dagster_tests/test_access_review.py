@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,15 +26,10 @@ from nsync_dagster.posture import read_posture
 from nsync_dagster.roles import DEFAULT_PLATFORM_ROLES
 from nsync_dagster.settings import Settings
 from nsync_dagster_tests.conftest import (
-    ANALYST_STAGING_PW,
     OWNER,
-    PROD_DB,
-    PROD_OWNER_PW,
     REPO,
-    S3_KEY_ID,
-    S3_SECRET,
-    STAGING_OWNER_PW,
-    SUPPORT_STAGING_PW,
+    apply_env,
+    contract_env,
     failure_text,
     run_daily_job,
     s3_client,
@@ -61,25 +55,10 @@ def synced(pg_prod, pg_staging, s3_endpoint, tmp_path_factory) -> Iterator[Synce
     bucket = f"nsync-access-{uuid.uuid4().hex[:10]}"
     s3_client(s3_endpoint).create_bucket(Bucket=bucket)
     db = unique_db()
-    env = {
-        "NSYNC_PROD_DATABASE_URL": pg_prod.url(OWNER, PROD_OWNER_PW, PROD_DB),
-        "NSYNC_STAGING_DATABASE_URL": pg_staging.url(OWNER, STAGING_OWNER_PW, db),
-        "NSYNC_BACKUP_BUCKET": bucket, "NSYNC_BACKUP_PREFIX": "nsync",
-        "NSYNC_WORK_DIR": str(tmp / "work"), "NSYNC_STEP_RETRY_WAIT": "0",
-        "NSYNC_STAGING_PASSWORD_ANALYST": ANALYST_STAGING_PW,
-        "NSYNC_STAGING_PASSWORD_SUPPORT_AGENT": SUPPORT_STAGING_PW,
-        "AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": S3_KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1", "DAGSTER_HOME": str(tmp / "dagster_cli_home"),
-    }
-    (tmp / "dagster_cli_home").mkdir()
+    env = contract_env(pg_prod, pg_staging, s3_endpoint, bucket, tmp, db)
     (tmp / "dagster_home").mkdir()
     with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if key.startswith(("NSYNC_", "PG")):
-                mp.delenv(key)
-        for key, value in env.items():
-            mp.setenv(key, value)
+        apply_env(env, mp)
         mp.chdir(REPO)
         with dg.instance_for_test(temp_dir=str(tmp / "dagster_home")) as instance:
             result = run_daily_job(instance)

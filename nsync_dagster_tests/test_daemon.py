@@ -164,6 +164,7 @@ def test_schedule_and_sensors_are_on_by_default(dev):
     [repo] = data["data"]["repositoriesOrError"]["nodes"]
     assert sorted((s["name"], s["cronSchedule"], s["executionTimezone"],
                    s["scheduleState"]["status"]) for s in repo["schedules"]) == [
+        ("access_review_schedule", "0 9 1 * *", "America/New_York", "RUNNING"),
         ("daily_sync_schedule", "0 1 * * *", "America/New_York", "RUNNING"),
         ("recovery_test_schedule", "0 7 * * *", "America/New_York", "RUNNING")]
     assert {s["name"]: s["sensorState"]["status"] for s in repo["sensors"]} == {
@@ -183,15 +184,15 @@ def test_director_sees_the_asset_lineage_in_a_browser(dev):
             "--disable-component-update", "--disable-sync"])
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.goto(f"{server.url}/asset-groups/daily_backup_and_sync")
-            page.get_by_text("staging_database").first.wait_for(timeout=60_000)
+            page.goto(f"{server.url}/locations/nsync/asset-groups/daily_backup_and_sync/lineage")
+            page.get_by_text("staging_database", exact=True).first.wait_for(timeout=60_000)
             try:  # Dagster's first-visit dialog covers the graph
                 page.get_by_role("button", name="Skip").click(timeout=8_000)
             except Exception:  # noqa: BLE001 - no dialog shown: nothing to close
                 pass
             page.wait_for_timeout(2_000)
-            for name in ("prod_snapshot", "s3_backup", "staging_database"):
-                assert page.get_by_text(name).count() >= 1, name
+            for name in ("prod_snapshot", "s3_backup", "staging_database", "backup_retention"):
+                assert page.get_by_text(name, exact=True).count() >= 1, name
             page.screenshot(path=str(shot))
         finally:
             browser.close()

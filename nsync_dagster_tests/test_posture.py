@@ -9,7 +9,6 @@ over explicitly). Postures are read as Neon's non-superuser owner role unless a 
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,9 +24,9 @@ from nsync_dagster_tests.conftest import (
     OWNER,
     PROD_DB,
     PROD_OWNER_PW,
-    S3_KEY_ID,
-    S3_SECRET,
     STAGING_OWNER_PW,
+    apply_env,
+    contract_env,
     failure_text,
     run_daily_job,
     s3_client,
@@ -58,25 +57,12 @@ def synced(pg_prod, pg_staging, s3_endpoint, tmp_path_factory) -> Iterator[Synce
     bucket = f"nsync-posture-{uuid.uuid4().hex[:10]}"
     s3_client(s3_endpoint).create_bucket(Bucket=bucket)
     db = unique_db()
-    env = {
-        "NSYNC_PROD_DATABASE_URL": pg_prod.url(OWNER, PROD_OWNER_PW, PROD_DB),
-        "NSYNC_STAGING_DATABASE_URL": pg_staging.url(OWNER, STAGING_OWNER_PW, db),
-        "NSYNC_BACKUP_BUCKET": bucket, "NSYNC_BACKUP_PREFIX": "nsync",
-        "NSYNC_WORK_DIR": str(tmp / "work"), "NSYNC_STEP_RETRY_WAIT": "0",
-        "AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": S3_KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1", "DAGSTER_HOME": str(tmp / "dagster_cli_home"),
-    }
-    (tmp / "dagster_cli_home").mkdir()
+    env = contract_env(pg_prod, pg_staging, s3_endpoint, bucket, tmp, db)
     (tmp / "dagster_home").mkdir()
     # roles other tests left on the shared staging cluster (not production's, not the sync's)
     before = role_names(pg_staging) - role_names(pg_prod)
     with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if key.startswith(("NSYNC_", "PG")):
-                mp.delenv(key)
-        for key, value in env.items():
-            mp.setenv(key, value)
+        apply_env(env, mp)
         with dg.instance_for_test(temp_dir=str(tmp / "dagster_home")) as instance:
             result = run_daily_job(instance)
     assert result.success, failure_text(result)
