@@ -135,8 +135,12 @@ def restore_verified(settings: Settings, store: BackupStore, folder: str, target
         with target.connect() as conn:
             role_result = roles.sync_roles(conn, manifest, settings.platform_roles)
         if role_result.created:
-            report(f"created roles on the staging server (no passwords): "
-                   f"{', '.join(role_result.created)}")
+            report(f"created roles on the staging server (never production's passwords): "
+                   f"{', '.join(role_result.created)}; staging passwords set for "
+                   f"{', '.join(role_result.staging_passwords_set) or 'none'}"
+                   + (f"; NO password (cannot log in until one is set): "
+                      f"{', '.join(role_result.login_without_password)}"
+                      if role_result.login_without_password else ""))
         t = time.monotonic()
         restored = restore_dump(work / "dump", target, manifest, jobs=settings.dump.jobs,
                                 platform=settings.platform_roles,

@@ -10,7 +10,14 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from nsync_dagster import deadline
-from nsync_dagster.defs.daily.assets import DAILY, GROUP, OWNERS, failures_explained, s3_backup
+from nsync_dagster.defs.daily.assets import (
+    DAILY,
+    GROUP,
+    OWNERS,
+    failures_explained,
+    s3_backup,
+    staging_database,
+)
 from nsync_dagster.errors import BackupStoreError
 from nsync_dagster.redact import redact
 from nsync_dagster.resources import NsyncResource, backup_store
@@ -19,10 +26,11 @@ from nsync_dagster.s3retention import apply, lock_configuration, lock_new_backup
 
 
 @dg.asset(partitions_def=DAILY, group_name=GROUP, owners=OWNERS, kinds={"s3"},
-          deps=[s3_backup], tags={"nsync/stage": "retention"})
+          deps=[s3_backup, staging_database], tags={"nsync/stage": "retention"})
 def backup_retention(context: dg.AssetExecutionContext, nsync: NsyncResource,
                      s3: S3Resource) -> dg.MaterializeResult:
-    """Old backups deleted by the retention policy, after each successful backup.
+    """Old backups deleted by the retention policy, after each successful backup and staging
+    rebuild (so today's backup already counts as verified; on a failed day nothing is deleted).
 
     Kept: the newest verified backup of each of the last 35 days, of the last 12 Sundays and
     of the 1st of the last 12 months (NSYNC_RETENTION_DAILY/WEEKLY/MONTHLY; New York dates),
