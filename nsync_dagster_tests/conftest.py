@@ -163,6 +163,28 @@ def apply_env(env: dict[str, str], mp: pytest.MonkeyPatch) -> None:
         mp.setenv(key, value)
 
 
+@contextlib.contextmanager
+def synced_once(pg_prod: EmbeddedCluster, pg_staging: EmbeddedCluster, s3_endpoint: str,
+                tmp: Path, name: str) -> Iterator[tuple[dict[str, str], str]]:
+    """For a module-scoped fixture: run the daily job once into a fresh staging database and
+    keep the contract's variables set until the block ends; yields (env, staging db)."""
+    bucket = f"nsync-{name}-{uuid.uuid4().hex[:10]}"
+    s3_client(s3_endpoint).create_bucket(Bucket=bucket)
+    db = unique_db()
+    env = contract_env(pg_prod, pg_staging, s3_endpoint, bucket, tmp, db)
+    (tmp / "dagster_home").mkdir()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            apply_env(env, mp)
+            mp.chdir(REPO)
+            with dg.instance_for_test(temp_dir=str(tmp / "dagster_home")) as instance:
+                result = run_daily_job(instance)
+            assert result.success, failure_text(result)
+            yield env, db
+    finally:
+        pg_staging.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+
+
 @pytest.fixture
 def nsync_env(pg_prod, pg_staging, s3_endpoint, bucket, tmp_path, monkeypatch) -> dict[str, str]:
     """The contract's variables for one test: its own bucket, staging database and work dir."""

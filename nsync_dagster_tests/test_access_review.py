@@ -28,12 +28,9 @@ from nsync_dagster.settings import Settings
 from nsync_dagster_tests.conftest import (
     OWNER,
     REPO,
-    apply_env,
-    contract_env,
     failure_text,
-    run_daily_job,
     s3_client,
-    unique_db,
+    synced_once,
 )
 from nsync_dagster_tests.receivers import Receiver
 
@@ -51,20 +48,9 @@ class Synced:
 @pytest.fixture(scope="module")
 def synced(pg_prod, pg_staging, s3_endpoint, tmp_path_factory) -> Iterator[Synced]:
     """The daily job run once; the environment stays set for the module's tests."""
-    tmp = tmp_path_factory.mktemp("access")
-    bucket = f"nsync-access-{uuid.uuid4().hex[:10]}"
-    s3_client(s3_endpoint).create_bucket(Bucket=bucket)
-    db = unique_db()
-    env = contract_env(pg_prod, pg_staging, s3_endpoint, bucket, tmp, db)
-    (tmp / "dagster_home").mkdir()
-    with pytest.MonkeyPatch.context() as mp:
-        apply_env(env, mp)
-        mp.chdir(REPO)
-        with dg.instance_for_test(temp_dir=str(tmp / "dagster_home")) as instance:
-            result = run_daily_job(instance)
-        assert result.success, failure_text(result)
+    with synced_once(pg_prod, pg_staging, s3_endpoint, tmp_path_factory.mktemp("access"),
+                     "access") as (env, db):
         yield Synced(env, db)
-    pg_staging.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 
 
 def postures(synced: Synced) -> dict[str, dict]:

@@ -9,12 +9,10 @@ over explicitly). Postures are read as Neon's non-superuser owner role unless a 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import dagster as dg
 import psycopg
 import pytest
 
@@ -25,11 +23,7 @@ from nsync_dagster_tests.conftest import (
     PROD_DB,
     PROD_OWNER_PW,
     STAGING_OWNER_PW,
-    apply_env,
-    contract_env,
-    failure_text,
-    run_daily_job,
-    s3_client,
+    synced_once,
     unique_db,
 )
 
@@ -53,22 +47,12 @@ def role_names(cluster) -> set[str]:
 @pytest.fixture(scope="module")
 def synced(pg_prod, pg_staging, s3_endpoint, tmp_path_factory) -> Iterator[Synced]:
     """The daily job run once (the same variables as the ``nsync_env`` fixture, module-wide)."""
-    tmp = tmp_path_factory.mktemp("posture")
-    bucket = f"nsync-posture-{uuid.uuid4().hex[:10]}"
-    s3_client(s3_endpoint).create_bucket(Bucket=bucket)
-    db = unique_db()
-    env = contract_env(pg_prod, pg_staging, s3_endpoint, bucket, tmp, db)
-    (tmp / "dagster_home").mkdir()
     # roles other tests left on the shared staging cluster (not production's, not the sync's)
     before = role_names(pg_staging) - role_names(pg_prod)
-    with pytest.MonkeyPatch.context() as mp:
-        apply_env(env, mp)
-        with dg.instance_for_test(temp_dir=str(tmp / "dagster_home")) as instance:
-            result = run_daily_job(instance)
-    assert result.success, failure_text(result)
-    prod = read(pg_prod.url(OWNER, PROD_OWNER_PW, PROD_DB))
-    yield Synced(db, prod, frozenset(before))
-    pg_staging.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    with synced_once(pg_prod, pg_staging, s3_endpoint, tmp_path_factory.mktemp("posture"),
+                     "posture") as (_env, db):
+        prod = read(pg_prod.url(OWNER, PROD_OWNER_PW, PROD_DB))
+        yield Synced(db, prod, frozenset(before))
 
 
 @pytest.fixture
