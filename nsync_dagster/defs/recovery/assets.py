@@ -2,13 +2,16 @@
 timed and logged."""
 
 import datetime as dt
+import os
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from nsync_dagster import recovery
 from nsync_dagster.defs.daily.assets import OWNERS, s3_backup
+from nsync_dagster.errors import ConfigError
 from nsync_dagster.notify import Event
+from nsync_dagster.records import last_recovery_test
 from nsync_dagster.redact import redact
 from nsync_dagster.resources import NotifierResource, NsyncResource, backup_store
 
@@ -88,11 +91,11 @@ recovery_test_job = dg.define_asset_job(
 def recovery_test_schedule(context: dg.ScheduleEvaluationContext):
     """Daily at 07:00 New York time (after the 06:00 deadline), starts a recovery test when
     the last one is older than NSYNC_RECOVERY_TEST_INTERVAL_DAYS (default 30: monthly)."""
-    import os
-
-    from nsync_dagster.records import last_recovery_test
-
-    days = int(os.environ.get("NSYNC_RECOVERY_TEST_INTERVAL_DAYS") or 30)
+    raw = os.environ.get("NSYNC_RECOVERY_TEST_INTERVAL_DAYS") or "30"
+    if not raw.isdigit() or not 1 <= int(raw) <= 366:
+        raise ConfigError(f"NSYNC_RECOVERY_TEST_INTERVAL_DAYS={raw!r}: use a number of days, "
+                          "1 to 366 (30 = monthly)")
+    days = int(raw)
     now = context.scheduled_execution_time
     last = last_recovery_test(context.instance)
     if last.when is not None and (now - last.when) < dt.timedelta(days=days) - dt.timedelta(
