@@ -140,7 +140,7 @@ def compare(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
 
 def data_facts(cur: psycopg.Cursor, *, checksums: bool) -> dict[str, Any]:
     """Tables, materialized views and sequences of the connected database."""
-    cur.execute("SET LOCAL row_security = off") if not cur.connection.autocommit else cur.execute(
-        "SET row_security = off")
+    # inside the snapshot transaction the setting must not outlive it
+    cur.execute("SELECT set_config('row_security', 'off', %s)", (not cur.connection.autocommit,))
     return {"tables": table_stats(cur, checksums=checksums), "matviews": matview_stats(cur),
             "sequences": sequence_stats(cur)}

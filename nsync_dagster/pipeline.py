@@ -207,10 +207,7 @@ def restore_to(settings: Settings, store: BackupStore, spec: str, target: PgTarg
                 f"refusing to restore into {target.display}: it is the {name} database "
                 f"({variable}). Restore into a new database and switch over, or, if you really "
                 "mean to overwrite it, add --i-know-this-is-production")
-    latest_or_day = spec == "latest" or (len(spec) == 10 and spec[4] == "-")
-    # an explicit backup id may be one that was read back but never restored (for example
-    # the day staging failed); 'latest' and dates pick only fully verified backups
-    backup = store.find(spec, require="verified" if latest_or_day else "checksummed")
+    backup = store.find_to_restore(spec)
     if backup.status != "verified":
         report(f"note: backup {backup.backup_id} is {backup.status}: this restore is its first")
     manifest = store.read_manifest(backup.key_prefix)

@@ -116,8 +116,7 @@ def _step(result: dict[str, Any], name: str, started: float, outcome: str) -> No
 def _run(settings: Settings, store: BackupStore, spec: str, result: dict[str, Any],
          report: Callable[[str], None]) -> None:
     t = time.monotonic()
-    latest_or_day = spec == "latest" or (len(spec) == 10 and spec[4] == "-")
-    backup = store.find(spec, require="verified" if latest_or_day else "checksummed")
+    backup = store.find_to_restore(spec)
     manifest = store.read_manifest(backup.key_prefix)
     result.update(backup_id=backup.backup_id, backup_time=manifest["snapshot_time"],
                   source=manifest["source"], backup_location=store.uri(backup.key_prefix))
@@ -191,17 +190,9 @@ def _store_log(store: BackupStore, result: dict[str, Any]) -> None:
     key = f"{store.prefix}/recovery-tests/{day:%Y/%m}/{result['test_id']}"
     result["log_markdown"] = render_log(result)
     result["log_location"] = store.uri(key + ".md")
-    _put(store, key + ".md", result["log_markdown"].encode(), "text/markdown")
-    _put(store, key + ".json", json.dumps(result, indent=2, default=str).encode(),
-         "application/json")
-
-
-def _put(store: BackupStore, key: str, body: bytes, content_type: str) -> None:
-    extra = {"ServerSideEncryption": store.sse}
-    if store.sse == "aws:kms" and store.kms_key_id:
-        extra["SSEKMSKeyId"] = store.kms_key_id
-    store.client.put_object(Bucket=store.bucket, Key=key, Body=body, ContentType=content_type,
-                            **extra)
+    store.put_bytes(key + ".md", result["log_markdown"].encode(), "text/markdown")
+    store.put_bytes(key + ".json", json.dumps(result, indent=2, default=str).encode(),
+                    "application/json")
 
 
 def history(store: BackupStore, limit: int = 24) -> list[dict[str, Any]]:

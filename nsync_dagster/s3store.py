@@ -282,9 +282,14 @@ class BackupStore:
             "verified_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **details})
 
     def _put_json(self, key: str, data: dict[str, Any]) -> None:
+        self.put_bytes(key, json.dumps(data, indent=2, sort_keys=True).encode(),
+                       "application/json")
+
+    def put_bytes(self, key: str, body: bytes, content_type: str) -> None:
+        """Store a small object (a marker, a report) with the configured server-side
+        encryption."""
         self._call(f"write {key}", self.client.put_object, Bucket=self.bucket, Key=key,
-                   Body=json.dumps(data, indent=2, sort_keys=True).encode(),
-                   ContentType="application/json", **self._extra())
+                   Body=body, ContentType=content_type, **self._extra())
 
     # -- listing -------------------------------------------------------------------------------
     def list_backups(self) -> list[BackupInfo]:
@@ -313,6 +318,13 @@ class BackupStore:
         except (ClientError, BotoCoreError) as exc:
             raise BackupStoreError(_explain(exc, self.bucket, "list backups")) from None
         return sorted(found.values(), key=lambda b: (b.date, b.backup_id))
+
+    def find_to_restore(self, spec: str) -> BackupInfo:
+        """The backup a restore means: ``latest`` and dates pick only fully verified backups;
+        an explicit id may also be one that was read back but never restored (for example the
+        day staging failed)."""
+        latest_or_day = spec == "latest" or (len(spec) == 10 and spec[4] == "-")
+        return self.find(spec, require="verified" if latest_or_day else "checksummed")
 
     def find(self, spec: str, *, require: str = "verified") -> BackupInfo:
         """``latest``, a backup id, or a date (newest that day); must have status ``require``.

@@ -11,7 +11,6 @@ from nsync_dagster.deadline import EASTERN
 from nsync_dagster.errors import NsyncError
 from nsync_dagster.notify import Event
 from nsync_dagster.posture import read_posture
-from nsync_dagster.recovery import _put
 from nsync_dagster.redact import redact
 from nsync_dagster.resources import NotifierResource, NsyncResource, backup_store
 
@@ -66,8 +65,8 @@ def access_review(context: dg.AssetExecutionContext, nsync: NsyncResource, s3: S
     month = dt.date.fromisoformat(context.partition_key)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     key = f"{store.prefix}/access-reviews/{month:%Y/%m}/{stamp}"
-    _put(store, key + ".md", markdown.encode(), "text/markdown")
-    _put(store, key + ".json", access.to_json(result).encode(), "application/json")
+    store.put_bytes(key + ".md", markdown.encode(), "text/markdown")
+    store.put_bytes(key + ".json", access.to_json(result).encode(), "application/json")
     location = store.uri(key + ".md")
     for message in result.messages:
         context.log.warning(f"access deviation: {message}")
