@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test dev lint install clean demo-stop bench
+.PHONY: demo test test-unit dev lint install clean demo-stop bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check nsync_dagster nsync_dagster_tests benchmarks
 	$(BIN)/python -m pytest nsync_dagster_tests -q
+
+## make test-unit: the tests that need no server (seconds)
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest nsync_dagster_tests/unit -q
 
 ## make dev: Dagster UI and daemon on the embedded default (after make demo)
 dev: $(STAMP)

@@ -37,7 +37,8 @@ PHASES = ("preflight", "dump", "upload", "readback", "download", "restore", "ver
 # -- worker side: one cycle in a fresh process -------------------------------------------------
 def _instrument(timings: dict[str, list[float]]) -> None:
     """Record child-program wall times, manifest/verify scans and SHA-256 hashing time."""
-    from nsync_dagster import dbstats, s3store
+    from nsync_dagster.postgres import dbstats
+    from nsync_dagster.storage import s3store
 
     def add(key: str, seconds: float) -> None:
         timings.setdefault(key, []).append(round(seconds, 2))
@@ -74,8 +75,8 @@ def _instrument(timings: dict[str, list[float]]) -> None:
 def run_nsync(cfg: dict) -> dict:
     timings: dict[str, list[float]] = {}
     _instrument(timings)
-    from nsync_dagster import pipeline
-    from nsync_dagster.resources import backup_store, s3_from_env
+    from nsync_dagster.cycle import pipeline
+    from nsync_dagster.defs.resources import backup_store, s3_from_env
     from nsync_dagster.settings import Settings
 
     settings = Settings.from_env(cfg["env"])

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nsync_dagster import deadline
-from nsync_dagster.crypto import AgeKeys
 from nsync_dagster.errors import ConfigError
-from nsync_dagster.pgconn import PgTarget, tls_floor
+from nsync_dagster.postgres.pgconn import PgTarget, tls_floor
+from nsync_dagster.postgres.roles import DEFAULT_PLATFORM_ROLES
+from nsync_dagster.postgres.snapshot import DumpOptions
 from nsync_dagster.redact import register_secret
-from nsync_dagster.roles import DEFAULT_PLATFORM_ROLES
-from nsync_dagster.snapshot import DumpOptions
+from nsync_dagster.storage.crypto import AgeKeys
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,12 @@ The passwords are distinctive so the leak tests can search every output for them
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -226,3 +229,39 @@ def failure_text(result: dg.ExecuteInProcessResult) -> str:
 
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+ALL_SECRETS = (*SECRETS, STORAGE_PW)
+
+
+@pytest.fixture
+def cli_env(nsync_env, dagster_storage, tmp_path, monkeypatch) -> dict[str, str]:
+    for key, value in dagster_storage.items():  # this process reads the same instance
+        monkeypatch.setenv(key, value)
+    home = tmp_path / "dagster_pg_home"
+    home.mkdir()
+    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NSYNC_", "AWS_", "PG"))}
+    return {**env, **nsync_env, **dagster_storage, "DAGSTER_HOME": str(home)}
+
+
+def nsync(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nsync_dagster.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+
+
+def assert_no_secret(*texts: str) -> None:
+    for text in texts:
+        for secret in ALL_SECRETS:
+            assert secret not in text, f"secret leaked: ...{text[max(0, text.find(secret) - 80):]}"
+
+
+def event_log_text(home: str) -> str:
+    """Every event, run config and tag the instance stored, as one string."""
+    with dg.DagsterInstance.from_config(home) as instance:
+        parts = []
+        for run in instance.get_runs():
+            parts.append(json.dumps(run.run_config, default=str))
+            parts.append(json.dumps(run.tags, default=str))
+            parts.extend(str(e) for e in instance.all_logs(run.run_id))
+        return "\n".join(parts)

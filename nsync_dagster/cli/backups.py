@@ -10,11 +10,11 @@ import datetime as dt
 import sys
 
 from nsync_dagster import deadline
+from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.progress import human_bytes
-from nsync_dagster.resources import backup_store, s3_from_env
-from nsync_dagster.retention import policy_from_env
-from nsync_dagster.s3retention import apply, plan_store
 from nsync_dagster.settings import Settings
+from nsync_dagster.storage.retention import policy_from_env
+from nsync_dagster.storage.s3retention import apply, plan_store
 
 STATUS_HELP = ("verified = read back and restored successfully; checksummed = read back, not yet "
                "restored; uploaded = manifest written, not read back; incomplete = no manifest")

@@ -9,20 +9,21 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from nsync_dagster import deadline, records
+from nsync_dagster import deadline
 from nsync_dagster.cli.daily import instance
-from nsync_dagster.errors import NsyncError
-from nsync_dagster.notify import notifier_from_env
-from nsync_dagster.pgconn import check_dagster_storage_tls
-from nsync_dagster.preflight import (
+from nsync_dagster.cycle.preflight import (
     Preflight,
     check_bucket,
     check_not_same,
     check_production,
     check_staging,
 )
+from nsync_dagster.defs import records
+from nsync_dagster.defs.resources import backup_store, s3_from_env
+from nsync_dagster.errors import NsyncError
+from nsync_dagster.notify import notifier_from_env
+from nsync_dagster.postgres.pgconn import check_dagster_storage_tls
 from nsync_dagster.redact import redact
-from nsync_dagster.resources import backup_store, s3_from_env
 from nsync_dagster.settings import Settings
 
 TEST_MAX_AGE = dt.timedelta(days=31)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 import time
 
-from nsync_dagster import pipeline
-from nsync_dagster.pgconn import PgTarget
+from nsync_dagster.cycle import pipeline
+from nsync_dagster.defs.resources import backup_store, s3_from_env
+from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.progress import human_bytes
-from nsync_dagster.resources import backup_store, s3_from_env
 from nsync_dagster.settings import Settings
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from nsync_dagster import security
+from nsync_dagster.defs.resources import NotifierResource
 from nsync_dagster.redact import redact
-from nsync_dagster.resources import NotifierResource
+from nsync_dagster.security import parity
 from nsync_dagster.settings import Settings
 
 
@@ -24,7 +24,7 @@ def register(sub) -> None:
 def run_check_security(alert: bool, out=None) -> int:
     out = out or sys.stdout
     settings = Settings.from_env()
-    diffs, facts = security.compare(settings)
+    diffs, facts = parity.compare(settings)
     if not diffs:
         print(f"staging ({settings.staging.display}) is secured exactly like production "
               f"({settings.prod.display}): {facts['roles']} roles, {facts['objects']} objects "
@@ -34,5 +34,5 @@ def run_check_security(alert: bool, out=None) -> int:
     for d in diffs:
         print(f"  - {redact(str(d))}", file=out)
     if alert:
-        NotifierResource().deliver(security.drift_event(diffs))
+        NotifierResource().deliver(parity.drift_event(diffs))
     return 1

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
-from dagster_slack import SlackResource
+from slack_sdk import WebClient
 
 from nsync_dagster.notify.events import Event, NotificationError, redact_value
 from nsync_dagster.redact import redact
@@ -118,7 +118,7 @@ def slack_blocks(event: Event) -> list[dict[str, Any]]:
 
 
 class SlackChannel:
-    """Posts to one Slack channel with ``chat.postMessage`` through dagster-slack's client.
+    """Posts to one Slack channel with ``chat.postMessage`` with ``slack_sdk``'s ``WebClient``.
 
     Example:
         >>> SlackChannel("xoxb-…", "#nsync-alerts", name="slack_alerts").name
@@ -130,11 +130,10 @@ class SlackChannel:
         self.channel = channel
         self.name = name
         self.api_url = api_url or SLACK_API_URL
-        client = SlackResource(token=token).get_client()
-        client.base_url = self.api_url if self.api_url.endswith("/") else self.api_url + "/"
-        client.timeout = int(max(1, round(timeout_s)))
-        client.retry_handlers = []  # the router retries, with backoff
-        self._client = client
+        # no retry handlers: the router retries, with backoff
+        self._client = WebClient(
+            token=token, timeout=int(max(1, round(timeout_s))), retry_handlers=[],
+            base_url=self.api_url if self.api_url.endswith("/") else self.api_url + "/")
 
     def send(self, event: Event) -> None:
         """Post the message; raises NotificationError unless Slack answers ``ok: true``."""

@@ -2,9 +2,9 @@
 
 import dagster as dg
 
+from nsync_dagster.defs.records import NOTIFY_TEST_JOB
+from nsync_dagster.defs.resources import NotifierResource
 from nsync_dagster.notify import Event
-from nsync_dagster.records import NOTIFY_TEST_JOB
-from nsync_dagster.resources import NotifierResource
 
 
 @dg.op(description="Sends one 'test' event on every configured channel and records the result "

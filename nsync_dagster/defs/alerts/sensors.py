@@ -9,9 +9,9 @@ import json
 
 import dagster as dg
 
-from nsync_dagster import watch
+from nsync_dagster.defs.alerts import watch
 from nsync_dagster.defs.daily.jobs import daily_sync_job
-from nsync_dagster.resources import NotifierResource
+from nsync_dagster.defs.resources import NotifierResource
 from nsync_dagster.settings import Settings
 
 RUNNING = dg.DefaultSensorStatus.RUNNING

@@ -1,6 +1,6 @@
 """The daily cycle: production snapshot → verified S3 backup → staging mirror.
 
-Each asset body is a call into the plain library (``nsync_dagster.pipeline``); errors become a
+Each asset body is a call into the plain library (``nsync_dagster.cycle.pipeline``); errors become a
 failed step with a message that says what to fix, with every secret masked.
 """
 
@@ -12,10 +12,11 @@ from collections.abc import Iterator
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from nsync_dagster import deadline, pipeline
+from nsync_dagster import deadline
+from nsync_dagster.cycle import pipeline
+from nsync_dagster.defs.resources import NsyncResource, backup_store
 from nsync_dagster.progress import human_bytes
 from nsync_dagster.redact import redact
-from nsync_dagster.resources import NsyncResource, backup_store
 from nsync_dagster.settings import Settings
 
 # fresh = synced between 23:00 the evening before and 06:00 New York time (see deadline.py)

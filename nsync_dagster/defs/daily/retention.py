@@ -1,7 +1,7 @@
 """``backup_retention``: after each successful backup, delete what the retention policy lets go.
 
-The policy itself is pure (``nsync_dagster.retention``); applying it to the bucket, with Object
-Lock awareness, is ``nsync_dagster.s3retention``.
+The policy itself is pure (``nsync_dagster.storage.retention``); applying it to the
+bucket, with Object Lock awareness, is ``nsync_dagster.storage.s3retention``.
 """
 
 import datetime as dt
@@ -18,11 +18,11 @@ from nsync_dagster.defs.daily.assets import (
     s3_backup,
     staging_database,
 )
+from nsync_dagster.defs.resources import NsyncResource, backup_store
 from nsync_dagster.errors import BackupStoreError
 from nsync_dagster.redact import redact
-from nsync_dagster.resources import NsyncResource, backup_store
-from nsync_dagster.retention import class_for_date, policy_from_env
-from nsync_dagster.s3retention import apply, lock_configuration, lock_new_backup, plan_store
+from nsync_dagster.storage.retention import class_for_date, policy_from_env
+from nsync_dagster.storage.s3retention import apply, lock_configuration, lock_new_backup, plan_store
 
 
 @dg.asset(partitions_def=DAILY, group_name=GROUP, owners=OWNERS, kinds={"s3"},

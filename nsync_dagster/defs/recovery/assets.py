@@ -7,13 +7,13 @@ import os
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from nsync_dagster import recovery
+from nsync_dagster.cycle import recovery
 from nsync_dagster.defs.daily.assets import OWNERS, s3_backup
+from nsync_dagster.defs.records import last_recovery_test
+from nsync_dagster.defs.resources import NotifierResource, NsyncResource, backup_store
 from nsync_dagster.errors import ConfigError
 from nsync_dagster.notify import Event
-from nsync_dagster.records import last_recovery_test
 from nsync_dagster.redact import redact
-from nsync_dagster.resources import NotifierResource, NsyncResource, backup_store
 
 MONTHLY = dg.MonthlyPartitionsDefinition(start_date="2026-01-01", timezone="America/New_York",
                                          end_offset=1)

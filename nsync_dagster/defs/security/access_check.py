@@ -2,10 +2,10 @@
 
 import dagster as dg
 
-from nsync_dagster import access
 from nsync_dagster.defs.daily.assets import staging_database
+from nsync_dagster.defs.resources import NsyncResource
 from nsync_dagster.redact import redact
-from nsync_dagster.resources import NsyncResource
+from nsync_dagster.security import access
 
 
 @dg.asset_check(asset=staging_database, name="staging_access_list", blocking=False,

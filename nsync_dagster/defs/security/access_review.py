@@ -6,13 +6,13 @@ import datetime as dt
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from nsync_dagster import access
 from nsync_dagster.deadline import EASTERN
+from nsync_dagster.defs.resources import NotifierResource, NsyncResource, backup_store
 from nsync_dagster.errors import NsyncError
 from nsync_dagster.notify import Event
-from nsync_dagster.posture import read_posture
 from nsync_dagster.redact import redact
-from nsync_dagster.resources import NotifierResource, NsyncResource, backup_store
+from nsync_dagster.security import access
+from nsync_dagster.security.posture import read_posture
 
 MONTHLY = dg.MonthlyPartitionsDefinition(start_date="2026-01-01", timezone="America/New_York",
                                          end_offset=1)

@@ -2,10 +2,10 @@
 
 import dagster as dg
 
-from nsync_dagster import security
 from nsync_dagster.defs.daily.assets import staging_database
+from nsync_dagster.defs.resources import NotifierResource, NsyncResource
 from nsync_dagster.redact import redact
-from nsync_dagster.resources import NotifierResource, NsyncResource
+from nsync_dagster.security import parity
 
 
 @dg.asset_check(asset=staging_database, name="staging_security_parity", blocking=False,
@@ -16,12 +16,12 @@ from nsync_dagster.resources import NotifierResource, NsyncResource
 def staging_security_parity(context: dg.AssetCheckExecutionContext, nsync: NsyncResource,
                             notifier: NotifierResource) -> dg.AssetCheckResult:
     """Compares the live postures of production and staging, read as the configured roles."""
-    diffs, facts = security.compare(nsync.settings())
+    diffs, facts = parity.compare(nsync.settings())
     lines = [redact(str(d)) for d in diffs]
     for line in lines:
         context.log.warning(line)
     if diffs:
-        notifier.deliver(security.drift_event(diffs, context.run.run_id))
+        notifier.deliver(parity.drift_event(diffs, context.run.run_id))
     return dg.AssetCheckResult(
         passed=not diffs, severity=dg.AssetCheckSeverity.ERROR,
         description=(f"{len(lines)} difference(s): {lines[0]}" if lines else

@@ -1,0 +1,3 @@
+"""The daily cycle as plain steps (pre-flight, snapshot, backup, staging), restore-anywhere and the
+recovery test.
+"""

@@ -1,0 +1,165 @@
+"""Checks that run before any work starts, named and timed, all reported at once.
+
+A failed check means nothing was changed anywhere. Each failure says what is wrong and how to
+fix it; passwords never appear (URLs are shown as ``user@host:port/db``).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nsync_dagster.errors import NsyncError, PreflightError
+from nsync_dagster.postgres import pgbin, swap
+from nsync_dagster.postgres.pgconn import PgTarget, server_major
+from nsync_dagster.redact import redact
+from nsync_dagster.storage.s3store import BackupStore
+
+log = logging.getLogger("nsync.preflight")
+
+
+@dataclass
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+    seconds: float
+
+
+@dataclass
+class Preflight:
+    """Runs named checks; ``facts`` collects what they learned (versions, identities)."""
+
+    results: list[CheckResult] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def run(self, name: str, check: Callable[[], str]) -> bool:
+        start = time.monotonic()
+        try:
+            detail, ok = check(), True
+        except NsyncError as exc:
+            detail, ok = str(exc), False
+        except Exception as exc:  # an unexpected failure is still a failed check, reported
+            detail, ok = f"{type(exc).__name__}: {redact(exc)}", False
+        self.results.append(CheckResult(name, ok, redact(detail), time.monotonic() - start))
+        return ok
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [r for r in self.results if not r.ok]
+
+    def raise_if_failed(self) -> None:
+        if self.failures:
+            lines = "\n".join(f"  - {r.name}: {r.detail}" for r in self.failures)
+            raise PreflightError(f"{len(self.failures)} check(s) failed before any work "
+                                 f"started:\n{lines}")
+
+
+def _identity(target: PgTarget) -> tuple:
+    with target.connect() as conn:
+        row = conn.execute("""SELECT current_database(), d.oid, pg_postmaster_start_time(),
+                                     inet_server_port()
+                              FROM pg_database d WHERE d.datname = current_database()""").fetchone()
+    return tuple(str(v) for v in row)
+
+
+def same_database(a: PgTarget, b: PgTarget) -> bool:
+    """True when two URLs name one database (by URL, or by the server's identity)."""
+    if (a.host.lower(), a.port, a.dbname) == (b.host.lower(), b.port, b.dbname):
+        return True
+    try:
+        return _identity(a) == _identity(b)
+    except PreflightError:
+        return False
+
+
+def check_production(pf: Preflight, prod: PgTarget) -> None:
+    def connect() -> str:
+        with prod.connect() as conn:
+            major = server_major(conn)
+            pf.facts["prod_server_version"] = conn.info.parameter_status("server_version")
+            pf.facts["prod_major"] = major
+        return f"connected to {prod.display} (PostgreSQL {pf.facts['prod_server_version']})"
+
+    if pf.run("production reachable", connect):
+        pf.run("pg_dump new enough and connects",
+               lambda: _client_for(pf, "prod_major", "Dumping production", prod))
+
+
+def _client_for(pf: Preflight, fact: str, purpose: str, target: PgTarget) -> str:
+    """Pick the client programs and prove they can log in (TLS and password included)."""
+    tools = pgbin.for_server(pf.facts[fact], purpose=purpose, needs_tls=target.needs_tls())
+    out = subprocess.run([tools.tool("psql"), "-X", "-At", "-c", "SELECT 1", "-d",
+                          target.conninfo_without_password()], env=target.child_env(),
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise PreflightError(f"{tools.tool('psql')} cannot connect to {target.display} although "
+                             f"Python could: {redact(out.stderr).strip()}")
+    return f"{tools.version} in {tools.directory}"
+
+
+def check_staging(pf: Preflight, staging: PgTarget, maintenance_db: str) -> None:
+    maint = staging.with_db(maintenance_db)
+
+    def connect() -> str:
+        with maint.connect() as conn:
+            row = conn.execute("""SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles
+                                  WHERE rolname = current_user""").fetchone()
+            pf.facts["staging_major"] = server_major(conn)
+        superuser, createdb, createrole = row
+        if not (superuser or createdb):
+            raise PreflightError(
+                f"the staging role '{staging.user}' lacks CREATEDB: nsync builds the new copy "
+                f"beside the old one. Run 'ALTER ROLE {staging.user} CREATEDB' as an admin, or "
+                "use the project's owner role (on Neon: neondb_owner).")
+        pf.facts["staging_can_create_roles"] = bool(superuser or createrole)
+        return f"connected to {maint.display}; role may create databases"
+
+    def name_fits() -> str:
+        swap.names(staging.dbname)
+        return f"'{staging.dbname}' leaves room for the __nsync_next copy"
+
+    pf.run("staging database name fits", name_fits)
+    if pf.run("staging reachable with CREATEDB", connect):
+        pf.run("pg_restore available and connects",
+               lambda: _client_for(pf, "staging_major", "Restoring", maint))
+
+
+def check_not_same(pf: Preflight, prod: PgTarget, staging: PgTarget) -> None:
+    def check() -> str:
+        if same_database(prod, staging):
+            raise PreflightError(
+                "NSYNC_PROD_DATABASE_URL and NSYNC_STAGING_DATABASE_URL point at the same "
+                f"database ({prod.display}). Staging is dropped and rebuilt every day: give "
+                "it its own database (on Neon, a separate project or branch).")
+        return "production and staging are different databases"
+
+    pf.run("production and staging differ", check)
+
+
+def check_bucket(pf: Preflight, store: BackupStore) -> None:
+    def check() -> str:
+        store.check_access()
+        return f"{store.uri(store.prefix + '/')} writable"
+
+    pf.run("backup bucket writable", check)
+
+
+def daily_preflight(prod: PgTarget, staging: PgTarget, maintenance_db: str,
+                    store: BackupStore) -> Preflight:
+    """Everything the daily job needs, checked before it dumps anything."""
+    pf = Preflight()
+    if store.age is not None and store.age.enabled:
+        pf.run("client-side encryption keys", lambda: store.age.check(need_identity=True))
+    check_production(pf, prod)
+    check_staging(pf, staging, maintenance_db)
+    check_not_same(pf, prod, staging)
+    check_bucket(pf, store)
+    for r in pf.results:
+        log.info("check %s: %s (%.2fs) %s", r.name, "ok" if r.ok else "FAILED", r.seconds, r.detail)
+    pf.raise_if_failed()
+    return pf

@@ -1,0 +1,208 @@
+"""The recovery test: restore a backup from S3 into a scratch database, prove it, log it.
+
+Steps: pick the backup (newest verified by default), download it and check every object's
+SHA-256, create its roles (no passwords), restore into the scratch database, verify against
+the manifest (row counts, checksums, sequences, roles), run the smoke queries, measure RTO
+(download + restore + verify) and RPO (age of the data at test time), drop the scratch
+database, render ``templates/recovery-test-log.md`` and store the log (markdown and JSON) in S3
+under ``PREFIX/recovery-tests/YYYY/MM/``. A failed test still writes its log, then raises.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import string
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from psycopg import sql
+
+from nsync_dagster.cycle import pipeline
+from nsync_dagster.cycle.preflight import same_database
+from nsync_dagster.deadline import EASTERN
+from nsync_dagster.errors import NsyncError, PreflightError
+from nsync_dagster.postgres.pgconn import PgTarget
+from nsync_dagster.redact import redact
+from nsync_dagster.settings import Settings
+from nsync_dagster.storage.s3store import BackupStore
+
+log = logging.getLogger("nsync.recovery")
+REPO = Path(__file__).resolve().parents[1]
+
+
+class RecoveryTestFailed(NsyncError):
+    """The restore, the verification or a smoke query failed; the log says which."""
+
+
+def _template(name: str) -> str:
+    path = REPO / "templates" / name
+    if path.exists():
+        return path.read_text()
+    return resources.files("nsync_dagster").joinpath(f"templates/{name}").read_text()
+
+
+def smoke_queries(env: dict[str, str] | None = None) -> list[str]:
+    env = os.environ if env is None else env
+    path = env.get("NSYNC_SMOKE_SQL")
+    text = Path(path).read_text() if path else _template("smoke-queries.sql")
+    lines = [line for line in text.splitlines() if not line.strip().startswith("--")]
+    return [q.strip() for q in "\n".join(lines).split(";") if q.strip()]
+
+
+def run_smoke(target: PgTarget, queries: list[str]) -> list[tuple[str, bool, str]]:
+    """Each query must return a row, and true when its first column is a boolean."""
+    out = []
+    with target.connect() as conn:
+        for query in queries:
+            try:
+                row = conn.execute(query).fetchone()
+            except Exception as exc:  # a failing query is a result to report, not a crash
+                out.append((query, False, f"error: {redact(exc).strip()}"))
+                continue
+            ok = row is not None and (row[0] is not False)
+            out.append((query, ok, "no rows" if row is None else f"returned {row[0]!r}"))
+    return out
+
+
+def scratch_target(settings: Settings, backup_id: str) -> PgTarget:
+    """NSYNC_SCRATCH_DATABASE_URL (owned by nsync: dropped and recreated), or a temporary
+    database on the staging server."""
+    if settings.scratch_url:
+        target = PgTarget("scratch", settings.scratch_url, "NSYNC_SCRATCH_DATABASE_URL")
+        target.validate()
+        return target
+    return settings.staging.with_db(f"nsync_recovery_test_{backup_id.lower()}")
+
+
+def _drop(settings: Settings, target: PgTarget) -> None:
+    with target.with_db(settings.maintenance_db).connect() as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(target.dbname)))
+
+
+def run_recovery_test(settings: Settings, store: BackupStore, spec: str = "latest", *,
+                      ran_by: str = "", report: Callable[[str], None] = log.info
+                      ) -> dict[str, Any]:
+    """Run one recovery test; returns the result (also stored in S3). Raises on failure."""
+    started_at = dt.datetime.now(dt.UTC)
+    test_id = started_at.strftime("%Y%m%dT%H%M%SZ")
+    result: dict[str, Any] = {"test_id": test_id, "started_at": started_at.isoformat(),
+                              "ran_by": ran_by or f"nsync on {socket.gethostname()}",
+                              "steps": [], "smoke": [], "deviations": []}
+    try:
+        _run(settings, store, spec, result, report)
+        result["result"] = "PASSED"
+    except Exception as exc:
+        result["result"] = "FAILED"
+        result["deviations"].append(redact(str(exc)))
+        _store_log(store, result)
+        raise RecoveryTestFailed(f"recovery test {test_id} failed: {redact(exc)}") from None
+    _store_log(store, result)
+    return result
+
+
+def _step(result: dict[str, Any], name: str, started: float, outcome: str) -> None:
+    result["steps"].append({"step": name, "seconds": round(time.monotonic() - started, 2),
+                            "outcome": outcome})
+
+
+def _run(settings: Settings, store: BackupStore, spec: str, result: dict[str, Any],
+         report: Callable[[str], None]) -> None:
+    t = time.monotonic()
+    backup = store.find_to_restore(spec)
+    manifest = store.read_manifest(backup.key_prefix)
+    result.update(backup_id=backup.backup_id, backup_time=manifest["snapshot_time"],
+                  source=manifest["source"], backup_location=store.uri(backup.key_prefix))
+    _step(result, "choose backup", t, f"{backup.backup_id} ({backup.status})")
+    target = scratch_target(settings, backup.backup_id)
+    for other, name in ((settings.prod, "production"), (settings.staging, "live staging")):
+        if other.url and same_database(target, other):
+            raise PreflightError(f"the recovery-test database {target.display} is the {name} "
+                                 "database; point NSYNC_SCRATCH_DATABASE_URL elsewhere")
+    result["target"] = target.display
+    t = time.monotonic()
+    pipeline.prepare_empty_database(settings, target, manifest["database"], force=True,
+                                    report=report)
+    _step(result, "create scratch database", t, target.display)
+    try:
+        restored = pipeline.restore_verified(settings, store, backup.key_prefix, target, report)
+        for key, label in (("download_s", "download and check SHA-256"),
+                           ("restore_s", "restore (pg_restore)"),
+                           ("verify_s", "verify against the manifest")):
+            result["steps"].append({"step": label, "seconds": restored[key], "outcome": "ok"})
+        result["verification"] = restored["verification"]
+        t = time.monotonic()
+        smoke = run_smoke(target, smoke_queries())
+        result["smoke"] = [{"query": q, "ok": ok, "detail": d} for q, ok, d in smoke]
+        failed = [q for q, ok, _ in smoke if not ok]
+        _step(result, "smoke queries", t, f"{len(smoke) - len(failed)}/{len(smoke)} passed")
+        if failed:
+            raise RecoveryTestFailed(f"{len(failed)} smoke quer{'y' if len(failed) == 1 else 'ies'}"
+                                     f" failed: {failed[0][:120]}")
+        result["rto_s"] = round(restored["download_s"] + restored["restore_s"]
+                                + restored["verify_s"], 2)
+        snapshot = dt.datetime.fromisoformat(manifest["snapshot_time"])
+        result["rpo_s"] = round(dt.datetime.now(dt.UTC).timestamp() - snapshot.timestamp())
+    finally:
+        t = time.monotonic()
+        _drop(settings, target)
+        _step(result, "drop scratch database", t, "dropped")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "not measured (the test failed)"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    hours = seconds / 3600
+    return f"{hours:.1f} h" if hours >= 2 else f"{seconds / 60:.1f} min"
+
+
+def render_log(result: dict[str, Any]) -> str:
+    started = dt.datetime.fromisoformat(result["started_at"]).astimezone(EASTERN)
+    verification = result.get("verification")
+    return string.Template(_template("recovery-test-log.md")).safe_substitute(
+        date=f"{started:%Y-%m-%d %H:%M %Z}", test_id=result["test_id"], result=result["result"],
+        ran_by=result["ran_by"], backup_id=result.get("backup_id", "—"),
+        backup_time=result.get("backup_time", "—"), source=result.get("source", "—"),
+        backup_location=result.get("backup_location", "—"), target=result.get("target", "—"),
+        rto=_duration(result.get("rto_s")), rpo=_duration(result.get("rpo_s")),
+        steps="\n".join(f"| {s['step']} | {s['seconds']} | {s['outcome']} |"
+                        for s in result["steps"]) or "| — | — | — |",
+        verification=(f"{verification['tables']} tables, {verification['rows']:,} rows and "
+                      f"{verification['sequences']} sequences match the manifest"
+                      + (" including content checksums" if verification["checksums_compared"]
+                         else "") if verification else "not reached"),
+        smoke="\n".join(f"| `{s['query'][:80]}` | {'ok' if s['ok'] else 'FAILED'}: {s['detail']} |"
+                        for s in result["smoke"]) or "| — | not run |",
+        deviations="\n".join(f"- {d}" for d in result["deviations"]) or "None.")
+
+
+def _store_log(store: BackupStore, result: dict[str, Any]) -> None:
+    day = dt.datetime.fromisoformat(result["started_at"]).astimezone(EASTERN)
+    key = f"{store.prefix}/recovery-tests/{day:%Y/%m}/{result['test_id']}"
+    result["log_markdown"] = render_log(result)
+    result["log_location"] = store.uri(key + ".md")
+    store.put_bytes(key + ".md", result["log_markdown"].encode(), "text/markdown")
+    store.put_bytes(key + ".json", json.dumps(result, indent=2, default=str).encode(),
+                    "application/json")
+
+
+def history(store: BackupStore, limit: int = 24) -> list[dict[str, Any]]:
+    """The newest recovery-test results (from their JSON logs), newest first."""
+    paginator = store.client.get_paginator("list_objects_v2")
+    keys = [obj["Key"] for page in paginator.paginate(
+        Bucket=store.bucket, Prefix=f"{store.prefix}/recovery-tests/")
+        for obj in page.get("Contents", []) if obj["Key"].endswith(".json")]
+    out = []
+    for key in sorted(keys, reverse=True)[:limit]:
+        body = store.client.get_object(Bucket=store.bucket, Key=key)["Body"].read()
+        out.append(json.loads(body))
+    return out

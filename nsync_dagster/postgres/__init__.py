@@ -1,0 +1,3 @@
+"""Everything that talks to PostgreSQL: connection targets, client binaries, snapshot, restore,
+roles, swap, table statistics.
+"""

@@ -1,0 +1,146 @@
+"""Facts about a database's contents that a restored copy must reproduce exactly.
+
+The same queries run on production (inside the dump's snapshot) and on the restored copy, so
+the comparison is like for like: exact row counts and an order-independent content checksum
+per table, sequence positions, materialized-view state, role definitions and memberships.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from nsync_dagster.postgres.pgconn import quote_ident, server_major
+
+USER_SCHEMAS = """
+    n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+    AND n.nspname !~ '^pg_(toast_)?temp_'
+    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                    AND d.objid = c.oid AND d.deptype = 'e')
+"""
+
+
+def _relations(cur: psycopg.Cursor, kinds: str) -> list[tuple[str, str]]:
+    cur.execute(f"""
+        SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = ANY(%s) AND {USER_SCHEMAS} ORDER BY 1, 2""", (list(kinds),))
+    return [(s, r) for s, r in cur.fetchall()]
+
+
+class TableLocked(Exception):
+    """A table stayed locked (by a migration, say) longer than the session's lock_timeout."""
+
+    def __init__(self, table: str) -> None:
+        super().__init__(table)
+        self.table = table
+
+
+def table_stats(cur: psycopg.Cursor, *, checksums: bool) -> dict[str, dict[str, Any]]:
+    """``{"schema.table": {"rows": N, "checksum": "S"}}`` for every user table (leaf tables)."""
+    out: dict[str, dict[str, Any]] = {}
+    for schema, rel in _relations(cur, "r"):
+        qualified = f"{quote_ident(schema)}.{quote_ident(rel)}"
+        try:
+            out[f"{schema}.{rel}"] = _one_table(cur, qualified, checksums)
+        except psycopg.errors.LockNotAvailable:
+            raise TableLocked(f"{schema}.{rel}") from None
+    return out
+
+
+def _one_table(cur: psycopg.Cursor, qualified: str, checksums: bool) -> dict[str, Any]:
+    if checksums:
+        cur.execute(f"SELECT count(*), coalesce(sum(hashtext(t::text)::bigint), 0)::text "
+                    f"FROM ONLY {qualified} t")
+        rows, checksum = cur.fetchone()
+        return {"rows": rows, "checksum": checksum}
+    cur.execute(f"SELECT count(*) FROM ONLY {qualified}")
+    return {"rows": cur.fetchone()[0]}
+
+
+def matview_stats(cur: psycopg.Cursor) -> dict[str, dict[str, Any]]:
+    """Materialized views and whether they hold data (their rows follow from their query)."""
+    cur.execute(f"""
+        SELECT n.nspname, c.relname, c.relispopulated FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'm' AND {USER_SCHEMAS} ORDER BY 1, 2""")
+    return {f"{s}.{r}": {"populated": p} for s, r, p in cur.fetchall()}
+
+
+def sequence_stats(cur: psycopg.Cursor) -> dict[str, dict[str, Any]]:
+    """``{"schema.seq": {"last_value": N, "is_called": bool}}`` for every user sequence."""
+    out: dict[str, dict[str, Any]] = {}
+    for schema, seq in _relations(cur, "S"):
+        cur.execute(f"SELECT last_value, is_called FROM {quote_ident(schema)}.{quote_ident(seq)}")
+        last_value, is_called = cur.fetchone()
+        out[f"{schema}.{seq}"] = {"last_value": int(last_value), "is_called": bool(is_called)}
+    return out
+
+
+ROLE_ATTRIBUTES = ("rolsuper", "rolinherit", "rolcreaterole", "rolcreatedb", "rolcanlogin",
+                   "rolreplication", "rolbypassrls", "rolconnlimit", "rolvaliduntil")
+
+
+def roles(cur: psycopg.Cursor) -> list[dict[str, Any]]:
+    """Every role except the predefined ``pg_*`` ones, with its attributes (never passwords)."""
+    cur.execute(f"""SELECT rolname, {', '.join(ROLE_ATTRIBUTES)} FROM pg_roles
+                    WHERE rolname !~ '^pg_' ORDER BY rolname""")
+    out = []
+    for row in cur.fetchall():
+        item = {"name": row[0]}
+        for key, value in zip(ROLE_ATTRIBUTES, row[1:], strict=True):
+            item[key] = value.isoformat() if hasattr(value, "isoformat") else value
+        out.append(item)
+    return out
+
+
+def memberships(cur: psycopg.Cursor) -> list[dict[str, Any]]:
+    """Role memberships with their options (inherit/set exist from PostgreSQL 16 on)."""
+    if server_major(cur.connection) >= 16:
+        options = "m.admin_option, m.inherit_option, m.set_option"
+    else:
+        options = "m.admin_option, mem.rolinherit, true"
+    cur.execute(f"""
+        SELECT r.rolname, mem.rolname, g.rolname, {options}
+        FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
+        JOIN pg_roles mem ON mem.oid = m.member LEFT JOIN pg_roles g ON g.oid = m.grantor
+        ORDER BY 1, 2, 3""")
+    return [{"role": r, "member": m, "grantor": g, "admin": a, "inherit": i, "set": s}
+            for r, m, g, a, i, s in cur.fetchall()]
+
+
+def database_facts(cur: psycopg.Cursor) -> dict[str, Any]:
+    """Owner, encoding, comment and ACL of the current database (not carried by the dump)."""
+    cur.execute("""
+        SELECT d.datname, pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding),
+               d.datcollate, d.datctype, d.datconnlimit, d.datacl::text[],
+               shobj_description(d.oid, 'pg_database')
+        FROM pg_database d WHERE d.datname = current_database()""")
+    name, owner, encoding, collate, ctype, connlimit, acl, comment = cur.fetchone()
+    return {"name": name, "owner": owner, "encoding": encoding, "collate": collate,
+            "ctype": ctype, "connection_limit": connlimit, "acl": acl, "comment": comment}
+
+
+def compare(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
+    """Differences between two data-fact sets (tables, matviews, sequences), one line each."""
+    problems: list[str] = []
+    for section in ("tables", "matviews", "sequences"):
+        want, got = expected.get(section, {}), actual.get(section, {})
+        for name in sorted(set(want) - set(got)):
+            problems.append(f"{section[:-1]} {name} is missing")
+        for name in sorted(set(got) - set(want)):
+            problems.append(f"{section[:-1]} {name} exists but is not in the backup")
+        for name in sorted(set(want) & set(got)):
+            for key, value in want[name].items():
+                if key in got[name] and got[name][key] != value:
+                    problems.append(f"{section[:-1]} {name}: {key} is {got[name][key]}, "
+                                    f"expected {value}")
+    return problems
+
+
+def data_facts(cur: psycopg.Cursor, *, checksums: bool) -> dict[str, Any]:
+    """Tables, materialized views and sequences of the connected database."""
+    # inside the snapshot transaction the setting must not outlive it
+    cur.execute("SELECT set_config('row_security', 'off', %s)", (not cur.connection.autocommit,))
+    return {"tables": table_stats(cur, checksums=checksums), "matviews": matview_stats(cur),
+            "sequences": sequence_stats(cur)}

@@ -1,0 +1,198 @@
+"""Restore a directory-format dump into an empty database as a non-superuser, exactly.
+
+``pg_restore`` run naively by a non-superuser fails in three known ways, each handled here on
+purpose instead of ignoring errors:
+
+1. ``ALTER ... OWNER TO r`` needs ``r`` to hold CREATE on the schema, but schema grants are
+   restored last. Phase A restores schemas and their ACLs first.
+2. Objects owned by a role the restorer cannot become (the platform's ``cloud_admin``: default
+   privileges Neon sets) cannot be restored by anyone but a superuser. They are listed in the
+   TOC with that owner, skipped, and reported by name. Subscriptions are never restored (a
+   staging copy must not replicate from production).
+3. ``REFRESH MATERIALIZED VIEW`` over a table with forced row-level security fails under
+   pg_restore's ``row_security = off``. Phase C refreshes materialized views with row security
+   on, so each view is computed under its owner's policies exactly as production computes it.
+
+Any error in any phase fails the restore.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from nsync_dagster.errors import RestoreError
+from nsync_dagster.postgres import pgbin, roles
+from nsync_dagster.postgres.pgconn import PgTarget, quote_ident
+from nsync_dagster.redact import redact
+
+log = logging.getLogger("nsync.restore")
+_TOC_LINE = re.compile(r"^(?P<id>\d+); (?P<catalog>\d+) (?P<oid>\d+) (?P<desc>.+)$")
+_PHASE_A = re.compile(r"^(SCHEMA - |ACL - SCHEMA )")
+_PHASE_C = re.compile(r"^MATERIALIZED VIEW DATA ")
+_NEVER = re.compile(r"^(SUBSCRIPTION|SUBSCRIPTION TABLE|COMMENT - SUBSCRIPTION) ")
+
+
+@dataclass
+class TocEntry:
+    line: str
+    desc: str
+    owner: str
+
+
+@dataclass
+class RestorePlan:
+    """The TOC split into phases, plus what is skipped and why."""
+
+    phase_a: list[str] = field(default_factory=list)
+    phase_b: list[str] = field(default_factory=list)
+    phase_c: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    owners: set[str] = field(default_factory=set)
+
+
+def read_toc(tools: pgbin.PgBin, dump_dir: Path) -> list[TocEntry]:
+    out = subprocess.run([tools.tool("pg_restore"), "-l", str(dump_dir)], capture_output=True,
+                         text=True, timeout=600)
+    if out.returncode != 0:
+        raise RestoreError(f"pg_restore cannot read the dump's table of contents: {out.stderr}")
+    entries = []
+    for line in out.stdout.splitlines():
+        m = _TOC_LINE.match(line)
+        if m:
+            desc = m.group("desc")
+            entries.append(TocEntry(line, desc, desc.rsplit(" ", 1)[-1] if " " in desc else ""))
+    return entries
+
+
+_PARTIAL_SKIP = re.compile(r"^(FK CONSTRAINT|MATERIALIZED VIEW DATA) ")
+
+
+def _data_table(desc: str) -> str | None:
+    """``schema.table`` of a TABLE DATA entry, else None."""
+    if desc.startswith("TABLE DATA "):
+        parts = desc[len("TABLE DATA "):].split(" ")
+        if len(parts) >= 2:
+            return f"{parts[0]}.{parts[1]}"
+    return None
+
+
+def plan(entries: Iterable[TocEntry], platform: Iterable[str],
+         tables: set[str] | None = None) -> RestorePlan:
+    """Split the TOC into phases. With ``tables`` (a partial restore) every definition is
+    restored but data only for those tables, without foreign keys (their referenced rows may
+    be missing) and without materialized-view data."""
+    result = RestorePlan()
+    platform = tuple(platform)
+    for e in entries:
+        data_of = _data_table(e.desc)
+        if tables is not None and data_of is not None and data_of not in tables:
+            continue
+        if tables is not None and _PARTIAL_SKIP.match(e.desc):
+            result.skipped.append(f"{e.desc} (partial restore)")
+        elif _NEVER.match(e.desc):
+            result.skipped.append(f"{e.desc} (subscriptions are never copied to staging)")
+        elif e.owner and roles.is_platform(e.owner, platform):
+            result.skipped.append(f"{e.desc} (owned by platform role {e.owner})")
+        elif _PHASE_A.match(e.desc):
+            result.phase_a.append(e.line)
+        elif _PHASE_C.match(e.desc):
+            result.phase_c.append(e.line)
+        else:
+            result.phase_b.append(e.line)
+        if e.owner and not roles.is_platform(e.owner, platform):
+            result.owners.add(e.owner)
+    return result
+
+
+def _run_phase(tools: pgbin.PgBin, target: PgTarget, dump_dir: Path, lines: list[str],
+               list_file: Path, *, jobs: int, row_security: bool, timeout_s: int) -> None:
+    if not lines:
+        return
+    list_file.write_text("\n".join(lines) + "\n")
+    args = [tools.tool("pg_restore"), "-d", target.conninfo_without_password(), "-L",
+            str(list_file), "--exit-on-error", "--no-subscriptions", "-j", str(jobs)]
+    if row_security:
+        args.append("--enable-row-security")
+    args.append(str(dump_dir))
+    try:
+        out = subprocess.run(args, env=target.child_env(), capture_output=True, text=True,
+                             timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise RestoreError(f"pg_restore did not finish within {timeout_s}s") from None
+    if out.returncode != 0 or "errors ignored on restore" in out.stderr:
+        raise RestoreError(f"pg_restore failed ({list_file.stem}): "
+                           f"{redact(out.stderr).strip()[-1500:]}")
+
+
+def _parse_acl_item(item: str) -> tuple[str, str, bool] | None:
+    m = re.match(r'^(?P<grantee>"(?:[^"]|"")*"|[^=]*)=(?P<privs>[a-zA-Z*]*)/', item)
+    if not m:
+        return None
+    grantee = m.group("grantee")
+    if grantee.startswith('"'):
+        grantee = grantee[1:-1].replace('""', '"')
+    names = {"C": "CREATE", "c": "CONNECT", "T": "TEMPORARY"}
+    privs = [names[ch] for ch in m.group("privs") if ch in names]
+    return grantee, ", ".join(privs), "*" in m.group("privs")
+
+
+def apply_database_facts(conn: psycopg.Connection, dbname: str, facts: dict[str, Any]) -> None:
+    """Give the new database production's database-level ACL and comment."""
+    cur = conn.cursor()
+    db = quote_ident(dbname)
+    if facts.get("acl") is not None:
+        cur.execute(f"REVOKE ALL ON DATABASE {db} FROM PUBLIC")
+        for item in facts["acl"]:
+            parsed = _parse_acl_item(item)
+            if not parsed or not parsed[1]:
+                continue
+            grantee, privs, grantable = parsed
+            if grantee == facts["owner"]:
+                continue
+            who = "PUBLIC" if grantee == "" else quote_ident(grantee)
+            cur.execute(f"GRANT {privs} ON DATABASE {db} TO {who}"
+                        + (" WITH GRANT OPTION" if grantable else ""))
+    if facts.get("comment") is not None:
+        cur.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+            sql.Identifier(dbname), sql.Literal(facts["comment"])))
+
+
+def restore_dump(dump_dir: Path, target: PgTarget, manifest: dict[str, Any], *, jobs: int,
+                 platform: Iterable[str], timeout_s: int, tables: set[str] | None = None,
+                 report: Callable[[str], None] = log.info) -> dict[str, Any]:
+    """Restore ``dump_dir`` into the (empty, existing) database ``target``."""
+    with target.connect() as conn:
+        tools = pgbin.for_server(max(conn.info.server_version // 10000,
+                                     int(str(manifest["pg_dump_version"]).split(".")[0])),
+                                 purpose="Restoring into staging",
+                                 needs_tls=target.needs_tls())
+        entries = read_toc(tools, dump_dir)
+        the_plan = plan(entries, platform, tables)
+        work = dump_dir.parent
+        with roles.acting_as(conn, the_plan.owners) as elevated:
+            if elevated:
+                report(f"temporarily acting as {', '.join(elevated)} for the restore")
+            _run_phase(tools, target, dump_dir, the_plan.phase_a, work / "phase-a-schemas.list",
+                       jobs=1, row_security=False, timeout_s=timeout_s)
+            _run_phase(tools, target, dump_dir, the_plan.phase_b, work / "phase-b-objects.list",
+                       jobs=jobs, row_security=False, timeout_s=timeout_s)
+            _run_phase(tools, target, dump_dir, the_plan.phase_c, work / "phase-c-matviews.list",
+                       jobs=1, row_security=True, timeout_s=timeout_s)
+        try:
+            apply_database_facts(conn, target.dbname, manifest["database"])
+        except psycopg.Error as exc:
+            raise RestoreError(f"cannot apply the database's grants/comment: "
+                               f"{redact(exc)}") from None
+    for item in the_plan.skipped:
+        report(f"skipped: {item}")
+    return {"pg_restore_version": tools.version, "toc_entries": len(entries),
+            "skipped": the_plan.skipped, "temporarily_acted_as": elevated}

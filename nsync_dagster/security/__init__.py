@@ -1,0 +1,1 @@
+"""Staging's security posture: reading it, comparing it with production's, the access review."""

@@ -1,0 +1,47 @@
+"""Staging's security posture against production's, live: the comparison behind the
+``staging_security_parity`` check and ``nsync check security``.
+
+One difference is expected and filtered: on PostgreSQL 16+ a CREATEROLE role that creates a
+role is given ADMIN on it automatically, so the staging admin holds ADMIN on the roles the sync
+created. It needs that to give those roles staging's own passwords, and it grants no access to
+data (no SET, no INHERIT).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nsync_dagster.notify import alerts
+from nsync_dagster.notify.events import Event
+from nsync_dagster.security.posture import Difference, diff_posture, posture_digest, read_posture
+from nsync_dagster.settings import Settings
+
+
+def _expected(d: Difference, staging_admin: str) -> bool:
+    return (d.kind == "membership" and d.subject.startswith(f"membership of {staging_admin} in ")
+            and not d.production and [tuple(x) for x in d.staging] == [(True, False, False)])
+
+
+def compare(settings: Settings) -> tuple[list[Difference], dict[str, Any]]:
+    """Read both postures with the configured roles and list what differs."""
+    with settings.prod.connect() as conn:
+        prod = read_posture(conn, settings.platform_roles)
+    with settings.staging.connect() as conn:
+        staging = read_posture(conn, settings.platform_roles)
+    diffs = [d for d in diff_posture(prod, staging,
+                                     staging_only_roles_ok=settings.staging_only_roles)
+             if not _expected(d, settings.staging.user)]
+    facts = {"production_digest": posture_digest(prod), "staging_digest": posture_digest(staging),
+             "roles": len(prod["roles"]), "objects": len(prod["objects"])}
+    return diffs, facts
+
+
+def drift_event(diffs: list[Difference], run_id: str | None = None) -> Event:
+    lines = [str(d) for d in diffs]
+    return Event(event="security_drift", severity="error",
+                 summary=f"Staging's security posture differs from production's in "
+                         f"{len(lines)} place(s): {lines[0] if lines else ''}"[:300],
+                 details={"differences": lines[:50], "count": len(lines)},
+                 runbook=alerts.runbook("incident-response.md", "security-drift"),
+                 run_url=alerts.run_url(run_id) if run_id else None,
+                 dedup_key="nsync-security-drift")

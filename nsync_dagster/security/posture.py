@@ -1,0 +1,287 @@
+"""The security posture of a database: everything that decides who can do what.
+
+``read_posture`` runs as the connected role, which on Neon is the non-superuser owner
+(``neondb_owner``), and reads only catalogs such a role may read. The result is a plain,
+JSON-serialisable dict keyed by stable names (``schema.name``, function signatures), never by
+OIDs, so the posture of production and of its staging copy can be compared with
+``diff_posture`` (in :mod:`nsync_dagster.security.posture_diff`, re-exported here).
+
+Top-level keys of the posture dict:
+
+* ``reader``: who read it (role, superuser, server major) -- informational, not compared;
+* ``platform_roles``: the roles the platform manages (never compared);
+* ``roles``: ``{name: {login, superuser, createdb, createrole, inherit, bypassrls,
+  replication, connection_limit, valid_until, password_set}}`` (``pg_*`` excluded);
+  ``password_set`` is ``True``/``False`` when the reader may read ``pg_authid`` (a superuser,
+  or a member of ``pg_read_all_data`` -- Neon's owner is one, through ``neon_superuser``),
+  otherwise ``"unknown"`` (and ``diff_posture`` never reports an unknown);
+* ``memberships``: sorted ``[role, member, admin, inherit, set]`` rows (grantor ignored);
+* ``database``: ``{owner, acl}`` of the connected database;
+* ``objects``: ``{"table app.users": {owner, acl}}`` for schemas, tables, views, materialized
+  views, partitions, foreign tables, sequences, functions, procedures, types and domains;
+* ``columns``: ``{"column app.users.email": acl}`` for columns that carry their own grants;
+* ``default_privileges``: ``{"default privileges of R in schema S on tables": acl}``;
+* ``rls``: ``{"app.projects": {enabled, forced}}`` for tables with either flag set;
+* ``policies``: ``{"app.projects tenant_isolation": {table, name, command, permissive, roles,
+  using, with_check}}``;
+* ``extensions``: ``{name: {version, schema}}``;
+* ``settings``: security-relevant server settings the reader can see.
+
+An ``acl`` is a sorted list of ``[grantee, privilege]`` pairs: ``grantee`` is a role name,
+``PUBLIC``, or ``(owner)`` for the object's owner (so a change of owner shows once, as an
+owner difference); ``privilege`` is e.g. ``SELECT`` or ``SELECT WITH GRANT OPTION``. A NULL ACL
+is expanded to the built-in default (``acldefault``), so "default" equals "explicitly the
+default". Grantors are ignored. System schemas and objects belonging to extensions are left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import psycopg
+
+from nsync_dagster.postgres.pgconn import server_major
+from nsync_dagster.security.posture_diff import (
+    OWNER_TOKEN,
+    Difference,
+    diff_posture,
+    posture_digest,
+)
+
+__all__ = ["Difference", "diff_posture", "posture_digest", "read_posture", "OWNER_TOKEN",
+           "SETTINGS"]
+
+SETTINGS = ("ssl", "password_encryption", "row_security", "log_connections",
+            "log_disconnections", "idle_in_transaction_session_timeout", "statement_timeout")
+ROLE_FLAGS = (("login", "rolcanlogin"), ("superuser", "rolsuper"), ("createdb", "rolcreatedb"),
+              ("createrole", "rolcreaterole"), ("inherit", "rolinherit"),
+              ("bypassrls", "rolbypassrls"), ("replication", "rolreplication"))
+
+_USER_NSP = "({n}.nspname !~ '^pg_' AND {n}.nspname <> 'information_schema')"
+
+
+def _not_ext(catalog: str, oid: str) -> str:
+    return (f"NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = "
+            f"'pg_catalog.{catalog}'::pg_catalog.regclass AND d.objid = {oid} "
+            f"AND d.deptype = 'e')")
+
+
+_SCHEMAS = f"""
+    SELECT 'schema ' || n.nspname, n.nspowner, a.grantee, a.privilege_type, a.is_grantable
+    FROM pg_namespace n
+    LEFT JOIN LATERAL aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a ON true
+    WHERE {_USER_NSP.format(n='n')} AND {_not_ext('pg_namespace', 'n.oid')}"""
+
+_RELATIONS = f"""
+    SELECT CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'partitioned table'
+                WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
+                WHEN 'f' THEN 'foreign table' ELSE 'sequence' END
+           || ' ' || n.nspname || '.' || c.relname,
+           c.relowner, a.grantee, a.privilege_type, a.is_grantable
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault(
+        CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END::"char", c.relowner))) a ON true
+    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND {_USER_NSP.format(n='n')}
+      AND {_not_ext('pg_class', 'c.oid')}"""
+
+_COLUMNS = f"""
+    SELECT 'column ' || n.nspname || '.' || c.relname || '.' || t.attname,
+           c.relowner, a.grantee, a.privilege_type, a.is_grantable
+    FROM pg_attribute t JOIN pg_class c ON c.oid = t.attrelid
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN LATERAL aclexplode(t.attacl) a ON true
+    WHERE t.attacl IS NOT NULL AND t.attnum > 0 AND NOT t.attisdropped
+      AND {_USER_NSP.format(n='n')} AND {_not_ext('pg_class', 'c.oid')}"""
+
+_FUNCTIONS = f"""
+    SELECT CASE p.prokind WHEN 'p' THEN 'procedure' WHEN 'a' THEN 'aggregate'
+                WHEN 'w' THEN 'window function' ELSE 'function' END
+           || ' ' || n.nspname || '.' || p.proname
+           || '(' || pg_get_function_identity_arguments(p.oid) || ')',
+           p.proowner, a.grantee, a.privilege_type, a.is_grantable
+    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    LEFT JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a ON true
+    WHERE {_USER_NSP.format(n='n')} AND {_not_ext('pg_proc', 'p.oid')}"""
+
+_TYPES = f"""
+    SELECT CASE t.typtype WHEN 'd' THEN 'domain' ELSE 'type' END
+           || ' ' || n.nspname || '.' || t.typname,
+           t.typowner, a.grantee, a.privilege_type, a.is_grantable
+    FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+    LEFT JOIN LATERAL aclexplode(coalesce(t.typacl, acldefault('T', t.typowner))) a ON true
+    WHERE t.typtype IN ('b', 'c', 'd', 'e', 'r')
+      AND (t.typrelid = 0 OR (SELECT r.relkind FROM pg_class r WHERE r.oid = t.typrelid) = 'c')
+      AND NOT EXISTS (SELECT 1 FROM pg_type e WHERE e.typarray = t.oid)
+      AND {_USER_NSP.format(n='n')} AND {_not_ext('pg_type', 't.oid')}"""
+
+_DEFAULT_ACL = """
+    SELECT 'default privileges of ' || pg_get_userbyid(d.defaclrole)
+           || coalesce(' in schema ' || n.nspname, '') || ' on '
+           || CASE d.defaclobjtype WHEN 'r' THEN 'tables' WHEN 'S' THEN 'sequences'
+                   WHEN 'f' THEN 'functions' WHEN 'T' THEN 'types' WHEN 'n' THEN 'schemas'
+                   ELSE 'large objects' END,
+           pg_get_userbyid(d.defaclrole), a.grantee, a.privilege_type, a.is_grantable
+    FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace
+    LEFT JOIN LATERAL aclexplode(d.defaclacl) a ON true"""
+
+
+def read_posture(conn: psycopg.Connection, platform_roles: Iterable[str]) -> dict[str, Any]:
+    """Read the security posture of the connected database and its server's roles.
+
+    Args:
+        conn: A connection to the database, as any role (one that may read ``pg_authid``
+            also sees whether roles have passwords). The connection's settings are left as
+            they were; the reading happens in a transaction (a savepoint if one is open).
+        platform_roles: Roles the platform manages (Neon's ``cloud_admin``, ``neon_superuser``,
+            ``neon_service``): recorded, but their default privileges are left out (only a
+            superuser could restore them, so no copy can be expected to carry them).
+
+    Returns:
+        The posture dict described in the module docstring.
+    """
+    platform = sorted(set(platform_roles))
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("SELECT current_setting('search_path')")
+        saved_path = cur.fetchone()[0]
+        # every name that is not in pg_catalog comes back schema-qualified, on both servers
+        cur.execute("SELECT set_config('search_path', 'pg_catalog', true)")
+        posture = _read(cur, platform)  # on an error, the rollback undoes the setting
+        cur.execute("SELECT set_config('search_path', %s, true)", (saved_path,))
+    return posture
+
+
+def _read(cur: psycopg.Cursor, platform: list[str]) -> dict[str, Any]:
+    cur.execute("SELECT oid, rolname FROM pg_roles")
+    names: dict[int, str] = {oid: name for oid, name in cur.fetchall()}
+    names[0] = "PUBLIC"
+    cur.execute("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user")
+    me, superuser = cur.fetchone()
+    objects: dict[str, dict[str, Any]] = {}
+    for query in (_SCHEMAS, _RELATIONS, _FUNCTIONS, _TYPES):
+        objects.update(_acls(cur, query, names))
+    columns = {k: v["acl"] for k, v in _acls(cur, _COLUMNS, names).items()}
+    cur.execute(_DEFAULT_ACL)
+    default_privileges = {
+        key: entry["acl"] for key, entry in _group(cur.fetchall(), names, owner_token=False).items()
+        if entry["owner"] not in platform}
+    db = _acls(cur, """SELECT 'database', datdba, a.grantee, a.privilege_type, a.is_grantable
+        FROM pg_database LEFT JOIN LATERAL aclexplode(coalesce(datacl, acldefault('d', datdba)))
+        a ON true WHERE datname = current_database()""", names)["database"]
+    return {
+        "reader": {"role": me, "superuser": bool(superuser),
+                   "server_major": server_major(cur.connection)},
+        "platform_roles": platform,
+        "roles": _roles(cur),  # already in name order
+        "memberships": _memberships(cur),
+        "database": db,
+        "objects": _sorted(objects),
+        "columns": _sorted(columns),
+        "default_privileges": _sorted(default_privileges),
+        "rls": _sorted(_rls(cur)),
+        "policies": _sorted(_policies(cur)),
+        "extensions": _sorted(_extensions(cur)),
+        "settings": _sorted(_settings(cur)),
+    }
+
+
+def _sorted(mapping: dict[str, Any]) -> dict[str, Any]:
+    return dict(sorted(mapping.items()))
+
+
+def _acls(cur: psycopg.Cursor, query: str, names: dict[int, str]) -> dict[str, dict[str, Any]]:
+    cur.execute(query)
+    rows = [(key, names.get(owner, str(owner)), *rest) for key, owner, *rest in cur.fetchall()]
+    return _group(rows, names, owner_token=True)
+
+
+def _group(rows: list[tuple], names: dict[int, str], *,
+           owner_token: bool) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for key, owner, grantee, privilege, grantable in rows:
+        entry = out.setdefault(key, {"owner": owner, "acl": []})
+        if grantee is None:  # an empty ACL: everything revoked
+            continue
+        who = names.get(grantee, str(grantee))
+        if owner_token and who == owner:
+            who = OWNER_TOKEN
+        entry["acl"].append([who, privilege + (" WITH GRANT OPTION" if grantable else "")])
+    for entry in out.values():
+        entry["acl"] = sorted(map(list, {tuple(e) for e in entry["acl"]}))
+    return out
+
+
+def _roles(cur: psycopg.Cursor) -> dict[str, dict[str, Any]]:
+    cur.execute(f"""
+        SELECT rolname, {', '.join(col for _, col in ROLE_FLAGS)}, rolconnlimit,
+               CASE WHEN isfinite(rolvaliduntil) THEN to_char(rolvaliduntil AT TIME ZONE 'UTC',
+                    'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') ELSE rolvaliduntil::text END
+        FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY rolname""")
+    roles: dict[str, dict[str, Any]] = {}
+    for name, *values in cur.fetchall():
+        item = {key: bool(v) for (key, _), v in zip(ROLE_FLAGS, values, strict=False)}
+        item["connection_limit"] = values[len(ROLE_FLAGS)]
+        item["valid_until"] = values[len(ROLE_FLAGS) + 1]
+        item["password_set"] = "unknown"
+        roles[name] = item
+    # pg_authid is readable by superusers and pg_read_all_data members only: ask first rather
+    # than fail the transaction
+    cur.execute("SELECT has_table_privilege('pg_catalog.pg_authid', 'SELECT')")
+    if cur.fetchone()[0]:
+        cur.execute("SELECT rolname, rolpassword IS NOT NULL FROM pg_authid")
+        for name, has_password in cur.fetchall():
+            if name in roles:
+                roles[name]["password_set"] = bool(has_password)
+    return roles
+
+
+def _memberships(cur: psycopg.Cursor) -> list[list[Any]]:
+    if server_major(cur.connection) >= 16:
+        options = "m.admin_option, m.inherit_option, m.set_option"
+    else:  # before 16 a member inherits per its own INHERIT attribute and may always SET
+        options = "m.admin_option, mem.rolinherit, true"
+    cur.execute(f"""
+        SELECT DISTINCT r.rolname, mem.rolname, {options}
+        FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
+        JOIN pg_roles mem ON mem.oid = m.member ORDER BY 1, 2, 3, 4, 5""")
+    return [list(row) for row in cur.fetchall()]
+
+
+def _rls(cur: psycopg.Cursor) -> dict[str, dict[str, bool]]:
+    cur.execute(f"""
+        SELECT n.nspname || '.' || c.relname, c.relrowsecurity, c.relforcerowsecurity
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND (c.relrowsecurity OR c.relforcerowsecurity)
+          AND {_USER_NSP.format(n='n')} AND {_not_ext('pg_class', 'c.oid')}""")
+    return {t: {"enabled": bool(e), "forced": bool(f)} for t, e, f in cur.fetchall()}
+
+
+def _policies(cur: psycopg.Cursor) -> dict[str, dict[str, Any]]:
+    cur.execute(f"""
+        SELECT n.nspname || '.' || c.relname, p.polname,
+               CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT'
+                    WHEN 'w' THEN 'UPDATE' WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
+               p.polpermissive,
+               ARRAY(SELECT CASE WHEN r = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(r) END
+                     FROM unnest(p.polroles) r ORDER BY 1),
+               pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)
+        FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE {_USER_NSP.format(n='n')} AND {_not_ext('pg_class', 'c.oid')}""")
+    return {f"{table} {name}": {"table": table, "name": name, "command": cmd,
+                                "permissive": bool(permissive), "roles": list(roles),
+                                "using": using, "with_check": check}
+            for table, name, cmd, permissive, roles, using, check in cur.fetchall()}
+
+
+def _extensions(cur: psycopg.Cursor) -> dict[str, dict[str, str]]:
+    cur.execute("""SELECT e.extname, e.extversion, n.nspname FROM pg_extension e
+                   JOIN pg_namespace n ON n.oid = e.extnamespace""")
+    return {name: {"version": version, "schema": schema}
+            for name, version, schema in cur.fetchall()}
+
+
+def _settings(cur: psycopg.Cursor) -> dict[str, str]:
+    # pg_settings shows a non-superuser only what it may read: record exactly that
+    cur.execute("SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", (list(SETTINGS),))
+    return dict(cur.fetchall())

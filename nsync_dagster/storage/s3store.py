@@ -1,0 +1,347 @@
+"""Backups in S3: ``PREFIX/YYYY/MM/DD/<backup-id>/`` holding ``dump/…``, ``roles.sql`` and
+``manifest.json``.
+
+Files stream from disk with multipart uploads (memory bounded by chunk size x concurrency, not
+by dump size). Every object's SHA-256 goes into the manifest, which is written last: a backup
+without ``manifest.json`` is incomplete. Two marker objects record what was proved later:
+``_checksums_verified.json`` (every object read back and hashed) and ``_restore_verified.json``
+(restored and matched the manifest). Only a backup with both is *verified*.
+
+With ``NSYNC_AGE_RECIPIENTS`` set, each file is age-encrypted on this machine before upload
+and stored as ``<name>.age``; the manifest (plaintext; :mod:`.crypto` says why)
+says so and holds the SHA-256 of the stored ciphertext, so read-back verification needs no key.
+:meth:`BackupStore.download` decrypts with ``NSYNC_AGE_IDENTITY`` when the manifest says so.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from nsync_dagster.errors import BackupStoreError, PreflightError
+from nsync_dagster.progress import ByteCounter, human_bytes, watch_progress
+from nsync_dagster.redact import redact
+from nsync_dagster.storage import crypto
+from nsync_dagster.storage.crypto import AgeKeys
+
+log = logging.getLogger("nsync.s3")
+CHUNK = 16 * 1024 * 1024
+TRANSFER = TransferConfig(multipart_threshold=CHUNK, multipart_chunksize=CHUNK, max_concurrency=4,
+                          use_threads=True)
+MANIFEST = "manifest.json"
+ENCRYPTED_SCRATCH = ".age-scratch"  # beside dump/ in a work dir: one encrypted file at a time
+CHECKSUMS_OK = "_checksums_verified.json"
+RESTORE_OK = "_restore_verified.json"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1024 * 1024):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class BackupInfo:
+    """One backup folder in the bucket, as listed."""
+
+    key_prefix: str
+    backup_id: str
+    date: str
+    size: int = 0
+    objects: int = 0
+    has_manifest: bool = False
+    checksums_verified: bool = False
+    restore_verified: bool = False
+    last_modified: dt.datetime | None = None
+    keys: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        if not self.has_manifest:
+            return "incomplete"
+        if self.checksums_verified and self.restore_verified:
+            return "verified"
+        if self.checksums_verified:
+            return "checksummed"
+        return "uploaded"
+
+
+def _explain(exc: Exception, bucket: str, action: str) -> str:
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code == "NoSuchBucket":
+            return (f"S3 bucket '{bucket}' does not exist (or is in another account). Create it, "
+                    "or fix NSYNC_BACKUP_BUCKET.")
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
+                    "ExpiredToken", "AuthorizationHeaderMalformed"):
+            return (f"S3 rejected the credentials ({code}) while trying to {action}: check "
+                    "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN).")
+        if code in ("AccessDenied", "403", "Forbidden", "AllAccessDisabled"):
+            return (f"S3 denied access to bucket '{bucket}' while trying to {action}: the "
+                    "credentials need s3:ListBucket, s3:GetObject, s3:PutObject and "
+                    "s3:DeleteObject on it.")
+        return (f"S3 error {code or '?'} while trying to {action} in bucket '{bucket}': "
+                f"{redact(exc)}")
+    return f"cannot reach S3 while trying to {action} in bucket '{bucket}': {redact(exc)}"
+
+
+class BackupStore:
+    """The backups of one bucket/prefix. ``client`` is a boto3 S3 client.
+
+    ``age``: the client-side encryption keys; ``None`` reads ``NSYNC_AGE_RECIPIENTS`` and
+    ``NSYNC_AGE_IDENTITY`` from the environment now (when the store is built), ``AgeKeys()``
+    turns encryption off.
+    """
+
+    def __init__(self, client: Any, bucket: str, prefix: str = "nsync", *,
+                 sse: str = "AES256", kms_key_id: str | None = None,
+                 age: AgeKeys | None = None) -> None:
+        self.client, self.bucket = client, bucket
+        self.prefix = prefix.strip("/")
+        self.sse, self.kms_key_id = sse, kms_key_id
+        self.age = AgeKeys.from_env() if age is None else age
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _call(self, action: str, fn: Callable, *args: Any, **kw: Any) -> Any:
+        try:
+            return fn(*args, **kw)
+        except (ClientError, BotoCoreError) as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) if \
+                isinstance(exc, ClientError) else 0
+            raise BackupStoreError(_explain(exc, self.bucket, action),
+                                   transient=not isinstance(exc, ClientError) or status >= 500
+                                   ) from None
+
+    def _extra(self) -> dict[str, str]:
+        extra = {"ServerSideEncryption": self.sse}
+        if self.sse == "aws:kms" and self.kms_key_id:
+            extra["SSEKMSKeyId"] = self.kms_key_id
+        return extra
+
+    def folder(self, date: str, backup_id: str) -> str:
+        y, m, d = date.split("-")
+        return f"{self.prefix}/{y}/{m}/{d}/{backup_id}/"
+
+    def uri(self, key: str = "") -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    # -- preflight -----------------------------------------------------------------------------
+    def check_access(self) -> None:
+        """The bucket exists and these credentials can list, write and delete under the prefix."""
+        try:
+            # ListObjects (unlike HEAD) answers with an error code: NoSuchBucket, AccessDenied,
+            # InvalidAccessKeyId, SignatureDoesNotMatch
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix + "/", MaxKeys=1)
+            probe = f"{self.prefix}/_nsync_probe/write-test"
+            self.client.put_object(Bucket=self.bucket, Key=probe, Body=b"nsync write probe",
+                                   **self._extra())
+            self.client.delete_object(Bucket=self.bucket, Key=probe)
+        except (ClientError, BotoCoreError) as exc:
+            raise PreflightError(_explain(exc, self.bucket, "access bucket (write test)")) from None
+
+    # -- upload --------------------------------------------------------------------------------
+    def upload(self, work_dir: Path, manifest: dict[str, Any], folder: str,
+               report: Callable[[str], None] = log.info) -> dict[str, Any]:
+        """Upload ``dump/`` and ``roles.sql`` from ``work_dir``, then the manifest (last).
+
+        With age recipients, each file is first stream-encrypted to a scratch file beside
+        ``dump/`` (one at a time, removed after its upload) and stored as ``<name>.age``.
+        """
+        files = sorted(p for p in (work_dir / "dump").rglob("*") if p.is_file())
+        files.append(work_dir / "roles.sql")
+        objects: dict[str, dict[str, Any]] = {}
+        sent = ByteCounter()
+        scratch = work_dir / ENCRYPTED_SCRATCH
+        try:
+            with watch_progress("upload", lambda: sent.value, report):
+                for path in files:
+                    rel = path.relative_to(work_dir).as_posix()
+                    plain_size = path.stat().st_size
+                    if self.age.enabled:
+                        rel += crypto.SUFFIX
+                        crypto.encrypt_file(path, scratch / rel, self.age.recipients)
+                        path = scratch / rel
+                    objects[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+                    if self.age.enabled:
+                        objects[rel]["plaintext_size"] = plain_size
+                    self._call(f"upload {rel}", self.client.upload_file, str(path), self.bucket,
+                               folder + rel,
+                               ExtraArgs={**self._extra(),
+                                          "Metadata": {"sha256": objects[rel]["sha256"]}},
+                               Config=TRANSFER, Callback=sent)
+                    if self.age.enabled:
+                        path.unlink()
+        finally:
+            crypto.remove_tree(scratch)
+        if self.age.enabled:
+            manifest = {**manifest, "encryption": self.age.manifest_entry()}
+        manifest = {**manifest, "objects": objects, "s3": {"bucket": self.bucket, "folder": folder},
+                    "uploaded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+        body = json.dumps(manifest, indent=2, sort_keys=True).encode()
+        self._call("write the manifest", self.client.put_object, Bucket=self.bucket,
+                   Key=folder + MANIFEST, Body=body, ContentType="application/json",
+                   **self._extra())
+        total = sum(o["size"] for o in objects.values())
+        how = " (age-encrypted on this machine)" if self.age.enabled else ""
+        report(f"uploaded {len(objects)} objects{how}, {human_bytes(total)} to "
+               f"{self.uri(folder)}")
+        return manifest
+
+    # -- reading -------------------------------------------------------------------------------
+    def read_manifest(self, folder: str) -> dict[str, Any]:
+        resp = self._call("read the manifest", self.client.get_object, Bucket=self.bucket,
+                          Key=folder + MANIFEST)
+        return json.loads(resp["Body"].read())
+
+    def verify_objects(self, folder: str,
+                       report: Callable[[str], None] = log.info) -> dict[str, Any]:
+        """Read every object back, hash it and compare with the manifest; record the result."""
+        manifest = self.read_manifest(folder)
+        problems, total, received = [], 0, ByteCounter()
+        with watch_progress("read-back", lambda: received.value, report):
+            for rel, want in sorted(manifest["objects"].items()):
+                head = self._call(f"inspect {rel}", self.client.head_object, Bucket=self.bucket,
+                                  Key=folder + rel)
+                if head["ContentLength"] != want["size"]:
+                    problems.append(f"{rel}: size {head['ContentLength']} != {want['size']}")
+                    continue
+                if not head.get("ServerSideEncryption"):
+                    problems.append(f"{rel}: stored without server-side encryption")
+                body = self._call(f"read {rel}", self.client.get_object, Bucket=self.bucket,
+                                  Key=folder + rel)["Body"]
+                h = hashlib.sha256()
+                for chunk in body.iter_chunks(1024 * 1024):
+                    h.update(chunk)
+                    received(len(chunk))
+                if h.hexdigest() != want["sha256"]:
+                    problems.append(f"{rel}: SHA-256 mismatch")
+                total += want["size"]
+        if problems:
+            raise BackupStoreError(f"backup {self.uri(folder)} failed verification: "
+                                   + "; ".join(problems[:10]))
+        result = {"verified_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                  "objects": len(manifest["objects"]), "bytes": total}
+        self._put_json(folder + CHECKSUMS_OK, result)
+        return {**result, "manifest": manifest}
+
+    def download(self, folder: str, dest: Path, report: Callable[[str], None] = log.info) -> dict:
+        """Download a backup into ``dest`` and check every object's SHA-256.
+
+        Objects of a client-side encrypted backup (manifest ``encryption.client_side: age``)
+        are checked as stored, then stream-decrypted with this store's identity
+        (``NSYNC_AGE_IDENTITY``) to their plaintext names; the ciphertext is removed.
+        """
+        manifest = self.read_manifest(folder)
+        encryption = manifest.get("encryption") or {}
+        encrypted = encryption.get("client_side") == "age"
+        if encryption and not encrypted:
+            raise BackupStoreError(f"{self.uri(folder)}: unknown client-side encryption "
+                                   f"{encryption.get('client_side')!r}; a newer nsync wrote it")
+        if encrypted:  # a missing or malformed key fails before downloading gigabytes
+            crypto.require_identity(self.age.identity, name=f"backup {self.uri(folder)}",
+                                    recipients=encryption.get("recipients", ()))
+        scratch = dest / ENCRYPTED_SCRATCH
+        received = ByteCounter()
+        try:
+            with watch_progress("download", lambda: received.value, report):
+                for rel, want in sorted(manifest["objects"].items()):
+                    target = (scratch if encrypted else dest) / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    self._call(f"download {rel}", self.client.download_file, self.bucket,
+                               folder + rel, str(target), Config=TRANSFER, Callback=received)
+                    if sha256_file(target) != want["sha256"]:
+                        raise BackupStoreError(f"{self.uri(folder + rel)}: SHA-256 mismatch "
+                                               "after download; the backup object is corrupt")
+                    if encrypted:
+                        plain = rel[:-len(crypto.SUFFIX)] if rel.endswith(crypto.SUFFIX) else rel
+                        crypto.decrypt_file(target, dest / plain, self.age.identity,
+                                            name=self.uri(folder + rel),
+                                            recipients=encryption.get("recipients", ()),
+                                            plaintext_size=want.get("plaintext_size"))
+                        target.unlink()
+        finally:
+            crypto.remove_tree(scratch)
+        if encrypted:
+            report(f"decrypted {len(manifest['objects'])} age-encrypted objects")
+        (dest / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        return manifest
+
+    def mark_restore_verified(self, folder: str, details: dict[str, Any]) -> None:
+        self._put_json(folder + RESTORE_OK, {
+            "verified_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **details})
+
+    def _put_json(self, key: str, data: dict[str, Any]) -> None:
+        self.put_bytes(key, json.dumps(data, indent=2, sort_keys=True).encode(),
+                       "application/json")
+
+    def put_bytes(self, key: str, body: bytes, content_type: str) -> None:
+        """Store a small object (a marker, a report) with the configured server-side
+        encryption."""
+        self._call(f"write {key}", self.client.put_object, Bucket=self.bucket, Key=key,
+                   Body=body, ContentType=content_type, **self._extra())
+
+    # -- listing -------------------------------------------------------------------------------
+    def list_backups(self) -> list[BackupInfo]:
+        """Every backup folder under the prefix, oldest first (paginates past 1,000 keys)."""
+        found: dict[str, BackupInfo] = {}
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + "/"):
+                for obj in page.get("Contents", []):
+                    parts = obj["Key"][len(self.prefix) + 1:].split("/")
+                    if len(parts) < 5 or not all(p.isdigit() for p in parts[:3]):
+                        continue
+                    folder = f"{self.prefix}/{'/'.join(parts[:4])}/"
+                    info = found.setdefault(folder, BackupInfo(
+                        folder, parts[3], f"{parts[0]}-{parts[1]}-{parts[2]}"))
+                    name = "/".join(parts[4:])
+                    info.keys.append(obj["Key"])
+                    info.has_manifest |= name == MANIFEST
+                    info.checksums_verified |= name == CHECKSUMS_OK
+                    info.restore_verified |= name == RESTORE_OK
+                    if not name.startswith("_") and name != MANIFEST:
+                        info.size += obj["Size"]
+                        info.objects += 1
+                    if info.last_modified is None or obj["LastModified"] > info.last_modified:
+                        info.last_modified = obj["LastModified"]
+        except (ClientError, BotoCoreError) as exc:
+            raise BackupStoreError(_explain(exc, self.bucket, "list backups")) from None
+        return sorted(found.values(), key=lambda b: (b.date, b.backup_id))
+
+    def find_to_restore(self, spec: str) -> BackupInfo:
+        """The backup a restore means: ``latest`` and dates pick only fully verified backups;
+        an explicit id may also be one that was read back but never restored (for example the
+        day staging failed)."""
+        latest_or_day = spec == "latest" or (len(spec) == 10 and spec[4] == "-")
+        return self.find(spec, require="verified" if latest_or_day else "checksummed")
+
+    def find(self, spec: str, *, require: str = "verified") -> BackupInfo:
+        """``latest``, a backup id, or a date (newest that day); must have status ``require``.
+
+        ``require`` is ``verified`` (default) or ``checksummed`` (also accepts verified).
+        """
+        ok = {"verified": {"verified"}, "checksummed": {"verified", "checksummed"}}[require]
+        backups = self.list_backups()
+        if spec == "latest":
+            chosen = [b for b in backups if b.status in ok]
+        elif len(spec) == 10 and spec[4] == "-" and spec[7] == "-":
+            chosen = [b for b in backups if b.date == spec and b.status in ok]
+        else:
+            chosen = [b for b in backups if b.backup_id == spec]
+            if chosen and chosen[-1].status not in ok:
+                raise BackupStoreError(f"backup {spec} is {chosen[-1].status}, not {require}")
+        if not chosen:
+            raise BackupStoreError(f"no {require} backup matches '{spec}' in "
+                                   f"{self.uri(self.prefix + '/')}; list them with 'nsync backups'")
+        return chosen[-1]

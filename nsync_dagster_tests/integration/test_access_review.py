@@ -1,0 +1,203 @@
+"""The access review: every login role on production and the synced staging copy against
+access-list.yaml; each hand-made deviation is named; the monthly asset stores the report in S3
+and sends it to the director.
+
+Roles are cluster-wide and the clusters are shared by the whole session: login roles other
+tests created (e.g. ``dagster_storage``) are expected as ``unknown``, and every change made here
+is undone in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+
+from nsync_dagster.errors import ConfigError
+from nsync_dagster.postgres.roles import DEFAULT_PLATFORM_ROLES
+from nsync_dagster.security import access
+from nsync_dagster.security.posture import read_posture
+from nsync_dagster.settings import Settings
+from nsync_dagster_tests.conftest import (
+    OWNER,
+    REPO,
+    failure_text,
+    s3_client,
+    synced_once,
+)
+from nsync_dagster_tests.receivers import Receiver
+
+TODAY = dt.date(2026, 11, 27)
+SAMPLE = {OWNER, "analyst", "support_agent"}
+IGNORED = {"cloud_admin", "neon_service", "postgres"}
+
+
+@dataclass(frozen=True)
+class Synced:
+    env: dict[str, str]
+    db: str
+
+
+@pytest.fixture(scope="module")
+def synced(pg_prod, pg_staging, s3_endpoint, tmp_path_factory) -> Iterator[Synced]:
+    """The daily job run once; the environment stays set for the module's tests."""
+    with synced_once(pg_prod, pg_staging, s3_endpoint, tmp_path_factory.mktemp("access"),
+                     "access") as (env, db):
+        yield Synced(env, db)
+
+
+def postures(synced: Synced) -> dict[str, dict]:
+    out = {}
+    for env, var in (("production", "NSYNC_PROD_DATABASE_URL"),
+                     ("staging", "NSYNC_STAGING_DATABASE_URL")):
+        with psycopg.connect(synced.env[var], autocommit=True) as conn:
+            out[env] = read_posture(conn, DEFAULT_PLATFORM_ROLES)
+    return out
+
+
+def others(pg_prod, pg_staging) -> list[str]:
+    """``unknown`` lines for the login roles outside the sample platform: each cluster's
+    bootstrap superuser ``postgres`` and any other tests of the session left behind (e.g.
+    ``dagster_storage``, which the sync then also creates on staging), in the review's order."""
+    out = []
+    for env, cluster in (("production", pg_prod), ("staging", pg_staging)):
+        names = cluster.psql("SELECT rolname FROM pg_roles WHERE rolcanlogin "
+                             "AND rolname !~ '^pg_' ORDER BY rolname").split()
+        out += [f"unknown login role {n} on {env}" for n in names
+                if n not in SAMPLE | IGNORED]
+    return out
+
+
+def test_synced_platform_matches_the_access_list(synced, pg_prod, pg_staging):
+    result = access.review(access.load_access_list(REPO / "access-list.yaml"), postures(synced),
+                           TODAY)
+    # staging's login roles are the ones nsync created with production's attributes and
+    # memberships: the list, written for both environments, holds on both. The embedded
+    # clusters' bootstrap superuser ``postgres`` plays cloud_admin's part and is ignored
+    assert result.messages == others(pg_prod, pg_staging)
+    for env in ("production", "staging"):
+        rows = {r.name: r for r in result.environments[env]}
+        assert SAMPLE <= set(rows) and not IGNORED & set(rows)
+        assert rows["analyst"].memberships == [
+            {"role": "app_ro", "admin": False, "inherit": True, "set": True}]
+        assert rows[OWNER].attributes == ["createdb", "createrole", "bypassrls", "replication"]
+        assert rows["analyst"].privileges == "" and rows["analyst"].listed == "person (data team)"
+    assert {r.name: r.password_set for r in result.environments["staging"]}["analyst"] is True
+    report = access.render_markdown(result)
+    assert report.index("## Deviations") < report.index("## production") < report.index(
+        "## staging")
+    assert json.loads(access.to_json(result))["deviation_count"] == len(result.deviations)
+    # the post-sync check sees the same
+    assert access.access_deviations(Settings.from_env(), TODAY) == result.messages
+
+
+def test_each_deviation_is_named(synced, pg_prod, pg_staging):
+    intruder = f"intruder_{uuid.uuid4().hex[:6]}"
+    try:
+        pg_staging.psql(f"CREATE ROLE {intruder} LOGIN")
+        pg_prod.psql("ALTER ROLE analyst CREATEDB")
+        pg_staging.psql("GRANT app_rw TO analyst")
+        pg_staging.psql("GRANT SELECT ON app.projects TO support_agent", dbname=synced.db)
+        result = access.review(access.load_access_list(), postures(synced), TODAY)
+    finally:
+        pg_staging.psql(f"DROP ROLE IF EXISTS {intruder}")
+        pg_prod.psql("ALTER ROLE analyst NOCREATEDB")
+        pg_staging.psql("REVOKE app_rw FROM analyst")
+        pg_staging.psql("REVOKE SELECT ON app.projects FROM support_agent", dbname=synced.db)
+    expected = {
+        f"unknown login role {intruder} on staging",
+        "analyst on production has CREATEDB, not authorised",
+        "analyst is member of app_rw on staging, not authorised",
+        "support_agent on staging holds direct grants (SELECT on 1 table), access should go "
+        "through roles",
+    }
+    assert set(result.messages) - set(others(pg_prod, pg_staging)) == expected
+    report = access.render_markdown(result)
+    assert all(f"- {line}" in report for line in expected)
+
+
+def test_overdue_missing_and_unlisted(synced, tmp_path, monkeypatch):
+    text = (REPO / "access-list.yaml").read_text().replace("reviewed: 2026-11-01",
+                                                            "reviewed: 2026-08-01")
+    text += ("\n  - name: ghost\n    kind: person\n    owner: nobody\n    purpose: gone\n"
+             "    environments: [staging]\n")
+    path = tmp_path / "list.yaml"
+    path.write_text(text)
+    monkeypatch.setenv("NSYNC_ACCESS_LIST", str(path))
+    result = access.review(access.load_access_list(), postures(synced), TODAY)
+    assert result.messages[0] == "review overdue: last review 2026-08-01 (more than 31 days)"
+    assert "missing login role ghost on staging" in result.messages
+    assert not any("ghost on production" in m for m in result.messages)
+    monkeypatch.setenv("NSYNC_ACCESS_REVIEW_MAX_AGE_DAYS", "120")
+    assert access.review(access.load_access_list(), postures(synced), TODAY).messages[0] != (
+        result.messages[0])
+
+
+@pytest.mark.parametrize("change, message", [
+    (("kind: person\n    owner: data", "kind: robot\n    owner: data", 1),
+     "principals[1] (analyst): kind 'robot'"),
+    (("    owner: data team\n", "", 1), "principals[1] (analyst): field 'owner' is required"),
+    (("roles: [app_ro]\n", "roles: app_ro\n", 1), "principals[1] (analyst): roles must be a list"),
+    (("attributes: [createdb, createrole", "attributes: [superpowers", 1),
+     "principals[0] (neondb_owner): attributes: superpowers not one of"),
+    (("reviewed: 2026-11-01\n", "reviewed: last week\n", 1), "field 'reviewed' must be a date"),
+    (("- name: support_agent", "- name: analyst", 1), "analyst is listed twice"),
+    (("    purpose: \"Read-only", "    purpse: \"Read-only", 1), "unknown field(s) purpse"),
+])
+def test_bad_access_list_is_named(tmp_path, change, message):
+    path = tmp_path / "list.yaml"
+    path.write_text((REPO / "access-list.yaml").read_text().replace(*change))
+    with pytest.raises(ConfigError) as err:
+        access.load_access_list(path)
+    assert message in str(err.value), str(err.value)
+    with pytest.raises(ConfigError, match="NSYNC_ACCESS_LIST"):
+        access.load_access_list(Path(tmp_path / "absent.yaml"))
+
+
+def test_monthly_asset_stores_and_sends_the_report(synced, monkeypatch, tmp_path):
+    from nsync_dagster.defs.resources import NotifierResource, nsync_from_env, s3_from_env
+    from nsync_dagster.defs.security.access_review import access_review
+
+    receiver = Receiver()
+    monkeypatch.setenv("NSYNC_WEBHOOK_URL", f"{receiver.url}/hooks/nsync")
+    monkeypatch.setenv("NSYNC_NOTIFY_BACKOFF_SECONDS", "0")
+    try:
+        with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+            result = dg.materialize(
+                [access_review], partition_key="2026-11-01", instance=instance,
+                resources={"nsync": nsync_from_env(), "s3": s3_from_env(),
+                           "notifier": NotifierResource()})
+    finally:
+        receiver.close()
+    assert result.success
+    meta = result.asset_materializations_for_node("access_review")[0].metadata
+    bucket = synced.env["NSYNC_BACKUP_BUCKET"]
+    location = meta["location"].value
+    assert location.startswith(f"s3://{bucket}/nsync/access-reviews/2026/11/")
+    client = s3_client(synced.env["AWS_ENDPOINT_URL"])
+    keys = [o["Key"] for o in client.list_objects_v2(
+        Bucket=bucket, Prefix="nsync/access-reviews/")["Contents"]]
+    assert sorted(k.rsplit(".", 1)[1] for k in keys) == ["json", "md"]
+    head = client.head_object(Bucket=bucket, Key=location.split("/", 3)[3])
+    assert head["ServerSideEncryption"] == "AES256"
+    body = client.get_object(Bucket=bucket, Key=location.split("/", 3)[3])["Body"].read()
+    assert body.decode() == meta["report"].value and "## Deviations" in body.decode()
+    [event] = receiver.bodies("/hooks/nsync")
+    assert event["event"] == "access_review" and event["details"]["report"] == location
+    assert event["severity"] == ("warning" if meta["deviations"].value else "info")
+    assert event["details"]["deviation_count"] == meta["deviations"].value
+    # an error is not a report: the run fails loudly
+    monkeypatch.setenv("NSYNC_ACCESS_LIST", str(tmp_path / "absent.yaml"))
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        failed = dg.materialize(
+            [access_review], partition_key="2026-11-01", instance=instance,
+            raise_on_error=False, resources={"nsync": nsync_from_env(), "s3": s3_from_env(),
+                                             "notifier": NotifierResource()})
+    assert not failed.success and "cannot read the access list" in failure_text(failed)

@@ -1,0 +1,75 @@
+"""The recovery test end to end: restore from S3 into a scratch database, prove it, log it."""
+
+from __future__ import annotations
+
+import pytest
+
+from nsync_dagster.cli import main
+from nsync_dagster.cycle import recovery
+from nsync_dagster.defs.resources import backup_store, s3_from_env
+from nsync_dagster.settings import Settings
+from nsync_dagster_tests.conftest import OWNER, STAGING_OWNER_PW, run_daily_job, s3_client
+
+
+def _logs(env) -> list[str]:
+    listing = s3_client(env["AWS_ENDPOINT_URL"]).list_objects_v2(
+        Bucket=env["NSYNC_BACKUP_BUCKET"], Prefix="nsync/recovery-tests/")
+    return [o["Key"] for o in listing.get("Contents", [])]
+
+
+def test_recovery_test_from_the_command_line(capsys, pg_staging, nsync_env, instance):
+    assert run_daily_job(instance).success
+    code = main(["run", "recovery-test"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "recovery test PASSED" in out and "RTO" in out and "RPO" in out
+    keys = _logs(nsync_env)
+    assert len(keys) == 2 and {k.rsplit(".", 1)[1] for k in keys} == {"md", "json"}
+    md = next(k for k in keys if k.endswith(".md"))
+    body = s3_client(nsync_env["AWS_ENDPOINT_URL"]).get_object(
+        Bucket=nsync_env["NSYNC_BACKUP_BUCKET"], Key=md)["Body"].read().decode()
+    for expected in ("Result | **PASSED**", "match the manifest including content checksums",
+                     "| smoke queries |", "Reviewed by:", "drop scratch database"):
+        assert expected in body, body
+    assert "$" not in body.replace("$$", ""), "every placeholder is filled"
+    leftovers = pg_staging.psql("SELECT datname FROM pg_database WHERE datname LIKE "
+                                "'nsync_recovery_test_%'")
+    assert leftovers.strip() == "", "the scratch database is always dropped"
+    from nsync_dagster.defs import records
+
+    assert records.last_recovery_test(instance).result == "PASSED"
+
+
+def test_a_failing_smoke_query_fails_the_test_and_is_logged(pg_staging, nsync_env, instance,
+                                                            tmp_path, monkeypatch):
+    assert run_daily_job(instance).success
+    smoke = tmp_path / "smoke.sql"
+    smoke.write_text("SELECT count(*) > 0 FROM app.clients;\n"
+                     "SELECT count(*) > 1000000 FROM app.users;\n")
+    monkeypatch.setenv("NSYNC_SMOKE_SQL", str(smoke))
+    settings = Settings.from_env(nsync_env)
+    store = backup_store(settings, s3_from_env())
+    with pytest.raises(recovery.RecoveryTestFailed, match="1 smoke query failed"):
+        recovery.run_recovery_test(settings, store)
+    [result] = recovery.history(store)
+    assert result["result"] == "FAILED" and "app.users" in result["deviations"][0]
+    assert [s["ok"] for s in result["smoke"]] == [True, False]
+    assert [s["step"] for s in result["steps"]].count("drop scratch database") == 1
+
+
+def test_scratch_url_must_not_be_production(pg_prod, nsync_env, instance, monkeypatch):
+    assert run_daily_job(instance).success
+    monkeypatch.setenv("NSYNC_SCRATCH_DATABASE_URL", nsync_env["NSYNC_PROD_DATABASE_URL"])
+    settings = Settings.from_env()
+    with pytest.raises(recovery.RecoveryTestFailed, match="is the production database"):
+        recovery.run_recovery_test(settings, backup_store(settings, s3_from_env()))
+
+
+def test_scratch_url_is_used_and_dropped(pg_staging, nsync_env, instance, monkeypatch):
+    assert run_daily_job(instance).success
+    monkeypatch.setenv("NSYNC_SCRATCH_DATABASE_URL",
+                       pg_staging.url(OWNER, STAGING_OWNER_PW, "scratch_for_tests"))
+    settings = Settings.from_env()
+    result = recovery.run_recovery_test(settings, backup_store(settings, s3_from_env()))
+    assert result["result"] == "PASSED" and result["target"].endswith("/scratch_for_tests")
+    assert pg_staging.psql("SELECT 1 FROM pg_database WHERE datname = 'scratch_for_tests'") == ""

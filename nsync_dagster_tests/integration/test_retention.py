@@ -1,0 +1,362 @@
+"""Retention: the pure policy on simulated histories, then applying it to the local S3 endpoint
+(pagination and batching past 1,000 objects, dry run, multipart aborts, S3 Object Lock)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import uuid
+
+import pytest
+
+from nsync_dagster.errors import ConfigError
+from nsync_dagster.storage.retention import (
+    BackupView,
+    RetentionPolicy,
+    class_for_date,
+    plan,
+    policy_from_env,
+)
+from nsync_dagster.storage.s3retention import apply, lock_new_backup, plan_store
+from nsync_dagster.storage.s3store import BackupStore
+from nsync_dagster_tests.conftest import S3_KEY_ID, S3_SECRET, s3_client
+
+D = dt.date.fromisoformat
+NOW = dt.datetime(2026, 11, 27, 7, 0, tzinfo=dt.UTC)
+
+
+def year(today: dt.date, days: int = 365, status: str = "verified") -> list[BackupView]:
+    return [BackupView(f"{today - dt.timedelta(days=i):%Y%m%d}T060000Z",
+                       today - dt.timedelta(days=i), status) for i in range(days)]
+
+
+def kept_dates(p) -> set[dt.date]:
+    return {d.backup.date for d in p.keep}
+
+
+def days(last: str, n: int) -> set[dt.date]:
+    return {D(last) - dt.timedelta(days=i) for i in range(n)}
+
+
+YEAR_CASES = [
+    # today, policy, kept beyond the daily window (Sundays, then 1sts)
+    ("2026-11-27", RetentionPolicy(),
+     ["2026-10-18", "2026-10-11", "2026-10-04", "2026-09-27", "2026-09-20", "2026-09-13",
+      "2026-09-06",
+      "2026-10-01", "2026-09-01", "2026-08-01", "2026-07-01", "2026-06-01", "2026-05-01",
+      "2026-04-01", "2026-03-01", "2026-02-01", "2026-01-01", "2025-12-01"]),
+    ("2026-03-01", RetentionPolicy(daily=7, weekly=4, monthly=3),
+     ["2026-02-22", "2026-02-15", "2026-02-08", "2026-02-01", "2026-01-01"]),
+    ("2026-11-27", RetentionPolicy(daily=1, weekly=0, monthly=0, min_verified=1), []),
+]
+
+
+@pytest.mark.parametrize(("today", "policy", "extra"), YEAR_CASES)
+def test_a_year_of_daily_verified_backups(today, policy, extra):
+    p = plan(year(D(today)), D(today), policy, now=NOW)
+    expected = days(today, policy.daily) | {D(x) for x in extra}
+    assert kept_dates(p) == expected
+    assert len(p.keep) == policy.daily + len(extra) and len(p.delete) == 365 - len(p.keep)
+    assert not p.clean
+    for d in p.delete:
+        assert d.reasons == ["verified, outside every retention class"]
+
+
+def test_classes_and_reasons():
+    p = plan(year(D("2026-11-27")), D("2026-11-27"), now=NOW)
+    by_date = {d.backup.date: d for d in p.decisions}
+    assert by_date[D("2026-11-27")].cls == "daily"
+    assert by_date[D("2026-11-22")].cls == "weekly"
+    assert by_date[D("2026-11-01")].cls == "monthly"  # a Sunday and the 1st: the longer class
+    assert by_date[D("2026-10-18")].reasons == ["weekly Sunday (one of the last 12)"]
+    assert by_date[D("2025-12-01")].reasons == ["monthly 1st (one of the last 12)"]
+    assert by_date[D("2026-11-27")].reasons == ["daily (newest that day, within 35 days)",
+                                                "newest verified"]
+    assert by_date[D("2025-11-30")].cls == "—" and by_date[D("2025-11-30")].action == "delete"
+    assert [class_for_date(D(x)) for x in ("2026-11-01", "2026-11-22", "2026-11-27")] == [
+        "monthly", "weekly", "daily"]
+    assert "| keep | 2026-11-01 |" in p.markdown()
+    assert p.lines()[0].startswith("retention on 2026-11-27 (America/New_York)")
+
+
+def test_missing_sunday_is_not_replaced():
+    backups = [b for b in year(D("2026-11-27")) if b.date != D("2026-10-18")]
+    p = plan(backups, D("2026-11-27"), now=NOW)
+    assert D("2026-10-17") not in kept_dates(p) and D("2026-10-19") not in kept_dates(p)
+    assert len(p.keep) == 52
+
+
+def test_newest_verified_is_kept_however_old():
+    today = D("2026-11-27")
+    backups = [BackupView("old1", D("2025-06-02"), "verified"),
+               BackupView("old2", D("2025-06-03"), "verified"),
+               *year(today, 3, "checksummed")]
+    p = plan(backups, today, RetentionPolicy(min_verified=1), now=NOW)
+    by_id = {d.backup.backup_id: d for d in p.decisions}
+    assert by_id["old2"].action == "keep" and by_id["old2"].reasons == ["newest verified"]
+    assert by_id["old1"].action == "delete"
+    assert all(by_id[b.backup_id].action == "keep" for b in year(today, 3))  # newest of day
+
+
+def test_minimum_redundancy_when_most_backups_are_unverified():
+    today = D("2026-11-27")
+    verified_days = {50, 45, 40, 38}
+    backups = [BackupView(f"b{i:03d}", today - dt.timedelta(days=i),
+                          "verified" if i in verified_days else "checksummed")
+               for i in range(60)]
+    p = plan(backups, today, RetentionPolicy(weekly=0, monthly=0), now=NOW)
+    by_id = {d.backup.backup_id: d for d in p.decisions}
+    assert [by_id[f"b{i:03d}"].action for i in (38, 40, 45, 50)] == [
+        "keep", "keep", "keep", "delete"]
+    assert by_id["b038"].reasons == ["newest verified"]
+    assert by_id["b040"].reasons == ["minimum redundancy (at least 3 verified)"]
+    unverified_kept = {i for i in range(60) if i not in verified_days
+                       and by_id[f"b{i:03d}"].action == "keep"}
+    assert unverified_kept == set(range(35))  # the daily window only
+    assert "older than 35 days" in by_id["b036"].reasons[0]
+
+
+def test_too_few_verified_backups_keeps_checksummed_ones():
+    today = D("2026-11-27")
+    backups = [BackupView("v", today - dt.timedelta(days=10), "verified"),
+               *[BackupView(f"c{i}", today - dt.timedelta(days=i), "checksummed")
+                 for i in range(1, 6)]]
+    p = plan(backups, today, RetentionPolicy(daily=1, weekly=0, monthly=0), now=NOW)
+    assert {d.backup.backup_id for d in p.keep} == {"v", "c1", "c2"}
+    assert "only 1 verified" in next(d for d in p.keep if d.backup.backup_id == "c1").reasons[0]
+
+
+def test_reruns_on_one_day():
+    today = D("2026-11-27")
+    backups = [BackupView("20261127T060000Z", today, "verified"),
+               BackupView("20261127T070000Z", today, "verified"),
+               BackupView("20261127T080000Z", today, "checksummed"),
+               BackupView("20261126T060000Z", today - dt.timedelta(days=1), "uploaded"),
+               BackupView("20261126T070000Z", today - dt.timedelta(days=1), "verified")]
+    p = plan(backups, today, RetentionPolicy(min_verified=1), now=NOW)
+    by_id = {d.backup.backup_id: d for d in p.decisions}
+    assert {k for k, d in by_id.items() if d.action == "keep"} == {
+        "20261127T070000Z", "20261127T080000Z", "20261126T070000Z"}
+    assert by_id["20261127T060000Z"].reasons == [
+        "not the newest verified backup of 2026-11-27 (20261127T070000Z is)"]
+    assert by_id["20261126T060000Z"].reasons == [
+        "uploaded (not verified), superseded by 20261126T070000Z the same day"]
+
+
+def test_incomplete_uploads_are_cleaned_after_a_day_and_future_dates_kept():
+    today = D("2026-11-27")
+    backups = [BackupView("old", today - dt.timedelta(days=1), "incomplete",
+                          NOW - dt.timedelta(hours=25)),
+               BackupView("young", today, "incomplete", NOW - dt.timedelta(hours=2)),
+               BackupView("future", today + dt.timedelta(days=1), "checksummed")]
+    p = plan(backups, today, now=NOW)
+    assert [d.backup.backup_id for d in p.clean] == ["old"]
+    assert {d.backup.backup_id for d in p.keep} == {"young", "future"}
+    assert not p.delete
+
+
+def test_policy_validation_and_settings():
+    with pytest.raises(ValueError, match="daily=0"):
+        RetentionPolicy(daily=0)
+    assert policy_from_env({}) == RetentionPolicy(35, 12, 12, 3)
+    assert policy_from_env({"NSYNC_RETENTION_DAILY": "7", "NSYNC_RETENTION_WEEKLY": "0"}) == \
+        RetentionPolicy(daily=7, weekly=0)
+    with pytest.raises(ConfigError, match="NSYNC_RETENTION_MONTHLY"):
+        policy_from_env({"NSYNC_RETENTION_MONTHLY": "many"})
+    with pytest.raises(ConfigError, match="NSYNC_RETENTION_MIN_VERIFIED=0 is out of range"):
+        policy_from_env({"NSYNC_RETENTION_MIN_VERIFIED": "0"})
+
+
+# -- against the local S3 endpoint -----------------------------------------------------------
+
+def put_backup(client, bucket, folder, *, status="verified", dump_files=1):
+    for i in range(dump_files):
+        client.put_object(Bucket=bucket, Key=f"{folder}dump/{i}.dat.gz", Body=b"y")
+    markers = {"verified": 3, "checksummed": 2, "uploaded": 1, "incomplete": 0}[status]
+    for name in ("manifest.json", "_checksums_verified.json", "_restore_verified.json")[:markers]:
+        client.put_object(Bucket=bucket, Key=folder + name, Body=b"{}")
+
+
+def all_keys(client, bucket) -> set[str]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return {o["Key"] for page in pages for o in page.get("Contents", [])}
+
+
+SMALL = RetentionPolicy(daily=2, weekly=0, monthly=0, min_verified=1)
+TODAY = D("2026-06-10")
+LATER = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)  # incomplete uploads look 2 days old
+
+
+@pytest.fixture
+def history(s3_endpoint, bucket):
+    """An old verified backup with 1,100 objects, an old incomplete one, two recent ones."""
+    client = s3_client(s3_endpoint)
+    store = BackupStore(client, bucket, "nsync")
+    folders = {"big": store.folder("2026-05-01", "20260501T060000Z"),
+               "dead": store.folder("2026-06-08", "20260608T060000Z"),
+               "yesterday": store.folder("2026-06-09", "20260609T060000Z"),
+               "today": store.folder("2026-06-10", "20260610T060000Z")}
+    put_backup(client, bucket, folders["big"], dump_files=1100)
+    put_backup(client, bucket, folders["dead"], status="incomplete")
+    put_backup(client, bucket, folders["yesterday"])
+    put_backup(client, bucket, folders["today"], status="checksummed")
+    return client, store, folders
+
+
+def test_dry_run_deletes_nothing(history):
+    client, store, folders = history
+    before = all_keys(client, store.bucket)
+    p, backups = plan_store(store, TODAY, SMALL, now=LATER)
+    result = apply(store, p, dry_run=True, now=LATER, backups=backups)
+    assert all_keys(client, store.bucket) == before
+    assert result.deleted == ["20260501T060000Z"] and result.cleaned == ["20260608T060000Z"]
+    assert result.objects_deleted == 1103 + 1 and not result.errors
+
+
+def test_apply_deletes_exactly_the_planned_keys_in_batches(history):
+    client, store, folders = history
+    batches: list[int] = []
+
+    def count(params, **_):
+        batches.append(params["body"].count(b"<Key>"))
+
+    client.meta.events.register("before-call.s3.DeleteObjects", count)
+    p, backups = plan_store(store, TODAY, SMALL, now=LATER)
+    assert len(next(b for b in backups if b.backup_id == "20260501T060000Z").keys) == 1103
+    result = apply(store, p, dry_run=False, now=LATER, backups=backups)
+    assert result.deleted == ["20260501T060000Z"] and result.cleaned == ["20260608T060000Z"]
+    assert result.objects_deleted == 1104 and not result.errors and not result.locked
+    assert sorted(batches) == [1, 103, 1000]
+    remaining = all_keys(client, store.bucket)
+    assert remaining and all(k.startswith((folders["yesterday"], folders["today"]))
+                             for k in remaining)
+    assert len(remaining) == 3 + 1 + 2 + 1
+    assert [b.backup_id for b in store.list_backups()] == ["20260609T060000Z",
+                                                           "20260610T060000Z"]
+
+
+def test_stale_multipart_uploads_are_aborted(s3_endpoint, bucket):
+    client = s3_client(s3_endpoint)
+    store = BackupStore(client, bucket, "nsync")
+    key = store.folder("2026-06-09", "20260609T060000Z") + "dump/big.dat.gz"
+    up = client.create_multipart_upload(Bucket=bucket, Key=key)
+    client.upload_part(Bucket=bucket, Key=key, UploadId=up["UploadId"], PartNumber=1,
+                       Body=b"z" * 1024)
+    other = client.create_multipart_upload(Bucket=bucket, Key="elsewhere/file")
+    p, backups = plan_store(store, TODAY, SMALL, now=LATER)
+    dry = apply(store, p, dry_run=True, now=LATER, backups=backups)
+    assert len(dry.aborted_uploads) == 1 and key in dry.aborted_uploads[0]
+    assert len(client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])) == 2
+    result = apply(store, p, dry_run=False, now=LATER, backups=backups)
+    assert len(result.aborted_uploads) == 1
+    left = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert [u["UploadId"] for u in left] == [other["UploadId"]]
+
+
+def test_object_lock_new_backups_locked_and_locked_ones_never_deleted(s3_endpoint):
+    client = s3_client(s3_endpoint)
+    bucket = f"nsync-lock-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    client.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled",
+        "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}})
+    store = BackupStore(client, bucket, "nsync")
+    old = store.folder("2026-05-01", "20260501T060000Z")
+    held = store.folder("2026-05-02", "20260502T060000Z")
+    new = store.folder("2026-06-07", "20260607T060000Z")  # a Sunday: weekly
+    put_backup(client, bucket, old, dump_files=3)
+    client.put_object(Bucket=bucket, Key=old + "dump/0.dat.gz", Body=b"second version")
+    expired = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    for v in client.list_object_versions(Bucket=bucket, Prefix=old)["Versions"]:
+        # moto accepts a past date: it stands in for a lock that ran out (AWS would refuse)
+        client.put_object_retention(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"],
+                                    BypassGovernanceRetention=True, Retention={
+                                        "Mode": "GOVERNANCE", "RetainUntilDate": expired})
+    put_backup(client, bucket, held)
+    put_backup(client, bucket, new)
+    now = dt.datetime.now(dt.UTC)
+    policy = RetentionPolicy()
+    out = lock_new_backup(store, new, class_for_date(D("2026-06-07")), policy, now)
+    assert out["locked"] == 4 and out["mode"] == "GOVERNANCE" and out["class"] == "weekly"
+    for key in [new + "dump/0.dat.gz", new + "manifest.json"]:
+        until = client.head_object(Bucket=bucket, Key=key)["ObjectLockRetainUntilDate"]
+        assert abs(until - (now + dt.timedelta(days=84))) < dt.timedelta(seconds=2)
+    assert lock_new_backup(store, new, "daily", policy, now)["already_longer"] == 4
+    lock_new_backup(store, held, "daily", policy, now)  # an old backup still under lock
+
+    p, backups = plan_store(store, TODAY, SMALL, now=now)
+    assert {d.backup.backup_id for d in p.delete} == {"20260501T060000Z", "20260502T060000Z"}
+    result = apply(store, p, dry_run=False, now=now, backups=backups)
+    assert result.deleted == ["20260501T060000Z"] and not result.errors
+    assert len(result.locked) == 1 and result.locked[0].startswith(
+        "20260502T060000Z (2026-05-02): GOVERNANCE until ")
+    versions = client.list_object_versions(Bucket=bucket, Prefix=old)
+    assert not versions.get("Versions") and not versions.get("DeleteMarkers")  # gone for good
+    assert len(client.list_object_versions(Bucket=bucket, Prefix=held)["Versions"]) == 4
+    assert [b.backup_id for b in store.list_backups()] == ["20260502T060000Z",
+                                                           "20260607T060000Z"]
+
+
+def test_lock_new_backup_without_object_lock_does_nothing(s3_endpoint, bucket):
+    store = BackupStore(s3_client(s3_endpoint), bucket, "nsync")
+    put_backup(store.client, bucket, store.folder("2026-06-10", "x"))
+    out = lock_new_backup(store, store.folder("2026-06-10", "x"), "daily", SMALL,
+                          dt.datetime.now(dt.UTC))
+    assert out["locked"] == 0
+
+
+def test_cli_lists_classes_plans_and_applies(history, s3_endpoint, monkeypatch):
+    from nsync_dagster.cli.backups import run_backups
+
+    client, store, folders = history
+    for key, value in {"NSYNC_BACKUP_BUCKET": store.bucket, "AWS_ENDPOINT_URL": s3_endpoint,
+                       "AWS_ACCESS_KEY_ID": S3_KEY_ID, "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+                       "AWS_DEFAULT_REGION": "us-east-1", "NSYNC_RETENTION_DAILY": "3650",
+                       "NSYNC_RETENTION_WEEKLY": "0", "NSYNC_RETENTION_MONTHLY": "0",
+                       "NSYNC_RETENTION_MIN_VERIFIED": "1"}.items():
+        monkeypatch.setenv(key, value)
+    out = io.StringIO()
+    assert run_backups(out) == 0
+    lines = out.getvalue().splitlines()
+    assert lines[1].split()[-2:] == ["status", "class"]
+    assert lines[2].split()[1] == "20260501T060000Z" and lines[2].split()[-1] == "daily"
+    before = all_keys(client, store.bucket)
+    monkeypatch.setenv("NSYNC_RETENTION_DAILY", "1")  # real today: everything is old
+    out = io.StringIO()
+    assert run_backups(out, mode="plan") == 0
+    text = out.getvalue()
+    assert "delete 2026-05-01  20260501T060000Z" in text and "dry run" in text
+    assert "delete 2026-06-10  20260610T060000Z  checksummed" in text
+    assert all_keys(client, store.bucket) == before
+    out = io.StringIO()
+    assert run_backups(out, mode="apply") == 0
+    # the incomplete one was written just now: it may still be uploading
+    assert [b.backup_id for b in store.list_backups()] == ["20260608T060000Z",
+                                                           "20260609T060000Z"]
+    assert "deleted 20260501T060000Z" in out.getvalue()
+
+
+def test_backup_retention_asset_applies_the_plan(history, s3_endpoint, monkeypatch):
+    import dagster as dg
+    from dagster_aws.s3 import S3Resource
+
+    from nsync_dagster.defs.daily.retention import backup_retention
+    from nsync_dagster.defs.resources import NsyncResource
+
+    client, store, folders = history
+    for key in ("NSYNC_RETENTION_DAILY", "NSYNC_RETENTION_WEEKLY", "NSYNC_RETENTION_MONTHLY"):
+        monkeypatch.setenv(key, "1" if key.endswith("DAILY") else "0")
+    monkeypatch.setenv("NSYNC_RETENTION_MIN_VERIFIED", "1")
+    resources = {"nsync": NsyncResource(prod_database_url="postgresql://u:p@127.0.0.1:1/a",
+                                        staging_database_url="postgresql://u:p@127.0.0.1:1/b",
+                                        backup_bucket=store.bucket),
+                 "s3": S3Resource(endpoint_url=s3_endpoint, region_name="us-east-1",
+                                  aws_access_key_id=S3_KEY_ID, aws_secret_access_key=S3_SECRET)}
+    result = dg.materialize([backup_retention], resources=resources, partition_key="2026-06-10")
+    assert result.success
+    meta = result.asset_materializations_for_node("backup_retention")[0].metadata
+    assert meta["deleted"].value == 2 and meta["locked_skipped"].value == 0
+    assert "20260501T060000Z" in meta["deleted_ids"].value
+    assert "| keep | 2026-06-09 | 20260609T060000Z | verified |" in meta["plan"].value
+    assert [b.backup_id for b in store.list_backups()] == ["20260608T060000Z",
+                                                           "20260609T060000Z"]
