@@ -34,7 +34,7 @@ from nsync_dagster.settings import Settings
 from nsync_dagster.storage.s3store import BackupStore
 
 log = logging.getLogger("nsync.recovery")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class RecoveryTestFailed(NsyncError):

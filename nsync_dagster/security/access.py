@@ -43,7 +43,7 @@ _FIELDS = {"name", "kind", "owner", "purpose", "environments", "roles", "attribu
 _OBJECT_KINDS = ("partitioned table", "materialized view", "foreign table", "window function",
                  "schema", "table", "view", "sequence", "function", "procedure", "aggregate",
                  "type", "domain")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _setting(name: str) -> str:

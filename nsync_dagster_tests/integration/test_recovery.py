@@ -20,8 +20,9 @@ def _logs(env) -> list[str]:
 def test_recovery_test_from_the_command_line(capsys, pg_staging, nsync_env, instance):
     assert run_daily_job(instance).success
     code = main(["run", "recovery-test"])
-    out = capsys.readouterr().out
-    assert code == 0, out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert code == 0, out + captured.err
     assert "recovery test PASSED" in out and "RTO" in out and "RPO" in out
     keys = _logs(nsync_env)
     assert len(keys) == 2 and {k.rsplit(".", 1)[1] for k in keys} == {"md", "json"}
