@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 
 from nsync_dagster.errors import NsyncError
-from nsync_dagster.redact import redact
+from nsync_dagster.redact import install_log_filter, redact
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    install_log_filter()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -41,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nsync: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # the CLI's failure boundary: a bug or a library's error, masked
+        if args.verbose:
+            print(redact(traceback.format_exc()), file=sys.stderr)
+        print(f"nsync: unexpected error ({type(exc).__name__}): {redact(exc)}"
+              + ("" if args.verbose else " (run with --verbose for the traceback)"),
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import psycopg
@@ -125,11 +125,20 @@ class PgTarget:
     """A database named by a libpq URL, with a label (``production``, ``staging``) for messages."""
 
     label: str
-    url: str
+    url: str = field(repr=False)
     variable: str = ""
 
     def __post_init__(self) -> None:
         register_url_password(self.url)
+
+    def __repr__(self) -> str:  # never the URL: it may carry the password
+        try:
+            shown = self.display
+        except ConfigError:
+            shown = "<unparseable URL>"
+        return f"PgTarget(label={self.label!r}, display={shown!r})"
+
+    __str__ = __repr__
 
     @property
     def params(self) -> dict[str, str]:
