@@ -74,7 +74,8 @@ _MASKED_LOGGERS = ("nsync", "dagster")
 _installed = False
 
 
-def _masked(name: str) -> bool:
+def _masked(name: str | None) -> bool:
+    name = name or ""
     return any(name == n or name.startswith(n + ".") for n in _MASKED_LOGGERS)
 
 

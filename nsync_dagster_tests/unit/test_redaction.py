@@ -76,3 +76,20 @@ def test_the_cli_boundary_masks_an_unexpected_library_error(monkeypatch, capsys)
     err = capsys.readouterr().err
     assert "cli-Secret-7" not in err and "unexpected error (RuntimeError)" in err
     assert "Traceback" in err
+
+
+def test_context_log_records_reach_the_event_log_masked():
+    import dagster as dg
+
+    install_log_filter()
+    PgTarget("production", "postgresql://bob:event-Secret-8@db/app", "X")
+
+    @dg.asset
+    def talkative(context: dg.AssetExecutionContext) -> None:
+        context.log.info("pw event-Secret-8 in postgresql://bob:event-Secret-8@db/app")
+        context.log.warning("again %s", "event-Secret-8")
+
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([talkative], instance=instance)
+        text = "\n".join(str(e) for e in instance.all_logs(result.run_id))
+    assert "event-Secret-8" not in text and text.count("***") >= 3
