@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import dagster as dg
 import psycopg
 import pytest
 
@@ -79,8 +80,6 @@ def test_the_cli_boundary_masks_an_unexpected_library_error(monkeypatch, capsys)
 
 
 def test_context_log_records_reach_the_event_log_masked():
-    import dagster as dg
-
     install_log_filter()
     PgTarget("production", "postgresql://bob:event-Secret-8@db/app", "X")
 
