@@ -84,7 +84,7 @@ def test_context_log_records_reach_the_event_log_masked():
     PgTarget("production", "postgresql://bob:event-Secret-8@db/app", "X")
 
     @dg.asset
-    def talkative(context: dg.AssetExecutionContext) -> None:
+    def talkative(context) -> None:
         context.log.info("pw event-Secret-8 in postgresql://bob:event-Secret-8@db/app")
         context.log.warning("again %s", "event-Secret-8")
 
