@@ -61,7 +61,7 @@ class Databases(Group):
         "and drop the staging database and its __nsync_next/__nsync_prev copies. It must "
         "exist, the staging role must be able to connect to it, and it must not be the "
         "staging database. \"nsync restore\" uses the same name on the --target-url server.",
-        min_length=1, kind="database name")
+        kind="database name")
 
     scratch_database_url: SecretStr | None = setting(
         None,

@@ -20,11 +20,11 @@ import dagster as dg
 import psycopg
 import pytest
 
+from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.errors import ConfigError
 from nsync_dagster.postgres.roles import DEFAULT_PLATFORM_ROLES
 from nsync_dagster.security import access
 from nsync_dagster.security.posture import read_posture
-from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster_tests.conftest import (
     OWNER,
     REPO,

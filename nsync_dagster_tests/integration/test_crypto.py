@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from pyrage import x25519
 
+from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.errors import BackupStoreError, ConfigError
 from nsync_dagster.redact import redact
-from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.storage import crypto
 from nsync_dagster.storage.crypto import AgeDecryptError, AgeKeyError, AgeKeys
 from nsync_dagster.storage.s3store import BackupStore

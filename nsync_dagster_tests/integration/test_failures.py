@@ -6,9 +6,9 @@ import psycopg
 import pytest
 
 from nsync_dagster.cycle import pipeline
+from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.errors import BackupStoreError
-from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster_tests import oracle
 from nsync_dagster_tests.conftest import (
     OWNER,

@@ -6,8 +6,8 @@ import pytest
 
 from nsync_dagster.cli import main
 from nsync_dagster.cycle import recovery
-from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.cycle.config import RunConfig
+from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster_tests.conftest import OWNER, STAGING_OWNER_PW, run_daily_job, s3_client
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.errors import ConfigError, PreflightError
 from nsync_dagster.postgres.pgconn import PgTarget, check_dagster_storage_tls, check_tls_policy
-from nsync_dagster.cycle.config import RunConfig
 
 PG15 = Path("/usr/lib/postgresql/15/bin")
 SUPER_PW = "tls-Super-Pw-7k3!"

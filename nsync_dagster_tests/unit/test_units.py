@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.errors import ConfigError
 from nsync_dagster.postgres import restore
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.redact import redact, register_secret
-from nsync_dagster.cycle.config import RunConfig
 
 
 @pytest.mark.parametrize("text, hidden", [
