@@ -189,14 +189,15 @@ def _load(cls: type[Group], items: frozenset[tuple[str, str]]) -> Group:
 
 
 def register(secret: str) -> None:
-    """Mask ``secret`` from now on; of a URL, its password and query values (the URL's host
-    stays readable in messages)."""
+    """Mask ``secret`` from now on; of a URL, its password and, for an http(s) URL (a webhook
+    whose token may sit in the query), the query values. The host stays readable in messages,
+    and a database URL's query (sslmode=...) is no secret."""
     if "://" not in secret:
         register_secret(secret)
         return
     register_url_password(secret)
     query = urlsplit(secret).query
-    if query:
+    if query and secret.lower().startswith(("http://", "https://")):
         register_secret(query)
         for _key, value in parse_qsl(query):
             register_secret(value)

@@ -152,6 +152,9 @@ def test_secrets_are_secret_and_registered_when_read():
     assert "dbpass-99" not in redact(settings.Databases.load(
         {"NSYNC_PROD_DATABASE_URL": "postgresql://u:dbpass-99@db/x"}).prod_database_url
         .get_secret_value())
+    settings.Databases.load({"NSYNC_STAGING_DATABASE_URL":
+                             "postgresql://u:dbpass-98@db/x?sslmode=verify-full&options=abcdef"})
+    assert redact("sslmode=verify-full options=abcdef") == "sslmode=verify-full options=abcdef"
     assert "dbpass-99" not in repr(settings.Databases.load(
         {"NSYNC_PROD_DATABASE_URL": "postgresql://u:dbpass-99@db/x"}))
 
