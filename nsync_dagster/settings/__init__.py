@@ -44,10 +44,9 @@ from nsync_dagster.settings.jobs import PLATFORM_ROLES, Access, Alerting, Recove
 from nsync_dagster.settings.notify import Notifications
 
 __all__ = ["GROUPS", "MASK", "PLATFORM_ROLES", "STAGING_PASSWORD_PREFIX", "Access", "Alerting",
-           "Backups", "ClientPrograms", "ConfigError", "Databases", "Group", "Notifications",
-           "Recovery", "Retention", "Spec", "StagingPasswords", "Tuning", "check", "describe",
-           "external",
-           "env_name", "environ", "load_all", "specs", "staging_password",
+           "Backups", "ClientPrograms", "Databases", "Group", "Notifications", "Recovery",
+           "Retention", "Spec", "StagingPasswords", "Tuning", "check", "describe", "env_name",
+           "environ", "external", "load_all", "spec", "specs", "staging_password",
            "staging_password_variable", "unknown"]
 
 GROUPS: tuple[type[Group], ...] = (Databases, Backups, ClientPrograms, Tuning, Retention,
