@@ -42,8 +42,9 @@ class Backups(Group):
 
     s3_sse: Literal["AES256", "aws:kms"] = setting(
         "AES256",
-        "Server-side encryption requested for every object. Verification fails if S3 stores "
-        "an object without server-side encryption.",
+        "Server-side encryption requested for every object: AES256 is SSE-S3, aws:kms is "
+        "SSE-KMS (with NSYNC_S3_KMS_KEY_ID). Verification fails if S3 stores an object without "
+        "server-side encryption.",
         example="aws:kms")
 
     s3_kms_key_id: str | None = setting(

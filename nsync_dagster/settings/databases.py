@@ -50,7 +50,7 @@ class Databases(Group):
         "(checked before any work), CREATEROLE when production has roles staging lacks, and "
         "the right to end other sessions on the database (pg_signal_backend, or the same "
         "role). Must not be the production database: nsync compares both by URL and by server "
-        "identity and refuses.",
+        "identity and refuses. Typically a separate Neon project or branch.",
         required=True, unset="none: required by \"nsync run daily\"",
         example=STAGING_EXAMPLE,
         kind="postgresql:// or postgres:// URL with host, user and database name")

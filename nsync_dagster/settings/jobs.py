@@ -118,13 +118,13 @@ class Alerting(Group):
         dt.time(5, 0),
         "New York clock time at which an early warning (event deadline_warning) goes out when "
         "today's staging sync has not finished yet. The deadline itself is 06:00.",
-        example="04:30")
+        example="04:30", kind="HH:MM (America/New_York)")
 
     escalate_at: Clock = setting(
         dt.time(8, 30),
         "New York clock time the business day starts: if staging is still not current then, "
         "the escalation (event escalation) goes to the director and on-call.",
-        example="08:00")
+        example="08:00", kind="HH:MM (America/New_York)")
 
     ui_url: HttpURL = setting(
         "http://127.0.0.1:3000",
