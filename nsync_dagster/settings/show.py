@@ -24,6 +24,14 @@ class Row:
         return f"{self.name} = {shown}{mark}"
 
 
+def _bad(group: type, name: str, value: str) -> bool:
+    try:
+        group.load({name: value})
+    except ConfigError:
+        return True
+    return False
+
+
 def effective(env: Mapping[str, str] | None = None) -> list[Row]:
     """One row per registered setting, then the staging passwords that are set."""
     given = {k.upper(): v for k, v in environ(env).items()}
@@ -36,7 +44,9 @@ def effective(env: Mapping[str, str] | None = None) -> list[Row]:
         for field in group.model_fields:
             s = spec(group, field)
             if loaded is None and s.name in given:
-                rows.append(Row(s.name, MASK if s.secret else given[s.name], "invalid"))
+                shown = MASK if s.secret else given[s.name]
+                rows.append(Row(s.name, shown, "invalid" if _bad(group, s.name, given[s.name])
+                                else "set"))
                 continue
             value = env_text(getattr(loaded, field)) if loaded is not None else s.default
             state = "set" if s.name in given else "default" if value is not None else "unset"
