@@ -12,6 +12,7 @@ from nsync_dagster.cli.daily import ensure_dagster_home
 from nsync_dagster.cli.demo import DEFAULT_DIR
 from nsync_dagster.embedded.stack import EmbeddedStack
 from nsync_dagster.redact import redact
+from nsync_dagster.settings import Databases
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,14 +38,15 @@ def _interrupt(signum, frame) -> None:
 def run_dev(root: Path, port: int) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # stop cleanly under a supervisor too
     stack = None
-    env = dict(os.environ)
-    if not env.get("NSYNC_PROD_DATABASE_URL"):
+    env = dict(os.environ)  # handed to dagster dev
+    prod = Databases.load().prod_database_url
+    if prod is None:
         stack = EmbeddedStack(root).start()
         env.update(stack.env())
         print(f"NSYNC_PROD_DATABASE_URL is not set: using the embedded default in {root}/ "
               f"(S3 at {stack.s3_endpoint}, in memory)")
     else:
-        print(f"using the configured environment ({redact(env['NSYNC_PROD_DATABASE_URL'])})")
+        print(f"using the configured environment ({redact(prod.get_secret_value())})")
     ensure_dagster_home(env)
     print(f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C to stop)", flush=True)
     proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w",

@@ -28,6 +28,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from nsync_dagster.errors import ConfigError, PreflightError
 from nsync_dagster.redact import redact, register_url_password
+from nsync_dagster.settings import Databases
 
 CONNECT_TIMEOUT_S = 10
 TLS_MIN_VAR = "NSYNC_TLS_MIN"
@@ -50,7 +51,7 @@ def tls_floor(value: str | None = None, env: Mapping[str, str] | None = None) ->
     ``NSYNC_TLS_MIN`` from ``env`` (default: the process environment, read now), else
     ``verify-full``."""
     if value is None:
-        value = (os.environ if env is None else env).get(TLS_MIN_VAR) or TLS_MIN_DEFAULT
+        value = Databases.load(env).tls_min
     value = value.strip().lower()
     if value not in TLS_FLOORS:
         raise ConfigError(f"{TLS_MIN_VAR}={value!r}: use verify-full (the default), verify-ca or "

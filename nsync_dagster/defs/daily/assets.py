@@ -17,7 +17,7 @@ from nsync_dagster.cycle import pipeline
 from nsync_dagster.defs.resources import NsyncResource, backup_store
 from nsync_dagster.progress import human_bytes
 from nsync_dagster.redact import redact
-from nsync_dagster.settings import Settings
+from nsync_dagster.settings import Tuning
 
 # fresh = synced between 23:00 the evening before and 06:00 New York time (see deadline.py)
 FRESH_BY_6AM = dg.FreshnessPolicy.cron(deadline_cron=deadline.DEADLINE_CRON,
@@ -31,7 +31,8 @@ GROUP = "daily_backup_and_sync"
 
 def _retry_budget() -> tuple[int, int]:
     """(retries, seconds before the first) for transient errors, read when the step runs."""
-    return Settings.step_retries_from_env()
+    tuning = Tuning.load()
+    return tuning.step_retries, tuning.step_retry_wait
 
 
 @contextlib.contextmanager
