@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -27,6 +27,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from nsync_dagster.errors import ConfigError, PreflightError
+from nsync_dagster.postgres.pgbin import PgBin
 from nsync_dagster.redact import redact, register_url_password
 from nsync_dagster.settings import Databases
 
@@ -220,6 +221,15 @@ class PgTarget:
     def with_db(self, dbname: str) -> PgTarget:
         """The same server and credentials, another database."""
         return PgTarget(self.label, make_conninfo(self.url, dbname=dbname), self.variable)
+
+    def command(self, tools: PgBin, tool: str,
+                args: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+        """``(argv, env)`` to run the client program ``tool`` (pg_dump, pg_restore, pg_dumpall,
+        psql) of ``tools`` against this database: the connection on the command line without
+        the password, the password only in the child's ``PGPASSWORD``, TLS settings from the
+        URL. The one place nsync builds a client command line."""
+        return ([tools.tool(tool), "-d", self.conninfo_without_password(), *args],
+                self.child_env())
 
     def conninfo_without_password(self) -> str:
         params = dict(self.params)
