@@ -13,10 +13,12 @@ and their defaults are declared in :data:`nsync_dagster.settings.SETTINGS` and d
   ``NSYNC_SMTP_PORT``, ``NSYNC_SMTP_SECURITY``, ``NSYNC_SMTP_CAFILE``; ``NSYNC_SMTP_USERNAME``
   and ``NSYNC_SMTP_PASSWORD`` together or not at all.
 * PagerDuty (``pagerduty``): ``NSYNC_PAGERDUTY_ROUTING_KEY``; ``NSYNC_PAGERDUTY_EVENTS_URL``.
+* dead-man's switch (``heartbeat``): ``NSYNC_HEARTBEAT_URL``.
 * routing and retries: ``NSYNC_NOTIFY_ROUTES``, ``NSYNC_NOTIFY_ATTEMPTS``,
   ``NSYNC_NOTIFY_BACKOFF_SECONDS``.
 
-Secrets (Slack token, SMTP password, PagerDuty routing key, the webhook URL's query string) are
+Secrets (Slack token, SMTP password, PagerDuty routing key, the webhook URL's query string, the
+heartbeat URL's path) are
 registered with :func:`nsync_dagster.redact.register_secret` before anything else is checked.
 """
 
@@ -36,6 +38,7 @@ from nsync_dagster.notify.channels import (
     SlackChannel,
     WebhookChannel,
 )
+from nsync_dagster.notify.heartbeat import HeartbeatChannel, register_heartbeat_secret
 from nsync_dagster.notify.router import Notifier, parse_routes
 from nsync_dagster.redact import register_secret, register_url_password
 from nsync_dagster.settings import SETTINGS
@@ -100,6 +103,7 @@ def register_notify_secrets(env: Mapping[str, str]) -> None:
         for _key, value in parse_qsl(query):
             register_secret(value)
         register_url_password(url)
+    register_heartbeat_secret(env.get("NSYNC_HEARTBEAT_URL"))
 
 
 def _webhook(env: Mapping[str, str]) -> dict[str, Channel]:
@@ -165,6 +169,11 @@ def _pagerduty(env: Mapping[str, str]) -> dict[str, Channel]:
     return {"pagerduty": PagerDutyChannel(key, url)}
 
 
+def _heartbeat(env: Mapping[str, str]) -> dict[str, Channel]:
+    url = _get(env, "NSYNC_HEARTBEAT_URL")
+    return {"heartbeat": HeartbeatChannel(_http_url("NSYNC_HEARTBEAT_URL", url))} if url else {}
+
+
 def notifier_from_env(env: Mapping[str, str] | None = None) -> Notifier:
     """The configured channels, routes and retry policy; channels left unset are skipped.
 
@@ -186,7 +195,7 @@ def notifier_from_env(env: Mapping[str, str] | None = None) -> Notifier:
     env = os.environ if env is None else env
     register_notify_secrets(env)
     channels: dict[str, Channel] = {}
-    for build in (_webhook, _slack, _email, _pagerduty):
+    for build in (_webhook, _slack, _email, _pagerduty, _heartbeat):
         channels.update(build(env))
     routes = parse_routes(env.get("NSYNC_NOTIFY_ROUTES"))
     return Notifier(channels, routes,
