@@ -10,8 +10,11 @@ Rules:
 * An item is one :class:`Event` with the channels routed to it when it was queued; each
   channel is delivered independently (one broken channel neither blocks nor duplicates the
   others).
-* Per channel, items go out in the order they were queued: after a failure on a channel, its
-  later items wait for the next tick (a PagerDuty ``resolve`` never overtakes its ``trigger``).
+* Per channel and incident (``dedup_key``), items go out in the order they were queued: after a
+  failure, the incident's later items wait for the next tick on that channel (a PagerDuty
+  ``resolve`` never overtakes its ``trigger``); other incidents are still tried, up to
+  :data:`MAX_FAILURES_PER_TICK` failures per channel and flush (a dead host costs one timeout
+  per tick, not one per queued message).
 * An item is given up ``give_up`` after it was queued (a ``deadline_warning`` at the deadline):
   logged at ERROR with the channel, event, attempts and last error, and reported to the caller.
 """
@@ -31,6 +34,7 @@ from nsync_dagster.notify.router import Notifier
 log = logging.getLogger("nsync.notify")
 
 DEFAULT_GIVE_UP = dt.timedelta(hours=24)
+MAX_FAILURES_PER_TICK = 2
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:
@@ -92,7 +96,8 @@ def flush(outbox: list[dict], notifier: Notifier, now: dt.datetime,
     ``report.done``, with their ``delivered`` and ``given_up`` channels).
     """
     report = FlushReport()
-    blocked: set[str] = set()  # channels that failed this flush: their later items wait
+    blocked: set[tuple[str, str | None]] = set()  # (channel, incident) that failed this flush
+    failures: dict[str, int] = {}
     for item in list(outbox):
         event = event_from_dict(item["event"])
         for channel in list(item["pending"]):
@@ -108,7 +113,9 @@ def flush(outbox: list[dict], notifier: Notifier, now: dt.datetime,
                                         f"last error: {error}"))
                 save()
                 continue
-            if channel in blocked:
+            incident = event.dedup_key or item["id"]
+            if (channel, incident) in blocked or failures.get(channel, 0) >= \
+                    MAX_FAILURES_PER_TICK:
                 continue
             if channel not in notifier.channels:
                 log.warning("notification %s: channel %s is no longer configured; dropped",
@@ -126,7 +133,8 @@ def flush(outbox: list[dict], notifier: Notifier, now: dt.datetime,
                              channel, tries + 1)
             else:
                 item["errors"][channel] = result.error or "unknown error"
-                blocked.add(channel)
+                blocked.add((channel, incident))
+                failures[channel] = failures.get(channel, 0) + 1
                 report.failed.append((item["id"], event.event, channel, str(result.error)))
             save()
         if not item["pending"]:
