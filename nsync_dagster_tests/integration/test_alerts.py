@@ -20,6 +20,7 @@ from nsync_dagster_tests.conftest import PROD_DB, SECRETS, SUPERUSER_PW, run_dai
 from nsync_dagster_tests.receivers import Receiver
 
 PD_KEY = "pd-Routing-Key-31x"
+HB = "hb-Ping-Key-0a1b2c3d4e5f6a7b"
 
 
 @pytest.fixture
@@ -29,6 +30,7 @@ def receiver(monkeypatch):
     monkeypatch.setenv("NSYNC_PAGERDUTY_ROUTING_KEY", PD_KEY)
     monkeypatch.setenv("NSYNC_PAGERDUTY_EVENTS_URL", f"{r.url}/v2/enqueue")
     monkeypatch.setenv("NSYNC_NOTIFY_BACKOFF_SECONDS", "0")
+    monkeypatch.setenv("NSYNC_HEARTBEAT_URL", f"{r.url}/ping/{HB}")
     yield r
     r.close()
 
@@ -71,11 +73,16 @@ def test_failure_alert_then_confirmation_and_resolved(pg_prod, nsync_env, instan
     [page] = receiver.bodies("/v2/enqueue")
     assert page["event_action"] == "trigger" and page["dedup_key"] == "nsync-daily-2026-11-27"
 
+    # the deadline passes before the good run: the incident now has two reasons
+    dl_start = dt.datetime(2026, 11, 27, 5, 0, tzinfo=dt.UTC)  # 00:00 ET: watching the night
+    sensors.deadline_tick(instance, notifier_from_env(), dl_start)
+    sensors.deadline_tick(instance, notifier_from_env(), dl_start + dt.timedelta(hours=6.5))
+    assert [b["event"] for b in webhook(receiver)] == ["run_failure", "deadline_missed"]
     good = run_daily_job(instance)
     assert good.success
     runs_tick(instance)
     runs_tick(instance)  # nothing twice
-    digest, resolved = webhook(receiver)[1:]
+    digest, resolved = webhook(receiver)[2:]
     assert digest["event"] == "daily_success"
     d = digest["details"]
     assert d["backup_location"].startswith(f"s3://{nsync_env['NSYNC_BACKUP_BUCKET']}/nsync/")
@@ -83,12 +90,21 @@ def test_failure_alert_then_confirmation_and_resolved(pg_prod, nsync_env, instan
     assert d["last_recovery_test"] == "no recovery test recorded yet"
     assert d["staging_verified_at"].endswith(("EST", "EDT"))
     assert resolved["event"] == "resolved" and "1 failed run" in resolved["summary"]
+    assert "deadline was missed" in resolved["summary"]
     assert receiver.bodies("/v2/enqueue")[-1] == {**receiver.bodies("/v2/enqueue")[-1],
                                                   "event_action": "resolve",
                                                   "dedup_key": "nsync-daily-2026-11-27"}
     assert records.director_notifications(instance)[0]["partition"] == "2026-11-27"
+    # the dead-man's switch: /fail for the failed run, then the success ping
+    assert [r["path"] for r in receiver.requests if "/ping/" in r["path"]] == [
+        f"/ping/{HB}/fail", f"/ping/{HB}/fail", f"/ping/{HB}"]  # failure, missed, success
+
+    # a later run of the same day, after the deadline, is confirmed but resolves nothing new
+    assert run_daily_job(instance).success
+    runs_tick(instance)
+    assert [b["event"] for b in webhook(receiver)][4:] == ["daily_success"]
     hooks = json.dumps(webhook(receiver))
-    for secret in (*SECRETS, PD_KEY):
+    for secret in (*SECRETS, PD_KEY, HB):
         assert secret not in hooks
 
 
@@ -120,7 +136,7 @@ def test_a_broken_channel_is_retried_next_tick_and_blocks_no_other(instance, rec
         runs_tick(instance)
     assert requests_to(receiver, "/v2/enqueue") == 1, "PagerDuty paged despite the webhook"
     [item] = sensors.SensorState(instance, "run_alerts").load()["outbox"]  # durable
-    assert (item["pending"], item["delivered"]) == (["webhook"], ["pagerduty"])
+    assert (item["pending"], item["delivered"]) == (["webhook"], ["pagerduty", "heartbeat"])
     text = runs_tick(instance)  # delivered now, PagerDuty not paged twice
     assert "run_failure→webhook" in text
     assert requests_to(receiver, "/hooks/nsync") == 2 and requests_to(receiver, "/v2/enqueue") == 1
