@@ -21,7 +21,6 @@ Rules:
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -38,7 +37,8 @@ MAX_FAILURES_PER_TICK = 2
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:
-    return dataclasses.asdict(event)
+    """The event as stored: already redacted (the outbox lives in the instance's database)."""
+    return {**event.payload(), "dedup_key": event.dedup_key}
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:
