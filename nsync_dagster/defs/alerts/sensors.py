@@ -95,7 +95,8 @@ def run_alerts_tick(instance: dg.DagsterInstance, notifier: Notifier, now: dt.da
         if (record.end_time or updated) < state["since"]:
             continue
         day = run.tags.get(records.PARTITION_TAG)
-        daily = run.job_name == records.DAILY_JOB and day
+        daily = bool(day) and (run.job_name == records.DAILY_JOB or  # or the UI's Materialize
+                               records.STAGING in (run.asset_selection or ()))
         if run.status == dg.DagsterRunStatus.SUCCESS:
             if not daily:
                 continue
