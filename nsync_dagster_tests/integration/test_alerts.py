@@ -15,7 +15,7 @@ import pytest
 from nsync_dagster.defs import records
 from nsync_dagster.defs.alerts import sensors
 from nsync_dagster.defs.resources import NotifierResource
-from nsync_dagster.notify import NotificationError, notifier_from_env
+from nsync_dagster.notify import NotificationError, alerts, notifier_from_env
 from nsync_dagster_tests.conftest import PROD_DB, SECRETS, SUPERUSER_PW, run_daily_job
 from nsync_dagster_tests.receivers import Receiver
 
@@ -187,3 +187,30 @@ def test_runs_that_ended_before_monitoring_started_are_not_news(instance, receiv
     runs_tick(instance)
     runs_tick(instance)
     assert webhook(receiver) == []
+
+
+def test_outbox_keeps_an_incidents_order_per_channel(receiver):
+    """A PagerDuty resolve never overtakes its trigger; another incident is not held up."""
+    from nsync_dagster.notify import PagerDutyChannel, outbox
+    from nsync_dagster.notify.router import Notifier
+
+    pd = Notifier({"pagerduty": PagerDutyChannel(PD_KEY, f"{receiver.url}/v2/enqueue")})
+    box: list[dict] = []
+    now = dt.datetime(2026, 11, 27, 11, 0, tzinfo=dt.UTC)
+    for item_id, event in (
+            ("a", alerts.run_failure("daily_sync_job", "r1", "2026-11-27", [], "boom")),
+            ("b", alerts.resolved("2026-11-27", "r2", "1 failed run(s) before this one")),
+            ("c", alerts.run_failure("recovery_test_job", "r3", None, [], "bad backup"))):
+        assert outbox.enqueue(box, item_id, event, pd.channels_for(event.event), now)
+    assert not outbox.enqueue(box, "a", alerts.resolved("x", "y", "z"), ["pagerduty"], now)
+    receiver.fail_next = 1
+    saves = []
+    report = outbox.flush(box, pd, now, lambda: saves.append(1))
+    assert [r[0] for r in report.delivered] == ["c"] and [r[0] for r in report.failed] == ["a"]
+    assert len(saves) >= 3, "saved after every attempt"
+    outbox.flush(box, pd, now + dt.timedelta(seconds=30), lambda: None)
+    assert box == []
+    assert [(b["event_action"], b["dedup_key"]) for b in receiver.bodies("/v2/enqueue")] == [
+        ("trigger", "nsync-daily-2026-11-27"),  # the 500
+        ("trigger", "nsync-daily-unknown"),
+        ("trigger", "nsync-daily-2026-11-27"), ("resolve", "nsync-daily-2026-11-27")]
