@@ -11,8 +11,10 @@ Rules:
   channel is delivered independently (one broken channel neither blocks nor duplicates the
   others).
 * Per channel and incident (``dedup_key``), items go out in the order they were queued: after a
-  failure, the incident's later items wait for the next tick on that channel (a PagerDuty
-  ``resolve`` never overtakes its ``trigger``); other incidents are still tried, up to
+  failed alert (:data:`OPENING`), the incident's later items wait for the next tick on that
+  channel (a PagerDuty ``resolve`` never overtakes its ``trigger``); a failed confirmation
+  (``daily_success``) holds nothing back, so "resolved" is always tried after a success; other
+  incidents are still tried, up to
   :data:`MAX_FAILURES_PER_TICK` failures per channel and flush (a dead host costs one timeout
   per tick, not one per queued message).
 * An item is given up ``give_up`` after it was queued (a ``deadline_warning`` at the deadline):
@@ -34,6 +36,7 @@ log = logging.getLogger("nsync.notify")
 
 DEFAULT_GIVE_UP = dt.timedelta(hours=24)
 MAX_FAILURES_PER_TICK = 2
+OPENING = frozenset({"run_failure", "deadline_warning", "deadline_missed", "escalation"})
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:
@@ -133,7 +136,8 @@ def flush(outbox: list[dict], notifier: Notifier, now: dt.datetime,
                              channel, tries + 1)
             else:
                 item["errors"][channel] = result.error or "unknown error"
-                blocked.add((channel, incident))
+                if event.event in OPENING:
+                    blocked.add((channel, incident))
                 failures[channel] = failures.get(channel, 0) + 1
                 report.failed.append((item["id"], event.event, channel, str(result.error)))
             save()

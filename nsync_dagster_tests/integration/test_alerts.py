@@ -214,3 +214,22 @@ def test_outbox_keeps_an_incidents_order_per_channel(receiver):
         ("trigger", "nsync-daily-2026-11-27"),  # the 500
         ("trigger", "nsync-daily-unknown"),
         ("trigger", "nsync-daily-2026-11-27"), ("resolve", "nsync-daily-2026-11-27")]
+
+
+def test_resolved_is_tried_even_when_the_confirmation_fails(receiver):
+    from nsync_dagster.notify import WebhookChannel, outbox
+    from nsync_dagster.notify.router import Notifier
+
+    hook = Notifier({"webhook": WebhookChannel(f"{receiver.url}/hooks/nsync")})
+    box: list[dict] = []
+    now = dt.datetime(2026, 11, 27, 11, 0, tzinfo=dt.UTC)
+    outbox.enqueue(box, "s", alerts.daily_success("2026-11-27", "r2", {}, now, 60.0, "none"),
+                   ["webhook"], now)
+    outbox.enqueue(box, "r", alerts.resolved("2026-11-27", "r2", "1 failed run(s)"),
+                   ["webhook"], now)
+    receiver.fail_next = 1
+    report = outbox.flush(box, hook, now, lambda: None)
+    assert [r[0] for r in report.failed] == ["s"] and [r[0] for r in report.delivered] == ["r"]
+    outbox.flush(box, hook, now, lambda: None)
+    assert [b["event"] for b in webhook(receiver)] == ["daily_success", "resolved",
+                                                       "daily_success"]
