@@ -233,3 +233,16 @@ def test_resolved_is_tried_even_when_the_confirmation_fails(receiver):
     outbox.flush(box, hook, now, lambda: None)
     assert [b["event"] for b in webhook(receiver)] == ["daily_success", "resolved",
                                                        "daily_success"]
+
+
+def test_a_recovery_test_from_the_cli_is_alerted(nsync_env, receiver):
+    """``nsync run recovery-test`` runs in-process, without the code location's origin: its
+    failure still reaches on-call through run_alerts (here: no backup exists yet)."""
+    from nsync_dagster.cli import main
+
+    with dg.DagsterInstance.from_config(nsync_env["DAGSTER_HOME"]) as instance:
+        runs_tick(instance)
+        assert main(["run", "recovery-test"]) != 0
+        runs_tick(instance)
+    failures = [b for b in webhook(receiver) if b["event"] == "run_failure"]
+    assert [b["details"]["job"] for b in failures] == ["recovery_test_job"]
