@@ -238,3 +238,30 @@ def test_killed_run_leaves_grants_the_next_run_gives_back(pg_prod, pg_staging, n
             assert f"gave back a killed run's temporary grant {app} -> {OWNER}" in logs
         finally:
             pg_staging.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+
+
+def test_preflight_names_the_fix_when_pg_dumpall_cannot_run(pg_prod, nsync_env):
+    """pg_dumpall --roles-only connects to production's own database (-l); when it cannot,
+    pre-flight says so with the fix, before anything is dumped, and shows no password."""
+    from nsync_dagster.cycle.preflight import Preflight, check_production
+    from nsync_dagster.settings import Settings
+
+    prod = Settings.from_env(nsync_env).prod
+    pf = Preflight()
+    check_production(pf, prod)
+    assert [(r.name, r.ok) for r in pf.results][-1] == ("pg_dumpall --roles-only runs", True)
+
+    closed = f"closed_{uuid.uuid4().hex[:8]}"
+    pg_prod.psql(f"CREATE DATABASE {closed}; REVOKE CONNECT ON DATABASE {closed} FROM PUBLIC")
+    try:
+        from nsync_dagster.cycle import preflight
+
+        pf = Preflight(facts={"prod_major": 18})
+        assert not pf.run("pg_dumpall --roles-only runs",
+                          lambda: preflight._roles_dump(pf, prod.with_db(closed)))
+        detail = pf.results[0].detail
+        assert f"--roles-only -l {closed}" in detail and "needs CONNECT there" in detail
+        assert f"could not connect to database \"{closed}\"" in detail, detail
+        assert PROD_OWNER_PW not in detail
+    finally:
+        pg_prod.psql(f"DROP DATABASE {closed}")
