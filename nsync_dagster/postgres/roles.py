@@ -251,5 +251,15 @@ def _set_own_grant(cur: psycopg.Cursor, role: str, member: str, me: str, mine: G
     if mine is not None and (target is None or any(h and not w for h, w in zip(mine, target,
                                                                                  strict=True))):
         cur.execute(f"REVOKE {r} FROM {m}{by}")  # options can only be lowered by revoking
-    if target is not None:
-        cur.execute(f"GRANT {r} TO {m}{_options_sql(target, modern)}{by}")
+    if target is None:
+        return
+    grant = f"GRANT {r} TO {m}{_options_sql(target, modern)}"
+    if not by:
+        cur.execute(grant)
+        return
+    try:  # as nsync's own grant, so a later run can tell it apart and change only it
+        cur.execute(grant + by)
+    except (psycopg.errors.InvalidGrantOperation, psycopg.errors.InsufficientPrivilege):
+        # ADMIN only through another role (a predefined role through neon_superuser, say):
+        # PostgreSQL picks that role as the grantor
+        cur.execute(grant)

@@ -104,6 +104,7 @@ def test_owner_member_of_app_role_is_mirrored_and_survives_the_restore(
         conn.execute(f"REVOKE {app} FROM {OWNER} GRANTED BY {OWNER}")
         conn.execute(f"GRANT {app} TO {OWNER} {SHAPES[shape]}")
         conn.execute(f"GRANT {app} TO {lead} WITH ADMIN TRUE, INHERIT FALSE, SET TRUE")
+        conn.execute(f"GRANT pg_monitor TO {lead}")  # granted through neon_superuser's ADMIN
         for _ in range(2):
             result = run_daily_job(instance)
             assert result.success, failure_text(result)
