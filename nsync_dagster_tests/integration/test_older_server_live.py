@@ -92,9 +92,9 @@ def test_daily_job_on_postgres_15_with_only_18_clients(pg15, s3_endpoint, bucket
 
     from nsync_dagster.cycle.preflight import Preflight, check_production
     from nsync_dagster.security.parity import compare
-    from nsync_dagster.settings import Settings
+    from nsync_dagster.cycle.config import RunConfig
 
-    settings = Settings.from_env(env)
+    settings = RunConfig.from_env(env)
     pf = Preflight()
     check_production(pf, settings.prod)
     assert [(r.name, r.ok) for r in pf.results][-1] == ("pg_dumpall --roles-only runs", True)

@@ -40,9 +40,9 @@ def _owner(cluster, password: str, dbname: str = PROD_DB) -> psycopg.Connection:
 def parity(env: dict[str, str], names: list[str]) -> list[str]:
     """The security parity check's differences that mention one of ``names``."""
     from nsync_dagster.security.parity import compare
-    from nsync_dagster.settings import Settings
+    from nsync_dagster.cycle.config import RunConfig
 
-    diffs, _ = compare(Settings.from_env(env))
+    diffs, _ = compare(RunConfig.from_env(env))
     return [str(d) for d in diffs if any(n in str(d) for n in names)]
 
 
@@ -245,9 +245,9 @@ def test_preflight_names_the_fix_when_pg_dumpall_cannot_run(pg_prod, nsync_env):
     """pg_dumpall --roles-only connects to production's own database (-l); when it cannot,
     pre-flight says so with the fix, before anything is dumped, and shows no password."""
     from nsync_dagster.cycle.preflight import Preflight, check_production
-    from nsync_dagster.settings import Settings
+    from nsync_dagster.cycle.config import RunConfig
 
-    prod = Settings.from_env(nsync_env).prod
+    prod = RunConfig.from_env(nsync_env).prod
     pf = Preflight()
     check_production(pf, prod)
     assert [(r.name, r.ok) for r in pf.results][-1] == ("pg_dumpall --roles-only runs", True)
