@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from nsync_dagster.errors import SnapshotError
+from nsync_dagster.postgres import snaptx
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.postgres.snapshot import DumpOptions, Snapshot, take_snapshot
 from nsync_dagster_tests.livedb import (
@@ -198,3 +199,20 @@ def test_lock_requested_during_the_dump_fails_pg_dump_by_name(pg_prod, tmp_path)
         text = str(caught.value)
         assert caught.value.transient
         assert "app.m_orders" in text and "locked by another session" in text, text
+
+
+def test_a_table_rewritten_after_the_snapshot_is_detected(pg_prod):
+    """The guard for tables that appear between listing and exporting (locked only after the
+    snapshot): one truncated after the snapshot is named, so the attempt is refused."""
+    with live_database(pg_prod, SMALL) as db:
+        with psycopg.connect(owner_url(pg_prod, db), autocommit=True) as conn:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            conn.execute("SELECT pg_export_snapshot()")
+            cur = conn.cursor()
+            assert snaptx.rewritten_tables(cur) == []
+            pg_prod.psql("TRUNCATE app.z_events; VACUUM FULL app.m_orders", dbname=db)
+            conn.execute("LOCK TABLE app.z_events, app.m_orders IN ACCESS SHARE MODE")
+            assert snaptx.rewritten_tables(cur) == ["app.m_orders", "app.z_events"]
+            assert cur.execute("SELECT count(*) FROM app.z_events").fetchone()[0] == 0, \
+                "what the snapshot would have dumped: nothing"
+            conn.execute("ROLLBACK")

@@ -96,15 +96,19 @@ def test_pg_dump_connection_dropped_is_retried(pg_prod, pg_staging, nsync_env, i
     """pg_terminate_backend() of pg_dump's session mid-dump: the snapshot step fails with a
     transient error, is retried, and the run succeeds with one backup (the failed attempt left
     nothing in S3)."""
-    with live_database(pg_prod, BANK) as db:
+    archive = ("CREATE TABLE bank.archive AS SELECT g AS id, md5(g::text) AS v "
+               "FROM generate_series(1, 400000) g;")
+    with live_database(pg_prod, BANK + archive) as db:
         monkeypatch.setenv("NSYNC_PROD_DATABASE_URL", owner_url(pg_prod, db))
         url = super_url(pg_prod, db)
         killed: list[int] = []
 
         def kill_first_copy() -> None:
-            rows = wait_for(lambda: backends(url, "query LIKE 'COPY bank.events %%'"),
-                            "pg_dump's COPY", 120)
             with psycopg.connect(url, autocommit=True) as conn:
+                def copying():
+                    return conn.execute("""SELECT pid FROM pg_stat_activity WHERE state = 'active'
+                                           AND query LIKE 'COPY bank.archive %'""").fetchall()
+                rows = wait_for(copying, "pg_dump's COPY", 120)
                 conn.execute("SELECT pg_terminate_backend(%s)", (rows[0][0],))
             killed.append(rows[0][0])
 
