@@ -89,7 +89,8 @@ def begin(conn: psycopg.Connection, lock_wait_s: int) -> OpenSnapshot:
             cur.execute("SELECT pg_export_snapshot(), pg_is_in_recovery(), now()")
             snapshot_id, in_recovery, snapshot_time = cur.fetchone()
             visible = dbstats.lockable_tables(cur)
-            _lock(cur, [t for t in visible if t not in set(known)])
+            locked = set(known)
+            _lock(cur, [t for t in visible if t not in locked])
         except psycopg.errors.UndefinedTable:  # dropped or renamed since it was listed
             cur.execute("ROLLBACK")
             continue
