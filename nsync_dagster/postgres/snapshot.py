@@ -82,17 +82,30 @@ def _is_lock_wait(text: str) -> bool:
     return "lock timeout" in text or ("statement timeout" in text and "LOCK TABLE" in text)
 
 
+def _summary(text: str, limit: int = 1500) -> str:
+    """pg_dump's messages without the long catalog queries it quotes after them."""
+    lines, quoting = [], False
+    for line in text.splitlines():
+        if line.startswith("pg_dump:"):
+            quoting = bool(re.match(r"pg_dump: detail: (Query|Command) was:", line))
+            lines.append(line[:200] + ("..." if quoting and len(line) > 200 else ""))
+        elif not quoting:
+            lines.append(line)
+    out = "\n".join(lines)
+    return out if len(out) <= limit else out[:limit] + "..."
+
+
 def _explain_dump_failure(stderr: str, options: DumpOptions,
                           blocked: list[str] | None = None) -> tuple[str, bool]:
     """(message for the operator, transient?) for a pg_dump that exited non-zero."""
     text = redact(stderr).strip()
     m = re.search(r'could not obtain lock on relation "?([^"\n]+)"?', text)
     if m:
-        return _locked(m.group(1), options, text[-800:]), True
+        return _locked(m.group(1), options, _summary(text, 800)), True
     if _is_lock_wait(text):
         which = ", ".join(blocked) if blocked else "(one of those in pg_dump's LOCK TABLE below)"
-        return _locked(which, options, text[-800:]), True
-    return f"pg_dump failed: {text[-1500:] or 'no message'}", postgres_transient(text)
+        return _locked(which, options, _summary(text, 800)), True
+    return f"pg_dump failed: {_summary(text) or 'no message'}", postgres_transient(text)
 
 
 class _Scan(threading.Thread):

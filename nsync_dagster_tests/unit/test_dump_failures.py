@@ -36,6 +36,17 @@ def test_pg_dump_failures_are_classified(stderr, transient, says):
         assert "NSYNC_LOCK_WAIT_TIMEOUT=7s" in message
 
 
+def test_quoted_queries_do_not_push_the_error_out_of_the_message():
+    query = "SELECT " + ", ".join(f"c.col{i}" for i in range(400))
+    stderr = ("pg_dump: error: query failed: server closed the connection unexpectedly\n"
+              "\tThis probably means the server terminated abnormally\n"
+              f"pg_dump: detail: Query was: {query}\nFROM pg_class c\nLEFT JOIN pg_am am\n")
+    message, transient = _explain_dump_failure(stderr, DumpOptions())
+    assert transient and "server closed the connection unexpectedly" in message
+    assert "terminated abnormally" in message and "pg_am" not in message
+    assert len(message) < 600
+
+
 def test_lock_wait_names_the_blocked_table_when_known():
     message, _ = _explain_dump_failure(LOCK_WAIT_18, DumpOptions(), blocked=["app.m_orders"])
     assert "production table app.m_orders is locked" in message
