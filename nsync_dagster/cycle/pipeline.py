@@ -84,6 +84,8 @@ def backup_step(settings: Settings, store: BackupStore, partition: str,
     # with S3 Object Lock, the new backup is locked for as long as its class is kept
     s3retention.lock_new_backup(store, folder, retention.class_for_date(
         dt.date.fromisoformat(partition)), retention.policy_from_env(), dt.datetime.now(dt.UTC))
+    for warning in store.warnings:  # a probe the IAM policy refused: carried on, said so
+        report(f"WARNING: {warning}")
     shutil.rmtree(work, ignore_errors=True)
     pointer.unlink(missing_ok=True)
     size = sum(o["size"] for o in manifest["objects"].values())
