@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
-HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade"}
+HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade",
+       "expect"}  # the proxy has the whole body already: no 100-continue upstream
 
 
 @dataclass
@@ -116,10 +117,13 @@ class FaultProxy:
 
             def _answer(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
                 self.send_response(status)
+                length = str(len(body))
                 for k, v in headers:
-                    if k.lower() not in HOP and k.lower() != "content-length":
+                    if k.lower() == "content-length" and self.command == "HEAD":
+                        length = v  # a HEAD answer has no body but the object's length
+                    elif k.lower() not in HOP and k.lower() != "content-length":
                         self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", length)
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(body)

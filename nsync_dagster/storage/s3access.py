@@ -20,8 +20,10 @@ from boto3.exceptions import Boto3Error
 from boto3.exceptions import RetriesExceededError as Boto3RetriesExceeded
 from botocore.exceptions import (
     BotoCoreError,
+    ChecksumError,
     ClientError,
     ConnectionError,
+    FlexibleChecksumError,
     HTTPClientError,
     IncompleteReadError,
 )
@@ -119,6 +121,9 @@ def explain(exc: BaseException, bucket: str, what: str) -> str:
         again = " (a server-side error: retried)" if is_transient(exc) else ""
         return (f"S3 error {c or status(exc) or '?'} while trying to {what} in bucket "
                 f"'{bucket}'{again}: {redact(inner)}")
+    if isinstance(inner, ChecksumError | FlexibleChecksumError):
+        return (f"S3 returned data that does not match its checksum while trying to {what} "
+                f"(corrupt in the bucket or in transit): {redact(inner)}")
     if isinstance(inner, OSError) and inner.errno == errno.ENOSPC:
         return f"no space left on this machine while trying to {what}: {redact(inner)}"
     return f"cannot reach S3 while trying to {what} in bucket '{bucket}': {redact(inner)}"

@@ -100,16 +100,14 @@ class BackupStore:
     def _call(self, action: str, fn: Callable, *args: Any, **kw: Any) -> Any:
         try:
             return fn(*args, **kw)
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC:
-                raise
-            raise BackupStoreError(f"no space left on this machine while trying to {action}: "
-                                   f"{DISK_ADVICE}") from None
         except Exception as exc:
-            if not s3access.is_s3_error(exc):
-                raise
-            raise BackupStoreError(s3access.explain(exc, self.bucket, action),
-                                   transient=s3access.is_transient(exc)) from None
+            if s3access.is_s3_error(exc):  # before OSError: botocore's timeouts are OSErrors
+                raise BackupStoreError(s3access.explain(exc, self.bucket, action),
+                                       transient=s3access.is_transient(exc)) from None
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                raise BackupStoreError(f"no space left on this machine while trying to "
+                                       f"{action}: {DISK_ADVICE}") from None
+            raise
 
     def warn(self, message: str) -> None:
         """A probe the policy refused: nsync carries on with a safe assumption, and says so."""
