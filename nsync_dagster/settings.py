@@ -44,6 +44,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NSYNC_RESTORE_TIMEOUT", "10800", "seconds before a pg_restore is killed"),
     Setting("NSYNC_VERIFY_CHECKSUMS", "true", "per-table content checksums in the manifest"),
     Setting("NSYNC_WORK_DIR", None, "local scratch space for dumps (default: system temp dir)"),
+    Setting("NSYNC_DUMP_SPACE_RATIO", None, "expected dump size / production's database size, "
+            "for the work-folder space check (default 0.5 compressed, 1 uncompressed; 0 = off)"),
     Setting("NSYNC_PLATFORM_ROLES", ",".join(DEFAULT_PLATFORM_ROLES),
             "roles managed by the database platform: never created, altered or restored"),
     Setting("NSYNC_STAGING_MAINTENANCE_DB", "postgres",

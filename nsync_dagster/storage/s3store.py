@@ -105,8 +105,8 @@ class BackupStore:
                 raise BackupStoreError(s3access.explain(exc, self.bucket, action),
                                        transient=s3access.is_transient(exc)) from None
             if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-                raise BackupStoreError(f"no space left on this machine while trying to "
-                                       f"{action}: {DISK_ADVICE}") from None
+                raise BackupStoreError(f"No space left on device while trying to {action}: "
+                                       f"{DISK_ADVICE}") from None
             raise
 
     def warn(self, message: str) -> None:
