@@ -6,6 +6,7 @@ refuse only warn.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import uuid
 
@@ -156,3 +157,27 @@ def test_daily_job_without_get_object_stops_before_any_work(
     stg = env["NSYNC_STAGING_DATABASE_URL"].rsplit("/", 1)[1]
     assert pg_staging.psql(f"SELECT count(*) FROM pg_database WHERE datname LIKE '{stg}%'"
                            ).strip() == "0"
+
+
+def test_object_lock_policy_runs_the_daily_job_and_locks_the_backup(
+        pg_prod, pg_staging, iam_s3, tmp_path, monkeypatch, instance):
+    url, admin = iam_s3
+    bucket = f"nsync-iam-lock-{uuid.uuid4().hex[:8]}"
+    client = s3(url, admin)
+    client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    client.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled",
+        "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}})
+    env = user_env(pg_prod, pg_staging, iam_s3, bucket, tmp_path, monkeypatch,
+                   template_policy("iam-policy-object-lock.json", bucket))
+    try:
+        result = run_daily_job(instance)
+        assert result.success, failure_text(result)
+        assert retention_meta(result)["permission_warnings"].value == "none"
+        [backup] = BackupStore(client, bucket, "nsync").list_backups()
+        head = client.head_object(Bucket=bucket, Key=backup.key_prefix + "manifest.json")
+        assert head["ObjectLockMode"] == "GOVERNANCE"  # the bucket default gave 1 day; nsync
+        assert head["ObjectLockRetainUntilDate"] > dt.datetime.now(dt.UTC) + dt.timedelta(days=20)
+    finally:
+        stg = env["NSYNC_STAGING_DATABASE_URL"].rsplit("/", 1)[1]
+        pg_staging.psql(f"DROP DATABASE IF EXISTS {stg} WITH (FORCE)")
