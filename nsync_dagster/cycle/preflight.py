@@ -19,6 +19,7 @@ from nsync_dagster.errors import NsyncError, PreflightError
 from nsync_dagster.postgres import pgbin, swap
 from nsync_dagster.postgres.pgconn import PgTarget, server_major
 from nsync_dagster.redact import redact
+from nsync_dagster.storage import s3retention
 from nsync_dagster.storage.s3store import BackupStore
 
 log = logging.getLogger("nsync.preflight")
@@ -144,9 +145,14 @@ def check_not_same(pf: Preflight, prod: PgTarget, staging: PgTarget) -> None:
 
 
 def check_bucket(pf: Preflight, store: BackupStore) -> None:
+    """Required: list, write, read back, delete (a refusal names the action). Optional probes
+    (versioning, Object Lock) only add a warning naming the action the policy lacks."""
     def check() -> str:
         store.check_access()
-        return f"{store.uri(store.prefix + '/')} writable"
+        s3retention.lock_configuration(store)
+        s3retention.versioned(store)
+        warned = f"; warnings: {' | '.join(store.warnings)}" if store.warnings else ""
+        return f"{store.uri(store.prefix + '/')} writable, readable, deletable{warned}"
 
     pf.run("backup bucket writable", check)
 

@@ -116,7 +116,7 @@ def lock_configuration(store: BackupStore) -> dict[str, Any] | None:
     return conf if conf.get("ObjectLockEnabled") == "Enabled" else None
 
 
-def _versioned(store: BackupStore) -> bool:
+def versioned(store: BackupStore) -> bool:
     """Whether deleting must remove object versions; refused by the policy: a warning, False."""
     try:
         status = store.client.get_bucket_versioning(Bucket=store.bucket).get("Status")
@@ -234,7 +234,7 @@ def apply(store: BackupStore, retention_plan: RetentionPlan, *, dry_run: bool,
         by_id = {(_date(b.date), b.backup_id): b
                  for b in (store.list_backups() if backups is None else backups)}
         locking = lock_configuration(store) is not None
-        versioned = locking or _versioned(store)
+        is_versioned = locking or versioned(store)
         verified = [k for k, b in sorted(by_id.items()) if b.status == "verified"]
         for d in retention_plan.delete + retention_plan.clean:
             info = by_id.get((d.backup.date, d.backup.backup_id))
@@ -245,7 +245,7 @@ def apply(store: BackupStore, retention_plan: RetentionPlan, *, dry_run: bool,
                                      "said delete, refused")
                 continue
             if _remove(store, info, result, dry_run=dry_run, locking=locking,
-                       versioned=versioned, now=now):
+                       versioned=is_versioned, now=now):
                 (result.deleted if d.action == "delete" else result.cleaned).append(
                     info.backup_id)
         abort_stale_uploads(store, result, dry_run=dry_run, now=now)

@@ -181,3 +181,18 @@ def test_object_lock_policy_runs_the_daily_job_and_locks_the_backup(
     finally:
         stg = env["NSYNC_STAGING_DATABASE_URL"].rsplit("/", 1)[1]
         pg_staging.psql(f"DROP DATABASE IF EXISTS {stg} WITH (FORCE)")
+
+
+def test_bucket_check_passes_and_names_refused_probes(iam_s3, iam_bucket):
+    """What ``nsync doctor`` and the daily pre-flight show for the old four-action policy."""
+    from nsync_dagster.cycle.preflight import Preflight, check_bucket
+
+    url, admin = iam_s3
+    keys = create_user(url, f"four-{uuid.uuid4().hex[:8]}", four_action_policy(iam_bucket),
+                       admin)
+    pf = Preflight()
+    check_bucket(pf, BackupStore(s3(url, keys), iam_bucket, "nsync"))
+    [result] = pf.results
+    assert result.ok, result.detail
+    assert "writable, readable, deletable; warnings: s3:GetBucketVersioning not granted" in \
+        result.detail
