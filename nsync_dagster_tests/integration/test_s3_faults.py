@@ -194,3 +194,28 @@ def test_object_lock_probe_refused_as_on_aws_only_warns(s3_endpoint, nsync_env, 
     assert "s3:GetBucketObjectLockConfiguration not granted" in meta["permission_warnings"].value
     assert "assuming the bucket has no Object Lock" in meta["permission_warnings"].value
     assert statuses(s3_endpoint, nsync_env) == ["verified", "verified"]
+
+
+def test_dropped_connections_during_a_restore_download_are_transient(pg_staging, nsync_env,
+                                                                     synced, proxy):
+    from nsync_dagster.postgres.pgconn import PgTarget
+    from nsync_dagster_tests.conftest import OWNER, STAGING_OWNER_PW, unique_db
+
+    settings = Settings.from_env(nsync_env)
+    client = boto3.client("s3", endpoint_url=proxy.url, region_name="us-east-1",
+                          aws_access_key_id=S3_KEY_ID, aws_secret_access_key=S3_SECRET,
+                          config=Config(retries={"total_max_attempts": 2}))
+    store = BackupStore(client, settings.bucket, settings.prefix)
+    db = unique_db("restored")
+    target = PgTarget("restore target", pg_staging.url(OWNER, STAGING_OWNER_PW, db), "--target")
+    try:
+        rule = proxy.add("GET", DUMP_OBJECT, "drop", times=None)
+        with pytest.raises(BackupStoreError) as err:
+            pipeline.restore_to(settings, store, "latest", target, force=False)
+        assert err.value.transient, str(err.value)
+        assert "download dump/" in str(err.value) and rule.fired >= 2
+        proxy.clear()
+        out = pipeline.restore_to(settings, store, "latest", target, force=False)  # a retry
+        assert out["verification"]["tables"] > 0
+    finally:
+        pg_staging.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
