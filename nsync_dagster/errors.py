@@ -48,3 +48,8 @@ class VerificationError(NsyncError):
 
 class SwapError(NsyncError):
     """Swapping the new staging copy in failed; the old copy was put back."""
+
+
+class ServerBusy(NsyncError):
+    """Another nsync run holds the staging server (a rebuild or a recovery test) for longer
+    than NSYNC_RESTORE_LOCK_WAIT; nothing was changed."""

@@ -42,6 +42,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NSYNC_LOCK_WAIT_TIMEOUT", "120", "seconds pg_dump waits for a table lock"),
     Setting("NSYNC_DUMP_TIMEOUT", "10800", "seconds before a pg_dump is killed"),
     Setting("NSYNC_RESTORE_TIMEOUT", "10800", "seconds before a pg_restore is killed"),
+    Setting("NSYNC_RESTORE_LOCK_WAIT", "1200",
+            "seconds a restore waits while another one (daily rebuild, recovery test) runs on "
+            "the same server"),
     Setting("NSYNC_VERIFY_CHECKSUMS", "true", "per-table content checksums in the manifest"),
     Setting("NSYNC_WORK_DIR", None, "local scratch space for dumps (default: system temp dir)"),
     Setting("NSYNC_PLATFORM_ROLES", ",".join(DEFAULT_PLATFORM_ROLES),
@@ -130,6 +133,7 @@ class Settings:
     prefix: str = "nsync"
     dump: DumpOptions = field(default_factory=DumpOptions)
     restore_timeout_s: int = 10800
+    restore_lock_wait_s: int = 1200
     work_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "nsync")
     platform_roles: tuple[str, ...] = DEFAULT_PLATFORM_ROLES
     maintenance_db: str = "postgres"
@@ -197,6 +201,7 @@ class Settings:
                              timeout_s=_int(env, "NSYNC_DUMP_TIMEOUT", 60, 86400),
                              checksums=checksums in ("true", "1", "yes")),
             restore_timeout_s=_int(env, "NSYNC_RESTORE_TIMEOUT", 60, 86400),
+            restore_lock_wait_s=_int(env, "NSYNC_RESTORE_LOCK_WAIT", 1, 86400),
             work_dir=Path(work) if work else Path(tempfile.gettempdir()) / "nsync",
             platform_roles=tuple(r.strip() for r in
                                  str(_get(env, "NSYNC_PLATFORM_ROLES")).split(",") if r.strip()),

@@ -19,10 +19,11 @@ from psycopg import sql
 
 from nsync_dagster.cycle.preflight import daily_preflight, same_database
 from nsync_dagster.errors import BackupStoreError, PreflightError, VerificationError
-from nsync_dagster.postgres import dbstats, roles, swap
+from nsync_dagster.postgres import dbstats, interruptible, roles, swap
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.postgres.restore import restore_dump
 from nsync_dagster.postgres.snapshot import Snapshot, take_snapshot
+from nsync_dagster.redact import redact
 from nsync_dagster.settings import Settings
 from nsync_dagster.storage import retention, s3retention
 from nsync_dagster.storage.s3store import BackupStore
@@ -50,6 +51,10 @@ def snapshot_step(settings: Settings, store: BackupStore, partition: str,
                   report: Report = log.info) -> Snapshot:
     """Check everything, then dump production; remember the snapshot for the backup step."""
     daily_preflight(settings.prod, settings.staging, settings.maintenance_db, store)
+    # a second daily run while one is rebuilding staging is refused now, not after its dump
+    with settings.staging.with_db(settings.maintenance_db).connect() as conn, \
+            swap.exclusive(conn, settings.staging.dbname):
+        pass
     backup_id = new_backup_id()
     work = private_work_dir(settings) / backup_id
     try:
@@ -167,27 +172,45 @@ def staging_step(settings: Settings, store: BackupStore, partition: str,
                                f"{store.uri(store.prefix + '/')}: materialize s3_backup first")
     backup = candidates[-1]
     live = settings.staging.dbname
+    nxt, _ = swap.names(live)
     maint = settings.staging.with_db(settings.maintenance_db)
-    with maint.connect() as lock_conn, swap.exclusive(lock_conn, live):
-        with maint.connect() as conn:
-            swap.recover_and_clean(conn, live, report)
-            manifest_db = store.read_manifest(backup.key_prefix)["database"]
-            nxt = swap.create_next(conn, live, manifest_db)
+    with maint.connect() as lock_conn, swap.exclusive(lock_conn, live), \
+            swap.restore_slot(lock_conn, f"daily rebuild of {live}",
+                              settings.restore_lock_wait_s, report):
         try:
+            with maint.connect() as conn:
+                swap.recover_and_clean(conn, live, report)
+                manifest_db = store.read_manifest(backup.key_prefix)["database"]
+                swap.create_next(conn, live, manifest_db)
             result = restore_verified(settings, store, backup.key_prefix,
-                                       settings.staging.with_db(nxt), report)
-        except Exception:
-            with maint.connect() as conn:  # the live copy was never touched; drop the attempt
-                swap.drop_if_exists(conn, nxt)
+                                      settings.staging.with_db(nxt), report)
+            # the restore is proved at this point; record it before touching the live copy
+            store.mark_restore_verified(backup.key_prefix, {
+                "restored_into": settings.staging.display, **result["verification"]})
+            with maint.connect() as conn:
+                swapped = swap.swap_in(conn, live, report)
+        except BaseException as exc:
+            # any ending, interrupts included: live is untouched (or already the new verified
+            # copy); only nsync's own half-built copy goes
+            drop_attempt(maint, nxt, report, interrupted=not isinstance(exc, Exception))
             raise
-        # the restore is proved at this point; record it before touching the live copy
-        store.mark_restore_verified(backup.key_prefix, {"restored_into": settings.staging.display,
-                                                        **result["verification"]})
-        with maint.connect() as conn:
-            swapped = swap.swap_in(conn, live, report)
     return {"backup_id": backup.backup_id, "uri": store.uri(backup.key_prefix),
             "verified_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             **swapped, **result}
+
+
+def drop_attempt(maint: PgTarget, nxt: str, report: Report, *, interrupted: bool) -> None:
+    """Drop the half-built ``<db>__nsync_next`` without letting a second signal or a lost
+    server hide the original error; whatever is left, the next run's recovery drops."""
+    with interruptible.shielded():
+        try:
+            with maint.connect() as conn:
+                swap.drop_if_exists(conn, nxt)
+        except Exception as exc:
+            report(f"could not drop {nxt} now ({redact(exc)}); the next run drops it")
+            return
+    if interrupted:
+        report(f"interrupted: staging was left as it was; the unfinished copy {nxt} was dropped")
 
 
 def restore_to(settings: Settings, store: BackupStore, spec: str, target: PgTarget, *,

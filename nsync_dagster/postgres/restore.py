@@ -30,7 +30,7 @@ import psycopg
 from psycopg import sql
 
 from nsync_dagster.errors import RestoreError
-from nsync_dagster.postgres import pgbin, roles
+from nsync_dagster.postgres import interruptible, pgbin, roles
 from nsync_dagster.postgres.pgconn import PgTarget, quote_ident
 from nsync_dagster.redact import redact
 
@@ -39,6 +39,10 @@ _TOC_LINE = re.compile(r"^(?P<id>\d+); (?P<catalog>\d+) (?P<oid>\d+) (?P<desc>.+
 _PHASE_A = re.compile(r"^(SCHEMA - |ACL - SCHEMA )")
 _PHASE_C = re.compile(r"^MATERIALIZED VIEW DATA ")
 _NEVER = re.compile(r"^(SUBSCRIPTION|SUBSCRIPTION TABLE|COMMENT - SUBSCRIPTION) ")
+# the staging server ended the session (restart, failover, pg_terminate_backend): worth a retry
+_CONNECTION_LOST = re.compile(r"terminating connection due to administrator command|"
+                              r"server closed the connection unexpectedly|"
+                              r"connection to server .* failed|could not receive data from server")
 
 
 @dataclass
@@ -60,8 +64,7 @@ class RestorePlan:
 
 
 def read_toc(tools: pgbin.PgBin, dump_dir: Path) -> list[TocEntry]:
-    out = subprocess.run([tools.tool("pg_restore"), "-l", str(dump_dir)], capture_output=True,
-                         text=True, timeout=600)
+    out = interruptible.run([tools.tool("pg_restore"), "-l", str(dump_dir)], timeout=600)
     if out.returncode != 0:
         raise RestoreError(f"pg_restore cannot read the dump's table of contents: {out.stderr}")
     entries = []
@@ -124,13 +127,13 @@ def _run_phase(tools: pgbin.PgBin, target: PgTarget, dump_dir: Path, lines: list
         args.append("--enable-row-security")
     args.append(str(dump_dir))
     try:
-        out = subprocess.run(args, env=target.child_env(), capture_output=True, text=True,
-                             timeout=timeout_s)
+        out = interruptible.run(args, env=target.child_env(), timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise RestoreError(f"pg_restore did not finish within {timeout_s}s") from None
     if out.returncode != 0 or "errors ignored on restore" in out.stderr:
         raise RestoreError(f"pg_restore failed ({list_file.stem}): "
-                           f"{redact(out.stderr).strip()[-1500:]}")
+                           f"{redact(out.stderr).strip()[-1500:]}",
+                           transient=bool(_CONNECTION_LOST.search(out.stderr)))
 
 
 def _parse_acl_item(item: str) -> tuple[str, str, bool] | None:

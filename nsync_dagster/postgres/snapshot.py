@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from nsync_dagster.errors import SnapshotError
-from nsync_dagster.postgres import dbstats, pgbin
+from nsync_dagster.postgres import dbstats, interruptible, pgbin
 from nsync_dagster.postgres.pgconn import PgTarget, server_major
 from nsync_dagster.progress import dir_size, watch_progress
 from nsync_dagster.redact import redact
@@ -100,8 +100,10 @@ def take_snapshot(prod: PgTarget, work_dir: Path, options: DumpOptions, *, backu
                 f"--snapshot={snapshot_id}", f"--lock-wait-timeout={options.lock_wait_timeout_s}s",
                 "--no-sync"]
         report(f"pg_dump {tools.version} started: {options.jobs} jobs, snapshot {snapshot_id}")
-        dump_proc = subprocess.Popen(args, env=prod.child_env(), stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
+        with interruptible.shielded():  # no signal between the fork and the ``finally``
+            dump_proc = subprocess.Popen(args, env=prod.child_env(), stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE, text=True,
+                                         **interruptible.child_options())
         with watch_progress("dump", lambda: dir_size(dump_dir), report):
             data = dbstats.data_facts(cur, checksums=options.checksums)
             roles, members, database = (dbstats.roles(cur), dbstats.memberships(cur),
@@ -114,10 +116,9 @@ def take_snapshot(prod: PgTarget, work_dir: Path, options: DumpOptions, *, backu
             message = _explain_dump_failure(stderr, options)
             raise SnapshotError(message, transient="is locked by another session" in message)
         cur.execute("COMMIT")
-        roles_sql = subprocess.run(
+        roles_sql = interruptible.run(
             [tools.tool("pg_dumpall"), "-d", prod.conninfo_without_password(), "--roles-only",
-             "--no-role-passwords"], env=prod.child_env(), capture_output=True, text=True,
-            timeout=600)
+             "--no-role-passwords"], env=prod.child_env(), timeout=600)
         if roles_sql.returncode != 0:
             raise SnapshotError("pg_dumpall --roles-only failed: "
                                 f"{redact(roles_sql.stderr)[-800:]}")
@@ -129,9 +130,8 @@ def take_snapshot(prod: PgTarget, work_dir: Path, options: DumpOptions, *, backu
     except Exception as exc:  # psycopg errors, OS errors: re-raise as ours, without secrets
         raise SnapshotError(f"taking the production snapshot failed: {redact(exc)}") from None
     finally:
-        if dump_proc is not None and dump_proc.poll() is None:
-            dump_proc.kill()
-            dump_proc.wait()
+        if dump_proc is not None:  # pg_dump and its -j workers, also on an interrupt
+            interruptible.stop(dump_proc)
         conn.close()
     manifest = {
         "format": MANIFEST_FORMAT, "backup_id": backup_id, "partition": partition,
