@@ -191,7 +191,9 @@ def _swap_once(maint: psycopg.Connection, live: str) -> tuple[bool, int]:
     """One attempt: both renames in ONE transaction. Until COMMIT nobody sees a change, and a
     connection lost or a process killed before it (even by SIGKILL) rolls both back."""
     nxt, prev = names(live)
-    with maint.transaction():
+    # on an interrupt the statement is cancelled and the session closed before the
+    # transaction block exits, so the interrupt (not a rollback error) propagates
+    with maint.transaction(), interruptible.closing_on_interrupt(maint):
         cur = maint.cursor()
         cur.execute("SELECT set_config('lock_timeout', %s, true)", (SWAP_LOCK_TIMEOUT,))
         had_live = _exists(cur, live)
