@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from nsync_dagster.cycle import pipeline
@@ -35,7 +36,7 @@ from nsync_dagster.settings import Settings
 from nsync_dagster.storage.s3store import BackupStore
 
 log = logging.getLogger("nsync.recovery")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # the checkout holding templates/
 
 
 class RecoveryTestFailed(NsyncError):
@@ -145,7 +146,11 @@ def _drop_leftovers(settings: Settings, target: PgTarget, report: Callable[[str]
             " AND datname <> %s", (target.dbname,)).fetchall()]
         for name in stale:
             report(f"dropping {name}, left by an interrupted recovery test")
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+            try:
+                conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(
+                    sql.Identifier(name)))
+            except psycopg.Error as exc:
+                report(f"cannot drop {name}: {redact(exc).strip()}")
 
 
 def _restore_and_prove(settings: Settings, store: BackupStore, folder: str, target: PgTarget,

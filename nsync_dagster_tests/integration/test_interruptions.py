@@ -113,10 +113,12 @@ def test_staging_connection_dropped_mid_restore_is_retried(pg_prod, pg_staging, 
     def drop_connections() -> None:  # as a staging restart or failover would
         with psycopg.connect(pg_staging.url("postgres", SUPERUSER_PW, "postgres"),
                              autocommit=True) as su:
-            rows = su.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s "
-                              "AND backend_type = 'client backend' "
-                              "AND pg_terminate_backend(pid)", (nxt,)).fetchall()
-        terminated.extend(str(r[0]) for r in rows)
+            pids = [r[0] for r in su.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s "
+                "AND backend_type = 'client backend'", (nxt,)).fetchall()]
+            for pid in pids:
+                su.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        terminated.extend(map(str, pids))
 
     watcher = _when(restoring, drop_connections)
     result = run_daily_job(instance)
@@ -205,7 +207,7 @@ def test_daily_rebuild_waits_for_a_recovery_test_then_fails_transiently(pg_stagi
 def test_leftover_recovery_databases_are_dropped_by_the_next_test(pg_staging, nsync_env,
                                                                   synced):
     """A recovery test killed outright leaves its scratch database; the next one drops it."""
-    pg_staging.psql("CREATE DATABASE nsync_recovery_test_20200101t000000z")
+    pg_staging.psql("CREATE DATABASE nsync_recovery_test_20200101t000000z OWNER neondb_owner")
     settings = Settings.from_env()
     seen: list[str] = []
     result = recovery.run_recovery_test(settings, backup_store(settings, s3_from_env()),
