@@ -78,14 +78,16 @@ def run(args: Sequence[str], *, env: dict[str, str] | None = None,
         timeout: float | None = None) -> subprocess.CompletedProcess:
     """Like ``subprocess.run(capture_output=True, text=True)`` but the child (and its group)
     is stopped on any exception, interrupts included. ``TimeoutExpired`` is re-raised."""
-    with shielded():  # no signal between the fork and the ``try`` below
-        proc = subprocess.Popen(list(args), env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, **child_options())
+    proc: subprocess.Popen | None = None
     try:
+        with shielded():  # a signal during the fork is delivered once ``proc`` is known
+            proc = subprocess.Popen(list(args), env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, **child_options())
         out, err = proc.communicate(timeout=timeout)
     except BaseException:
-        with shielded():
-            stop(proc)
+        if proc is not None:
+            with shielded():
+                stop(proc)
         raise
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 

@@ -231,3 +231,14 @@ def test_run_kills_its_child_on_an_interrupt(tmp_path):
             procs.append(psutil.Process(pid))
     _, alive = psutil.wait_procs(procs, timeout=10)
     assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def test_a_second_signal_does_not_cut_a_cleanup_short():
+    """A signal during a shielded cleanup is held, then delivered when the cleanup is done."""
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with interruptible.shielded():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+            done.append("cleanup finished")
+    assert done == ["cleanup finished"]
