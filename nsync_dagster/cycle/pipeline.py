@@ -5,13 +5,14 @@ The Dagster assets call these; so do the CLI and the tests. Nothing here imports
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,10 @@ from psycopg import sql
 
 from nsync_dagster.cycle.preflight import daily_preflight, same_database
 from nsync_dagster.errors import BackupStoreError, PreflightError, VerificationError
-from nsync_dagster.postgres import dbstats, interruptible, roles, swap
+from nsync_dagster.postgres import dbstats, roles, swap
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.postgres.restore import restore_dump
 from nsync_dagster.postgres.snapshot import Snapshot, take_snapshot
-from nsync_dagster.redact import redact
 from nsync_dagster.settings import Settings
 from nsync_dagster.storage import retention, s3retention
 from nsync_dagster.storage.s3store import BackupStore
@@ -51,16 +51,27 @@ def snapshot_step(settings: Settings, store: BackupStore, partition: str,
                   report: Report = log.info) -> Snapshot:
     """Check everything, then dump production; remember the snapshot for the backup step."""
     daily_preflight(settings.prod, settings.staging, settings.maintenance_db, store)
-    # a second daily run while one is rebuilding staging is refused now, not after its dump
+    with one_daily_run(settings):
+        return _snapshot(settings, partition, report)
+
+
+@contextlib.contextmanager
+def one_daily_run(settings: Settings) -> Iterator[None]:
+    """The staging database's advisory lock (``swap.exclusive``), held by each step of a daily
+    run: a second run started meanwhile is refused at once with a message naming the holder,
+    instead of overwriting the first one's snapshot or racing its swap."""
     with settings.staging.with_db(settings.maintenance_db).connect() as conn, \
             swap.exclusive(conn, settings.staging.dbname):
-        pass
+        yield
+
+
+def _snapshot(settings: Settings, partition: str, report: Report) -> Snapshot:
     backup_id = new_backup_id()
     work = private_work_dir(settings) / backup_id
     try:
         snap = take_snapshot(settings.prod, work, settings.dump, backup_id=backup_id,
                              partition=partition, report=report)
-    except Exception:
+    except BaseException:  # interrupted too: a partial dump of client data is not kept
         shutil.rmtree(work, ignore_errors=True)
         raise
     pointer = _pointer(settings, partition)
@@ -74,6 +85,12 @@ def snapshot_step(settings: Settings, store: BackupStore, partition: str,
 def backup_step(settings: Settings, store: BackupStore, partition: str,
                 report: Report = log.info) -> dict[str, Any]:
     """Upload the partition's snapshot, read every object back, then remove the local copy."""
+    with one_daily_run(settings):
+        return _backup(settings, store, partition, report)
+
+
+def _backup(settings: Settings, store: BackupStore, partition: str,
+            report: Report) -> dict[str, Any]:
     pointer = _pointer(settings, partition)
     if not pointer.exists():
         raise BackupStoreError(f"no local snapshot for {partition}: materialize prod_snapshot "
@@ -192,25 +209,11 @@ def staging_step(settings: Settings, store: BackupStore, partition: str,
         except BaseException as exc:
             # any ending, interrupts included: live is untouched (or already the new verified
             # copy); only nsync's own half-built copy goes
-            drop_attempt(maint, nxt, report, interrupted=not isinstance(exc, Exception))
+            swap.drop_attempt(maint, nxt, report, interrupted=not isinstance(exc, Exception))
             raise
     return {"backup_id": backup.backup_id, "uri": store.uri(backup.key_prefix),
             "verified_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             **swapped, **result}
-
-
-def drop_attempt(maint: PgTarget, nxt: str, report: Report, *, interrupted: bool) -> None:
-    """Drop the half-built ``<db>__nsync_next`` without letting a second signal or a lost
-    server hide the original error; whatever is left, the next run's recovery drops."""
-    with interruptible.shielded():
-        try:
-            with maint.connect() as conn:
-                swap.drop_if_exists(conn, nxt)
-        except Exception as exc:
-            report(f"could not drop {nxt} now ({redact(exc)}); the next run drops it")
-            return
-    if interrupted:
-        report(f"interrupted: staging was left as it was; the unfinished copy {nxt} was dropped")
 
 
 def restore_to(settings: Settings, store: BackupStore, spec: str, target: PgTarget, *,

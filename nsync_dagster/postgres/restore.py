@@ -194,7 +194,8 @@ def restore_dump(dump_dir: Path, target: PgTarget, manifest: dict[str, Any], *, 
             apply_database_facts(conn, target.dbname, manifest["database"])
         except psycopg.Error as exc:
             raise RestoreError(f"cannot apply the database's grants/comment: "
-                               f"{redact(exc)}") from None
+                               f"{redact(exc)}",
+                               transient=isinstance(exc, psycopg.OperationalError)) from None
     for item in the_plan.skipped:
         report(f"skipped: {item}")
     return {"pg_restore_version": tools.version, "toc_entries": len(entries),

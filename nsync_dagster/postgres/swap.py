@@ -244,5 +244,20 @@ def swap_in(maint: psycopg.Connection, live: str, report: Callable[[str], None] 
     return {"sessions_terminated": terminated, "replaced_existing": had_live}
 
 
+def drop_attempt(maint: PgTarget, nxt: str, report: Callable[[str], None], *,
+                 interrupted: bool) -> None:
+    """Drop the half-built ``<db>__nsync_next`` without letting a second signal or a lost
+    server hide the original error; whatever is left, the next run's recovery drops."""
+    with interruptible.shielded():
+        try:
+            with maint.connect() as conn:
+                drop_if_exists(conn, nxt)
+        except Exception as exc:
+            report(f"could not drop {nxt} now ({redact(exc)}); the next run drops it")
+            return
+    if interrupted:
+        report(f"interrupted: staging was left as it was; the unfinished copy {nxt} was dropped")
+
+
 def maintenance_target(staging: PgTarget, maintenance_db: str) -> PgTarget:
     return staging.with_db(maintenance_db)

@@ -18,7 +18,7 @@ import pytest
 
 from nsync_dagster.cycle import pipeline, recovery
 from nsync_dagster.defs.resources import backup_store, s3_from_env
-from nsync_dagster.errors import ServerBusy
+from nsync_dagster.errors import ServerBusy, SwapError
 from nsync_dagster.postgres import interruptible, swap
 from nsync_dagster.settings import Settings
 from nsync_dagster_tests import oracle
@@ -242,3 +242,17 @@ def test_a_second_signal_does_not_cut_a_cleanup_short():
             time.sleep(0.2)
             done.append("cleanup finished")
     assert done == ["cleanup finished"]
+
+
+def test_second_daily_run_is_refused_before_its_dump(pg_staging, nsync_env, synced, tmp_path):
+    """While a run holds staging (any of its steps), another run's snapshot is refused at once:
+    it neither dumps production nor replaces the first run's local snapshot."""
+    settings = Settings.from_env()
+    store = backup_store(settings, s3_from_env())
+    with pipeline.one_daily_run(settings):
+        with pytest.raises(SwapError, match="another nsync run is rebuilding"):
+            pipeline.snapshot_step(settings, store, "2026-11-27")
+        with pytest.raises(SwapError, match="another nsync run is rebuilding"):
+            pipeline.backup_step(settings, store, "2026-11-27")
+    assert not list(settings.work_dir.glob("2*")), "no dump was taken"
+    assert _oid(pg_staging, staging_db(nsync_env)) == synced
