@@ -50,6 +50,11 @@ class SwapError(NsyncError):
     """Swapping the new staging copy in failed; the old copy was put back."""
 
 
+class ServerBusy(NsyncError):
+    """Another nsync run holds the staging server (a rebuild or a recovery test) for longer
+    than NSYNC_RESTORE_LOCK_WAIT; nothing was changed."""
+
+
 # Texts of PostgreSQL and libpq errors that a later attempt can get past: a lock held by a
 # migration, a connection dropped or terminated, a server restarting, a recovery conflict.
 _TRANSIENT_POSTGRES = (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import traceback
 
@@ -29,12 +30,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     install_log_filter()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.command != "dev":  # ``nsync dev`` handles its own signals
+        signal.signal(signal.SIGTERM, _interrupt)  # a supervisor's stop = Ctrl-C: clean up
     try:
         return int(args.handler(args) or 0)
     except NsyncError as exc:

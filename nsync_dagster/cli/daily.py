@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -103,10 +104,16 @@ def run_daily(partition: str | None = None, *, out=None) -> int:
     started = time.monotonic()
     print(f"nsync: daily backup and staging sync for {partition} ...", file=out, flush=True)
     with instance() as inst:
+        fail_runs_of_dead_processes(inst, DAILY_JOB_NAME, out)
         result = job.execute_in_process(
-            instance=inst, partition_key=partition, raise_on_error=False,
+            instance=inst, partition_key=partition, raise_on_error=False, tags=_process_tags(),
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
     elapsed = time.monotonic() - started
+    if not result.success and _interrupted(result):
+        raise DailyRunInterrupted(
+            f"daily run {result.run_id} was interrupted after {elapsed:.1f}s: staging holds a "
+            "complete copy (the previous one, or the new verified one if the swap had "
+            "committed); the unfinished copy was dropped and pg_dump/pg_restore stopped")
     if not result.success:
         failures, kinds = _failures(result)
         error = DailyRunFailed(f"daily run {result.run_id} failed after {elapsed:.1f}s "
@@ -151,6 +158,57 @@ def run_recovery_test(backup: str, out=None) -> int:
 
 class DailyRunFailed(NsyncError):
     """The daily run failed; the message lists each failed step."""
+
+
+class DailyRunInterrupted(DailyRunFailed):
+    """The daily run was interrupted (SIGINT/SIGTERM); exit status 130 like a shell."""
+
+    exit_code = 130
+
+
+_HOST, _PID = "nsync/host", "nsync/pid"
+
+
+def _process_tags() -> dict[str, str]:
+    return {_HOST: socket.gethostname(), _PID: str(os.getpid())}
+
+
+def _interrupted(result: dg.ExecuteInProcessResult) -> bool:
+    """Did a signal end the run (rather than an error)?"""
+    for event in result.all_events:
+        kind = event.event_type_value
+        if kind == "STEP_FAILURE" and getattr(event.step_failure_data.error_source, "value",
+                                              "") == "INTERRUPT":
+            return True
+        if kind == "PIPELINE_CANCELED" or (kind == "PIPELINE_FAILURE"
+                                           and "interrupted" in (event.message or "")):
+            return True
+    return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_runs_of_dead_processes(inst: dg.DagsterInstance, job_name: str, out) -> None:
+    """A CLI run whose process was killed outright (SIGKILL, power loss) stays STARTED forever.
+    Record such runs of this host as failed, which also sends their run_failure alert."""
+    runs = inst.get_runs(filters=dg.RunsFilter(job_name=job_name,
+                                               statuses=[dg.DagsterRunStatus.STARTED],
+                                               tags={_HOST: socket.gethostname()}))
+    for run in runs:
+        pid = run.tags.get(_PID, "")
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            message = (f"the process running it (pid {pid}) was killed before it could finish; "
+                       "this run repairs whatever it left on staging")
+            inst.report_run_failed(run, message)
+            print(f"nsync: run {run.run_id} {message}", file=out)
 
 
 def print_summary(meta: dict[str, dict], elapsed: float, run_id: str, out) -> None:

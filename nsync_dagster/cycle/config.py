@@ -45,6 +45,7 @@ class RunConfig:
     prefix: str = "nsync"
     dump: DumpOptions = field(default_factory=DumpOptions)
     restore_timeout_s: int = 10800
+    restore_lock_wait_s: int = 1200
     work_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "nsync")
     platform_roles: tuple[str, ...] = DEFAULT_PLATFORM_ROLES
     maintenance_db: str = "postgres"
@@ -94,6 +95,7 @@ class RunConfig:
                              lock_wait_timeout_s=tuning.lock_wait_timeout,
                              timeout_s=tuning.dump_timeout, checksums=tuning.verify_checksums),
             restore_timeout_s=tuning.restore_timeout,
+            restore_lock_wait_s=tuning.restore_lock_wait,
             work_dir=(Path(programs.work_dir) if programs.work_dir
                       else Path(tempfile.gettempdir()) / "nsync"),
             platform_roles=tuning.platform_roles, maintenance_db=db.staging_maintenance_db,

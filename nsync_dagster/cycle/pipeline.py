@@ -5,13 +5,14 @@ The Dagster assets call these; so do the CLI and the tests. Nothing here imports
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +58,27 @@ def snapshot_step(settings: RunConfig, store: BackupStore, partition: str,
     """Check everything, then dump production; remember the snapshot for the backup step."""
     daily_preflight(settings.prod, settings.staging, settings.maintenance_db, store,
                     settings.work_dir, settings.dump.compress)
+    with one_daily_run(settings):
+        return _snapshot(settings, partition, report)
+
+
+@contextlib.contextmanager
+def one_daily_run(settings: RunConfig) -> Iterator[None]:
+    """The staging database's advisory lock (``swap.exclusive``), held by each step of a daily
+    run: a second run started meanwhile is refused at once with a message naming the holder,
+    instead of overwriting the first one's snapshot or racing its swap."""
+    with settings.staging.with_db(settings.maintenance_db).connect() as conn, \
+            swap.exclusive(conn, settings.staging.dbname):
+        yield
+
+
+def _snapshot(settings: RunConfig, partition: str, report: Report) -> Snapshot:
     backup_id = new_backup_id()
     work = private_work_dir(settings) / backup_id
     try:
         snap = take_snapshot(settings.prod, work, settings.dump, backup_id=backup_id,
                              partition=partition, report=report)
-    except Exception as exc:
+    except BaseException as exc:  # interrupted too: a partial dump of client data is not kept
         shutil.rmtree(work, ignore_errors=True)
         if workspace.is_disk_full(exc):
             raise SnapshotError(workspace.disk_full_message(
@@ -79,6 +95,12 @@ def snapshot_step(settings: RunConfig, store: BackupStore, partition: str,
 def backup_step(settings: RunConfig, store: BackupStore, partition: str,
                 report: Report = log.info) -> dict[str, Any]:
     """Upload the partition's snapshot, read every object back, then remove the local copy."""
+    with one_daily_run(settings):
+        return _backup(settings, store, partition, report)
+
+
+def _backup(settings: RunConfig, store: BackupStore, partition: str,
+            report: Report) -> dict[str, Any]:
     pointer = _pointer(settings, partition)
     if not pointer.exists():
         raise BackupStoreError(f"no local snapshot for {partition}: materialize prod_snapshot "
@@ -197,28 +219,32 @@ def staging_step(settings: RunConfig, store: BackupStore, partition: str,
                                f"{store.uri(store.prefix + '/')}: materialize s3_backup first")
     backup = candidates[-1]
     live = settings.staging.dbname
+    nxt, _ = swap.names(live)
     maint = settings.staging.with_db(settings.maintenance_db)
-    with maint.connect() as lock_conn, swap.exclusive(lock_conn, live):
-        with maint.connect() as conn:
-            # a killed run's temporary grants are recorded on the copy it was building:
-            # give them back before that copy is dropped
-            for grant in roles.revoke_leftovers(conn):
-                report(f"gave back a killed run's temporary grant {grant}")
-            swap.recover_and_clean(conn, live, report)
-            manifest_db = store.read_manifest(backup.key_prefix)["database"]
-            nxt = swap.create_next(conn, live, manifest_db)
+    with maint.connect() as lock_conn, swap.exclusive(lock_conn, live), \
+            swap.restore_slot(lock_conn, f"daily rebuild of {live}",
+                              settings.restore_lock_wait_s, report):
         try:
+            with maint.connect() as conn:
+                # a killed run's temporary grants are recorded on the copy it was building:
+                # give them back before that copy is dropped
+                for grant in roles.revoke_leftovers(conn):
+                    report(f"gave back a killed run's temporary grant {grant}")
+                swap.recover_and_clean(conn, live, report)
+                manifest_db = store.read_manifest(backup.key_prefix)["database"]
+                swap.create_next(conn, live, manifest_db)
             result = restore_verified(settings, store, backup.key_prefix,
-                                       settings.staging.with_db(nxt), report)
-        except Exception:
-            with maint.connect() as conn:  # the live copy was never touched; drop the attempt
-                swap.drop_if_exists(conn, nxt)
+                                      settings.staging.with_db(nxt), report)
+            # the restore is proved at this point; record it before touching the live copy
+            store.mark_restore_verified(backup.key_prefix, {
+                "restored_into": settings.staging.display, **result["verification"]})
+            with maint.connect() as conn:
+                swapped = swap.swap_in(conn, live, report)
+        except BaseException as exc:
+            # any ending, interrupts included: live is untouched (or already the new verified
+            # copy); only nsync's own half-built copy goes
+            swap.drop_attempt(maint, nxt, report, interrupted=not isinstance(exc, Exception))
             raise
-        # the restore is proved at this point; record it before touching the live copy
-        store.mark_restore_verified(backup.key_prefix, {"restored_into": settings.staging.display,
-                                                        **result["verification"]})
-        with maint.connect() as conn:
-            swapped = swap.swap_in(conn, live, report)
     return {"backup_id": backup.backup_id, "uri": store.uri(backup.key_prefix),
             "verified_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             **swapped, **result}

@@ -99,8 +99,8 @@ def _roles_dump(pf: Preflight, prod: PgTarget) -> str:
     connects to production's own database (``-l``), never to ``postgres``/``template1``."""
     tools = pgbin.for_server(pf.facts["prod_major"], purpose="Dumping production's roles",
                              needs_tls=prod.needs_tls())
-    args = roles.roles_dump_args(tools, prod)
-    out = subprocess.run(args, env=prod.child_env(), capture_output=True, text=True, timeout=120)
+    args, env = roles.roles_dump_command(tools, prod)
+    out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
     if out.returncode != 0:
         raise PreflightError(
             f"{tools.tool('pg_dumpall')} --roles-only -l {prod.dbname} cannot run against "
@@ -114,9 +114,8 @@ def _roles_dump(pf: Preflight, prod: PgTarget) -> str:
 def _client_for(pf: Preflight, fact: str, purpose: str, target: PgTarget) -> str:
     """Pick the client programs and prove they can log in (TLS and password included)."""
     tools = pgbin.for_server(pf.facts[fact], purpose=purpose, needs_tls=target.needs_tls())
-    out = subprocess.run([tools.tool("psql"), "-X", "-At", "-c", "SELECT 1", "-d",
-                          target.conninfo_without_password()], env=target.child_env(),
-                         capture_output=True, text=True, timeout=60)
+    args, env = target.command(tools, "psql", ["-X", "-At", "-c", "SELECT 1"])
+    out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
     if out.returncode != 0:
         raise PreflightError(f"{tools.tool('psql')} cannot connect to {target.display} although "
                              f"Python could: {redact(out.stderr).strip()}")

@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from nsync_dagster.cycle import pipeline
@@ -28,13 +29,14 @@ from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.preflight import same_database
 from nsync_dagster.deadline import EASTERN
 from nsync_dagster.errors import NsyncError, PreflightError
+from nsync_dagster.postgres import interruptible, swap
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.redact import redact
 from nsync_dagster.settings import Recovery
 from nsync_dagster.storage.s3store import BackupStore
 
 log = logging.getLogger("nsync.recovery")
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[2]  # the checkout holding templates/
 
 
 class RecoveryTestFailed(NsyncError):
@@ -126,12 +128,39 @@ def _run(settings: RunConfig, store: BackupStore, spec: str, result: dict[str, A
             raise PreflightError(f"the recovery-test database {target.display} is the {name} "
                                  "database; point NSYNC_SCRATCH_DATABASE_URL elsewhere")
     result["target"] = target.display
+    # never at the same time as the daily rebuild (or another test) on the same server
+    with target.with_db(settings.maintenance_db).connect() as lock_conn, \
+            swap.restore_slot(lock_conn, "recovery test", settings.restore_lock_wait_s, report):
+        if not settings.scratch_url:
+            _drop_leftovers(settings, target, report)
+        _restore_and_prove(settings, store, backup.key_prefix, target, manifest, result, report)
+
+
+def _drop_leftovers(settings: RunConfig, target: PgTarget, report: Callable[[str], None]) -> None:
+    """Temporary recovery-test databases a killed test left on the staging server. Safe while
+    holding the restore lock: no other recovery test is running on this server."""
+    with target.with_db(settings.maintenance_db).connect() as conn:
+        stale = [r[0] for r in conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'nsync\\_recovery\\_test\\_%%'"
+            " AND datname <> %s", (target.dbname,)).fetchall()]
+        for name in stale:
+            report(f"dropping {name}, left by an interrupted recovery test")
+            try:
+                conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(
+                    sql.Identifier(name)))
+            except psycopg.Error as exc:
+                report(f"cannot drop {name}: {redact(exc).strip()}")
+
+
+def _restore_and_prove(settings: RunConfig, store: BackupStore, folder: str, target: PgTarget,
+                       manifest: dict[str, Any], result: dict[str, Any],
+                       report: Callable[[str], None]) -> None:
     t = time.monotonic()
     pipeline.prepare_empty_database(settings, target, manifest["database"], force=True,
                                     report=report)
     _step(result, "create scratch database", t, target.display)
     try:
-        restored = pipeline.restore_verified(settings, store, backup.key_prefix, target, report)
+        restored = pipeline.restore_verified(settings, store, folder, target, report)
         for key, label in (("download_s", "download and check SHA-256"),
                            ("restore_s", "restore (pg_restore)"),
                            ("verify_s", "verify against the manifest")):
@@ -151,7 +180,8 @@ def _run(settings: RunConfig, store: BackupStore, spec: str, result: dict[str, A
         result["rpo_s"] = round(dt.datetime.now(dt.UTC).timestamp() - snapshot.timestamp())
     finally:
         t = time.monotonic()
-        _drop(settings, target)
+        with interruptible.shielded():  # also when interrupted: the scratch copy holds real data
+            _drop(settings, target)
         _step(result, "drop scratch database", t, "dropped")
 
 

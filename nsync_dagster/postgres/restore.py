@@ -33,7 +33,7 @@ import psycopg
 from psycopg import sql
 
 from nsync_dagster.errors import RestoreError
-from nsync_dagster.postgres import pgbin, roles
+from nsync_dagster.postgres import interruptible, pgbin, roles
 from nsync_dagster.postgres.pgconn import PgTarget, quote_ident
 from nsync_dagster.redact import redact
 
@@ -42,6 +42,10 @@ _TOC_LINE = re.compile(r"^(?P<id>\d+); (?P<catalog>\d+) (?P<oid>\d+) (?P<desc>.+
 _PHASE_A = re.compile(r"^(SCHEMA - |ACL - SCHEMA )")
 _PHASE_C = re.compile(r"^MATERIALIZED VIEW DATA ")
 _NEVER = re.compile(r"^(SUBSCRIPTION|SUBSCRIPTION TABLE|COMMENT - SUBSCRIPTION) ")
+# the staging server ended the session (restart, failover, pg_terminate_backend): worth a retry
+_CONNECTION_LOST = re.compile(r"terminating connection due to administrator command|"
+                              r"server closed the connection unexpectedly|"
+                              r"connection to server .* failed|could not receive data from server")
 
 
 @dataclass
@@ -63,8 +67,7 @@ class RestorePlan:
 
 
 def read_toc(tools: pgbin.PgBin, dump_dir: Path) -> list[TocEntry]:
-    out = subprocess.run([tools.tool("pg_restore"), "-l", str(dump_dir)], capture_output=True,
-                         text=True, timeout=600)
+    out = interruptible.run([tools.tool("pg_restore"), "-l", str(dump_dir)], timeout=600)
     if out.returncode != 0:
         raise RestoreError(f"pg_restore cannot read the dump's table of contents: {out.stderr}")
     entries = []
@@ -134,19 +137,19 @@ def _run_phase(tools: pgbin.PgBin, target: PgTarget, dump_dir: Path, lines: list
         _run_phase_through_psql(tools, target, dump_dir, list_file, row_security=row_security,
                                 timeout_s=timeout_s)
         return
-    args = [tools.tool("pg_restore"), "-d", target.conninfo_without_password(), "-L",
-            str(list_file), "--exit-on-error", "--no-subscriptions", "-j", str(jobs)]
+    args, env = target.command(tools, "pg_restore", [
+        "-L", str(list_file), "--exit-on-error", "--no-subscriptions", "-j", str(jobs)])
     if row_security:
         args.append("--enable-row-security")
     args.append(str(dump_dir))
     try:
-        out = subprocess.run(args, env=target.child_env(), capture_output=True, text=True,
-                             timeout=timeout_s)
+        out = interruptible.run(args, env=env, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise RestoreError(f"pg_restore did not finish within {timeout_s}s") from None
     if out.returncode != 0 or "errors ignored on restore" in out.stderr:
         raise RestoreError(f"pg_restore failed ({list_file.stem}): "
-                           f"{redact(out.stderr).strip()[-1500:]}")
+                           f"{redact(out.stderr).strip()[-1500:]}",
+                           transient=bool(_CONNECTION_LOST.search(out.stderr)))
 
 
 def _run_phase_through_psql(tools: pgbin.PgBin, target: PgTarget, dump_dir: Path,
@@ -158,12 +161,11 @@ def _run_phase_through_psql(tools: pgbin.PgBin, target: PgTarget, dump_dir: Path
     if row_security:
         restore.append("--enable-row-security")
     restore.append(str(dump_dir))
-    psql = [tools.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d",
-            target.conninfo_without_password()]
+    psql, env = target.command(tools, "psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1"])
     with tempfile.TemporaryFile() as err_a, tempfile.TemporaryFile() as err_b:
         producer = subprocess.Popen(restore, stdout=subprocess.PIPE, stderr=err_a)
         consumer = subprocess.Popen(psql, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                    stderr=err_b, env=target.child_env())
+                                    stderr=err_b, env=env)
         timer = threading.Timer(timeout_s, lambda: (producer.kill(), consumer.kill()))
         timer.start()
         removed = 0
@@ -259,7 +261,8 @@ def restore_dump(dump_dir: Path, target: PgTarget, manifest: dict[str, Any], *, 
             apply_database_facts(conn, target.dbname, manifest["database"])
         except psycopg.Error as exc:
             raise RestoreError(f"cannot apply the database's grants/comment: "
-                               f"{redact(exc)}") from None
+                               f"{redact(exc)}",
+                               transient=isinstance(exc, psycopg.OperationalError)) from None
     for item in the_plan.skipped:
         report(f"skipped: {item}")
     return {"pg_restore_version": tools.version, "toc_entries": len(entries),

@@ -34,7 +34,7 @@ from nsync_dagster.redact import redact
 from nsync_dagster.settings import staging_password, staging_password_variable
 
 __all__ = ["acting_as", "revoke_leftovers", "sync_roles", "is_platform", "scram_verifier",
-           "scram_matches", "staging_password_variable", "RoleSyncResult", "roles_dump_args"]
+           "scram_matches", "staging_password_variable", "RoleSyncResult", "roles_dump_command"]
 log = logging.getLogger("nsync.roles")
 DEFAULT_PLATFORM_ROLES = ("cloud_admin", "neon_superuser", "neon_service")
 
@@ -43,12 +43,12 @@ def is_platform(name: str, platform: Iterable[str]) -> bool:
     return name.startswith("pg_") or name in set(platform)
 
 
-def roles_dump_args(tools: Any, prod: PgTarget) -> list[str]:
-    """``pg_dumpall --roles-only`` for production, connected to production's own database
-    (``-l``): without it pg_dumpall tries ``postgres`` and then ``template1``, which a Neon
-    owner role may not be allowed to connect to."""
-    return [tools.tool("pg_dumpall"), "-d", prod.conninfo_without_password(), "-l", prod.dbname,
-            "--roles-only", "--no-role-passwords"]
+def roles_dump_command(tools: Any, prod: PgTarget) -> tuple[list[str], dict[str, str]]:
+    """``(argv, env)`` of ``pg_dumpall --roles-only`` for production, connected to production's
+    own database (``-l``): without it pg_dumpall tries ``postgres`` and then ``template1``,
+    which a Neon owner role may not be allowed to connect to."""
+    return prod.command(tools, "pg_dumpall", ["-l", prod.dbname, "--roles-only",
+                                              "--no-role-passwords"])
 
 
 def _b64(data: bytes) -> str:

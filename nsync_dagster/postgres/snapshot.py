@@ -29,9 +29,9 @@ from typing import IO, Any
 import psycopg
 
 from nsync_dagster.errors import SnapshotError, postgres_transient
-from nsync_dagster.postgres import dbstats, dumpseq, pgbin, snaptx
+from nsync_dagster.postgres import dbstats, dumpseq, interruptible, pgbin, snaptx
 from nsync_dagster.postgres.pgconn import PgTarget, server_major
-from nsync_dagster.postgres.roles import roles_dump_args
+from nsync_dagster.postgres.roles import roles_dump_command
 from nsync_dagster.progress import dir_size, watch_progress
 from nsync_dagster.redact import redact
 
@@ -210,13 +210,15 @@ def take_snapshot(prod: PgTarget, work_dir: Path, options: DumpOptions, *, backu
         snap = snaptx.begin(conn, options.lock_wait_timeout_s)
         report(f"snapshot {snap.snapshot_id} exported; {len(snap.tables)} tables locked "
                "(ACCESS SHARE) until the dump and the manifest are done")
-        args = [tools.tool("pg_dump"), "-d", prod.conninfo_without_password(), "-Fd",
-                "-j", str(options.jobs), "-Z", str(options.compress), "-f", str(dump_dir),
-                f"--snapshot={snap.snapshot_id}",
-                f"--lock-wait-timeout={options.lock_wait_timeout_s}s", "--no-sync"]
+        args, env = prod.command(tools, "pg_dump", [
+            "-Fd", "-j", str(options.jobs), "-Z", str(options.compress), "-f", str(dump_dir),
+            f"--snapshot={snap.snapshot_id}",
+            f"--lock-wait-timeout={options.lock_wait_timeout_s}s", "--no-sync"])
         with tempfile.TemporaryFile(mode="w+") as stderr:
-            dump_proc = subprocess.Popen(args, env=prod.child_env(), stdout=subprocess.DEVNULL,
-                                         stderr=stderr, text=True)
+            with interruptible.shielded():  # no signal between the fork and the ``finally``
+                dump_proc = subprocess.Popen(args, env=env,
+                                             stdout=subprocess.DEVNULL, stderr=stderr, text=True,
+                                             **interruptible.child_options())
             report(f"pg_dump {tools.version} started: {options.jobs} jobs, "
                    f"snapshot {snap.snapshot_id}")
             scan = _Scan(conn, options.checksums)
@@ -226,9 +228,8 @@ def take_snapshot(prod: PgTarget, work_dir: Path, options: DumpOptions, *, backu
         data = scan.result
         data["sequences"] = _sequences(tools, dump_dir, data.pop("sequence_names"))
         conn.execute("COMMIT")
-        roles_sql = subprocess.run(
-            roles_dump_args(tools, prod), env=prod.child_env(), capture_output=True, text=True,
-            timeout=600)
+        argv, env = roles_dump_command(tools, prod)
+        roles_sql = interruptible.run(argv, env=env, timeout=600)
         if roles_sql.returncode != 0:
             raise SnapshotError("pg_dumpall --roles-only failed: "
                                 f"{redact(roles_sql.stderr)[-800:]}",
@@ -244,9 +245,8 @@ def take_snapshot(prod: PgTarget, work_dir: Path, options: DumpOptions, *, backu
     except Exception as exc:  # OS errors and the like: re-raise as ours, without secrets
         raise SnapshotError(f"taking the production snapshot failed: {redact(exc)}") from None
     finally:
-        if dump_proc is not None and dump_proc.poll() is None:
-            dump_proc.kill()
-            dump_proc.wait()
+        if dump_proc is not None:  # pg_dump and its -j workers, also on an interrupt
+            interruptible.stop(dump_proc)
         if scan is not None:
             scan.orphaned.set()  # a scan that would not stop closes the connection itself
         if scan is None or not scan.is_alive():

@@ -2,7 +2,9 @@
 
 Names: the live database ``<db>``, the copy being built ``<db>__nsync_next``, and the previous
 copy kept during the swap ``<db>__nsync_prev``. The live database is not touched until the new
-copy is restored and verified; if the swap itself fails the previous copy is renamed back.
+copy is restored and verified; the swap's two renames are one transaction, so an interrupted or
+failed swap changes nothing (see ``swap_in``). Runs that died in older versions, or between the
+swap's commit and dropping the previous copy, are repaired by ``recover_and_clean``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from nsync_dagster.errors import PreflightError, SwapError
+from nsync_dagster.errors import PreflightError, ServerBusy, SwapError
+from nsync_dagster.postgres import interruptible
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.redact import redact
 
@@ -40,27 +43,80 @@ def _ident(name: str) -> sql.Identifier:
     return sql.Identifier(name)
 
 
+def _holder(conn: psycopg.Connection, key: str) -> str:
+    row = conn.execute("""
+        SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l
+        JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'advisory' AND l.granted AND l.objid = hashtext(%s)::oid""",
+                       (key,)).fetchone()
+    return (f" ({row[1] or 'nsync'}, pid {row[0]}, started {row[2]:%Y-%m-%d %H:%M %Z})"
+            if row else "")
+
+
+def _label(conn: psycopg.Connection, purpose: str) -> None:
+    """Name this session after what it does, so a refused or waiting run can say who holds
+    the lock (``pg_stat_activity.application_name``)."""
+    conn.execute("SELECT set_config('application_name', %s, false)", (f"nsync {purpose}",))
+
+
 @contextlib.contextmanager
 def exclusive(conn: psycopg.Connection, live: str) -> Iterator[None]:
     """Hold the staging server's advisory lock for ``live`` while rebuilding it.
 
     A second rebuild of the same staging database (a manual run during the scheduled one)
-    is refused at once instead of racing the first one's swap.
+    is refused at once instead of racing the first one's swap. The lock is a session lock:
+    it goes with the session, also when the process is killed.
     """
     key = f"nsync:staging:{live}"
-    got = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()[0]
-    if not got:
-        holder = conn.execute("""
-            SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l
-            JOIN pg_stat_activity a ON a.pid = l.pid
-            WHERE l.locktype = 'advisory' AND l.objid = hashtext(%s)::oid""", (key,)).fetchone()
-        who = f" (pid {holder[0]}, started {holder[2]:%Y-%m-%d %H:%M %Z})" if holder else ""
-        raise SwapError(f"another nsync run is rebuilding {live} right now{who}; wait for it "
-                        "to finish instead of starting a second one")
-    try:
-        yield
-    finally:
-        conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+    with interruptible.closing_on_interrupt(conn):
+        got = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()[0]
+        if not got:
+            raise SwapError(f"another nsync run is rebuilding {live} right now"
+                            f"{_holder(conn, key)}; wait for it to finish instead of starting "
+                            "a second one (staging was not touched)")
+        _label(conn, f"rebuild of {live}")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+
+
+RESTORE_KEY = "nsync:restore-on-this-server"
+
+
+@contextlib.contextmanager
+def restore_slot(conn: psycopg.Connection, purpose: str, wait_s: int,
+                 report: Callable[[str], None] = log.info) -> Iterator[None]:
+    """Hold the server-wide restore lock: the daily staging rebuild and the recovery test
+    never restore into the same server at the same time (they would halve each other's
+    speed and could together fill its disk). A second one waits up to ``wait_s`` seconds
+    (``NSYNC_RESTORE_LOCK_WAIT``), then fails with a message naming the holder."""
+    with interruptible.closing_on_interrupt(conn):
+        got = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
+                           (RESTORE_KEY,)).fetchone()[0]
+        if not got:
+            holder = _holder(conn, RESTORE_KEY)
+            report(f"another restore is running on this server{holder}; waiting up to "
+                   f"{wait_s}s for it (NSYNC_RESTORE_LOCK_WAIT)")
+            try:
+                conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{wait_s}s",))
+                conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (RESTORE_KEY,))
+            except psycopg.errors.LockNotAvailable:
+                raise ServerBusy(f"{purpose}: another restore has been running on this server "
+                                 f"for more than NSYNC_RESTORE_LOCK_WAIT={wait_s}s"
+                                 f"{_holder(conn, RESTORE_KEY)} (the daily rebuild and the "
+                                 "recovery test take turns); nothing was changed. Let it finish, "
+                                 "then run again", transient=True) from None
+            finally:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("SELECT set_config('lock_timeout', '0', false)")
+        _label(conn, purpose)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (RESTORE_KEY,))
 
 
 def recover_and_clean(maint: psycopg.Connection, live: str,
@@ -128,50 +184,79 @@ def _terminate(cur: psycopg.Cursor, dbname: str) -> int:
     return cur.fetchone()[0]
 
 
-def _rename_when_free(cur: psycopg.Cursor, old: str, new: str, attempts: int = 20) -> None:
-    for attempt in range(attempts):
-        _terminate(cur, old)
-        try:
-            _rename(cur, old, new)
-            return
-        except psycopg.errors.ObjectInUse:
-            time.sleep(0.2 * (attempt + 1))
-    raise SwapError(f"database {old} stayed in use: sessions reconnect faster than they can be "
-                    "terminated, or belong to a role the staging role may not signal "
-                    "(needs pg_signal_backend)")
+SWAP_LOCK_TIMEOUT = "10s"  # per attempt: a session holding the database busy is retried
 
 
-def swap_in(maint: psycopg.Connection, live: str,
-            report: Callable[[str], None] = log.info) -> dict[str, Any]:
-    """Make ``<db>__nsync_next`` the live database; drop the previous copy after success."""
+def _swap_once(maint: psycopg.Connection, live: str) -> tuple[bool, int]:
+    """One attempt: both renames in ONE transaction. Until COMMIT nobody sees a change, and a
+    connection lost or a process killed before it (even by SIGKILL) rolls both back."""
     nxt, prev = names(live)
-    cur = maint.cursor()
-    had_live = _exists(cur, live)
-    terminated = 0
-    if had_live:
-        cur.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(_ident(live)))
-        try:
-            terminated = _terminate(cur, live)
-            _rename_when_free(cur, live, prev)
-        except Exception:
-            cur.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(
-                _ident(live)))
-            raise
-    try:
-        _rename_when_free(cur, nxt, live)
-    except Exception as exc:
+    # on an interrupt the statement is cancelled and the session closed before the
+    # transaction block exits, so the interrupt (not a rollback error) propagates
+    with maint.transaction(), interruptible.closing_on_interrupt(maint):
+        cur = maint.cursor()
+        cur.execute("SELECT set_config('lock_timeout', %s, true)", (SWAP_LOCK_TIMEOUT,))
+        had_live = _exists(cur, live)
+        terminated = 0
         if had_live:
-            report(f"swap failed, putting {live} back: {redact(exc)}")
-            _rename(cur, prev, live)
-            cur.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(
-                _ident(live)))
-        if isinstance(exc, SwapError):
-            raise
-        raise SwapError(f"renaming {nxt} to {live} failed: {redact(exc)}") from None
-    if had_live:
-        cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(_ident(prev)))
+            terminated = _terminate(cur, live)
+            # the rename waits (up to 5 s) for the ended sessions to go; while it holds the
+            # database's lock, new sessions wait and then reach the new copy or fail cleanly
+            _rename(cur, live, prev)
+        _terminate(cur, nxt)
+        _rename(cur, nxt, live)
+    return had_live, terminated
+
+
+def swap_in(maint: psycopg.Connection, live: str, report: Callable[[str], None] = log.info,
+            attempts: int = 20) -> dict[str, Any]:
+    """Make ``<db>__nsync_next`` the live database; drop the previous copy after success.
+
+    The live name always refers to a whole copy: the old one until the swap's single
+    transaction commits, the new verified one afterwards. Live is never closed to
+    connections. An interrupt (signal, Terminate, max runtime) cancels the transaction.
+    """
+    nxt, prev = names(live)
+    with interruptible.closing_on_interrupt(maint):
+        for attempt in range(attempts):
+            try:
+                had_live, terminated = _swap_once(maint, live)
+                break
+            except (psycopg.errors.ObjectInUse, psycopg.errors.LockNotAvailable) as exc:
+                last = exc
+                time.sleep(0.2 * (attempt + 1))
+            except psycopg.Error as exc:
+                raise SwapError(f"swapping {nxt} in as {live} failed (nothing changed: the swap "
+                                f"is one transaction): {redact(exc).strip()}") from None
+        else:
+            raise SwapError(f"{live} or {nxt} stayed in use ({redact(last).strip()}): sessions "
+                            "reconnect faster than they can be terminated, hold a lock on the "
+                            "database, or belong to a role the staging role may not signal "
+                            "(needs pg_signal_backend); nothing changed")
+        if had_live:
+            # the new copy is live and committed; if this drop does not happen, the next run's
+            # recover_and_clean does it
+            try:
+                maint.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(_ident(prev)))
+            except psycopg.Error as exc:
+                report(f"could not drop the previous copy {prev} yet: {redact(exc).strip()}")
     report(f"swapped the new copy in as {live} ({terminated} session(s) terminated)")
     return {"sessions_terminated": terminated, "replaced_existing": had_live}
+
+
+def drop_attempt(maint: PgTarget, nxt: str, report: Callable[[str], None], *,
+                 interrupted: bool) -> None:
+    """Drop the half-built ``<db>__nsync_next`` without letting a second signal or a lost
+    server hide the original error; whatever is left, the next run's recovery drops."""
+    with interruptible.shielded():
+        try:
+            with maint.connect() as conn:
+                drop_if_exists(conn, nxt)
+        except Exception as exc:
+            report(f"could not drop {nxt} now ({redact(exc)}); the next run drops it")
+            return
+    if interrupted:
+        report(f"interrupted: staging was left as it was; the unfinished copy {nxt} was dropped")
 
 
 def maintenance_target(staging: PgTarget, maintenance_db: str) -> PgTarget:

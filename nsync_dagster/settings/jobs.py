@@ -48,6 +48,13 @@ class Tuning(Group):
         "Seconds each pg_restore phase may run before it is killed and the restore fails.",
         ge=60, le=86400, unit="seconds", example="7200")
 
+    restore_lock_wait: int = setting(
+        1200,
+        "Seconds a restore (the daily rebuild of staging, or a recovery test) waits while "
+        "another one runs on the same server; then it fails naming the holder (the daily step "
+        "retries it as transient). The two never restore at the same time.",
+        ge=1, le=86400, unit="seconds", example="1800")
+
     verify_checksums: bool = setting(
         True,
         "Whether the manifest holds a per-table content checksum (sum of hashtext(row::text)) "

@@ -72,7 +72,7 @@ def test_the_cli_boundary_masks_an_unexpected_library_error(monkeypatch, capsys)
     monkeypatch.setattr(cli, "build_parser", lambda: parser)
     monkeypatch.setattr(parser, "parse_args",
                         lambda argv: real_parse(["backups"]).__class__(
-                            verbose=True, handler=broken))
+                            verbose=True, handler=broken, command="backups"))
     assert cli.main([]) == 1
     err = capsys.readouterr().err
     assert "cli-Secret-7" not in err and "unexpected error (RuntimeError)" in err

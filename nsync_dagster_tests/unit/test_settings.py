@@ -63,6 +63,7 @@ BAD = [
     ("NSYNC_NOTIFY_BACKOFF_SECONDS", "301", "is out of range", "number seconds 0..300"),
     ("NSYNC_NOTIFY_GIVE_UP_HOURS", "0", "is out of range", "integer hours 1..168"),
     ("NSYNC_DUMP_SPACE_RATIO", "11", "is out of range", "0..10"),
+    ("NSYNC_RESTORE_LOCK_WAIT", "0", "is out of range", "1..86400"),
     ("NSYNC_HEARTBEAT_URL", "ftp://hc.example.com/x", "http(s) URL", "http(s) URL"),
 ]
 

@@ -10,6 +10,7 @@ import traceback
 from collections.abc import Iterator
 
 import dagster as dg
+import psycopg
 from dagster_aws.s3 import S3Resource
 
 from nsync_dagster import deadline
@@ -41,6 +42,11 @@ def failures_explained(context: dg.AssetExecutionContext, what: str) -> Iterator
 
     Transient errors (a migration's lock, a dropped connection, S3 trouble) are retried a few
     minutes later, within the same run; everything else fails the step at once.
+
+    An interruption (SIGTERM/SIGINT, Dagster's Terminate, run monitoring's max runtime) is
+    never turned into a retry or a failure: the library has already cleaned up (children
+    killed, the unfinished copy dropped) and the interrupt propagates, so Dagster records the
+    run as canceled or failed.
     """
     try:
         yield
@@ -49,7 +55,8 @@ def failures_explained(context: dg.AssetExecutionContext, what: str) -> Iterator
     except Exception as exc:
         context.log.debug(redact(traceback.format_exc()))
         retries, wait = _retry_budget()
-        if getattr(exc, "transient", False) and context.retry_number < retries:
+        transient = getattr(exc, "transient", False) or isinstance(exc, psycopg.OperationalError)
+        if transient and context.retry_number < retries:
             context.log.warning(redact(f"{what}: {exc} — retrying in "
                                        f"{wait * 2 ** context.retry_number}s"))
             raise dg.RetryRequested(max_retries=retries,
@@ -57,6 +64,11 @@ def failures_explained(context: dg.AssetExecutionContext, what: str) -> Iterator
         raise dg.Failure(description=redact(f"{what} failed: {exc}"),
                          metadata={"error_type": type(exc).__name__,
                                    "attempts": context.retry_number + 1}) from None
+    except BaseException as exc:
+        context.log.warning(f"{what} interrupted ({type(exc).__name__}): cleaned up, not "
+                            "retried; staging keeps a complete copy (the previous one, or the "
+                            "new verified one if the swap had committed)")
+        raise
 
 
 def _reporter(context: dg.AssetExecutionContext):

@@ -1,0 +1,141 @@
+"""Runs launched through the instance (``nsync dev``: webserver, daemon, code server) and ended
+by Dagster itself: the UI's Terminate, and run monitoring's max runtime on a hung restore.
+
+The restore is made to hang by freezing nsync's pg_restore (SIGSTOP). Afterwards staging is
+whole and open, the frozen pg_restore is gone, the unfinished copy is dropped, and the run is
+recorded as canceled (Terminate) or failed (max runtime)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from nsync_dagster.deadline import eastern_day
+from nsync_dagster.embedded.postgres import free_port
+from nsync_dagster_tests import oracle
+from nsync_dagster_tests.conftest import (
+    PROD_DB,
+    REPO,
+    contract_env,
+    new_dagster_storage,
+    s3_client,
+    unique_db,
+)
+from nsync_dagster_tests.e2e.test_daemon import Dev, _wait
+
+DONE = ("SUCCESS", "FAILURE", "CANCELED")
+
+
+@pytest.fixture(scope="module")
+def dev(pg_prod, pg_staging, s3_endpoint, dagster_storage_role, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("terminate")
+    bucket = f"nsync-term-{unique_db('b')[2:].replace('_', '-')}"
+    s3_client(s3_endpoint).create_bucket(Bucket=bucket)
+    db = unique_db()
+    home = tmp / "dagster_home"
+    home.mkdir()
+    config = (REPO / "dagster.yaml").read_text().replace("poll_interval_seconds: 30",
+                                                         "poll_interval_seconds: 5")
+    (home / "dagster.yaml").write_text(config)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NSYNC_", "AWS_", "PG"))}
+    env.update(contract_env(pg_prod, pg_staging, s3_endpoint, bucket, tmp, db))
+    env.update(new_dagster_storage(dagster_storage_role))
+    env.update({"DAGSTER_HOME": str(home), "NSYNC_STEP_RETRIES": "0",
+                "NSYNC_UI_URL": f"http://127.0.0.1:{port}"})
+    log = tmp / "dagster-dev.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "nsync_dagster.cli", "dev", "--port",
+                                 str(port)], cwd=REPO, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    server = Dev(port, proc, log)
+    try:
+        _wait("dagster dev", server.up, timeout=180)
+        first = launch(server)
+        _wait("the first sync", lambda: status(server, first) in DONE, timeout=400)
+        assert status(server, first) == "SUCCESS", log.read_text()[-3000:]
+        yield server, db
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        shutil.rmtree(tmp / "work", ignore_errors=True)
+        pg_staging.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+
+
+def launch(server: Dev, tags: dict[str, str] | None = None) -> str:
+    day = eastern_day(dt.datetime.now(dt.UTC)).isoformat()
+    all_tags = {"dagster/partition": day, **(tags or {})}
+    result = server.graphql("""
+        mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
+          __typename ... on LaunchRunSuccess { run { runId } }
+          ... on PythonError { message } } }""", {"p": {
+        "selector": {"repositoryLocationName": "nsync", "repositoryName": "__repository__",
+                     "jobName": "daily_sync_job"},
+        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in all_tags.items()]}}})
+    launched = result["data"]["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    return launched["run"]["runId"]
+
+
+def status(server: Dev, run_id: str) -> str:
+    return next((r["status"] for r in server.runs() if r["runId"] == run_id), "")
+
+
+def frozen_restore(db: str) -> list[psutil.Process]:
+    """nsync's pg_restore into ``<db>__nsync_next`` (main phase), stopped with SIGSTOP."""
+    def find() -> list[psutil.Process]:
+        found = []
+        for p in psutil.process_iter(["name", "cmdline"]):
+            cmd = " ".join(p.info["cmdline"] or [])
+            if p.info["name"] == "pg_restore" and f"{db}__nsync_next" in cmd \
+                    and "phase-b-objects" in cmd:
+                found.append(p)
+        return found
+
+    procs = _wait("pg_restore", find, timeout=400, every=0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(procs[0].pid, signal.SIGSTOP)
+    return procs
+
+
+def assert_whole_and_clean(pg_prod, pg_staging, db: str, procs) -> None:
+    _, alive = psutil.wait_procs(procs, timeout=30)
+    assert alive == [], "the frozen pg_restore was stopped with its run"
+    row = pg_staging.psql(f"SELECT datallowconn::text FROM pg_database WHERE datname = '{db}'")
+    assert row.strip() == "true", "staging exists and accepts connections"
+    oracle.assert_same(oracle.picture(pg_prod, PROD_DB), oracle.picture(pg_staging, db))
+    leftovers = pg_staging.psql("SELECT datname FROM pg_database "
+                                "WHERE datname LIKE '%\\_\\_nsync\\_%'")
+    assert leftovers.strip() == "", "the unfinished copy was dropped"
+
+
+def test_terminate_from_the_ui(dev, pg_prod, pg_staging):
+    server, db = dev
+    run = launch(server)
+    procs = frozen_restore(db)
+    result = server.graphql("""mutation($id: String!) { terminateRun(runId: $id) {
+        __typename ... on PythonError { message } } }""", {"id": run})
+    assert result["data"]["terminateRun"]["__typename"] == "TerminateRunSuccess", result
+    _wait("the run to end", lambda: status(server, run) in DONE, timeout=180)
+    assert status(server, run) == "CANCELED"
+    assert_whole_and_clean(pg_prod, pg_staging, db, procs)
+
+
+def test_max_runtime_ends_a_hung_restore(dev, pg_prod, pg_staging):
+    server, db = dev
+    run = launch(server, {"dagster/max_runtime": "20"})
+    procs = frozen_restore(db)
+    _wait("run monitoring to end the run", lambda: status(server, run) in DONE, timeout=240)
+    assert status(server, run) == "FAILURE"
+    # a run retry (dagster/max_retries) may follow; wait until nothing is in flight
+    _wait("no run in flight", lambda: all(r["status"] in DONE for r in server.runs()),
+          timeout=400)
+    assert_whole_and_clean(pg_prod, pg_staging, db, procs)

@@ -1,0 +1,258 @@
+"""Runs that end early, in process: an interrupt inside the staging step (what Dagster's
+Terminate and run monitoring's max runtime deliver to the run's process), the staging
+connection dropped mid-restore, and the daily rebuild and the recovery test taking turns on
+the staging server."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+
+import dagster as dg
+import psutil
+import psycopg
+import pytest
+
+from nsync_dagster.cycle import pipeline, recovery
+from nsync_dagster.defs.resources import backup_store, s3_from_env
+from nsync_dagster.errors import ServerBusy, SwapError
+from nsync_dagster.postgres import interruptible, swap
+from nsync_dagster.cycle.config import RunConfig
+from nsync_dagster_tests import oracle
+from nsync_dagster_tests.conftest import (
+    PROD_DB,
+    SUPERUSER_PW,
+    failure_text,
+    run_daily_job,
+    staging_db,
+)
+
+
+@pytest.fixture
+def synced(pg_staging, nsync_env, instance):
+    """Staging built once by a good run; returns the live database's oid."""
+    result = run_daily_job(instance)
+    assert result.success, failure_text(result)
+    return _oid(pg_staging, staging_db(nsync_env))
+
+
+def _oid(cluster, name: str) -> str:
+    return cluster.psql(f"SELECT oid::text || ' ' || datallowconn::text FROM pg_database "
+                        f"WHERE datname = '{name}'").strip()
+
+
+def _leftovers(cluster) -> list[str]:
+    return cluster.psql("SELECT datname FROM pg_database WHERE datname LIKE '%\\_\\_nsync\\_%' "
+                        "OR datname LIKE 'nsync\\_recovery\\_test\\_%'").split()
+
+
+def _my_pg_restores() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children(recursive=True)
+            if p.name() == "pg_restore"]
+
+
+def _when(condition, action, timeout: float = 300) -> threading.Thread:
+    """Run ``action`` once, from a thread, as soon as ``condition`` holds."""
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(psutil.Error):
+                if condition():
+                    action()
+                    return
+            time.sleep(0.01)
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def _logs(instance: dg.DagsterInstance, run_id: str) -> str:
+    return "\n".join(e.user_message for e in instance.all_logs(run_id))
+
+
+def test_interrupt_during_the_restore_cleans_up_and_is_not_retried(pg_prod, pg_staging,
+                                                                    nsync_env, instance, synced):
+    """SIGINT to the run's process while pg_restore runs: the way Dagster's Terminate and
+    run monitoring's max runtime end a run. The step is not retried or turned into an
+    ordinary failure: it ends as an interruption, after cleaning up."""
+    db = staging_db(nsync_env)
+    watcher = _when(lambda: any("phase-b" in " ".join(p.cmdline()) for p in _my_pg_restores()),
+                    lambda: os.kill(os.getpid(), signal.SIGINT))
+    result = run_daily_job(instance)
+    watcher.join(timeout=5)
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert [e.step_key for e in failures] == ["staging_database"]
+    assert failures[0].step_failure_data.error_source.value == "INTERRUPT"
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert instance.get_run_by_id(result.run_id).status in (dg.DagsterRunStatus.FAILURE,
+                                                            dg.DagsterRunStatus.CANCELED)
+    logs = _logs(instance, result.run_id)
+    assert "staging rebuild interrupted" in logs and "was dropped" in logs, logs
+    assert _oid(pg_staging, db) == synced, "the same live database, still open"
+    oracle.assert_same(oracle.picture(pg_prod, PROD_DB), oracle.picture(pg_staging, db))
+    assert _leftovers(pg_staging) == []
+    assert _my_pg_restores() == [], "pg_restore and its workers were stopped"
+
+
+def test_staging_connection_dropped_mid_restore_is_retried(pg_prod, pg_staging, nsync_env,
+                                                           instance, synced, monkeypatch):
+    """pg_terminate_backend of the restore's sessions: the attempt fails as transient, its
+    copy is dropped at once, the step is retried and succeeds; live staging was untouched."""
+    monkeypatch.setenv("NSYNC_STEP_RETRIES", "1")
+    db = staging_db(nsync_env)
+    nxt = f"{db}__nsync_next"
+    terminated: list[str] = []
+
+    def restoring() -> bool:
+        return any("phase-b" in " ".join(p.cmdline()) for p in _my_pg_restores())
+
+    def drop_connections() -> None:  # as a staging restart or failover would
+        with psycopg.connect(pg_staging.url("postgres", SUPERUSER_PW, "postgres"),
+                             autocommit=True) as su:
+            pids = [r[0] for r in su.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s "
+                "AND backend_type = 'client backend'", (nxt,)).fetchall()]
+            for pid in pids:
+                su.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        terminated.extend(map(str, pids))
+
+    watcher = _when(restoring, drop_connections)
+    result = run_daily_job(instance)
+    watcher.join(timeout=5)
+    assert terminated, "the restore's sessions were terminated"
+    assert result.success, failure_text(result)
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert [e.step_key for e in retries] == ["staging_database"]
+    logs = _logs(instance, result.run_id)
+    assert "retrying in 0s" in logs, logs
+    assert "dropping leftover" not in logs, "the failed attempt dropped its own copy"
+    assert _oid(pg_staging, db) != synced
+    oracle.assert_same(oracle.picture(pg_prod, PROD_DB), oracle.picture(pg_staging, db))
+    assert _leftovers(pg_staging) == []
+
+
+@contextlib.contextmanager
+def _daily_restoring(settings: Settings):
+    """The staging server's restore lock, held the way the daily rebuild holds it."""
+    with settings.staging.with_db("postgres").connect() as conn, \
+            swap.restore_slot(conn, f"daily rebuild of {settings.staging.dbname}", 1):
+        yield
+
+
+def test_recovery_test_waits_for_the_daily_restore_then_gives_up(pg_staging, nsync_env,
+                                                                  synced, monkeypatch):
+    monkeypatch.setenv("NSYNC_RESTORE_LOCK_WAIT", "2")
+    settings = RunConfig.from_env()
+    store = backup_store(settings, s3_from_env())
+    with _daily_restoring(settings):
+        with pytest.raises(recovery.RecoveryTestFailed) as failed:
+            recovery.run_recovery_test(settings, store)
+    message = str(failed.value)
+    assert "another restore has been running on this server" in message, message
+    assert f"daily rebuild of {staging_db(nsync_env)}" in message, "names the holder"
+    assert "NSYNC_RESTORE_LOCK_WAIT=2s" in message
+    assert _leftovers(pg_staging) == [], "no scratch database was created"
+
+
+def test_recovery_test_runs_once_the_daily_restore_is_done(pg_staging, nsync_env, synced,
+                                                           monkeypatch):
+    monkeypatch.setenv("NSYNC_RESTORE_LOCK_WAIT", "120")
+    settings = RunConfig.from_env()
+    store = backup_store(settings, s3_from_env())
+    release = threading.Event()
+    seen: list[str] = []
+
+    def hold() -> None:
+        with _daily_restoring(settings):
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    time.sleep(1)
+
+    def report(message: str) -> None:
+        seen.append(message)
+        if "waiting up to 120s" in message:
+            threading.Timer(1.0, release.set).start()
+
+    try:
+        result = recovery.run_recovery_test(settings, store, report=report)
+    finally:
+        release.set()
+        holder.join()
+    assert result["result"] == "PASSED"
+    assert any("another restore is running on this server" in m for m in seen), seen
+    assert _leftovers(pg_staging) == []
+
+
+def test_daily_rebuild_waits_for_a_recovery_test_then_fails_transiently(pg_staging, nsync_env,
+                                                                        synced, monkeypatch):
+    monkeypatch.setenv("NSYNC_RESTORE_LOCK_WAIT", "1")
+    settings = RunConfig.from_env()
+    store = backup_store(settings, s3_from_env())
+    with settings.staging.with_db("postgres").connect() as conn, \
+            swap.restore_slot(conn, "recovery test", 1):
+        with pytest.raises(ServerBusy) as busy:
+            pipeline.staging_step(settings, store, "2026-11-27")
+    assert busy.value.transient, "retried by the step like any transient error"
+    assert "(nsync recovery test, pid" in str(busy.value)
+    assert _oid(pg_staging, staging_db(nsync_env)) == synced
+    assert _leftovers(pg_staging) == []
+
+
+def test_leftover_recovery_databases_are_dropped_by_the_next_test(pg_staging, nsync_env,
+                                                                  synced):
+    """A recovery test killed outright leaves its scratch database; the next one drops it."""
+    pg_staging.psql("CREATE DATABASE nsync_recovery_test_20200101t000000z OWNER neondb_owner")
+    settings = RunConfig.from_env()
+    seen: list[str] = []
+    result = recovery.run_recovery_test(settings, backup_store(settings, s3_from_env()),
+                                        report=seen.append)
+    assert result["result"] == "PASSED"
+    assert any("dropping nsync_recovery_test_20200101t000000z" in m for m in seen), seen
+    assert _leftovers(pg_staging) == []
+
+
+def test_run_kills_its_child_on_an_interrupt(tmp_path):
+    """``interruptible.run`` stops its child's whole process group on an interrupt."""
+    pids = tmp_path / "pids"
+    timer = threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        interruptible.run(["sh", "-c", f"sleep 60 & echo $! > {pids}; echo $$ >> {pids}; wait"],
+                          timeout=120)
+    procs = []
+    for pid in map(int, pids.read_text().split()):  # the shell and its background sleep
+        with contextlib.suppress(psutil.NoSuchProcess):
+            procs.append(psutil.Process(pid))
+    _, alive = psutil.wait_procs(procs, timeout=10)
+    assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def test_a_second_signal_does_not_cut_a_cleanup_short():
+    """A signal during a shielded cleanup is held, then delivered when the cleanup is done."""
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with interruptible.shielded():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+            done.append("cleanup finished")
+    assert done == ["cleanup finished"]
+
+
+def test_second_daily_run_is_refused_before_its_dump(pg_staging, nsync_env, synced, tmp_path):
+    """While a run holds staging (any of its steps), another run's snapshot is refused at once:
+    it neither dumps production nor replaces the first run's local snapshot."""
+    settings = RunConfig.from_env()
+    store = backup_store(settings, s3_from_env())
+    with pipeline.one_daily_run(settings):
+        with pytest.raises(SwapError, match="another nsync run is rebuilding"):
+            pipeline.snapshot_step(settings, store, "2026-11-27")
+        with pytest.raises(SwapError, match="another nsync run is rebuilding"):
+            pipeline.backup_step(settings, store, "2026-11-27")
+    assert not list(settings.work_dir.glob("2*")), "no dump was taken"
+    assert _oid(pg_staging, staging_db(nsync_env)) == synced
