@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from nsync_dagster.cycle import pipeline
+from nsync_dagster.cycle import restore_anywhere
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.postgres.pgconn import PgTarget
@@ -44,7 +44,7 @@ def run_restore(spec: str, target_url: str, force: bool, out=None, *, tables: st
         print(f"  {message}", file=out, flush=True)
 
     wanted = {t.strip() for t in tables.split(",") if t.strip()} if tables else None
-    result = pipeline.restore_to(settings, store, spec, target, force=force, report=report,
+    result = restore_anywhere.restore_to(settings, store, spec, target, force=force, report=report,
                                  tables=wanted, production_ok=production_ok, dry_run=plan)
     if plan:
         return print_plan(result, out)

@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from nsync_dagster.cycle import pipeline
+from nsync_dagster.cycle import pipeline, restore_anywhere
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.preflight import same_database
 from nsync_dagster.deadline import EASTERN
@@ -156,7 +156,7 @@ def _restore_and_prove(settings: RunConfig, store: BackupStore, folder: str, tar
                        manifest: dict[str, Any], result: dict[str, Any],
                        report: Callable[[str], None]) -> None:
     t = time.monotonic()
-    pipeline.prepare_empty_database(settings, target, manifest["database"], force=True,
+    restore_anywhere.prepare_empty_database(settings, target, manifest["database"], force=True,
                                     report=report)
     _step(result, "create scratch database", t, target.display)
     try:

@@ -17,10 +17,10 @@ import psycopg
 import pytest
 
 from nsync_dagster.cycle import pipeline, recovery
+from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.errors import ServerBusy, SwapError
 from nsync_dagster.postgres import interruptible, swap
-from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster_tests import oracle
 from nsync_dagster_tests.conftest import (
     PROD_DB,
@@ -136,7 +136,7 @@ def test_staging_connection_dropped_mid_restore_is_retried(pg_prod, pg_staging, 
 
 
 @contextlib.contextmanager
-def _daily_restoring(settings: Settings):
+def _daily_restoring(settings: RunConfig):
     """The staging server's restore lock, held the way the daily rebuild holds it."""
     with settings.staging.with_db("postgres").connect() as conn, \
             swap.restore_slot(conn, f"daily rebuild of {settings.staging.dbname}", 1):

@@ -7,7 +7,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from nsync_dagster.cycle import pipeline
+from nsync_dagster.cycle import pipeline, restore_anywhere
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.alerts.sensors import run_failure_alert
 from nsync_dagster.defs.resources import NotifierResource, backup_store, s3_from_env
@@ -211,11 +211,11 @@ def test_dropped_connections_during_a_restore_download_are_transient(pg_staging,
     try:
         rule = proxy.add("GET", DUMP_OBJECT, "drop", times=None)
         with pytest.raises(BackupStoreError) as err:
-            pipeline.restore_to(settings, store, "latest", target, force=False)
+            restore_anywhere.restore_to(settings, store, "latest", target, force=False)
         assert err.value.transient, str(err.value)
         assert "download dump/" in str(err.value) and rule.fired >= 2
         proxy.clear()
-        out = pipeline.restore_to(settings, store, "latest", target, force=False)  # a retry
+        out = restore_anywhere.restore_to(settings, store, "latest", target, force=False)  # a retry
         assert out["verification"]["tables"] > 0
     finally:
         pg_staging.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")

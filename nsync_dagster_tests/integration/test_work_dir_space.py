@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nsync_dagster.cycle import pipeline
+from nsync_dagster.cycle import pipeline, restore_anywhere
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.errors import BackupStoreError
@@ -90,7 +90,7 @@ def test_disk_full_during_a_download_fails_with_the_same_advice(pg_staging, nsyn
         with tiny_fs(tmp_path / "small", "64k") as small:
             tiny = RunConfig.from_env({**nsync_env, "NSYNC_WORK_DIR": str(small / "work")})
             with pytest.raises(BackupStoreError) as err:
-                pipeline.restore_to(tiny, store, store.list_backups()[-1].backup_id, target,
+                restore_anywhere.restore_to(tiny, store, store.list_backups()[-1].backup_id, target,
                                     force=False)
             assert list((small / "work").iterdir()) == []  # the partial download is removed
         message = str(err.value)
