@@ -3,15 +3,18 @@ the local S3 endpoint. Each: staging whole, no unverified backup promoted, a cle
 
 from __future__ import annotations
 
+import datetime as dt
+
 import boto3
 import pytest
 from botocore.config import Config
 
 from nsync_dagster.cycle import pipeline, restore_anywhere
 from nsync_dagster.cycle.config import RunConfig
-from nsync_dagster.defs.alerts.sensors import run_failure_alert
-from nsync_dagster.defs.resources import NotifierResource, backup_store, s3_from_env
+from nsync_dagster.defs.alerts import sensors
+from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.errors import BackupStoreError
+from nsync_dagster.notify import notifier_from_env
 from nsync_dagster.storage.s3store import BackupStore
 from nsync_dagster_tests import oracle
 from nsync_dagster_tests.conftest import (
@@ -140,10 +143,10 @@ def test_corrupted_read_back_is_not_promoted_and_alerts_once(pg_staging, s3_endp
     monkeypatch.setenv("NSYNC_WEBHOOK_URL", f"{receiver.url}/hooks/nsync")
     monkeypatch.setenv("NSYNC_NOTIFY_BACKOFF_SECONDS", "0")
     try:
-        def tick(cursor=None):
-            return run_failure_alert.evaluate_tick(dg_ctx(instance, cursor))
+        def tick():  # one run_alerts tick; its state lives in the instance
+            return sensors.run_alerts_tick(instance, notifier_from_env(), dt.datetime.now(dt.UTC))
 
-        first = tick()
+        tick()  # monitoring starts before the run
         proxy.add("GET", DUMP_OBJECT, "corrupt", times=None)
         result = run_daily_job(instance)
         assert not result.success
@@ -153,19 +156,11 @@ def test_corrupted_read_back_is_not_promoted_and_alerts_once(pg_staging, s3_endp
         assert failed_steps(result) == ["s3_backup"] and retries(result) == 0
         assert statuses(s3_endpoint, nsync_env) == ["verified", "uploaded"]
         assert oracle.picture(pg_staging, staging_db(nsync_env)) == synced
-        tick(first.cursor)
+        tick()
         [alert] = receiver.bodies("/hooks/nsync")
         assert alert["event"] == "run_failure" and "corrupt" in alert["summary"]
     finally:
         receiver.close()
-
-
-def dg_ctx(instance, cursor):
-    import dagster as dg
-
-    return dg.build_sensor_context(instance=instance, cursor=cursor,
-                                   sensor_name=run_failure_alert.name,
-                                   resources={"notifier": NotifierResource()})
 
 
 def test_corrupted_download_refused_staging_untouched(pg_staging, s3_endpoint, nsync_env,
