@@ -100,6 +100,8 @@ SETTINGS: tuple[Setting, ...] = (
             "the authorised access list (YAML) the access review compares with"),
     Setting("NSYNC_ACCESS_REVIEW_MAX_AGE_DAYS", "31",
             "days after the access list's review date before the review is overdue"),
+    Setting("NSYNC_HISTORY_START", "2026-11-27",
+            "first daily partition (YYYY-MM-DD, New York): the day nsync started backing up"),
 )
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
 
@@ -147,6 +149,19 @@ class Settings:
         env = dict(os.environ if env is None else env)
         return (_int(env, "NSYNC_STEP_RETRIES", 0, 10),
                 _int(env, "NSYNC_STEP_RETRY_WAIT", 0, 3600))
+
+    @staticmethod
+    def history_start_from_env(env: dict[str, str] | None = None) -> dt.date:
+        """NSYNC_HISTORY_START: the first day of the daily partitions."""
+        env = dict(os.environ if env is None else env)
+        raw = str(_get(env, "NSYNC_HISTORY_START"))
+        try:
+            if len(raw) != 10:
+                raise ValueError(raw)
+            return dt.date.fromisoformat(raw)
+        except ValueError:
+            raise ConfigError(f"NSYNC_HISTORY_START={raw!r} is not a date like 2026-11-27 "
+                              "(YYYY-MM-DD)") from None
 
     @staticmethod
     def alert_times_from_env(env: dict[str, str] | None = None) -> tuple[dt.time, dt.time]:

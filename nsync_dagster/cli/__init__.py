@@ -7,9 +7,9 @@ Exit status: 0 success; 1 the work failed (nothing half-done was left: staging i
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
+from nsync_dagster.cli.instance import configure_output
 from nsync_dagster.errors import NsyncError
 from nsync_dagster.redact import redact
 
@@ -21,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nsync", description="Verified daily backups of production to S3 and an exact "
         "staging mirror. Configuration comes from NSYNC_* and AWS_* variables "
         "(templates/nsync.env.example).")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug output")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug output, with Dagster's own logs and warnings")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (demo, daily, restore, backups, checks, security, dev):
         module.register(sub)
@@ -29,10 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    verbose = bool({"-v", "--verbose"} & set(sys.argv[1:] if argv is None else argv))
+    configure_output(verbose)  # before Dagster is imported: its import-time warnings too
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    configure_output(args.verbose)
     try:
         return int(args.handler(args) or 0)
     except NsyncError as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,8 +26,7 @@ def register(sub) -> None:
 def run_demo(root: Path, scale: int, keep: bool, out=None) -> int:
     out = out or sys.stdout
     if root.exists() and not keep:
-        EmbeddedStack(root).stop_leftovers()
-        shutil.rmtree(root)
+        EmbeddedStack(root).remove()
     started = time.monotonic()
     print(f"nsync demo: starting embedded production and staging (PostgreSQL 18, Neon-shaped "
           f"roles, password auth on 127.0.0.1), a local S3 endpoint and Dagster storage in "

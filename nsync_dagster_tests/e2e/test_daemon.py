@@ -98,7 +98,7 @@ def dev(pg_prod, pg_staging, s3_endpoint, dagster_storage_role, tmp_path_factory
     s3_client(s3_endpoint).create_bucket(Bucket=bucket)
     home = tmp / "dagster_home"
     home.mkdir()
-    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(REPO / "templates" / "dagster.yaml", home / "dagster.yaml")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NSYNC_", "AWS_", "PG"))}
     env.update(new_dagster_storage(dagster_storage_role))

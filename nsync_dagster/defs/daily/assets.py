@@ -23,8 +23,10 @@ from nsync_dagster.settings import Settings
 FRESH_BY_6AM = dg.FreshnessPolicy.cron(deadline_cron=deadline.DEADLINE_CRON,
                                        lower_bound_delta=deadline.LOWER_BOUND,
                                        timezone="America/New_York")
-DAILY = dg.DailyPartitionsDefinition(start_date="2026-01-01", timezone="America/New_York",
-                                     end_offset=1)
+# the partitions start where the history starts (NSYNC_HISTORY_START), read when the code
+# location loads: every Dagster process must agree on the partitions, so it is a fixed date
+DAILY = dg.DailyPartitionsDefinition(start_date=Settings.history_start_from_env().isoformat(),
+                                     timezone="America/New_York", end_offset=1)
 OWNERS = ["team:platform"]
 GROUP = "daily_backup_and_sync"
 
