@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 from nsync_dagster.cli.daily import run_daily
+from nsync_dagster.embedded.postgres import SYSTEM_USER
+from nsync_dagster.embedded.runtime import RUNTIME_ROOT
 from nsync_dagster.embedded.stack import EmbeddedStack
 
 DEFAULT_DIR = Path(".nsync-demo")
@@ -36,6 +38,11 @@ def run_demo(root: Path, scale: int, keep: bool, out=None) -> int:
         os.environ.update(stack.env())
         print(f"  ready in {time.monotonic() - started:.1f}s: production {stack.prod_display}, "
               f"staging {stack.staging_display}, S3 {stack.s3_endpoint}", file=out, flush=True)
+        moved = [c for c in stack.clusters.values() if c.data_dir != c.requested_dir]
+        if moved:
+            print(f"  (the servers run as user '{SYSTEM_USER}', who cannot enter this folder: "
+                  f"their data is in {RUNTIME_ROOT}/data/, linked from {root}/)", file=out,
+                  flush=True)
         code = run_daily(out=out)
     finally:
         stack.stop()
