@@ -112,6 +112,8 @@ def test_dev_serves_the_asset_graph_and_stops_cleanly(demo_run):
         start = json.loads((root / "stack.json").read_text())["history_start"]
         assert daily["partitionKeys"][0] == start
         assert len(daily["partitionKeys"]) <= 3, daily["partitionKeys"]
+        monthly = next(n for n in nodes if n["assetKey"]["path"] == ["recovery_test_report"])
+        assert monthly["partitionKeys"][0] == start[:8] + "01"
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 3  # dagster dev: webserver, daemon, code server
     finally:

@@ -47,7 +47,10 @@ def test_bad_history_start_names_the_variable_and_the_format(value):
 
 def _load_daily(history_start: str) -> subprocess.CompletedProcess:
     code = ("from nsync_dagster.defs.daily.assets import DAILY; "
-            "print(DAILY.get_first_partition_key(), DAILY.timezone)")
+            "from nsync_dagster.defs.recovery.assets import MONTHLY; "
+            "from nsync_dagster.defs.security.access_review import MONTHLY as REVIEW; "
+            "print(DAILY.get_first_partition_key(), DAILY.timezone, "
+            "MONTHLY.get_first_partition_key(), REVIEW.get_first_partition_key())")
     env = {**os.environ, "NSYNC_HISTORY_START": history_start, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           text=True, timeout=120, cwd=REPO)
@@ -58,7 +61,9 @@ def test_daily_partitions_start_where_the_history_starts():
 
     assert DAILY.get_first_partition_key() == HISTORY_START  # the tests' own history
     done = _load_daily("2026-11-20")
-    assert done.stdout.split() == ["2026-11-20", "America/New_York"], done.stderr
+    # the monthly partitions (recovery test, access review) start in the history's month
+    assert done.stdout.split() == ["2026-11-20", "America/New_York", "2026-11-01",
+                                   "2026-11-01"], done.stderr
 
 
 def test_code_location_refuses_a_bad_history_start():

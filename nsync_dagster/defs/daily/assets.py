@@ -25,7 +25,9 @@ FRESH_BY_6AM = dg.FreshnessPolicy.cron(deadline_cron=deadline.DEADLINE_CRON,
                                        timezone="America/New_York")
 # the partitions start where the history starts (NSYNC_HISTORY_START), read when the code
 # location loads: every Dagster process must agree on the partitions, so it is a fixed date
-DAILY = dg.DailyPartitionsDefinition(start_date=Settings.history_start_from_env().isoformat(),
+HISTORY_START = Settings.history_start_from_env()
+HISTORY_MONTH = HISTORY_START.replace(day=1).isoformat()  # for the monthly partitions
+DAILY = dg.DailyPartitionsDefinition(start_date=HISTORY_START.isoformat(),
                                      timezone="America/New_York", end_offset=1)
 OWNERS = ["team:platform"]
 GROUP = "daily_backup_and_sync"
