@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from nsync_dagster.deadline import eastern_day
-from nsync_dagster.embedded.postgres import free_port
+from nsync_dagster.embedded.postgres import embedded_bin_dir, free_port
 from nsync_dagster_tests.conftest import (
     ANALYST_STAGING_PW,
     OWNER,
@@ -107,6 +107,7 @@ def dev(pg_prod, pg_staging, s3_endpoint, dagster_storage_role, tmp_path_factory
         "NSYNC_PROD_DATABASE_URL": pg_prod.url(OWNER, PROD_OWNER_PW, PROD_DB),
         "NSYNC_STAGING_DATABASE_URL": pg_staging.url(OWNER, STAGING_OWNER_PW, unique_db()),
         "NSYNC_BACKUP_BUCKET": bucket, "NSYNC_WORK_DIR": str(tmp / "work"),
+        "NSYNC_PG_BIN_DIR": str(embedded_bin_dir()),  # the test servers' own clients
         "NSYNC_LOCK_WAIT_TIMEOUT": "1", "NSYNC_STEP_RETRIES": "0",
         "NSYNC_STAGING_PASSWORD_ANALYST": ANALYST_STAGING_PW,
         "NSYNC_STAGING_PASSWORD_SUPPORT_AGENT": SUPPORT_STAGING_PW,
