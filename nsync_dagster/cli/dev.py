@@ -42,6 +42,8 @@ def _dagster_dev(env: dict[str, str], port: int) -> subprocess.Popen:
     folder that is not DAGSTER_HOME's only draws a warning)."""
     if (REPO / "pyproject.toml").exists():  # a checkout: its package, even when not installed
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    if not verbose():
+        env.setdefault("PYTHONWARNINGS", "ignore")  # Dagster's beta/supersession notices
     return subprocess.Popen(
         [sys.executable, "-m", "dagster", "dev", "-w", str(REPO / "workspace.yaml"),
          "-h", "127.0.0.1", "-p", str(port), "--log-level", "info" if verbose() else "warning"],

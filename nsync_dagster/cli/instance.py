@@ -36,7 +36,6 @@ def configure_output(verbose: bool) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
     if not verbose:
         warnings.simplefilter("ignore")
-        os.environ.setdefault("PYTHONWARNINGS", "ignore")  # and in the processes we start
         for name in ("dagster", "alembic", "botocore", "urllib3"):
             logging.getLogger(name).setLevel(logging.ERROR)
 

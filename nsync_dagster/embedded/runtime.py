@@ -47,7 +47,7 @@ def embedded_bin_dir() -> Path:
 def can_reach(path: Path, user: pwd.struct_passwd) -> bool:
     """Whether ``user`` can traverse every directory from ``/`` down to ``path``."""
     groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
-    path = Path(path).absolute()
+    path = Path(path).resolve()  # the folders really traversed, past any symbolic link
     for directory in [*reversed(path.parents), path]:
         try:
             st = directory.stat()
