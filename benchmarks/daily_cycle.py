@@ -76,10 +76,10 @@ def run_nsync(cfg: dict) -> dict:
     timings: dict[str, list[float]] = {}
     _instrument(timings)
     from nsync_dagster.cycle import pipeline
+    from nsync_dagster.cycle.config import RunConfig
     from nsync_dagster.defs.resources import backup_store, s3_from_env
-    from nsync_dagster.settings import Settings
 
-    settings = Settings.from_env(cfg["env"])
+    settings = RunConfig.from_env(cfg["env"])
     store = backup_store(settings, s3_from_env())
     part = cfg["partition"]
     t0 = time.monotonic()

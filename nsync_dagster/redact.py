@@ -2,13 +2,18 @@
 
 Every string that leaves nsync (log lines, Dagster metadata, exception text, CLI output) goes
 through :func:`redact`. Secrets are registered as soon as they are read from the environment.
+:func:`install_log_filter` masks every record of nsync's and Dagster's Python loggers (message,
+arguments and traceback) when it is created, so a library's exception text logged anywhere under
+those loggers is masked too.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
-from urllib.parse import unquote
+import traceback
+from urllib.parse import parse_qs, unquote, urlsplit
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -16,7 +21,9 @@ _secrets: set[str] = set()
 # user:password@ in any URL-ish string (postgresql://, postgres://, http://...)
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")
 # password=... in libpq keyword/value strings
-_KV_PASSWORD = re.compile(r"(?P<key>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+# (in a URL's query string the value ends at the next '&')
+_KV_PASSWORD = re.compile(r"(?P<key>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|[^\s&]+)",
+                          re.IGNORECASE)
 
 
 def register_secret(value: str | None) -> None:
@@ -31,14 +38,22 @@ def register_secret(value: str | None) -> None:
 
 
 def register_url_password(url: str | None) -> None:
-    """Register the password inside a connection URL, if it has one."""
+    """Register the password inside a connection string: ``user:password@`` in a URL, a
+    ``?password=`` query parameter, or a ``password=`` keyword of a libpq key/value string."""
     if not url:
         return
+    if "://" in url:
+        try:
+            parts = urlsplit(url)
+            register_secret(parts.password)
+            for value in parse_qs(parts.query).get("password", []):
+                register_secret(value)
+        except ValueError:  # not parseable as a URL: fall back to the patterns below
+            pass
     m = _URL_PASSWORD.search(url)
     if m and m.group("pw"):
         register_secret(m.group("pw"))
-    k = _KV_PASSWORD.search(url)
-    if k:
+    for k in _KV_PASSWORD.finditer(url):
         register_secret(k.group("pw").strip("'"))
 
 
@@ -53,3 +68,42 @@ def redact(text: object) -> str:
         if secret in s:
             s = s.replace(secret, "***")
     return s
+
+
+_MASKED_LOGGERS = ("nsync", "dagster")
+_installed = False
+
+
+def _masked(name: str | None) -> bool:
+    name = name or ""
+    return any(name == n or name.startswith(n + ".") for n in _MASKED_LOGGERS)
+
+
+def install_log_filter() -> None:
+    """Mask secrets in every record of the ``nsync`` and ``dagster`` loggers (and their
+    children) as it is created: the message with its arguments, and the traceback. Idempotent.
+
+    A record factory, not a ``logging.Filter``: a filter on a parent logger never sees the
+    records of its children, which propagate straight to the parent's handlers.
+    """
+    global _installed
+    with _lock:
+        if _installed:
+            return
+        _installed = True
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args, **kwargs) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if _masked(record.name):
+            try:
+                message = record.getMessage()
+            except Exception:  # a malformed format string: keep the raw text, masked
+                message = f"{record.msg} {record.args}"
+            record.msg, record.args = redact(message), None
+            if record.exc_info and record.exc_info[0] is not None:
+                record.exc_text = redact("".join(traceback.format_exception(*record.exc_info)))
+                record.exc_info = None
+        return record
+
+    logging.setLogRecordFactory(factory)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 
 from nsync_dagster.cli.instance import configure_output
 from nsync_dagster.errors import NsyncError
-from nsync_dagster.redact import redact
+from nsync_dagster.redact import install_log_filter, redact
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_output(verbose)  # before Dagster is imported: its import-time warnings too
     parser = build_parser()
     args = parser.parse_args(argv)
+    install_log_filter()
     configure_output(args.verbose)
     try:
         return int(args.handler(args) or 0)
@@ -43,6 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nsync: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # the CLI's failure boundary: a bug or a library's error, masked
+        if args.verbose:
+            print(redact(traceback.format_exc()), file=sys.stderr)
+        print(f"nsync: unexpected error ({type(exc).__name__}): {redact(exc)}"
+              + ("" if args.verbose else " (run with --verbose for the traceback)"),
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ import datetime as dt
 import sys
 
 from nsync_dagster import deadline
+from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.progress import human_bytes
-from nsync_dagster.settings import Settings
 from nsync_dagster.storage.retention import policy_from_env
 from nsync_dagster.storage.s3retention import apply, plan_store
 
@@ -37,7 +37,7 @@ def register(sub) -> None:
 def run_backups(out=None, *, mode: str = "list") -> int:
     """``mode``: list, plan (dry run) or apply. 0 on success; 1 if S3 refused a deletion."""
     out = out or sys.stdout
-    settings = Settings.from_env(need_databases=False)
+    settings = RunConfig.from_env(need_databases=False)
     policy = policy_from_env()
     store = backup_store(settings, s3_from_env())
     now = dt.datetime.now(dt.UTC)

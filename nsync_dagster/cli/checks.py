@@ -10,7 +10,9 @@ from collections.abc import Callable
 import dagster as dg
 
 from nsync_dagster import deadline
+from nsync_dagster import settings as nsync_settings
 from nsync_dagster.cli.instance import console_logging, instance
+from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.preflight import (
     Preflight,
     check_bucket,
@@ -24,7 +26,7 @@ from nsync_dagster.errors import NsyncError
 from nsync_dagster.notify import notifier_from_env
 from nsync_dagster.postgres.pgconn import check_dagster_storage_tls
 from nsync_dagster.redact import redact
-from nsync_dagster.settings import Settings
+from nsync_dagster.settings import show
 
 TEST_MAX_AGE = dt.timedelta(days=31)
 
@@ -48,13 +50,20 @@ def _print(results: list[tuple[str, bool, str]], out) -> bool:
 def run_doctor(send_test: bool, out=None) -> int:
     out = out or sys.stdout
     pf = Preflight()
-    settings: Settings | None = None
+    settings: RunConfig | None = None
 
     def config() -> str:
         nonlocal settings
-        settings = Settings.from_env()
+        settings = RunConfig.from_env()
         return f"production {settings.prod.display}, staging {settings.staging.display}"
 
+    def every_setting() -> str:
+        count = nsync_settings.check()  # every group: a bad value anywhere fails here
+        odd = nsync_settings.unknown()
+        return (f"{count} NSYNC_* variables set, every value valid"
+                + (f"; ignored, not nsync settings: {', '.join(odd)}" if odd else ""))
+
+    pf.run("settings", every_setting)
     if pf.run("configuration", config) and settings is not None:
         check_production(pf, settings.prod)
         check_staging(pf, settings.staging, settings.maintenance_db)
@@ -73,6 +82,9 @@ def run_doctor(send_test: bool, out=None) -> int:
     pf.run("notification channels", channels)
     print("nsync doctor", file=out)
     ok = _print([(r.name, r.ok, f"{r.detail} ({r.seconds:.1f}s)") for r in pf.results], out)
+    print("settings (effective values; secrets as ********)", file=out)
+    for line in show.report():
+        print(f"  {redact(line)}", file=out)
     if send_test:
         ok = _send_test(out) and ok
     return 0 if ok else 1

@@ -9,11 +9,12 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from nsync_dagster import settings
 from nsync_dagster.cli.instance import console_logging, ensure_dagster_home, instance
+from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.daily.assets import DAILY
 from nsync_dagster.errors import ConfigError, NsyncError
 from nsync_dagster.redact import redact
-from nsync_dagster.settings import Settings
 
 EASTERN = ZoneInfo("America/New_York")
 __all__ = ["ensure_dagster_home", "instance", "run_daily", "run_recovery_test"]
@@ -76,7 +77,8 @@ def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
 
 def run_daily(partition: str | None = None, *, out=None) -> int:
     out = out or sys.stdout
-    Settings.from_env()  # bad configuration fails here, before Dagster starts anything
+    settings.check()  # any bad NSYNC_* value fails here, before Dagster starts anything
+    RunConfig.from_env()
     from nsync_dagster.definitions import defs
     from nsync_dagster.defs.daily.jobs import DAILY_JOB_NAME
 
@@ -108,7 +110,8 @@ def run_daily(partition: str | None = None, *, out=None) -> int:
 
 def run_recovery_test(backup: str, out=None) -> int:
     out = out or sys.stdout
-    Settings.from_env()
+    settings.check()
+    RunConfig.from_env()
     from nsync_dagster.definitions import defs
     from nsync_dagster.defs.recovery.assets import MONTHLY, RECOVERY_JOB
 

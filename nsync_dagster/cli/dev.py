@@ -20,6 +20,7 @@ from nsync_dagster.cli.demo import DEFAULT_DIR
 from nsync_dagster.cli.instance import ensure_dagster_home, verbose
 from nsync_dagster.embedded.stack import EmbeddedStack
 from nsync_dagster.redact import redact
+from nsync_dagster.settings import Databases
 
 REPO = Path(__file__).resolve().parents[2]
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -77,16 +78,17 @@ def run_dev(root: Path, port: int) -> int:
     previous = {s: signal.signal(s, _interrupt) for s in STOP_SIGNALS}
     stack: EmbeddedStack | None = None
     proc: subprocess.Popen | None = None
-    env = dict(os.environ)
+    env = dict(os.environ)  # handed to dagster dev
     try:
-        if not env.get("NSYNC_PROD_DATABASE_URL"):
+        prod = Databases.load().prod_database_url
+        if prod is None:
             stack = EmbeddedStack(root)
             stack.start()
             env.update(stack.env())
             print(f"NSYNC_PROD_DATABASE_URL is not set: using the embedded default in {root}/ "
                   f"(S3 at {stack.s3_endpoint}, in memory)", flush=True)
         else:
-            print(f"using the configured environment ({redact(env['NSYNC_PROD_DATABASE_URL'])})")
+            print(f"using the configured environment ({redact(prod.get_secret_value())})")
         ensure_dagster_home(env)
         proc = _dagster_dev(env, port)
         print(f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C to stop)", flush=True)

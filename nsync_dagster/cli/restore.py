@@ -6,10 +6,10 @@ import sys
 import time
 
 from nsync_dagster.cycle import pipeline
+from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.progress import human_bytes
-from nsync_dagster.settings import Settings
 
 
 def register(sub) -> None:
@@ -35,7 +35,7 @@ def register(sub) -> None:
 def run_restore(spec: str, target_url: str, force: bool, out=None, *, tables: str | None = None,
                 plan: bool = False, production_ok: bool = False) -> int:
     out = out or sys.stdout
-    settings = Settings.from_env(need_databases=False)
+    settings = RunConfig.from_env(need_databases=False)
     store = backup_store(settings, s3_from_env())
     target = PgTarget("restore target", target_url, "--target-url")
     started = time.monotonic()

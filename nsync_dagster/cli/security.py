@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
+from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.resources import NotifierResource
 from nsync_dagster.redact import redact
 from nsync_dagster.security import parity
-from nsync_dagster.settings import Settings
 
 
 def register(sub) -> None:
@@ -23,7 +23,7 @@ def register(sub) -> None:
 
 def run_check_security(alert: bool, out=None) -> int:
     out = out or sys.stdout
-    settings = Settings.from_env()
+    settings = RunConfig.from_env()
     diffs, facts = parity.compare(settings)
     if not diffs:
         print(f"staging ({settings.staging.display}) is secured exactly like production "

@@ -17,13 +17,13 @@ from typing import Any
 
 from psycopg import sql
 
+from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.preflight import daily_preflight, same_database
 from nsync_dagster.errors import BackupStoreError, PreflightError, VerificationError
 from nsync_dagster.postgres import dbstats, roles, swap
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.postgres.restore import restore_dump
 from nsync_dagster.postgres.snapshot import Snapshot, take_snapshot
-from nsync_dagster.settings import Settings
 from nsync_dagster.storage import retention, s3retention
 from nsync_dagster.storage.s3store import BackupStore
 
@@ -35,18 +35,18 @@ def new_backup_id(now: dt.datetime | None = None) -> str:
     return (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
 
 
-def private_work_dir(settings: Settings) -> Path:
+def private_work_dir(settings: RunConfig) -> Path:
     """The local scratch folder, readable by this user only: dumps hold real client data."""
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     settings.work_dir.chmod(0o700)
     return settings.work_dir
 
 
-def _pointer(settings: Settings, partition: str) -> Path:
+def _pointer(settings: RunConfig, partition: str) -> Path:
     return settings.work_dir / f"snapshot-{partition}.json"
 
 
-def snapshot_step(settings: Settings, store: BackupStore, partition: str,
+def snapshot_step(settings: RunConfig, store: BackupStore, partition: str,
                   report: Report = log.info) -> Snapshot:
     """Check everything, then dump production; remember the snapshot for the backup step."""
     daily_preflight(settings.prod, settings.staging, settings.maintenance_db, store)
@@ -66,7 +66,7 @@ def snapshot_step(settings: Settings, store: BackupStore, partition: str,
     return snap
 
 
-def backup_step(settings: Settings, store: BackupStore, partition: str,
+def backup_step(settings: RunConfig, store: BackupStore, partition: str,
                 report: Report = log.info) -> dict[str, Any]:
     """Upload the partition's snapshot, read every object back, then remove the local copy."""
     pointer = _pointer(settings, partition)
@@ -124,7 +124,7 @@ def verify_database(target: PgTarget, manifest: dict[str, Any], platform: tuple[
             "checksums_compared": bool(manifest.get("checksums"))}
 
 
-def restore_verified(settings: Settings, store: BackupStore, folder: str, target: PgTarget,
+def restore_verified(settings: RunConfig, store: BackupStore, folder: str, target: PgTarget,
                      report: Report, tables: set[str] | None = None) -> dict[str, Any]:
     """Download ``folder``, create roles, restore into ``target`` (empty) and verify it."""
     work = private_work_dir(settings) / f"restore-{target.dbname}-{new_backup_id()}"
@@ -157,7 +157,7 @@ def restore_verified(settings: Settings, store: BackupStore, folder: str, target
             "verification": verified, **{k: round(v, 2) for k, v in timings.items()}}
 
 
-def staging_step(settings: Settings, store: BackupStore, partition: str,
+def staging_step(settings: RunConfig, store: BackupStore, partition: str,
                  report: Report = log.info) -> dict[str, Any]:
     """Rebuild staging from the partition's newest checksummed backup in S3, verify, swap."""
     candidates = [b for b in store.list_backups()
@@ -190,7 +190,7 @@ def staging_step(settings: Settings, store: BackupStore, partition: str,
             **swapped, **result}
 
 
-def restore_to(settings: Settings, store: BackupStore, spec: str, target: PgTarget, *,
+def restore_to(settings: RunConfig, store: BackupStore, spec: str, target: PgTarget, *,
                force: bool, report: Report = log.info, tables: set[str] | None = None,
                production_ok: bool = False, dry_run: bool = False) -> dict[str, Any]:
     """Restore backup ``spec`` (latest, an id or a date) into ``target``, creating it if needed.
@@ -226,7 +226,7 @@ def restore_to(settings: Settings, store: BackupStore, spec: str, target: PgTarg
             "target": target.display, **result}
 
 
-def restore_plan(settings: Settings, backup: Any, manifest: dict[str, Any], target: PgTarget, *,
+def restore_plan(settings: RunConfig, backup: Any, manifest: dict[str, Any], target: PgTarget, *,
                  force: bool, tables: set[str] | None) -> dict[str, Any]:
     """What ``restore_to`` would do, without doing it."""
     with target.with_db(settings.maintenance_db).connect() as conn:
@@ -247,7 +247,7 @@ def restore_plan(settings: Settings, backup: Any, manifest: dict[str, Any], targ
             "encrypted": bool(manifest.get("encryption")), "partial": tables is not None}
 
 
-def prepare_empty_database(settings: Settings, target: PgTarget, db: dict[str, Any], *,
+def prepare_empty_database(settings: RunConfig, target: PgTarget, db: dict[str, Any], *,
                            force: bool, report: Report) -> None:
     """Make ``target`` an empty database with the backup's encoding and locale.
 

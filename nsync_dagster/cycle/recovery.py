@@ -13,11 +13,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import socket
 import string
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -25,16 +24,17 @@ from typing import Any
 from psycopg import sql
 
 from nsync_dagster.cycle import pipeline
+from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.preflight import same_database
 from nsync_dagster.deadline import EASTERN
 from nsync_dagster.errors import NsyncError, PreflightError
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.redact import redact
-from nsync_dagster.settings import Settings
+from nsync_dagster.settings import Recovery
 from nsync_dagster.storage.s3store import BackupStore
 
 log = logging.getLogger("nsync.recovery")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class RecoveryTestFailed(NsyncError):
@@ -48,9 +48,8 @@ def _template(name: str) -> str:
     return resources.files("nsync_dagster").joinpath(f"templates/{name}").read_text()
 
 
-def smoke_queries(env: dict[str, str] | None = None) -> list[str]:
-    env = os.environ if env is None else env
-    path = env.get("NSYNC_SMOKE_SQL")
+def smoke_queries(env: Mapping[str, str] | None = None) -> list[str]:
+    path = Recovery.load(env).smoke_sql
     text = Path(path).read_text() if path else _template("smoke-queries.sql")
     lines = [line for line in text.splitlines() if not line.strip().startswith("--")]
     return [q.strip() for q in "\n".join(lines).split(";") if q.strip()]
@@ -71,7 +70,7 @@ def run_smoke(target: PgTarget, queries: list[str]) -> list[tuple[str, bool, str
     return out
 
 
-def scratch_target(settings: Settings, backup_id: str) -> PgTarget:
+def scratch_target(settings: RunConfig, backup_id: str) -> PgTarget:
     """NSYNC_SCRATCH_DATABASE_URL (owned by nsync: dropped and recreated), or a temporary
     database on the staging server."""
     if settings.scratch_url:
@@ -81,13 +80,13 @@ def scratch_target(settings: Settings, backup_id: str) -> PgTarget:
     return settings.staging.with_db(f"nsync_recovery_test_{backup_id.lower()}")
 
 
-def _drop(settings: Settings, target: PgTarget) -> None:
+def _drop(settings: RunConfig, target: PgTarget) -> None:
     with target.with_db(settings.maintenance_db).connect() as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
             sql.Identifier(target.dbname)))
 
 
-def run_recovery_test(settings: Settings, store: BackupStore, spec: str = "latest", *,
+def run_recovery_test(settings: RunConfig, store: BackupStore, spec: str = "latest", *,
                       ran_by: str = "", report: Callable[[str], None] = log.info
                       ) -> dict[str, Any]:
     """Run one recovery test; returns the result (also stored in S3). Raises on failure."""
@@ -113,7 +112,7 @@ def _step(result: dict[str, Any], name: str, started: float, outcome: str) -> No
                             "outcome": outcome})
 
 
-def _run(settings: Settings, store: BackupStore, spec: str, result: dict[str, Any],
+def _run(settings: RunConfig, store: BackupStore, spec: str, result: dict[str, Any],
          report: Callable[[str], None]) -> None:
     t = time.monotonic()
     backup = store.find_to_restore(spec)

@@ -4,12 +4,12 @@ whole code location (secrets only through ``dg.EnvVar``)."""
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
+from nsync_dagster import settings
+from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.notify import (
     DeliveryResult,
     Event,
@@ -17,17 +17,21 @@ from nsync_dagster.notify import (
     notifier_from_env,
     raise_for_failures,
 )
-from nsync_dagster.settings import Settings
 from nsync_dagster.storage.crypto import AgeKeys
 from nsync_dagster.storage.s3store import BackupStore
+
+
+def _about(name: str) -> str:
+    return f"{name}: {settings.describe(name).split('. ')[0]}"
 
 
 class NsyncResource(dg.ConfigurableResource):
     """Where production, staging and the backups are.
 
     Bind the URLs with ``dg.EnvVar`` so the UI shows only variable names, never the passwords.
-    Tuning variables (``NSYNC_JOBS``, ``NSYNC_LOCK_WAIT_TIMEOUT``, ...) are read from the run's
-    environment; ``templates/nsync.env.example`` lists them all.
+    Every other setting (``NSYNC_JOBS``, ``NSYNC_LOCK_WAIT_TIMEOUT``, ...) comes from the
+    settings registry (:mod:`nsync_dagster.settings`), read from the run's environment when a
+    step starts; ``templates/nsync.env.example`` lists them all.
 
     Example:
         NsyncResource(prod_database_url=dg.EnvVar("NSYNC_PROD_DATABASE_URL"),
@@ -35,38 +39,37 @@ class NsyncResource(dg.ConfigurableResource):
                       backup_bucket=dg.EnvVar("NSYNC_BACKUP_BUCKET"))
     """
 
-    prod_database_url: str = Field(
-        description="libpq URL of production (direct host, not -pooler)",
-        json_schema_extra={"dagster__is_secret": True})
-    staging_database_url: str = Field(
-        description="libpq URL of the staging database; its role needs CREATEDB",
-        json_schema_extra={"dagster__is_secret": True})
-    backup_bucket: str = Field(description="S3 bucket holding the backups")
+    prod_database_url: str = Field(description=_about("NSYNC_PROD_DATABASE_URL"),
+                                   json_schema_extra={"dagster__is_secret": True})
+    staging_database_url: str = Field(description=_about("NSYNC_STAGING_DATABASE_URL"),
+                                      json_schema_extra={"dagster__is_secret": True})
+    backup_bucket: str = Field(description=_about("NSYNC_BACKUP_BUCKET"))
     backup_prefix: str | None = Field(
-        default=None, description="key prefix inside the bucket (default: NSYNC_BACKUP_PREFIX or "
-        "'nsync')")
+        default=None, description="key prefix inside the bucket (default: NSYNC_BACKUP_PREFIX, "
+        "itself 'nsync' by default)")
 
-    def settings(self) -> Settings:
-        env = dict(os.environ)
-        env.update(NSYNC_PROD_DATABASE_URL=self.prod_database_url,
-                   NSYNC_STAGING_DATABASE_URL=self.staging_database_url,
-                   NSYNC_BACKUP_BUCKET=self.backup_bucket)
+    def settings(self) -> RunConfig:
+        """The run's configuration: these fields over the registry's other settings."""
+        overrides = {"NSYNC_PROD_DATABASE_URL": self.prod_database_url,
+                     "NSYNC_STAGING_DATABASE_URL": self.staging_database_url,
+                     "NSYNC_BACKUP_BUCKET": self.backup_bucket}
         if self.backup_prefix:
-            env["NSYNC_BACKUP_PREFIX"] = self.backup_prefix
-        return Settings.from_env(env)
+            overrides["NSYNC_BACKUP_PREFIX"] = self.backup_prefix
+        return RunConfig.from_env(overrides=overrides)
 
 
 class NotifierResource(dg.ConfigurableResource):
     """The notification channels (webhook, Slack, e-mail, PagerDuty) and their routing.
 
     Everything comes from the ``NSYNC_WEBHOOK_URL``, ``NSYNC_SLACK_*``, ``NSYNC_SMTP_*``,
-    ``NSYNC_EMAIL_*``, ``NSYNC_PAGERDUTY_*`` and ``NSYNC_NOTIFY_*`` variables, read when a
-    sensor or job runs (so secrets never enter Dagster's configuration); unset channels are
-    skipped. See templates/nsync.env.example.
+    ``NSYNC_EMAIL_*``, ``NSYNC_PAGERDUTY_*`` and ``NSYNC_NOTIFY_*`` settings
+    (:class:`nsync_dagster.settings.Notifications`), read when a sensor or job runs (so secrets
+    never enter Dagster's configuration); unset channels are skipped. See
+    templates/nsync.env.example.
     """
 
     def notifier(self) -> Notifier:
-        return notifier_from_env(os.environ)
+        return notifier_from_env()
 
     def deliver(self, event: Event) -> list[DeliveryResult]:
         """Send ``event`` on every routed channel; raise after trying them all if any failed."""
@@ -87,10 +90,10 @@ def s3_from_env() -> S3Resource:
     return S3Resource(max_attempts=3)
 
 
-def backup_store(settings: Settings, s3: S3Resource) -> BackupStore:
-    return BackupStore(s3.get_client(), settings.bucket, settings.prefix, sse=settings.sse,
-                       kms_key_id=settings.kms_key_id,
-                       age=AgeKeys(settings.age_recipients, settings.age_identity))
+def backup_store(config: RunConfig, s3: S3Resource) -> BackupStore:
+    return BackupStore(s3.get_client(), config.bucket, config.prefix, sse=config.sse,
+                       kms_key_id=config.kms_key_id,
+                       age=AgeKeys(config.age_recipients, config.age_identity))
 
 
 @dg.definitions

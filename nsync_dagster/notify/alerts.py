@@ -9,24 +9,21 @@ notice closes it.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from typing import Any
 
 from nsync_dagster import deadline
 from nsync_dagster.deadline import EASTERN
 from nsync_dagster.notify.events import Event
 from nsync_dagster.redact import redact
-
-DEFAULT_UI_URL = "http://127.0.0.1:3000"
-DEFAULT_RUNBOOK_URL = "runbooks"
+from nsync_dagster.settings import Alerting
 
 
 def ui_url() -> str:
-    return (os.environ.get("NSYNC_UI_URL") or DEFAULT_UI_URL).rstrip("/")
+    return Alerting.load().ui_url.rstrip("/")
 
 
 def runbook(page: str, anchor: str = "") -> str:
-    base = (os.environ.get("NSYNC_RUNBOOK_URL") or DEFAULT_RUNBOOK_URL).rstrip("/")
+    base = Alerting.load().runbook_url.rstrip("/")
     return f"{base}/{page}" + (f"#{anchor}" if anchor else "")
 
 

@@ -2,8 +2,8 @@
 
 Every channel is optional; a channel that is partly configured is an error naming the missing
 variable (a half-set Slack or SMTP setup would otherwise silently send nothing). The variables
-and their defaults are declared in :data:`nsync_dagster.settings.SETTINGS` and documented in
-``templates/nsync.env.example``:
+their types, ranges and defaults are declared in :class:`nsync_dagster.settings.Notifications`
+(which parses and checks each value) and documented in ``templates/nsync.env.example``:
 
 * webhook: ``NSYNC_WEBHOOK_URL``.
 * Slack (``slack_director``, ``slack_alerts``): ``NSYNC_SLACK_TOKEN`` plus at least one of
@@ -17,19 +17,15 @@ and their defaults are declared in :data:`nsync_dagster.settings.SETTINGS` and d
   ``NSYNC_NOTIFY_BACKOFF_SECONDS``.
 
 Secrets (Slack token, SMTP password, PagerDuty routing key, the webhook URL's query string) are
-registered with :func:`nsync_dagster.redact.register_secret` before anything else is checked.
+registered with the redaction by the settings registry as it reads them.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
 
 from nsync_dagster.errors import ConfigError
 from nsync_dagster.notify.channels import (
-    SMTP_SECURITY,
     Channel,
     EmailChannel,
     PagerDutyChannel,
@@ -37,132 +33,68 @@ from nsync_dagster.notify.channels import (
     WebhookChannel,
 )
 from nsync_dagster.notify.router import Notifier, parse_routes
-from nsync_dagster.redact import register_secret, register_url_password
-from nsync_dagster.settings import SETTINGS
+from nsync_dagster.settings import Notifications
 
-_DEFAULTS = {s.name: s.default for s in SETTINGS}
 _HINT = "(see templates/nsync.env.example)"
 
 
-def _get(env: Mapping[str, str], name: str) -> str | None:
-    value = (env.get(name) or "").strip()
-    return value or _DEFAULTS.get(name)
-
-
-def _set(env: Mapping[str, str], name: str) -> bool:
-    return bool((env.get(name) or "").strip())
-
-
-def _require(env: Mapping[str, str], channel: str, names: list[str], because: str) -> None:
+def _require(n: Notifications, channel: str, names: list[str], because: str) -> None:
     for name in names:
-        if not _set(env, name):
+        if getattr(n, name[len("NSYNC_"):].lower()) is None:
             raise ConfigError(f"{channel} notifications are partly configured ({because} is "
                               f"set) but {name} is missing {_HINT}")
 
 
-def _http_url(name: str, url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{name} must be an http(s) URL with a host {_HINT}")
-    return url
+def _webhook(n: Notifications) -> dict[str, Channel]:
+    url = n.webhook_url
+    return {"webhook": WebhookChannel(url.get_secret_value())} if url else {}
 
 
-def _number(env: Mapping[str, str], name: str, kind: type, low: float, high: float) -> float:
-    raw = _get(env, name)
-    try:
-        value = kind(str(raw))
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a {'whole ' if kind is int else ''}number"
-                          ) from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name}={value} is out of range {low}..{high}")
-    return value
-
-
-def _addresses(name: str, raw: str) -> list[str]:
-    addresses = [a.strip() for a in raw.split(",") if a.strip()]
-    for address in addresses:
-        if "@" not in address or any(c.isspace() for c in address):
-            raise ConfigError(f"{name}: {address!r} is not an e-mail address")
-    if not addresses:
-        raise ConfigError(f"{name} holds no e-mail address")
-    return addresses
-
-
-def register_notify_secrets(env: Mapping[str, str]) -> None:
-    """Register every notification secret in ``env`` with the redaction (idempotent)."""
-    for name in ("NSYNC_SLACK_TOKEN", "NSYNC_SMTP_PASSWORD", "NSYNC_PAGERDUTY_ROUTING_KEY"):
-        register_secret(env.get(name))
-    url = env.get("NSYNC_WEBHOOK_URL")
-    if url:
-        query = urlsplit(url).query
-        register_secret(query)
-        for _key, value in parse_qsl(query):
-            register_secret(value)
-        register_url_password(url)
-
-
-def _webhook(env: Mapping[str, str]) -> dict[str, Channel]:
-    url = _get(env, "NSYNC_WEBHOOK_URL")
-    return {"webhook": WebhookChannel(_http_url("NSYNC_WEBHOOK_URL", url))} if url else {}
-
-
-def _slack(env: Mapping[str, str]) -> dict[str, Channel]:
-    rooms = {"slack_director": "NSYNC_SLACK_DIRECTOR_CHANNEL",
-             "slack_alerts": "NSYNC_SLACK_ALERT_CHANNEL"}
-    given = [v for v in rooms.values() if _set(env, v)]
-    if not given and not _set(env, "NSYNC_SLACK_TOKEN"):
+def _slack(n: Notifications) -> dict[str, Channel]:
+    rooms = {"slack_director": n.slack_director_channel, "slack_alerts": n.slack_alert_channel}
+    given = [name for name, room in (("NSYNC_SLACK_DIRECTOR_CHANNEL", n.slack_director_channel),
+                                     ("NSYNC_SLACK_ALERT_CHANNEL", n.slack_alert_channel)) if room]
+    if not given and n.slack_token is None:
         return {}
     if not given:
         raise ConfigError("Slack notifications are partly configured (NSYNC_SLACK_TOKEN is set) "
                           "but NSYNC_SLACK_DIRECTOR_CHANNEL and NSYNC_SLACK_ALERT_CHANNEL are "
                           f"both missing: set at least one {_HINT}")
-    _require(env, "Slack", ["NSYNC_SLACK_TOKEN"], given[0])
-    api_url = _http_url("NSYNC_SLACK_API_URL", str(_get(env, "NSYNC_SLACK_API_URL")))
-    token = str(_get(env, "NSYNC_SLACK_TOKEN"))
-    return {name: SlackChannel(token, str(_get(env, var)), api_url, name=name)
-            for name, var in rooms.items() if _set(env, var)}
+    _require(n, "Slack", ["NSYNC_SLACK_TOKEN"], given[0])
+    token = n.slack_token.get_secret_value() if n.slack_token else ""
+    return {name: SlackChannel(token, room, n.slack_api_url, name=name)
+            for name, room in rooms.items() if room}
 
 
-def _email(env: Mapping[str, str]) -> dict[str, Channel]:
-    lists = {"email_director": "NSYNC_EMAIL_DIRECTOR", "email_oncall": "NSYNC_EMAIL_ONCALL"}
-    triggers = ["NSYNC_SMTP_HOST", "NSYNC_SMTP_FROM", "NSYNC_SMTP_USERNAME",
-                "NSYNC_SMTP_PASSWORD", *lists.values()]
-    given = [n for n in triggers if _set(env, n)]
+def _email(n: Notifications) -> dict[str, Channel]:
+    lists = {"email_director": n.email_director, "email_oncall": n.email_oncall}
+    triggers = {"NSYNC_SMTP_HOST": n.smtp_host, "NSYNC_SMTP_FROM": n.smtp_from,
+                "NSYNC_SMTP_USERNAME": n.smtp_username, "NSYNC_SMTP_PASSWORD": n.smtp_password,
+                "NSYNC_EMAIL_DIRECTOR": n.email_director, "NSYNC_EMAIL_ONCALL": n.email_oncall}
+    given = [name for name, value in triggers.items() if value is not None]
     if not given:
         return {}
-    _require(env, "E-mail", ["NSYNC_SMTP_HOST", "NSYNC_SMTP_FROM"], given[0])
-    if not any(_set(env, v) for v in lists.values()):
+    _require(n, "E-mail", ["NSYNC_SMTP_HOST", "NSYNC_SMTP_FROM"], given[0])
+    if not any(lists.values()):
         raise ConfigError(f"E-mail notifications are partly configured ({given[0]} is set) but "
                           "NSYNC_EMAIL_DIRECTOR and NSYNC_EMAIL_ONCALL are both missing: set at "
                           f"least one {_HINT}")
-    if _set(env, "NSYNC_SMTP_USERNAME") or _set(env, "NSYNC_SMTP_PASSWORD"):
-        _require(env, "E-mail", ["NSYNC_SMTP_USERNAME", "NSYNC_SMTP_PASSWORD"],
+    if n.smtp_username is not None or n.smtp_password is not None:
+        _require(n, "E-mail", ["NSYNC_SMTP_USERNAME", "NSYNC_SMTP_PASSWORD"],
                  "NSYNC_SMTP_USERNAME or NSYNC_SMTP_PASSWORD")
-    security = str(_get(env, "NSYNC_SMTP_SECURITY")).lower()
-    if security not in SMTP_SECURITY:
-        raise ConfigError(f"NSYNC_SMTP_SECURITY={security!r}: use one of "
-                          f"{', '.join(SMTP_SECURITY)}")
-    cafile = _get(env, "NSYNC_SMTP_CAFILE")
-    if cafile and not Path(cafile).is_file():
-        raise ConfigError(f"NSYNC_SMTP_CAFILE={cafile!r} is not a readable file")
-    sender = str(_get(env, "NSYNC_SMTP_FROM"))
-    _addresses("NSYNC_SMTP_FROM", sender)
-    common = dict(host=str(_get(env, "NSYNC_SMTP_HOST")),
-                  port=int(_number(env, "NSYNC_SMTP_PORT", int, 1, 65535)), security=security,
-                  username=_get(env, "NSYNC_SMTP_USERNAME"),
-                  password=_get(env, "NSYNC_SMTP_PASSWORD"), sender=sender, cafile=cafile)
-    return {name: EmailChannel(recipients=_addresses(var, str(_get(env, var))), name=name,
-                               **common)
-            for name, var in lists.items() if _set(env, var)}
+    common = dict(host=str(n.smtp_host), port=n.smtp_port, security=n.smtp_security,
+                  username=n.smtp_username,
+                  password=n.smtp_password.get_secret_value() if n.smtp_password else None,
+                  sender=str(n.smtp_from), cafile=n.smtp_cafile)
+    return {name: EmailChannel(recipients=list(recipients), name=name, **common)
+            for name, recipients in lists.items() if recipients}
 
 
-def _pagerduty(env: Mapping[str, str]) -> dict[str, Channel]:
-    key = _get(env, "NSYNC_PAGERDUTY_ROUTING_KEY")
-    if not key:
+def _pagerduty(n: Notifications) -> dict[str, Channel]:
+    key = n.pagerduty_routing_key
+    if key is None:
         return {}
-    url = _http_url("NSYNC_PAGERDUTY_EVENTS_URL", str(_get(env, "NSYNC_PAGERDUTY_EVENTS_URL")))
-    return {"pagerduty": PagerDutyChannel(key, url)}
+    return {"pagerduty": PagerDutyChannel(key.get_secret_value(), n.pagerduty_events_url)}
 
 
 def notifier_from_env(env: Mapping[str, str] | None = None) -> Notifier:
@@ -174,7 +106,7 @@ def notifier_from_env(env: Mapping[str, str] | None = None) -> Notifier:
         ['webhook']
 
     Args:
-        env: The variables to read; ``os.environ`` when None.
+        env: The variables to read; the process environment when None.
 
     Returns:
         A :class:`Notifier` (with no channels when nothing is configured).
@@ -183,12 +115,9 @@ def notifier_from_env(env: Mapping[str, str] | None = None) -> Notifier:
         ConfigError: A partly configured channel (naming the missing variable), a malformed
             value, or a bad ``NSYNC_NOTIFY_ROUTES``.
     """
-    env = os.environ if env is None else env
-    register_notify_secrets(env)
+    n = Notifications.load(env)  # validates every value, registers the secrets
     channels: dict[str, Channel] = {}
     for build in (_webhook, _slack, _email, _pagerduty):
-        channels.update(build(env))
-    routes = parse_routes(env.get("NSYNC_NOTIFY_ROUTES"))
-    return Notifier(channels, routes,
-                    attempts=int(_number(env, "NSYNC_NOTIFY_ATTEMPTS", int, 1, 10)),
-                    backoff_s=float(_number(env, "NSYNC_NOTIFY_BACKOFF_SECONDS", float, 0, 300)))
+        channels.update(build(n))
+    return Notifier(channels, parse_routes(n.notify_routes), attempts=n.notify_attempts,
+                    backoff_s=n.notify_backoff_seconds)

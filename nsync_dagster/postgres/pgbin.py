@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nsync_dagster.errors import ConfigError, PreflightError
+from nsync_dagster.settings import ClientPrograms
 
 _KNOWN_DIRS = ("/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin",
                "/opt/homebrew/opt/postgresql@*/bin",
@@ -65,7 +66,7 @@ def _version_of(directory: Path) -> PgBin | None:
 
 def candidate_dirs() -> list[Path]:
     dirs: list[Path] = []
-    configured = os.environ.get("NSYNC_PG_BIN_DIR")
+    configured = ClientPrograms.load().pg_bin_dir
     if configured:
         return [Path(configured)]
     which = shutil.which("pg_dump")
@@ -77,7 +78,7 @@ def candidate_dirs() -> list[Path]:
 
 
 def available() -> list[PgBin]:
-    return list(_available(os.environ.get("NSYNC_PG_BIN_DIR"), shutil.which("pg_dump")))
+    return list(_available(ClientPrograms.load().pg_bin_dir, shutil.which("pg_dump")))
 
 
 @functools.lru_cache(maxsize=8)
@@ -97,7 +98,7 @@ def for_server(server_major: int, *, purpose: str, needs_tls: bool = False) -> P
     Prefers the exact major, then the oldest newer one. Raises with the version needed and where
     to get it when only older clients exist.
     """
-    configured = os.environ.get("NSYNC_PG_BIN_DIR")
+    configured = ClientPrograms.load().pg_bin_dir
     found = available()
     if configured and not found:
         raise ConfigError(f"NSYNC_PG_BIN_DIR={configured} holds no pg_dump/pg_restore/"

@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from nsync_dagster.errors import ConfigError, PreflightError
+from nsync_dagster.postgres.pgbin import PgBin
 from nsync_dagster.redact import redact, register_url_password
+from nsync_dagster.settings import Databases
 
 CONNECT_TIMEOUT_S = 10
 TLS_MIN_VAR = "NSYNC_TLS_MIN"
@@ -50,7 +52,7 @@ def tls_floor(value: str | None = None, env: Mapping[str, str] | None = None) ->
     ``NSYNC_TLS_MIN`` from ``env`` (default: the process environment, read now), else
     ``verify-full``."""
     if value is None:
-        value = (os.environ if env is None else env).get(TLS_MIN_VAR) or TLS_MIN_DEFAULT
+        value = Databases.load(env).tls_min
     value = value.strip().lower()
     if value not in TLS_FLOORS:
         raise ConfigError(f"{TLS_MIN_VAR}={value!r}: use verify-full (the default), verify-ca or "
@@ -125,11 +127,20 @@ class PgTarget:
     """A database named by a libpq URL, with a label (``production``, ``staging``) for messages."""
 
     label: str
-    url: str
+    url: str = field(repr=False)
     variable: str = ""
 
     def __post_init__(self) -> None:
         register_url_password(self.url)
+
+    def __repr__(self) -> str:  # never the URL: it may carry the password
+        try:
+            shown = self.display
+        except ConfigError:
+            shown = "<unparseable URL>"
+        return f"PgTarget(label={self.label!r}, display={shown!r})"
+
+    __str__ = __repr__
 
     @property
     def params(self) -> dict[str, str]:
@@ -210,6 +221,15 @@ class PgTarget:
     def with_db(self, dbname: str) -> PgTarget:
         """The same server and credentials, another database."""
         return PgTarget(self.label, make_conninfo(self.url, dbname=dbname), self.variable)
+
+    def command(self, tools: PgBin, tool: str,
+                args: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+        """``(argv, env)`` to run the client program ``tool`` (pg_dump, pg_restore, pg_dumpall,
+        psql) of ``tools`` against this database: the connection on the command line without
+        the password, the password only in the child's ``PGPASSWORD``, TLS settings from the
+        URL. The one place nsync builds a client command line."""
+        return ([tools.tool(tool), "-d", self.conninfo_without_password(), *args],
+                self.child_env())
 
     def conninfo_without_password(self) -> str:
         params = dict(self.params)

@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import logging
 import os
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +26,8 @@ from psycopg import sql
 
 from nsync_dagster.errors import RestoreError
 from nsync_dagster.postgres.pgconn import quote_ident, server_major
-from nsync_dagster.redact import redact, register_secret
+from nsync_dagster.redact import redact
+from nsync_dagster.settings import staging_password, staging_password_variable  # noqa: F401
 
 log = logging.getLogger("nsync.roles")
 DEFAULT_PLATFORM_ROLES = ("cloud_admin", "neon_superuser", "neon_service")
@@ -35,10 +35,6 @@ DEFAULT_PLATFORM_ROLES = ("cloud_admin", "neon_superuser", "neon_service")
 
 def is_platform(name: str, platform: Iterable[str]) -> bool:
     return name.startswith("pg_") or name in set(platform)
-
-
-def staging_password_variable(role: str) -> str:
-    return "NSYNC_STAGING_PASSWORD_" + re.sub(r"[^A-Z0-9]", "_", role.upper())
 
 
 def scram_verifier(password: str, iterations: int = 4096) -> str:
@@ -98,9 +94,8 @@ def sync_roles(conn: psycopg.Connection, manifest: dict[str, Any],
                                "out)") from None
         result.created.append(name)
         if role["rolcanlogin"]:
-            password = os.environ.get(staging_password_variable(name))
+            password = staging_password(name)  # registered as a secret
             if password:
-                register_secret(password)
                 cur.execute(f"ALTER ROLE {quote_ident(name)} PASSWORD "
                             + sql.quote(scram_verifier(password)))
                 result.staging_passwords_set.append(name)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ import yaml
 
 from nsync_dagster.deadline import EASTERN
 from nsync_dagster.errors import ConfigError
-from nsync_dagster.settings import SETTINGS
+from nsync_dagster.settings import Access
 
 ENVIRONMENTS = ("production", "staging")
 ATTRIBUTES = ("superuser", "createdb", "createrole", "bypassrls", "replication")
@@ -43,11 +42,7 @@ _FIELDS = {"name", "kind", "owner", "purpose", "environments", "roles", "attribu
 _OBJECT_KINDS = ("partitioned table", "materialized view", "foreign table", "window function",
                  "schema", "table", "view", "sequence", "function", "procedure", "aggregate",
                  "type", "domain")
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _setting(name: str) -> str:
-    return os.environ.get(name) or next(s.default for s in SETTINGS if s.name == name) or ""
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -144,7 +139,7 @@ def _principal(raw: Any, index: int, src: str) -> Principal:
 def load_access_list(path: str | Path | None = None) -> AccessList:
     """Read and validate the access list (default: NSYNC_ACCESS_LIST, ``access-list.yaml`` in
     the working directory, else the repository root). Raises ConfigError naming what is bad."""
-    given = Path(path or _setting("NSYNC_ACCESS_LIST"))
+    given = Path(path or Access.load().access_list)
     if not given.exists() and not given.is_absolute() and (REPO / given).exists():
         given = REPO / given
     src = str(given)
@@ -260,10 +255,7 @@ def review(access_list: AccessList, postures: dict[str, dict[str, Any]],
     """Compare ``postures`` (environment name → posture) with the access list."""
     today = today or dt.datetime.now(EASTERN).date()
     if max_age_days is None:
-        raw = _setting("NSYNC_ACCESS_REVIEW_MAX_AGE_DAYS")
-        if not raw.isdigit():
-            raise ConfigError(f"NSYNC_ACCESS_REVIEW_MAX_AGE_DAYS={raw!r} is not a whole number")
-        max_age_days = int(raw)
+        max_age_days = Access.load().access_review_max_age_days
     result = AccessReview(dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                           today.isoformat(), access_list.reviewed.isoformat(),
                           access_list.reviewer, max_age_days, access_list.source)

@@ -9,12 +9,21 @@ data (no SET, no INHERIT).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from nsync_dagster.notify import alerts
 from nsync_dagster.notify.events import Event
+from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.security.posture import Difference, diff_posture, posture_digest, read_posture
-from nsync_dagster.settings import Settings
+
+
+class Databases(Protocol):
+    """What the comparison needs of a run's configuration (``cycle.config.RunConfig``)."""
+
+    prod: PgTarget
+    staging: PgTarget
+    platform_roles: tuple[str, ...]
+    staging_only_roles: tuple[str, ...]
 
 
 def _expected(d: Difference, staging_admin: str) -> bool:
@@ -22,7 +31,7 @@ def _expected(d: Difference, staging_admin: str) -> bool:
             and not d.production and [tuple(x) for x in d.staging] == [(True, False, False)])
 
 
-def compare(settings: Settings) -> tuple[list[Difference], dict[str, Any]]:
+def compare(settings: Databases) -> tuple[list[Difference], dict[str, Any]]:
     """Read both postures with the configured roles and list what differs."""
     with settings.prod.connect() as conn:
         prod = read_posture(conn, settings.platform_roles)

@@ -48,9 +48,8 @@ machine that only lists or verifies backups - a worse trade. Set
 
 from __future__ import annotations
 
-import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +59,7 @@ from pyrage import x25519
 
 from nsync_dagster.errors import BackupStoreError, ConfigError
 from nsync_dagster.redact import register_secret
+from nsync_dagster.settings import Backups
 
 SUFFIX = ".age"
 _STREAM_CHUNK, _TAG, _NONCE = 64 * 1024, 16, 16  # age v1 STREAM payload layout
@@ -138,16 +138,11 @@ class AgeKeys:
         return bool(self.recipients)
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> AgeKeys:
-        env = dict(os.environ if env is None else env)
-        raw = env.get(IDENTITY_VAR) or ""
-        register_secret(raw.strip())
-        # the whole key file (comments + key line) or just the key line
-        identity = next((line.strip() for line in raw.splitlines()
-                         if line.strip().upper().startswith("AGE-SECRET-KEY-")),
-                        raw.strip()) or None
-        register_secret(identity)
-        keys = cls(parse_recipients(env.get(RECIPIENTS_VAR)), identity)
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AgeKeys:
+        """``NSYNC_AGE_RECIPIENTS`` and ``NSYNC_AGE_IDENTITY`` from the settings registry."""
+        s = Backups.load(env)  # registers the identity as a secret
+        identity = s.age_identity.get_secret_value() if s.age_identity else None
+        keys = cls(parse_recipients(s.age_recipients), identity)
         if identity:
             _identity(identity)  # malformed: fail now, not at the first restore
         return keys

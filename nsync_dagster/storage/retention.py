@@ -31,8 +31,10 @@ locked when the bucket has S3 Object Lock (``lock_days``).
 from __future__ import annotations
 
 import datetime as dt
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from nsync_dagster.settings import Retention
 
 DAY = dt.timedelta(days=1)
 CLASSES = ("monthly", "weekly", "daily")  # longest first
@@ -60,13 +62,10 @@ class RetentionPolicy:
                 f"(1st), at least {self.min_verified} verified")
 
 
-def policy_from_env(env: dict[str, str] | None = None) -> RetentionPolicy:
+def policy_from_env(env: Mapping[str, str] | None = None) -> RetentionPolicy:
     """``NSYNC_RETENTION_DAILY/WEEKLY/MONTHLY/MIN_VERIFIED`` (ConfigError when out of range)."""
-    from nsync_dagster.settings import _int  # the settings' own parser: same messages
-
-    env = dict(os.environ if env is None else env)
-    return RetentionPolicy(**{name: _int(env, f"NSYNC_RETENTION_{name.upper()}", low, high)
-                              for name, (low, high) in LIMITS.items()})
+    s = Retention.load(env)
+    return RetentionPolicy(**{name: getattr(s, f"retention_{name}") for name in LIMITS})
 
 
 def class_for_date(day: dt.date) -> str:

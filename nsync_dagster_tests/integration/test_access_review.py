@@ -20,11 +20,11 @@ import dagster as dg
 import psycopg
 import pytest
 
+from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.errors import ConfigError
 from nsync_dagster.postgres.roles import DEFAULT_PLATFORM_ROLES
 from nsync_dagster.security import access
 from nsync_dagster.security.posture import read_posture
-from nsync_dagster.settings import Settings
 from nsync_dagster_tests.conftest import (
     OWNER,
     REPO,
@@ -95,7 +95,7 @@ def test_synced_platform_matches_the_access_list(synced, pg_prod, pg_staging):
         "## staging")
     assert json.loads(access.to_json(result))["deviation_count"] == len(result.deviations)
     # the post-sync check sees the same
-    assert access.access_deviations(Settings.from_env(), TODAY) == result.messages
+    assert access.access_deviations(RunConfig.from_env(), TODAY) == result.messages
 
 
 def test_each_deviation_is_named(synced, pg_prod, pg_staging):

@@ -131,14 +131,14 @@ def test_a_synced_day_raises_nothing(instance):
 
 
 def test_configurable_warning_time(instance, monkeypatch):
-    from nsync_dagster.settings import Settings
+    from nsync_dagster.settings import Alerting
 
     monkeypatch.setenv("NSYNC_WARN_AT", "04:15")
-    warn_at, escalate_at = Settings.alert_times_from_env()
-    assert (warn_at, escalate_at) == (dt.time(4, 15), dt.time(8, 30))
+    alerting = Alerting.load()
+    assert (alerting.warn_at, alerting.escalate_at) == (dt.time(4, 15), dt.time(8, 30))
     monkeypatch.setenv("NSYNC_ESCALATE_AT", "half past eight")
     with pytest.raises(Exception, match="NSYNC_ESCALATE_AT"):
-        Settings.alert_times_from_env()
+        Alerting.load()
 
 
 def test_a_broken_channel_fails_the_tick_loudly(instance, monkeypatch):

@@ -73,6 +73,20 @@ def test_bad_partition(capsys, nsync_env, partition, needle):
     assert_nothing_done(nsync_env)
 
 
+@pytest.mark.parametrize("name, value, needles", [
+    ("NSYNC_JOBS", "lots", ["NSYNC_JOBS='lots' is not a whole number", "integer 1..64"]),
+    ("NSYNC_SMTP_PORT", "99999", ["NSYNC_SMTP_PORT='99999' is out of range",
+                                  "integer 1..65535"]),
+    ("NSYNC_WEBHOOK_URL", "hooks.example.com/pw-Leak-Me-Not-43",
+     ["NSYNC_WEBHOOK_URL=******** is not an http(s) URL with a host"]),
+])
+def test_a_bad_setting_anywhere_stops_the_run_at_start(capsys, nsync_env, monkeypatch, name,
+                                                       value, needles):
+    monkeypatch.setenv(name, value)
+    out = refused(capsys, nsync_env, name, *needles)
+    assert "Leak-Me-Not" not in out
+
+
 def test_missing_variable(capsys, nsync_env, monkeypatch):
     monkeypatch.delenv("NSYNC_BACKUP_BUCKET")
     refused_code, out = run_cli(capsys, "run", "daily")

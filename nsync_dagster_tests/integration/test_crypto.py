@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from pyrage import x25519
 
+from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.errors import BackupStoreError, ConfigError
 from nsync_dagster.redact import redact
-from nsync_dagster.settings import Settings
 from nsync_dagster.storage import crypto
 from nsync_dagster.storage.crypto import AgeDecryptError, AgeKeyError, AgeKeys
 from nsync_dagster.storage.s3store import BackupStore
@@ -171,15 +171,15 @@ def test_settings_need_a_matching_identity_for_the_daily_job():
             "NSYNC_STAGING_DATABASE_URL": "postgresql://u:p@127.0.0.1/b",
             "NSYNC_BACKUP_BUCKET": "b", "NSYNC_AGE_RECIPIENTS": public}
     with pytest.raises(AgeKeyError, match="NSYNC_AGE_IDENTITY is not"):
-        Settings.from_env(base)
+        RunConfig.from_env(base)
     with pytest.raises(AgeKeyError, match=f"belongs to {other_public}") as err:
-        Settings.from_env({**base, "NSYNC_AGE_IDENTITY": other_secret})
+        RunConfig.from_env({**base, "NSYNC_AGE_IDENTITY": other_secret})
     assert other_secret not in str(err.value)
-    s = Settings.from_env({**base, "NSYNC_AGE_IDENTITY": secret})
+    s = RunConfig.from_env({**base, "NSYNC_AGE_IDENTITY": secret})
     assert s.age_recipients == (public,) and secret not in repr(s)
     assert secret not in redact(f"oops {secret}")
     # listing and restoring with an older key are bucket-only work: no match needed
-    assert Settings.from_env({**base, "NSYNC_AGE_IDENTITY": other_secret},
+    assert RunConfig.from_env({**base, "NSYNC_AGE_IDENTITY": other_secret},
                              need_databases=False).age_identity == other_secret
 
 

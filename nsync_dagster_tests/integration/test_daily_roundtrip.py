@@ -22,10 +22,10 @@ from nsync_dagster_tests.conftest import (
 
 
 def _statuses(env) -> dict[str, str]:
+    from nsync_dagster.cycle.config import RunConfig
     from nsync_dagster.defs.resources import backup_store, s3_from_env
-    from nsync_dagster.settings import Settings
 
-    store = backup_store(Settings.from_env(env), s3_from_env())
+    store = backup_store(RunConfig.from_env(env), s3_from_env())
     return {b.backup_id: b.status for b in store.list_backups()}
 
 

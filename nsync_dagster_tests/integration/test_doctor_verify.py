@@ -42,6 +42,12 @@ def test_doctor_reports_every_check_and_sends_tests(capsys, nsync_env, receiver)
                  "[PASS] test message via webhook: ok", "[PASS] test message via slack_alerts: ok"):
         assert line in out, out
     assert [b["event"] for b in receiver.bodies("/hooks/nsync")] == ["test"]
+    # every effective setting, secrets masked, defaults marked
+    for line in ("[PASS] settings: ", "settings (effective values; secrets as ********)",
+                 "  NSYNC_PROD_DATABASE_URL = ********", "  NSYNC_WEBHOOK_URL = ********",
+                 "  NSYNC_JOBS = ", "  NSYNC_TLS_MIN = verify-full  (default)",
+                 "  NSYNC_STAGING_PASSWORD_ANALYST = ********"):
+        assert line in out, out
     assert receiver.bodies("/api/chat.postMessage")[0]["channel"] == "#nsync-alerts"
     for secret in (*SECRETS, "xoxb-Slack-Token-55"):
         assert secret not in out

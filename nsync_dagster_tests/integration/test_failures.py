@@ -6,9 +6,9 @@ import psycopg
 import pytest
 
 from nsync_dagster.cycle import pipeline
+from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.errors import BackupStoreError
-from nsync_dagster.settings import Settings
 from nsync_dagster_tests import oracle
 from nsync_dagster_tests.conftest import (
     OWNER,
@@ -31,7 +31,7 @@ def synced(pg_staging, nsync_env, instance):
 
 
 def _statuses(env):
-    store = backup_store(Settings.from_env(env), s3_from_env())
+    store = backup_store(RunConfig.from_env(env), s3_from_env())
     return [b.status for b in store.list_backups()]
 
 
@@ -89,7 +89,7 @@ def test_unreachable_s3_fails_before_any_work(pg_staging, nsync_env, instance, s
 
 
 def test_corrupt_backup_object_is_refused(pg_staging, nsync_env, synced):
-    settings = Settings.from_env(nsync_env)
+    settings = RunConfig.from_env(nsync_env)
     store = backup_store(settings, s3_from_env())
     pipeline.snapshot_step(settings, store, "2026-11-28")
     out = pipeline.backup_step(settings, store, "2026-11-28")
@@ -106,7 +106,7 @@ def test_connections_reopened_after_a_swap_died_midway(pg_staging, nsync_env, sy
 
     stg = staging_db(nsync_env)
     pg_staging.psql(f'ALTER DATABASE "{stg}" WITH ALLOW_CONNECTIONS false')
-    settings = Settings.from_env(nsync_env)
+    settings = RunConfig.from_env(nsync_env)
     with settings.staging.with_db("postgres").connect() as conn:
         swap.recover_and_clean(conn, stg)
     assert pg_staging.psql(f"SELECT datallowconn FROM pg_database WHERE datname = '{stg}'"
@@ -118,7 +118,7 @@ def test_interrupted_swap_is_recovered(pg_prod, pg_staging, nsync_env, synced):
     before doing anything else."""
     stg = staging_db(nsync_env)
     pg_staging.psql(f'ALTER DATABASE "{stg}" RENAME TO "{stg}__nsync_prev"')
-    settings = Settings.from_env(nsync_env)
+    settings = RunConfig.from_env(nsync_env)
     store = backup_store(settings, s3_from_env())
     pipeline.staging_step(settings, store, "2026-11-27")
     oracle.assert_same(oracle.picture(pg_prod, PROD_DB), oracle.picture(pg_staging, stg))
@@ -129,7 +129,7 @@ def test_second_rebuild_of_the_same_staging_is_refused(pg_staging, nsync_env, sy
     from nsync_dagster.errors import SwapError
     from nsync_dagster.postgres import swap
 
-    settings = Settings.from_env(nsync_env)
+    settings = RunConfig.from_env(nsync_env)
     store = backup_store(settings, s3_from_env())
     with settings.staging.with_db("postgres").connect() as other, \
             swap.exclusive(other, staging_db(nsync_env)):

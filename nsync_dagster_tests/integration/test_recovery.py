@@ -6,8 +6,8 @@ import pytest
 
 from nsync_dagster.cli import main
 from nsync_dagster.cycle import recovery
+from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.resources import backup_store, s3_from_env
-from nsync_dagster.settings import Settings
 from nsync_dagster_tests.conftest import OWNER, STAGING_OWNER_PW, run_daily_job, s3_client
 
 
@@ -20,8 +20,9 @@ def _logs(env) -> list[str]:
 def test_recovery_test_from_the_command_line(capsys, pg_staging, nsync_env, instance):
     assert run_daily_job(instance).success
     code = main(["run", "recovery-test"])
-    out = capsys.readouterr().out
-    assert code == 0, out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert code == 0, out + captured.err
     assert "recovery test PASSED" in out and "RTO" in out and "RPO" in out
     keys = _logs(nsync_env)
     assert len(keys) == 2 and {k.rsplit(".", 1)[1] for k in keys} == {"md", "json"}
@@ -47,7 +48,7 @@ def test_a_failing_smoke_query_fails_the_test_and_is_logged(pg_staging, nsync_en
     smoke.write_text("SELECT count(*) > 0 FROM app.clients;\n"
                      "SELECT count(*) > 1000000 FROM app.users;\n")
     monkeypatch.setenv("NSYNC_SMOKE_SQL", str(smoke))
-    settings = Settings.from_env(nsync_env)
+    settings = RunConfig.from_env(nsync_env)
     store = backup_store(settings, s3_from_env())
     with pytest.raises(recovery.RecoveryTestFailed, match="1 smoke query failed"):
         recovery.run_recovery_test(settings, store)
@@ -60,7 +61,7 @@ def test_a_failing_smoke_query_fails_the_test_and_is_logged(pg_staging, nsync_en
 def test_scratch_url_must_not_be_production(pg_prod, nsync_env, instance, monkeypatch):
     assert run_daily_job(instance).success
     monkeypatch.setenv("NSYNC_SCRATCH_DATABASE_URL", nsync_env["NSYNC_PROD_DATABASE_URL"])
-    settings = Settings.from_env()
+    settings = RunConfig.from_env()
     with pytest.raises(recovery.RecoveryTestFailed, match="is the production database"):
         recovery.run_recovery_test(settings, backup_store(settings, s3_from_env()))
 
@@ -69,7 +70,7 @@ def test_scratch_url_is_used_and_dropped(pg_staging, nsync_env, instance, monkey
     assert run_daily_job(instance).success
     monkeypatch.setenv("NSYNC_SCRATCH_DATABASE_URL",
                        pg_staging.url(OWNER, STAGING_OWNER_PW, "scratch_for_tests"))
-    settings = Settings.from_env()
+    settings = RunConfig.from_env()
     result = recovery.run_recovery_test(settings, backup_store(settings, s3_from_env()))
     assert result["result"] == "PASSED" and result["target"].endswith("/scratch_for_tests")
     assert pg_staging.psql("SELECT 1 FROM pg_database WHERE datname = 'scratch_for_tests'") == ""

@@ -163,7 +163,8 @@ def test_policy_validation_and_settings():
         RetentionPolicy(daily=7, weekly=0)
     with pytest.raises(ConfigError, match="NSYNC_RETENTION_MONTHLY"):
         policy_from_env({"NSYNC_RETENTION_MONTHLY": "many"})
-    with pytest.raises(ConfigError, match="NSYNC_RETENTION_MIN_VERIFIED=0 is out of range"):
+    with pytest.raises(ConfigError, match=r"NSYNC_RETENTION_MIN_VERIFIED='0' is out of range "
+                       r"\(allowed: integer 1\.\.100\)"):
         policy_from_env({"NSYNC_RETENTION_MIN_VERIFIED": "0"})
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.errors import ConfigError, PreflightError
 from nsync_dagster.postgres.pgconn import PgTarget, check_dagster_storage_tls, check_tls_policy
-from nsync_dagster.settings import Settings
 
 PG15 = Path("/usr/lib/postgresql/15/bin")
 SUPER_PW = "tls-Super-Pw-7k3!"
@@ -114,15 +114,15 @@ def test_settings_refuse_plaintext_before_any_work():
            "NSYNC_STAGING_DATABASE_URL": "postgresql://u:p@127.0.0.1/stg",
            "NSYNC_BACKUP_BUCKET": "b"}
     with pytest.raises(ConfigError, match="NSYNC_PROD_DATABASE_URL .*sslmode=prefer"):
-        Settings.from_env(env)
+        RunConfig.from_env(env)
     env["NSYNC_PROD_DATABASE_URL"] = f"postgresql://u:p@{REMOTE}/neondb?sslmode=require"
     with pytest.raises(ConfigError, match="sslmode=require"):
-        Settings.from_env(env)
-    assert Settings.from_env({**env, "NSYNC_TLS_MIN": "require"}).tls_min == "require"
+        RunConfig.from_env(env)
+    assert RunConfig.from_env({**env, "NSYNC_TLS_MIN": "require"}).tls_min == "require"
     env["NSYNC_PROD_DATABASE_URL"] += "&sslmode=verify-full"  # the last one wins in libpq
-    assert Settings.from_env(env).tls_min == "verify-full"
+    assert RunConfig.from_env(env).tls_min == "verify-full"
     with pytest.raises(ConfigError, match="NSYNC_TLS_MIN"):
-        Settings.from_env({**env, "NSYNC_TLS_MIN": "disable"})
+        RunConfig.from_env({**env, "NSYNC_TLS_MIN": "disable"})
 
 
 @pytest.mark.parametrize("env, ok", [

@@ -1,4 +1,4 @@
-"""templates/nsync.env.example documents every setting, with the defaults the code uses.
+"""templates/nsync.env.example is generated from the settings registry and is up to date.
 
 Convention (stated at the top of the file): one block per variable, ending with its line
 ``NAME=value`` (required) or ``# NAME=value`` (optional); a ``#   default: X`` line inside the
@@ -14,24 +14,27 @@ from pathlib import Path
 
 import pytest
 
-from nsync_dagster.settings import SETTINGS
+from nsync_dagster.settings import specs
+from nsync_dagster.settings.external import AWS, DAGSTER
+from nsync_dagster.settings.template import render
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "templates" / "nsync.env.example"
 CONTRACT = ("NSYNC_PROD_DATABASE_URL", "NSYNC_STAGING_DATABASE_URL", "NSYNC_BACKUP_BUCKET",
             "NSYNC_BACKUP_PREFIX", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY", "NSYNC_PG_BIN_DIR", "NSYNC_SCRATCH_DATABASE_URL",
             "NSYNC_WEBHOOK_URL")
-OTHERS = ("AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "DAGSTER_HOME",
-          "DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_HOST", "DAGSTER_PG_PORT",
-          "DAGSTER_PG_DB", "PGSSLMODE", "PGSSLROOTCERT")
+OTHERS = tuple(name for section in (AWS, DAGSTER) for block in section.blocks
+               for name in block.names)
 ASSIGNMENT = re.compile(r"^(?P<commented># ?)?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
 DEFAULT = re.compile(r"^#\s+default:\s*(?P<value>.*?)\s*$")
 
 
 def parse(text: str) -> dict[str, dict[str, str | bool | None]]:
-    """``{NAME: {"default": documented default or None, "commented": bool, "value": str}}``."""
+    """``{NAME: {"default": documented default or None, "commented": bool, "value": str,
+    "text": the block's comment lines}}``."""
     found: dict[str, dict[str, str | bool | None]] = {}
     pending: str | None = None
+    block: list[str] = []
     for line in text.splitlines():
         if m := DEFAULT.match(line):
             pending = m.group("value")
@@ -39,8 +42,10 @@ def parse(text: str) -> dict[str, dict[str, str | bool | None]]:
             name = m.group("name")
             assert name not in found, f"{name} is assigned twice in {EXAMPLE.name}"
             found[name] = {"default": pending, "commented": bool(m.group("commented")),
-                           "value": m.group("value")}
+                           "value": m.group("value"), "text": " ".join(block)}
             pending = None
+            continue
+        block = block + [line.lstrip("# ").strip()] if line.startswith("#") else []
     return found
 
 
@@ -49,24 +54,33 @@ def documented() -> dict[str, dict[str, str | bool | None]]:
     return parse(EXAMPLE.read_text())
 
 
+def test_file_is_generated_from_the_registry():
+    assert EXAMPLE.read_text() == render(), (
+        f"{EXAMPLE.name} is out of date: run 'python -m nsync_dagster.settings.template > "
+        f"templates/nsync.env.example'")
+
+
 def test_every_variable_is_documented(documented):
-    names = [s.name for s in SETTINGS] + list(CONTRACT) + list(OTHERS)
+    names = [s.name for s in specs()] + list(CONTRACT) + list(OTHERS)
     missing = sorted(set(names) - set(documented))
     assert not missing, f"not in {EXAMPLE.name} as NAME= or # NAME=: {missing}"
+    assert "NSYNC_STAGING_PASSWORD_<ROLE>" in EXAMPLE.read_text()
 
 
-@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.name)
-def test_documented_default_matches_code(documented, setting):
-    doc = documented[setting.name]["default"]
+@pytest.mark.parametrize("setting", specs(), ids=lambda s: s.name)
+def test_documented_name_default_and_description_match_code(documented, setting):
+    entry = documented[setting.name]
+    doc = entry["default"]
     assert doc is not None, f"{setting.name}: no '#   default:' line in its block"
     if setting.default is None:
         assert str(doc).startswith("("), f"{setting.name} has no default, the file says {doc!r}"
     else:
         assert doc == setting.default, (f"{setting.name}: the file says {doc!r}, "
                                         f"the code {setting.default!r}")
-        entry = documented[setting.name]
         if entry["commented"]:  # an optional line shows the default itself
             assert str(entry["value"]).strip("'\"") == setting.default, setting.name
+    assert " ".join(setting.description.split()) in " ".join(str(entry["text"]).split())
+    assert f"type: {setting.allowed}" in " ".join(str(entry["text"]).split())
 
 
 def test_file_is_valid_shell_and_holds_no_real_secret(tmp_path):
@@ -82,3 +96,6 @@ def test_file_is_valid_shell_and_holds_no_real_secret(tmp_path):
     assert "-pooler" not in env["NSYNC_PROD_DATABASE_URL"]
     for name in ("AWS_SECRET_ACCESS_KEY", "DAGSTER_PG_PASSWORD"):
         assert env[name].startswith("REPLACE_WITH_"), name
+    for s in specs():
+        if s.secret and s.name in env:
+            assert "REPLACE_WITH_" in env[s.name], s.name

@@ -18,7 +18,7 @@ import yaml
 from nsync_dagster.embedded.runtime import can_reach, embedded_bin_dir
 from nsync_dagster.errors import ConfigError, PreflightError
 from nsync_dagster.postgres import pgbin
-from nsync_dagster.settings import Settings
+from nsync_dagster.settings import Tuning
 from nsync_dagster_tests.conftest import HISTORY_START, REPO
 
 
@@ -36,13 +36,13 @@ def test_root_dagster_yaml_is_the_production_template_without_storage():
     ("", dt.date(2026, 11, 27))])
 def test_history_start(value, expected):
     env = {} if value is None else {"NSYNC_HISTORY_START": value}
-    assert Settings.history_start_from_env(env) == expected
+    assert Tuning.load(env).history_start == expected
 
 
 @pytest.mark.parametrize("value", ["2026-13-01", "20261120", "yesterday", "2026-11-2"])
 def test_bad_history_start_names_the_variable_and_the_format(value):
-    with pytest.raises(ConfigError, match=r"NSYNC_HISTORY_START=.*\(YYYY-MM-DD\)"):
-        Settings.history_start_from_env({"NSYNC_HISTORY_START": value})
+    with pytest.raises(ConfigError, match=r"NSYNC_HISTORY_START=.*allowed: a date, YYYY-MM-DD"):
+        Tuning.load({"NSYNC_HISTORY_START": value})
 
 
 def _load_daily(history_start: str) -> subprocess.CompletedProcess:
@@ -69,7 +69,8 @@ def test_daily_partitions_start_where_the_history_starts():
 def test_code_location_refuses_a_bad_history_start():
     done = _load_daily("2026-11-31")
     assert done.returncode != 0
-    assert "NSYNC_HISTORY_START='2026-11-31' is not a date like" in done.stderr
+    assert "NSYNC_HISTORY_START='2026-11-31'" in done.stderr
+    assert "allowed: a date, YYYY-MM-DD" in done.stderr
 
 
 def test_the_embedded_clients_are_never_picked_by_themselves(monkeypatch):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.errors import ConfigError
 from nsync_dagster.postgres import restore
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.redact import redact, register_secret
-from nsync_dagster.settings import Settings
 
 
 @pytest.mark.parametrize("text, hidden", [
@@ -92,10 +92,10 @@ BASE = {"NSYNC_PROD_DATABASE_URL": "postgresql://u:p@prod.example.com/app?sslmod
 ])
 def test_settings_refuse_bad_values(extra, message):
     with pytest.raises(ConfigError, match=message):
-        Settings.from_env({**BASE, **extra})
+        RunConfig.from_env({**BASE, **extra})
 
 
 def test_settings_defaults():
-    s = Settings.from_env(BASE)
+    s = RunConfig.from_env(BASE)
     assert (s.prefix, s.dump.jobs, s.dump.compress, s.sse) == ("nsync", 2, 1, "AES256")
     assert s.platform_roles == ("cloud_admin", "neon_superuser", "neon_service")

@@ -12,7 +12,7 @@ import dagster as dg
 from nsync_dagster.defs.alerts import watch
 from nsync_dagster.defs.daily.jobs import daily_sync_job
 from nsync_dagster.defs.resources import NotifierResource
-from nsync_dagster.settings import Settings
+from nsync_dagster.settings import Alerting
 
 RUNNING = dg.DefaultSensorStatus.RUNNING
 
@@ -45,7 +45,8 @@ def daily_success_confirmation(context: dg.RunStatusSensorContext,
 
 def _deadline_sensor(context: dg.SensorEvaluationContext, notifier: NotifierResource,
                      now: dt.datetime | None = None) -> dg.SkipReason:
-    warn_at, escalate_at = Settings.alert_times_from_env()
+    alerting = Alerting.load()
+    warn_at, escalate_at = alerting.warn_at, alerting.escalate_at
     cursor = json.loads(context.cursor) if context.cursor else {}
     now = now or dt.datetime.now(dt.UTC)
     due = watch.deadline_events(context.instance, now, cursor, warn_at, escalate_at)

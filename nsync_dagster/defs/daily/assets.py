@@ -17,7 +17,7 @@ from nsync_dagster.cycle import pipeline
 from nsync_dagster.defs.resources import NsyncResource, backup_store
 from nsync_dagster.progress import human_bytes
 from nsync_dagster.redact import redact
-from nsync_dagster.settings import Settings
+from nsync_dagster.settings import Tuning
 
 # fresh = synced between 23:00 the evening before and 06:00 New York time (see deadline.py)
 FRESH_BY_6AM = dg.FreshnessPolicy.cron(deadline_cron=deadline.DEADLINE_CRON,
@@ -25,7 +25,7 @@ FRESH_BY_6AM = dg.FreshnessPolicy.cron(deadline_cron=deadline.DEADLINE_CRON,
                                        timezone="America/New_York")
 # the partitions start where the history starts (NSYNC_HISTORY_START), read when the code
 # location loads: every Dagster process must agree on the partitions, so it is a fixed date
-HISTORY_START = Settings.history_start_from_env()
+HISTORY_START = Tuning.load().history_start
 HISTORY_MONTH = HISTORY_START.replace(day=1).isoformat()  # for the monthly partitions
 DAILY = dg.DailyPartitionsDefinition(start_date=HISTORY_START.isoformat(),
                                      timezone="America/New_York", end_offset=1)
@@ -35,7 +35,8 @@ GROUP = "daily_backup_and_sync"
 
 def _retry_budget() -> tuple[int, int]:
     """(retries, seconds before the first) for transient errors, read when the step runs."""
-    return Settings.step_retries_from_env()
+    tuning = Tuning.load()
+    return tuning.step_retries, tuning.step_retry_wait
 
 
 @contextlib.contextmanager

@@ -2,7 +2,6 @@
 timed and logged."""
 
 import datetime as dt
-import os
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
@@ -11,9 +10,9 @@ from nsync_dagster.cycle import recovery
 from nsync_dagster.defs.daily.assets import HISTORY_MONTH, OWNERS, s3_backup
 from nsync_dagster.defs.records import last_recovery_test
 from nsync_dagster.defs.resources import NotifierResource, NsyncResource, backup_store
-from nsync_dagster.errors import ConfigError
 from nsync_dagster.notify import Event
 from nsync_dagster.redact import redact
+from nsync_dagster.settings import Recovery
 
 MONTHLY = dg.MonthlyPartitionsDefinition(start_date=HISTORY_MONTH, timezone="America/New_York",
                                          end_offset=1)
@@ -91,11 +90,7 @@ recovery_test_job = dg.define_asset_job(
 def recovery_test_schedule(context: dg.ScheduleEvaluationContext):
     """Daily at 07:00 New York time (after the 06:00 deadline), starts a recovery test when
     the last one is older than NSYNC_RECOVERY_TEST_INTERVAL_DAYS (default 30: monthly)."""
-    raw = os.environ.get("NSYNC_RECOVERY_TEST_INTERVAL_DAYS") or "30"
-    if not raw.isdigit() or not 1 <= int(raw) <= 366:
-        raise ConfigError(f"NSYNC_RECOVERY_TEST_INTERVAL_DAYS={raw!r}: use a number of days, "
-                          "1 to 366 (30 = monthly)")
-    days = int(raw)
+    days = Recovery.load().recovery_test_interval_days
     now = context.scheduled_execution_time
     last = last_recovery_test(context.instance)
     if last.when is not None and (now - last.when) < dt.timedelta(days=days) - dt.timedelta(

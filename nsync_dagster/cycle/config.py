@@ -1,0 +1,108 @@
+"""The resolved configuration of one run: the registry's plain values turned into the objects the
+steps use (database targets, dump options, encryption keys).
+
+The values come from :mod:`nsync_dagster.settings` (the one parser); this module only adds what
+needs the library: URL validation (TLS floor, Neon pooler), the age keys, and which variables a
+command requires.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from nsync_dagster.errors import ConfigError
+from nsync_dagster.postgres.pgconn import PgTarget, tls_floor
+from nsync_dagster.postgres.roles import DEFAULT_PLATFORM_ROLES
+from nsync_dagster.postgres.snapshot import DumpOptions
+from nsync_dagster.settings import (
+    Access,
+    Backups,
+    ClientPrograms,
+    Databases,
+    Tuning,
+    environ,
+    external,
+)
+from nsync_dagster.storage.crypto import AgeKeys
+
+
+def _plain(secret: SecretStr | None) -> str:
+    return secret.get_secret_value() if secret is not None else ""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where production, staging and the backups are, and how the steps run."""
+
+    prod: PgTarget
+    staging: PgTarget
+    bucket: str
+    prefix: str = "nsync"
+    dump: DumpOptions = field(default_factory=DumpOptions)
+    restore_timeout_s: int = 10800
+    work_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "nsync")
+    platform_roles: tuple[str, ...] = DEFAULT_PLATFORM_ROLES
+    maintenance_db: str = "postgres"
+    sse: str = "AES256"
+    kms_key_id: str | None = None
+    scratch_url: str | None = field(default=None, repr=False)
+    staging_only_roles: tuple[str, ...] = ()
+    age_recipients: tuple[str, ...] = ()
+    age_identity: str | None = field(default=None, repr=False)
+    tls_min: str = "verify-full"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, need_databases: bool = True,
+                 overrides: Mapping[str, str] | None = None) -> RunConfig:
+        """Read and validate the configuration; ``need_databases=False`` for bucket-only work.
+
+        Args:
+            env: The variables (default: the process environment, read now).
+            need_databases: Production and staging URLs are required (the daily job).
+            overrides: Variables taking precedence over ``env`` (a Dagster resource's fields).
+
+        Raises:
+            ConfigError: a missing or bad variable, named.
+        """
+        external.prepare(env)
+        given = environ(env, overrides)
+        db, s3 = Databases.load(given), Backups.load(given)
+        tuning, programs, access = Tuning.load(given), ClientPrograms.load(given), \
+            Access.load(given)
+        required = {"NSYNC_BACKUP_BUCKET": s3.backup_bucket}
+        if need_databases:
+            required = {"NSYNC_PROD_DATABASE_URL": db.prod_database_url,
+                        "NSYNC_STAGING_DATABASE_URL": db.staging_database_url, **required}
+        missing = [name for name, value in required.items() if value is None]
+        if missing:
+            raise ConfigError(f"missing configuration: {', '.join(missing)} (see "
+                              "templates/nsync.env.example)")
+        age = AgeKeys.from_env(given)
+        age.check(need_identity=need_databases)
+        tls_min = tls_floor(db.tls_min)
+        config = cls(
+            prod=PgTarget("production", _plain(db.prod_database_url), "NSYNC_PROD_DATABASE_URL"),
+            staging=PgTarget("staging", _plain(db.staging_database_url),
+                             "NSYNC_STAGING_DATABASE_URL"),
+            bucket=str(s3.backup_bucket), prefix=s3.backup_prefix,
+            dump=DumpOptions(jobs=tuning.jobs, compress=tuning.dump_compress,
+                             lock_wait_timeout_s=tuning.lock_wait_timeout,
+                             timeout_s=tuning.dump_timeout, checksums=tuning.verify_checksums),
+            restore_timeout_s=tuning.restore_timeout,
+            work_dir=(Path(programs.work_dir) if programs.work_dir
+                      else Path(tempfile.gettempdir()) / "nsync"),
+            platform_roles=tuning.platform_roles, maintenance_db=db.staging_maintenance_db,
+            sse=s3.s3_sse, kms_key_id=s3.s3_kms_key_id,
+            scratch_url=_plain(db.scratch_database_url) or None,
+            staging_only_roles=access.staging_only_roles,
+            age_recipients=age.recipients, age_identity=age.identity, tls_min=tls_min,
+        )
+        for target in (config.prod, config.staging):
+            if need_databases or target.url:
+                target.validate(tls_min)
+        return config
