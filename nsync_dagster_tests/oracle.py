@@ -4,7 +4,7 @@ Nothing here uses nsync's code: it asks each server as its bootstrap superuser, 
 private socket, with the server's own pg_dump and psql. It compares the full schema dump
 (owners, grants, column grants, default privileges, RLS policies, comments, extensions), an
 ordered md5 of every table's and materialized view's rows, sequence positions, roles and
-memberships, and the database's own ACL and comment.
+memberships, the database's own ACL and comment, and ``ALTER ROLE/DATABASE ... SET`` settings.
 """
 
 from __future__ import annotations
@@ -71,13 +71,35 @@ def roles(cluster: EmbeddedCluster) -> list[str]:
         FROM pg_roles WHERE rolname !~ '^pg_' AND rolname <> 'postgres' ORDER BY 1""", "postgres")
 
 
+def _major(cluster: EmbeddedCluster) -> int:
+    return int(_rows(cluster, "SHOW server_version_num", "postgres")[0]) // 10000
+
+
 def memberships(cluster: EmbeddedCluster) -> list[str]:
-    return _rows(cluster, """
+    """``role -> member admin,inherit,set,grantor`` (before 16: the member's INHERIT, SET t)."""
+    options = ("a.inherit_option, a.set_option" if _major(cluster) >= 16
+               else "m.rolinherit, true")
+    return _rows(cluster, f"""
         SELECT r.rolname || ' -> ' || m.rolname || ' ' || concat_ws(',', a.admin_option,
-               a.inherit_option, a.set_option, g.rolname)
+               {options}, g.rolname)
         FROM pg_auth_members a JOIN pg_roles r ON r.oid = a.roleid
         JOIN pg_roles m ON m.oid = a.member JOIN pg_roles g ON g.oid = a.grantor
         WHERE r.rolname !~ '^pg_' ORDER BY 1""", "postgres")
+
+
+def settings(cluster: EmbeddedCluster, dbname: str) -> list[str]:
+    """``ALTER ROLE/DATABASE ... SET`` entries: role-wide ones of non-platform roles, and the
+    ones of ``dbname`` (named "this database", so a renamed copy compares equal)."""
+    platform = ", ".join(f"'{r}'" for r in (*PLATFORM, "postgres"))
+    return _rows(cluster, f"""
+        SELECT CASE WHEN s.setrole = 0 THEN 'this database'
+                    ELSE 'role ' || r.rolname || CASE WHEN s.setdatabase = 0 THEN ''
+                                                  ELSE ' in this database' END END
+               || ': ' || array_to_string(ARRAY(SELECT unnest(s.setconfig) ORDER BY 1), ' | ')
+        FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole
+        WHERE (s.setdatabase = 0 AND r.rolname NOT IN ({platform}))
+           OR s.setdatabase = (SELECT oid FROM pg_database WHERE datname = '{dbname}')
+        ORDER BY 1""", "postgres")
 
 
 def database_facts(cluster: EmbeddedCluster, dbname: str) -> list[str]:
@@ -91,7 +113,8 @@ def database_facts(cluster: EmbeddedCluster, dbname: str) -> list[str]:
 def picture(cluster: EmbeddedCluster, dbname: str) -> dict[str, object]:
     """Everything that must be identical, as plain comparable values."""
     return {"schema": schema_lines(cluster, dbname), "content": content(cluster, dbname),
-            "sequences": sequences(cluster, dbname), "database": database_facts(cluster, dbname)}
+            "sequences": sequences(cluster, dbname), "database": database_facts(cluster, dbname),
+            "settings": settings(cluster, dbname)}
 
 
 def assert_same(prod: dict[str, object], staging: dict[str, object]) -> None:

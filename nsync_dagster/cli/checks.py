@@ -23,10 +23,10 @@ from nsync_dagster.cycle.preflight import (
 from nsync_dagster.defs import records
 from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.errors import NsyncError
-from nsync_dagster.notify import notifier_from_env
+from nsync_dagster.notify import heartbeat, notifier_from_env
 from nsync_dagster.postgres.pgconn import check_dagster_storage_tls
 from nsync_dagster.redact import redact
-from nsync_dagster.settings import show
+from nsync_dagster.settings import Notifications, show
 
 TEST_MAX_AGE = dt.timedelta(days=31)
 
@@ -80,6 +80,7 @@ def run_doctor(send_test: bool, out=None) -> int:
         return ", ".join(names)
 
     pf.run("notification channels", channels)
+    pf.run("dead-man's switch (NSYNC_HEARTBEAT_URL)", heartbeat_check)
     print("nsync doctor", file=out)
     ok = _print([(r.name, r.ok, f"{r.detail} ({r.seconds:.1f}s)") for r in pf.results], out)
     print("settings (effective values; secrets as ********)", file=out)
@@ -88,6 +89,17 @@ def run_doctor(send_test: bool, out=None) -> int:
     if send_test:
         ok = _send_test(out) and ok
     return 0 if ok else 1
+
+
+def heartbeat_check() -> str:
+    """POST <url>/log: reachable, and neither a success nor a failure signal (see
+    nsync_dagster/notify/heartbeat.py); passes with a note when no heartbeat is configured."""
+    secret = Notifications.load().heartbeat_url
+    url = secret.get_secret_value() if secret else ""
+    if not url:
+        return ("not configured (optional: set NSYNC_HEARTBEAT_URL so an outside monitor pages "
+                "when the daemon or the machine stops)")
+    return heartbeat.check(url)
 
 
 def _send_test(out) -> bool:

@@ -20,7 +20,7 @@ from psycopg import sql
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.preflight import daily_preflight, same_database
 from nsync_dagster.errors import BackupStoreError, PreflightError, VerificationError
-from nsync_dagster.postgres import dbstats, roles, swap
+from nsync_dagster.postgres import dbstats, roles, rolesettings, swap
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.postgres.restore import restore_dump
 from nsync_dagster.postgres.snapshot import Snapshot, take_snapshot
@@ -137,11 +137,20 @@ def restore_verified(settings: RunConfig, store: BackupStore, folder: str, targe
             role_result = roles.sync_roles(conn, manifest, settings.platform_roles)
         if role_result.created:
             report(f"created roles on the staging server (never production's passwords): "
-                   f"{', '.join(role_result.created)}; staging passwords set for "
-                   f"{', '.join(role_result.staging_passwords_set) or 'none'}"
+                   f"{', '.join(role_result.created)}"
                    + (f"; NO password (cannot log in until one is set): "
                       f"{', '.join(role_result.login_without_password)}"
                       if role_result.login_without_password else ""))
+        for label, names in (("staging passwords set (from NSYNC_STAGING_PASSWORD_<ROLE>)",
+                              role_result.staging_passwords_set),
+                             ("staging passwords NOT set (the staging role needs ADMIN on "
+                              "them)", role_result.staging_passwords_failed),
+                             ("memberships mirrored from production",
+                              role_result.memberships_granted + role_result.memberships_revoked),
+                             ("memberships that need another grantor (not mirrored)",
+                              role_result.memberships_not_mirrored)):
+            if names:
+                report(f"{label}: {', '.join(names)}")
         t = time.monotonic()
         restored = restore_dump(work / "dump", target, manifest, jobs=settings.dump.jobs,
                                 platform=settings.platform_roles,
@@ -151,6 +160,9 @@ def restore_verified(settings: RunConfig, store: BackupStore, folder: str, targe
         t = time.monotonic()
         verified = verify_database(target, manifest, settings.platform_roles, tables)
         timings["verify_s"] = time.monotonic() - t
+        with target.connect() as conn:  # after verifying: a statement_timeout cannot bite it
+            verified["settings_changed"] = rolesettings.apply_settings(
+                conn, manifest, target.dbname, settings.platform_roles)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {"manifest": manifest, "roles": role_result.__dict__, "restore": restored,
@@ -170,6 +182,10 @@ def staging_step(settings: RunConfig, store: BackupStore, partition: str,
     maint = settings.staging.with_db(settings.maintenance_db)
     with maint.connect() as lock_conn, swap.exclusive(lock_conn, live):
         with maint.connect() as conn:
+            # a killed run's temporary grants are recorded on the copy it was building:
+            # give them back before that copy is dropped
+            for grant in roles.revoke_leftovers(conn):
+                report(f"gave back a killed run's temporary grant {grant}")
             swap.recover_and_clean(conn, live, report)
             manifest_db = store.read_manifest(backup.key_prefix)["database"]
             nxt = swap.create_next(conn, live, manifest_db)

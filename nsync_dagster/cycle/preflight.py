@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nsync_dagster.errors import NsyncError, PreflightError
-from nsync_dagster.postgres import pgbin, swap
+from nsync_dagster.postgres import pgbin, roles, swap
 from nsync_dagster.postgres.pgconn import PgTarget, server_major
 from nsync_dagster.redact import redact
 from nsync_dagster.storage.s3store import BackupStore
@@ -85,9 +85,27 @@ def check_production(pf: Preflight, prod: PgTarget) -> None:
             pf.facts["prod_major"] = major
         return f"connected to {prod.display} (PostgreSQL {pf.facts['prod_server_version']})"
 
-    if pf.run("production reachable", connect):
-        pf.run("pg_dump new enough and connects",
-               lambda: _client_for(pf, "prod_major", "Dumping production", prod))
+    if pf.run("production reachable", connect) and pf.run(
+            "pg_dump new enough and connects",
+            lambda: _client_for(pf, "prod_major", "Dumping production", prod)):
+        pf.run("pg_dumpall --roles-only runs", lambda: _roles_dump(pf, prod))
+
+
+def _roles_dump(pf: Preflight, prod: PgTarget) -> str:
+    """The role definitions for the manifest come from ``pg_dumpall --roles-only``, which
+    connects to production's own database (``-l``), never to ``postgres``/``template1``."""
+    tools = pgbin.for_server(pf.facts["prod_major"], purpose="Dumping production's roles",
+                             needs_tls=prod.needs_tls())
+    args = roles.roles_dump_args(tools, prod)
+    out = subprocess.run(args, env=prod.child_env(), capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        raise PreflightError(
+            f"{tools.tool('pg_dumpall')} --roles-only -l {prod.dbname} cannot run against "
+            f"{prod.display}: {redact(out.stderr).strip()[-600:]}. It connects to the database "
+            "named in NSYNC_PROD_DATABASE_URL: that role needs CONNECT there and read access "
+            "to pg_roles and pg_auth_members; set NSYNC_PG_BIN_DIR to client programs of the "
+            "server's major version or newer.")
+    return f"pg_dumpall connects to {prod.dbname} and reads the roles"
 
 
 def _client_for(pf: Preflight, fact: str, purpose: str, target: PgTarget) -> str:

@@ -16,6 +16,13 @@ from nsync_dagster.deadline import EASTERN
 
 DAILY_JOB = "daily_sync_job"
 NOTIFY_TEST_JOB = "notification_test_job"
+# every job of the code location (an inventory test keeps this in step with the definitions),
+# plus the job Dagster uses for "Materialize" in the UI: the alert sensors watch their runs
+# however they were started (schedule, UI, CLI, retries)
+WATCHED_JOBS = frozenset({DAILY_JOB, NOTIFY_TEST_JOB, "recovery_test_job", "access_review_job",
+                          "__ASSET_JOB"})
+FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
+            dg.DagsterRunStatus.CANCELED)
 STAGING = dg.AssetKey("staging_database")
 BACKUP = dg.AssetKey("s3_backup")
 SNAPSHOT = dg.AssetKey("prod_snapshot")
@@ -45,6 +52,37 @@ def last_sync_time(instance: dg.DagsterInstance) -> dt.datetime | None:
     """When staging was last rebuilt successfully."""
     entry = last_materialization(instance, STAGING)
     return _when(entry) if entry else None
+
+
+def sync_time_for(instance: dg.DagsterInstance, day: str) -> dt.datetime | None:
+    """When staging was last rebuilt for ``day``'s partition (a backfill of another day, or
+    yesterday's partition finishing late, is not today's sync)."""
+    result = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=STAGING, asset_partitions=[day]), limit=1)
+    return _when(result.records[0].event_log_entry) if result.records else None
+
+
+def finished_runs(instance: dg.DagsterInstance, after: dt.datetime,
+                  limit: int = 200) -> list[dg.RunRecord]:
+    """Finished runs of the watched jobs last updated after ``after``, oldest update first,
+    whatever started them (in-process CLI runs have no code-location origin: the run status
+    sensors of Dagster never see them)."""
+    records = instance.get_run_records(
+        dg.RunsFilter(statuses=list(FINISHED), updated_after=after.astimezone(dt.UTC)),
+        limit=limit, order_by="update_timestamp", ascending=True)
+    return [r for r in records if r.dagster_run.job_name in WATCHED_JOBS]
+
+
+def updated_at(record: dg.RunRecord) -> float:
+    ts = record.update_timestamp
+    return (ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def run_message(instance: dg.DagsterInstance, run_id: str) -> str:
+    """The message of the run's final failure or cancellation event."""
+    kinds = {dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_CANCELED}
+    entries = instance.all_logs(run_id, of_type=kinds)
+    return (entries[-1].message or "") if entries else ""
 
 
 def run_materializations(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:

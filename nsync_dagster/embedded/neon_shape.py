@@ -24,11 +24,13 @@ def shape_like_neon(cluster: EmbeddedCluster, *, owner: str, owner_password: str
                     dbname: str | None, platform_password: str) -> None:
     """Create Neon's platform roles, the owner role and (if given) the owner's database."""
     pw = _literal(platform_password)
+    # pg_create_subscription exists from PostgreSQL 16 on (a PostgreSQL 15 project lacks it)
+    newer = int(cluster.psql("SHOW server_version_num").strip()) >= 160000
     cluster.psql(f"""
         CREATE ROLE cloud_admin SUPERUSER LOGIN PASSWORD {pw};
         CREATE ROLE neon_superuser NOLOGIN CREATEROLE CREATEDB REPLICATION BYPASSRLS;
-        GRANT pg_read_all_data, pg_write_all_data, pg_signal_backend, pg_monitor,
-              pg_create_subscription
+        GRANT pg_read_all_data, pg_write_all_data, pg_signal_backend, pg_monitor
+              {", pg_create_subscription" if newer else ""}
            TO neon_superuser WITH ADMIN OPTION;
         CREATE ROLE neon_service LOGIN PASSWORD {pw};
         CREATE ROLE "{owner}" LOGIN CREATEROLE CREATEDB REPLICATION BYPASSRLS

@@ -39,13 +39,16 @@ def _eastern(ts: dt.datetime | None) -> str:
     return ts.astimezone(EASTERN).strftime("%Y-%m-%d %H:%M %Z") if ts else "unknown"
 
 
-def run_failure(job: str, run_id: str, day: str | None, steps: list[str], error: str) -> Event:
-    what = f"{job} failed" + (f" for {day}" if day else "")
+def run_failure(job: str, run_id: str, day: str | None, steps: list[str], error: str,
+                canceled: bool = False) -> Event:
+    """A run ended FAILURE, or CANCELED (terminated from outside): both page on-call."""
+    what = f"{job} {'was canceled' if canceled else 'failed'}" + (f" for {day}" if day else "")
     where = f" in {', '.join(steps)}" if steps else ""
     return Event(
         event="run_failure", severity="critical",
         summary=redact(f"{what}{where}: {error.strip().splitlines()[0] if error else ''}")[:300],
-        details={"job": job, "run_id": run_id, "partition": day, "failed_steps": steps,
+        details={"job": job, "run_id": run_id, "partition": day,
+                 "status": "CANCELED" if canceled else "FAILURE", "failed_steps": steps,
                  "error": redact(error)[-2000:],
                  "staging": "left as it was (the live copy is only replaced after a verified "
                             "restore)"},

@@ -61,6 +61,10 @@ def _hide_path(text: str, url: str) -> str:
     return text
 
 
+def _expected(codes: tuple[int, ...]) -> str:
+    return "2xx" if set(codes) == set(range(200, 300)) else "/".join(map(str, codes))
+
+
 def _post_json(channel: str, url: str, body: dict[str, Any], expect: tuple[int, ...],
                timeout_s: float) -> requests.Response:
     try:
@@ -70,7 +74,7 @@ def _post_json(channel: str, url: str, body: dict[str, Any], expect: tuple[int, 
         raise _fail(channel, f"POST to {origin(url)} failed: {detail}") from None
     if response.status_code not in expect:
         raise _fail(channel, f"POST to {origin(url)} answered HTTP {response.status_code} "
-                             f"(expected {'/'.join(map(str, expect))}): {response.text[:200]!r}")
+                             f"(expected {_expected(expect)}): {response.text[:200]!r}")
     return response
 
 

@@ -13,11 +13,13 @@ their types, ranges and defaults are declared in :class:`nsync_dagster.settings.
   ``NSYNC_SMTP_PORT``, ``NSYNC_SMTP_SECURITY``, ``NSYNC_SMTP_CAFILE``; ``NSYNC_SMTP_USERNAME``
   and ``NSYNC_SMTP_PASSWORD`` together or not at all.
 * PagerDuty (``pagerduty``): ``NSYNC_PAGERDUTY_ROUTING_KEY``; ``NSYNC_PAGERDUTY_EVENTS_URL``.
+* dead-man's switch (``heartbeat``): ``NSYNC_HEARTBEAT_URL``.
 * routing and retries: ``NSYNC_NOTIFY_ROUTES``, ``NSYNC_NOTIFY_ATTEMPTS``,
   ``NSYNC_NOTIFY_BACKOFF_SECONDS``.
 
 Secrets (Slack token, SMTP password, PagerDuty routing key, the webhook URL's query string) are
-registered with the redaction by the settings registry as it reads them.
+registered with the redaction by the settings registry as it reads them; the heartbeat URL's
+path (its ping key) by the heartbeat channel.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from nsync_dagster.notify.channels import (
     SlackChannel,
     WebhookChannel,
 )
+from nsync_dagster.notify.heartbeat import HeartbeatChannel
 from nsync_dagster.notify.router import Notifier, parse_routes
 from nsync_dagster.settings import Notifications
 
@@ -97,6 +100,11 @@ def _pagerduty(n: Notifications) -> dict[str, Channel]:
     return {"pagerduty": PagerDutyChannel(key.get_secret_value(), n.pagerduty_events_url)}
 
 
+def _heartbeat(n: Notifications) -> dict[str, Channel]:
+    url = n.heartbeat_url
+    return {"heartbeat": HeartbeatChannel(url.get_secret_value())} if url else {}
+
+
 def notifier_from_env(env: Mapping[str, str] | None = None) -> Notifier:
     """The configured channels, routes and retry policy; channels left unset are skipped.
 
@@ -117,7 +125,7 @@ def notifier_from_env(env: Mapping[str, str] | None = None) -> Notifier:
     """
     n = Notifications.load(env)  # validates every value, registers the secrets
     channels: dict[str, Channel] = {}
-    for build in (_webhook, _slack, _email, _pagerduty):
+    for build in (_webhook, _slack, _email, _pagerduty, _heartbeat):
         channels.update(build(n))
     return Notifier(channels, parse_routes(n.notify_routes), attempts=n.notify_attempts,
                     backoff_s=n.notify_backoff_seconds)

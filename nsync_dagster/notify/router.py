@@ -15,6 +15,8 @@ email_oncall      run_failure, deadline_warning, deadline_missed, escalation, se
                   recovery_test_failed, test
 pagerduty         run_failure, deadline_missed, escalation, security_drift, recovery_test_failed,
                   resolved, test (``test`` triggers and resolves at once: nobody stays paged)
+heartbeat         daily_success, run_failure, deadline_missed, test (``NSYNC_HEARTBEAT_URL``, see
+                  :mod:`nsync_dagster.notify.heartbeat`)
 ================  ==============================================================================
 
 Override with ``NSYNC_NOTIFY_ROUTES`` (parsed by :func:`parse_routes`): clauses separated by
@@ -28,7 +30,9 @@ Delivery (:meth:`Notifier.notify`): each routed channel is tried up to ``attempt
 sleeping ``backoff_s``, ``2 x backoff_s``, ``4 x backoff_s`` ... between tries. Every failed
 try is logged (redacted) on the ``nsync.notify`` logger; one broken channel never stops the
 others. The caller gets one :class:`DeliveryResult` per channel and decides what a failure
-means (:func:`raise_for_failures` turns failures into an exception).
+means (:func:`raise_for_failures` turns failures into an exception). The alert sensors use
+:meth:`Notifier.deliver` instead: one try per channel and tick, the retries coming from their
+durable outbox (:mod:`nsync_dagster.notify.outbox`).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from dataclasses import dataclass
 from nsync_dagster.errors import ConfigError
 from nsync_dagster.notify.channels import Channel
 from nsync_dagster.notify.events import EVENT_TYPES, Event, NotificationError
+from nsync_dagster.notify.heartbeat import HEARTBEAT_EVENTS
 from nsync_dagster.redact import redact
 
 log = logging.getLogger("nsync.notify")
@@ -58,6 +63,7 @@ DEFAULT_ROUTES: dict[str, frozenset[str]] = {
                                "escalation", "security_drift", "recovery_test_failed", "test"}),
     "pagerduty": frozenset({"run_failure", "deadline_missed", "escalation", "security_drift",
                             "recovery_test_failed", "resolved", "test"}),
+    "heartbeat": HEARTBEAT_EVENTS,
 }
 CHANNEL_NAMES: tuple[str, ...] = tuple(DEFAULT_ROUTES)
 ROUTES_VARIABLE = "NSYNC_NOTIFY_ROUTES"
@@ -204,18 +210,24 @@ class Notifier:
         return [self._deliver(name, self.channels[name], event)
                 for name in self.channels_for(event.event)]
 
-    def _deliver(self, name: str, channel: Channel, event: Event) -> DeliveryResult:
+    def deliver(self, name: str, event: Event, attempts: int = 1) -> DeliveryResult:
+        """Try ``event`` on the configured channel ``name`` only, ``attempts`` times."""
+        return self._deliver(name, self.channels[name], event, attempts)
+
+    def _deliver(self, name: str, channel: Channel, event: Event,
+                 attempts: int | None = None) -> DeliveryResult:
         error = ""
-        for attempt in range(1, self.attempts + 1):
+        attempts = attempts or self.attempts
+        for attempt in range(1, attempts + 1):
             try:
                 channel.send(event)
             except Exception as exc:  # a broken channel must not stop the others
                 kind = "" if isinstance(exc, NotificationError) else f"{type(exc).__name__}: "
                 error = redact(f"{kind}{exc}")
-                last = attempt == self.attempts
+                last = attempt == attempts
                 log.log(logging.ERROR if last else logging.WARNING,
                         "notification %s to %s failed (attempt %d of %d)%s: %s", event.event,
-                        name, attempt, self.attempts, "" if last else ", retrying", error)
+                        name, attempt, attempts, "" if last else ", retrying", error)
                 if not last:
                     self._sleep(self.backoff_s * 2 ** (attempt - 1))
                 continue
@@ -223,4 +235,4 @@ class Notifier:
                 log.info("notification %s to %s delivered on attempt %d", event.event, name,
                          attempt)
             return DeliveryResult(name, True, attempt)
-        return DeliveryResult(name, False, self.attempts, error)
+        return DeliveryResult(name, False, attempts, error)

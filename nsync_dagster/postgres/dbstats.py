@@ -83,15 +83,37 @@ ROLE_ATTRIBUTES = ("rolsuper", "rolinherit", "rolcreaterole", "rolcreatedb", "ro
 
 def roles(cur: psycopg.Cursor) -> list[dict[str, Any]]:
     """Every role except the predefined ``pg_*`` ones, with its attributes (never passwords)."""
-    cur.execute(f"""SELECT rolname, {', '.join(ROLE_ATTRIBUTES)} FROM pg_roles
+    cur.execute(f"""SELECT rolname, {', '.join(ROLE_ATTRIBUTES)},
+                           ARRAY(SELECT unnest(s.setconfig) ORDER BY 1)
+                    FROM pg_roles r LEFT JOIN pg_db_role_setting s
+                         ON s.setrole = r.oid AND s.setdatabase = 0
                     WHERE rolname !~ '^pg_' ORDER BY rolname""")
     out = []
     for row in cur.fetchall():
         item = {"name": row[0]}
-        for key, value in zip(ROLE_ATTRIBUTES, row[1:], strict=True):
+        for key, value in zip(ROLE_ATTRIBUTES, row[1:-1], strict=True):
             item[key] = value.isoformat() if hasattr(value, "isoformat") else value
+        item["settings"] = list(row[-1])  # ALTER ROLE ... SET, in every database
         out.append(item)
     return out
+
+
+def settings_in_database(cur: psycopg.Cursor) -> tuple[list[str], dict[str, list[str]]]:
+    """``ALTER DATABASE <this> SET`` and ``ALTER ROLE r IN DATABASE <this> SET`` entries
+    (``name=value``, sorted), keyed by the database's oid, so they follow a rename."""
+    cur.execute("""SELECT coalesce(r.rolname, ''), ARRAY(SELECT unnest(s.setconfig) ORDER BY 1)
+                   FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole
+                   WHERE s.setdatabase = (SELECT oid FROM pg_database
+                                          WHERE datname = current_database())
+                   ORDER BY 1""")
+    database: list[str] = []
+    per_role: dict[str, list[str]] = {}
+    for role, config in cur.fetchall():
+        if role:
+            per_role[role] = list(config)
+        else:
+            database = list(config)
+    return database, per_role
 
 
 def memberships(cur: psycopg.Cursor) -> list[dict[str, Any]]:
@@ -110,15 +132,19 @@ def memberships(cur: psycopg.Cursor) -> list[dict[str, Any]]:
 
 
 def database_facts(cur: psycopg.Cursor) -> dict[str, Any]:
-    """Owner, encoding, comment and ACL of the current database (not carried by the dump)."""
+    """Owner, encoding, comment, ACL and settings of the current database (not carried by the
+    dump): ``settings`` from ALTER DATABASE ... SET, ``role_settings`` from ALTER ROLE ... IN
+    DATABASE ... SET."""
     cur.execute("""
         SELECT d.datname, pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding),
                d.datcollate, d.datctype, d.datconnlimit, d.datacl::text[],
                shobj_description(d.oid, 'pg_database')
         FROM pg_database d WHERE d.datname = current_database()""")
     name, owner, encoding, collate, ctype, connlimit, acl, comment = cur.fetchone()
+    settings, role_settings = settings_in_database(cur)
     return {"name": name, "owner": owner, "encoding": encoding, "collate": collate,
-            "ctype": ctype, "connection_limit": connlimit, "acl": acl, "comment": comment}
+            "ctype": ctype, "connection_limit": connlimit, "acl": acl, "comment": comment,
+            "settings": settings, "role_settings": role_settings}
 
 
 def compare(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:

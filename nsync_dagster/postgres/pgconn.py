@@ -42,9 +42,12 @@ TLS_FIX = "?sslmode=verify-full&sslrootcert=system"
 # (PGSSLMODE, PGSSLROOTCERT, ...) pass through
 _CONNECTION_VARS = {"PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD",
                     "PGPASSFILE", "PGSERVICE", "PGSERVICEFILE", "PGOPTIONS"}
-# session settings that make text output of values identical across servers and clients
+# session settings that make text output of values identical across servers and clients, and
+# lift role-level timeouts (ALTER ROLE ... SET statement_timeout) from nsync's own sessions, as
+# pg_dump and pg_restore do for theirs: a verification scan may legitimately take long
 STABLE_SESSION = {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "postgres",
-                  "extra_float_digits": "3", "bytea_output": "hex"}
+                  "extra_float_digits": "3", "bytea_output": "hex", "statement_timeout": "0",
+                  "idle_in_transaction_session_timeout": "0"}
 
 
 def tls_floor(value: str | None = None, env: Mapping[str, str] | None = None) -> str:

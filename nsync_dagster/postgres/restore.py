@@ -18,9 +18,12 @@ Any error in any phase fails the restore.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import subprocess
+import tempfile
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,11 +116,24 @@ def plan(entries: Iterable[TocEntry], platform: Iterable[str],
     return result
 
 
+# pg_restore 17+ starts every session with this; servers before 17 do not know the setting
+_NEWER_CLIENT_ONLY = b"SET transaction_timeout = 0;\n"
+
+
+def _client_major(tools: pgbin.PgBin) -> int:
+    return int(str(tools.version).split(".")[0])
+
+
 def _run_phase(tools: pgbin.PgBin, target: PgTarget, dump_dir: Path, lines: list[str],
-               list_file: Path, *, jobs: int, row_security: bool, timeout_s: int) -> None:
+               list_file: Path, *, jobs: int, row_security: bool, timeout_s: int,
+               server_major: int = 0) -> None:
     if not lines:
         return
     list_file.write_text("\n".join(lines) + "\n")
+    if server_major and server_major < 17 <= _client_major(tools):
+        _run_phase_through_psql(tools, target, dump_dir, list_file, row_security=row_security,
+                                timeout_s=timeout_s)
+        return
     args = [tools.tool("pg_restore"), "-d", target.conninfo_without_password(), "-L",
             str(list_file), "--exit-on-error", "--no-subscriptions", "-j", str(jobs)]
     if row_security:
@@ -131,6 +147,52 @@ def _run_phase(tools: pgbin.PgBin, target: PgTarget, dump_dir: Path, lines: list
     if out.returncode != 0 or "errors ignored on restore" in out.stderr:
         raise RestoreError(f"pg_restore failed ({list_file.stem}): "
                            f"{redact(out.stderr).strip()[-1500:]}")
+
+
+def _run_phase_through_psql(tools: pgbin.PgBin, target: PgTarget, dump_dir: Path,
+                            list_file: Path, *, row_security: bool, timeout_s: int) -> None:
+    """The same phase for a server older than the client: pg_restore writes the script, the one
+    statement the server cannot know (``SET transaction_timeout``) is removed, psql runs the rest
+    and stops at the first error. Serial (a script has one session)."""
+    restore = [tools.tool("pg_restore"), "-f", "-", "-L", str(list_file), "--no-subscriptions"]
+    if row_security:
+        restore.append("--enable-row-security")
+    restore.append(str(dump_dir))
+    psql = [tools.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d",
+            target.conninfo_without_password()]
+    with tempfile.TemporaryFile() as err_a, tempfile.TemporaryFile() as err_b:
+        producer = subprocess.Popen(restore, stdout=subprocess.PIPE, stderr=err_a)
+        consumer = subprocess.Popen(psql, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                    stderr=err_b, env=target.child_env())
+        timer = threading.Timer(timeout_s, lambda: (producer.kill(), consumer.kill()))
+        timer.start()
+        removed = 0
+        try:
+            for line in producer.stdout:
+                if line == _NEWER_CLIENT_ONLY:
+                    removed += 1
+                    continue
+                try:
+                    consumer.stdin.write(line)
+                except BrokenPipeError:  # psql stopped at an error: its message says which
+                    break
+            with contextlib.suppress(BrokenPipeError):
+                consumer.stdin.close()
+            producer.stdout.close()
+            codes = (producer.wait(), consumer.wait())
+        finally:
+            timer.cancel()
+            for proc in (producer, consumer):
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        err_a.seek(0)
+        err_b.seek(0)
+        stderr = (err_a.read() + err_b.read()).decode(errors="replace")
+    log.debug("removed %d 'SET transaction_timeout' line(s)", removed)
+    if codes != (0, 0):
+        raise RestoreError(f"pg_restore {tools.version} | psql failed ({list_file.stem}; "
+                           f"exit {codes}): {redact(stderr).strip()[-1500:]}")
 
 
 def _parse_acl_item(item: str) -> tuple[str, str, bool] | None:
@@ -181,12 +243,18 @@ def restore_dump(dump_dir: Path, target: PgTarget, manifest: dict[str, Any], *, 
         with roles.acting_as(conn, the_plan.owners) as elevated:
             if elevated:
                 report(f"temporarily acting as {', '.join(elevated)} for the restore")
-            _run_phase(tools, target, dump_dir, the_plan.phase_a, work / "phase-a-schemas.list",
-                       jobs=1, row_security=False, timeout_s=timeout_s)
-            _run_phase(tools, target, dump_dir, the_plan.phase_b, work / "phase-b-objects.list",
-                       jobs=jobs, row_security=False, timeout_s=timeout_s)
-            _run_phase(tools, target, dump_dir, the_plan.phase_c, work / "phase-c-matviews.list",
-                       jobs=1, row_security=True, timeout_s=timeout_s)
+            major = conn.info.server_version // 10000
+            if major < 17 <= _client_major(tools):
+                report(f"pg_restore {tools.version} is newer than the PostgreSQL {major} server: "
+                       "restoring through psql without 'SET transaction_timeout' (serially; "
+                       f"client programs of version {major} restore in parallel)")
+            for lines, name, phase_jobs, rls in (
+                    (the_plan.phase_a, "phase-a-schemas", 1, False),
+                    (the_plan.phase_b, "phase-b-objects", jobs, False),
+                    (the_plan.phase_c, "phase-c-matviews", 1, True)):
+                _run_phase(tools, target, dump_dir, lines, work / f"{name}.list",
+                           jobs=phase_jobs, row_security=rls, timeout_s=timeout_s,
+                           server_major=major)
         try:
             apply_database_facts(conn, target.dbname, manifest["database"])
         except psycopg.Error as exc:

@@ -1,23 +1,26 @@
-"""Roles on the staging server: create the ones production has, never with its passwords.
+"""Roles on the staging server: production's roles, memberships and settings, never its passwords.
 
-Runs as a non-superuser (Neon's owner role). Missing roles get production's attributes and
-memberships and never production's password. A login role created here gets staging's own
-password from ``NSYNC_STAGING_PASSWORD_<ROLE>`` (role name upper-cased, other characters as
-``_``; sent to the server as a SCRAM verifier, never in clear), or none at all: then it cannot
-log in until an administrator sets one, and the security check reports it. Platform roles
-(Neon's ``cloud_admin``, ``neon_superuser``, ``neon_service``) and predefined ``pg_*`` roles
-are never created or altered.
+Runs as a non-superuser (Neon's owner role). Missing roles get production's attributes; the
+memberships between production's roles are mirrored (options included, PostgreSQL 16's INHERIT
+and SET too), so the owner role is a member of exactly the roles it is a member of on
+production. Login roles never get production's password: a login role gets staging's own from
+``NSYNC_STAGING_PASSWORD_<ROLE>`` (role name upper-cased, other characters as ``_``; sent to the
+server as a SCRAM verifier, never in clear) on every run where the stored verifier does not
+already match it, so setting the variable later works on the next run. Without the variable a
+login role has no password on staging and the security check reports it. Platform roles
+(Neon's ``cloud_admin``, ``neon_superuser``, ``neon_service``) and predefined ``pg_*`` roles are
+never created or altered.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import logging
 import os
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,10 +28,13 @@ import psycopg
 from psycopg import sql
 
 from nsync_dagster.errors import RestoreError
-from nsync_dagster.postgres.pgconn import quote_ident, server_major
+from nsync_dagster.postgres.elevation import acting_as, revoke_leftovers
+from nsync_dagster.postgres.pgconn import PgTarget, quote_ident, server_major
 from nsync_dagster.redact import redact
-from nsync_dagster.settings import staging_password, staging_password_variable  # noqa: F401
+from nsync_dagster.settings import staging_password, staging_password_variable
 
+__all__ = ["acting_as", "revoke_leftovers", "sync_roles", "is_platform", "scram_verifier",
+           "scram_matches", "staging_password_variable", "RoleSyncResult", "roles_dump_args"]
 log = logging.getLogger("nsync.roles")
 DEFAULT_PLATFORM_ROLES = ("cloud_admin", "neon_superuser", "neon_service")
 
@@ -37,16 +43,45 @@ def is_platform(name: str, platform: Iterable[str]) -> bool:
     return name.startswith("pg_") or name in set(platform)
 
 
+def roles_dump_args(tools: Any, prod: PgTarget) -> list[str]:
+    """``pg_dumpall --roles-only`` for production, connected to production's own database
+    (``-l``): without it pg_dumpall tries ``postgres`` and then ``template1``, which a Neon
+    owner role may not be allowed to connect to."""
+    return [tools.tool("pg_dumpall"), "-d", prod.conninfo_without_password(), "-l", prod.dbname,
+            "--roles-only", "--no-role-passwords"]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _scram_keys(password: str, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    return (hashlib.sha256(client_key).digest(),
+            hmac.new(salted, b"Server Key", hashlib.sha256).digest())
+
+
 def scram_verifier(password: str, iterations: int = 4096) -> str:
     """A SCRAM-SHA-256 verifier as PostgreSQL stores it (RFC 5802/7677), so the clear password
     never reaches the server's statement log."""
     salt = os.urandom(16)
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    stored_key = hashlib.sha256(client_key).digest()
-    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
-    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731 - local shorthand
-    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+    stored_key, server_key = _scram_keys(password, salt, iterations)
+    return f"SCRAM-SHA-256${iterations}:{_b64(salt)}${_b64(stored_key)}:{_b64(server_key)}"
+
+
+def scram_matches(verifier: str | None, password: str) -> bool:
+    """Whether ``verifier`` (``pg_authid.rolpassword``) accepts ``password``."""
+    m = re.fullmatch(r"SCRAM-SHA-256\$(\d+):([^$]+)\$([^:]+):(.+)", verifier or "")
+    if not m:
+        return False
+    try:
+        stored_key, server_key = _scram_keys(password, base64.b64decode(m.group(2)),
+                                             int(m.group(1)))
+    except ValueError:
+        return False
+    return (hmac.compare_digest(_b64(stored_key), m.group(3))
+            and hmac.compare_digest(_b64(server_key), m.group(4)))
 
 
 @dataclass
@@ -56,8 +91,12 @@ class RoleSyncResult:
     created: list[str] = field(default_factory=list)
     login_without_password: list[str] = field(default_factory=list)
     staging_passwords_set: list[str] = field(default_factory=list)
+    staging_passwords_failed: list[str] = field(default_factory=list)
     memberships_granted: list[str] = field(default_factory=list)
+    memberships_revoked: list[str] = field(default_factory=list)
+    memberships_not_mirrored: list[str] = field(default_factory=list)
     skipped_superusers: list[str] = field(default_factory=list)
+    leftover_grants_revoked: list[str] = field(default_factory=list)
 
 
 def _create_sql(role: dict[str, Any]) -> str:
@@ -73,9 +112,11 @@ def _create_sql(role: dict[str, Any]) -> str:
 
 def sync_roles(conn: psycopg.Connection, manifest: dict[str, Any],
                platform: Iterable[str] = DEFAULT_PLATFORM_ROLES) -> RoleSyncResult:
-    """Create production's roles that staging lacks, then their memberships."""
+    """Revoke a killed run's temporary grants, create production's roles that staging lacks,
+    mirror the memberships between production's roles and set staging's own passwords."""
     platform = tuple(platform)
     result = RoleSyncResult()
+    result.leftover_grants_revoked = revoke_leftovers(conn)
     cur = conn.cursor()
     cur.execute("SELECT rolname FROM pg_roles")
     existing = {r for (r,) in cur.fetchall()}
@@ -93,82 +134,128 @@ def sync_roles(conn: psycopg.Connection, manifest: dict[str, Any],
                                "(the staging role needs CREATEROLE and every attribute it hands "
                                "out)") from None
         result.created.append(name)
-        if role["rolcanlogin"]:
-            password = staging_password(name)  # registered as a secret
-            if password:
-                cur.execute(f"ALTER ROLE {quote_ident(name)} PASSWORD "
-                            + sql.quote(scram_verifier(password)))
-                result.staging_passwords_set.append(name)
-            else:
-                result.login_without_password.append(name)
-    existing.update(result.created)
-    created = set(result.created)
-    cur.execute("""SELECT r.rolname, m.rolname FROM pg_auth_members a
-                   JOIN pg_roles r ON r.oid = a.roleid JOIN pg_roles m ON m.oid = a.member""")
-    present = set(cur.fetchall())
-    new_options = server_major(conn) >= 16
-    for mem in manifest["memberships"]:
-        pair = (mem["role"], mem["member"])
-        if pair in present or not (created & set(pair)):
-            continue
-        if not set(pair) <= existing:
-            continue
-        if new_options:
-            opts = (f" WITH ADMIN {str(mem['admin']).upper()}, "
-                    f"INHERIT {str(mem['inherit']).upper()}, SET {str(mem['set']).upper()}")
-        else:
-            opts = " WITH ADMIN OPTION" if mem["admin"] else ""
-        try:
-            cur.execute(f"GRANT {quote_ident(pair[0])} TO {quote_ident(pair[1])}{opts}")
-        except psycopg.Error as exc:
-            raise RestoreError(f"cannot grant role {pair[0]} to {pair[1]} on staging: "
-                               f"{redact(exc).strip()}") from None
-        present.add(pair)
-        result.memberships_granted.append(f"{pair[0]} -> {pair[1]}")
+    _staging_passwords(cur, manifest, platform, result)
+    mirror_memberships(conn, manifest, platform, result)
     return result
 
 
-@contextlib.contextmanager
-def acting_as(conn: psycopg.Connection, owners: Iterable[str]) -> Iterator[list[str]]:
-    """Let the connected role act as each owner while restoring; undo it afterwards.
+def _staging_passwords(cur: psycopg.Cursor, manifest: dict[str, Any], platform: tuple[str, ...],
+                       result: RoleSyncResult) -> None:
+    """Give every login role whose ``NSYNC_STAGING_PASSWORD_<ROLE>`` is set that password,
+    unless its stored verifier already accepts it (checked when ``pg_authid`` is readable:
+    Neon's owner reads it through ``neon_superuser``; otherwise set again every run)."""
+    cur.execute("SELECT has_table_privilege('pg_catalog.pg_authid', 'SELECT')")
+    stored: dict[str, str | None] | None = None
+    if cur.fetchone()[0]:
+        cur.execute("SELECT rolname, rolpassword FROM pg_catalog.pg_authid")
+        stored = dict(cur.fetchall())
+    for role in manifest["roles"]:
+        name = role["name"]
+        if not role["rolcanlogin"] or role["rolsuper"] or is_platform(name, platform):
+            continue
+        password = staging_password(name)  # registered as a secret
+        if not password:
+            if name in result.created:
+                result.login_without_password.append(name)
+            continue
+        if stored is not None and scram_matches(stored.get(name), password):
+            continue
+        try:
+            cur.execute(f"ALTER ROLE {quote_ident(name)} PASSWORD "
+                        + sql.quote(scram_verifier(password)))
+        except psycopg.Error as exc:
+            log.warning("cannot set staging's password of %s (%s): the staging role needs "
+                        "ADMIN on it", name, redact(exc).strip())
+            result.staging_passwords_failed.append(name)
+            continue
+        result.staging_passwords_set.append(name)
 
-    Restoring ownership, grants and default privileges of objects owned by role R needs the
-    SET and INHERIT rights on R. A Neon owner role has only ADMIN on roles it created (PG16+),
-    so nsync grants itself SET/INHERIT for the restore and revokes exactly that grant after.
-    """
+
+Grant = tuple[bool, bool, bool]  # admin, inherit, set
+
+
+def _staging_grants(cur: psycopg.Cursor, modern: bool) -> dict[tuple[str, str], dict[str, Grant]]:
+    options = ("a.admin_option, a.inherit_option, a.set_option" if modern
+               else "a.admin_option, m.rolinherit, true")
+    cur.execute(f"""SELECT r.rolname, m.rolname, coalesce(g.rolname, ''), {options}
+                    FROM pg_auth_members a JOIN pg_roles r ON r.oid = a.roleid
+                    JOIN pg_roles m ON m.oid = a.member
+                    LEFT JOIN pg_roles g ON g.oid = a.grantor""")
+    out: dict[tuple[str, str], dict[str, Grant]] = {}
+    for role, member, grantor, *opts in cur.fetchall():
+        out.setdefault((role, member), {})[grantor] = tuple(bool(o) for o in opts)
+    return out
+
+
+def _options_sql(want: Grant, modern: bool) -> str:
+    if not modern:
+        return " WITH ADMIN OPTION" if want[0] else ""
+    return (f" WITH ADMIN {str(want[0]).upper()}, INHERIT {str(want[1]).upper()}, "
+            f"SET {str(want[2]).upper()}")
+
+
+def mirror_memberships(conn: psycopg.Connection, manifest: dict[str, Any],
+                       platform: tuple[str, ...], result: RoleSyncResult) -> None:
+    """Make each membership between production's (non-platform) roles carry the same options
+    on staging. Grants made by other grantors are left alone; nsync changes only its own."""
     cur = conn.cursor()
-    cur.execute("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user")
-    me, superuser = cur.fetchone()
-    granted: list[str] = []
-    if superuser:
-        yield granted
-        return
+    me = cur.execute("SELECT current_user").fetchone()[0]
     modern = server_major(conn) >= 16
-    try:
-        for role in sorted(set(owners) - {me}):
-            if modern:
-                cur.execute("SELECT pg_has_role(%s, 'SET') AND pg_has_role(%s, 'USAGE')",
-                            (role, role))
-            else:
-                cur.execute("SELECT pg_has_role(%s, 'USAGE')", (role,))
-            if cur.fetchone()[0]:
+    prod: dict[tuple[str, str], set[Grant]] = {}
+    for m in manifest["memberships"]:
+        prod.setdefault((m["role"], m["member"]), set()).add(
+            (bool(m["admin"]), bool(m["inherit"]), bool(m["set"])))
+    names = {r["name"] for r in manifest["roles"] if not r["rolsuper"]}
+    staging = _staging_grants(cur, modern)
+    for pair in sorted(set(prod) | {p for p in staging if me in staging[p]}):
+        role, member = pair
+        if (member not in names or is_platform(member, platform) or role in platform
+                or (role not in names and not role.startswith("pg_"))):
+            continue
+        want, have = prod.get(pair, set()), staging.get(pair, {})
+        if set(have.values()) == want:
+            continue
+        mine = have.get(me)
+        if not modern:  # one membership per pair; INHERIT is the member's own attribute
+            if have and mine is None:
+                continue  # someone else's grant: not nsync's to change
+            target = (max(a for a, _, _ in want), True, True) if want else None
+            mine = (mine[0], True, True) if mine else None
+        else:
+            needed = want - {g for grantor, g in have.items() if grantor != me}
+            # one grant per grantor: nsync can supply one set of options, and never ADMIN to
+            # itself (PostgreSQL refuses ADMIN back to its own grantor)
+            if len(needed) > 1 or (member == me and any(a for a, _, _ in needed)):
+                result.memberships_not_mirrored.append(f"{role} -> {member}")
                 continue
-            grant = (f"GRANT {quote_ident(role)} TO {quote_ident(me)}"
-                     + (" WITH INHERIT TRUE, SET TRUE" if modern else ""))
-            try:
-                cur.execute(grant)
-            except psycopg.Error as exc:
-                raise RestoreError(
-                    f"the staging role {me} cannot act as {role}, which owns objects in the "
-                    f"backup ({redact(exc).strip()}). Give it ADMIN on that role, or run "
-                    f"'{grant}' as an administrator.") from None
-            granted.append(role)
-        yield granted
-    finally:
-        for role in granted:
-            try:
-                cur.execute(f"REVOKE {quote_ident(role)} FROM {quote_ident(me)}"
-                            + (f" GRANTED BY {quote_ident(me)}" if modern else ""))
-            except psycopg.Error as exc:  # leave a trace; the posture check will report it
-                log.error("could not revoke temporary membership %s -> %s: %s", role, me,
-                          redact(exc))
+            target = next(iter(needed), None)
+        if mine == target:
+            continue
+        try:
+            _set_own_grant(cur, role, member, me, mine, target, modern)
+        except psycopg.Error as exc:
+            raise RestoreError(f"cannot mirror production's membership of {member} in {role} "
+                               f"on staging: {redact(exc).strip()}") from None
+        (result.memberships_revoked if target is None
+         else result.memberships_granted).append(f"{role} -> {member}")
+
+
+def _set_own_grant(cur: psycopg.Cursor, role: str, member: str, me: str, mine: Grant | None,
+                   target: Grant | None, modern: bool) -> None:
+    r, m = quote_ident(role), quote_ident(member)
+    by = f" GRANTED BY {quote_ident(me)}" if modern else ""
+    if mine is not None and (target is None or any(h and not w for h, w in zip(mine, target,
+                                                                                 strict=True))):
+        cur.execute(f"REVOKE {r} FROM {m}{by}")  # options can only be lowered by revoking
+    if target is None:
+        return
+    grant = f"GRANT {r} TO {m}{_options_sql(target, modern)}"
+    if not by:
+        cur.execute(grant)
+        return
+    try:  # as nsync's own grant, so a later run can tell it apart and change only it
+        cur.execute(grant + by)
+    except (psycopg.errors.InvalidGrantOperation, psycopg.errors.InsufficientPrivilege):
+        # ADMIN only through another role (a predefined role through neon_superuser, say):
+        # PostgreSQL picks that role as the grantor
+        cur.execute(grant)

@@ -21,6 +21,7 @@ from typing import Any
 from nsync_dagster.errors import SnapshotError
 from nsync_dagster.postgres import dbstats, pgbin
 from nsync_dagster.postgres.pgconn import PgTarget, server_major
+from nsync_dagster.postgres.roles import roles_dump_args
 from nsync_dagster.progress import dir_size, watch_progress
 from nsync_dagster.redact import redact
 
@@ -115,8 +116,7 @@ def take_snapshot(prod: PgTarget, work_dir: Path, options: DumpOptions, *, backu
             raise SnapshotError(message, transient="is locked by another session" in message)
         cur.execute("COMMIT")
         roles_sql = subprocess.run(
-            [tools.tool("pg_dumpall"), "-d", prod.conninfo_without_password(), "--roles-only",
-             "--no-role-passwords"], env=prod.child_env(), capture_output=True, text=True,
+            roles_dump_args(tools, prod), env=prod.child_env(), capture_output=True, text=True,
             timeout=600)
         if roles_sql.returncode != 0:
             raise SnapshotError("pg_dumpall --roles-only failed: "

@@ -25,7 +25,10 @@ Top-level keys of the posture dict:
 * ``policies``: ``{"app.projects tenant_isolation": {table, name, command, permissive, roles,
   using, with_check}}``;
 * ``extensions``: ``{name: {version, schema}}``;
-* ``settings``: security-relevant server settings the reader can see.
+* ``settings``: security-relevant server settings the reader can see;
+* ``session_defaults``: ``{"role analyst": [...], "role analyst in this database": [...],
+  "this database": [...]}``: ``ALTER ROLE/DATABASE ... SET`` entries (``name=value``, sorted)
+  of non-platform roles and of the connected database (whatever its name).
 
 An ``acl`` is a sorted list of ``[grantee, privilege]`` pairs: ``grantee`` is a role name,
 ``PUBLIC``, or ``(owner)`` for the object's owner (so a change of owner shows once, as an
@@ -182,6 +185,7 @@ def _read(cur: psycopg.Cursor, platform: list[str]) -> dict[str, Any]:
         "policies": _sorted(_policies(cur)),
         "extensions": _sorted(_extensions(cur)),
         "settings": _sorted(_settings(cur)),
+        "session_defaults": _session_defaults(cur, platform),
     }
 
 
@@ -272,6 +276,19 @@ def _policies(cur: psycopg.Cursor) -> dict[str, dict[str, Any]]:
                                 "permissive": bool(permissive), "roles": list(roles),
                                 "using": using, "with_check": check}
             for table, name, cmd, permissive, roles, using, check in cur.fetchall()}
+
+
+def _session_defaults(cur: psycopg.Cursor, platform: list[str]) -> dict[str, list[str]]:
+    cur.execute("""
+        SELECT CASE WHEN s.setrole = 0 THEN 'this database'
+                    ELSE 'role ' || r.rolname || CASE WHEN s.setdatabase = 0 THEN ''
+                                                  ELSE ' in this database' END END,
+               r.rolname, ARRAY(SELECT unnest(s.setconfig) ORDER BY 1)
+        FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole
+        WHERE s.setdatabase IN (0, (SELECT oid FROM pg_database
+                                    WHERE datname = current_database()))""")
+    return dict(sorted((key, list(config)) for key, role, config in cur.fetchall()
+                       if not (role and (role in platform or role.startswith("pg_")))))
 
 
 def _extensions(cur: psycopg.Cursor) -> dict[str, dict[str, str]]:

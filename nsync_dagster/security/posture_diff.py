@@ -37,7 +37,7 @@ class Difference:
     Attributes:
         kind: What differs: ``role``, ``role_attribute``, ``role_password``, ``membership``,
             ``object``, ``owner``, ``grant``, ``default_privilege``, ``rls``, ``policy``,
-            ``extension`` or ``setting``.
+            ``extension``, ``setting`` or ``session_default`` (ALTER ROLE/DATABASE ... SET).
         subject: What it is about, e.g. ``role analyst`` or ``table app.users``.
         production: The value on production (``None`` when absent there).
         staging: The value on staging (``None`` when absent there).
@@ -91,6 +91,13 @@ def diff_posture(prod: dict[str, Any], staging: dict[str, Any], *,
     out += [Difference("setting", f"setting {k}", prod["settings"][k], staging["settings"][k])
             for k in sorted(set(prod["settings"]) & set(staging["settings"]))
             if prod["settings"][k] != staging["settings"][k]]
+    p, s = prod.get("session_defaults"), staging.get("session_defaults")
+    if p is not None and s is not None:
+        out += [Difference("session_default", key, p.get(key), s.get(key), (
+                    f"{key}: ALTER ... SET {', '.join(p.get(key, [])) or 'nothing'} on "
+                    f"production, {', '.join(s.get(key, [])) or 'nothing'} on staging"))
+                for key in sorted(set(p) | set(s)) if p.get(key, []) != s.get(key, [])
+                and not (key.startswith("role ") and key.split(" ")[1] in ok)]
     return out
 
 

@@ -161,3 +161,21 @@ class Notifications(Group):
         2.0,
         "Wait before the second try; doubled before each further try (2, 4, 8 ... seconds).",
         ge=0, le=300, unit="seconds", example="5")
+
+    notify_give_up_hours: int = setting(
+        24,
+        "How long the alert sensors keep retrying a notification that a channel did not "
+        "accept (one try per channel per sensor tick, about every 30 s); then the message is "
+        "given up, the tick fails and an ERROR names the event and channel. A deadline warning "
+        "is given up at the deadline itself.",
+        ge=1, le=168, unit="hours", example="12")
+
+    heartbeat_url: SecretHttpURL | None = setting(
+        None,
+        "Contract variable: a dead-man's switch (healthchecks.io / Cronitor style). The alert "
+        "sensor POSTs <url> after each verified daily run and <url>/fail after a failed one or "
+        "a missed deadline, so an outside monitor pages when nothing arrives (daemon or machine "
+        "down). nsync doctor checks it with <url>/log, which changes no state. The path "
+        "usually holds the check's key: it is masked; only scheme://host:port is shown.",
+        unset="unset: no heartbeat", example="https://hc-ping.com/REPLACE_WITH_UUID",
+        kind="http(s) URL")

@@ -1,13 +1,15 @@
 """End to end under the real Dagster daemon (``dagster dev``) on a PostgreSQL-backed instance:
-a failing run pages through the run-failure sensor, a later success sends the director's
-confirmation and the "resolved" notice, schedules and sensors are on by default, and the asset
-lineage renders in a real browser (headless Chromium)."""
+a failing run pages through the alert sensor, a later success sends the director's
+confirmation and the "resolved" notice, runs started with ``nsync run daily`` from the command
+line are alerted the same way, a run terminated from the UI pages, schedules and sensors are on
+by default, and the asset lineage renders in a real browser (headless Chromium)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -54,8 +56,8 @@ def _wait(what: str, check, timeout: float = 150.0, every: float = 1.0):
 class Dev:
     """A running ``dagster dev`` and a way to talk GraphQL to it."""
 
-    def __init__(self, port: int, proc: subprocess.Popen, log: Path) -> None:
-        self.port, self.proc, self.log = port, proc, log
+    def __init__(self, port: int, proc: subprocess.Popen, log: Path, env: dict) -> None:
+        self.port, self.proc, self.log, self.env = port, proc, log, env
         self.url = f"http://127.0.0.1:{port}"
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:
@@ -84,6 +86,14 @@ class Dev:
         launched = result["data"]["launchRun"]
         assert launched["__typename"] == "LaunchRunSuccess", launched
         return launched["run"]["runId"]
+
+    def terminate(self, run_id: str) -> None:
+        result = self.graphql("""mutation($r: String!) { terminateRun(runId: $r) {
+            __typename ... on PythonError { message } } }""", {"r": run_id})
+        assert result["data"]["terminateRun"]["__typename"] == "TerminateRunSuccess", result
+
+    def status(self, run_id: str) -> str:
+        return next((r["status"] for r in self.runs() if r["runId"] == run_id), "")
 
     def runs(self) -> list[dict]:
         data = self.graphql("{ runsOrError { ... on Runs { results { runId status } } } }")
@@ -121,7 +131,7 @@ def dev(pg_prod, pg_staging, s3_endpoint, dagster_storage_role, tmp_path_factory
         proc = subprocess.Popen([sys.executable, "-m", "nsync_dagster.cli", "dev", "--port",
                                  str(port)], cwd=REPO, env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
-    server = Dev(port, proc, log)
+    server = Dev(port, proc, log, env)
     try:
         _wait("dagster dev", server.up, timeout=120)
         yield server, receiver, tmp
@@ -157,6 +167,61 @@ def test_daemon_alerts_on_failure_then_confirms_and_resolves(dev, pg_prod):
     assert [r["status"] for r in server.runs() if r["runId"] == good_run] == ["SUCCESS"]
 
 
+RUN_ID = re.compile(r"(?:dagster run|daily run) ([0-9a-f-]{36})")
+
+
+def cli_daily(server: Dev) -> tuple[int, str, str]:
+    """``nsync run daily`` in its own process, on the daemon's instance: (exit, run id, text)."""
+    done = subprocess.run([sys.executable, "-m", "nsync_dagster.cli", "run", "daily"],
+                          env=server.env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    text = done.stdout + done.stderr
+    found = RUN_ID.search(text)
+    assert found, text
+    return done.returncode, found.group(1), text
+
+
+def test_cli_runs_are_alerted_by_the_daemon(dev, pg_prod):
+    """Observation 4: the engineer who fixes a failure at 05:30 with the CLI gets "resolved"
+    sent to the director; the failed CLI run paged on-call first."""
+    server, receiver, _ = dev
+
+    def bodies(run_id: str) -> list[str]:
+        return [b["event"] for b in receiver.bodies("/hooks/nsync")
+                if (b["run_url"] or "").endswith(run_id)]
+
+    with psycopg.connect(pg_prod.url("postgres", SUPERUSER_PW, PROD_DB)) as locker:
+        locker.execute("LOCK TABLE app.projects IN ACCESS EXCLUSIVE MODE")
+        code, failed_run, text = cli_daily(server)
+    assert code != 0, text
+    _wait("the CLI run's failure alert", lambda: bodies(failed_run) == ["run_failure"], 120)
+    code, good_run, text = cli_daily(server)
+    assert code == 0, text
+    _wait("confirmation and resolved for the CLI run",
+          lambda: {"daily_success", "resolved"} <= set(bodies(good_run)), 120)
+    time.sleep(35)  # one more sensor interval: nothing is sent twice
+    assert sorted(bodies(good_run)) == ["daily_success", "resolved"], \
+        [(b["event"], b["run_url"]) for b in receiver.bodies("/hooks/nsync")]
+    assert bodies(failed_run) == ["run_failure"]
+
+
+def test_a_run_terminated_from_the_ui_pages(dev):
+    """Observation 6: Terminate (like max runtime or a signal) ends a run CANCELED or FAILURE;
+    either way on-call gets a run_failure."""
+    server, receiver, _ = dev
+    day = eastern_day(dt.datetime.now(dt.UTC)).isoformat()
+    run_id = server.launch(day)
+    _wait("the run to start", lambda: server.status(run_id) == "STARTED", 120, 0.2)
+    server.terminate(run_id)
+    _wait("the run to end", lambda: server.status(run_id) in ("CANCELED", "FAILURE",
+                                                               "SUCCESS"), 120)
+    assert server.status(run_id) in ("CANCELED", "FAILURE"), "finished before the terminate"
+    _wait("the alert", lambda: any((b["run_url"] or "").endswith(run_id) and
+                                   b["event"] == "run_failure"
+                                   for b in receiver.bodies("/hooks/nsync")), 120)
+    [alert] = [b for b in receiver.bodies("/hooks/nsync") if b["run_url"].endswith(run_id)]
+    assert alert["details"]["status"] == server.status(run_id)
+
+
 def test_schedule_and_sensors_are_on_by_default(dev):
     server, _, _ = dev
     data = server.graphql("""{ repositoriesOrError { ... on RepositoryConnection { nodes {
@@ -169,8 +234,7 @@ def test_schedule_and_sensors_are_on_by_default(dev):
         ("daily_sync_schedule", "0 1 * * *", "America/New_York", "RUNNING"),
         ("recovery_test_schedule", "0 7 * * *", "America/New_York", "RUNNING")]
     assert {s["name"]: s["sensorState"]["status"] for s in repo["sensors"]} == {
-        "run_failure_alert": "RUNNING", "daily_success_confirmation": "RUNNING",
-        "deadline_watch": "RUNNING"}
+        "run_alerts": "RUNNING", "deadline_watch": "RUNNING"}
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt install "

@@ -8,8 +8,8 @@ import pytest
 
 from nsync_dagster.cli import main
 from nsync_dagster.deadline import eastern_day
-from nsync_dagster.defs.alerts.sensors import daily_success_confirmation
-from nsync_dagster.defs.resources import NotifierResource
+from nsync_dagster.defs.alerts.sensors import run_alerts_tick
+from nsync_dagster.notify import notifier_from_env
 from nsync_dagster_tests.conftest import SECRETS, run_daily_job
 from nsync_dagster_tests.receivers import Receiver
 
@@ -74,9 +74,9 @@ def test_verify_from_the_records(capsys, nsync_env, receiver, instance):
     assert code == 1
     assert "[FAIL] Daily backup is automated and completing successfully: no daily run" in out
 
-    cursor = daily_success_confirmation.evaluate_tick(_ctx(instance)).cursor
+    run_alerts_tick(instance, notifier_from_env(), dt.datetime.now(dt.UTC))
     assert run_daily_job(instance, eastern_day(dt.datetime.now(dt.UTC)).isoformat()).success
-    daily_success_confirmation.evaluate_tick(_ctx(instance, cursor))
+    run_alerts_tick(instance, notifier_from_env(), dt.datetime.now(dt.UTC))
     assert cli(capsys, "doctor", "--send-test")[0] == 0
     code, out = cli(capsys, "verify")
     assert code == 1, "no recovery test has run yet"
@@ -86,14 +86,6 @@ def test_verify_from_the_records(capsys, nsync_env, receiver, instance):
     assert "Director receives confirmation notification each morning" in out
     assert "[PASS] Staging DB has identical security posture to production" in out, out
     assert "[FAIL] Recovery testing is conducted on schedule: no recovery test recorded yet" in out
-
-
-def _ctx(instance, cursor=None):
-    import dagster as dg
-
-    return dg.build_sensor_context(instance=instance, cursor=cursor,
-                                   sensor_name="daily_success_confirmation",
-                                   resources={"notifier": NotifierResource()})
 
 
 def test_check_security_live(capsys, pg_staging, nsync_env, instance, receiver):

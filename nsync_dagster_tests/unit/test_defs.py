@@ -32,8 +32,12 @@ def test_inventory():
         assert node.partitions_def.timezone == "America/New_York", key
         assert node.owners == ["team:platform"]
     assert set(d.resources) == {"nsync", "s3", "notifier"}
-    assert {s.name for s in d.sensors} == {"run_failure_alert", "daily_success_confirmation",
-                                            "deadline_watch"}
+    assert {s.name for s in d.sensors} == {"run_alerts", "deadline_watch"}
+    # the alert sensors watch every job of the location by name (and the UI's asset job)
+    from nsync_dagster.defs.records import WATCHED_JOBS
+
+    jobs = {j.name for j in d.resolve_all_job_defs()}
+    assert WATCHED_JOBS == jobs | {"__ASSET_JOB"}, jobs
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in d.sensors)
     schedules = {s.name: s for s in d.schedules}
     assert set(schedules) == {"daily_sync_schedule", "recovery_test_schedule",

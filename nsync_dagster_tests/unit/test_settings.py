@@ -61,6 +61,8 @@ BAD = [
     ("NSYNC_NOTIFY_ATTEMPTS", "0", "is out of range", "integer 1..10"),
     ("NSYNC_NOTIFY_BACKOFF_SECONDS", "soon", "is not a number", "number seconds 0..300"),
     ("NSYNC_NOTIFY_BACKOFF_SECONDS", "301", "is out of range", "number seconds 0..300"),
+    ("NSYNC_NOTIFY_GIVE_UP_HOURS", "0", "is out of range", "integer hours 1..168"),
+    ("NSYNC_HEARTBEAT_URL", "ftp://hc.example.com/x", "http(s) URL", "http(s) URL"),
 ]
 
 
@@ -143,7 +145,8 @@ def test_secrets_are_secret_and_registered_when_read():
     secret = {s.name for s in SPECS.values() if s.secret}
     assert {"NSYNC_PROD_DATABASE_URL", "NSYNC_STAGING_DATABASE_URL",
             "NSYNC_SCRATCH_DATABASE_URL", "NSYNC_WEBHOOK_URL", "NSYNC_SLACK_TOKEN",
-            "NSYNC_SMTP_PASSWORD", "NSYNC_PAGERDUTY_ROUTING_KEY", "NSYNC_AGE_IDENTITY"} == secret
+            "NSYNC_SMTP_PASSWORD", "NSYNC_PAGERDUTY_ROUTING_KEY", "NSYNC_AGE_IDENTITY",
+            "NSYNC_HEARTBEAT_URL"} == secret
     n = settings.Notifications.load({"NSYNC_SLACK_TOKEN": "xoxb-registry-token-1",
                                      "NSYNC_WEBHOOK_URL": "https://h.example.com/x?k=hooktok42"})
     assert "hooktok42" not in redact(n.webhook_url.get_secret_value())

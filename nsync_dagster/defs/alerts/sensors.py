@@ -1,68 +1,159 @@
 """Sensors that turn what happened (or did not) into messages on the configured channels.
 
-None of them swallows an error: a channel that still fails after its retries fails the tick,
-which the UI shows under the sensor, after every other channel was tried.
+Both are plain sensors reading the instance's records, not run-status sensors: Dagster's run
+status sensors only see runs launched through the code location, so a run started with
+``nsync run daily`` (in-process, no code-location origin) would never be confirmed or alerted.
+
+Every message goes through a durable outbox (``notify/outbox.py``, kept in the instance by
+``state.py``): queued first, then delivered per channel, retried on every tick until delivered
+or given up after ``NSYNC_NOTIFY_GIVE_UP_HOURS``. A tick with an undelivered or given-up message
+fails loudly (the UI shows it under the sensor) after everything else was sent and saved.
 """
 
+from __future__ import annotations
+
 import datetime as dt
-import json
 
 import dagster as dg
 
+from nsync_dagster import deadline
+from nsync_dagster.defs import records
 from nsync_dagster.defs.alerts import watch
-from nsync_dagster.defs.daily.jobs import daily_sync_job
+from nsync_dagster.defs.alerts.state import SensorState
 from nsync_dagster.defs.resources import NotifierResource
-from nsync_dagster.settings import Alerting
+from nsync_dagster.notify import Event, NotificationError, Notifier, outbox
+from nsync_dagster.settings import Alerting, Notifications
 
 RUNNING = dg.DefaultSensorStatus.RUNNING
+RUN_ALERTS = "run_alerts"
+DEADLINE_WATCH = "deadline_watch"
+OVERLAP = dt.timedelta(minutes=10)  # re-read runs updated this long before the watermark
+KEEP = dt.timedelta(days=7)  # how long handled runs and sent days are remembered
 
 
-@dg.run_failure_sensor(name="run_failure_alert", default_status=RUNNING,
-                       minimum_interval_seconds=30)
-def run_failure_alert(context: dg.RunFailureSensorContext, notifier: NotifierResource) -> None:
-    """Alerts on-call the moment any nsync run fails: what failed, the error (secrets masked),
-    the run's page and the runbook section. Staging is untouched by a failed run."""
-    event = watch.failure_event(context.instance, context.dagster_run,
-                                context.failure_event.message or "")
-    notifier.deliver(event)
+def give_up_after() -> dt.timedelta:
+    """How long an undelivered message is retried (NSYNC_NOTIFY_GIVE_UP_HOURS)."""
+    return dt.timedelta(hours=Notifications.load().notify_give_up_hours)
 
 
-@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[daily_sync_job],
-                      name="daily_success_confirmation", default_status=RUNNING,
-                      minimum_interval_seconds=30)
-def daily_success_confirmation(context: dg.RunStatusSensorContext,
-                               notifier: NotifierResource) -> None:
-    """Sends the director's morning confirmation after each successful daily run (backup size,
-    location and checksum, when staging was verified, time to spare before 06:00, the last
-    recovery test) and a "resolved" notice when the day had a failure or a miss."""
-    for event in watch.success_events(context.instance, context.dagster_run):
-        results = notifier.deliver(event)
-        if event.event == "daily_success":
-            channels = [r.channel for r in results if r.ok]
-            context.instance.report_runless_asset_event(
-                watch.notified_record(event.details["partition"], channels))
+def _flush(state: dict, store: SensorState, notifier: Notifier, now: dt.datetime,
+           instance: dg.DagsterInstance) -> str:
+    report = outbox.flush(state["outbox"], notifier, now, lambda: store.save(state))
+    for item in report.done:
+        event = item["event"]
+        if event["event"] == "daily_success" and item["delivered"]:
+            instance.report_runless_asset_event(watch.notified_record(
+                event["details"]["partition"], item["delivered"], now))
+    if report.problems():
+        raise NotificationError("; ".join(report.problems()))
+    return report.text()
 
 
-def _deadline_sensor(context: dg.SensorEvaluationContext, notifier: NotifierResource,
-                     now: dt.datetime | None = None) -> dg.SkipReason:
+def _queue(state: dict, item_id: str, event: Event, notifier: Notifier, now: dt.datetime,
+           expires: dt.datetime | None = None) -> None:
+    outbox.enqueue(state["outbox"], item_id, event, notifier.channels_for(event.event), now,
+                   expires, give_up_after())
+
+
+def _incident(state: dict, deadline_sent: dict, day: str) -> str | None:
+    """Why ``day`` has an open incident (failed runs, a missed deadline), or None."""
+    incident = state["incidents"].get(day) or {}
+    if incident.get("resolved"):
+        return None
+    why = []
+    if incident.get("failed"):
+        why.append(f"{incident['failed']} failed run(s) before this one")
+    if day in (deadline_sent.get("missed"), deadline_sent.get("escalated")):
+        why.append("the 06:00 deadline was missed")
+    return " and ".join(why) or None
+
+
+def run_alerts_tick(instance: dg.DagsterInstance, notifier: Notifier, now: dt.datetime) -> str:
+    """One tick of :data:`run_alerts`; returns what it did (raises if a delivery failed)."""
+    store = SensorState(instance, RUN_ALERTS)
+    state = store.load()
+    if not state:  # monitoring starts now: runs that ended before are history, not news
+        state = {"since": now.timestamp(), "watermark": now.timestamp(), "handled": {},
+                 "incidents": {}, "outbox": []}
+        store.save(state)
+    deadline_sent = SensorState(instance, DEADLINE_WATCH).load().get("sent", {})
+    after = dt.datetime.fromtimestamp(state["watermark"], tz=dt.UTC) - OVERLAP
+    for record in records.finished_runs(instance, after):
+        run, updated = record.dagster_run, records.updated_at(record)
+        state["watermark"] = max(state["watermark"], updated)
+        if run.run_id in state["handled"]:
+            continue
+        state["handled"][run.run_id] = updated
+        if (record.end_time or updated) < state["since"]:
+            continue
+        day = run.tags.get(records.PARTITION_TAG)
+        daily = bool(day) and (run.job_name == records.DAILY_JOB or  # or the UI's Materialize
+                               records.STAGING in (run.asset_selection or ()))
+        if run.status == dg.DagsterRunStatus.SUCCESS:
+            if not daily:
+                continue
+            why = _incident(state, deadline_sent, day)
+            for event in watch.success_events(instance, run, why):
+                _queue(state, f"run:{run.run_id}:{event.event}", event, notifier, now)
+            if why:
+                state["incidents"][day] = {"failed": 0, "resolved": True}
+        else:  # FAILURE or CANCELED
+            _queue(state, f"run:{run.run_id}:run_failure", watch.failure_event(instance, run),
+                   notifier, now)
+            if daily:
+                failed = (state["incidents"].get(day) or {}).get("failed", 0)
+                state["incidents"][day] = {"failed": failed + 1, "resolved": False}
+    keep = now.timestamp() - KEEP.total_seconds()
+    state["handled"] = {k: v for k, v in state["handled"].items() if v >= keep}
+    oldest = deadline.eastern_day(now - KEEP).isoformat()
+    state["incidents"] = {d: v for d, v in state["incidents"].items() if d >= oldest}
+    store.save(state)
+    return _flush(state, store, notifier, now, instance)
+
+
+@dg.sensor(name=RUN_ALERTS, default_status=RUNNING, minimum_interval_seconds=30)
+def run_alerts(context: dg.SensorEvaluationContext, notifier: NotifierResource) -> dg.SkipReason:
+    """Every finished run of the nsync jobs, however it was started (schedule, UI, retry,
+    ``nsync run daily`` / ``nsync run recovery-test`` from the command line):
+
+    * FAILURE or CANCELED (Terminate, run monitoring's max runtime, a signal) → ``run_failure``
+      to on-call at once: the job, failed step, error (secrets masked), run and runbook links;
+      the heartbeat's ``/fail`` for the daily job.
+    * a successful daily run → the director's confirmation (backup size, location, checksum,
+      time to spare before 06:00, the last recovery test), the heartbeat ping, and "resolved"
+      when that day had a failed run or a missed deadline.
+
+    Undelivered messages stay in a durable outbox and are retried every tick."""
+    return dg.SkipReason(run_alerts_tick(context.instance, notifier.notifier(),
+                                         dt.datetime.now(dt.UTC)))
+
+
+def deadline_tick(instance: dg.DagsterInstance, notifier: Notifier, now: dt.datetime) -> str:
+    """One tick of :data:`deadline_watch` at ``now``."""
     alerting = Alerting.load()
     warn_at, escalate_at = alerting.warn_at, alerting.escalate_at
-    cursor = json.loads(context.cursor) if context.cursor else {}
-    now = now or dt.datetime.now(dt.UTC)
-    due = watch.deadline_events(context.instance, now, cursor, warn_at, escalate_at)
+    store = SensorState(instance, DEADLINE_WATCH)
+    state = store.load() or {"since": now.timestamp(), "sent": {}, "outbox": []}
+    since = dt.datetime.fromtimestamp(state["since"], tz=dt.UTC)
+    due = watch.deadline_events(instance, now, state["sent"], warn_at, escalate_at, since)
     for key, day, event in due:
-        notifier.deliver(event)
-        cursor[key] = day  # sent: never again for this day
-        context.update_cursor(json.dumps(cursor))
-    sent = ", ".join(event.event for _, _, event in due) or "nothing to report"
-    return dg.SkipReason(f"deadline watch at {now.isoformat(timespec='seconds')}: {sent}")
+        # a warning is pointless once the deadline itself has passed
+        expires = deadline.deadline_for(dt.date.fromisoformat(day)) if key == "warned" else None
+        _queue(state, f"deadline:{day}:{key}", event, notifier, now, expires)
+        state["sent"][key] = day
+    store.save(state)
+    sent = ", ".join(event.event for _, _, event in due) or "nothing new"
+    return (f"deadline watch at {now.isoformat(timespec='seconds')}: {sent}; "
+            + _flush(state, store, notifier, now, instance))
 
 
-@dg.sensor(name="deadline_watch", default_status=RUNNING, minimum_interval_seconds=60)
+@dg.sensor(name=DEADLINE_WATCH, default_status=RUNNING, minimum_interval_seconds=60)
 def deadline_watch(context: dg.SensorEvaluationContext,
                    notifier: NotifierResource) -> dg.SkipReason:
-    """Watches today's 06:00 New York deadline: an early warning at NSYNC_WARN_AT (05:00) if
-    staging is not synced yet, a page when the deadline passes (or the freshness policy fails),
-    and an escalation to the director and on-call at NSYNC_ESCALATE_AT (08:30) if it is still
-    not resolved. Each goes out at most once a day."""
-    return _deadline_sensor(context, notifier)
+    """Watches today's 06:00 New York deadline (a sync of today's partition only): an early
+    warning at NSYNC_WARN_AT (05:00) if staging is not synced yet, a page when the deadline
+    passes, and an escalation to the director and on-call at NSYNC_ESCALATE_AT (08:30) if it
+    is still not resolved. Each goes out at most once a day, and never for a moment that passed
+    before this sensor first ran (a fresh install is not paged for this morning)."""
+    return dg.SkipReason(deadline_tick(context.instance, notifier.notifier(),
+                                       dt.datetime.now(dt.UTC)))

@@ -1,6 +1,6 @@
 """Decisions behind the sensors, as plain functions of (instance, now, cursor).
 
-The sensors in ``defs/alerts`` only call these and deliver what they return, so the decisions
+The sensors in ``defs/alerts`` only call these and queue what they return, so the decisions
 are tested with explicit times (both DST nights, 05:00, 06:00, 08:30) without a daemon.
 """
 
@@ -17,37 +17,36 @@ from nsync_dagster.notify import alerts
 from nsync_dagster.notify.events import Event
 
 
-def _freshness_failed(instance: dg.DagsterInstance) -> bool:
-    """Whether Dagster's freshness daemon currently judges staging stale (FAIL)."""
-    getter = getattr(instance, "get_freshness_state_records", None)
-    if getter is None:
-        return False
-    record = getter([records.STAGING]).get(records.STAGING)
-    return record is not None and str(getattr(record.freshness_state, "value",
-                                              record.freshness_state)) == "FAIL"
-
-
-def deadline_events(instance: dg.DagsterInstance, now: dt.datetime, cursor: dict[str, str],
-                    warn_at: dt.time, escalate_at: dt.time) -> list[tuple[str, str, Event]]:
+def deadline_events(instance: dg.DagsterInstance, now: dt.datetime, sent: dict[str, str],
+                    warn_at: dt.time, escalate_at: dt.time,
+                    since: dt.datetime | None = None) -> list[tuple[str, str, Event]]:
     """Early warning, deadline missed and escalation for today, each at most once a day.
 
-    Returns ``(cursor_key, day, event)`` triples; the caller sets ``cursor[key] = day`` once
-    the event went out, so a message that failed is tried again on the next tick.
+    Only a staging sync of *today's* partition counts. Nothing is said about a moment that
+    passed before monitoring started (``since``): a fresh install in the afternoon does not
+    page for a 06:00 deadline that passed before nsync existed.
+
+    Returns ``(key, day, event)`` triples; the caller sets ``sent[key] = day`` once queued.
     """
-    last = records.last_sync_time(instance)
+    day = deadline.eastern_day(now)
+    last = records.sync_time_for(instance, day.isoformat())
     state = deadline.state(now, last)
-    day = state.day.isoformat()
     due: list[tuple[str, str, Event]] = []
     if state.synced:
         return due
-    ts = now.timestamp()
-    if (not state.past_deadline and ts >= deadline.at(state.day, warn_at).timestamp()
-            and cursor.get("warned") != day):
-        due.append(("warned", day, alerts.deadline_warning(state, last)))
-    if (state.past_deadline or _freshness_failed(instance)) and cursor.get("missed") != day:
-        due.append(("missed", day, alerts.deadline_missed(state, last)))
-    if ts >= deadline.at(state.day, escalate_at).timestamp() and cursor.get("escalated") != day:
-        due.append(("escalated", day, alerts.escalation(state, last, escalate_at)))
+    ts, start = now.timestamp(), since.timestamp() if since else float("-inf")
+
+    def due_at(clock: dt.time) -> bool:
+        moment = deadline.at(state.day, clock).timestamp()
+        return start <= moment <= ts
+
+    iso = day.isoformat()
+    if not state.past_deadline and due_at(warn_at) and sent.get("warned") != iso:
+        due.append(("warned", iso, alerts.deadline_warning(state, last)))
+    if state.past_deadline and due_at(deadline.DEADLINE) and sent.get("missed") != iso:
+        due.append(("missed", iso, alerts.deadline_missed(state, last)))
+    if due_at(escalate_at) and sent.get("escalated") != iso:
+        due.append(("escalated", iso, alerts.escalation(state, last, escalate_at)))
     return due
 
 
@@ -65,14 +64,20 @@ def failed_steps(instance: dg.DagsterInstance, run_id: str) -> tuple[list[str], 
 
 
 def failure_event(instance: dg.DagsterInstance, run: dg.DagsterRun,
-                  fallback_message: str) -> Event:
+                  fallback_message: str = "") -> Event:
+    """``run_failure`` for a run that ended FAILURE or CANCELED (terminated from the UI, by
+    run monitoring's max runtime, or by a signal)."""
     steps, message = failed_steps(instance, run.run_id)
+    ending = records.run_message(instance, run.run_id)
     return alerts.run_failure(run.job_name, run.run_id, run.tags.get(records.PARTITION_TAG),
-                              steps, message or fallback_message)
+                              steps, message or ending or fallback_message,
+                              canceled=run.status == dg.DagsterRunStatus.CANCELED)
 
 
-def success_events(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[Event]:
-    """The director's digest, plus "resolved" when the day had a failure or a miss."""
+def success_events(instance: dg.DagsterInstance, run: dg.DagsterRun,
+                   incident: str | None = None) -> list[Event]:
+    """The director's digest, plus "resolved" when ``incident`` (what was sent for the run's
+    day: a run failure, a missed deadline) is still open."""
     day = run.tags.get(records.PARTITION_TAG)
     if not day:
         return []
@@ -82,21 +87,15 @@ def success_events(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[Eve
         record.start_time else None
     events = [alerts.daily_success(day, run.run_id, records.run_materializations(
         instance, run.run_id), finished, duration, records.last_recovery_test(instance).text())]
-    started = record.create_timestamp.timestamp() if record else float("inf")
-    failed = [r for r in records.runs_for_day(instance, day, [dg.DagsterRunStatus.FAILURE])
-              if r.run_id != run.run_id and (rec := instance.get_run_record_by_id(r.run_id))
-              and rec.create_timestamp.timestamp() < started]
-    late = finished is not None and not deadline.counts_for(dt.date.fromisoformat(day), finished)
-    if failed or late:
-        why = (f"{len(failed)} failed run(s) before this one" if failed else
-               "finished after the 06:00 deadline")
-        events.append(alerts.resolved(day, run.run_id, why))
+    if incident:
+        events.append(alerts.resolved(day, run.run_id, incident))
     return events
 
 
-def notified_record(day: str, channels: list[str]) -> dg.AssetObservation:
+def notified_record(day: str, channels: list[str],
+                    when: dt.datetime) -> dg.AssetObservation:
     """What the success sensor writes once the director's confirmation went out."""
-    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    now = when.astimezone(dt.UTC).isoformat(timespec="seconds")
     return dg.AssetObservation(asset_key=records.STAGING, partition=day, metadata={
         "director_notified_at": now, "channels": ", ".join(channels), "partition": day})
 

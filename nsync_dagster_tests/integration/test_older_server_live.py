@@ -1,0 +1,104 @@
+"""Production and staging on PostgreSQL 15 (many Neon projects) with only PostgreSQL 18 client
+programs: ``pg_restore`` 18 starts every session with ``SET transaction_timeout``, which a 15
+server rejects. The daily job must still rebuild staging exactly. Production's owner may not
+connect to ``postgres`` or ``template1`` (as on Neon), so ``pg_dumpall --roles-only`` must
+connect to production's own database.
+
+Uses Debian's PostgreSQL 15 server; skipped only when it is not installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nsync_dagster.embedded.neon_shape import shape_like_neon
+from nsync_dagster.embedded.postgres import EmbeddedCluster, embedded_bin_dir
+from nsync_dagster.embedded.stack import sample_sql
+from nsync_dagster_tests import oracle
+from nsync_dagster_tests.conftest import (
+    OWNER,
+    PLATFORM_PW,
+    PROD_DB,
+    PROD_OWNER_PW,
+    STAGING_OWNER_PW,
+    SUPERUSER_PW,
+    apply_env,
+    contract_env,
+    failure_text,
+    run_daily_job,
+    s3_client,
+    staging_db,
+)
+
+PG15 = Path("/usr/lib/postgresql/15/bin")
+pytestmark = pytest.mark.skipif(not (PG15 / "postgres").is_file(),
+                                reason="Debian's PostgreSQL 15 server is not installed")
+
+
+def _cluster(root: Path, name: str, owner_pw: str) -> EmbeddedCluster:
+    cluster = EmbeddedCluster(root / name / "data", SUPERUSER_PW, bin_dir=PG15).start()
+    shape_like_neon(cluster, owner=OWNER, owner_password=owner_pw, dbname=PROD_DB,
+                    platform_password=PLATFORM_PW)
+    return cluster
+
+
+@pytest.fixture(scope="module")
+def pg15(server_root) -> Iterator[tuple[EmbeddedCluster, EmbeddedCluster]]:
+    """A Neon-shaped PostgreSQL 15 production (seeded, owner kept out of postgres/template1)
+    and staging."""
+    import psycopg
+
+    prod = _cluster(server_root, "pg15-prod", PROD_OWNER_PW)
+    try:
+        staging = _cluster(server_root, "pg15-staging", STAGING_OWNER_PW)
+        try:
+            # before 16 there are no INHERIT/SET options on a grant
+            seed = sample_sql(1).replace("WITH SET TRUE, INHERIT TRUE", "")
+            with psycopg.connect(prod.url(OWNER, PROD_OWNER_PW, PROD_DB),
+                                 autocommit=True) as conn:
+                conn.execute(seed)
+                conn.execute("ALTER ROLE analyst SET statement_timeout = '45s';"
+                             f"ALTER ROLE app_rw IN DATABASE {PROD_DB} SET work_mem = '16MB';"
+                             f"ALTER DATABASE {PROD_DB} SET lock_timeout = '11s'")
+            prod.psql("REVOKE CONNECT ON DATABASE postgres FROM PUBLIC;"
+                      "REVOKE CONNECT ON DATABASE template1 FROM PUBLIC")
+            yield prod, staging
+        finally:
+            staging.stop("immediate")
+    finally:
+        prod.stop("immediate")
+
+
+def test_daily_job_on_postgres_15_with_only_18_clients(pg15, s3_endpoint, bucket, tmp_path,
+                                                       monkeypatch, instance):
+    prod, staging = pg15
+    env = contract_env(prod, staging, s3_endpoint, bucket, tmp_path)
+    env["NSYNC_PG_BIN_DIR"] = str(embedded_bin_dir())
+    apply_env(env, monkeypatch)
+    assert prod.psql("SELECT current_setting('server_version_num')").startswith("15")
+
+    result = run_daily_job(instance)
+    assert result.success, failure_text(result)
+    stg = staging_db(env)
+    oracle.assert_same(oracle.picture(prod, PROD_DB), oracle.picture(staging, stg))
+    assert oracle.roles(staging) == oracle.roles(prod)
+    assert oracle.memberships(staging) == oracle.memberships(prod)
+    assert "role analyst: statement_timeout=45s" in oracle.settings(staging, stg)
+    logs = "\n".join(str(e) for e in instance.all_logs(result.run_id))
+    assert "pg_restore 18" in logs and "newer than the PostgreSQL 15 server" in logs
+
+    from nsync_dagster.cycle.preflight import Preflight, check_production
+    from nsync_dagster.security.parity import compare
+    from nsync_dagster.cycle.config import RunConfig
+
+    settings = RunConfig.from_env(env)
+    pf = Preflight()
+    check_production(pf, settings.prod)
+    assert [(r.name, r.ok) for r in pf.results][-1] == ("pg_dumpall --roles-only runs", True)
+    diffs, _ = compare(settings)
+    assert [str(d) for d in diffs] == []
+    keys = s3_client(s3_endpoint).list_objects_v2(Bucket=bucket)["Contents"]
+    assert any(k["Key"].endswith("/manifest.json") for k in keys)
