@@ -90,9 +90,9 @@ def test_daily_job_on_postgres_15_with_only_18_clients(pg15, s3_endpoint, bucket
     logs = "\n".join(str(e) for e in instance.all_logs(result.run_id))
     assert "pg_restore 18" in logs and "newer than the PostgreSQL 15 server" in logs
 
+    from nsync_dagster.cycle.config import RunConfig
     from nsync_dagster.cycle.preflight import Preflight, check_production
     from nsync_dagster.security.parity import compare
-    from nsync_dagster.cycle.config import RunConfig
 
     settings = RunConfig.from_env(env)
     pf = Preflight()

@@ -39,8 +39,8 @@ def _owner(cluster, password: str, dbname: str = PROD_DB) -> psycopg.Connection:
 
 def parity(env: dict[str, str], names: list[str]) -> list[str]:
     """The security parity check's differences that mention one of ``names``."""
-    from nsync_dagster.security.parity import compare
     from nsync_dagster.cycle.config import RunConfig
+    from nsync_dagster.security.parity import compare
 
     diffs, _ = compare(RunConfig.from_env(env))
     return [str(d) for d in diffs if any(n in str(d) for n in names)]
@@ -244,8 +244,8 @@ def test_killed_run_leaves_grants_the_next_run_gives_back(pg_prod, pg_staging, n
 def test_preflight_names_the_fix_when_pg_dumpall_cannot_run(pg_prod, nsync_env):
     """pg_dumpall --roles-only connects to production's own database (-l); when it cannot,
     pre-flight says so with the fix, before anything is dumped, and shows no password."""
-    from nsync_dagster.cycle.preflight import Preflight, check_production
     from nsync_dagster.cycle.config import RunConfig
+    from nsync_dagster.cycle.preflight import Preflight, check_production
 
     prod = RunConfig.from_env(nsync_env).prod
     pf = Preflight()
