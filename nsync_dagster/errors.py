@@ -48,3 +48,23 @@ class VerificationError(NsyncError):
 
 class SwapError(NsyncError):
     """Swapping the new staging copy in failed; the old copy was put back."""
+
+
+# Texts of PostgreSQL and libpq errors that a later attempt can get past: a lock held by a
+# migration, a connection dropped or terminated, a server restarting, a recovery conflict.
+_TRANSIENT_POSTGRES = (
+    "could not obtain lock", "lock timeout", "deadlock detected",
+    "terminating connection due to administrator command",
+    "server closed the connection unexpectedly", "could not receive data from server",
+    "could not send data to server", "no connection to the server", "ssl syscall error",
+    "ssl connection has been closed unexpectedly", "connection timed out",
+    "the database system is shutting down", "the database system is starting up",
+    "the database system is in recovery mode", "conflict with recovery",
+    "could not serialize access",
+)
+
+
+def postgres_transient(text: str) -> bool:
+    """Is this PostgreSQL/libpq error text (or pg_dump's) worth retrying in a few minutes?"""
+    low = text.lower()
+    return any(marker in low for marker in _TRANSIENT_POSTGRES)

@@ -17,9 +17,15 @@ from typing import Any
 
 from psycopg import sql
 
+from nsync_dagster.cycle import workspace
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.preflight import daily_preflight, same_database
-from nsync_dagster.errors import BackupStoreError, PreflightError, VerificationError
+from nsync_dagster.errors import (
+    BackupStoreError,
+    PreflightError,
+    SnapshotError,
+    VerificationError,
+)
 from nsync_dagster.postgres import dbstats, roles, rolesettings, swap
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.postgres.restore import restore_dump
@@ -49,14 +55,18 @@ def _pointer(settings: RunConfig, partition: str) -> Path:
 def snapshot_step(settings: RunConfig, store: BackupStore, partition: str,
                   report: Report = log.info) -> Snapshot:
     """Check everything, then dump production; remember the snapshot for the backup step."""
-    daily_preflight(settings.prod, settings.staging, settings.maintenance_db, store)
+    daily_preflight(settings.prod, settings.staging, settings.maintenance_db, store,
+                    settings.work_dir, settings.dump.compress)
     backup_id = new_backup_id()
     work = private_work_dir(settings) / backup_id
     try:
         snap = take_snapshot(settings.prod, work, settings.dump, backup_id=backup_id,
                              partition=partition, report=report)
-    except Exception:
+    except Exception as exc:
         shutil.rmtree(work, ignore_errors=True)
+        if workspace.is_disk_full(exc):
+            raise SnapshotError(workspace.disk_full_message(
+                settings.work_dir, "dumping production")) from None
         raise
     pointer = _pointer(settings, partition)
     if pointer.exists():  # an earlier snapshot of this day that was never uploaded
@@ -84,6 +94,8 @@ def backup_step(settings: RunConfig, store: BackupStore, partition: str,
     # with S3 Object Lock, the new backup is locked for as long as its class is kept
     s3retention.lock_new_backup(store, folder, retention.class_for_date(
         dt.date.fromisoformat(partition)), retention.policy_from_env(), dt.datetime.now(dt.UTC))
+    for warning in store.warnings:  # a probe the IAM policy refused: carried on, said so
+        report(f"WARNING: {warning}")
     shutil.rmtree(work, ignore_errors=True)
     pointer.unlink(missing_ok=True)
     size = sum(o["size"] for o in manifest["objects"].values())
@@ -131,7 +143,13 @@ def restore_verified(settings: RunConfig, store: BackupStore, folder: str, targe
     try:
         timings: dict[str, float] = {}
         t = time.monotonic()
-        manifest = store.download(folder, work, report)
+        try:
+            manifest = store.download(folder, work, report)
+        except Exception as exc:
+            if not workspace.is_disk_full(exc):
+                raise
+            raise BackupStoreError(workspace.disk_full_message(
+                settings.work_dir, f"downloading {store.uri(folder)}")) from None
         timings["download_s"] = time.monotonic() - t
         with target.connect() as conn:
             role_result = roles.sync_roles(conn, manifest, settings.platform_roles)

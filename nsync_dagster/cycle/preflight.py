@@ -11,12 +11,15 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from nsync_dagster.cycle import workspace
 from nsync_dagster.errors import NsyncError, PreflightError
 from nsync_dagster.postgres import pgbin, roles, swap
 from nsync_dagster.postgres.pgconn import PgTarget, server_major
 from nsync_dagster.redact import redact
+from nsync_dagster.storage import s3retention
 from nsync_dagster.storage.s3store import BackupStore
 
 log = logging.getLogger("nsync.preflight")
@@ -160,20 +163,40 @@ def check_not_same(pf: Preflight, prod: PgTarget, staging: PgTarget) -> None:
 
 
 def check_bucket(pf: Preflight, store: BackupStore) -> None:
+    """Required: list, write, read back, delete (a refusal names the action). Optional probes
+    (versioning, Object Lock) only add a warning naming the action the policy lacks."""
     def check() -> str:
         store.check_access()
-        return f"{store.uri(store.prefix + '/')} writable"
+        s3retention.lock_configuration(store)
+        s3retention.versioned(store)
+        warned = f"; warnings: {' | '.join(store.warnings)}" if store.warnings else ""
+        return f"{store.uri(store.prefix + '/')} writable, readable, deletable{warned}"
 
     pf.run("backup bucket writable", check)
 
 
+def check_work_dir(pf: Preflight, prod: PgTarget, work_dir: Path, compress: int) -> None:
+    """The work folder has room for the dump (estimated from production's database size)."""
+    def check() -> str:
+        with prod.connect() as conn:
+            (size,) = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        pf.facts["prod_database_bytes"] = size
+        return workspace.require_room(work_dir, size, compress)
+
+    pf.run("work folder has room for the dump", check)
+
+
 def daily_preflight(prod: PgTarget, staging: PgTarget, maintenance_db: str,
-                    store: BackupStore) -> Preflight:
-    """Everything the daily job needs, checked before it dumps anything."""
+                    store: BackupStore, work_dir: Path | None = None,
+                    compress: int = 1) -> Preflight:
+    """Everything the daily job needs, checked before it dumps anything (``work_dir``: also
+    that the dump fits there)."""
     pf = Preflight()
     if store.age is not None and store.age.enabled:
         pf.run("client-side encryption keys", lambda: store.age.check(need_identity=True))
     check_production(pf, prod)
+    if work_dir is not None and not pf.failures:
+        check_work_dir(pf, prod, work_dir, compress)
     check_staging(pf, staging, maintenance_db)
     check_not_same(pf, prod, staging)
     check_bucket(pf, store)

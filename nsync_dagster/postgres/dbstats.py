@@ -28,6 +28,16 @@ def _relations(cur: psycopg.Cursor, kinds: str) -> list[tuple[str, str]]:
     return [(s, r) for s, r in cur.fetchall()]
 
 
+def lockable_tables(cur: psycopg.Cursor) -> list[tuple[str, str]]:
+    """Tables and partitioned tables in user schemas: what pg_dump locks (ACCESS SHARE)."""
+    return _relations(cur, "rp")
+
+
+def sequence_names(cur: psycopg.Cursor) -> list[str]:
+    """``schema.seq`` of every user sequence (their values come from elsewhere, see snapshot)."""
+    return [f"{s}.{r}" for s, r in _relations(cur, "S")]
+
+
 class TableLocked(Exception):
     """A table stayed locked (by a migration, say) longer than the session's lock_timeout."""
 
@@ -164,9 +174,15 @@ def compare(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
     return problems
 
 
-def data_facts(cur: psycopg.Cursor, *, checksums: bool) -> dict[str, Any]:
-    """Tables, materialized views and sequences of the connected database."""
+def data_facts(cur: psycopg.Cursor, *, checksums: bool, sequences: bool = True) -> dict[str, Any]:
+    """Tables, materialized views and (unless ``sequences`` is false) sequences' positions.
+
+    Sequences are not transactional: on a production being written to, their positions are
+    taken from the dump itself (``postgres.dumpseq``), not from here.
+    """
     # inside the snapshot transaction the setting must not outlive it
     cur.execute("SELECT set_config('row_security', 'off', %s)", (not cur.connection.autocommit,))
-    return {"tables": table_stats(cur, checksums=checksums), "matviews": matview_stats(cur),
-            "sequences": sequence_stats(cur)}
+    facts = {"tables": table_stats(cur, checksums=checksums), "matviews": matview_stats(cur)}
+    if sequences:
+        facts["sequences"] = sequence_stats(cur)
+    return facts

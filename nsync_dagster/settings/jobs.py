@@ -30,6 +30,14 @@ class Tuning(Group):
         "failing, instead of hanging past the 06:00 deadline.",
         ge=1, le=86400, unit="seconds", example="300")
 
+    dump_space_ratio: float | None = setting(
+        None,
+        "Expected dump size as a fraction of production's pg_database_size, used by the "
+        "pre-flight check that the work folder (NSYNC_WORK_DIR) has room for the dump. Raise it "
+        "for data that compresses badly; 0 turns the check off.",
+        ge=0, le=10, unset="unset: 0.5 when NSYNC_DUMP_COMPRESS > 0, 1 when it is 0",
+        example="0.8", kind="number 0..10")
+
     dump_timeout: int = setting(
         10800,
         "Seconds before pg_dump is killed and the snapshot fails.",

@@ -13,6 +13,16 @@ retention tries again on a later day. Locked objects are never sent a delete.
 
 Multipart uploads under the prefix that were started more than a day ago (an upload that died)
 are aborted, so their parts stop costing money.
+
+Order of deletion: a backup's markers go first (``_restore_verified.json``,
+``_checksums_verified.json``, ``manifest.json``, in one request), its dump objects only after
+S3 confirmed every marker gone. A deletion interrupted midway therefore leaves a backup that
+lists as *incomplete* (never verified, never restored from), and the next run cleans it up.
+
+Probes a least-privilege policy may refuse (``s3:GetBucketVersioning``,
+``s3:GetBucketObjectLockConfiguration``, ``s3:ListBucketMultipartUploads``) degrade to a
+warning naming the action (``BackupStore.warnings``) and a safe assumption; a refused delete or
+list of nsync's own keys fails, naming the action.
 """
 
 from __future__ import annotations
@@ -21,9 +31,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from nsync_dagster.errors import BackupStoreError
+from nsync_dagster.storage import s3access
 from nsync_dagster.storage.retention import (
     INCOMPLETE_GRACE,
     BackupView,
@@ -32,7 +41,7 @@ from nsync_dagster.storage.retention import (
     lock_days,
     plan,
 )
-from nsync_dagster.storage.s3store import BackupInfo, BackupStore
+from nsync_dagster.storage.s3store import MARKERS, BackupInfo, BackupStore
 
 BATCH = 1000  # delete_objects takes at most 1,000 keys per call
 
@@ -79,26 +88,46 @@ def plan_store(store: BackupStore, today: dt.date, policy: RetentionPolicy, *,
     return plan(views(backups), today, policy, now=now), backups
 
 
-def _code(exc: ClientError) -> str:
-    return exc.response.get("Error", {}).get("Code", "")
+def _fail(store: BackupStore, exc: Exception, what: str) -> BackupStoreError:
+    return BackupStoreError(s3access.explain(exc, store.bucket, what),
+                            transient=s3access.is_transient(exc))
 
 
 def lock_configuration(store: BackupStore) -> dict[str, Any] | None:
-    """The bucket's Object Lock configuration when Object Lock is enabled, else None."""
+    """The bucket's Object Lock configuration when Object Lock is enabled, else None.
+
+    Refused by the policy: a warning naming s3:GetBucketObjectLockConfiguration, and None.
+    """
     try:
         cfg = store.client.get_object_lock_configuration(Bucket=store.bucket)
-    except ClientError as exc:
-        if _code(exc) in ("ObjectLockConfigurationNotFoundError", "NotImplemented",
-                          "MethodNotAllowed"):
+    except Exception as exc:
+        if not s3access.is_s3_error(exc):
+            raise
+        if s3access.code(exc) in ("ObjectLockConfigurationNotFoundError", "NotImplemented",
+                                  "MethodNotAllowed"):
             return None
-        raise BackupStoreError(f"cannot read the Object Lock configuration of bucket "
-                               f"'{store.bucket}': {_code(exc)}") from None
+        if s3access.is_denied(exc):
+            store.warn(s3access.not_granted(
+                "s3:GetBucketObjectLockConfiguration", store.bucket,
+                "assuming the bucket has no Object Lock (new backups get no retention date)"))
+            return None
+        raise _fail(store, exc, "read the bucket's Object Lock configuration") from None
     conf = cfg.get("ObjectLockConfiguration", {})
     return conf if conf.get("ObjectLockEnabled") == "Enabled" else None
 
 
-def _versioned(store: BackupStore) -> bool:
-    status = store.client.get_bucket_versioning(Bucket=store.bucket).get("Status")
+def versioned(store: BackupStore) -> bool:
+    """Whether deleting must remove object versions; refused by the policy: a warning, False."""
+    try:
+        status = store.client.get_bucket_versioning(Bucket=store.bucket).get("Status")
+    except Exception as exc:
+        if not (s3access.is_s3_error(exc) and s3access.is_denied(exc)):
+            raise
+        store.warn(s3access.not_granted(
+            "s3:GetBucketVersioning", store.bucket,
+            "assuming no versioning (on a versioned bucket, deleted backups would leave old "
+            "versions behind, still billed)"))
+        return False
     return status in ("Enabled", "Suspended")
 
 
@@ -119,8 +148,8 @@ def _lock_until(store: BackupStore, target: dict[str, str], now: dt.datetime) ->
     """Why ``target`` cannot be deleted now (retention or legal hold), else None."""
     try:
         head = store.client.head_object(Bucket=store.bucket, **target)
-    except ClientError as exc:
-        if _code(exc) in ("404", "NoSuchKey", "405", "MethodNotAllowed"):  # delete markers
+    except Exception as exc:
+        if s3access.code(exc) in ("404", "NoSuchKey", "405", "MethodNotAllowed"):  # markers
             return None
         raise
     if head.get("ObjectLockLegalHoldStatus") == "ON":
@@ -143,30 +172,54 @@ def _remove(store: BackupStore, info: BackupInfo, result: ApplyResult, *, dry_ru
     if dry_run:
         result.objects_deleted += len(targets)
         return True
+    rank = {info.key_prefix + name: i for i, name in enumerate(MARKERS)}
+    markers = sorted((t for t in targets if t["Key"] in rank), key=lambda t: rank[t["Key"]])
+    rest = [t for t in targets if t["Key"] not in rank]
+    # markers first, alone: until S3 confirms them gone, no dump object is touched, so the
+    # backup never lists as verified (or restorable) with part of its data missing
+    if markers and not _delete(store, markers, result):
+        return False
     ok = True
-    for i in range(0, len(targets), BATCH):
-        resp = store.client.delete_objects(Bucket=store.bucket, Delete={
-            "Objects": targets[i:i + BATCH], "Quiet": True})
-        errors = resp.get("Errors", [])
-        result.objects_deleted += len(targets[i:i + BATCH]) - len(errors)
-        for err in errors[:5]:
-            result.errors.append(f"{err.get('Key')}: {err.get('Code')} {err.get('Message', '')}")
-        ok = ok and not errors
+    for i in range(0, len(rest), BATCH):
+        ok = _delete(store, rest[i:i + BATCH], result) and ok
     return ok
+
+
+def _delete(store: BackupStore, batch: list[dict[str, str]], result: ApplyResult) -> bool:
+    resp = store.client.delete_objects(Bucket=store.bucket, Delete={"Objects": batch,
+                                                                    "Quiet": True})
+    errors = resp.get("Errors", [])
+    result.objects_deleted += len(batch) - len(errors)
+    for err in errors[:5]:
+        needed = "s3:DeleteObjectVersion" if any(
+            t.get("VersionId") for t in batch) else "s3:DeleteObject"
+        hint = f" (needs {needed})" if err.get("Code") == "AccessDenied" else ""
+        result.errors.append(f"{err.get('Key')}: {err.get('Code')} {err.get('Message', '')}"
+                             f"{hint}")
+    return not errors
 
 
 def abort_stale_uploads(store: BackupStore, result: ApplyResult, *, dry_run: bool,
                         now: dt.datetime) -> None:
     pages = store.client.get_paginator("list_multipart_uploads").paginate(
         Bucket=store.bucket, Prefix=store.prefix + "/")
-    for page in pages:
-        for up in page.get("Uploads", []):
-            if now - up["Initiated"] <= INCOMPLETE_GRACE:
-                continue
-            if not dry_run:
-                store.client.abort_multipart_upload(Bucket=store.bucket, Key=up["Key"],
-                                                    UploadId=up["UploadId"])
-            result.aborted_uploads.append(f"{up['Key']} (initiated {_utc(up['Initiated'])})")
+    try:
+        uploads = [up for page in pages for up in page.get("Uploads", [])]
+    except Exception as exc:
+        if not (s3access.is_s3_error(exc) and s3access.is_denied(exc)):
+            raise
+        store.warn(s3access.not_granted(
+            "s3:ListBucketMultipartUploads", store.bucket,
+            "multipart uploads that died are not looked for (their parts stay billed; a "
+            "lifecycle rule AbortIncompleteMultipartUpload also removes them)"))
+        return
+    for up in uploads:
+        if now - up["Initiated"] <= INCOMPLETE_GRACE:
+            continue
+        if not dry_run:
+            store.client.abort_multipart_upload(Bucket=store.bucket, Key=up["Key"],
+                                                UploadId=up["UploadId"])
+        result.aborted_uploads.append(f"{up['Key']} (initiated {_utc(up['Initiated'])})")
 
 
 def apply(store: BackupStore, retention_plan: RetentionPlan, *, dry_run: bool,
@@ -181,23 +234,25 @@ def apply(store: BackupStore, retention_plan: RetentionPlan, *, dry_run: bool,
         by_id = {(_date(b.date), b.backup_id): b
                  for b in (store.list_backups() if backups is None else backups)}
         locking = lock_configuration(store) is not None
-        versioned = locking or _versioned(store)
+        is_versioned = locking or versioned(store)
+        verified = [k for k, b in sorted(by_id.items()) if b.status == "verified"]
         for d in retention_plan.delete + retention_plan.clean:
             info = by_id.get((d.backup.date, d.backup.backup_id))
             if info is None:
                 continue  # already gone
+            if verified and (d.backup.date, d.backup.backup_id) == verified[-1]:
+                result.errors.append(f"{info.backup_id}: the newest verified backup; the plan "
+                                     "said delete, refused")
+                continue
             if _remove(store, info, result, dry_run=dry_run, locking=locking,
-                       versioned=versioned, now=now):
+                       versioned=is_versioned, now=now):
                 (result.deleted if d.action == "delete" else result.cleaned).append(
                     info.backup_id)
         abort_stale_uploads(store, result, dry_run=dry_run, now=now)
-    except (ClientError, BotoCoreError) as exc:
-        code = _code(exc) if isinstance(exc, ClientError) else type(exc).__name__
-        raise BackupStoreError(f"retention in bucket '{store.bucket}' failed ({code}); the "
-                               "credentials need s3:DeleteObject, s3:DeleteObjectVersion, "
-                               "s3:ListBucketVersions, s3:ListBucketMultipartUploads and "
-                               "s3:AbortMultipartUpload",
-                               transient=not isinstance(exc, ClientError)) from None
+    except Exception as exc:
+        if not s3access.is_s3_error(exc):
+            raise
+        raise _fail(store, exc, "apply retention") from None
     return result
 
 
@@ -229,10 +284,9 @@ def lock_new_backup(store: BackupStore, folder: str, cls: str, policy: Retention
                 Bucket=store.bucket, Key=obj["Key"], **version,
                 Retention={"Mode": mode, "RetainUntilDate": until})
             locked += 1
-    except (ClientError, BotoCoreError) as exc:
-        code = _code(exc) if isinstance(exc, ClientError) else type(exc).__name__
-        raise BackupStoreError(f"cannot lock {store.uri(folder)} ({code}): the credentials need "
-                               "s3:PutObjectRetention and s3:GetObjectRetention",
-                               transient=not isinstance(exc, ClientError)) from None
+    except Exception as exc:
+        if not s3access.is_s3_error(exc):
+            raise
+        raise _fail(store, exc, f"lock {store.uri(folder)} (Object Lock)") from None
     return {"locked": locked, "already_longer": kept, "mode": mode, "class": cls,
             "retain_until": until.astimezone(dt.UTC).isoformat(timespec="seconds")}

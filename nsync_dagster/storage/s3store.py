@@ -16,6 +16,7 @@ says so and holds the SHA-256 of the stored ciphertext, so read-back verificatio
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import json
 import logging
@@ -25,12 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from boto3.s3.transfer import TransferConfig
-from botocore.exceptions import BotoCoreError, ClientError
 
 from nsync_dagster.errors import BackupStoreError, PreflightError
 from nsync_dagster.progress import ByteCounter, human_bytes, watch_progress
-from nsync_dagster.redact import redact
-from nsync_dagster.storage import crypto
+from nsync_dagster.storage import crypto, s3access
 from nsync_dagster.storage.crypto import AgeKeys
 
 log = logging.getLogger("nsync.s3")
@@ -41,6 +40,9 @@ MANIFEST = "manifest.json"
 ENCRYPTED_SCRATCH = ".age-scratch"  # beside dump/ in a work dir: one encrypted file at a time
 CHECKSUMS_OK = "_checksums_verified.json"
 RESTORE_OK = "_restore_verified.json"
+MARKERS = (RESTORE_OK, CHECKSUMS_OK, MANIFEST)  # retention deletes these first, in this order
+DISK_ADVICE = ("free space in the work folder, or point NSYNC_WORK_DIR at a disk with room for "
+               "the dump")
 
 
 def sha256_file(path: Path) -> str:
@@ -77,25 +79,6 @@ class BackupInfo:
         return "uploaded"
 
 
-def _explain(exc: Exception, bucket: str, action: str) -> str:
-    if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code == "NoSuchBucket":
-            return (f"S3 bucket '{bucket}' does not exist (or is in another account). Create it, "
-                    "or fix NSYNC_BACKUP_BUCKET.")
-        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
-                    "ExpiredToken", "AuthorizationHeaderMalformed"):
-            return (f"S3 rejected the credentials ({code}) while trying to {action}: check "
-                    "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN).")
-        if code in ("AccessDenied", "403", "Forbidden", "AllAccessDisabled"):
-            return (f"S3 denied access to bucket '{bucket}' while trying to {action}: the "
-                    "credentials need s3:ListBucket, s3:GetObject, s3:PutObject and "
-                    "s3:DeleteObject on it.")
-        return (f"S3 error {code or '?'} while trying to {action} in bucket '{bucket}': "
-                f"{redact(exc)}")
-    return f"cannot reach S3 while trying to {action} in bucket '{bucket}': {redact(exc)}"
-
-
 class BackupStore:
     """The backups of one bucket/prefix. ``client`` is a boto3 S3 client.
 
@@ -111,17 +94,26 @@ class BackupStore:
         self.prefix = prefix.strip("/")
         self.sse, self.kms_key_id = sse, kms_key_id
         self.age = AgeKeys.from_env() if age is None else age
+        self.warnings: list[str] = []  # probes refused by the IAM policy (see s3access)
 
     # -- helpers -------------------------------------------------------------------------------
     def _call(self, action: str, fn: Callable, *args: Any, **kw: Any) -> Any:
         try:
             return fn(*args, **kw)
-        except (ClientError, BotoCoreError) as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) if \
-                isinstance(exc, ClientError) else 0
-            raise BackupStoreError(_explain(exc, self.bucket, action),
-                                   transient=not isinstance(exc, ClientError) or status >= 500
-                                   ) from None
+        except Exception as exc:
+            if s3access.is_s3_error(exc):  # before OSError: botocore's timeouts are OSErrors
+                raise BackupStoreError(s3access.explain(exc, self.bucket, action),
+                                       transient=s3access.is_transient(exc)) from None
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                raise BackupStoreError(f"No space left on device while trying to {action}: "
+                                       f"{DISK_ADVICE}") from None
+            raise
+
+    def warn(self, message: str) -> None:
+        """A probe the policy refused: nsync carries on with a safe assumption, and says so."""
+        if message not in self.warnings:
+            self.warnings.append(message)
+            log.warning(message)
 
     def _extra(self) -> dict[str, str]:
         extra = {"ServerSideEncryption": self.sse}
@@ -138,17 +130,40 @@ class BackupStore:
 
     # -- preflight -----------------------------------------------------------------------------
     def check_access(self) -> None:
-        """The bucket exists and these credentials can list, write and delete under the prefix."""
+        """The bucket exists and these credentials can list, write, read back and delete under
+        the prefix: a refused step names the IAM action it needs. The test object is removed
+        whenever it was written."""
+        probe = f"{self.prefix}/_nsync_probe/write-test"
+        written = False
+
+        def step(what: str, fn: Callable, **kw: Any) -> None:
+            try:
+                out = fn(Bucket=self.bucket, **kw)
+                if hasattr(out.get("Body"), "read"):
+                    out["Body"].read()
+            except Exception as exc:
+                if not s3access.is_s3_error(exc):
+                    raise
+                raise PreflightError(s3access.explain(exc, self.bucket, f"{what} ({probe})"),
+                                     transient=s3access.is_transient(exc)) from None
+
+        first: PreflightError | None = None
         try:
-            # ListObjects (unlike HEAD) answers with an error code: NoSuchBucket, AccessDenied,
-            # InvalidAccessKeyId, SignatureDoesNotMatch
-            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix + "/", MaxKeys=1)
-            probe = f"{self.prefix}/_nsync_probe/write-test"
-            self.client.put_object(Bucket=self.bucket, Key=probe, Body=b"nsync write probe",
-                                   **self._extra())
-            self.client.delete_object(Bucket=self.bucket, Key=probe)
-        except (ClientError, BotoCoreError) as exc:
-            raise PreflightError(_explain(exc, self.bucket, "access bucket (write test)")) from None
+            step("list the bucket", self.client.list_objects_v2, Prefix=self.prefix + "/",
+                 MaxKeys=1)
+            step("write a test object", self.client.put_object, Key=probe,
+                 Body=b"nsync write probe", **self._extra())
+            written = True
+            step("read the test object back", self.client.get_object, Key=probe)
+        except PreflightError as exc:
+            first = exc
+        if written:
+            try:
+                step("delete the test object", self.client.delete_object, Key=probe)
+            except PreflightError as exc:
+                first = first or exc
+        if first is not None:
+            raise first
 
     # -- upload --------------------------------------------------------------------------------
     def upload(self, work_dir: Path, manifest: dict[str, Any], folder: str,
@@ -218,13 +233,8 @@ class BackupStore:
                     continue
                 if not head.get("ServerSideEncryption"):
                     problems.append(f"{rel}: stored without server-side encryption")
-                body = self._call(f"read {rel}", self.client.get_object, Bucket=self.bucket,
-                                  Key=folder + rel)["Body"]
-                h = hashlib.sha256()
-                for chunk in body.iter_chunks(1024 * 1024):
-                    h.update(chunk)
-                    received(len(chunk))
-                if h.hexdigest() != want["sha256"]:
+                digest = self._call(f"read {rel}", self._sha256_of, folder + rel, received)
+                if digest != want["sha256"]:
                     problems.append(f"{rel}: SHA-256 mismatch")
                 total += want["size"]
         if problems:
@@ -234,6 +244,15 @@ class BackupStore:
                   "objects": len(manifest["objects"]), "bytes": total}
         self._put_json(folder + CHECKSUMS_OK, result)
         return {**result, "manifest": manifest}
+
+    def _sha256_of(self, key: str, received: Callable[[int], None]) -> str:
+        """Stream one object and hash it (a read that fails midway raises, inside ``_call``)."""
+        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        h = hashlib.sha256()
+        for chunk in body.iter_chunks(1024 * 1024):
+            h.update(chunk)
+            received(len(chunk))
+        return h.hexdigest()
 
     def download(self, folder: str, dest: Path, report: Callable[[str], None] = log.info) -> dict:
         """Download a backup into ``dest`` and check every object's SHA-256.
@@ -315,8 +334,11 @@ class BackupStore:
                         info.objects += 1
                     if info.last_modified is None or obj["LastModified"] > info.last_modified:
                         info.last_modified = obj["LastModified"]
-        except (ClientError, BotoCoreError) as exc:
-            raise BackupStoreError(_explain(exc, self.bucket, "list backups")) from None
+        except Exception as exc:
+            if not s3access.is_s3_error(exc):
+                raise
+            raise BackupStoreError(s3access.explain(exc, self.bucket, "list backups"),
+                                   transient=s3access.is_transient(exc)) from None
         return sorted(found.values(), key=lambda b: (b.date, b.backup_id))
 
     def find_to_restore(self, spec: str) -> BackupInfo:

@@ -227,7 +227,7 @@ def test_apply_deletes_exactly_the_planned_keys_in_batches(history):
     result = apply(store, p, dry_run=False, now=LATER, backups=backups)
     assert result.deleted == ["20260501T060000Z"] and result.cleaned == ["20260608T060000Z"]
     assert result.objects_deleted == 1104 and not result.errors and not result.locked
-    assert sorted(batches) == [1, 103, 1000]
+    assert sorted(batches) == [1, 3, 100, 1000]  # the old backup's 3 markers first, alone
     remaining = all_keys(client, store.bucket)
     assert remaining and all(k.startswith((folders["yesterday"], folders["today"]))
                              for k in remaining)
@@ -361,3 +361,50 @@ def test_backup_retention_asset_applies_the_plan(history, s3_endpoint, monkeypat
     assert "| keep | 2026-06-09 | 20260609T060000Z | verified |" in meta["plan"].value
     assert [b.backup_id for b in store.list_backups()] == ["20260608T060000Z",
                                                            "20260609T060000Z"]
+
+
+def test_interrupted_deletion_leaves_an_incomplete_backup_and_the_next_run_finishes(
+        history, s3_endpoint):
+    """Markers go first: a deletion that dies midway (S3 fails every DeleteObjects after the
+    first) leaves a backup that lists as incomplete, never verified; the next run cleans it."""
+    import boto3
+    from botocore.config import Config
+
+    from nsync_dagster.errors import BackupStoreError
+    from nsync_dagster_tests.s3_proxy import FaultProxy
+
+    client, store, folders = history
+    with FaultProxy(s3_endpoint) as proxy:
+        flaky = BackupStore(boto3.client(
+            "s3", endpoint_url=proxy.url, region_name="us-east-1", aws_access_key_id=S3_KEY_ID,
+            aws_secret_access_key=S3_SECRET, config=Config(retries={"total_max_attempts": 1})),
+            store.bucket, "nsync")
+        rule = proxy.add("POST", r"\?delete", "status", status=500, code="InternalError",
+                         skip=1, times=None)
+        p, backups = plan_store(flaky, TODAY, SMALL, now=LATER)
+        with pytest.raises(BackupStoreError) as err:
+            apply(flaky, p, dry_run=False, now=LATER, backups=backups)
+        assert err.value.transient and "InternalError" in str(err.value)
+        assert rule.seen == 2 and rule.fired == 1
+    by_id = {b.backup_id: b for b in store.list_backups()}
+    big = by_id["20260501T060000Z"]
+    assert big.status == "incomplete" and big.objects == 1100  # every dump object still there
+    assert not {"manifest.json", "_checksums_verified.json", "_restore_verified.json"} & {
+        k.rsplit("/", 1)[1] for k in big.keys}
+    assert store.find("latest").backup_id == "20260609T060000Z"
+    p, backups = plan_store(store, TODAY, SMALL, now=LATER)
+    result = apply(store, p, dry_run=False, now=LATER, backups=backups)
+    assert set(result.cleaned) == {"20260501T060000Z", "20260608T060000Z"} and not result.errors
+    assert [b.backup_id for b in store.list_backups()] == ["20260609T060000Z",
+                                                           "20260610T060000Z"]
+
+
+def test_the_newest_verified_backup_is_never_deleted_even_if_a_plan_says_so(history):
+    client, store, folders = history
+    p, backups = plan_store(store, TODAY, SMALL, now=LATER)
+    newest = next(d for d in p.keep if d.backup.backup_id == "20260609T060000Z")
+    newest.action = "delete"  # a plan gone wrong
+    result = apply(store, p, dry_run=False, now=LATER, backups=backups)
+    assert "20260609T060000Z" not in result.deleted
+    assert any("newest verified backup" in e for e in result.errors)
+    assert store.find("latest").backup_id == "20260609T060000Z"

@@ -62,6 +62,7 @@ BAD = [
     ("NSYNC_NOTIFY_BACKOFF_SECONDS", "soon", "is not a number", "number seconds 0..300"),
     ("NSYNC_NOTIFY_BACKOFF_SECONDS", "301", "is out of range", "number seconds 0..300"),
     ("NSYNC_NOTIFY_GIVE_UP_HOURS", "0", "is out of range", "integer hours 1..168"),
+    ("NSYNC_DUMP_SPACE_RATIO", "11", "is out of range", "0..10"),
     ("NSYNC_HEARTBEAT_URL", "ftp://hc.example.com/x", "http(s) URL", "http(s) URL"),
 ]
 

@@ -40,6 +40,10 @@ def backup_retention(context: dg.AssetExecutionContext, nsync: NsyncResource,
     what was kept and why. When the bucket has S3 Object Lock, this partition's backup is
     locked for its class's period, and locked backups are skipped (listed), never deleted.
     To preview without deleting: ``nsync backups --plan-retention``.
+
+    A least-privilege policy that refuses a probe (s3:GetBucketVersioning,
+    s3:GetBucketObjectLockConfiguration, s3:ListBucketMultipartUploads) gives a warning naming
+    the action, shown in ``permission_warnings``; templates/iam-policy.json grants them all.
     """
     with failures_explained(context, "backup retention"):
         settings = nsync.settings()
@@ -65,6 +69,8 @@ def backup_retention(context: dg.AssetExecutionContext, nsync: NsyncResource,
             context.log.info(redact(line))
         for message in result.locked:
             context.log.warning(f"not deleted, under Object Lock: {message}")
+        for message in store.warnings:  # probes the IAM policy refused: carried on, said so
+            context.log.warning(redact(message))
         if result.errors:
             raise BackupStoreError("S3 refused some deletions: " + "; ".join(result.errors[:5]))
     return dg.MaterializeResult(metadata={
@@ -77,5 +83,6 @@ def backup_retention(context: dg.AssetExecutionContext, nsync: NsyncResource,
         "locked_details": "; ".join(result.locked) or "none",
         "aborted_uploads": len(result.aborted_uploads),
         "new_backup_locks": "; ".join(locks) or "none (bucket without Object Lock)",
+        "permission_warnings": "; ".join(store.warnings) or "none",
         "plan": dg.MetadataValue.md(plan.markdown()),
     })
