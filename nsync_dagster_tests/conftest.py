@@ -30,6 +30,9 @@ from nsync_dagster.embedded.stack import seed_sample_platform
 # code location is imported, like an operator's env file
 HISTORY_START = "2026-01-01"
 os.environ["NSYNC_HISTORY_START"] = HISTORY_START
+# the test servers are the wheel's PostgreSQL 18: tests that call the library directly use its
+# clients, named explicitly (nsync never falls back to them by itself)
+os.environ["NSYNC_PG_BIN_DIR"] = str(embedded_bin_dir())
 
 SUPERUSER_PW = "superuser-Pw-9d7e!"
 PROD_OWNER_PW = "prod-Owner-Pw-4f2a@x"
