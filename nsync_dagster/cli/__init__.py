@@ -7,11 +7,11 @@ Exit status: 0 success; 1 the work failed (nothing half-done was left: staging i
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import traceback
 
+from nsync_dagster.cli.instance import configure_output
 from nsync_dagster.errors import NsyncError
 from nsync_dagster.redact import install_log_filter, redact
 
@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nsync", description="Verified daily backups of production to S3 and an exact "
         "staging mirror. Configuration comes from NSYNC_* and AWS_* variables "
         "(templates/nsync.env.example).")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug output")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug output, with Dagster's own logs and warnings")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (demo, daily, restore, backups, checks, security, dev):
         module.register(sub)
@@ -35,11 +36,12 @@ def _interrupt(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    verbose = bool({"-v", "--verbose"} & set(sys.argv[1:] if argv is None else argv))
+    configure_output(verbose)  # before Dagster is imported: its import-time warnings too
     parser = build_parser()
     args = parser.parse_args(argv)
     install_log_filter()
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    configure_output(args.verbose)
     if args.command != "dev":  # ``nsync dev`` handles its own signals
         signal.signal(signal.SIGTERM, _interrupt)  # a supervisor's stop = Ctrl-C: clean up
     try:

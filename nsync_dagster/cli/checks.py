@@ -11,7 +11,7 @@ import dagster as dg
 
 from nsync_dagster import deadline
 from nsync_dagster import settings as nsync_settings
-from nsync_dagster.cli.daily import instance
+from nsync_dagster.cli.instance import console_logging, instance
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.preflight import (
     Preflight,
@@ -107,7 +107,8 @@ def _send_test(out) -> bool:
 
     job = defs().resolve_job_def(records.NOTIFY_TEST_JOB)
     with instance() as inst:
-        result = job.execute_in_process(instance=inst, raise_on_error=False)
+        result = job.execute_in_process(instance=inst, raise_on_error=False,
+                                        run_config=console_logging())
     channels: dict[str, str] = {}
     for event in result.all_events:
         data = event.event_specific_data

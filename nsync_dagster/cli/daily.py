@@ -7,18 +7,19 @@ import os
 import socket
 import sys
 import time
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 
 from nsync_dagster import settings
+from nsync_dagster.cli.instance import console_logging, ensure_dagster_home, instance
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.daily.assets import DAILY
 from nsync_dagster.errors import ConfigError, NsyncError
 from nsync_dagster.redact import redact
 
 EASTERN = ZoneInfo("America/New_York")
+__all__ = ["ensure_dagster_home", "instance", "run_daily", "run_recovery_test"]
 
 
 def register(sub) -> None:
@@ -49,22 +50,6 @@ def check_partition(partition: str | None) -> str:
         raise ConfigError(f"--partition {partition} is outside {first} .. {today} (today in "
                           "America/New_York)")
     return day.isoformat()
-
-
-def ensure_dagster_home(env: dict[str, str] | os._Environ = os.environ) -> str:
-    """DAGSTER_HOME, defaulting to ~/.nsync/dagster_home (SQLite) so that the CLI and
-    ``nsync dev`` record runs in the same instance."""
-    if not env.get("DAGSTER_HOME"):
-        home = Path.home() / ".nsync" / "dagster_home"
-        home.mkdir(parents=True, exist_ok=True)
-        env["DAGSTER_HOME"] = str(home)
-    return env["DAGSTER_HOME"]
-
-
-def instance() -> dg.DagsterInstance:
-    """The instance DAGSTER_HOME names, or the local default."""
-    ensure_dagster_home()
-    return dg.DagsterInstance.get()
 
 
 def _failures(result: dg.ExecuteInProcessResult) -> tuple[list[str], set[str]]:
@@ -107,7 +92,7 @@ def run_daily(partition: str | None = None, *, out=None) -> int:
         fail_runs_of_dead_processes(inst, DAILY_JOB_NAME, out)
         result = job.execute_in_process(
             instance=inst, partition_key=partition, raise_on_error=False, tags=_process_tags(),
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
+            run_config=console_logging())
     elapsed = time.monotonic() - started
     if not result.success and _interrupted(result):
         raise DailyRunInterrupted(
@@ -145,7 +130,7 @@ def run_recovery_test(backup: str, out=None) -> int:
         result = job.execute_in_process(
             instance=inst, partition_key=month, raise_on_error=False,
             run_config={"ops": {"recovery_test_report": {"config": {"backup": backup}}},
-                        "loggers": {"console": {"config": {"log_level": "INFO"}}}})
+                        **console_logging()})
     if not result.success:
         failures, _ = _failures(result)
         raise DailyRunFailed("recovery test failed:\n  " + "\n  ".join(failures))

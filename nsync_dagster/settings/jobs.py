@@ -84,6 +84,14 @@ class Tuning(Group):
         "...).",
         ge=0, le=3600, unit="seconds", example="60")
 
+    history_start: dt.date = setting(
+        dt.date(2026, 11, 27),
+        "The first daily partition (a New York date): the day nsync took its first backup, so "
+        "the asset graph counts only the days nsync was responsible for. Every Dagster process "
+        "must agree on it: set it once, never later than a day with a backup. nsync demo and "
+        "nsync dev on the embedded default set it to the day the demo was created.",
+        example="2027-02-01", kind="a date, YYYY-MM-DD")
+
 class Recovery(Group):
     title = "Recovery tests"
 

@@ -1,5 +1,5 @@
 """The command line as a person uses it: a subprocess, the contract's variables, a Dagster
-instance with Postgres storage from the repository's dagster.yaml."""
+instance with Postgres storage from templates/dagster.yaml."""
 
 from __future__ import annotations
 

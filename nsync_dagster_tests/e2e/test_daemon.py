@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 from nsync_dagster.deadline import eastern_day
-from nsync_dagster.embedded.postgres import free_port
+from nsync_dagster.embedded.postgres import embedded_bin_dir, free_port
 from nsync_dagster_tests.conftest import (
     ANALYST_STAGING_PW,
     OWNER,
@@ -108,7 +108,7 @@ def dev(pg_prod, pg_staging, s3_endpoint, dagster_storage_role, tmp_path_factory
     s3_client(s3_endpoint).create_bucket(Bucket=bucket)
     home = tmp / "dagster_home"
     home.mkdir()
-    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(REPO / "templates" / "dagster.yaml", home / "dagster.yaml")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NSYNC_", "AWS_", "PG"))}
     env.update(new_dagster_storage(dagster_storage_role))
@@ -117,6 +117,7 @@ def dev(pg_prod, pg_staging, s3_endpoint, dagster_storage_role, tmp_path_factory
         "NSYNC_PROD_DATABASE_URL": pg_prod.url(OWNER, PROD_OWNER_PW, PROD_DB),
         "NSYNC_STAGING_DATABASE_URL": pg_staging.url(OWNER, STAGING_OWNER_PW, unique_db()),
         "NSYNC_BACKUP_BUCKET": bucket, "NSYNC_WORK_DIR": str(tmp / "work"),
+        "NSYNC_PG_BIN_DIR": str(embedded_bin_dir()),  # the test servers' own clients
         "NSYNC_LOCK_WAIT_TIMEOUT": "1", "NSYNC_STEP_RETRIES": "0",
         "NSYNC_STAGING_PASSWORD_ANALYST": ANALYST_STAGING_PW,
         "NSYNC_STAGING_PASSWORD_SUPPORT_AGENT": SUPPORT_STAGING_PW,

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import dagster as dg
+import pytest
 
 from nsync_dagster.definitions import defs
 from nsync_dagster_tests.conftest import REPO
@@ -101,3 +102,31 @@ def test_schedules_pick_the_right_partition():
         [request] = review.evaluate_tick(dg.build_schedule_context(
             instance=instance, scheduled_execution_time=tick, repository_def=repo)).run_requests
         assert request.partition_key == "2026-12-01"
+
+
+def _clean_env(home) -> dict[str, str]:
+    """A Dagster engineer's shell in a fresh checkout: no DAGSTER_*, NSYNC_*, AWS_* or PG*."""
+    return {"PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}/usr/bin:/bin",
+            "HOME": str(home), "PYTHONPATH": str(REPO), "LANG": "C.UTF-8"}
+
+
+def test_dagster_and_dg_commands_work_in_the_project_root(tmp_path):
+    """`dagster definitions validate` and `dg check defs` in the project folder, as the README
+    offers them: the top-level dagster.yaml needs no environment (SQLite in a temporary home)."""
+    env = _clean_env(tmp_path)
+    bindir = os.path.dirname(sys.executable)
+    validate = subprocess.run([os.path.join(bindir, "dagster"), "definitions", "validate"],
+                              cwd=REPO, capture_output=True, text=True, timeout=180, env=env)
+    out = validate.stdout + validate.stderr
+    assert validate.returncode == 0, out
+    assert "Validation successful for code location nsync" in out
+    dg_cli = os.path.join(bindir, "dg")
+    if not os.path.exists(dg_cli):
+        pytest.skip("dg is not installed: pip install -e '.[dev]' (make test installs it)")
+    check = subprocess.run([dg_cli, "check", "defs"], cwd=REPO, capture_output=True, text=True,
+                           timeout=180, env=env)
+    out = check.stdout + check.stderr
+    assert check.returncode == 0, out
+    assert "All definitions loaded successfully" in out
+    assert "does not match the name" not in out  # [tool.dg.project] names the location nsync
+    assert not list(REPO.glob(".tmp_dagster_home_*")), "Dagster's temporary home is removed"

@@ -24,8 +24,12 @@ from nsync_dagster.settings import Tuning
 FRESH_BY_6AM = dg.FreshnessPolicy.cron(deadline_cron=deadline.DEADLINE_CRON,
                                        lower_bound_delta=deadline.LOWER_BOUND,
                                        timezone="America/New_York")
-DAILY = dg.DailyPartitionsDefinition(start_date="2026-01-01", timezone="America/New_York",
-                                     end_offset=1)
+# the partitions start where the history starts (NSYNC_HISTORY_START), read when the code
+# location loads: every Dagster process must agree on the partitions, so it is a fixed date
+HISTORY_START = Tuning.load().history_start
+HISTORY_MONTH = HISTORY_START.replace(day=1).isoformat()  # for the monthly partitions
+DAILY = dg.DailyPartitionsDefinition(start_date=HISTORY_START.isoformat(),
+                                     timezone="America/New_York", end_offset=1)
 OWNERS = ["team:platform"]
 GROUP = "daily_backup_and_sync"
 

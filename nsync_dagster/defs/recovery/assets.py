@@ -7,14 +7,14 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from nsync_dagster.cycle import recovery
-from nsync_dagster.defs.daily.assets import OWNERS, s3_backup
+from nsync_dagster.defs.daily.assets import HISTORY_MONTH, OWNERS, s3_backup
 from nsync_dagster.defs.records import last_recovery_test
 from nsync_dagster.defs.resources import NotifierResource, NsyncResource, backup_store
 from nsync_dagster.notify import Event
 from nsync_dagster.redact import redact
 from nsync_dagster.settings import Recovery
 
-MONTHLY = dg.MonthlyPartitionsDefinition(start_date="2026-01-01", timezone="America/New_York",
+MONTHLY = dg.MonthlyPartitionsDefinition(start_date=HISTORY_MONTH, timezone="America/New_York",
                                          end_offset=1)
 RECOVERY_JOB = "recovery_test_job"
 

@@ -7,6 +7,7 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from nsync_dagster.deadline import EASTERN
+from nsync_dagster.defs.daily.assets import HISTORY_MONTH
 from nsync_dagster.defs.resources import NotifierResource, NsyncResource, backup_store
 from nsync_dagster.errors import NsyncError
 from nsync_dagster.notify import Event
@@ -14,7 +15,7 @@ from nsync_dagster.redact import redact
 from nsync_dagster.security import access
 from nsync_dagster.security.posture import read_posture
 
-MONTHLY = dg.MonthlyPartitionsDefinition(start_date="2026-01-01", timezone="America/New_York",
+MONTHLY = dg.MonthlyPartitionsDefinition(start_date=HISTORY_MONTH, timezone="America/New_York",
                                          end_offset=1)
 ACCESS_REVIEW_JOB = "access_review_job"
 RUNBOOK = "runbooks/incident-response.md"

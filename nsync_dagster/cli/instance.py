@@ -1,0 +1,71 @@
+"""The Dagster instance the CLI records its runs in, and what of Dagster's output a user sees.
+
+By default a user sees nsync's own messages only: no Python warnings (platformdirs, Dagster's
+beta/supersession notices), no Dagster log lines, no telemetry banner. ``nsync -v`` (``--verbose``)
+shows all of them, with Dagster's step logs at DEBUG.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import dagster as dg
+
+# the CLI's own default home: runs are kept in SQLite there, without telemetry
+DEFAULT_HOME_CONFIG = """\
+# Written by nsync: the local Dagster instance of the nsync CLI (SQLite in this folder).
+# For PostgreSQL storage shared with the daemon and the UI, set DAGSTER_HOME to a folder holding
+# a copy of templates/dagster.yaml.
+telemetry:
+  enabled: false
+"""
+
+_verbose = False
+
+
+def configure_output(verbose: bool) -> None:
+    """Set up logging and warnings for one CLI invocation."""
+    global _verbose
+    _verbose = verbose
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        warnings.simplefilter("ignore")
+        for name in ("dagster", "alembic", "botocore", "urllib3"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def verbose() -> bool:
+    return _verbose
+
+
+def console_logging() -> dict:
+    """Run config for in-process runs: Dagster's step logs only with ``--verbose``."""
+    level = "DEBUG" if _verbose else "CRITICAL"
+    return {"loggers": {"console": {"config": {"log_level": level}}}}
+
+
+def ensure_dagster_home(env: dict[str, str] | os._Environ = os.environ) -> str:
+    """DAGSTER_HOME, defaulting to ~/.nsync/dagster_home (SQLite) so that the CLI and
+    ``nsync dev`` record runs in the same instance; that default home gets a dagster.yaml."""
+    if not env.get("DAGSTER_HOME"):
+        home = Path.home() / ".nsync" / "dagster_home"
+        home.mkdir(parents=True, exist_ok=True)
+        config = home / "dagster.yaml"
+        if not config.exists():
+            config.write_text(DEFAULT_HOME_CONFIG)
+        env["DAGSTER_HOME"] = str(home)
+    return env["DAGSTER_HOME"]
+
+
+def instance() -> dg.DagsterInstance:
+    """The instance DAGSTER_HOME names, or the CLI's local default."""
+    import dagster as dg  # after configure_output: Dagster warns at import time
+
+    ensure_dagster_home()
+    return dg.DagsterInstance.get()
