@@ -42,7 +42,7 @@ def dev(pg_prod, pg_staging, s3_endpoint, dagster_storage_role, tmp_path_factory
     db = unique_db()
     home = tmp / "dagster_home"
     home.mkdir()
-    config = (REPO / "dagster.yaml").read_text().replace("poll_interval_seconds: 30",
+    config = (REPO / "templates" / "dagster.yaml").read_text().replace("poll_interval_seconds: 30",
                                                          "poll_interval_seconds: 5")
     (home / "dagster.yaml").write_text(config)
     port = free_port()
@@ -56,7 +56,7 @@ def dev(pg_prod, pg_staging, s3_endpoint, dagster_storage_role, tmp_path_factory
         proc = subprocess.Popen([sys.executable, "-m", "nsync_dagster.cli", "dev", "--port",
                                  str(port)], cwd=REPO, env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
-    server = Dev(port, proc, log)
+    server = Dev(port, proc, log, env)
     try:
         _wait("dagster dev", server.up, timeout=180)
         first = launch(server)
