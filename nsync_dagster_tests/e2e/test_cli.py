@@ -27,7 +27,7 @@ def test_run_daily_then_backups_then_restore(pg_prod, pg_staging, cli_env):
 
     listed = nsync(cli_env, "backups")
     assert listed.returncode == 0 and "verified" in listed.stdout, listed.stdout
-    backup_id = listed.stdout.splitlines()[2].split()[1]
+    backup_day, backup_id = listed.stdout.splitlines()[2].split()[:2]
 
     target_db = unique_db("restored")
     target = pg_staging.url(OWNER, STAGING_OWNER_PW, target_db)
@@ -38,8 +38,9 @@ def test_run_daily_then_backups_then_restore(pg_prod, pg_staging, cli_env):
 
     again = nsync(cli_env, "restore", "--backup", "latest", "--target-url", target)
     assert again.returncode == 2 and "not empty" in again.stderr, again.stderr
-    forced = nsync(cli_env, "restore", "--backup", "2026-" + backup_id[4:6] + "-"
-                   + backup_id[6:8], "--target-url", target, "--force")
+    # A date means the Eastern day the backup is for, not the UTC day in its id: the two
+    # differ every evening from 19:00 or 20:00 Eastern.
+    forced = nsync(cli_env, "restore", "--backup", backup_day, "--target-url", target, "--force")
     assert forced.returncode == 0, forced.stderr
 
     into_staging = nsync(cli_env, "restore", "--target-url",
