@@ -153,6 +153,7 @@ def test_every_required_setting_is_provided():
 def test_a_run_stays_in_one_pod_with_its_work_volume():
     assert values()["runLauncher"]["type"] == "K8sRunLauncher"
     assert deployment()["includeConfigInLaunchedRuns"] == {"enabled": True}
+    assert "resources" not in deployment()  # they would replace the run pods' resources
     assert not re.search(r"executor|celery", json.dumps(values()), re.I)  # comments aside
     from nsync_dagster.definitions import defs
 
