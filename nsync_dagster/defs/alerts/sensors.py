@@ -93,7 +93,7 @@ def run_alerts_tick(instance: dg.DagsterInstance, notifier: Notifier, now: dt.da
             if not daily:
                 continue
             why = _incident(state, deadline_sent, day)
-            for event in watch.success_events(instance, run, why):
+            for event in watch.success_events(instance, run, why, now):
                 _queue(state, f"run:{run.run_id}:{event.event}", event, notifier, now)
             if why:
                 state["incidents"][day] = {"failed": 0, "resolved": True}
