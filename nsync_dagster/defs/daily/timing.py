@@ -41,7 +41,7 @@ def timing_metadata(context: dg.AssetExecutionContext, started: float,
     """The plotted metadata of a daily asset that started at ``started`` (``time.time()``)
     and finishes at ``now`` (default: the current time)."""
     now = time.time() if now is None else now
-    record = context.instance.get_run_record_by_id(context.run_id)
+    record = context.instance.get_run_record_by_id(context.run.run_id)
     run_start = record.start_time if record and record.start_time else started
     facts = finish_facts(dt.date.fromisoformat(context.partition_key), now)
     return {
