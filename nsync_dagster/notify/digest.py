@@ -162,6 +162,13 @@ def html_bar(day: Mapping[str, Any]) -> str:
             f"<tr>{''.join(cells)}</tr></table>")
 
 
+def _beside_badge(day: Mapping[str, Any]) -> str:
+    if day.get("minutes_before_deadline") is not None:
+        return against_deadline(day)
+    runs = day.get("failed_runs") or 0
+    return f"{runs} failed run{'s' if runs != 1 else ''}" if runs else ""
+
+
 _TD = "padding:3px 8px;border-bottom:1px solid #eeeeee;font-size:13px;white-space:nowrap;"
 
 
@@ -180,7 +187,7 @@ def html_chart(days: Sequence[Mapping[str, Any]]) -> str:
         badge = (f'<span style="color:#ffffff;background-color:{_color(d)};padding:1px 6px;'
                  f'border-radius:3px;">{_e(_label(d))}</span>')
         cells = (f"{_e(d.get('weekday'))} {_e(d.get('day'))}", _e(finished(d)), html_bar(d),
-                 f"{badge} {_e(against_deadline(d)) if d.get('finished_at') else ''}",
+                 f"{badge} {_e(_beside_badge(d))}",
                  _e(d.get("backup_size") or "-"), _e(verified(d)),
                  _e(d.get("staging_method") or "-"))
         rows.append(f'<tr data-day="{_e(d.get("day"))}" data-status="{_e(d.get("status"))}">'
