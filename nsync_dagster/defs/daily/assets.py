@@ -6,6 +6,7 @@ failed step with a message that says what to fix, with every secret masked.
 
 
 import contextlib
+import time
 import traceback
 from collections.abc import Iterator
 
@@ -15,6 +16,7 @@ from dagster_aws.s3 import S3Resource
 
 from nsync_dagster import deadline
 from nsync_dagster.cycle import pipeline
+from nsync_dagster.defs.daily.timing import timing_metadata
 from nsync_dagster.defs.resources import NsyncResource, backup_store
 from nsync_dagster.progress import human_bytes
 from nsync_dagster.redact import redact
@@ -122,6 +124,7 @@ def s3_backup(context: dg.AssetExecutionContext, nsync: NsyncResource,
     marks the backup complete. Every object is then downloaded again and its SHA-256 compared
     with the manifest. Only then is the local copy deleted.
     """
+    started = time.time()
     with failures_explained(context, "S3 backup"):
         settings = nsync.settings()
         out = pipeline.backup_step(settings, backup_store(settings, s3), context.partition_key,
@@ -131,7 +134,8 @@ def s3_backup(context: dg.AssetExecutionContext, nsync: NsyncResource,
                   "size": human_bytes(out["bytes"]), "bytes": out["bytes"],
                   "objects": out["objects"], "objects_sha256": out["objects_sha256"],
                   "upload_s": dg.MetadataValue.float(out["upload_s"]),
-                  "verify_s": dg.MetadataValue.float(out["verify_s"])},
+                  "verify_s": dg.MetadataValue.float(out["verify_s"]),
+                  **timing_metadata(context, started)},
         check_results=[dg.AssetCheckResult(check_name="backup_checksums_match", passed=True,
                                            metadata={"objects": out["objects"]})])
 
@@ -153,6 +157,7 @@ def staging_database(context: dg.AssetExecutionContext, nsync: NsyncResource,
     and only then swapped in; open sessions on the old copy are ended. If anything fails the
     old staging stays exactly as it was.
     """
+    started = time.time()
     with failures_explained(context, "staging rebuild"):
         settings = nsync.settings()
         out = pipeline.staging_step(settings, backup_store(settings, s3), context.partition_key,
@@ -167,7 +172,8 @@ def staging_database(context: dg.AssetExecutionContext, nsync: NsyncResource,
                   "skipped_platform_entries": len(out["restore"]["skipped"]),
                   "download_s": dg.MetadataValue.float(out["download_s"]),
                   "restore_s": dg.MetadataValue.float(out["restore_s"]),
-                  "verify_s": dg.MetadataValue.float(out["verify_s"])},
+                  "verify_s": dg.MetadataValue.float(out["verify_s"]),
+                  "staging_method": "restore", **timing_metadata(context, started)},
         check_results=[dg.AssetCheckResult(check_name="staging_matches_manifest", passed=True,
                                            metadata={"tables": v["tables"], "rows": v["rows"],
                                                      "checksums": v["checksums_compared"]})])
