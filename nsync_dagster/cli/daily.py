@@ -216,4 +216,15 @@ def print_summary(meta: dict[str, dict], elapsed: float, run_id: str, out) -> No
         f"total {elapsed:.1f}s",
         f"  dagster run {run_id}",
     ]
+    if staging.get("staging_method") == "neon-branch-reset":  # no restore: reset, then dumped
+        lines[2] = (f"  staging     {snap['source']} (Neon branch {snap['neon_branch']} in "
+                    f"{snap['reset_s']:.1f}s), dumped at LSN {snap['lsn']}: {snap['tables']} "
+                    f"tables, {snap['rows']:,} rows")
+        lines[5] = (f"  verified    staging matches that backup at {staging['verified_at']}; "
+                    f"production changed since the reset in "
+                    f"{staging['production_row_counts_changed']} table(s); passwords shared "
+                    f"with production: {staging['passwords_shared_with_production']}")
+        lines[6] = (f"  timings     reset {snap['reset_s']:.1f}s, snapshot "
+                    f"{snap['duration_s']:.1f}s, upload {backup['upload_s']:.1f}s, read-back "
+                    f"{backup['verify_s']:.1f}s; total {elapsed:.1f}s")
     print("\n".join(lines), file=out, flush=True)
