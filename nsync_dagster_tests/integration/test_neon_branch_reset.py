@@ -28,6 +28,7 @@ from nsync_dagster_tests.conftest import (
     apply_env,
     assert_no_secret,
     contract_env,
+    event_log_text,
     failure_text,
     nsync,
     run_daily_job,
@@ -151,8 +152,9 @@ def test_nsync_run_daily_in_branch_reset_mode(pg_prod, pg_branch, cli_env, neon)
     assert "nsync daily run succeeded" in done.stdout
     assert f"Neon branch {STAGING} reset from {MAIN}" in done.stdout
     assert "staging matches that backup" in done.stdout
-    assert API_KEY not in done.stdout + done.stderr
-    assert_no_secret(done.stdout, done.stderr)
+    log = event_log_text(env["DAGSTER_HOME"])
+    assert API_KEY not in done.stdout + done.stderr + log
+    assert_no_secret(done.stdout, done.stderr, log)
     oracle.assert_same(oracle.picture(pg_prod, PROD_DB), oracle.picture(pg_branch, PROD_DB))
     listed = nsync(env, "backups")
     assert listed.returncode == 0 and "checksummed" in listed.stdout, listed.stdout
