@@ -31,6 +31,7 @@ from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.preflight import Preflight, daily_preflight
 from nsync_dagster.errors import PreflightError
 from nsync_dagster.neon.client import DONE, NeonClient
+from nsync_dagster.notify import alerts
 from nsync_dagster.postgres import dbstats, roles
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.postgres.snapshot import Snapshot
@@ -171,7 +172,11 @@ def _log_and_raise(pf: Preflight) -> None:
     for r in pf.results:
         log.info("check %s: %s (%.2fs) %s", r.name, "ok" if r.ok else "FAILED", r.seconds,
                  r.detail)
-    pf.raise_if_failed()
+    try:
+        pf.raise_if_failed()
+    except PreflightError as exc:
+        hint = alerts.runbook("incident-response.md", "neon-branch-reset-failures")
+        raise PreflightError(f"{exc}\n  staging was not reset; runbook: {hint}") from None
 
 
 def reset_branch(neon: BranchReset, parent_id: str, report: Report) -> dict[str, Any]:

@@ -197,6 +197,8 @@ def test_each_bad_setting_fails_in_preflight_and_staging_is_untouched(
     assert not result.success
     message = failure_text(result)
     assert "before any work started" in message and expected in message, message
+    assert "staging was not reset; runbook: runbooks/incident-response.md#neon-branch-reset" \
+        in message
     assert neon.restores == [] and neon.copies == 0
     assert staging_picture(pg_branch) == before
     text = run_text(instance, result)
