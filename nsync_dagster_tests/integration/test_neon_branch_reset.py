@@ -97,6 +97,7 @@ def staging_picture(pg_branch) -> dict:
 
 def test_daily_job_resets_staging_backs_it_up_and_verifies_then_recovery_test(
         pg_prod, pg_branch, branch_env, neon, instance):
+    neon.faults.rate_limited, neon.faults.retry_after = 2, "1"  # two 429s: waited out
     result = run_daily_job(instance, PARTITION)
     text = run_text(instance, result)
     assert result.success, failure_text(result)
@@ -125,6 +126,8 @@ def test_daily_job_resets_staging_backs_it_up_and_verifies_then_recovery_test(
     assert "support_agent" in shared and OWNER in shared
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks["backup_checksums_match"] and checks["staging_matches_manifest"]
+    assert checks["staging_security_parity"]  # the posture check runs as in restore mode
+    assert [s for _m, _p, s in neon.requests[:3]] == [429, 429, 200]
     s3 = boto3.client("s3")
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=branch_env["NSYNC_BACKUP_BUCKET"])
             ["Contents"]]
