@@ -80,3 +80,27 @@ def test_recovery_test_runs_weekly_by_default_in_branch_reset_mode():
     assert (r.interval_days(False), r.interval_days(True)) == (14, 14)
     assert "7 with neon-branch-reset" in settings.spec(
         settings.Recovery, "recovery_test_interval_days").unset
+
+
+@pytest.mark.parametrize("method, runs", [("restore", False), ("neon-branch-reset", True)])
+def test_recovery_schedule_default_follows_the_staging_method(method, runs, monkeypatch):
+    """A recovery test 10 days old: due in branch-reset mode (weekly), not in restore mode."""
+    import dagster as dg
+
+    from nsync_dagster.deadline import EASTERN
+    from nsync_dagster.definitions import defs
+
+    monkeypatch.delenv("NSYNC_RECOVERY_TEST_INTERVAL_DAYS", raising=False)
+    monkeypatch.setenv("NSYNC_STAGING_METHOD", method)
+    d = defs()
+    with dg.instance_for_test() as instance:
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            "recovery_test_report", partition="2026-11-01", metadata={"result": "PASSED"}))
+        tick = (dt.datetime.now(EASTERN) + dt.timedelta(days=10)).replace(
+            hour=7, minute=0, second=0, microsecond=0)
+        result = d.resolve_schedule_def("recovery_test_schedule").evaluate_tick(
+            dg.build_schedule_context(instance=instance, scheduled_execution_time=tick,
+                                      repository_def=d.get_repository_def()))
+    assert bool(result.run_requests) is runs
+    if not runs:
+        assert "next one due after 30 days" in result.skip_message
