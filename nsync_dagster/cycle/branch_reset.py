@@ -168,6 +168,16 @@ def neon_preflight(settings: RunConfig, neon: BranchReset) -> dict[str, Any]:
     return facts
 
 
+def doctor_check(settings: RunConfig) -> str:
+    """``nsync doctor``'s line: the method, and in branch-reset mode every Neon check."""
+    neon = BranchReset.from_env()
+    if neon is None:
+        return "restore (staging rebuilt from the S3 backup every day)"
+    facts = neon_preflight(settings, neon)
+    return (f"neon-branch-reset: branch {neon.branch_id} of project {neon.project_id} may be "
+            f"reset from production's branch {facts['prod_branch']}")
+
+
 def _log_and_raise(pf: Preflight) -> None:
     for r in pf.results:
         log.info("check %s: %s (%.2fs) %s", r.name, "ok" if r.ok else "FAILED", r.seconds,

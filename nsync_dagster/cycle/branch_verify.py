@@ -96,7 +96,13 @@ def verify_branch_staging(settings: RunConfig, store: BackupStore, partition: st
             f"backup {backup.backup_id} was dumped from production, not from the reset staging "
             "branch (it was taken with NSYNC_STAGING_METHOD=restore): materialize prod_snapshot "
             "and s3_backup again in neon-branch-reset mode")
-    verified = pipeline.verify_database(settings.staging, manifest, settings.platform_roles)
+    try:
+        verified = pipeline.verify_database(settings.staging, manifest, settings.platform_roles)
+    except VerificationError as exc:
+        raise VerificationError(
+            f"{exc}. In branch-reset mode staging is live from the reset on: a session that "
+            "wrote to staging after the reset shows here too (see pg_stat_activity on staging);"
+            " otherwise the reset or the dump went wrong. Rerun the whole job.") from None
     report(f"staging matches backup {backup.backup_id}: {verified['tables']} tables, "
            f"{verified['rows']:,} rows, {verified['sequences']} sequences")
     drift = production_drift(settings.prod, manifest)

@@ -232,3 +232,18 @@ def test_missing_neon_settings_are_named(branch_env, instance, monkeypatch):
     assert not result.success
     assert ("neon-branch-reset needs NSYNC_NEON_STAGING_BRANCH_ID, NEON_API_KEY"
             in failure_text(result))
+
+
+def test_doctor_checks_the_neon_settings(capsys, branch_env, neon, monkeypatch):
+    from nsync_dagster.cli import main
+
+    monkeypatch.setenv("NSYNC_WEBHOOK_URL", "http://127.0.0.1:9/unused")  # a channel exists
+    main(["doctor"])
+    out = capsys.readouterr().out
+    assert (f"[PASS] staging method (NSYNC_STAGING_METHOD): neon-branch-reset: branch {STAGING} "
+            f"of project {PROJECT} may be reset from production's branch {MAIN}") in out, out
+    neon.branches[STAGING].protected = True
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "[FAIL] staging method (NSYNC_STAGING_METHOD)" in out and "it is protected" in out
+    assert API_KEY not in out and neon.restores == []
