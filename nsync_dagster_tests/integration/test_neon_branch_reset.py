@@ -147,6 +147,16 @@ def test_daily_job_resets_staging_backs_it_up_and_verifies_then_recovery_test(
             ["Contents"]]
     assert manifest_key.replace("manifest.json", RESTORE_OK) in keys  # now "verified"
 
+    # staging is live after the reset: a write there fails the verification, explained
+    pg_branch.psql("INSERT INTO app.clients (name, slug, tenant_id) "
+                   "VALUES ('qa', 'qa-written-on-staging', 1)", PROD_DB)
+    again = defs().resolve_job_def("daily_sync_job").execute_in_process(
+        instance=instance, partition_key=PARTITION, raise_on_error=False,
+        asset_selection=[dg.AssetKey("staging_database")])
+    assert not again.success
+    assert "a session that wrote to staging after the reset" in failure_text(again)
+    assert neon.copies == 1  # verifying alone never resets
+
 
 def test_nsync_run_daily_in_branch_reset_mode(pg_prod, pg_branch, cli_env, neon):
     env = {**cli_env, **branch_vars(pg_prod, pg_branch, neon)}
