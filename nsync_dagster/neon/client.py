@@ -31,10 +31,12 @@ from nsync_dagster.redact import redact, register_secret
 
 log = logging.getLogger("nsync.neon")
 TIMEOUT_S = 30
-# operation statuses (Neon: "finished, skipped and cancelled are terminal; a failed operation is
-# not terminal and may be retried")
+# operation statuses: scheduling, running, finished, failed, error, cancelling, cancelled,
+# skipped. Neon: "finished, skipped and cancelled are terminal; a failed operation is not
+# terminal and may be retried", so failed/error are polled on until the timeout and named.
 DONE = frozenset({"finished", "skipped"})
 CANCELLED = frozenset({"cancelling", "cancelled"})
+FAILING = frozenset({"failed", "error"})
 
 
 class NeonError(NsyncError):
@@ -244,7 +246,7 @@ def _failed_detail(client: NeonClient, pending: list[str]) -> str:
             op = client.get_operation(op_id)
         except NeonError:
             continue
-        if op.get("status") == "failed":
+        if op.get("status") in FAILING:
             parts.append(f"{op.get('action', '?')} failed {op.get('failures_count', 1)} "
                          f"time(s){_error_of(op)}")
     return f"; {'; '.join(parts)}" if parts else ""
