@@ -29,7 +29,7 @@ from typing import Any
 from nsync_dagster.cycle import pipeline
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.preflight import Preflight, daily_preflight
-from nsync_dagster.errors import PreflightError
+from nsync_dagster.errors import PreflightError, SnapshotError
 from nsync_dagster.neon.client import DONE, NeonClient
 from nsync_dagster.notify import alerts
 from nsync_dagster.postgres import dbstats, roles
@@ -214,9 +214,11 @@ def _wait_for_compute(staging: PgTarget, report: Report) -> None:
             with staging.connect() as conn:
                 conn.execute("SELECT 1")
             return
-        except PreflightError:
+        except PreflightError as exc:
             if time.monotonic() > end:
-                raise
+                raise SnapshotError(
+                    f"the staging branch was reset, but its compute did not accept connections "
+                    f"within {COMPUTE_WAIT_S}s: {exc}", transient=True) from None
             report("staging's compute is not accepting connections yet; waiting")
             time.sleep(2)
 
