@@ -6,7 +6,6 @@ import sys
 
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.resources import NotifierResource
-from nsync_dagster.redact import redact
 from nsync_dagster.security import parity
 
 
@@ -32,7 +31,7 @@ def run_check_security(alert: bool, out=None) -> int:
         return 0
     print(f"{len(diffs)} difference(s) between production and staging:", file=out)
     for d in diffs:
-        print(f"  - {redact(str(d))}", file=out)
+        print(f"  - {d}", file=out)
     if alert:
         NotifierResource().deliver(parity.drift_event(diffs))
     return 1

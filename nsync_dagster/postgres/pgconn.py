@@ -28,7 +28,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from nsync_dagster.errors import ConfigError, PreflightError
 from nsync_dagster.postgres.pgbin import PgBin
-from nsync_dagster.redact import redact, register_url_password
+from nsync_dagster.redact import register_url_password
 from nsync_dagster.settings import Databases
 
 CONNECT_TIMEOUT_S = 10
@@ -150,7 +150,7 @@ class PgTarget:
         try:
             params = conninfo_to_dict(self.url)
         except psycopg.ProgrammingError as exc:
-            raise ConfigError(f"{self._where()} is not a valid PostgreSQL URL ({redact(exc)}); "
+            raise ConfigError(f"{self._where()} is not a valid PostgreSQL URL ({exc}); "
                               "expected postgresql://USER:PASSWORD@HOST:PORT/DBNAME") from None
         return {k: str(v) for k, v in params.items()}
 
@@ -204,7 +204,7 @@ class PgTarget:
         params = self.params
         for key, what in (("host", "host"), ("dbname", "database name"), ("user", "user name")):
             if not params.get(key):
-                raise ConfigError(f"{self._where()} has no {what}: {redact(self.url)}; expected "
+                raise ConfigError(f"{self._where()} has no {what}: {self.url}; expected "
                                   "postgresql://USER:PASSWORD@HOST:5432/DBNAME")
         if "@" in self.host:  # libpq splits user:pass@host at the first '@'
             raise ConfigError(f"{self._where()} has an '@' in its host part: percent-encode "
@@ -267,7 +267,7 @@ class PgTarget:
         return conn
 
     def explain_connect_error(self, exc: BaseException) -> str:
-        text = redact(exc).strip()
+        text = str(exc).strip()
         low = text.lower()
         where = f"{self._where()} [{self.display}]"
         if "password authentication failed" in low or "no password supplied" in low:

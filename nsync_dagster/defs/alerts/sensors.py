@@ -21,6 +21,7 @@ from nsync_dagster.defs import records
 from nsync_dagster.defs.alerts import watch
 from nsync_dagster.defs.alerts.state import SensorState
 from nsync_dagster.defs.resources import NotifierResource
+from nsync_dagster.defs.shared import failures_explained, masked_skip
 from nsync_dagster.notify import Event, NotificationError, Notifier, outbox
 from nsync_dagster.settings import Alerting, Notifications
 
@@ -124,8 +125,9 @@ def run_alerts(context: dg.SensorEvaluationContext, notifier: NotifierResource) 
       when that day had a failed run or a missed deadline.
 
     Undelivered messages stay in a durable outbox and are retried every tick."""
-    return dg.SkipReason(run_alerts_tick(context.instance, notifier.notifier(),
-                                         dt.datetime.now(dt.UTC)))
+    with failures_explained(context, "run alerts", retry=False):
+        done = run_alerts_tick(context.instance, notifier.notifier(), dt.datetime.now(dt.UTC))
+    return masked_skip(done)
 
 
 def deadline_tick(instance: dg.DagsterInstance, notifier: Notifier, now: dt.datetime) -> str:
@@ -155,5 +157,6 @@ def deadline_watch(context: dg.SensorEvaluationContext,
     passes, and an escalation to the director and on-call at NSYNC_ESCALATE_AT (08:30) if it
     is still not resolved. Each goes out at most once a day, and never for a moment that passed
     before this sensor first ran (a fresh install is not paged for this morning)."""
-    return dg.SkipReason(deadline_tick(context.instance, notifier.notifier(),
-                                       dt.datetime.now(dt.UTC)))
+    with failures_explained(context, "deadline watch", retry=False):
+        done = deadline_tick(context.instance, notifier.notifier(), dt.datetime.now(dt.UTC))
+    return masked_skip(done)
