@@ -24,7 +24,7 @@ from nsync_dagster.defs import records
 from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.errors import NsyncError
 from nsync_dagster.notify import heartbeat, notifier_from_env
-from nsync_dagster.postgres.pgconn import check_dagster_storage_tls
+from nsync_dagster.postgres.tls import check_dagster_storage_tls
 from nsync_dagster.settings import Notifications, show
 
 TEST_MAX_AGE = dt.timedelta(days=31)

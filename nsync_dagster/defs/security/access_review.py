@@ -16,8 +16,8 @@ from nsync_dagster.defs.shared import (
     materialized,
 )
 from nsync_dagster.notify import Event
-from nsync_dagster.security import access
-from nsync_dagster.security.posture import read_posture
+from nsync_dagster.security import access, access_report
+from nsync_dagster.security.access_list import load_access_list
 
 ACCESS_REVIEW_JOB = "access_review_job"
 RUNBOOK = "runbooks/incident-response.md"
@@ -54,19 +54,15 @@ def access_review(context: dg.AssetExecutionContext, nsync: NsyncResource, s3: S
     """
     with failures_explained(context, "access review", retry=False):
         settings = nsync.settings()
-        access_list = access.load_access_list()
-        postures = {}
-        for env, target in (("production", settings.prod), ("staging", settings.staging)):
-            with target.connect() as conn:
-                postures[env] = read_posture(conn, settings.platform_roles)
-        result = access.review(access_list, postures, dt.datetime.now(EASTERN).date())
-        markdown = access.render_markdown(result)  # masked as rendered: it goes to S3
+        result = access.review(load_access_list(), access.read_postures(settings),
+                               dt.datetime.now(EASTERN).date())
+        markdown = access_report.render_markdown(result)  # masked as rendered: it goes to S3
         store = backup_store(settings, s3)
         month = dt.date.fromisoformat(context.partition_key)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         key = f"{store.prefix}/access-reviews/{month:%Y/%m}/{stamp}"
         store.put_bytes(key + ".md", markdown.encode(), "text/markdown")
-        store.put_bytes(key + ".json", access.to_json(result).encode(), "application/json")
+        store.put_bytes(key + ".json", access_report.to_json(result).encode(), "application/json")
         location = store.uri(key + ".md")
         for message in result.messages:
             context.log.warning(f"access deviation: {message}")
