@@ -23,10 +23,11 @@ def register(sub) -> None:
 def run_check_security(alert: bool, out=None) -> int:
     out = out or sys.stdout
     settings = RunConfig.from_env()
-    diffs, facts = parity.compare(settings)
+    report = parity.compare(settings)
+    diffs = report.differences
     if not diffs:
         print(f"staging ({settings.staging.display}) is secured exactly like production "
-              f"({settings.prod.display}): {facts['roles']} roles, {facts['objects']} objects "
+              f"({settings.prod.display}): {report.roles} roles, {report.objects} objects "
               "compared", file=out)
         return 0
     print(f"{len(diffs)} difference(s) between production and staging:", file=out)

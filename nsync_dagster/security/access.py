@@ -29,6 +29,7 @@ from typing import Any
 
 from nsync_dagster.deadline import EASTERN
 from nsync_dagster.security.access_list import ATTRIBUTES, AccessList, Principal, load_access_list
+from nsync_dagster.security.posture_facts import Posture
 from nsync_dagster.settings import Access
 
 _OBJECT_KINDS = ("partitioned table", "materialized view", "foreign table", "window function",
@@ -87,28 +88,28 @@ def _summary(counts: Counter) -> str:
     return ", ".join(f"{p} on {_plural(k, n)}" for (k, p), n in sorted(counts.items()))
 
 
-def held_privileges(posture: dict[str, Any], role: str) -> tuple[Counter, Counter]:
+def held_privileges(posture: Posture, role: str) -> tuple[Counter, Counter]:
     """(privileges ``role`` holds as a grantee, objects it owns), counted per (kind, privilege)
     and per (kind, "owner")."""
     held: Counter = Counter()
     owns: Counter = Counter()
-    for key, entry in posture["objects"].items():
+    for key, entry in posture.objects.items():
         held.update((_kind(key), priv) for who, priv in entry["acl"] if who == role)
         if entry["owner"] == role:
             owns[(_kind(key), "owns")] += 1
-    for acl in posture["columns"].values():
+    for acl in posture.columns.values():
         held.update(("column", priv) for who, priv in acl if who == role)
-    for acl in posture["default_privileges"].values():
+    for acl in posture.default_privileges.values():
         held.update(("default privilege rule", priv) for who, priv in acl if who == role)
-    held.update(("database", priv) for who, priv in posture["database"]["acl"] if who == role)
-    if posture["database"]["owner"] == role:
+    held.update(("database", priv) for who, priv in posture.database["acl"] if who == role)
+    if posture.database["owner"] == role:
         owns[("database", "owns")] += 1
     return held, owns
 
 
-def _memberships(posture: dict[str, Any], member: str) -> dict[str, dict[str, bool]]:
+def _memberships(posture: Posture, member: str) -> dict[str, dict[str, bool]]:
     out: dict[str, dict[str, bool]] = {}
-    for role, who, admin, inherit, set_ in posture["memberships"]:
+    for role, who, admin, inherit, set_ in posture.memberships:
         if who == member:
             m = out.setdefault(role, {"admin": False, "inherit": False, "set": False})
             m.update(admin=m["admin"] or admin, inherit=m["inherit"] or inherit,
@@ -116,9 +117,9 @@ def _memberships(posture: dict[str, Any], member: str) -> dict[str, dict[str, bo
     return out
 
 
-def _chain(posture: dict[str, Any], roles: tuple[str, ...]) -> set[str]:
+def _chain(posture: Posture, roles: tuple[str, ...]) -> set[str]:
     parents: dict[str, set[str]] = {}
-    for role, member, *_ in posture["memberships"]:
+    for role, member, *_ in posture.memberships:
         parents.setdefault(member, set()).add(role)
     seen, todo = set(roles), list(roles)
     while todo:
@@ -129,7 +130,7 @@ def _chain(posture: dict[str, Any], roles: tuple[str, ...]) -> set[str]:
     return seen
 
 
-def _check(env: str, name: str, p: Principal, posture: dict[str, Any], attrs: list[str],
+def _check(env: str, name: str, p: Principal, posture: Posture, attrs: list[str],
            members: dict[str, dict[str, bool]], held: Counter) -> list[Deviation]:
     out = [Deviation("attribute", f"{name} on {env} has {a.upper()}, not authorised", env, name)
            for a in attrs if a not in p.attributes]
@@ -150,7 +151,7 @@ def _check(env: str, name: str, p: Principal, posture: dict[str, Any], attrs: li
     return out
 
 
-def review(access_list: AccessList, postures: dict[str, dict[str, Any]],
+def review(access_list: AccessList, postures: dict[str, Posture],
            today: dt.date | None = None, max_age_days: int | None = None) -> AccessReview:
     """Compare ``postures`` (environment name → posture) with the access list."""
     today = today or dt.datetime.now(EASTERN).date()
@@ -166,7 +167,7 @@ def review(access_list: AccessList, postures: dict[str, dict[str, Any]],
     ignored = set(access_list.ignore)
     for env, posture in postures.items():
         rows = result.environments.setdefault(env, [])
-        logins = {n: r for n, r in posture["roles"].items()
+        logins = {n: r for n, r in posture.roles.items()
                   if r["login"] and n not in ignored and not n.startswith("pg_")}
         for name, role in logins.items():
             p = access_list.principals.get(name)
@@ -191,7 +192,7 @@ def review(access_list: AccessList, postures: dict[str, dict[str, Any]],
     return result
 
 
-def read_postures(settings: Any) -> dict[str, dict[str, Any]]:
+def read_postures(settings: Any) -> dict[str, Posture]:
     """Both environments' postures, read as the configured roles (``cycle.config.RunConfig``)."""
     from nsync_dagster.security.posture import read_posture
 

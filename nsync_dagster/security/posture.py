@@ -1,12 +1,13 @@
 """The security posture of a database: everything that decides who can do what.
 
 ``read_posture`` runs as the connected role, which on Neon is the non-superuser owner
-(``neondb_owner``), and reads only catalogs such a role may read. The result is a plain,
-JSON-serialisable dict keyed by stable names (``schema.name``, function signatures), never by
-OIDs, so the posture of production and of its staging copy can be compared with
-``diff_posture`` (in :mod:`nsync_dagster.security.posture_diff`, re-exported here).
+(``neondb_owner``), and reads only catalogs such a role may read. The result is a typed
+record (:class:`~.posture_facts.Posture`, JSON-like inside) keyed by stable names
+(``schema.name``, function signatures), never by OIDs, so the posture of production and of its
+staging copy can be compared with ``diff_posture`` (in
+:mod:`nsync_dagster.security.posture_diff`, re-exported here).
 
-Top-level keys of the posture dict:
+Fields of the posture:
 
 * ``reader``: who read it (role, superuser, server major) -- informational, not compared;
 * ``platform_roles``: the roles the platform manages (never compared);
@@ -51,6 +52,7 @@ from nsync_dagster.security.posture_diff import (
     diff_posture,
     posture_digest,
 )
+from nsync_dagster.security.posture_facts import Posture, Reader
 from nsync_dagster.security.posture_queries import (
     COLUMN_ACLS,
     DEFAULT_ACLS,
@@ -62,8 +64,8 @@ from nsync_dagster.security.posture_queries import (
     not_in_extension,
 )
 
-__all__ = ["Difference", "diff_posture", "posture_digest", "read_posture", "OWNER_TOKEN",
-           "SETTINGS"]
+__all__ = ["Difference", "Posture", "diff_posture", "posture_digest", "read_posture",
+           "OWNER_TOKEN", "SETTINGS"]
 
 SETTINGS = ("ssl", "password_encryption", "row_security", "log_connections",
             "log_disconnections", "idle_in_transaction_session_timeout", "statement_timeout")
@@ -71,7 +73,7 @@ ROLE_FLAGS = (("login", "rolcanlogin"), ("superuser", "rolsuper"), ("createdb", 
               ("createrole", "rolcreaterole"), ("inherit", "rolinherit"),
               ("bypassrls", "rolbypassrls"), ("replication", "rolreplication"))
 
-def read_posture(conn: psycopg.Connection, platform_roles: Iterable[str]) -> dict[str, Any]:
+def read_posture(conn: psycopg.Connection, platform_roles: Iterable[str]) -> Posture:
     """Read the security posture of the connected database and its server's roles.
 
     Args:
@@ -83,7 +85,8 @@ def read_posture(conn: psycopg.Connection, platform_roles: Iterable[str]) -> dic
             superuser could restore them, so no copy can be expected to carry them).
 
     Returns:
-        The posture dict described in the module docstring.
+        The posture (:class:`~nsync_dagster.security.posture_facts.Posture`) described in the
+        module docstring.
     """
     platform = sorted(set(platform_roles))
     with conn.transaction(), conn.cursor() as cur:
@@ -96,7 +99,7 @@ def read_posture(conn: psycopg.Connection, platform_roles: Iterable[str]) -> dic
     return posture
 
 
-def _read(cur: psycopg.Cursor, platform: list[str]) -> dict[str, Any]:
+def _read(cur: psycopg.Cursor, platform: list[str]) -> Posture:
     cur.execute("SELECT oid, rolname FROM pg_roles")
     names: dict[int, str] = {oid: name for oid, name in cur.fetchall()}
     names[0] = "PUBLIC"
@@ -113,22 +116,21 @@ def _read(cur: psycopg.Cursor, platform: list[str]) -> dict[str, Any]:
     db = _acls(cur, """SELECT 'database', datdba, a.grantee, a.privilege_type, a.is_grantable
         FROM pg_database LEFT JOIN LATERAL aclexplode(coalesce(datacl, acldefault('d', datdba)))
         a ON true WHERE datname = current_database()""", names)["database"]
-    return {
-        "reader": {"role": me, "superuser": bool(superuser),
-                   "server_major": server_major(cur.connection)},
-        "platform_roles": platform,
-        "roles": _roles(cur),  # already in name order
-        "memberships": _memberships(cur),
-        "database": db,
-        "objects": _sorted(objects),
-        "columns": _sorted(columns),
-        "default_privileges": _sorted(default_privileges),
-        "rls": _sorted(_rls(cur)),
-        "policies": _sorted(_policies(cur)),
-        "extensions": _sorted(_extensions(cur)),
-        "settings": _sorted(_settings(cur)),
-        "session_defaults": _session_defaults(cur, platform),
-    }
+    return Posture(
+        reader=Reader(me, bool(superuser), server_major(cur.connection)),
+        platform_roles=platform,
+        roles=_roles(cur),  # already in name order
+        memberships=_memberships(cur),
+        database=db,
+        objects=_sorted(objects),
+        columns=_sorted(columns),
+        default_privileges=_sorted(default_privileges),
+        rls=_sorted(_rls(cur)),
+        policies=_sorted(_policies(cur)),
+        extensions=_sorted(_extensions(cur)),
+        settings=_sorted(_settings(cur)),
+        session_defaults=_session_defaults(cur, platform),
+    )
 
 
 def _sorted(mapping: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from nsync_dagster.postgres.roles import DEFAULT_PLATFORM_ROLES
 from nsync_dagster.security import access, access_report
 from nsync_dagster.security.access_list import load_access_list
 from nsync_dagster.security.posture import read_posture
+from nsync_dagster.security.posture_facts import Posture
 from nsync_dagster_tests.conftest import (
     OWNER,
     REPO,
@@ -54,7 +55,7 @@ def synced(pg_prod, pg_staging, s3_endpoint, tmp_path_factory) -> Iterator[Synce
         yield Synced(env, db)
 
 
-def postures(synced: Synced) -> dict[str, dict]:
+def postures(synced: Synced) -> dict[str, Posture]:
     out = {}
     for env, var in (("production", "NSYNC_PROD_DATABASE_URL"),
                      ("staging", "NSYNC_STAGING_DATABASE_URL")):

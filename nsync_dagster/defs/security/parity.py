@@ -17,7 +17,8 @@ def staging_security_parity(context: dg.AssetCheckExecutionContext, nsync: Nsync
                             notifier: NotifierResource) -> dg.AssetCheckResult:
     """Compares the live postures of production and staging, read as the configured roles."""
     with failures_explained(context, "security parity check", retry=False):
-        diffs, facts = parity.compare(nsync.settings())
+        report = parity.compare(nsync.settings())
+        diffs = report.differences
         lines = [str(d) for d in diffs]
         for line in lines:
             context.log.warning(line)
@@ -29,4 +30,4 @@ def staging_security_parity(context: dg.AssetCheckExecutionContext, nsync: Nsync
                      "staging's security posture equals production's"),
         metadata={"differences": dg.MetadataValue.md("\n".join(f"- {x}" for x in lines)
                                                      or "none"),
-                  "count": len(lines), **facts})
+                  "count": len(lines), **report.facts()})
