@@ -174,11 +174,11 @@ def verify_checklist(inst: dg.DagsterInstance, now: dt.datetime) -> list[tuple[s
                          f"and 06:00 ET for {day}")
 
     def notified() -> str:
-        sent = [n for n in records.director_notifications(inst) if n.get("partition") ==
-                day.isoformat()]
+        sent = [n for n in records.director_notifications(inst)
+                if n.partition == day.isoformat()]
         if not sent:
             raise NsyncError(f"no confirmation to the director is recorded for {day}")
-        return f"sent {sent[0]['director_notified_at']} via {sent[0]['channels'] or '?'}"
+        return f"sent {sent[0].notified_at} via {sent[0].channels or '?'}"
 
     def alerts_tested() -> str:
         routed = notifier_from_env().channels_for("run_failure")

@@ -138,13 +138,14 @@ def deadline_tick(instance: dg.DagsterInstance, notifier: Notifier, now: dt.date
     state = store.load() or {"since": now.timestamp(), "sent": {}, "outbox": []}
     since = dt.datetime.fromtimestamp(state["since"], tz=dt.UTC)
     due = watch.deadline_events(instance, now, state["sent"], warn_at, escalate_at, since)
-    for key, day, event in due:
+    for alert in due:
         # a warning is pointless once the deadline itself has passed
-        expires = deadline.deadline_for(dt.date.fromisoformat(day)) if key == "warned" else None
-        _queue(state, f"deadline:{day}:{key}", event, notifier, now, expires)
-        state["sent"][key] = day
+        expires = (deadline.deadline_for(dt.date.fromisoformat(alert.day))
+                   if alert.key == "warned" else None)
+        _queue(state, f"deadline:{alert.day}:{alert.key}", alert.event, notifier, now, expires)
+        state["sent"][alert.key] = alert.day
     store.save(state)
-    sent = ", ".join(event.event for _, _, event in due) or "nothing new"
+    sent = ", ".join(alert.event.event for alert in due) or "nothing new"
     return (f"deadline watch at {now.isoformat(timespec='seconds')}: {sent}; "
             + _flush(state, store, notifier, now, instance))
 
