@@ -25,6 +25,7 @@ import pytest
 from nsync_dagster.embedded.neon_shape import shape_like_neon
 from nsync_dagster.embedded.postgres import EmbeddedCluster, embedded_bin_dir
 from nsync_dagster.embedded.stack import seed_sample_platform
+from nsync_dagster_tests.processes import base_env, new_home
 
 # the tests' history starts early in 2026 (their partitions are fixed past days); set before the
 # code location is imported, like an operator's env file
@@ -241,44 +242,9 @@ def failure_text(result: dg.ExecuteInProcessResult) -> str:
 
 
 REPO = Path(__file__).resolve().parents[1]
-# the production instance configuration (PostgreSQL storage from DAGSTER_PG_*)
-INSTANCE_TEMPLATE = REPO / "templates" / "dagster.yaml"
 
 
 ALL_SECRETS = (*SECRETS, STORAGE_PW)
-STORAGE_VARS = ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USERNAME",
-                "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB")
-
-
-def base_env() -> dict[str, str]:
-    """This process's environment without any NSYNC_*, AWS_* or PG* variable: the start of a
-    child process's environment that the test then fills in."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("NSYNC_", "AWS_", "PG"))}
-
-
-def new_home(folder: Path, poll_interval_s: int | None = None) -> Path:
-    """A DAGSTER_HOME in ``folder`` with the production instance template (PostgreSQL storage
-    from DAGSTER_PG_*), optionally with a shorter run-monitoring poll interval."""
-    home = folder / "dagster_home"
-    home.mkdir()
-    config = INSTANCE_TEMPLATE.read_text()
-    if poll_interval_s is not None:
-        config = config.replace("poll_interval_seconds: 30",
-                                f"poll_interval_seconds: {poll_interval_s}")
-    (home / "dagster.yaml").write_text(config)
-    return home
-
-
-@contextlib.contextmanager
-def storage_env(env: dict[str, str]) -> Iterator[None]:
-    """While it lasts, this process opens the Dagster storage named in ``env`` (DAGSTER_PG_*),
-    to read the instance a child process wrote."""
-    with pytest.MonkeyPatch.context() as mp:
-        for key in STORAGE_VARS:
-            mp.setenv(key, env[key])
-        yield
-
-
 @pytest.fixture
 def cli_env(nsync_env, dagster_storage, tmp_path, monkeypatch) -> dict[str, str]:
     for key, value in dagster_storage.items():  # this process reads the same instance

@@ -29,13 +29,12 @@ from nsync_dagster_tests.conftest import (
     STAGING_OWNER_PW,
     SUPERUSER_PW,
     SUPPORT_STAGING_PW,
-    base_env,
     new_dagster_storage,
-    new_home,
     s3_client,
     unique_db,
 )
 from nsync_dagster_tests.e2e.devserver import Dev, running_dev, wait_until
+from nsync_dagster_tests.processes import base_env, new_home
 from nsync_dagster_tests.receivers import Receiver
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

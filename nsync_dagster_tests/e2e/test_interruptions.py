@@ -31,15 +31,13 @@ from nsync_dagster_tests.conftest import (
     REPO,
     SUPERUSER_PW,
     assert_no_secret,
-    base_env,
     contract_env,
     event_log_text,
     new_dagster_storage,
-    new_home,
     s3_client,
-    storage_env,
     unique_db,
 )
+from nsync_dagster_tests.processes import base_env, new_home, storage_env
 
 INTERRUPTED = 130
 

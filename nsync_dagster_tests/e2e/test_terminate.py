@@ -21,14 +21,13 @@ from nsync_dagster.embedded.postgres import free_port
 from nsync_dagster_tests import oracle
 from nsync_dagster_tests.conftest import (
     PROD_DB,
-    base_env,
     contract_env,
     new_dagster_storage,
-    new_home,
     s3_client,
     unique_db,
 )
 from nsync_dagster_tests.e2e.devserver import Dev, running_dev, wait_until
+from nsync_dagster_tests.processes import base_env, new_home
 
 DONE = ("SUCCESS", "FAILURE", "CANCELED")
 
