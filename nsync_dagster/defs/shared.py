@@ -39,6 +39,9 @@ MONTHLY = dg.MonthlyPartitionsDefinition(start_date=HISTORY_MONTH, timezone="Ame
                                          end_offset=1)
 OWNERS = ["team:platform"]
 DAILY_GROUP = "daily_backup_and_sync"
+# what an interrupted daily step leaves (the swap is one transaction)
+STAGING_INTACT = ("staging keeps a complete copy (the previous one, or the new verified one if "
+                  "the swap had committed)")
 RECOVERY_GROUP = "recovery_testing"
 SECURITY_GROUP = "security"
 
@@ -63,7 +66,8 @@ def _transient(exc: Exception) -> bool:
 
 
 @contextlib.contextmanager
-def failures_explained(context: Any, what: str, *, retry: bool = True) -> Iterator[None]:
+def failures_explained(context: Any, what: str, *, retry: bool = True,
+                       interrupted: str = STAGING_INTACT) -> Iterator[None]:
     """The failure boundary of an asset, check, op, sensor or schedule: any error becomes a
     ``dg.Failure`` whose text and metadata are masked and say what to fix.
 
@@ -74,7 +78,8 @@ def failures_explained(context: Any, what: str, *, retry: bool = True) -> Iterat
     An interruption (SIGTERM/SIGINT, Dagster's Terminate, run monitoring's max runtime) is
     never turned into a retry or a failure: the library has already cleaned up (children
     killed, the unfinished copy dropped) and the interrupt propagates, so Dagster records the
-    run as canceled or failed.
+    run as canceled or failed. ``interrupted`` says what the operator can count on then (by
+    default, for the daily steps: staging keeps a complete copy; empty for read-only work).
 
     Example:
         with failures_explained(context, "staging rebuild"):
@@ -108,8 +113,7 @@ def failures_explained(context: Any, what: str, *, retry: bool = True) -> Iterat
                                    "attempts": attempt + 1}) from None
     except BaseException as exc:
         context.log.warning(f"{what} interrupted ({type(exc).__name__}): cleaned up, not "
-                            "retried; staging keeps a complete copy (the previous one, or the "
-                            "new verified one if the swap had committed)")
+                            f"retried{'; ' + interrupted if interrupted else ''}")
         raise
 
 

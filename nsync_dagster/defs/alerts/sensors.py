@@ -125,7 +125,7 @@ def run_alerts(context: dg.SensorEvaluationContext, notifier: NotifierResource) 
       when that day had a failed run or a missed deadline.
 
     Undelivered messages stay in a durable outbox and are retried every tick."""
-    with failures_explained(context, "run alerts", retry=False):
+    with failures_explained(context, "run alerts", retry=False, interrupted=""):
         done = run_alerts_tick(context.instance, notifier.notifier(), dt.datetime.now(dt.UTC))
     return masked_skip(done)
 
@@ -158,6 +158,6 @@ def deadline_watch(context: dg.SensorEvaluationContext,
     passes, and an escalation to the director and on-call at NSYNC_ESCALATE_AT (08:30) if it
     is still not resolved. Each goes out at most once a day, and never for a moment that passed
     before this sensor first ran (a fresh install is not paged for this morning)."""
-    with failures_explained(context, "deadline watch", retry=False):
+    with failures_explained(context, "deadline watch", retry=False, interrupted=""):
         done = deadline_tick(context.instance, notifier.notifier(), dt.datetime.now(dt.UTC))
     return masked_skip(done)

@@ -60,7 +60,8 @@ def recovery_test_report(context: dg.AssetExecutionContext, config: RecoveryTest
     is stored in S3 under PREFIX/recovery-tests/ and shown here; the result goes to the
     notification channels.
     """
-    with failures_explained(context, "recovery test", retry=False):
+    with failures_explained(context, "recovery test", retry=False,
+                            interrupted="the scratch database is dropped"):
         settings = nsync.settings()
         store = backup_store(settings, s3)
         try:
@@ -97,7 +98,7 @@ recovery_test_job = dg.define_asset_job(
 def recovery_test_schedule(context: dg.ScheduleEvaluationContext):
     """Daily at 07:00 New York time (after the 06:00 deadline), starts a recovery test when
     the last one is older than NSYNC_RECOVERY_TEST_INTERVAL_DAYS (default 30: monthly)."""
-    with failures_explained(context, "recovery test schedule", retry=False):
+    with failures_explained(context, "recovery test schedule", retry=False, interrupted=""):
         days = Recovery.load().recovery_test_interval_days
         now = context.scheduled_execution_time
         last = last_recovery_test(context.instance)

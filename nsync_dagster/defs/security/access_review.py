@@ -52,7 +52,7 @@ def access_review(context: dg.AssetExecutionContext, nsync: NsyncResource, s3: S
     Deviations do not fail the run (they are the report); an unreadable list or database does.
     To fix a deviation, either correct the grants or update and re-review access-list.yaml.
     """
-    with failures_explained(context, "access review", retry=False):
+    with failures_explained(context, "access review", retry=False, interrupted=""):
         settings = nsync.settings()
         result = access.review(load_access_list(), access.read_postures(settings),
                                dt.datetime.now(EASTERN).date())
