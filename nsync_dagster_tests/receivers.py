@@ -1,10 +1,14 @@
 """Local receivers for notifications: a real HTTP server on 127.0.0.1 that plays webhook,
-Slack Web API and PagerDuty Events API v2, recording every request."""
+Slack Web API and PagerDuty Events API v2, recording every request; a real SMTP server
+(aiosmtpd, plain) keeping every message."""
 
 from __future__ import annotations
 
+import email
 import json
+import socket
 import threading
+from email.policy import default as email_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -57,3 +61,27 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class SmtpReceiver:
+    """A plain SMTP server (aiosmtpd) on 127.0.0.1; ``messages`` holds every accepted mail as
+    ``{"from", "to", "msg"}`` (``msg`` parsed with the modern e-mail policy)."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.messages: list[dict] = []
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
+        self.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
+                              "msg": email.message_from_bytes(envelope.content,
+                                                              policy=email_policy)})
+        return "250 OK"
+
+    def close(self) -> None:
+        self.controller.stop()

@@ -12,6 +12,7 @@ import dagster as dg
 from nsync_dagster import deadline
 from nsync_dagster import settings as nsync_settings
 from nsync_dagster.cli.instance import console_logging, instance
+from nsync_dagster.cycle import branch_reset
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.preflight import (
     Preflight,
@@ -69,6 +70,8 @@ def run_doctor(send_test: bool, out=None) -> int:
         check_not_same(pf, settings.prod, settings.staging)
         pf.run("TLS for Dagster's storage", check_dagster_storage_tls)
         check_bucket(pf, backup_store(settings, s3_from_env()))
+        pf.run("staging method (NSYNC_STAGING_METHOD)",
+               lambda: branch_reset.doctor_check(settings))
 
     def channels() -> str:
         names = list(notifier_from_env().channels)

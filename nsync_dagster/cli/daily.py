@@ -205,14 +205,28 @@ def print_summary(meta: dict[str, dict], elapsed: float, run_id: str, out) -> No
         f"  backup      {backup['backup_id']}: {backup['size']} in {backup['objects']} objects, "
         "SSE on, every object read back and SHA-256 checked",
         f"  location    {backup['location']}",
-        f"  staging     {staging['staging']} rebuilt from that backup, verified at "
-        f"{staging['verified_at']} ({staging['tables']} tables, {staging['rows']:,} rows "
-        f"and {staging['sequences']} sequences match), {staging['sessions_terminated']} "
-        "session(s) ended",
-        f"  timings     snapshot {snap['duration_s']:.1f}s, upload {backup['upload_s']:.1f}s, "
-        f"read-back {backup['verify_s']:.1f}s, download {staging['download_s']:.1f}s, "
-        f"restore {staging['restore_s']:.1f}s, verify {staging['verify_s']:.1f}s; "
-        f"total {elapsed:.1f}s",
-        f"  dagster run {run_id}",
     ]
+    if staging.get("staging_method") == "neon-branch-reset":  # no restore: reset, then dumped
+        lines[2] = (f"  staging     {snap['source']} (Neon branch {snap['neon_branch']} in "
+                    f"{snap['reset_s']:.1f}s), dumped at LSN {snap['lsn']}: {snap['tables']} "
+                    f"tables, {snap['rows']:,} rows")
+        lines += [
+            f"  verified    staging matches that backup at {staging['verified_at']}; "
+            f"production changed since the reset in "
+            f"{staging['production_row_counts_changed']} table(s); passwords shared with "
+            f"production: {staging['passwords_shared_with_production']}",
+            f"  timings     reset {snap['reset_s']:.1f}s, snapshot {snap['duration_s']:.1f}s, "
+            f"upload {backup['upload_s']:.1f}s, read-back {backup['verify_s']:.1f}s; "
+            f"total {elapsed:.1f}s"]
+    else:
+        lines += [
+            f"  staging     {staging['staging']} rebuilt from that backup, verified at "
+            f"{staging['verified_at']} ({staging['tables']} tables, {staging['rows']:,} rows "
+            f"and {staging['sequences']} sequences match), {staging['sessions_terminated']} "
+            "session(s) ended",
+            f"  timings     snapshot {snap['duration_s']:.1f}s, upload {backup['upload_s']:.1f}s, "
+            f"read-back {backup['verify_s']:.1f}s, download {staging['download_s']:.1f}s, "
+            f"restore {staging['restore_s']:.1f}s, verify {staging['verify_s']:.1f}s; "
+            f"total {elapsed:.1f}s"]
+    lines.append(f"  dagster run {run_id}")
     print("\n".join(lines), file=out, flush=True)

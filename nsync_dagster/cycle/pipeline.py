@@ -6,6 +6,7 @@ The Dagster assets call these; so do the CLI and the tests. Nothing here imports
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -57,6 +58,14 @@ def snapshot_step(settings: RunConfig, store: BackupStore, partition: str,
                     settings.work_dir, settings.dump.compress)
     with one_daily_run(settings):
         return _snapshot(settings, partition, report)
+
+
+def snapshot_of(settings: RunConfig, source: PgTarget, partition: str,
+                report: Report = log.info) -> Snapshot:
+    """The partition's snapshot taken from ``source`` instead of production (the branch-reset
+    method dumps the freshly reset staging branch); checks are the caller's."""
+    with one_daily_run(settings):
+        return _snapshot(dataclasses.replace(settings, prod=source), partition, report)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,8 @@ from typing import Any
 
 from nsync_dagster import deadline
 from nsync_dagster.deadline import EASTERN
-from nsync_dagster.notify.events import Event
+from nsync_dagster.notify import digest
+from nsync_dagster.notify.events import DAYS_KEY, Event
 from nsync_dagster.redact import redact
 from nsync_dagster.settings import Alerting
 
@@ -57,8 +58,10 @@ def run_failure(job: str, run_id: str, day: str | None, steps: list[str], error:
 
 
 def daily_success(day: str, run_id: str, meta: dict[str, dict], finished: dt.datetime | None,
-                  duration_s: float | None, recovery_test: str) -> Event:
-    """The director's morning confirmation: one short digest."""
+                  duration_s: float | None, recovery_test: str,
+                  days: list[dict[str, Any]] | None = None) -> Event:
+    """The director's morning confirmation: one short digest, and ``days`` (plain dicts, see
+    ``notify/digest.py``), the recent days at a glance, oldest first."""
     backup, staging = meta.get("s3_backup", {}), meta.get("staging_database", {})
     left = None
     if finished is not None:
@@ -78,7 +81,11 @@ def daily_success(day: str, run_id: str, meta: dict[str, dict], finished: dt.dat
         "staging_verified_at": _eastern(finished),
         "minutes_before_deadline": round(left, 1) if left is not None else None,
         "last_recovery_test": recovery_test,
+        "staging_method": staging.get("staging_method") or "restore",
     }
+    if days:
+        details["last_days"] = digest.tally(days)
+        details[DAYS_KEY] = days
     return Event(event="daily_success", severity="info" if on_time else "warning",
                  summary=summary, details=details,
                  runbook=runbook("daily-sync.md", "read-the-summary"), run_url=run_url(run_id),

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import requests
 from slack_sdk import WebClient
 
+from nsync_dagster.notify import digest
 from nsync_dagster.notify.events import Event, NotificationError, redact_value
 from nsync_dagster.redact import redact
 
@@ -113,6 +114,9 @@ def slack_blocks(event: Event) -> list[dict[str, Any]]:
         fields.append({"type": "mrkdwn", "text": f"*{_mrkdwn(key)}*\n{_mrkdwn(value)}"[:2000]})
     if fields:
         blocks.append({"type": "section", "fields": fields[:10]})
+    if event.days_text():  # the director's recent days, one line each, in a code block
+        blocks.append({"type": "section", "text": {
+            "type": "mrkdwn", "text": f"```{_mrkdwn(event.days_text())[:2990]}```"}})
     links = [f"<{payload[k]}|{label}>" for k, label in (("runbook", "Runbook"),
                                                         ("run_url", "Dagster run")) if payload[k]]
     if links:
@@ -144,7 +148,8 @@ class SlackChannel:
         payload = event.payload()
         links = [f"{label}: {payload[k]}" for k, label in (("runbook", "runbook"),
                                                            ("run_url", "run")) if payload[k]]
-        text = "\n".join([event.title(), *event.detail_lines(limit=10), *links])
+        days = [event.days_text()] if event.days_text() else []
+        text = "\n".join([event.title(), *event.detail_lines(limit=10), *days, *links])
         try:
             response = self._client.chat_postMessage(channel=self.channel, text=text,
                                                      blocks=slack_blocks(event))
@@ -157,7 +162,8 @@ class SlackChannel:
 
 
 class EmailChannel:
-    """Sends a plain-text e-mail through SMTP (STARTTLS, implicit TLS or none).
+    """Sends an e-mail through SMTP (STARTTLS, implicit TLS or none): plain text, plus an HTML
+    alternative with the 14-day chart when the event carries recent days (the confirmation).
 
     Certificates are verified with ``ssl.create_default_context`` (system CA store, host name
     checked); ``cafile`` trusts a specific CA bundle instead, e.g. a private CA or a test's.
@@ -189,6 +195,11 @@ class EmailChannel:
         msg["Date"] = formatdate(localtime=False)
         msg["Message-ID"] = make_msgid(domain=self.sender.rpartition("@")[2] or None)
         msg.set_content(event.text())
+        if event.days():  # multipart/alternative: text/plain first, then text/html
+            payload = event.payload()
+            msg.add_alternative(digest.html_page(
+                event.title(), payload["summary"], event.detail_lines(), event.days(),
+                payload["runbook"], payload["run_url"]), subtype="html")
         return msg
 
     def send(self, event: Event) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nsync_dagster.errors import NsyncError
+from nsync_dagster.notify import digest
 from nsync_dagster.redact import redact, redact_value
 
 __all__ = ["EVENT_TYPES", "SEVERITIES", "Event", "NotificationError", "redact_value"]
@@ -32,6 +33,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "test",
 )
 SEVERITIES: tuple[str, ...] = ("info", "warning", "error", "critical")
+DAYS_KEY = "days"  # details key of the director's recent days (see notify/digest.py)
 
 
 class NotificationError(NsyncError):
@@ -116,7 +118,8 @@ class Event:
         Returns:
             The lines, in the order the details were given.
         """
-        items = list(self.details.items())
+        items = [(k, v) for k, v in self.details.items()
+                 if k != DAYS_KEY]  # the days have their own rendering (days_text)
         lines = []
         for key, value in items[:limit]:
             text = " ".join(str(value).split())
@@ -125,13 +128,25 @@ class Event:
             lines.append(f"… ({len(items) - limit} more)")
         return lines
 
+    def days(self) -> list[dict[str, Any]]:
+        """The recent days the event carries (``details["days"]``), or ``[]``."""
+        days = self.details.get(DAYS_KEY) or []
+        return [d for d in days if isinstance(d, dict)]
+
+    def days_text(self) -> str:
+        """The recent days as a plain-text block (``notify/digest.py``), or ``""``."""
+        return digest.text_block(self.days())
+
     def text(self) -> str:
-        """A plain-text rendering: summary, details, runbook and run links."""
+        """A plain-text rendering: summary, details, the recent days (if any), runbook and run
+        links."""
         payload = self.payload()
         lines = [payload["summary"], "", f"event: {self.event}",
                  f"severity: {self.severity}"]
         if self.details:
             lines += ["", *self.detail_lines()]
+        if self.days_text():
+            lines += ["", self.days_text()]
         lines.append("")
         lines.append(f"runbook: {payload['runbook'] or '(none)'}")
         lines.append(f"run: {payload['run_url'] or '(none)'}")

@@ -41,16 +41,18 @@ from nsync_dagster.settings.databases import (
 )
 from nsync_dagster.settings.describe import Spec, spec
 from nsync_dagster.settings.jobs import PLATFORM_ROLES, Access, Alerting, Recovery, Tuning
+from nsync_dagster.settings.neon import StagingMethod, neon_api_key, require_branch_reset
 from nsync_dagster.settings.notify import Notifications
 
 __all__ = ["GROUPS", "MASK", "PLATFORM_ROLES", "STAGING_PASSWORD_PREFIX", "Access", "Alerting",
            "Backups", "ClientPrograms", "Databases", "Group", "Notifications", "Recovery",
-           "Retention", "Spec", "StagingPasswords", "Tuning", "check", "describe", "env_name",
-           "environ", "external", "load_all", "spec", "specs", "staging_password",
+           "Retention", "Spec", "StagingMethod", "StagingPasswords", "Tuning", "check",
+           "describe", "env_name", "environ", "external", "load_all", "neon_api_key",
+           "require_branch_reset", "spec", "specs", "staging_password",
            "staging_password_variable", "unknown"]
 
-GROUPS: tuple[type[Group], ...] = (Databases, Backups, ClientPrograms, Tuning, Retention,
-                                   Recovery, Access, Alerting, Notifications)
+GROUPS: tuple[type[Group], ...] = (Databases, StagingMethod, Backups, ClientPrograms, Tuning,
+                                   Retention, Recovery, Access, Alerting, Notifications)
 
 
 def specs() -> list[Spec]:

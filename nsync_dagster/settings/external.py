@@ -103,7 +103,18 @@ DAGSTER = Section(
                  "verify-full / system",
                  (("PGSSLMODE", "verify-full", True), ("PGSSLROOTCERT", "system", True))),
     ))
-SECRETS = tuple(name for section in (AWS, DAGSTER) for block in section.blocks if block.secret
+NEON = Section(
+    "Neon API key (only with NSYNC_STAGING_METHOD=neon-branch-reset)",
+    "Neon's own variable name, as its CLI and SDKs read it. nsync sends it only to "
+    "NSYNC_NEON_API_URL, as \"Authorization: Bearer\", and masks it in everything it prints.",
+    (
+        _one("NEON_API_KEY", "A Neon API key that may read the project's branches and endpoints "
+             "and restore the staging branch (a project-scoped key is enough; Neon Console, "
+             "Account settings, API keys). Required with neon-branch-reset.", "string",
+             "(unset: the branch-reset mode cannot run)", "REPLACE_WITH_NEON_API_KEY",
+             "REPLACE_WITH_NEON_API_KEY", commented=True, secret=True),
+    ))
+SECRETS = tuple(name for section in (AWS, DAGSTER, NEON) for block in section.blocks if block.secret
                 for name in block.names)
 
 

@@ -95,12 +95,16 @@ class Tuning(Group):
 class Recovery(Group):
     title = "Recovery tests"
 
-    recovery_test_interval_days: int = setting(
-        30,
+    recovery_test_interval_days: int | None = setting(
+        None,
         "How often the recovery test runs: recovery_test_schedule (daily at 07:00 New York "
         "time) starts one when the last is older than this many days. 30 = monthly, 7 = "
-        "weekly.",
-        ge=1, le=366, unit="days", example="7")
+        "weekly. The default depends on NSYNC_STAGING_METHOD: with restore every daily run "
+        "already restores the backup, so monthly is enough; with neon-branch-reset the daily "
+        "run no longer restores anything from S3, so the recovery test is the only proof that "
+        "the backups restore and runs weekly.",
+        ge=1, le=366, unit="days", example="14",
+        unset="unset: 30 with NSYNC_STAGING_METHOD=restore, 7 with neon-branch-reset")
 
     smoke_sql: str | None = setting(
         None,
@@ -108,6 +112,13 @@ class Recovery(Group):
         "and true when it returns a boolean (see runbooks/recovery-testing.md).",
         unset="unset: templates/smoke-queries.sql", example="/etc/nsync/smoke-queries.sql",
         kind="file path")
+
+    def interval_days(self, branch_reset: bool) -> int:
+        """The recovery-test interval: the setting, else 7 days in branch-reset mode, else 30."""
+        if self.recovery_test_interval_days is not None:
+            return self.recovery_test_interval_days
+        return 7 if branch_reset else 30
+
 
 class Access(Group):
     title = "Access review (monthly access_review asset; the same comparison after each sync)"

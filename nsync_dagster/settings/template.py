@@ -23,19 +23,20 @@ from nsync_dagster.settings import (
     Notifications,
     Recovery,
     Retention,
+    StagingMethod,
     StagingPasswords,
     Tuning,
     spec,
 )
 from nsync_dagster.settings.describe import Spec
-from nsync_dagster.settings.external import AWS, DAGSTER, External, Section
+from nsync_dagster.settings.external import AWS, DAGSTER, NEON, External, Section
 
 WIDTH = 96
 RULE = "# " + "=" * 94
 # sections in the file's order: a registry group, or a documented block of other variables
-ORDER: tuple[type[Group] | Section, ...] = (Databases, Backups, AWS, ClientPrograms, Tuning,
-                                            Retention, Recovery, Access, Alerting, Notifications,
-                                            DAGSTER)
+ORDER: tuple[type[Group] | Section, ...] = (Databases, StagingMethod, NEON, Backups, AWS,
+                                            ClientPrograms, Tuning, Retention, Recovery, Access,
+                                            Alerting, Notifications, DAGSTER)
 HEADER = """\
 # nsync.env.example: every environment variable nsync reads, with meaning, type, default, example.
 # Generated from the settings registry (nsync_dagster/settings/): edit the declarations there,

@@ -65,6 +65,12 @@ BAD = [
     ("NSYNC_DUMP_SPACE_RATIO", "11", "is out of range", "0..10"),
     ("NSYNC_RESTORE_LOCK_WAIT", "0", "is out of range", "1..86400"),
     ("NSYNC_HEARTBEAT_URL", "ftp://hc.example.com/x", "http(s) URL", "http(s) URL"),
+    ("NSYNC_STAGING_METHOD", "branch-reset", "is not one of the choices",
+     "restore or neon-branch-reset"),
+    ("NSYNC_NEON_API_URL", "console.neon.tech/api/v2", "is not an http(s) URL with a host",
+     "URL"),
+    ("NSYNC_NEON_RESET_TIMEOUT", "9", "is out of range", "integer seconds 10..7200"),
+    ("NSYNC_NEON_RESET_TIMEOUT", "ten", "is not a whole number", "integer seconds 10..7200"),
 ]
 
 

@@ -94,7 +94,7 @@ def run_alerts_tick(instance: dg.DagsterInstance, notifier: Notifier, now: dt.da
             if not daily:
                 continue
             why = _incident(state, deadline_sent, day)
-            for event in watch.success_events(instance, run, why):
+            for event in watch.success_events(instance, run, why, now):
                 _queue(state, f"run:{run.run_id}:{event.event}", event, notifier, now)
             if why:
                 state["incidents"][day] = {"failed": 0, "resolved": True}
@@ -121,8 +121,9 @@ def run_alerts(context: dg.SensorEvaluationContext, notifier: NotifierResource) 
       to on-call at once: the job, failed step, error (secrets masked), run and runbook links;
       the heartbeat's ``/fail`` for the daily job.
     * a successful daily run → the director's confirmation (backup size, location, checksum,
-      time to spare before 06:00, the last recovery test), the heartbeat ping, and "resolved"
-      when that day had a failed run or a missed deadline.
+      time to spare before 06:00, the last recovery test, the last 14 days at a glance: an
+      HTML chart by e-mail, text elsewhere, data in the webhook), the heartbeat ping, and
+      "resolved" when that day had a failed run or a missed deadline.
 
     Undelivered messages stay in a durable outbox and are retried every tick."""
     with failures_explained(context, "run alerts", retry=False, interrupted=""):

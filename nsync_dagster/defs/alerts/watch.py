@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import dagster as dg
 
 from nsync_dagster import deadline
-from nsync_dagster.defs import records
+from nsync_dagster.defs import history, records
 from nsync_dagster.notify import alerts
 from nsync_dagster.notify.events import Event
+from nsync_dagster.settings import Tuning
 
 
 @dataclass(frozen=True)
@@ -84,18 +85,23 @@ def failure_event(instance: dg.DagsterInstance, run: dg.DagsterRun,
 
 
 def success_events(instance: dg.DagsterInstance, run: dg.DagsterRun,
-                   incident: str | None = None) -> list[Event]:
-    """The director's digest, plus "resolved" when ``incident`` (what was sent for the run's
-    day: a run failure, a missed deadline) is still open."""
+                   incident: str | None = None, now: dt.datetime | None = None) -> list[Event]:
+    """The director's digest with the 14 days ending with the run's day (judged at ``now``),
+    plus "resolved" when ``incident`` (what was sent for the run's day: a run failure, a
+    missed deadline) is still open."""
     day = run.tags.get(records.PARTITION_TAG)
     if not day:
         return []
+    now = now or dt.datetime.now(dt.UTC)
+    days = history.recent_days(instance, dt.date.fromisoformat(day), now,
+                               history_start=Tuning.load().history_start)
     record = instance.get_run_record_by_id(run.run_id)
     finished = records.run_end(instance, run)
     duration = (record.end_time - record.start_time) if record and record.end_time and \
         record.start_time else None
     events = [alerts.daily_success(day, run.run_id, records.run_materializations(
-        instance, run.run_id), finished, duration, records.last_recovery_test(instance).text())]
+        instance, run.run_id), finished, duration, records.last_recovery_test(instance).text(),
+        [d.as_dict() for d in days])]
     if incident:
         events.append(alerts.resolved(day, run.run_id, incident))
     return events

@@ -5,10 +5,14 @@ failed step with a message that says what to fix, with every secret masked.
 """
 
 
+import time
+
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from nsync_dagster.cycle import pipeline
+from nsync_dagster.cycle import branch_reset, pipeline
+from nsync_dagster.defs.daily import branch_mode
+from nsync_dagster.defs.daily.timing import timing_metadata
 from nsync_dagster.defs.resources import NsyncResource, backup_store
 from nsync_dagster.defs.shared import (  # noqa: F401 - importable from here for other modules
     DAILY,
@@ -38,9 +42,21 @@ def prod_snapshot(context: dg.AssetExecutionContext, nsync: NsyncResource,
     ``pg_dump`` jobs, and the same snapshot yields the manifest: exact row counts and checksums
     per table, sequence positions, roles and the server version. A lock held by a migration
     fails this step within ``NSYNC_LOCK_WAIT_TIMEOUT`` seconds instead of hanging.
+
+    With ``NSYNC_STAGING_METHOD=neon-branch-reset`` this step first checks the Neon settings
+    (the staging branch is an unprotected child of production's branch, without children),
+    resets the staging branch from production's branch through the Neon API, waits for the
+    operations (``NSYNC_NEON_RESET_TIMEOUT``), and then dumps the freshly reset staging branch
+    instead of production: the backup and staging describe the same data and production's
+    compute carries no dump load. Any failed check leaves staging untouched.
     """
     with failures_explained(context, "production snapshot"):
         settings = nsync.settings()
+        neon = branch_reset.BranchReset.from_env()
+        if neon is not None:  # NSYNC_STAGING_METHOD=neon-branch-reset: reset, dump staging
+            return dg.MaterializeResult(metadata=branch_mode.snapshot(
+                settings, backup_store(settings, s3), context.partition_key, neon,
+                _reporter(context)))
         snap = pipeline.snapshot_step(settings, backup_store(settings, s3), context.partition_key,
                                       _reporter(context))
     m = snap.manifest
@@ -70,6 +86,7 @@ def s3_backup(context: dg.AssetExecutionContext, nsync: NsyncResource,
     marks the backup complete. Every object is then downloaded again and its SHA-256 compared
     with the manifest. Only then is the local copy deleted.
     """
+    started = time.time()
     with failures_explained(context, "S3 backup"):
         settings = nsync.settings()
         out = pipeline.backup_step(settings, backup_store(settings, s3), context.partition_key,
@@ -79,7 +96,8 @@ def s3_backup(context: dg.AssetExecutionContext, nsync: NsyncResource,
                   "size": human_bytes(out["bytes"]), "bytes": out["bytes"],
                   "objects": out["objects"], "objects_sha256": out["objects_sha256"],
                   "upload_s": dg.MetadataValue.float(out["upload_s"]),
-                  "verify_s": dg.MetadataValue.float(out["verify_s"])},
+                  "verify_s": dg.MetadataValue.float(out["verify_s"]),
+                  **timing_metadata(context, started)},
         check_results=[dg.AssetCheckResult(check_name="backup_checksums_match", passed=True,
                                            metadata={"objects": out["objects"]})])
 
@@ -100,14 +118,26 @@ def staging_database(context: dg.AssetExecutionContext, nsync: NsyncResource,
     The new copy is built beside the live one, verified table by table against the manifest,
     and only then swapped in; open sessions on the old copy are ended. If anything fails the
     old staging stays exactly as it was.
+
+    With ``NSYNC_STAGING_METHOD=neon-branch-reset`` staging was already reset from production's
+    branch by ``prod_snapshot``: this step verifies it against today's backup (dumped from it),
+    compares it with production as it is now (differences reported, not failed: production
+    keeps being written), and records which login roles share production's password. Metadata
+    ``staging_method`` says which method ran.
     """
+    started = time.time()
     with failures_explained(context, "staging rebuild"):
         settings = nsync.settings()
+        if branch_reset.staging_method() == branch_reset.METHOD:
+            return branch_mode.staging(settings, backup_store(settings, s3),
+                                       context.partition_key, _reporter(context),
+                                       timing=lambda: timing_metadata(context, started))
         out = pipeline.staging_step(settings, backup_store(settings, s3), context.partition_key,
                                     _reporter(context))
     v = out["verification"]
     return dg.MaterializeResult(
-        metadata={"backup_id": out["backup_id"], "restored_from": dg.MetadataValue.url(out["uri"]),
+        metadata={"staging_method": "restore",
+                  "backup_id": out["backup_id"], "restored_from": dg.MetadataValue.url(out["uri"]),
                   "staging": settings.staging.display, "verified_at": out["verified_at"],
                   "tables": v["tables"], "rows": v["rows"], "sequences": v["sequences"],
                   "sessions_terminated": out["sessions_terminated"],
@@ -115,7 +145,8 @@ def staging_database(context: dg.AssetExecutionContext, nsync: NsyncResource,
                   "skipped_platform_entries": len(out["restore"]["skipped"]),
                   "download_s": dg.MetadataValue.float(out["download_s"]),
                   "restore_s": dg.MetadataValue.float(out["restore_s"]),
-                  "verify_s": dg.MetadataValue.float(out["verify_s"])},
+                  "verify_s": dg.MetadataValue.float(out["verify_s"]),
+                  **timing_metadata(context, started)},
         check_results=[dg.AssetCheckResult(check_name="staging_matches_manifest", passed=True,
                                            metadata={"tables": v["tables"], "rows": v["rows"],
                                                      "checksums": v["checksums_compared"]})])

@@ -20,7 +20,7 @@ from nsync_dagster.defs.shared import (
     materialized,
 )
 from nsync_dagster.notify import Event
-from nsync_dagster.settings import Recovery
+from nsync_dagster.settings import Recovery, StagingMethod
 
 RECOVERY_JOB = "recovery_test_job"
 
@@ -97,9 +97,12 @@ recovery_test_job = dg.define_asset_job(
              default_status=dg.DefaultScheduleStatus.RUNNING)
 def recovery_test_schedule(context: dg.ScheduleEvaluationContext):
     """Daily at 07:00 New York time (after the 06:00 deadline), starts a recovery test when
-    the last one is older than NSYNC_RECOVERY_TEST_INTERVAL_DAYS (default 30: monthly)."""
+    the last one is older than NSYNC_RECOVERY_TEST_INTERVAL_DAYS. Its default depends on
+    NSYNC_STAGING_METHOD: 30 days (monthly) with restore, where every daily run already
+    restores the backup; 7 days (weekly) with neon-branch-reset, where the recovery test is
+    the only proof that the backups restore."""
     with failures_explained(context, "recovery test schedule", retry=False, interrupted=""):
-        days = Recovery.load().recovery_test_interval_days
+        days = Recovery.load().interval_days(StagingMethod.load().branch_reset)
         now = context.scheduled_execution_time
         last = last_recovery_test(context.instance)
     if last.when is not None and (now - last.when) < dt.timedelta(days=days) - dt.timedelta(

@@ -1,0 +1,261 @@
+"""The branch-reset staging method (``NSYNC_STAGING_METHOD=neon-branch-reset``): staging is a
+Neon child branch of production's branch, reset from its parent through the Neon API.
+
+Order of one daily run, and why:
+
+1. pre-flight: the usual checks (production, staging, bucket, work folder) and the Neon ones
+   (key, project, the staging branch: a child of production's branch, not protected, not the
+   root or default branch, no children, and the staging URL is that branch's endpoint). Any
+   failure stops the run before anything changed.
+2. reset the staging branch from its parent (production's branch) and wait for the operations.
+3. take the backup's snapshot FROM THE FRESHLY RESET STAGING BRANCH: the S3 backup and staging
+   then describe the same data (the manifest is staging's state, which is production's at the
+   reset), and the dump's load stays off production's compute.
+4. (``s3_backup``) upload and verify the backup as in the restore method.
+5. (``staging_database``, :mod:`nsync_dagster.cycle.branch_verify`) verify staging against the
+   backup's manifest, compare with production as it is now (reported, not failed), state
+   which passwords staging shares with production.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from nsync_dagster.cycle import pipeline
+from nsync_dagster.cycle.config import RunConfig
+from nsync_dagster.cycle.preflight import Preflight, daily_preflight
+from nsync_dagster.errors import PreflightError, SnapshotError
+from nsync_dagster.neon.client import DONE, NeonClient
+from nsync_dagster.notify import alerts
+from nsync_dagster.postgres import dbstats, roles
+from nsync_dagster.postgres.pgconn import PgTarget
+from nsync_dagster.postgres.snapshot import Snapshot
+from nsync_dagster.settings import StagingMethod, require_branch_reset
+from nsync_dagster.storage.s3store import BackupStore
+
+log = logging.getLogger("nsync.branch_reset")
+Report = Callable[[str], None]
+METHOD = "neon-branch-reset"
+COMPUTE_WAIT_S = 120  # after the reset, staging's compute restarts: wait this long for it
+
+
+@dataclass(frozen=True)
+class BranchReset:
+    """Where the staging branch is and how to reach the Neon API."""
+
+    project_id: str
+    branch_id: str
+    api_url: str
+    timeout_s: int
+    client: NeonClient
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> BranchReset | None:
+        """The configured branch-reset mode, or None with ``NSYNC_STAGING_METHOD=restore``.
+
+        Raises:
+            ConfigError: the mode is chosen but a required setting is missing, named.
+        """
+        method = StagingMethod.load(env)
+        if not method.branch_reset:
+            return None
+        project, branch, key = require_branch_reset(method, env)
+        return cls(project, branch, method.neon_api_url, method.neon_reset_timeout,
+                   NeonClient(method.neon_api_url, key.get_secret_value(), project))
+
+
+def staging_method(env: Mapping[str, str] | None = None) -> str:
+    """``restore`` or ``neon-branch-reset``, as configured."""
+    return StagingMethod.load(env).staging_method
+
+
+def endpoint_branch(target: PgTarget, endpoints: list[dict[str, Any]]) -> str | None:
+    """The branch id behind ``target``'s host: Neon's host is ``<endpoint id>[-pooler].<region
+    domain>``, so its first label (without ``-pooler``) is the endpoint id; a host listed in
+    an endpoint's ``host``/``hosts`` also matches."""
+    host = target.host.lower()
+    endpoint_id = host.split(".")[0].removesuffix("-pooler")
+    for e in endpoints:
+        hosts = {str(e.get("host", "")).lower(),
+                 *(str(h).lower() for h in (e.get("hosts") or {}).values())}
+        if e.get("id") == endpoint_id or host in hosts:
+            return e.get("branch_id")
+    return None
+
+
+def neon_preflight(settings: RunConfig, neon: BranchReset) -> dict[str, Any]:
+    """Check every Neon setting before anything changes; all problems reported at once.
+
+    Returns the facts the reset needs (``parent_id``, the branch names, ``parent_protected``).
+    """
+    pf, api = Preflight(), neon.client
+    facts: dict[str, Any] = pf.facts
+    endpoints: list[dict[str, Any]] = []
+
+    def project() -> str:
+        endpoints.extend(api.list_endpoints())
+        return f"NEON_API_KEY reaches project {neon.project_id} ({len(endpoints)} endpoints)"
+
+    if not pf.run("Neon API key and project", project):
+        _log_and_raise(pf)
+
+    def branch() -> str:
+        b = api.get_branch(neon.branch_id)
+        facts.update(branch=b, parent_id=b.get("parent_id"))
+        problems = []
+        if not b.get("parent_id"):
+            problems.append("it is the project's root branch (it has no parent to reset from)")
+        if b.get("default") or b.get("primary"):
+            problems.append("it is the project's default branch (usually production itself)")
+        if b.get("protected"):
+            problems.append("it is protected (Neon refuses to reset protected branches; "
+                            "unprotect it in the Neon Console, or choose another branch)")
+        if problems:
+            raise PreflightError(f"NSYNC_NEON_STAGING_BRANCH_ID={neon.branch_id} "
+                                 f"({b.get('name', '?')}) cannot be reset: "
+                                 + "; ".join(problems))
+        return f"{neon.branch_id} ({b.get('name', '?')}) is an unprotected child branch"
+
+    def no_children() -> str:
+        kids = [f"{c['id']} ({c.get('name', '?')})" for c in api.list_branches()
+                if c.get("parent_id") == neon.branch_id]
+        if kids:
+            raise PreflightError(
+                f"the staging branch {neon.branch_id} has child branches: {', '.join(kids)}. "
+                "Neon can reset it only by moving them to a preserved copy "
+                "(preserve_under_name), which nsync does not do on its own. Delete them, or "
+                "branch them from production instead.")
+        return "no child branches"
+
+    def child_of_production() -> str:
+        prod_branch = endpoint_branch(settings.prod, endpoints)
+        if prod_branch is None:
+            raise PreflightError(
+                f"NSYNC_PROD_DATABASE_URL's host {settings.prod.host} is no compute endpoint "
+                f"of Neon project {neon.project_id}: production must be in the project named "
+                "by NSYNC_NEON_PROJECT_ID (or the project id is wrong).")
+        facts["prod_branch"] = prod_branch
+        if facts.get("parent_id") != prod_branch:
+            raise PreflightError(
+                f"the staging branch {neon.branch_id}'s parent is {facts.get('parent_id')}, "
+                f"but production ({settings.prod.host}) runs on branch {prod_branch}: a reset "
+                "would copy the wrong branch. Create the staging branch from production's "
+                "branch, or fix NSYNC_NEON_STAGING_BRANCH_ID.")
+        parent = next((b for b in api.list_branches() if b.get("id") == prod_branch), {})
+        facts["parent_protected"] = bool(parent.get("protected"))
+        return f"parent {prod_branch} is production's branch"
+
+    def staging_url_is_branch() -> str:
+        behind = endpoint_branch(settings.staging, endpoints)
+        if behind != neon.branch_id:
+            raise PreflightError(
+                f"NSYNC_STAGING_DATABASE_URL's host {settings.staging.host} is "
+                + (f"an endpoint of branch {behind}" if behind else "no endpoint of the project")
+                + f", not of the staging branch {neon.branch_id}: nsync would reset one branch "
+                "and dump and verify another.")
+        return f"{settings.staging.host} is the staging branch's endpoint"
+
+    if pf.run("staging branch may be reset", branch):
+        pf.run("staging branch has no children", no_children)
+        pf.run("staging branch is a child of production's branch", child_of_production)
+    pf.run("staging URL is the staging branch", staging_url_is_branch)
+    _log_and_raise(pf)
+    return facts
+
+
+def doctor_check(settings: RunConfig) -> str:
+    """``nsync doctor``'s line: the method, and in branch-reset mode every Neon check."""
+    neon = BranchReset.from_env()
+    if neon is None:
+        return "restore (staging rebuilt from the S3 backup every day)"
+    facts = neon_preflight(settings, neon)
+    return (f"neon-branch-reset: branch {neon.branch_id} of project {neon.project_id} may be "
+            f"reset from production's branch {facts['prod_branch']}")
+
+
+def _log_and_raise(pf: Preflight) -> None:
+    for r in pf.results:
+        log.info("check %s: %s (%.2fs) %s", r.name, "ok" if r.ok else "FAILED", r.seconds,
+                 r.detail)
+    try:
+        pf.raise_if_failed()
+    except PreflightError as exc:
+        hint = alerts.runbook("incident-response.md", "neon-branch-reset-failures")
+        raise PreflightError(f"{exc}\n  staging was not reset; runbook: {hint}") from None
+
+
+def reset_branch(neon: BranchReset, parent_id: str, report: Report) -> dict[str, Any]:
+    """Restore the staging branch from its parent's head and wait for Neon's operations."""
+    started = time.monotonic()
+    report(f"resetting Neon branch {neon.branch_id} from its parent {parent_id}")
+    answer = neon.client.restore_branch(neon.branch_id, parent_id)
+    ops = answer.get("operations", [])
+    pending = [o["id"] for o in ops if o.get("status") not in DONE]
+    finished = neon.client.wait_for_operations(pending, neon.timeout_s, report=report)
+    seconds = round(time.monotonic() - started, 2)
+    report(f"staging branch reset from {parent_id} in {seconds}s "
+           f"({len(ops)} Neon operation(s))")
+    return {"project_id": neon.project_id, "branch_id": neon.branch_id,
+            "source_branch_id": parent_id, "operations": [o["id"] for o in ops],
+            "actions": sorted({str(o.get("action")) for o in [*ops, *finished]}),
+            "reset_s": seconds}
+
+
+def _wait_for_compute(staging: PgTarget, report: Report) -> None:
+    """Neon restarts the branch's compute after a reset: connect until it answers."""
+    end = time.monotonic() + COMPUTE_WAIT_S
+    while True:
+        try:
+            with staging.connect() as conn:
+                conn.execute("SELECT 1")
+            return
+        except PreflightError as exc:
+            if time.monotonic() > end:
+                raise SnapshotError(
+                    f"the staging branch was reset, but its compute did not accept connections "
+                    f"within {COMPUTE_WAIT_S}s: {exc}", transient=True) from None
+            report("staging's compute is not accepting connections yet; waiting")
+            time.sleep(2)
+
+
+def _staging_passwords(settings: RunConfig) -> list[str]:
+    """Give staging's login roles their NSYNC_STAGING_PASSWORD_<ROLE> (the reset brought
+    production's); the staging URL's own role keeps its password (the URL must keep
+    working)."""
+    with settings.staging.connect() as conn:
+        cur = conn.cursor()
+        own = settings.staging.user
+        # staging's own roles and memberships (equal to production's after the reset): the
+        # mirroring of memberships has nothing to change, only the passwords are set
+        found = {"roles": [r for r in dbstats.roles(cur) if r["name"] != own],
+                 "memberships": dbstats.memberships(cur)}
+        result = roles.sync_roles(conn, found, settings.platform_roles)
+    return result.staging_passwords_set
+
+
+def reset_and_snapshot(settings: RunConfig, store: BackupStore, partition: str,
+                       neon: BranchReset, report: Report = log.info) -> tuple[Snapshot, dict]:
+    """Pre-flight, reset staging from production's branch, then dump the reset staging."""
+    daily_preflight(settings.prod, settings.staging, settings.maintenance_db, store,
+                    settings.work_dir, settings.dump.compress)
+    facts = neon_preflight(settings, neon)
+    with pipeline.one_daily_run(settings):  # refused at once if another daily run holds it
+        pass  # (not held across the reset: Neon restarts staging's compute, ending sessions)
+    reset = reset_branch(neon, facts["parent_id"], report)
+    _wait_for_compute(settings.staging, report)
+    reset["parent_protected"] = facts.get("parent_protected", False)
+    reset["staging_passwords_set"] = _staging_passwords(settings)
+    if reset["staging_passwords_set"]:
+        report("staging's own passwords (NSYNC_STAGING_PASSWORD_<ROLE>) set for: "
+               + ", ".join(reset["staging_passwords_set"]))
+    snap = pipeline.snapshot_of(settings, settings.staging, partition, report)
+    snap.manifest["staging_method"] = METHOD
+    snap.manifest["neon_branch_reset"] = reset
+    snap.manifest_file.write_text(json.dumps(snap.manifest, indent=2, sort_keys=True,
+                                             default=str))
+    return snap, reset

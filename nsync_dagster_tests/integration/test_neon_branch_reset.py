@@ -1,0 +1,259 @@
+"""NSYNC_STAGING_METHOD=neon-branch-reset end to end, against the Neon API stand-in
+(``neon_standin.py``), which really copies production into a staging "branch" cluster.
+
+The staging branch is its own embedded cluster (not the shared ``pg_staging``): a Neon reset
+replaces the branch's roles with production's, passwords included, which would break every
+other test's staging credentials. Its owner therefore logs in with production's password, as
+on a real Neon child branch.
+"""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import dagster as dg
+import pytest
+
+from nsync_dagster.embedded.neon_shape import shape_like_neon
+from nsync_dagster.embedded.postgres import EmbeddedCluster
+from nsync_dagster.storage.s3store import RESTORE_OK
+from nsync_dagster_tests import oracle
+from nsync_dagster_tests.conftest import (
+    OWNER,
+    PLATFORM_PW,
+    PROD_DB,
+    PROD_OWNER_PW,
+    SUPERUSER_PW,
+    apply_env,
+    assert_no_secret,
+    contract_env,
+    event_log_text,
+    failure_text,
+    nsync,
+    run_daily_job,
+)
+from nsync_dagster_tests.neon_standin import Branch, NeonStandIn, copy_production
+
+PROJECT = "aged-wildflower-123456"
+API_KEY = "neon-Api-Key-5x7q9w-Secret"
+MAIN, STAGING = "br-main-111111", "br-staging-222222"
+PARTITION = "2026-11-27"
+
+
+@pytest.fixture(scope="module")
+def pg_branch(server_root):
+    """The staging branch's compute: a Neon-shaped cluster that was branched from production
+    some days ago (production's owner password) and has drifted since (a stale table)."""
+    cluster = EmbeddedCluster(server_root / "neon-branch" / "data", SUPERUSER_PW).start()
+    try:
+        shape_like_neon(cluster, owner=OWNER, owner_password=PROD_OWNER_PW, dbname=PROD_DB,
+                        platform_password=PLATFORM_PW)
+        cluster.psql("CREATE TABLE stale_from_last_week (id int); "
+                     "INSERT INTO stale_from_last_week VALUES (1)", dbname=PROD_DB)
+        yield cluster
+    finally:
+        cluster.stop("immediate")
+
+
+@pytest.fixture
+def neon(pg_prod, pg_branch):
+    standin = NeonStandIn(API_KEY, PROJECT, lambda: copy_production(pg_prod, pg_branch, PROD_DB))
+    # production's URL names "localhost", staging's "127.0.0.1": two endpoint hosts (on Neon,
+    # ep-... names; both forms are matched)
+    standin.add_branch(Branch(MAIN, "main", default=True, primary=True), "localhost")
+    standin.add_branch(Branch(STAGING, "staging", parent_id=MAIN), "127.0.0.1")
+    standin.start()
+    yield standin
+    standin.stop()
+
+
+def branch_vars(pg_prod, pg_branch, neon) -> dict[str, str]:
+    prod = pg_prod.url(OWNER, PROD_OWNER_PW, PROD_DB).replace("@127.0.0.1:", "@localhost:")
+    return {"NSYNC_PROD_DATABASE_URL": prod + "?hostaddr=127.0.0.1",
+            "NSYNC_STAGING_DATABASE_URL": pg_branch.url(OWNER, PROD_OWNER_PW, PROD_DB),
+            "NSYNC_STAGING_METHOD": "neon-branch-reset", "NEON_API_KEY": API_KEY,
+            "NSYNC_NEON_PROJECT_ID": PROJECT, "NSYNC_NEON_STAGING_BRANCH_ID": STAGING,
+            "NSYNC_NEON_API_URL": neon.url, "NSYNC_NEON_RESET_TIMEOUT": "10",
+            "NSYNC_STEP_RETRIES": "0"}
+
+
+@pytest.fixture
+def branch_env(pg_prod, pg_branch, s3_endpoint, bucket, tmp_path, monkeypatch, neon):
+    env = {**contract_env(pg_prod, pg_branch, s3_endpoint, bucket, tmp_path),
+           **branch_vars(pg_prod, pg_branch, neon)}
+    apply_env(env, monkeypatch)
+    monkeypatch.delenv("NSYNC_STAGING_PASSWORD_SUPPORT_AGENT")  # one role keeps prod's password
+    return env
+
+
+def run_text(instance: dg.DagsterInstance, result) -> str:
+    return "\n".join(str(e) for e in instance.all_logs(result.run_id)) + failure_text(result)
+
+
+def staging_picture(pg_branch) -> dict:
+    return {**oracle.picture(pg_branch, PROD_DB), "roles": oracle.roles(pg_branch)}
+
+
+def test_daily_job_resets_staging_backs_it_up_and_verifies_then_recovery_test(
+        pg_prod, pg_branch, branch_env, neon, instance):
+    neon.faults.rate_limited, neon.faults.retry_after = 2, "1"  # two 429s: waited out
+    result = run_daily_job(instance, PARTITION)
+    text = run_text(instance, result)
+    assert result.success, failure_text(result)
+    assert API_KEY not in text
+    assert_no_secret(text)
+    # the stand-in was asked for exactly one reset of staging from production's branch
+    assert neon.restores == [{"source_branch_id": MAIN, "branch_id": STAGING}]
+    assert neon.copies == 1
+    # staging is now an exact copy of production, by the independent judge
+    oracle.assert_same(oracle.picture(pg_prod, PROD_DB), oracle.picture(pg_branch, PROD_DB))
+    assert oracle.roles(pg_prod) == oracle.roles(pg_branch)
+    assert oracle.memberships(pg_prod) == oracle.memberships(pg_branch)
+    # the backup was dumped from the reset staging branch and read back
+    mats = {m.asset_key.to_user_string(): m.metadata
+            for m in result.asset_materializations_for_node("prod_snapshot")
+            + result.asset_materializations_for_node("s3_backup")
+            + result.asset_materializations_for_node("staging_database")}
+    assert mats["prod_snapshot"]["staging_method"].value == "neon-branch-reset"
+    assert "127.0.0.1" in mats["prod_snapshot"]["source"].value  # staging's endpoint, not prod
+    staging = mats["staging_database"]
+    assert staging["staging_method"].value == "neon-branch-reset"
+    assert staging["production_row_counts_changed"].value == 0
+    # passwords: the reset copied production's; analyst got staging's own afterwards
+    assert "analyst" in staging["passwords_staging_own"].value
+    shared = staging["passwords_shared_with_production"].value
+    assert "support_agent" in shared and OWNER in shared
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks["backup_checksums_match"] and checks["staging_matches_manifest"]
+    assert checks["staging_security_parity"]  # the posture check runs as in restore mode
+    assert [s for _m, _p, s in neon.requests[:3]] == [429, 429, 200]
+    s3 = boto3.client("s3")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=branch_env["NSYNC_BACKUP_BUCKET"])
+            ["Contents"]]
+    manifest_key = next(k for k in keys if k.endswith("/manifest.json"))
+    manifest = json.loads(s3.get_object(Bucket=branch_env["NSYNC_BACKUP_BUCKET"],
+                                        Key=manifest_key)["Body"].read())
+    assert manifest["staging_method"] == "neon-branch-reset"
+    assert manifest["neon_branch_reset"]["source_branch_id"] == MAIN
+
+    # the recovery test proves that backup restores (no daily run does in this mode)
+    from nsync_dagster.definitions import defs
+    job = defs().resolve_job_def("recovery_test_job")
+    rec = job.execute_in_process(instance=instance, partition_key="2026-11-01",
+                                 raise_on_error=False)
+    assert rec.success, failure_text(rec)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=branch_env["NSYNC_BACKUP_BUCKET"])
+            ["Contents"]]
+    assert manifest_key.replace("manifest.json", RESTORE_OK) in keys  # now "verified"
+
+    # staging is live after the reset: a write there fails the verification, explained
+    pg_branch.psql("INSERT INTO app.clients (name, slug, tenant_id) "
+                   "VALUES ('qa', 'qa-written-on-staging', 1)", PROD_DB)
+    again = defs().resolve_job_def("daily_sync_job").execute_in_process(
+        instance=instance, partition_key=PARTITION, raise_on_error=False,
+        asset_selection=[dg.AssetKey("staging_database")])
+    assert not again.success
+    assert "a session that wrote to staging after the reset" in failure_text(again)
+    assert neon.copies == 1  # verifying alone never resets
+
+
+def test_nsync_run_daily_in_branch_reset_mode(pg_prod, pg_branch, cli_env, neon):
+    env = {**cli_env, **branch_vars(pg_prod, pg_branch, neon)}
+    done = nsync(env, "run", "daily")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "nsync daily run succeeded" in done.stdout
+    assert f"Neon branch {STAGING} reset from {MAIN}" in done.stdout
+    assert "staging matches that backup" in done.stdout
+    log = event_log_text(env["DAGSTER_HOME"])
+    assert API_KEY not in done.stdout + done.stderr + log
+    assert_no_secret(done.stdout, done.stderr, log)
+    oracle.assert_same(oracle.picture(pg_prod, PROD_DB), oracle.picture(pg_branch, PROD_DB))
+    listed = nsync(env, "backups")
+    assert listed.returncode == 0 and "checksummed" in listed.stdout, listed.stdout
+
+
+def _not_a_child(neon):
+    neon.add_branch(Branch("br-other-333333", "other", parent_id=MAIN))
+    neon.branches[STAGING].parent_id = "br-other-333333"
+
+
+BAD_SETTINGS = {
+    "not a child of production": (_not_a_child, {}, "a reset would copy the wrong branch"),
+    "protected": (lambda n: setattr(n.branches[STAGING], "protected", True), {},
+                  "it is protected"),
+    "root branch": (lambda n: setattr(n.branches[STAGING], "parent_id", None), {},
+                    "root branch"),
+    "default branch": (lambda n: setattr(n.branches[STAGING], "default", True), {},
+                       "default branch"),
+    "has children": (lambda n: n.add_branch(Branch("br-dev-444444", "dev",
+                                                   parent_id=STAGING)), {},
+                     "has child branches: br-dev-444444"),
+    "bad key": (None, {"NEON_API_KEY": "neon-Wrong-Key-000"}, "refused NEON_API_KEY"),
+    "wrong project": (None, {"NSYNC_NEON_PROJECT_ID": "no-such-project-1"},
+                      "check NSYNC_NEON_PROJECT_ID"),
+    "wrong branch id": (None, {"NSYNC_NEON_STAGING_BRANCH_ID": "br-typo-555555"},
+                        "found no branch br-typo-555555"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SETTINGS))
+def test_each_bad_setting_fails_in_preflight_and_staging_is_untouched(
+        case, pg_branch, branch_env, neon, instance, monkeypatch):
+    change, env, expected = BAD_SETTINGS[case]
+    if change:
+        change(neon)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    before = staging_picture(pg_branch)
+    result = run_daily_job(instance, PARTITION)
+    assert not result.success
+    message = failure_text(result)
+    assert "before any work started" in message and expected in message, message
+    assert "staging was not reset; runbook: runbooks/incident-response.md#neon-branch-reset" \
+        in message
+    assert neon.restores == [] and neon.copies == 0
+    assert staging_picture(pg_branch) == before
+    text = run_text(instance, result)
+    assert API_KEY not in text and "neon-Wrong-Key-000" not in text
+    assert_no_secret(text)
+    run = instance.get_run_by_id(result.run_id)
+    assert run.status == dg.DagsterRunStatus.FAILURE  # the failure sensor alerts on it
+
+
+@pytest.mark.parametrize("mode, expected", [("fail", "failed 1 time(s)"),
+                                            ("hang", "did not finish within")])
+def test_an_operation_that_fails_or_hangs_fails_the_run_cleanly(
+        mode, expected, pg_branch, branch_env, neon, instance):
+    neon.faults.operation = mode
+    before = staging_picture(pg_branch)
+    result = run_daily_job(instance, PARTITION)
+    assert not result.success
+    message = failure_text(result)
+    assert expected in message and "NSYNC_NEON_RESET_TIMEOUT=10" in message, message
+    assert neon.copies == 0 and staging_picture(pg_branch) == before
+    assert API_KEY not in run_text(instance, result)
+
+
+def test_missing_neon_settings_are_named(branch_env, instance, monkeypatch):
+    monkeypatch.delenv("NEON_API_KEY")
+    monkeypatch.delenv("NSYNC_NEON_STAGING_BRANCH_ID")
+    result = run_daily_job(instance, PARTITION)
+    assert not result.success
+    assert ("neon-branch-reset needs NSYNC_NEON_STAGING_BRANCH_ID, NEON_API_KEY"
+            in failure_text(result))
+
+
+def test_doctor_checks_the_neon_settings(capsys, branch_env, neon, monkeypatch):
+    from nsync_dagster.cli import main
+
+    monkeypatch.setenv("NSYNC_WEBHOOK_URL", "http://127.0.0.1:9/unused")  # a channel exists
+    main(["doctor"])
+    out = capsys.readouterr().out
+    assert (f"[PASS] staging method (NSYNC_STAGING_METHOD): neon-branch-reset: branch {STAGING} "
+            f"of project {PROJECT} may be reset from production's branch {MAIN}") in out, out
+    neon.branches[STAGING].protected = True
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "[FAIL] staging method (NSYNC_STAGING_METHOD)" in out and "it is protected" in out
+    assert API_KEY not in out and neon.restores == []
