@@ -1,10 +1,18 @@
 """Keep secrets out of every message: URLs lose their passwords, known secrets become ``***``.
 
-Every string that leaves nsync (log lines, Dagster metadata, exception text, CLI output) goes
-through :func:`redact`. Secrets are registered as soon as they are read from the environment.
-:func:`install_log_filter` masks every record of nsync's and Dagster's Python loggers (message,
-arguments and traceback) when it is created, so a library's exception text logged anywhere under
-those loggers is masked too.
+Secrets are registered as soon as they are read (the settings registry, a parsed database URL).
+Masking happens at the boundaries where text leaves nsync, not at every call that builds a
+message:
+
+* log records: :func:`install_log_filter` masks every record of nsync's and Dagster's Python
+  loggers (message, arguments and traceback) when it is created, the Dagster event log included;
+* Dagster: the failure boundary and the metadata helpers of ``defs/shared.py`` (assets, checks,
+  sensors, schedules, ops);
+* the command line: ``cli/output.py`` masks everything the CLI prints;
+* notifications: ``notify/events.py`` masks an ``Event`` when it is constructed;
+* reports written to S3 (recovery-test log, access review) are masked when rendered.
+
+Library code therefore raises and reports plain text.
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ import logging
 import re
 import threading
 import traceback
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 _lock = threading.Lock()
@@ -68,6 +78,25 @@ def redact(text: object) -> str:
         if secret in s:
             s = s.replace(secret, "***")
     return s
+
+
+def redact_value(value: Any) -> Any:
+    """``value`` with every string redacted, recursively; numbers, booleans and None kept.
+
+    Args:
+        value: Any JSON-like value (dicts, lists, tuples, scalars). Other objects become their
+            redacted ``str()``, so the result is always JSON-serializable.
+
+    Returns:
+        A redacted copy; the input is not modified.
+    """
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, Mapping):
+        return {redact(k): redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact_value(v) for v in value]
+    return redact(value)
 
 
 _MASKED_LOGGERS = ("nsync", "dagster")

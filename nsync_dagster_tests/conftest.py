@@ -25,6 +25,7 @@ import pytest
 from nsync_dagster.embedded.neon_shape import shape_like_neon
 from nsync_dagster.embedded.postgres import EmbeddedCluster, embedded_bin_dir
 from nsync_dagster.embedded.stack import seed_sample_platform
+from nsync_dagster_tests.processes import base_env, new_home
 
 # the tests' history starts early in 2026 (their partitions are fixed past days); set before the
 # code location is imported, like an operator's env file
@@ -241,22 +242,15 @@ def failure_text(result: dg.ExecuteInProcessResult) -> str:
 
 
 REPO = Path(__file__).resolve().parents[1]
-# the production instance configuration (PostgreSQL storage from DAGSTER_PG_*)
-INSTANCE_TEMPLATE = REPO / "templates" / "dagster.yaml"
 
 
 ALL_SECRETS = (*SECRETS, STORAGE_PW)
-
-
 @pytest.fixture
 def cli_env(nsync_env, dagster_storage, tmp_path, monkeypatch) -> dict[str, str]:
     for key, value in dagster_storage.items():  # this process reads the same instance
         monkeypatch.setenv(key, value)
-    home = tmp_path / "dagster_pg_home"
-    home.mkdir()
-    shutil.copyfile(INSTANCE_TEMPLATE, home / "dagster.yaml")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NSYNC_", "AWS_", "PG"))}
-    return {**env, **nsync_env, **dagster_storage, "DAGSTER_HOME": str(home)}
+    home = new_home(tmp_path)
+    return {**base_env(), **nsync_env, **dagster_storage, "DAGSTER_HOME": str(home)}
 
 
 def nsync(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:

@@ -12,8 +12,9 @@ import sys
 import traceback
 
 from nsync_dagster.cli.instance import configure_output
+from nsync_dagster.cli.output import masked_output
 from nsync_dagster.errors import NsyncError
-from nsync_dagster.redact import install_log_filter, redact
+from nsync_dagster.redact import install_log_filter
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +37,12 @@ def _interrupt(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; everything it prints (errors and tracebacks too) is masked."""
+    with masked_output():  # before logging is set up: its handler writes through it too
+        return _run(argv)
+
+
+def _run(argv: list[str] | None) -> int:
     verbose = bool({"-v", "--verbose"} & set(sys.argv[1:] if argv is None else argv))
     configure_output(verbose)  # before Dagster is imported: its import-time warnings too
     parser = build_parser()
@@ -47,15 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except NsyncError as exc:
-        print(f"nsync: error: {redact(exc)}", file=sys.stderr)
+        print(f"nsync: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("nsync: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # the CLI's failure boundary: a bug or a library's error, masked
+    except Exception as exc:  # the CLI's failure boundary: a bug or a library's error
         if args.verbose:
-            print(redact(traceback.format_exc()), file=sys.stderr)
-        print(f"nsync: unexpected error ({type(exc).__name__}): {redact(exc)}"
+            traceback.print_exc(file=sys.stderr)
+        print(f"nsync: unexpected error ({type(exc).__name__}): {exc}"
               + ("" if args.verbose else " (run with --verbose for the traceback)"),
               file=sys.stderr)
         return 1

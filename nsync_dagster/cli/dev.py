@@ -19,7 +19,6 @@ from pathlib import Path
 from nsync_dagster.cli.demo import DEFAULT_DIR
 from nsync_dagster.cli.instance import ensure_dagster_home, verbose
 from nsync_dagster.embedded.stack import EmbeddedStack
-from nsync_dagster.redact import redact
 from nsync_dagster.settings import Databases
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,7 +87,7 @@ def run_dev(root: Path, port: int) -> int:
             print(f"NSYNC_PROD_DATABASE_URL is not set: using the embedded default in {root}/ "
                   f"(S3 at {stack.s3_endpoint}, in memory)", flush=True)
         else:
-            print(f"using the configured environment ({redact(prod.get_secret_value())})")
+            print(f"using the configured environment ({prod.get_secret_value()})")
         ensure_dagster_home(env)
         proc = _dagster_dev(env, port)
         print(f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C to stop)", flush=True)

@@ -6,7 +6,6 @@ import sys
 
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.resources import NotifierResource
-from nsync_dagster.redact import redact
 from nsync_dagster.security import parity
 
 
@@ -24,15 +23,16 @@ def register(sub) -> None:
 def run_check_security(alert: bool, out=None) -> int:
     out = out or sys.stdout
     settings = RunConfig.from_env()
-    diffs, facts = parity.compare(settings)
+    report = parity.compare(settings)
+    diffs = report.differences
     if not diffs:
         print(f"staging ({settings.staging.display}) is secured exactly like production "
-              f"({settings.prod.display}): {facts['roles']} roles, {facts['objects']} objects "
+              f"({settings.prod.display}): {report.roles} roles, {report.objects} objects "
               "compared", file=out)
         return 0
     print(f"{len(diffs)} difference(s) between production and staging:", file=out)
     for d in diffs:
-        print(f"  - {redact(str(d))}", file=out)
+        print(f"  - {d}", file=out)
     if alert:
         NotifierResource().deliver(parity.drift_event(diffs))
     return 1

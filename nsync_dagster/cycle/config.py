@@ -16,9 +16,10 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from nsync_dagster.errors import ConfigError
-from nsync_dagster.postgres.pgconn import PgTarget, tls_floor
+from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.postgres.roles import DEFAULT_PLATFORM_ROLES
 from nsync_dagster.postgres.snapshot import DumpOptions
+from nsync_dagster.postgres.tls import tls_floor
 from nsync_dagster.settings import (
     Access,
     Backups,

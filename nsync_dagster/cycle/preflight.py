@@ -47,8 +47,8 @@ class Preflight:
         except NsyncError as exc:
             detail, ok = str(exc), False
         except Exception as exc:  # an unexpected failure is still a failed check, reported
-            detail, ok = f"{type(exc).__name__}: {redact(exc)}", False
-        self.results.append(CheckResult(name, ok, redact(detail), time.monotonic() - start))
+            detail, ok = f"{type(exc).__name__}: {exc}", False
+        self.results.append(CheckResult(name, ok, detail, time.monotonic() - start))
         return ok
 
     @property
@@ -101,7 +101,7 @@ def _roles_dump(pf: Preflight, prod: PgTarget) -> str:
                              needs_tls=prod.needs_tls())
     args, env = roles.roles_dump_command(tools, prod)
     out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
-    if out.returncode != 0:
+    if out.returncode != 0:  # stderr masked before its tail is cut: a cut secret escapes masks
         raise PreflightError(
             f"{tools.tool('pg_dumpall')} --roles-only -l {prod.dbname} cannot run against "
             f"{prod.display}: {redact(out.stderr).strip()[-600:]}. It connects to the database "
@@ -118,7 +118,7 @@ def _client_for(pf: Preflight, fact: str, purpose: str, target: PgTarget) -> str
     out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
     if out.returncode != 0:
         raise PreflightError(f"{tools.tool('psql')} cannot connect to {target.display} although "
-                             f"Python could: {redact(out.stderr).strip()}")
+                             f"Python could: {out.stderr.strip()}")
     return f"{tools.version} in {tools.directory}"
 
 

@@ -139,12 +139,25 @@ def last_recovery_test(instance: dg.DagsterInstance) -> RecoveryTestSummary:
     return RecoveryTestSummary(str(metadata_of(newest).get("result", "PASSED")), _when(newest))
 
 
-def director_notifications(instance: dg.DagsterInstance, limit: int = 40) -> list[dict[str, Any]]:
-    """Morning confirmations the success sensor recorded (observations on staging_database)."""
+@dataclass(frozen=True)
+class DirectorNotification:
+    """A morning confirmation the success sensor recorded as sent."""
+
+    partition: str
+    notified_at: str  # ISO time, UTC
+    channels: str  # comma-separated channel names
+
+
+def director_notifications(instance: dg.DagsterInstance,
+                           limit: int = 40) -> list[DirectorNotification]:
+    """Morning confirmations the success sensor recorded (observations on staging_database),
+    newest first."""
     result = instance.fetch_observations(STAGING, limit=limit)
     out = []
     for record in result.records:
         meta = metadata_of(record.event_log_entry)
         if "director_notified_at" in meta:
-            out.append(meta)
+            out.append(DirectorNotification(str(meta.get("partition", "")),
+                                            str(meta["director_notified_at"]),
+                                            str(meta.get("channels", ""))))
     return out

@@ -1,9 +1,10 @@
 """What a notification says: one :class:`Event`, the same for every channel.
 
 The webhook contract (DESIGN.md) is :meth:`Event.payload`: exactly
-``{"event", "severity", "summary", "details", "runbook", "run_url"}``. Every string in it has
-been through :func:`nsync_dagster.redact.redact`, so a secret registered with
-``register_secret`` never leaves nsync through a notification, whatever the caller put in.
+``{"event", "severity", "summary", "details", "runbook", "run_url"}``. An event is masked when
+it is constructed (summary, details, links: :func:`nsync_dagster.redact.redact`), so a secret
+registered with ``register_secret`` never leaves nsync through a notification, whatever the
+caller put in, and every rendering (payload, title, text, the outbox) is masked already.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Any
 
 from nsync_dagster.errors import NsyncError
 from nsync_dagster.notify import digest
-from nsync_dagster.redact import redact
+from nsync_dagster.redact import redact, redact_value
+
+__all__ = ["EVENT_TYPES", "SEVERITIES", "Event", "NotificationError", "redact_value"]
 
 EVENT_TYPES: tuple[str, ...] = (
     "daily_success",
@@ -37,28 +40,9 @@ class NotificationError(NsyncError):
     """A notification could not be delivered through one channel (the message is redacted)."""
 
 
-def redact_value(value: Any) -> Any:
-    """``value`` with every string redacted, recursively; numbers, booleans and None kept.
-
-    Args:
-        value: Any JSON-like value (dicts, lists, tuples, scalars). Other objects become their
-            redacted ``str()``, so the result is always JSON-serializable.
-
-    Returns:
-        A redacted copy; the input is not modified.
-    """
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    if isinstance(value, Mapping):
-        return {redact(k): redact_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [redact_value(v) for v in value]
-    return redact(value)
-
-
 @dataclass(frozen=True)
 class Event:
-    """One notification, validated on construction.
+    """One notification, validated and masked on construction.
 
     Example:
         >>> e = Event("run_failure", "error", "daily_sync_job failed in s3_backup",
@@ -97,9 +81,15 @@ class Event:
             raise ValueError("a notification needs a non-empty summary")
         if not isinstance(self.details, Mapping):
             raise ValueError(f"details must be a dict, not {type(self.details).__name__}")
+        # the notification boundary: whatever the caller put in, the event holds masked text
+        masked = {"summary": redact(self.summary), "details": redact_value(dict(self.details)),
+                  "runbook": redact(self.runbook) if self.runbook else None,
+                  "run_url": redact(self.run_url) if self.run_url else None}
+        for name, value in masked.items():
+            object.__setattr__(self, name, value)
 
     def payload(self) -> dict[str, Any]:
-        """The webhook JSON body (the DESIGN.md contract), redacted.
+        """The webhook JSON body (the DESIGN.md contract).
 
         Returns:
             ``{"event", "severity", "summary", "details", "runbook", "run_url"}``.
@@ -107,19 +97,19 @@ class Event:
         return {
             "event": self.event,
             "severity": self.severity,
-            "summary": redact(self.summary),
-            "details": redact_value(dict(self.details)),
-            "runbook": redact(self.runbook) if self.runbook else None,
-            "run_url": redact(self.run_url) if self.run_url else None,
+            "summary": self.summary,
+            "details": dict(self.details),
+            "runbook": self.runbook,
+            "run_url": self.run_url,
         }
 
     def title(self) -> str:
-        """One redacted line, also the e-mail subject: ``[nsync] ERROR run_failure: summary``."""
-        summary = " ".join(redact(self.summary).split())
+        """One line, also the e-mail subject: ``[nsync] ERROR run_failure: summary``."""
+        summary = " ".join(self.summary.split())
         return f"[nsync] {self.severity.upper()} {self.event}: {summary}"
 
     def detail_lines(self, limit: int = 20, width: int = 300) -> list[str]:
-        """The details as redacted ``key: value`` lines, at most ``limit``, each value clipped.
+        """The details as ``key: value`` lines, at most ``limit``, each value clipped.
 
         Args:
             limit: Maximum number of lines; a final ``… (N more)`` line says what was left out.
@@ -128,7 +118,7 @@ class Event:
         Returns:
             The lines, in the order the details were given.
         """
-        items = [(k, v) for k, v in redact_value(dict(self.details)).items()
+        items = [(k, v) for k, v in self.details.items()
                  if k != DAYS_KEY]  # the days have their own rendering (days_text)
         lines = []
         for key, value in items[:limit]:
@@ -139,8 +129,8 @@ class Event:
         return lines
 
     def days(self) -> list[dict[str, Any]]:
-        """The recent days the event carries (``details["days"]``, redacted), or ``[]``."""
-        days = redact_value(self.details.get(DAYS_KEY) or [])
+        """The recent days the event carries (``details["days"]``), or ``[]``."""
+        days = self.details.get(DAYS_KEY) or []
         return [d for d in days if isinstance(d, dict)]
 
     def days_text(self) -> str:
@@ -148,8 +138,8 @@ class Event:
         return digest.text_block(self.days())
 
     def text(self) -> str:
-        """A plain-text, redacted rendering: summary, details, the recent days (if any),
-        runbook and run links."""
+        """A plain-text rendering: summary, details, the recent days (if any), runbook and run
+        links."""
         payload = self.payload()
         lines = [payload["summary"], "", f"event: {self.event}",
                  f"severity: {self.severity}"]

@@ -34,7 +34,7 @@ import requests
 
 from nsync_dagster.notify.channels import TIMEOUT_S, origin
 from nsync_dagster.notify.events import Event, NotificationError
-from nsync_dagster.redact import redact, register_secret
+from nsync_dagster.redact import register_secret
 
 HEARTBEAT_EVENTS = frozenset({"daily_success", "run_failure", "deadline_missed", "test"})
 DAILY_JOBS = ("daily_sync_job",)
@@ -61,11 +61,11 @@ def ping(url: str, suffix: str, body: dict, timeout_s: float = TIMEOUT_S,
     try:
         response = requests.post(target, json=body, timeout=timeout_s)
     except requests.RequestException as exc:
-        raise NotificationError(redact(f"{name}: POST to {where} failed: "
-                                       f"{type(exc).__name__}")) from None
+        raise NotificationError(f"{name}: POST to {where} failed: "
+                                f"{type(exc).__name__}") from None
     if not 200 <= response.status_code < 300:
-        raise NotificationError(redact(f"{name}: POST to {where} answered HTTP "
-                                       f"{response.status_code}"))
+        raise NotificationError(f"{name}: POST to {where} answered HTTP "
+                                f"{response.status_code}")
 
 
 class HeartbeatChannel:

@@ -40,7 +40,8 @@ OPENING = frozenset({"run_failure", "deadline_warning", "deadline_missed", "esca
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:
-    """The event as stored: already redacted (the outbox lives in the instance's database)."""
+    """The event as stored (the outbox lives in the instance's database): masked, as every
+    :class:`Event` is from its construction."""
     return {**event.payload(), "dedup_key": event.dedup_key}
 
 

@@ -69,6 +69,7 @@ def sequence_values(tools: pgbin.PgBin, dump_dir: Path) -> dict[str, dict[str, i
     pg_restore = tools.tool("pg_restore")
     toc = subprocess.run([pg_restore, "-l", str(dump_dir)], capture_output=True, text=True,
                          timeout=600)
+    # stderr is masked before its tail is cut (both below): a cut secret would escape the mask
     if toc.returncode != 0:
         raise SnapshotError(f"cannot read the new dump's table of contents: "
                             f"{redact(toc.stderr).strip()[-800:]}")

@@ -26,7 +26,6 @@ from psycopg import sql
 
 from nsync_dagster.errors import RestoreError
 from nsync_dagster.postgres.pgconn import quote_ident, server_major
-from nsync_dagster.redact import redact
 
 log = logging.getLogger("nsync.roles")
 MARKER = "nsync temporary grants: "
@@ -66,7 +65,7 @@ def give_back(cur: psycopg.Cursor, me: str, grants: Iterable[dict[str, Any]],
             done.append(f"{item['role']} -> {me}")
         except psycopg.Error as exc:  # leave a trace; the posture check will report it
             log.error("could not give back temporary membership %s -> %s: %s", item["role"], me,
-                      redact(exc))
+                      exc)
     return done
 
 
@@ -98,7 +97,7 @@ def acting_as(conn: psycopg.Connection, owners: Iterable[str]) -> Iterator[list[
         except psycopg.Error as exc:
             log.warning("cannot record the temporary grants on database %s (%s); a killed run's "
                         "grants are then found by comparing with production", dbname,
-                        redact(exc).strip())
+                        str(exc).strip())
     granted: list[str] = []
     try:
         for item in plan:
@@ -110,7 +109,7 @@ def acting_as(conn: psycopg.Connection, owners: Iterable[str]) -> Iterator[list[
             except psycopg.Error as exc:
                 raise RestoreError(
                     f"the staging role {me} cannot act as {item['role']}, which owns objects in "
-                    f"the backup ({redact(exc).strip()}). Give it ADMIN on that role, or run "
+                    f"the backup ({str(exc).strip()}). Give it ADMIN on that role, or run "
                     f"'{grant}' as an administrator.") from None
             granted.append(item["role"])
         yield granted
@@ -146,7 +145,7 @@ def revoke_leftovers(conn: psycopg.Connection) -> list[str]:
         try:
             _comment(cur, dbname, None)
         except psycopg.Error as exc:
-            log.warning("cannot clear the temporary-grant marker on %s: %s", dbname, redact(exc))
+            log.warning("cannot clear the temporary-grant marker on %s: %s", dbname, exc)
     if undone:
         log.warning("gave back temporary grants left by a killed run: %s", ", ".join(undone))
     return undone

@@ -30,7 +30,6 @@ from psycopg import sql
 from nsync_dagster.errors import RestoreError
 from nsync_dagster.postgres.elevation import acting_as, revoke_leftovers
 from nsync_dagster.postgres.pgconn import PgTarget, quote_ident, server_major
-from nsync_dagster.redact import redact
 from nsync_dagster.settings import staging_password, staging_password_variable
 
 __all__ = ["acting_as", "revoke_leftovers", "sync_roles", "is_platform", "scram_verifier",
@@ -130,7 +129,7 @@ def sync_roles(conn: psycopg.Connection, manifest: dict[str, Any],
         try:
             cur.execute(_create_sql(role))
         except psycopg.Error as exc:
-            raise RestoreError(f"cannot create role {name} on staging: {redact(exc).strip()} "
+            raise RestoreError(f"cannot create role {name} on staging: {str(exc).strip()} "
                                "(the staging role needs CREATEROLE and every attribute it hands "
                                "out)") from None
         result.created.append(name)
@@ -165,7 +164,7 @@ def _staging_passwords(cur: psycopg.Cursor, manifest: dict[str, Any], platform: 
                         + sql.quote(scram_verifier(password)))
         except psycopg.Error as exc:
             log.warning("cannot set staging's password of %s (%s): the staging role needs "
-                        "ADMIN on it", name, redact(exc).strip())
+                        "ADMIN on it", name, str(exc).strip())
             result.staging_passwords_failed.append(name)
             continue
         result.staging_passwords_set.append(name)
@@ -235,7 +234,7 @@ def mirror_memberships(conn: psycopg.Connection, manifest: dict[str, Any],
             _set_own_grant(cur, role, member, me, mine, target, modern)
         except psycopg.Error as exc:
             raise RestoreError(f"cannot mirror production's membership of {member} in {role} "
-                               f"on staging: {redact(exc).strip()}") from None
+                               f"on staging: {str(exc).strip()}") from None
         (result.memberships_revoked if target is None
          else result.memberships_granted).append(f"{role} -> {member}")
 

@@ -21,7 +21,6 @@ from psycopg import sql
 from nsync_dagster.errors import RestoreError
 from nsync_dagster.postgres.pgconn import quote_ident
 from nsync_dagster.postgres.roles import is_platform
-from nsync_dagster.redact import redact
 
 # the settings whose stored value is a list of (quoted) identifiers, as pg_dump treats them
 LIST_QUOTED = {"local_preload_libraries", "search_path", "session_preload_libraries",
@@ -110,7 +109,7 @@ def apply_settings(conn: psycopg.Connection, manifest: dict[str, Any], dbname: s
                 changed.append(target.replace('"', ""))
         except psycopg.Error as exc:
             raise RestoreError(f"cannot give staging production's settings (ALTER {target}): "
-                               f"{redact(exc).strip()} (the staging role needs ADMIN on the role "
+                               f"{str(exc).strip()} (the staging role needs ADMIN on the role "
                                "and, for settings only a superuser may change, a GRANT SET "
                                "ON PARAMETER)") from None
     wide, here = _current(cur, None), _current(cur, dbname)

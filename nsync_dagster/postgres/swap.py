@@ -21,7 +21,6 @@ from psycopg import sql
 from nsync_dagster.errors import PreflightError, ServerBusy, SwapError
 from nsync_dagster.postgres import interruptible
 from nsync_dagster.postgres.pgconn import PgTarget
-from nsync_dagster.redact import redact
 
 log = logging.getLogger("nsync.swap")
 NEXT, PREV = "__nsync_next", "__nsync_prev"
@@ -162,7 +161,7 @@ def create_next(maint: psycopg.Connection, live: str, database_facts: dict[str, 
         cur.execute(query.format(*params))
     except psycopg.Error as exc:
         raise SwapError(f"cannot create {nxt} on the staging server: "
-                        f"{redact(exc).strip()}") from None
+                        f"{str(exc).strip()}") from None
     return nxt
 
 
@@ -178,7 +177,7 @@ def _terminate(cur: psycopg.Cursor, dbname: str) -> int:
                        FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()
                        AND backend_type = 'client backend'""", (dbname,))
     except psycopg.Error as exc:
-        raise SwapError(f"cannot end the sessions on {dbname}: {redact(exc).strip()} (the "
+        raise SwapError(f"cannot end the sessions on {dbname}: {str(exc).strip()} (the "
                         "staging role needs pg_signal_backend, which Neon's owner role has)"
                         ) from None
     return cur.fetchone()[0]
@@ -227,9 +226,9 @@ def swap_in(maint: psycopg.Connection, live: str, report: Callable[[str], None] 
                 time.sleep(0.2 * (attempt + 1))
             except psycopg.Error as exc:
                 raise SwapError(f"swapping {nxt} in as {live} failed (nothing changed: the swap "
-                                f"is one transaction): {redact(exc).strip()}") from None
+                                f"is one transaction): {str(exc).strip()}") from None
         else:
-            raise SwapError(f"{live} or {nxt} stayed in use ({redact(last).strip()}): sessions "
+            raise SwapError(f"{live} or {nxt} stayed in use ({str(last).strip()}): sessions "
                             "reconnect faster than they can be terminated, hold a lock on the "
                             "database, or belong to a role the staging role may not signal "
                             "(needs pg_signal_backend); nothing changed")
@@ -239,7 +238,7 @@ def swap_in(maint: psycopg.Connection, live: str, report: Callable[[str], None] 
             try:
                 maint.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(_ident(prev)))
             except psycopg.Error as exc:
-                report(f"could not drop the previous copy {prev} yet: {redact(exc).strip()}")
+                report(f"could not drop the previous copy {prev} yet: {str(exc).strip()}")
     report(f"swapped the new copy in as {live} ({terminated} session(s) terminated)")
     return {"sessions_terminated": terminated, "replaced_existing": had_live}
 
@@ -253,7 +252,7 @@ def drop_attempt(maint: PgTarget, nxt: str, report: Callable[[str], None], *,
             with maint.connect() as conn:
                 drop_if_exists(conn, nxt)
         except Exception as exc:
-            report(f"could not drop {nxt} now ({redact(exc)}); the next run drops it")
+            report(f"could not drop {nxt} now ({exc}); the next run drops it")
             return
     if interrupted:
         report(f"interrupted: staging was left as it was; the unfinished copy {nxt} was dropped")

@@ -9,7 +9,8 @@ data (no SET, no INHERIT).
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 from nsync_dagster.notify import alerts
 from nsync_dagster.notify.events import Event
@@ -31,7 +32,24 @@ def _expected(d: Difference, staging_admin: str) -> bool:
             and not d.production and [tuple(x) for x in d.staging] == [(True, False, False)])
 
 
-def compare(settings: Databases) -> tuple[list[Difference], dict[str, Any]]:
+@dataclass(frozen=True)
+class ParityReport:
+    """What differs between the two postures, and what was compared."""
+
+    differences: list[Difference]
+    production_digest: str
+    staging_digest: str
+    roles: int  # production's roles compared
+    objects: int  # production's objects compared
+
+    def facts(self) -> dict[str, str | int]:
+        """The digests and counts, for a check's metadata."""
+        return {"production_digest": self.production_digest,
+                "staging_digest": self.staging_digest, "roles": self.roles,
+                "objects": self.objects}
+
+
+def compare(settings: Databases) -> ParityReport:
     """Read both postures with the configured roles and list what differs."""
     with settings.prod.connect() as conn:
         prod = read_posture(conn, settings.platform_roles)
@@ -40,9 +58,8 @@ def compare(settings: Databases) -> tuple[list[Difference], dict[str, Any]]:
     diffs = [d for d in diff_posture(prod, staging,
                                      staging_only_roles_ok=settings.staging_only_roles)
              if not _expected(d, settings.staging.user)]
-    facts = {"production_digest": posture_digest(prod), "staging_digest": posture_digest(staging),
-             "roles": len(prod["roles"]), "objects": len(prod["objects"])}
-    return diffs, facts
+    return ParityReport(diffs, posture_digest(prod), posture_digest(staging), len(prod.roles),
+                        len(prod.objects))
 
 
 def drift_event(diffs: list[Difference], run_id: str | None = None) -> Event:

@@ -1,12 +1,13 @@
 """The security posture of a database: everything that decides who can do what.
 
 ``read_posture`` runs as the connected role, which on Neon is the non-superuser owner
-(``neondb_owner``), and reads only catalogs such a role may read. The result is a plain,
-JSON-serialisable dict keyed by stable names (``schema.name``, function signatures), never by
-OIDs, so the posture of production and of its staging copy can be compared with
-``diff_posture`` (in :mod:`nsync_dagster.security.posture_diff`, re-exported here).
+(``neondb_owner``), and reads only catalogs such a role may read. The result is a typed
+record (:class:`~.posture_facts.Posture`, JSON-like inside) keyed by stable names
+(``schema.name``, function signatures), never by OIDs, so the posture of production and of its
+staging copy can be compared with ``diff_posture`` (in
+:mod:`nsync_dagster.security.posture_diff`, re-exported here).
 
-Top-level keys of the posture dict:
+Fields of the posture:
 
 * ``reader``: who read it (role, superuser, server major) -- informational, not compared;
 * ``platform_roles``: the roles the platform manages (never compared);
@@ -51,9 +52,20 @@ from nsync_dagster.security.posture_diff import (
     diff_posture,
     posture_digest,
 )
+from nsync_dagster.security.posture_facts import Posture, Reader
+from nsync_dagster.security.posture_queries import (
+    COLUMN_ACLS,
+    DEFAULT_ACLS,
+    FUNCTION_ACLS,
+    RELATION_ACLS,
+    SCHEMA_ACLS,
+    TYPE_ACLS,
+    USER_SCHEMA,
+    not_in_extension,
+)
 
-__all__ = ["Difference", "diff_posture", "posture_digest", "read_posture", "OWNER_TOKEN",
-           "SETTINGS"]
+__all__ = ["Difference", "Posture", "diff_posture", "posture_digest", "read_posture",
+           "OWNER_TOKEN", "SETTINGS"]
 
 SETTINGS = ("ssl", "password_encryption", "row_security", "log_connections",
             "log_disconnections", "idle_in_transaction_session_timeout", "statement_timeout")
@@ -61,75 +73,7 @@ ROLE_FLAGS = (("login", "rolcanlogin"), ("superuser", "rolsuper"), ("createdb", 
               ("createrole", "rolcreaterole"), ("inherit", "rolinherit"),
               ("bypassrls", "rolbypassrls"), ("replication", "rolreplication"))
 
-_USER_NSP = "({n}.nspname !~ '^pg_' AND {n}.nspname <> 'information_schema')"
-
-
-def _not_ext(catalog: str, oid: str) -> str:
-    return (f"NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = "
-            f"'pg_catalog.{catalog}'::pg_catalog.regclass AND d.objid = {oid} "
-            f"AND d.deptype = 'e')")
-
-
-_SCHEMAS = f"""
-    SELECT 'schema ' || n.nspname, n.nspowner, a.grantee, a.privilege_type, a.is_grantable
-    FROM pg_namespace n
-    LEFT JOIN LATERAL aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a ON true
-    WHERE {_USER_NSP.format(n='n')} AND {_not_ext('pg_namespace', 'n.oid')}"""
-
-_RELATIONS = f"""
-    SELECT CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'partitioned table'
-                WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
-                WHEN 'f' THEN 'foreign table' ELSE 'sequence' END
-           || ' ' || n.nspname || '.' || c.relname,
-           c.relowner, a.grantee, a.privilege_type, a.is_grantable
-    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    LEFT JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault(
-        CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END::"char", c.relowner))) a ON true
-    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND {_USER_NSP.format(n='n')}
-      AND {_not_ext('pg_class', 'c.oid')}"""
-
-_COLUMNS = f"""
-    SELECT 'column ' || n.nspname || '.' || c.relname || '.' || t.attname,
-           c.relowner, a.grantee, a.privilege_type, a.is_grantable
-    FROM pg_attribute t JOIN pg_class c ON c.oid = t.attrelid
-    JOIN pg_namespace n ON n.oid = c.relnamespace
-    LEFT JOIN LATERAL aclexplode(t.attacl) a ON true
-    WHERE t.attacl IS NOT NULL AND t.attnum > 0 AND NOT t.attisdropped
-      AND {_USER_NSP.format(n='n')} AND {_not_ext('pg_class', 'c.oid')}"""
-
-_FUNCTIONS = f"""
-    SELECT CASE p.prokind WHEN 'p' THEN 'procedure' WHEN 'a' THEN 'aggregate'
-                WHEN 'w' THEN 'window function' ELSE 'function' END
-           || ' ' || n.nspname || '.' || p.proname
-           || '(' || pg_get_function_identity_arguments(p.oid) || ')',
-           p.proowner, a.grantee, a.privilege_type, a.is_grantable
-    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-    LEFT JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a ON true
-    WHERE {_USER_NSP.format(n='n')} AND {_not_ext('pg_proc', 'p.oid')}"""
-
-_TYPES = f"""
-    SELECT CASE t.typtype WHEN 'd' THEN 'domain' ELSE 'type' END
-           || ' ' || n.nspname || '.' || t.typname,
-           t.typowner, a.grantee, a.privilege_type, a.is_grantable
-    FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-    LEFT JOIN LATERAL aclexplode(coalesce(t.typacl, acldefault('T', t.typowner))) a ON true
-    WHERE t.typtype IN ('b', 'c', 'd', 'e', 'r')
-      AND (t.typrelid = 0 OR (SELECT r.relkind FROM pg_class r WHERE r.oid = t.typrelid) = 'c')
-      AND NOT EXISTS (SELECT 1 FROM pg_type e WHERE e.typarray = t.oid)
-      AND {_USER_NSP.format(n='n')} AND {_not_ext('pg_type', 't.oid')}"""
-
-_DEFAULT_ACL = """
-    SELECT 'default privileges of ' || pg_get_userbyid(d.defaclrole)
-           || coalesce(' in schema ' || n.nspname, '') || ' on '
-           || CASE d.defaclobjtype WHEN 'r' THEN 'tables' WHEN 'S' THEN 'sequences'
-                   WHEN 'f' THEN 'functions' WHEN 'T' THEN 'types' WHEN 'n' THEN 'schemas'
-                   ELSE 'large objects' END,
-           pg_get_userbyid(d.defaclrole), a.grantee, a.privilege_type, a.is_grantable
-    FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace
-    LEFT JOIN LATERAL aclexplode(d.defaclacl) a ON true"""
-
-
-def read_posture(conn: psycopg.Connection, platform_roles: Iterable[str]) -> dict[str, Any]:
+def read_posture(conn: psycopg.Connection, platform_roles: Iterable[str]) -> Posture:
     """Read the security posture of the connected database and its server's roles.
 
     Args:
@@ -141,7 +85,8 @@ def read_posture(conn: psycopg.Connection, platform_roles: Iterable[str]) -> dic
             superuser could restore them, so no copy can be expected to carry them).
 
     Returns:
-        The posture dict described in the module docstring.
+        The posture (:class:`~nsync_dagster.security.posture_facts.Posture`) described in the
+        module docstring.
     """
     platform = sorted(set(platform_roles))
     with conn.transaction(), conn.cursor() as cur:
@@ -154,39 +99,38 @@ def read_posture(conn: psycopg.Connection, platform_roles: Iterable[str]) -> dic
     return posture
 
 
-def _read(cur: psycopg.Cursor, platform: list[str]) -> dict[str, Any]:
+def _read(cur: psycopg.Cursor, platform: list[str]) -> Posture:
     cur.execute("SELECT oid, rolname FROM pg_roles")
     names: dict[int, str] = {oid: name for oid, name in cur.fetchall()}
     names[0] = "PUBLIC"
     cur.execute("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user")
     me, superuser = cur.fetchone()
     objects: dict[str, dict[str, Any]] = {}
-    for query in (_SCHEMAS, _RELATIONS, _FUNCTIONS, _TYPES):
+    for query in (SCHEMA_ACLS, RELATION_ACLS, FUNCTION_ACLS, TYPE_ACLS):
         objects.update(_acls(cur, query, names))
-    columns = {k: v["acl"] for k, v in _acls(cur, _COLUMNS, names).items()}
-    cur.execute(_DEFAULT_ACL)
+    columns = {k: v["acl"] for k, v in _acls(cur, COLUMN_ACLS, names).items()}
+    cur.execute(DEFAULT_ACLS)
     default_privileges = {
         key: entry["acl"] for key, entry in _group(cur.fetchall(), names, owner_token=False).items()
         if entry["owner"] not in platform}
     db = _acls(cur, """SELECT 'database', datdba, a.grantee, a.privilege_type, a.is_grantable
         FROM pg_database LEFT JOIN LATERAL aclexplode(coalesce(datacl, acldefault('d', datdba)))
         a ON true WHERE datname = current_database()""", names)["database"]
-    return {
-        "reader": {"role": me, "superuser": bool(superuser),
-                   "server_major": server_major(cur.connection)},
-        "platform_roles": platform,
-        "roles": _roles(cur),  # already in name order
-        "memberships": _memberships(cur),
-        "database": db,
-        "objects": _sorted(objects),
-        "columns": _sorted(columns),
-        "default_privileges": _sorted(default_privileges),
-        "rls": _sorted(_rls(cur)),
-        "policies": _sorted(_policies(cur)),
-        "extensions": _sorted(_extensions(cur)),
-        "settings": _sorted(_settings(cur)),
-        "session_defaults": _session_defaults(cur, platform),
-    }
+    return Posture(
+        reader=Reader(me, bool(superuser), server_major(cur.connection)),
+        platform_roles=platform,
+        roles=_roles(cur),  # already in name order
+        memberships=_memberships(cur),
+        database=db,
+        objects=_sorted(objects),
+        columns=_sorted(columns),
+        default_privileges=_sorted(default_privileges),
+        rls=_sorted(_rls(cur)),
+        policies=_sorted(_policies(cur)),
+        extensions=_sorted(_extensions(cur)),
+        settings=_sorted(_settings(cur)),
+        session_defaults=_session_defaults(cur, platform),
+    )
 
 
 def _sorted(mapping: dict[str, Any]) -> dict[str, Any]:
@@ -256,7 +200,7 @@ def _rls(cur: psycopg.Cursor) -> dict[str, dict[str, bool]]:
         SELECT n.nspname || '.' || c.relname, c.relrowsecurity, c.relforcerowsecurity
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r', 'p') AND (c.relrowsecurity OR c.relforcerowsecurity)
-          AND {_USER_NSP.format(n='n')} AND {_not_ext('pg_class', 'c.oid')}""")
+          AND {USER_SCHEMA.format(n='n')} AND {not_in_extension('pg_class', 'c.oid')}""")
     return {t: {"enabled": bool(e), "forced": bool(f)} for t, e, f in cur.fetchall()}
 
 
@@ -271,7 +215,7 @@ def _policies(cur: psycopg.Cursor) -> dict[str, dict[str, Any]]:
                pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)
         FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
         JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE {_USER_NSP.format(n='n')} AND {_not_ext('pg_class', 'c.oid')}""")
+        WHERE {USER_SCHEMA.format(n='n')} AND {not_in_extension('pg_class', 'c.oid')}""")
     return {f"{table} {name}": {"table": table, "name": name, "command": cmd,
                                 "permissive": bool(permissive), "roles": list(roles),
                                 "using": using, "with_check": check}

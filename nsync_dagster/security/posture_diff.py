@@ -23,6 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from nsync_dagster.security.posture_facts import Posture
+
 OWNER_TOKEN = "(owner)"
 _FLAGS = (("login", "LOGIN"), ("superuser", "SUPERUSER"), ("createdb", "CREATEDB"),
           ("createrole", "CREATEROLE"), ("inherit", "INHERIT"), ("bypassrls", "BYPASSRLS"),
@@ -55,14 +57,15 @@ class Difference:
                              f"{self.staging} on staging")
 
 
-def posture_digest(p: dict[str, Any]) -> str:
-    """A stable SHA-256 of a posture (everything except who read it), for run metadata."""
-    body = {k: v for k, v in p.items() if k != "reader"}
+def posture_digest(p: Posture) -> str:
+    """A stable SHA-256 of a posture (everything except who read it and the format's version),
+    for run metadata."""
+    body = {k: v for k, v in p.to_dict().items() if k not in ("reader", "format_version")}
     data = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(data.encode()).hexdigest()
 
 
-def diff_posture(prod: dict[str, Any], staging: dict[str, Any], *,
+def diff_posture(prod: Posture, staging: Posture, *,
                  staging_only_roles_ok: Iterable[str] = ()) -> list[Difference]:
     """Every way staging's security posture differs from production's.
 
@@ -76,22 +79,23 @@ def diff_posture(prod: dict[str, Any], staging: dict[str, Any], *,
         The differences, in a stable order; empty when staging is secured like production.
     """
     ok = set(staging_only_roles_ok)
-    platform = set(prod.get("platform_roles", ())) | set(staging.get("platform_roles", ()))
-    out = _roles(prod["roles"], staging["roles"], platform, ok)
-    out += _memberships(prod["memberships"], staging["memberships"], platform, ok)
-    out += _objects({"database": prod["database"]}, {"database": staging["database"]}, ok)
-    out += _objects(prod["objects"], staging["objects"], ok)
-    for section, kind in (("columns", "grant"), ("default_privileges", "default_privilege")):
-        p, s = prod[section], staging[section]
+    platform = set(prod.platform_roles) | set(staging.platform_roles)
+    out = _roles(prod.roles, staging.roles, platform, ok)
+    out += _memberships(prod.memberships, staging.memberships, platform, ok)
+    out += _objects({"database": prod.database}, {"database": staging.database}, ok)
+    out += _objects(prod.objects, staging.objects, ok)
+    for kind, p, s in (("grant", prod.columns, staging.columns),
+                       ("default_privilege", prod.default_privileges,
+                        staging.default_privileges)):
         for key in sorted(set(p) | set(s)):
             out += _acl(kind, key, p.get(key, []), s.get(key, []), ok)
     out += _rls(prod, staging)
-    out += _policies(prod["policies"], staging["policies"])
-    out += _extensions(prod["extensions"], staging["extensions"])
-    out += [Difference("setting", f"setting {k}", prod["settings"][k], staging["settings"][k])
-            for k in sorted(set(prod["settings"]) & set(staging["settings"]))
-            if prod["settings"][k] != staging["settings"][k]]
-    p, s = prod.get("session_defaults"), staging.get("session_defaults")
+    out += _policies(prod.policies, staging.policies)
+    out += _extensions(prod.extensions, staging.extensions)
+    out += [Difference("setting", f"setting {k}", prod.settings[k], staging.settings[k])
+            for k in sorted(set(prod.settings) & set(staging.settings))
+            if prod.settings[k] != staging.settings[k]]
+    p, s = prod.session_defaults, staging.session_defaults
     if p is not None and s is not None:
         out += [Difference("session_default", key, p.get(key), s.get(key), (
                     f"{key}: ALTER ... SET {', '.join(p.get(key, [])) or 'nothing'} on "
@@ -229,12 +233,12 @@ def _relation_names(objects: dict) -> set[str]:
     return {k[len(pre):] for k in objects for pre in prefixes if k.startswith(pre)}
 
 
-def _rls(prod: dict, stg: dict) -> list[Difference]:
-    both = _relation_names(prod["objects"]) & _relation_names(stg["objects"])
+def _rls(prod: Posture, stg: Posture) -> list[Difference]:
+    both = _relation_names(prod.objects) & _relation_names(stg.objects)
     off = {"enabled": False, "forced": False}
     out: list[Difference] = []
-    for table in sorted((set(prod["rls"]) | set(stg["rls"])) & both):
-        p, s = prod["rls"].get(table, off), stg["rls"].get(table, off)
+    for table in sorted((set(prod.rls) | set(stg.rls)) & both):
+        p, s = prod.rls.get(table, off), stg.rls.get(table, off)
         for flag in ("enabled", "forced"):
             if p[flag] != s[flag]:
                 has, lacks = _SIDES if p[flag] else _SIDES[::-1]

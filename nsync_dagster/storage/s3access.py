@@ -29,8 +29,6 @@ from botocore.exceptions import (
 )
 from s3transfer.exceptions import RetriesExceededError as TransferRetriesExceeded
 
-from nsync_dagster.redact import redact
-
 POLICY_FILES = "templates/iam-policy.json (or iam-policy-object-lock.json)"
 
 #: S3 API operation (as botocore names it) -> the IAM action AWS checks for it
@@ -120,13 +118,13 @@ def explain(exc: BaseException, bucket: str, what: str) -> str:
     if isinstance(inner, ClientError):
         again = " (a server-side error: retried)" if is_transient(exc) else ""
         return (f"S3 error {c or status(exc) or '?'} while trying to {what} in bucket "
-                f"'{bucket}'{again}: {redact(inner)}")
+                f"'{bucket}'{again}: {inner}")
     if isinstance(inner, ChecksumError | FlexibleChecksumError):
         return (f"S3 returned data that does not match its checksum while trying to {what} "
-                f"(corrupt in the bucket or in transit): {redact(inner)}")
+                f"(corrupt in the bucket or in transit): {inner}")
     if isinstance(inner, OSError) and inner.errno == errno.ENOSPC:
-        return f"no space left on this machine while trying to {what}: {redact(inner)}"
-    return f"cannot reach S3 while trying to {what} in bucket '{bucket}': {redact(inner)}"
+        return f"no space left on this machine while trying to {what}: {inner}"
+    return f"cannot reach S3 while trying to {what} in bucket '{bucket}': {inner}"
 
 
 def not_granted(needed: str, bucket: str, assumption: str) -> str:

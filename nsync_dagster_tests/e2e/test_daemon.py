@@ -7,16 +7,11 @@ by default, and the asset lineage renders in a real browser (headless Chromium).
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -38,66 +33,11 @@ from nsync_dagster_tests.conftest import (
     s3_client,
     unique_db,
 )
+from nsync_dagster_tests.e2e.devserver import Dev, running_dev, wait_until
+from nsync_dagster_tests.processes import base_env, new_home
 from nsync_dagster_tests.receivers import Receiver
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def _wait(what: str, check, timeout: float = 150.0, every: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(every)
-
-
-class Dev:
-    """A running ``dagster dev`` and a way to talk GraphQL to it."""
-
-    def __init__(self, port: int, proc: subprocess.Popen, log: Path, env: dict) -> None:
-        self.port, self.proc, self.log, self.env = port, proc, log, env
-        self.url = f"http://127.0.0.1:{port}"
-
-    def graphql(self, query: str, variables: dict | None = None) -> dict:
-        body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        req = urllib.request.Request(f"{self.url}/graphql", data=body,
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.loads(resp.read())
-
-    def up(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/server_info", timeout=2):
-                return True
-        except OSError:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            return False
-
-    def launch(self, partition: str) -> str:
-        result = self.graphql("""
-            mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
-              __typename ... on LaunchRunSuccess { run { runId } }
-              ... on PythonError { message } } }""", {"p": {
-            "selector": {"repositoryLocationName": "nsync", "repositoryName": "__repository__",
-                         "jobName": "daily_sync_job"},
-            "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]}}})
-        launched = result["data"]["launchRun"]
-        assert launched["__typename"] == "LaunchRunSuccess", launched
-        return launched["run"]["runId"]
-
-    def terminate(self, run_id: str) -> None:
-        result = self.graphql("""mutation($r: String!) { terminateRun(runId: $r) {
-            __typename ... on PythonError { message } } }""", {"r": run_id})
-        assert result["data"]["terminateRun"]["__typename"] == "TerminateRunSuccess", result
-
-    def status(self, run_id: str) -> str:
-        return next((r["status"] for r in self.runs() if r["runId"] == run_id), "")
-
-    def runs(self) -> list[dict]:
-        data = self.graphql("{ runsOrError { ... on Runs { results { runId status } } } }")
-        return data["data"]["runsOrError"]["results"]
 
 
 @pytest.fixture(scope="module")
@@ -106,11 +46,9 @@ def dev(pg_prod, pg_staging, s3_endpoint, dagster_storage_role, tmp_path_factory
     receiver = Receiver()
     bucket = f"nsync-daemon-{unique_db('b')[2:].replace('_', '-')}"
     s3_client(s3_endpoint).create_bucket(Bucket=bucket)
-    home = tmp / "dagster_home"
-    home.mkdir()
-    shutil.copyfile(REPO / "templates" / "dagster.yaml", home / "dagster.yaml")
+    home = new_home(tmp)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NSYNC_", "AWS_", "PG"))}
+    env = base_env()
     env.update(new_dagster_storage(dagster_storage_role))
     env.update({
         "DAGSTER_HOME": str(home),
@@ -126,18 +64,10 @@ def dev(pg_prod, pg_staging, s3_endpoint, dagster_storage_role, tmp_path_factory
         "AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": S3_KEY_ID,
         "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_DEFAULT_REGION": "us-east-1",
     })
-    log = tmp / "dagster-dev.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "nsync_dagster.cli", "dev", "--port",
-                                 str(port)], cwd=REPO, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
-    server = Dev(port, proc, log, env)
     try:
-        _wait("dagster dev", server.up, timeout=120)
-        yield server, receiver, tmp
+        with running_dev(env, tmp / "dagster-dev.log", port, timeout=120) as server:
+            yield server, receiver, tmp
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
         receiver.close()
 
 
@@ -151,16 +81,16 @@ def test_daemon_alerts_on_failure_then_confirms_and_resolves(dev, pg_prod):
     with psycopg.connect(pg_prod.url("postgres", SUPERUSER_PW, PROD_DB)) as locker:
         locker.execute("LOCK TABLE app.projects IN ACCESS EXCLUSIVE MODE")  # a migration
         failed_run = server.launch(day)
-        _wait("the run-failure alert", lambda: "run_failure" in events())
+        wait_until("the run-failure alert", lambda: "run_failure" in events())
         # the run (and a run retry, if the daemon launched one) are over before unlocking
-        _wait("no run in flight", lambda: all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED")
+        wait_until("no run in flight", lambda: all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED")
                                               for r in server.runs()))
     alert = next(b for b in receiver.bodies("/hooks/nsync") if b["event"] == "run_failure")
     assert "app.projects is locked" in alert["summary"]
     assert alert["run_url"] == f"{server.url}/runs/{failed_run}"
 
     good_run = server.launch(day)
-    _wait("the director's confirmation", lambda: "daily_success" in events() and
+    wait_until("the director's confirmation", lambda: "daily_success" in events() and
           "resolved" in events())
     digest = next(b for b in receiver.bodies("/hooks/nsync") if b["event"] == "daily_success")
     assert digest["run_url"].endswith(good_run) and digest["details"]["backup_checksum_sha256"]
@@ -193,10 +123,10 @@ def test_cli_runs_are_alerted_by_the_daemon(dev, pg_prod):
         locker.execute("LOCK TABLE app.projects IN ACCESS EXCLUSIVE MODE")
         code, failed_run, text = cli_daily(server)
     assert code != 0, text
-    _wait("the CLI run's failure alert", lambda: bodies(failed_run) == ["run_failure"], 120)
+    wait_until("the CLI run's failure alert", lambda: bodies(failed_run) == ["run_failure"], 120)
     code, good_run, text = cli_daily(server)
     assert code == 0, text
-    _wait("confirmation and resolved for the CLI run",
+    wait_until("confirmation and resolved for the CLI run",
           lambda: {"daily_success", "resolved"} <= set(bodies(good_run)), 120)
     time.sleep(35)  # one more sensor interval: nothing is sent twice
     assert sorted(bodies(good_run)) == ["daily_success", "resolved"], \
@@ -210,12 +140,12 @@ def test_a_run_terminated_from_the_ui_pages(dev):
     server, receiver, _ = dev
     day = eastern_day(dt.datetime.now(dt.UTC)).isoformat()
     run_id = server.launch(day)
-    _wait("the run to start", lambda: server.status(run_id) == "STARTED", 120, 0.2)
+    wait_until("the run to start", lambda: server.status(run_id) == "STARTED", 120, 0.2)
     server.terminate(run_id)
-    _wait("the run to end", lambda: server.status(run_id) in ("CANCELED", "FAILURE",
+    wait_until("the run to end", lambda: server.status(run_id) in ("CANCELED", "FAILURE",
                                                                "SUCCESS"), 120)
     assert server.status(run_id) in ("CANCELED", "FAILURE"), "finished before the terminate"
-    _wait("the alert", lambda: any((b["run_url"] or "").endswith(run_id) and
+    wait_until("the alert", lambda: any((b["run_url"] or "").endswith(run_id) and
                                    b["event"] == "run_failure"
                                    for b in receiver.bodies("/hooks/nsync")), 120)
     [alert] = [b for b in receiver.bodies("/hooks/nsync") if b["run_url"].endswith(run_id)]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from nsync_dagster_tests.conftest import (
     s3_client,
     unique_db,
 )
+from nsync_dagster_tests.processes import base_env, new_home, storage_env
 
 INTERRUPTED = 130
 
@@ -50,10 +50,8 @@ def world(pg_prod, pg_staging, s3_endpoint, dagster_storage_role, tmp_path_facto
     bucket = f"nsync-int-{unique_db('b')[2:].replace('_', '-')}"
     s3_client(s3_endpoint).create_bucket(Bucket=bucket)
     db = unique_db()
-    home = tmp / "dagster_home"
-    home.mkdir()
-    shutil.copyfile(REPO / "templates" / "dagster.yaml", home / "dagster.yaml")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NSYNC_", "AWS_", "PG"))}
+    home = new_home(tmp)
+    env = base_env()
     env.update(contract_env(pg_prod, pg_staging, s3_endpoint, bucket, tmp, db))
     env.update(new_dagster_storage(dagster_storage_role))
     env.update({"DAGSTER_HOME": str(home), "NSYNC_STEP_RETRIES": "0"})
@@ -140,29 +138,18 @@ def assert_staging_whole(pg_prod, pg_staging, db: str) -> None:
 
 
 def run_status(env: dict[str, str], run_id: str) -> dg.DagsterRunStatus:
-    with pytest.MonkeyPatch.context() as mp:
-        for key in ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USERNAME",
-                    "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB"):
-            mp.setenv(key, env[key])
-        with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
-            return instance.get_run_by_id(run_id).status
+    with storage_env(env), dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        return instance.get_run_by_id(run_id).status
 
 
 def latest_run_id(env: dict[str, str]) -> str:
-    with pytest.MonkeyPatch.context() as mp:
-        for key in ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USERNAME",
-                    "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB"):
-            mp.setenv(key, env[key])
-        with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
-            return instance.get_runs(limit=1)[0].run_id
+    with storage_env(env), dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        return instance.get_runs(limit=1)[0].run_id
 
 
 def run_logs(env: dict[str, str]) -> str:
     """Every event the instance recorded, as one string."""
-    with pytest.MonkeyPatch.context() as mp:
-        for key in ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USERNAME",
-                    "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB"):
-            mp.setenv(key, env[key])
+    with storage_env(env):
         return event_log_text(env["DAGSTER_HOME"])
 
 

@@ -12,8 +12,6 @@ import datetime as dt
 import os
 import shutil
 import signal
-import subprocess
-import sys
 
 import psutil
 import pytest
@@ -23,13 +21,13 @@ from nsync_dagster.embedded.postgres import free_port
 from nsync_dagster_tests import oracle
 from nsync_dagster_tests.conftest import (
     PROD_DB,
-    REPO,
     contract_env,
     new_dagster_storage,
     s3_client,
     unique_db,
 )
-from nsync_dagster_tests.e2e.test_daemon import Dev, _wait
+from nsync_dagster_tests.e2e.devserver import Dev, running_dev, wait_until
+from nsync_dagster_tests.processes import base_env, new_home
 
 DONE = ("SUCCESS", "FAILURE", "CANCELED")
 
@@ -40,53 +38,27 @@ def dev(pg_prod, pg_staging, s3_endpoint, dagster_storage_role, tmp_path_factory
     bucket = f"nsync-term-{unique_db('b')[2:].replace('_', '-')}"
     s3_client(s3_endpoint).create_bucket(Bucket=bucket)
     db = unique_db()
-    home = tmp / "dagster_home"
-    home.mkdir()
-    config = (REPO / "templates" / "dagster.yaml").read_text().replace("poll_interval_seconds: 30",
-                                                         "poll_interval_seconds: 5")
-    (home / "dagster.yaml").write_text(config)
+    home = new_home(tmp, poll_interval_s=5)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NSYNC_", "AWS_", "PG"))}
+    env = base_env()
     env.update(contract_env(pg_prod, pg_staging, s3_endpoint, bucket, tmp, db))
     env.update(new_dagster_storage(dagster_storage_role))
     env.update({"DAGSTER_HOME": str(home), "NSYNC_STEP_RETRIES": "0",
                 "NSYNC_UI_URL": f"http://127.0.0.1:{port}"})
     log = tmp / "dagster-dev.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "nsync_dagster.cli", "dev", "--port",
-                                 str(port)], cwd=REPO, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
-    server = Dev(port, proc, log, env)
     try:
-        _wait("dagster dev", server.up, timeout=180)
-        first = launch(server)
-        _wait("the first sync", lambda: status(server, first) in DONE, timeout=400)
-        assert status(server, first) == "SUCCESS", log.read_text()[-3000:]
-        yield server, db
+        with running_dev(env, log, port) as server:
+            first = launch(server)
+            wait_until("the first sync", lambda: server.status(first) in DONE, timeout=400)
+            assert server.status(first) == "SUCCESS", log.read_text()[-3000:]
+            yield server, db
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
         shutil.rmtree(tmp / "work", ignore_errors=True)
         pg_staging.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 
 
 def launch(server: Dev, tags: dict[str, str] | None = None) -> str:
-    day = eastern_day(dt.datetime.now(dt.UTC)).isoformat()
-    all_tags = {"dagster/partition": day, **(tags or {})}
-    result = server.graphql("""
-        mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
-          __typename ... on LaunchRunSuccess { run { runId } }
-          ... on PythonError { message } } }""", {"p": {
-        "selector": {"repositoryLocationName": "nsync", "repositoryName": "__repository__",
-                     "jobName": "daily_sync_job"},
-        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in all_tags.items()]}}})
-    launched = result["data"]["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    return launched["run"]["runId"]
-
-
-def status(server: Dev, run_id: str) -> str:
-    return next((r["status"] for r in server.runs() if r["runId"] == run_id), "")
+    return server.launch(eastern_day(dt.datetime.now(dt.UTC)).isoformat(), tags)
 
 
 def frozen_restore(db: str) -> list[psutil.Process]:
@@ -100,7 +72,7 @@ def frozen_restore(db: str) -> list[psutil.Process]:
                 found.append(p)
         return found
 
-    procs = _wait("pg_restore", find, timeout=400, every=0.02)
+    procs = wait_until("pg_restore", find, timeout=400, every=0.02)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(procs[0].pid, signal.SIGSTOP)
     return procs
@@ -121,11 +93,9 @@ def test_terminate_from_the_ui(dev, pg_prod, pg_staging):
     server, db = dev
     run = launch(server)
     procs = frozen_restore(db)
-    result = server.graphql("""mutation($id: String!) { terminateRun(runId: $id) {
-        __typename ... on PythonError { message } } }""", {"id": run})
-    assert result["data"]["terminateRun"]["__typename"] == "TerminateRunSuccess", result
-    _wait("the run to end", lambda: status(server, run) in DONE, timeout=180)
-    assert status(server, run) == "CANCELED"
+    server.terminate(run)
+    wait_until("the run to end", lambda: server.status(run) in DONE, timeout=180)
+    assert server.status(run) == "CANCELED"
     assert_whole_and_clean(pg_prod, pg_staging, db, procs)
 
 
@@ -133,9 +103,9 @@ def test_max_runtime_ends_a_hung_restore(dev, pg_prod, pg_staging):
     server, db = dev
     run = launch(server, {"dagster/max_runtime": "20"})
     procs = frozen_restore(db)
-    _wait("run monitoring to end the run", lambda: status(server, run) in DONE, timeout=240)
-    assert status(server, run) == "FAILURE"
+    wait_until("run monitoring to end the run", lambda: server.status(run) in DONE, timeout=240)
+    assert server.status(run) == "FAILURE"
     # a run retry (dagster/max_retries) may follow; wait until nothing is in flight
-    _wait("no run in flight", lambda: all(r["status"] in DONE for r in server.runs()),
+    wait_until("no run in flight", lambda: all(r["status"] in DONE for r in server.runs()),
           timeout=400)
     assert_whole_and_clean(pg_prod, pg_staging, db, procs)

@@ -23,8 +23,10 @@ import pytest
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.errors import ConfigError
 from nsync_dagster.postgres.roles import DEFAULT_PLATFORM_ROLES
-from nsync_dagster.security import access
+from nsync_dagster.security import access, access_report
+from nsync_dagster.security.access_list import load_access_list
 from nsync_dagster.security.posture import read_posture
+from nsync_dagster.security.posture_facts import Posture
 from nsync_dagster_tests.conftest import (
     OWNER,
     REPO,
@@ -53,7 +55,7 @@ def synced(pg_prod, pg_staging, s3_endpoint, tmp_path_factory) -> Iterator[Synce
         yield Synced(env, db)
 
 
-def postures(synced: Synced) -> dict[str, dict]:
+def postures(synced: Synced) -> dict[str, Posture]:
     out = {}
     for env, var in (("production", "NSYNC_PROD_DATABASE_URL"),
                      ("staging", "NSYNC_STAGING_DATABASE_URL")):
@@ -76,7 +78,7 @@ def others(pg_prod, pg_staging) -> list[str]:
 
 
 def test_synced_platform_matches_the_access_list(synced, pg_prod, pg_staging):
-    result = access.review(access.load_access_list(REPO / "access-list.yaml"), postures(synced),
+    result = access.review(load_access_list(REPO / "access-list.yaml"), postures(synced),
                            TODAY)
     # staging's login roles are the ones nsync created with production's attributes and
     # memberships: the list, written for both environments, holds on both. The embedded
@@ -90,10 +92,10 @@ def test_synced_platform_matches_the_access_list(synced, pg_prod, pg_staging):
         assert rows[OWNER].attributes == ["createdb", "createrole", "bypassrls", "replication"]
         assert rows["analyst"].privileges == "" and rows["analyst"].listed == "person (data team)"
     assert {r.name: r.password_set for r in result.environments["staging"]}["analyst"] is True
-    report = access.render_markdown(result)
+    report = access_report.render_markdown(result)
     assert report.index("## Deviations") < report.index("## production") < report.index(
         "## staging")
-    assert json.loads(access.to_json(result))["deviation_count"] == len(result.deviations)
+    assert json.loads(access_report.to_json(result))["deviation_count"] == len(result.deviations)
     # the post-sync check sees the same
     assert access.access_deviations(RunConfig.from_env(), TODAY) == result.messages
 
@@ -105,7 +107,7 @@ def test_each_deviation_is_named(synced, pg_prod, pg_staging):
         pg_prod.psql("ALTER ROLE analyst CREATEDB")
         pg_staging.psql("GRANT app_rw TO analyst")
         pg_staging.psql("GRANT SELECT ON app.projects TO support_agent", dbname=synced.db)
-        result = access.review(access.load_access_list(), postures(synced), TODAY)
+        result = access.review(load_access_list(), postures(synced), TODAY)
     finally:
         pg_staging.psql(f"DROP ROLE IF EXISTS {intruder}")
         pg_prod.psql("ALTER ROLE analyst NOCREATEDB")
@@ -119,7 +121,7 @@ def test_each_deviation_is_named(synced, pg_prod, pg_staging):
         "through roles",
     }
     assert set(result.messages) - set(others(pg_prod, pg_staging)) == expected
-    report = access.render_markdown(result)
+    report = access_report.render_markdown(result)
     assert all(f"- {line}" in report for line in expected)
 
 
@@ -131,12 +133,12 @@ def test_overdue_missing_and_unlisted(synced, tmp_path, monkeypatch):
     path = tmp_path / "list.yaml"
     path.write_text(text)
     monkeypatch.setenv("NSYNC_ACCESS_LIST", str(path))
-    result = access.review(access.load_access_list(), postures(synced), TODAY)
+    result = access.review(load_access_list(), postures(synced), TODAY)
     assert result.messages[0] == "review overdue: last review 2026-08-01 (more than 31 days)"
     assert "missing login role ghost on staging" in result.messages
     assert not any("ghost on production" in m for m in result.messages)
     monkeypatch.setenv("NSYNC_ACCESS_REVIEW_MAX_AGE_DAYS", "120")
-    assert access.review(access.load_access_list(), postures(synced), TODAY).messages[0] != (
+    assert access.review(load_access_list(), postures(synced), TODAY).messages[0] != (
         result.messages[0])
 
 
@@ -155,10 +157,10 @@ def test_bad_access_list_is_named(tmp_path, change, message):
     path = tmp_path / "list.yaml"
     path.write_text((REPO / "access-list.yaml").read_text().replace(*change))
     with pytest.raises(ConfigError) as err:
-        access.load_access_list(path)
+        load_access_list(path)
     assert message in str(err.value), str(err.value)
     with pytest.raises(ConfigError, match="NSYNC_ACCESS_LIST"):
-        access.load_access_list(Path(tmp_path / "absent.yaml"))
+        load_access_list(Path(tmp_path / "absent.yaml"))
 
 
 def test_monthly_asset_stores_and_sends_the_report(synced, monkeypatch, tmp_path):

@@ -94,7 +94,7 @@ def test_failure_alert_then_confirmation_and_resolved(pg_prod, nsync_env, instan
     assert receiver.bodies("/v2/enqueue")[-1] == {**receiver.bodies("/v2/enqueue")[-1],
                                                   "event_action": "resolve",
                                                   "dedup_key": "nsync-daily-2026-11-27"}
-    assert records.director_notifications(instance)[0]["partition"] == "2026-11-27"
+    assert records.director_notifications(instance)[0].partition == "2026-11-27"
     # the dead-man's switch: /fail for the failed run, then the success ping
     assert [r["path"] for r in receiver.requests if "/ping/" in r["path"]] == [
         f"/ping/{HB}/fail", f"/ping/{HB}/fail", f"/ping/{HB}"]  # failure, missed, success

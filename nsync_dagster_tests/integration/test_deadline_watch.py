@@ -52,7 +52,7 @@ def synced(instance, partition: str, at: dt.datetime) -> None:
 
 
 def due(instance, now, since=LONG_AGO) -> list[str]:
-    return [e.event for _, _, e in watch.deadline_events(instance, now, {}, dt.time(5),
+    return [a.event.event for a in watch.deadline_events(instance, now, {}, dt.time(5),
                                                          dt.time(8, 30), since)]
 
 

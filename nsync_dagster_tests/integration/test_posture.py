@@ -9,15 +9,16 @@ over explicitly). Postures are read as Neon's non-superuser owner role unless a 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import psycopg
 import pytest
 
 from nsync_dagster.postgres.roles import DEFAULT_PLATFORM_ROLES
 from nsync_dagster.security.posture import diff_posture, posture_digest, read_posture
+from nsync_dagster.security.posture_facts import Posture, Reader
 from nsync_dagster_tests.conftest import (
     OWNER,
     PROD_DB,
@@ -31,11 +32,11 @@ from nsync_dagster_tests.conftest import (
 @dataclass(frozen=True)
 class Synced:
     db: str
-    prod: dict[str, Any]
+    prod: Posture
     other_tests_roles: frozenset[str]
 
 
-def read(url: str) -> dict[str, Any]:
+def read(url: str) -> Posture:
     with psycopg.connect(url, autocommit=True) as conn:
         return read_posture(conn, DEFAULT_PLATFORM_ROLES)
 
@@ -82,8 +83,8 @@ def by_design(synced: Synced, pg_staging) -> list[str]:
     Neon's owner can see that (``pg_read_all_data`` lets it read ``pg_authid``)."""
     without = set(pg_staging.psql("SELECT rolname FROM pg_authid WHERE rolcanlogin AND "
                                   "rolpassword IS NULL").split())
-    names = [r for r in sorted(synced.prod["roles"]) if r in without
-             and synced.prod["roles"][r]["login"] and synced.prod["roles"][r]["password_set"]]
+    names = [r for r in sorted(synced.prod.roles) if r in without
+             and synced.prod.roles[r]["login"] and synced.prod.roles[r]["password_set"]]
     return [f"role {r}: login role with no password on staging" for r in names]
 
 
@@ -94,10 +95,10 @@ def known_gap(synced: Synced) -> list[str]:
     production someone else created (here ``dagster_storage``, made by a superuser). Roles the
     owner created on production carry the same membership there, so only those others show."""
     prod = synced.prod
-    administered = {role for role, member, *_ in prod["memberships"] if member == OWNER}
-    others = [name for name, attrs in prod["roles"].items()
+    administered = {role for role, member, *_ in prod.memberships if member == OWNER}
+    others = [name for name, attrs in prod.roles.items()
               if name not in administered and name != OWNER and not attrs["superuser"]
-              and name not in prod["platform_roles"]]
+              and name not in prod.platform_roles]
     return [f"role {OWNER}: member of {r} on staging (with ADMIN), not on production"
             for r in sorted(others)]
 
@@ -108,29 +109,29 @@ def test_synced_staging_is_secured_like_production(synced, pg_staging, copy_db):
     assert staging_lines(synced, pg_staging, copy_db, passwords=True) == expected, (
         "the copy must be a fair copy")
     prod = synced.prod
-    assert prod["reader"] == {"role": OWNER, "superuser": False, "server_major": 18}
-    assert prod["roles"]["analyst"]["password_set"] is True
-    assert prod["roles"]["analyst"]["connection_limit"] == 5
-    assert prod["roles"]["support_agent"]["valid_until"].startswith("2030-01-01")
-    assert ["app_ro", "analyst", False, True, True] in prod["memberships"]
-    assert prod["objects"]["table app.users"]["owner"] == "app_owner"
-    assert ["app_ro", "SELECT"] not in prod["objects"]["table app.users"]["acl"]
-    assert prod["columns"]["column app.users.display_name"] == [["app_ro", "SELECT"]]
-    assert ["PUBLIC", "SELECT"] in prod["objects"]["table config.feature_flags"]["acl"]
-    assert ["PUBLIC", "EXECUTE"] not in prod["objects"][
+    assert prod.reader == Reader(OWNER, superuser=False, server_major=18)
+    assert prod.roles["analyst"]["password_set"] is True
+    assert prod.roles["analyst"]["connection_limit"] == 5
+    assert prod.roles["support_agent"]["valid_until"].startswith("2030-01-01")
+    assert ["app_ro", "analyst", False, True, True] in prod.memberships
+    assert prod.objects["table app.users"]["owner"] == "app_owner"
+    assert ["app_ro", "SELECT"] not in prod.objects["table app.users"]["acl"]
+    assert prod.columns["column app.users.display_name"] == [["app_ro", "SELECT"]]
+    assert ["PUBLIC", "SELECT"] in prod.objects["table config.feature_flags"]["acl"]
+    assert ["PUBLIC", "EXECUTE"] not in prod.objects[
         "function app.touch_last_login()"]["acl"]
-    assert "partitioned table app.events" in prod["objects"]
-    assert "materialized view reporting.project_counts" in prod["objects"]
-    assert "domain app.slug" in prod["objects"] and "type app.plan_tier" in prod["objects"]
-    assert "type public.citext" not in prod["objects"], "extension objects are left out"
-    assert prod["rls"]["app.projects"] == {"enabled": True, "forced": True}
-    assert prod["policies"]["app.projects support_read"]["roles"] == ["app_rw"]
-    assert prod["extensions"]["citext"]["schema"] == "public"
-    assert {"ssl", "password_encryption", "row_security"} <= set(prod["settings"])
-    assert ["PUBLIC", "CONNECT"] not in prod["database"]["acl"]
+    assert "partitioned table app.events" in prod.objects
+    assert "materialized view reporting.project_counts" in prod.objects
+    assert "domain app.slug" in prod.objects and "type app.plan_tier" in prod.objects
+    assert "type public.citext" not in prod.objects, "extension objects are left out"
+    assert prod.rls["app.projects"] == {"enabled": True, "forced": True}
+    assert prod.policies["app.projects support_read"]["roles"] == ["app_rw"]
+    assert prod.extensions["citext"]["schema"] == "public"
+    assert {"ssl", "password_encryption", "row_security"} <= set(prod.settings)
+    assert ["PUBLIC", "CONNECT"] not in prod.database["acl"]
     assert any(k.startswith("default privileges of app_owner in schema app")
-               for k in prod["default_privileges"])
-    assert not any("cloud_admin" in k for k in prod["default_privileges"])
+               for k in prod.default_privileges)
+    assert not any("cloud_admin" in k for k in prod.default_privileges)
 
 
 def test_digest_is_stable_and_the_session_is_left_alone(synced, pg_prod):
@@ -143,7 +144,7 @@ def test_digest_is_stable_and_the_session_is_left_alone(synced, pg_prod):
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
     assert posture_digest(again) == posture_digest(synced.prod)
     assert len(posture_digest(again)) == 64
-    changed = {**again, "rls": {}}
+    changed = dataclasses.replace(again, rls={})
     assert posture_digest(changed) != posture_digest(again)
 
 
@@ -156,9 +157,9 @@ def test_password_unknown_is_never_a_difference(synced, pg_staging, copy_db):
     finally:
         pg_staging.psql(f"REVOKE CONNECT ON DATABASE {copy_db} FROM posture_reader; "
                         "DROP ROLE posture_reader")
-    assert staging["reader"]["superuser"] is False
-    assert staging["roles"]["analyst"]["password_set"] == "unknown"
-    assert staging["policies"] == synced.prod["policies"]
+    assert staging.reader.superuser is False
+    assert staging.roles["analyst"]["password_set"] == "unknown"
+    assert staging.policies == synced.prod.policies
     diffs = diff_posture(synced.prod, staging,
                          staging_only_roles_ok={"posture_reader", *synced.other_tests_roles})
     assert not [d for d in diffs if d.kind == "role_password"]

@@ -42,7 +42,7 @@ def parity(env: dict[str, str], names: list[str]) -> list[str]:
     from nsync_dagster.cycle.config import RunConfig
     from nsync_dagster.security.parity import compare
 
-    diffs, _ = compare(RunConfig.from_env(env))
+    diffs = compare(RunConfig.from_env(env)).differences
     return [str(d) for d in diffs if any(n in str(d) for n in names)]
 
 

@@ -20,7 +20,8 @@ import pytest
 
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.errors import ConfigError, PreflightError
-from nsync_dagster.postgres.pgconn import PgTarget, check_dagster_storage_tls, check_tls_policy
+from nsync_dagster.postgres.pgconn import PgTarget
+from nsync_dagster.postgres.tls import check_dagster_storage_tls, check_tls_policy
 
 PG15 = Path("/usr/lib/postgresql/15/bin")
 SUPER_PW = "tls-Super-Pw-7k3!"

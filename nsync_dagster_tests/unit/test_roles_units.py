@@ -7,6 +7,7 @@ import pytest
 from nsync_dagster.postgres.roles import scram_matches, scram_verifier
 from nsync_dagster.postgres.rolesettings import set_clause
 from nsync_dagster.security.posture_diff import diff_posture
+from nsync_dagster.security.posture_facts import FORMAT_VERSION, Posture, Reader
 
 
 def test_scram_verifier_round_trip():
@@ -40,15 +41,15 @@ def test_set_clause_reproduces_the_stored_value(entry, clause):
 
 
 def _posture(defaults):
-    return {"platform_roles": [], "roles": {}, "memberships": [], "database": {
-        "owner": "o", "acl": []}, "objects": {}, "columns": {}, "default_privileges": {},
-        "rls": {}, "policies": {}, "extensions": {}, "settings": {},
-        "session_defaults": defaults}
+    return Posture(reader=Reader("o", superuser=False, server_major=18), platform_roles=[],
+                   roles={}, memberships=[], database={"owner": "o", "acl": []}, objects={},
+                   columns={}, default_privileges={}, rls={}, policies={}, extensions={},
+                   settings={}, session_defaults=defaults)
 
 
 def test_session_defaults_are_compared():
     prod = _posture({"role a": ["work_mem=8MB"], "this database": ["lock_timeout=7s"]})
-    same = diff_posture(prod, _posture(dict(prod["session_defaults"])))
+    same = diff_posture(prod, _posture(dict(prod.session_defaults)))
     assert same == []
     diffs = diff_posture(prod, _posture({"role a": ["work_mem=4MB"], "role ci": ["x=1"]}),
                          staging_only_roles_ok=["ci"])
@@ -56,6 +57,13 @@ def test_session_defaults_are_compared():
         "role a: ALTER ... SET work_mem=8MB on production, work_mem=4MB on staging",
         "this database: ALTER ... SET lock_timeout=7s on production, nothing on staging"]
     # a posture read before settings were compared is not reported
-    old = _posture(None)
-    del old["session_defaults"]
-    assert diff_posture(prod, old) == []
+    assert diff_posture(prod, _posture(None)) == []
+
+
+def test_a_posture_round_trips_and_a_newer_format_is_refused():
+    posture = _posture({"role a": ["work_mem=8MB"]})
+    data = posture.to_dict()
+    assert data["format_version"] == FORMAT_VERSION
+    assert Posture.from_dict(data) == posture
+    with pytest.raises(ValueError, match="newer than this nsync reads"):
+        Posture.from_dict({**data, "format_version": FORMAT_VERSION + 1})

@@ -4,12 +4,18 @@ import dagster as dg
 
 from nsync_dagster.defs.records import NOTIFY_TEST_JOB
 from nsync_dagster.defs.resources import NotifierResource
+from nsync_dagster.defs.shared import failures_explained, masked_metadata
 from nsync_dagster.notify import Event
 
 
 @dg.op(description="Sends one 'test' event on every configured channel and records the result "
        "per channel. Fails when no channel is configured or any channel fails.")
 def send_test_notification(context: dg.OpExecutionContext, notifier: NotifierResource) -> None:
+    with failures_explained(context, "notification test", retry=False, interrupted=""):
+        _send_test(context, notifier)
+
+
+def _send_test(context: dg.OpExecutionContext, notifier: NotifierResource) -> None:
     channels = notifier.notifier()
     results = channels.notify(Event(
         event="test", severity="info",
@@ -17,8 +23,9 @@ def send_test_notification(context: dg.OpExecutionContext, notifier: NotifierRes
         details={"sent_by": "nsync doctor --send-test / notification_test_job"},
         runbook="runbooks/incident-response.md", run_url=None, dedup_key="nsync-test"))
     outcome = {r.channel: ("ok" if r.ok else f"FAILED: {r.error}") for r in results}
-    context.add_output_metadata({"channels": dg.MetadataValue.json(outcome),
-                                 "all_ok": bool(results) and all(r.ok for r in results)})
+    context.add_output_metadata(masked_metadata({
+        "channels": dg.MetadataValue.json(outcome),
+        "all_ok": bool(results) and all(r.ok for r in results)}))
     for channel, text in outcome.items():
         context.log.info(f"{channel}: {text}")
     if not results:

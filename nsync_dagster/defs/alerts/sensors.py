@@ -21,6 +21,7 @@ from nsync_dagster.defs import records
 from nsync_dagster.defs.alerts import watch
 from nsync_dagster.defs.alerts.state import SensorState
 from nsync_dagster.defs.resources import NotifierResource
+from nsync_dagster.defs.shared import failures_explained, masked_skip
 from nsync_dagster.notify import Event, NotificationError, Notifier, outbox
 from nsync_dagster.settings import Alerting, Notifications
 
@@ -125,8 +126,9 @@ def run_alerts(context: dg.SensorEvaluationContext, notifier: NotifierResource) 
       "resolved" when that day had a failed run or a missed deadline.
 
     Undelivered messages stay in a durable outbox and are retried every tick."""
-    return dg.SkipReason(run_alerts_tick(context.instance, notifier.notifier(),
-                                         dt.datetime.now(dt.UTC)))
+    with failures_explained(context, "run alerts", retry=False, interrupted=""):
+        done = run_alerts_tick(context.instance, notifier.notifier(), dt.datetime.now(dt.UTC))
+    return masked_skip(done)
 
 
 def deadline_tick(instance: dg.DagsterInstance, notifier: Notifier, now: dt.datetime) -> str:
@@ -137,13 +139,14 @@ def deadline_tick(instance: dg.DagsterInstance, notifier: Notifier, now: dt.date
     state = store.load() or {"since": now.timestamp(), "sent": {}, "outbox": []}
     since = dt.datetime.fromtimestamp(state["since"], tz=dt.UTC)
     due = watch.deadline_events(instance, now, state["sent"], warn_at, escalate_at, since)
-    for key, day, event in due:
+    for alert in due:
         # a warning is pointless once the deadline itself has passed
-        expires = deadline.deadline_for(dt.date.fromisoformat(day)) if key == "warned" else None
-        _queue(state, f"deadline:{day}:{key}", event, notifier, now, expires)
-        state["sent"][key] = day
+        expires = (deadline.deadline_for(dt.date.fromisoformat(alert.day))
+                   if alert.key == "warned" else None)
+        _queue(state, f"deadline:{alert.day}:{alert.key}", alert.event, notifier, now, expires)
+        state["sent"][alert.key] = alert.day
     store.save(state)
-    sent = ", ".join(event.event for _, _, event in due) or "nothing new"
+    sent = ", ".join(alert.event.event for alert in due) or "nothing new"
     return (f"deadline watch at {now.isoformat(timespec='seconds')}: {sent}; "
             + _flush(state, store, notifier, now, instance))
 
@@ -156,5 +159,6 @@ def deadline_watch(context: dg.SensorEvaluationContext,
     passes, and an escalation to the director and on-call at NSYNC_ESCALATE_AT (08:30) if it
     is still not resolved. Each goes out at most once a day, and never for a moment that passed
     before this sensor first ran (a fresh install is not paged for this morning)."""
-    return dg.SkipReason(deadline_tick(context.instance, notifier.notifier(),
-                                       dt.datetime.now(dt.UTC)))
+    with failures_explained(context, "deadline watch", retry=False, interrupted=""):
+        done = deadline_tick(context.instance, notifier.notifier(), dt.datetime.now(dt.UTC))
+    return masked_skip(done)

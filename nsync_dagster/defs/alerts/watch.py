@@ -7,7 +7,7 @@ are tested with explicit times (both DST nights, 05:00, 06:00, 08:30) without a 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from dataclasses import dataclass
 
 import dagster as dg
 
@@ -18,21 +18,30 @@ from nsync_dagster.notify.events import Event
 from nsync_dagster.settings import Tuning
 
 
+@dataclass(frozen=True)
+class DueAlert:
+    """A deadline alert due now: ``key`` (warned, missed, escalated) for ``day``."""
+
+    key: str
+    day: str  # the New York day, ISO
+    event: Event
+
+
 def deadline_events(instance: dg.DagsterInstance, now: dt.datetime, sent: dict[str, str],
                     warn_at: dt.time, escalate_at: dt.time,
-                    since: dt.datetime | None = None) -> list[tuple[str, str, Event]]:
+                    since: dt.datetime | None = None) -> list[DueAlert]:
     """Early warning, deadline missed and escalation for today, each at most once a day.
 
     Only a staging sync of *today's* partition counts. Nothing is said about a moment that
     passed before monitoring started (``since``): a fresh install in the afternoon does not
     page for a 06:00 deadline that passed before nsync existed.
 
-    Returns ``(key, day, event)`` triples; the caller sets ``sent[key] = day`` once queued.
+    The caller sets ``sent[alert.key] = alert.day`` once an alert is queued.
     """
     day = deadline.eastern_day(now)
     last = records.sync_time_for(instance, day.isoformat())
     state = deadline.state(now, last)
-    due: list[tuple[str, str, Event]] = []
+    due: list[DueAlert] = []
     if state.synced:
         return due
     ts, start = now.timestamp(), since.timestamp() if since else float("-inf")
@@ -43,11 +52,11 @@ def deadline_events(instance: dg.DagsterInstance, now: dt.datetime, sent: dict[s
 
     iso = day.isoformat()
     if not state.past_deadline and due_at(warn_at) and sent.get("warned") != iso:
-        due.append(("warned", iso, alerts.deadline_warning(state, last)))
+        due.append(DueAlert("warned", iso, alerts.deadline_warning(state, last)))
     if state.past_deadline and due_at(deadline.DEADLINE) and sent.get("missed") != iso:
-        due.append(("missed", iso, alerts.deadline_missed(state, last)))
+        due.append(DueAlert("missed", iso, alerts.deadline_missed(state, last)))
     if due_at(escalate_at) and sent.get("escalated") != iso:
-        due.append(("escalated", iso, alerts.escalation(state, last, escalate_at)))
+        due.append(DueAlert("escalated", iso, alerts.escalation(state, last, escalate_at)))
     return due
 
 
@@ -105,6 +114,3 @@ def notified_record(day: str, channels: list[str],
     return dg.AssetObservation(asset_key=records.STAGING, partition=day, metadata={
         "director_notified_at": now, "channels": ", ".join(channels), "partition": day})
 
-
-def event_summary(event: Event) -> dict[str, Any]:
-    return {"event": event.event, "summary": event.summary}

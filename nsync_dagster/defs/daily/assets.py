@@ -5,77 +5,26 @@ failed step with a message that says what to fix, with every secret masked.
 """
 
 
-import contextlib
 import time
-import traceback
-from collections.abc import Iterator
 
 import dagster as dg
-import psycopg
 from dagster_aws.s3 import S3Resource
 
-from nsync_dagster import deadline
 from nsync_dagster.cycle import branch_reset, pipeline
 from nsync_dagster.defs.daily import branch_mode
 from nsync_dagster.defs.daily.timing import timing_metadata
 from nsync_dagster.defs.resources import NsyncResource, backup_store
+from nsync_dagster.defs.shared import (  # noqa: F401 - importable from here for other modules
+    DAILY,
+    FRESH_BY_6AM,
+    HISTORY_MONTH,
+    HISTORY_START,
+    OWNERS,
+    failures_explained,
+)
+from nsync_dagster.defs.shared import DAILY_GROUP as GROUP
 from nsync_dagster.progress import human_bytes
 from nsync_dagster.redact import redact
-from nsync_dagster.settings import Tuning
-
-# fresh = synced between 23:00 the evening before and 06:00 New York time (see deadline.py)
-FRESH_BY_6AM = dg.FreshnessPolicy.cron(deadline_cron=deadline.DEADLINE_CRON,
-                                       lower_bound_delta=deadline.LOWER_BOUND,
-                                       timezone="America/New_York")
-# the partitions start where the history starts (NSYNC_HISTORY_START), read when the code
-# location loads: every Dagster process must agree on the partitions, so it is a fixed date
-HISTORY_START = Tuning.load().history_start
-HISTORY_MONTH = HISTORY_START.replace(day=1).isoformat()  # for the monthly partitions
-DAILY = dg.DailyPartitionsDefinition(start_date=HISTORY_START.isoformat(),
-                                     timezone="America/New_York", end_offset=1)
-OWNERS = ["team:platform"]
-GROUP = "daily_backup_and_sync"
-
-
-def _retry_budget() -> tuple[int, int]:
-    """(retries, seconds before the first) for transient errors, read when the step runs."""
-    tuning = Tuning.load()
-    return tuning.step_retries, tuning.step_retry_wait
-
-
-@contextlib.contextmanager
-def failures_explained(context: dg.AssetExecutionContext, what: str) -> Iterator[None]:
-    """Turn any error into a failed step whose message is safe to show and says what to fix.
-
-    Transient errors (a migration's lock, a dropped connection, S3 trouble) are retried a few
-    minutes later, within the same run; everything else fails the step at once.
-
-    An interruption (SIGTERM/SIGINT, Dagster's Terminate, run monitoring's max runtime) is
-    never turned into a retry or a failure: the library has already cleaned up (children
-    killed, the unfinished copy dropped) and the interrupt propagates, so Dagster records the
-    run as canceled or failed.
-    """
-    try:
-        yield
-    except dg.Failure:
-        raise
-    except Exception as exc:
-        context.log.debug(redact(traceback.format_exc()))
-        retries, wait = _retry_budget()
-        transient = getattr(exc, "transient", False) or isinstance(exc, psycopg.OperationalError)
-        if transient and context.retry_number < retries:
-            context.log.warning(redact(f"{what}: {exc} — retrying in "
-                                       f"{wait * 2 ** context.retry_number}s"))
-            raise dg.RetryRequested(max_retries=retries,
-                                    seconds_to_wait=wait * 2 ** context.retry_number) from None
-        raise dg.Failure(description=redact(f"{what} failed: {exc}"),
-                         metadata={"error_type": type(exc).__name__,
-                                   "attempts": context.retry_number + 1}) from None
-    except BaseException as exc:
-        context.log.warning(f"{what} interrupted ({type(exc).__name__}): cleaned up, not "
-                            "retried; staging keeps a complete copy (the previous one, or the "
-                            "new verified one if the swap had committed)")
-        raise
 
 
 def _reporter(context: dg.AssetExecutionContext):

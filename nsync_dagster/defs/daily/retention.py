@@ -10,22 +10,15 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from nsync_dagster import deadline
-from nsync_dagster.defs.daily.assets import (
-    DAILY,
-    GROUP,
-    OWNERS,
-    failures_explained,
-    s3_backup,
-    staging_database,
-)
+from nsync_dagster.defs.daily.assets import s3_backup, staging_database
 from nsync_dagster.defs.resources import NsyncResource, backup_store
+from nsync_dagster.defs.shared import DAILY, DAILY_GROUP, OWNERS, failures_explained, materialized
 from nsync_dagster.errors import BackupStoreError
-from nsync_dagster.redact import redact
 from nsync_dagster.storage.retention import class_for_date, policy_from_env
 from nsync_dagster.storage.s3retention import apply, lock_configuration, lock_new_backup, plan_store
 
 
-@dg.asset(partitions_def=DAILY, group_name=GROUP, owners=OWNERS, kinds={"s3"},
+@dg.asset(partitions_def=DAILY, group_name=DAILY_GROUP, owners=OWNERS, kinds={"s3"},
           deps=[s3_backup, staging_database], tags={"nsync/stage": "retention"})
 def backup_retention(context: dg.AssetExecutionContext, nsync: NsyncResource,
                      s3: S3Resource) -> dg.MaterializeResult:
@@ -63,17 +56,17 @@ def backup_retention(context: dg.AssetExecutionContext, nsync: NsyncResource,
                     locks.append(f"{b.backup_id}: {cls} until {out['retain_until']}")
                     context.log.info(f"locked {b.backup_id}: {out}")
         for line in plan.lines():
-            context.log.info(redact(line))
+            context.log.info(line)
         result = apply(store, plan, dry_run=False, now=now, backups=backups)
         for line in result.lines():
-            context.log.info(redact(line))
+            context.log.info(line)
         for message in result.locked:
             context.log.warning(f"not deleted, under Object Lock: {message}")
         for message in store.warnings:  # probes the IAM policy refused: carried on, said so
-            context.log.warning(redact(message))
+            context.log.warning(message)
         if result.errors:
             raise BackupStoreError("S3 refused some deletions: " + "; ".join(result.errors[:5]))
-    return dg.MaterializeResult(metadata={
+    return materialized({
         "policy": policy.describe(), "today": today.isoformat(),
         "kept": len(plan.keep), "deleted": len(result.deleted),
         "deleted_ids": ", ".join(result.deleted) or "none",

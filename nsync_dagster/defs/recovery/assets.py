@@ -7,15 +7,21 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from nsync_dagster.cycle import recovery
-from nsync_dagster.defs.daily.assets import HISTORY_MONTH, OWNERS, s3_backup
+from nsync_dagster.defs.daily.assets import s3_backup
 from nsync_dagster.defs.records import last_recovery_test
 from nsync_dagster.defs.resources import NotifierResource, NsyncResource, backup_store
+from nsync_dagster.defs.shared import (
+    MONTHLY,
+    OWNERS,
+    RECOVERY_GROUP,
+    failures_explained,
+    masked_metadata,
+    masked_skip,
+    materialized,
+)
 from nsync_dagster.notify import Event
-from nsync_dagster.redact import redact
 from nsync_dagster.settings import Recovery, StagingMethod
 
-MONTHLY = dg.MonthlyPartitionsDefinition(start_date=HISTORY_MONTH, timezone="America/New_York",
-                                         end_offset=1)
 RECOVERY_JOB = "recovery_test_job"
 
 
@@ -39,7 +45,7 @@ def _event(result: dict, passed: bool) -> Event:
         runbook="runbooks/recovery-testing.md", run_url=None)
 
 
-@dg.asset(partitions_def=MONTHLY, group_name="recovery_testing", owners=OWNERS,
+@dg.asset(partitions_def=MONTHLY, group_name=RECOVERY_GROUP, owners=OWNERS,
           kinds={"postgres", "s3"}, deps=[s3_backup])
 def recovery_test_report(context: dg.AssetExecutionContext, config: RecoveryTestConfig,
                          nsync: NsyncResource, s3: S3Resource,
@@ -54,23 +60,25 @@ def recovery_test_report(context: dg.AssetExecutionContext, config: RecoveryTest
     is stored in S3 under PREFIX/recovery-tests/ and shown here; the result goes to the
     notification channels.
     """
-    settings = nsync.settings()
-    store = backup_store(settings, s3)
-    try:
-        result = recovery.run_recovery_test(
-            settings, store, config.backup, ran_by=f"Dagster run {context.run.run_id}",
-            report=lambda m: context.log.info(redact(m)))
-    except recovery.RecoveryTestFailed as exc:
-        failed = {"test_id": dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ"),
-                  "result": "FAILED", "deviations": [str(exc)]}
-        context.log_event(dg.AssetObservation(
-            asset_key=context.asset_key, partition=context.partition_key,
-            metadata={"result": "FAILED", "error": redact(str(exc))[:500]}))
-        notifier.deliver(_event(failed, passed=False))
-        raise dg.Failure(description=redact(str(exc)),
-                         metadata={"error_type": "RecoveryTestFailed"}) from None
-    notifier.deliver(_event(result, passed=True))
-    return dg.MaterializeResult(metadata={
+    with failures_explained(context, "recovery test", retry=False,
+                            interrupted="the scratch database is dropped"):
+        settings = nsync.settings()
+        store = backup_store(settings, s3)
+        try:
+            result = recovery.run_recovery_test(
+                settings, store, config.backup, ran_by=f"Dagster run {context.run.run_id}",
+                report=context.log.info)
+        except recovery.RecoveryTestFailed as exc:
+            failed = {"test_id": dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ"),
+                      "result": "FAILED", "deviations": [str(exc)]}
+            context.log_event(dg.AssetObservation(
+                asset_key=context.asset_key, partition=context.partition_key,
+                metadata=masked_metadata({"result": "FAILED", "error": str(exc)})))
+            notifier.deliver(_event(failed, passed=False))
+            raise dg.Failure(description=str(exc),
+                             metadata={"error_type": "RecoveryTestFailed"}) from None
+        notifier.deliver(_event(result, passed=True))
+    return materialized({
         "result": result["result"], "backup_id": result["backup_id"],
         "rto_seconds": dg.MetadataValue.float(result["rto_s"]),
         "rpo_hours": dg.MetadataValue.float(round(result["rpo_s"] / 3600, 2)),
@@ -93,11 +101,12 @@ def recovery_test_schedule(context: dg.ScheduleEvaluationContext):
     NSYNC_STAGING_METHOD: 30 days (monthly) with restore, where every daily run already
     restores the backup; 7 days (weekly) with neon-branch-reset, where the recovery test is
     the only proof that the backups restore."""
-    days = Recovery.load().interval_days(StagingMethod.load().branch_reset)
-    now = context.scheduled_execution_time
-    last = last_recovery_test(context.instance)
+    with failures_explained(context, "recovery test schedule", retry=False, interrupted=""):
+        days = Recovery.load().interval_days(StagingMethod.load().branch_reset)
+        now = context.scheduled_execution_time
+        last = last_recovery_test(context.instance)
     if last.when is not None and (now - last.when) < dt.timedelta(days=days) - dt.timedelta(
             hours=2):
-        return dg.SkipReason(f"last recovery test {last.text()}; next one due after {days} days")
+        return masked_skip(f"last recovery test {last.text()}; next one due after {days} days")
     month = MONTHLY.get_partition_key_for_timestamp(now.timestamp())
     return dg.RunRequest(run_key=f"recovery-{now:%Y-%m-%d}", partition_key=month)

@@ -4,7 +4,7 @@ import dagster as dg
 
 from nsync_dagster.defs.daily.assets import staging_database
 from nsync_dagster.defs.resources import NsyncResource
-from nsync_dagster.redact import redact
+from nsync_dagster.defs.shared import check_result, failures_explained
 from nsync_dagster.security import access
 
 
@@ -16,10 +16,11 @@ from nsync_dagster.security import access
 def staging_access_list(context: dg.AssetCheckExecutionContext,
                         nsync: NsyncResource) -> dg.AssetCheckResult:
     """Compares both servers' login roles with the authorised access list."""
-    deviations = [redact(d) for d in access.access_deviations(nsync.settings())]
+    with failures_explained(context, "access-list check", retry=False, interrupted=""):
+        deviations = access.access_deviations(nsync.settings())
     for line in deviations:
         context.log.warning(line)
-    return dg.AssetCheckResult(
+    return check_result(
         passed=not deviations, severity=dg.AssetCheckSeverity.WARN,
         description=(f"{len(deviations)} deviation(s): {deviations[0]}" if deviations else
                      "every login role matches access-list.yaml"),

@@ -7,16 +7,18 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from nsync_dagster.deadline import EASTERN
-from nsync_dagster.defs.daily.assets import HISTORY_MONTH
 from nsync_dagster.defs.resources import NotifierResource, NsyncResource, backup_store
-from nsync_dagster.errors import NsyncError
+from nsync_dagster.defs.shared import (
+    MONTHLY,
+    OWNERS,
+    SECURITY_GROUP,
+    failures_explained,
+    materialized,
+)
 from nsync_dagster.notify import Event
-from nsync_dagster.redact import redact
-from nsync_dagster.security import access
-from nsync_dagster.security.posture import read_posture
+from nsync_dagster.security import access, access_report
+from nsync_dagster.security.access_list import load_access_list
 
-MONTHLY = dg.MonthlyPartitionsDefinition(start_date=HISTORY_MONTH, timezone="America/New_York",
-                                         end_offset=1)
 ACCESS_REVIEW_JOB = "access_review_job"
 RUNBOOK = "runbooks/incident-response.md"
 
@@ -34,7 +36,7 @@ def review_event(result: access.AccessReview, location: str) -> Event:
         runbook=RUNBOOK, run_url=None)
 
 
-@dg.asset(partitions_def=MONTHLY, group_name="security", owners=["team:platform"],
+@dg.asset(partitions_def=MONTHLY, group_name=SECURITY_GROUP, owners=OWNERS,
           kinds={"postgres"})
 def access_review(context: dg.AssetExecutionContext, nsync: NsyncResource, s3: S3Resource,
                   notifier: NotifierResource) -> dg.MaterializeResult:
@@ -50,29 +52,22 @@ def access_review(context: dg.AssetExecutionContext, nsync: NsyncResource, s3: S
     Deviations do not fail the run (they are the report); an unreadable list or database does.
     To fix a deviation, either correct the grants or update and re-review access-list.yaml.
     """
-    try:
+    with failures_explained(context, "access review", retry=False, interrupted=""):
         settings = nsync.settings()
-        access_list = access.load_access_list()
-        postures = {}
-        for env, target in (("production", settings.prod), ("staging", settings.staging)):
-            with target.connect() as conn:
-                postures[env] = read_posture(conn, settings.platform_roles)
-        result = access.review(access_list, postures, dt.datetime.now(EASTERN).date())
-    except NsyncError as exc:  # an operator-facing message: show it as the failure itself
-        raise dg.Failure(description=redact(str(exc)),
-                         metadata={"error_type": type(exc).__name__}) from None
-    markdown = access.render_markdown(result)
-    store = backup_store(settings, s3)
-    month = dt.date.fromisoformat(context.partition_key)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    key = f"{store.prefix}/access-reviews/{month:%Y/%m}/{stamp}"
-    store.put_bytes(key + ".md", markdown.encode(), "text/markdown")
-    store.put_bytes(key + ".json", access.to_json(result).encode(), "application/json")
-    location = store.uri(key + ".md")
-    for message in result.messages:
-        context.log.warning(f"access deviation: {message}")
-    notifier.deliver(review_event(result, location))
-    return dg.MaterializeResult(metadata={
+        result = access.review(load_access_list(), access.read_postures(settings),
+                               dt.datetime.now(EASTERN).date())
+        markdown = access_report.render_markdown(result)  # masked as rendered: it goes to S3
+        store = backup_store(settings, s3)
+        month = dt.date.fromisoformat(context.partition_key)
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        key = f"{store.prefix}/access-reviews/{month:%Y/%m}/{stamp}"
+        store.put_bytes(key + ".md", markdown.encode(), "text/markdown")
+        store.put_bytes(key + ".json", access_report.to_json(result).encode(), "application/json")
+        location = store.uri(key + ".md")
+        for message in result.messages:
+            context.log.warning(f"access deviation: {message}")
+        notifier.deliver(review_event(result, location))
+    return materialized({
         "deviations": dg.MetadataValue.int(len(result.deviations)),
         "login_roles": {env: len(rows) for env, rows in result.environments.items()},
         "last_review": result.reviewed,

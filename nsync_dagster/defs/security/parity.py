@@ -4,7 +4,7 @@ import dagster as dg
 
 from nsync_dagster.defs.daily.assets import staging_database
 from nsync_dagster.defs.resources import NotifierResource, NsyncResource
-from nsync_dagster.redact import redact
+from nsync_dagster.defs.shared import check_result, failures_explained
 from nsync_dagster.security import parity
 
 
@@ -16,16 +16,19 @@ from nsync_dagster.security import parity
 def staging_security_parity(context: dg.AssetCheckExecutionContext, nsync: NsyncResource,
                             notifier: NotifierResource) -> dg.AssetCheckResult:
     """Compares the live postures of production and staging, read as the configured roles."""
-    diffs, facts = parity.compare(nsync.settings())
-    lines = [redact(str(d)) for d in diffs]
-    for line in lines:
-        context.log.warning(line)
-    if diffs:
-        notifier.deliver(parity.drift_event(diffs, context.run.run_id))
-    return dg.AssetCheckResult(
+    with failures_explained(context, "security parity check", retry=False,
+                            interrupted=""):
+        report = parity.compare(nsync.settings())
+        diffs = report.differences
+        lines = [str(d) for d in diffs]
+        for line in lines:
+            context.log.warning(line)
+        if diffs:
+            notifier.deliver(parity.drift_event(diffs, context.run.run_id))
+    return check_result(
         passed=not diffs, severity=dg.AssetCheckSeverity.ERROR,
         description=(f"{len(lines)} difference(s): {lines[0]}" if lines else
                      "staging's security posture equals production's"),
         metadata={"differences": dg.MetadataValue.md("\n".join(f"- {x}" for x in lines)
                                                      or "none"),
-                  "count": len(lines), **facts})
+                  "count": len(lines), **report.facts()})
