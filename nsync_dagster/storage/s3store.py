@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +30,16 @@ from nsync_dagster.errors import BackupStoreError, PreflightError
 from nsync_dagster.progress import ByteCounter, human_bytes, watch_progress
 from nsync_dagster.storage import crypto, s3access
 from nsync_dagster.storage.crypto import AgeKeys
+from nsync_dagster.storage.s3catalog import CHECKSUMS_OK, MANIFEST, RESTORE_OK, BackupInfo, Catalog
+
+__all__ = ["CHECKSUMS_OK", "MANIFEST", "MARKERS", "RESTORE_OK", "BackupInfo", "BackupStore",
+           "sha256_file"]
 
 log = logging.getLogger("nsync.s3")
 CHUNK = 16 * 1024 * 1024
 TRANSFER = TransferConfig(multipart_threshold=CHUNK, multipart_chunksize=CHUNK, max_concurrency=4,
                           use_threads=True)
-MANIFEST = "manifest.json"
 ENCRYPTED_SCRATCH = ".age-scratch"  # beside dump/ in a work dir: one encrypted file at a time
-CHECKSUMS_OK = "_checksums_verified.json"
-RESTORE_OK = "_restore_verified.json"
 MARKERS = (RESTORE_OK, CHECKSUMS_OK, MANIFEST)  # retention deletes these first, in this order
 DISK_ADVICE = ("free space in the work folder, or point NSYNC_WORK_DIR at a disk with room for "
                "the dump")
@@ -53,33 +53,7 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-@dataclass
-class BackupInfo:
-    """One backup folder in the bucket, as listed."""
-
-    key_prefix: str
-    backup_id: str
-    date: str
-    size: int = 0
-    objects: int = 0
-    has_manifest: bool = False
-    checksums_verified: bool = False
-    restore_verified: bool = False
-    last_modified: dt.datetime | None = None
-    keys: list[str] = field(default_factory=list)
-
-    @property
-    def status(self) -> str:
-        if not self.has_manifest:
-            return "incomplete"
-        if self.checksums_verified and self.restore_verified:
-            return "verified"
-        if self.checksums_verified:
-            return "checksummed"
-        return "uploaded"
-
-
-class BackupStore:
+class BackupStore(Catalog):
     """The backups of one bucket/prefix. ``client`` is a boto3 S3 client.
 
     ``age``: the client-side encryption keys; ``None`` reads ``NSYNC_AGE_RECIPIENTS`` and
@@ -124,9 +98,6 @@ class BackupStore:
     def folder(self, date: str, backup_id: str) -> str:
         y, m, d = date.split("-")
         return f"{self.prefix}/{y}/{m}/{d}/{backup_id}/"
-
-    def uri(self, key: str = "") -> str:
-        return f"s3://{self.bucket}/{key}"
 
     # -- preflight -----------------------------------------------------------------------------
     def check_access(self) -> None:
@@ -221,9 +192,14 @@ class BackupStore:
 
     def verify_objects(self, folder: str,
                        report: Callable[[str], None] = log.info) -> dict[str, Any]:
-        """Read every object back, hash it and compare with the manifest; record the result."""
+        """Read every object back, hash it and compare with the manifest; record the result.
+
+        The result's ``etags`` are the ETags S3 sent with the bytes that were hashed: later, a
+        listing with the same ETags proves the objects were not rewritten since.
+        """
         manifest = self.read_manifest(folder)
         problems, total, received = [], 0, ByteCounter()
+        etags: dict[str, str] = {}
         with watch_progress("read-back", lambda: received.value, report):
             for rel, want in sorted(manifest["objects"].items()):
                 head = self._call(f"inspect {rel}", self.client.head_object, Bucket=self.bucket,
@@ -233,7 +209,8 @@ class BackupStore:
                     continue
                 if not head.get("ServerSideEncryption"):
                     problems.append(f"{rel}: stored without server-side encryption")
-                digest = self._call(f"read {rel}", self._sha256_of, folder + rel, received)
+                digest, etags[rel] = self._call(f"read {rel}", self._sha256_of, folder + rel,
+                                                received)
                 if digest != want["sha256"]:
                     problems.append(f"{rel}: SHA-256 mismatch")
                 total += want["size"]
@@ -243,16 +220,18 @@ class BackupStore:
         result = {"verified_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                   "objects": len(manifest["objects"]), "bytes": total}
         self._put_json(folder + CHECKSUMS_OK, result)
-        return {**result, "manifest": manifest}
+        return {**result, "manifest": manifest, "etags": etags}
 
-    def _sha256_of(self, key: str, received: Callable[[int], None]) -> str:
-        """Stream one object and hash it (a read that fails midway raises, inside ``_call``)."""
-        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+    def _sha256_of(self, key: str, received: Callable[[int], None]) -> tuple[str, str]:
+        """Stream one object and hash it (a read that fails midway raises, inside ``_call``);
+        (SHA-256, the ETag of what was read)."""
+        resp = self.client.get_object(Bucket=self.bucket, Key=key)
+        body = resp["Body"]
         h = hashlib.sha256()
         for chunk in body.iter_chunks(1024 * 1024):
             h.update(chunk)
             received(len(chunk))
-        return h.hexdigest()
+        return h.hexdigest(), resp["ETag"]
 
     def download(self, folder: str, dest: Path, report: Callable[[str], None] = log.info) -> dict:
         """Download a backup into ``dest`` and check every object's SHA-256.
@@ -309,61 +288,3 @@ class BackupStore:
         encryption."""
         self._call(f"write {key}", self.client.put_object, Bucket=self.bucket, Key=key,
                    Body=body, ContentType=content_type, **self._extra())
-
-    # -- listing -------------------------------------------------------------------------------
-    def list_backups(self) -> list[BackupInfo]:
-        """Every backup folder under the prefix, oldest first (paginates past 1,000 keys)."""
-        found: dict[str, BackupInfo] = {}
-        paginator = self.client.get_paginator("list_objects_v2")
-        try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + "/"):
-                for obj in page.get("Contents", []):
-                    parts = obj["Key"][len(self.prefix) + 1:].split("/")
-                    if len(parts) < 5 or not all(p.isdigit() for p in parts[:3]):
-                        continue
-                    folder = f"{self.prefix}/{'/'.join(parts[:4])}/"
-                    info = found.setdefault(folder, BackupInfo(
-                        folder, parts[3], f"{parts[0]}-{parts[1]}-{parts[2]}"))
-                    name = "/".join(parts[4:])
-                    info.keys.append(obj["Key"])
-                    info.has_manifest |= name == MANIFEST
-                    info.checksums_verified |= name == CHECKSUMS_OK
-                    info.restore_verified |= name == RESTORE_OK
-                    if not name.startswith("_") and name != MANIFEST:
-                        info.size += obj["Size"]
-                        info.objects += 1
-                    if info.last_modified is None or obj["LastModified"] > info.last_modified:
-                        info.last_modified = obj["LastModified"]
-        except Exception as exc:
-            if not s3access.is_s3_error(exc):
-                raise
-            raise BackupStoreError(s3access.explain(exc, self.bucket, "list backups"),
-                                   transient=s3access.is_transient(exc)) from None
-        return sorted(found.values(), key=lambda b: (b.date, b.backup_id))
-
-    def find_to_restore(self, spec: str) -> BackupInfo:
-        """The backup a restore means: ``latest`` and dates pick only fully verified backups;
-        an explicit id may also be one that was read back but never restored (for example the
-        day staging failed)."""
-        latest_or_day = spec == "latest" or (len(spec) == 10 and spec[4] == "-")
-        return self.find(spec, require="verified" if latest_or_day else "checksummed")
-
-    def find(self, spec: str, *, require: str = "verified") -> BackupInfo:
-        """``latest``, a backup id, or a date (newest that day); must have status ``require``.
-
-        ``require`` is ``verified`` (default) or ``checksummed`` (also accepts verified).
-        """
-        ok = {"verified": {"verified"}, "checksummed": {"verified", "checksummed"}}[require]
-        backups = self.list_backups()
-        if spec == "latest":
-            chosen = [b for b in backups if b.status in ok]
-        elif len(spec) == 10 and spec[4] == "-" and spec[7] == "-":
-            chosen = [b for b in backups if b.date == spec and b.status in ok]
-        else:
-            chosen = [b for b in backups if b.backup_id == spec]
-            if chosen and chosen[-1].status not in ok:
-                raise BackupStoreError(f"backup {spec} is {chosen[-1].status}, not {require}")
-        if not chosen:
-            raise BackupStoreError(f"no {require} backup matches '{spec}' in "
-                                   f"{self.uri(self.prefix + '/')}; list them with 'nsync backups'")
-        return chosen[-1]
