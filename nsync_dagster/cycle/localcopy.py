@@ -11,7 +11,8 @@ The staging step uses that copy only if all of this holds, else it downloads fro
 - the local files are exactly the manifest's objects, none missing, none extra;
 - S3 still lists every object with the ETag and size of the read-back (an object rewritten
   since has a new ETag), so the bucket holds what was hashed;
-- the SHA-256 of every local file, computed now, equals the manifest's (= the read-back's).
+- the SHA-256 of every local file, computed now, equals the manifest's (= the read-back's; for
+  a data file nsync zstd-compressed, the SHA-256 the read-back's decompression produced).
 
 So the bytes restored are the bytes in S3 without reading them a second time. Only one copy is
 ever kept: the next snapshot (or staging, when it ends either way) removes it.
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from nsync_dagster.storage import zstdio
 from nsync_dagster.storage.s3store import MANIFEST, BackupStore, sha256_file
 
 KEPT = "kept-for-staging.json"
@@ -70,17 +72,21 @@ def check(work: Path, manifest: dict[str, Any], etags: dict[str, str],
         return ("the backup is client-side encrypted; restoring from S3 proves the identity "
                 "decrypts it")
     objects = manifest["objects"]
+    # an object nsync compressed (.zst) stands for pg_dump's uncompressed file: the read-back
+    # decompressed it and matched raw_sha256, which the local file must match
+    local = {(zstdio.plain_name(rel) if "raw_sha256" in want else rel): want
+             for rel, want in objects.items()}
     files = _local_files(work)
-    if files != set(objects):
-        odd = sorted(files ^ set(objects))
+    if files != set(local):
+        odd = sorted(files ^ set(local))
         return f"the local files differ from the manifest's objects ({', '.join(odd[:5])})"
     for rel, want in sorted(objects.items()):
         seen = listed.get(rel)
         if seen is None or seen["size"] != want["size"] or seen["etag"] != etags.get(rel):
             return f"{rel} in S3 changed since it was read back"
-    for rel, want in sorted(objects.items()):
-        if sha256_file(work / rel) != want["sha256"]:
-            return f"local {rel}: SHA-256 differs from the one S3 read back"
+    for name, want in sorted(local.items()):
+        if sha256_file(work / name) != want.get("raw_sha256", want["sha256"]):
+            return f"local {name}: SHA-256 differs from the one S3 read back"
     return None
 
 

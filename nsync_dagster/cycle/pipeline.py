@@ -61,7 +61,8 @@ def snapshot_step(settings: RunConfig, store: BackupStore, partition: str,
         with one_daily_run(settings):
             localcopy.discard(settings.work_dir)
     daily_preflight(settings.prod, settings.staging, settings.maintenance_db, store,
-                    settings.work_dir, settings.dump.compress)
+                    settings.work_dir, settings.dump.pg_dump_level,
+                    zstd_level=settings.dump.zstd_level)
     with one_daily_run(settings):
         return _snapshot(settings, partition, report)
 

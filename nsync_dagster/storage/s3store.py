@@ -17,43 +17,47 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
-import hashlib
 import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from boto3.s3.transfer import TransferConfig
-
 from nsync_dagster.errors import BackupStoreError, PreflightError
 from nsync_dagster.progress import ByteCounter, human_bytes, watch_progress
-from nsync_dagster.storage import crypto, s3access
+from nsync_dagster.storage import crypto, s3access, zstdio
 from nsync_dagster.storage.crypto import AgeKeys
 from nsync_dagster.storage.s3catalog import CHECKSUMS_OK, MANIFEST, RESTORE_OK, BackupInfo, Catalog
+from nsync_dagster.storage.s3fetch import ENCRYPTED_SCRATCH, TRANSFER, Fetching, sha256_file
 
-__all__ = ["CHECKSUMS_OK", "MANIFEST", "MARKERS", "RESTORE_OK", "BackupInfo", "BackupStore",
-           "sha256_file"]
+__all__ = ["CHECKSUMS_OK", "ENCRYPTED_SCRATCH", "MANIFEST", "MARKERS", "RESTORE_OK", "TRANSFER",
+           "BackupInfo", "BackupStore", "sha256_file"]
 
 log = logging.getLogger("nsync.s3")
-CHUNK = 16 * 1024 * 1024
-TRANSFER = TransferConfig(multipart_threshold=CHUNK, multipart_chunksize=CHUNK, max_concurrency=4,
-                          use_threads=True)
-ENCRYPTED_SCRATCH = ".age-scratch"  # beside dump/ in a work dir: one encrypted file at a time
 MARKERS = (RESTORE_OK, CHECKSUMS_OK, MANIFEST)  # retention deletes these first, in this order
 DISK_ADVICE = ("free space in the work folder, or point NSYNC_WORK_DIR at a disk with room for "
                "the dump")
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1024 * 1024):
-            h.update(block)
-    return h.hexdigest()
+def zstd_level(manifest: dict[str, Any]) -> int:
+    """The zstd level nsync compresses (or compressed) the data objects with; 0 = none (pg_dump
+    compressed them itself, or nothing did: manifests before format 2)."""
+    spec = str(manifest.get("compression") or "")
+    if not spec or spec == "none":
+        return 0
+    codec, _, level = spec.partition(":")
+    if codec != "zstd" or not level.isdigit():
+        raise BackupStoreError(f"unknown object compression {spec!r} in the manifest; a newer "
+                               "nsync wrote it")
+    return int(level)
 
 
-class BackupStore(Catalog):
+def _is_data_file(path: Path) -> bool:
+    """pg_dump's per-table (and large-object) data files; toc.dat stays plain."""
+    return path.suffix == ".dat" and path.name != "toc.dat"
+
+
+class BackupStore(Fetching, Catalog):
     """The backups of one bucket/prefix. ``client`` is a boto3 S3 client.
 
     ``age``: the client-side encryption keys; ``None`` reads ``NSYNC_AGE_RECIPIENTS`` and
@@ -141,9 +145,15 @@ class BackupStore(Catalog):
                report: Callable[[str], None] = log.info) -> dict[str, Any]:
         """Upload ``dump/`` and ``roles.sql`` from ``work_dir``, then the manifest (last).
 
-        With age recipients, each file is first stream-encrypted to a scratch file beside
-        ``dump/`` (one at a time, removed after its upload) and stored as ``<name>.age``.
+        With ``manifest["compression"] == "zstd:<level>"`` (pg_dump wrote uncompressed data
+        files), each ``dump/*.dat`` data file is zstd-compressed to a scratch file beside
+        ``dump/`` and stored as ``<name>.zst``; its object records the SHA-256 and size of the
+        uncompressed file (``raw_sha256``, ``raw_size``) besides the stored object's.
+        With age recipients, each file (compressed first, if so) is then stream-encrypted to a
+        scratch file and stored as ``<name>.age``. One scratch file at a time, removed after its
+        upload.
         """
+        level = zstd_level(manifest)
         files = sorted(p for p in (work_dir / "dump").rglob("*") if p.is_file())
         files.append(work_dir / "roles.sql")
         objects: dict[str, dict[str, Any]] = {}
@@ -153,12 +163,21 @@ class BackupStore(Catalog):
             with watch_progress("upload", lambda: sent.value, report):
                 for path in files:
                     rel = path.relative_to(work_dir).as_posix()
+                    raw: dict[str, Any] = {}
+                    if level and _is_data_file(path):
+                        rel += zstdio.SUFFIX
+                        raw["raw_sha256"], raw["raw_size"] = zstdio.compress_file(
+                            path, scratch / rel, level)
+                        path = scratch / rel
                     plain_size = path.stat().st_size
                     if self.age.enabled:
-                        rel += crypto.SUFFIX
+                        compressed, rel = path, rel + crypto.SUFFIX
                         crypto.encrypt_file(path, scratch / rel, self.age.recipients)
                         path = scratch / rel
-                    objects[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+                        if raw:
+                            compressed.unlink()
+                    objects[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path),
+                                    **raw}
                     if self.age.enabled:
                         objects[rel]["plaintext_size"] = plain_size
                     self._call(f"upload {rel}", self.client.upload_file, str(path), self.bucket,
@@ -166,7 +185,7 @@ class BackupStore(Catalog):
                                ExtraArgs={**self._extra(),
                                           "Metadata": {"sha256": objects[rel]["sha256"]}},
                                Config=TRANSFER, Callback=sent)
-                    if self.age.enabled:
+                    if path.is_relative_to(scratch):
                         path.unlink()
         finally:
             crypto.remove_tree(scratch)
@@ -180,6 +199,7 @@ class BackupStore(Catalog):
                    **self._extra())
         total = sum(o["size"] for o in objects.values())
         how = " (age-encrypted on this machine)" if self.age.enabled else ""
+        how = (f" (data files zstd-compressed, level {level})" if level else "") + how
         report(f"uploaded {len(objects)} objects{how}, {human_bytes(total)} to "
                f"{self.uri(folder)}")
         return manifest
@@ -189,91 +209,6 @@ class BackupStore(Catalog):
         resp = self._call("read the manifest", self.client.get_object, Bucket=self.bucket,
                           Key=folder + MANIFEST)
         return json.loads(resp["Body"].read())
-
-    def verify_objects(self, folder: str,
-                       report: Callable[[str], None] = log.info) -> dict[str, Any]:
-        """Read every object back, hash it and compare with the manifest; record the result.
-
-        The result's ``etags`` are the ETags S3 sent with the bytes that were hashed: later, a
-        listing with the same ETags proves the objects were not rewritten since.
-        """
-        manifest = self.read_manifest(folder)
-        problems, total, received = [], 0, ByteCounter()
-        etags: dict[str, str] = {}
-        with watch_progress("read-back", lambda: received.value, report):
-            for rel, want in sorted(manifest["objects"].items()):
-                head = self._call(f"inspect {rel}", self.client.head_object, Bucket=self.bucket,
-                                  Key=folder + rel)
-                if head["ContentLength"] != want["size"]:
-                    problems.append(f"{rel}: size {head['ContentLength']} != {want['size']}")
-                    continue
-                if not head.get("ServerSideEncryption"):
-                    problems.append(f"{rel}: stored without server-side encryption")
-                digest, etags[rel] = self._call(f"read {rel}", self._sha256_of, folder + rel,
-                                                received)
-                if digest != want["sha256"]:
-                    problems.append(f"{rel}: SHA-256 mismatch")
-                total += want["size"]
-        if problems:
-            raise BackupStoreError(f"backup {self.uri(folder)} failed verification: "
-                                   + "; ".join(problems[:10]))
-        result = {"verified_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                  "objects": len(manifest["objects"]), "bytes": total}
-        self._put_json(folder + CHECKSUMS_OK, result)
-        return {**result, "manifest": manifest, "etags": etags}
-
-    def _sha256_of(self, key: str, received: Callable[[int], None]) -> tuple[str, str]:
-        """Stream one object and hash it (a read that fails midway raises, inside ``_call``);
-        (SHA-256, the ETag of what was read)."""
-        resp = self.client.get_object(Bucket=self.bucket, Key=key)
-        body = resp["Body"]
-        h = hashlib.sha256()
-        for chunk in body.iter_chunks(1024 * 1024):
-            h.update(chunk)
-            received(len(chunk))
-        return h.hexdigest(), resp["ETag"]
-
-    def download(self, folder: str, dest: Path, report: Callable[[str], None] = log.info) -> dict:
-        """Download a backup into ``dest`` and check every object's SHA-256.
-
-        Objects of a client-side encrypted backup (manifest ``encryption.client_side: age``)
-        are checked as stored, then stream-decrypted with this store's identity
-        (``NSYNC_AGE_IDENTITY``) to their plaintext names; the ciphertext is removed.
-        """
-        manifest = self.read_manifest(folder)
-        encryption = manifest.get("encryption") or {}
-        encrypted = encryption.get("client_side") == "age"
-        if encryption and not encrypted:
-            raise BackupStoreError(f"{self.uri(folder)}: unknown client-side encryption "
-                                   f"{encryption.get('client_side')!r}; a newer nsync wrote it")
-        if encrypted:  # a missing or malformed key fails before downloading gigabytes
-            crypto.require_identity(self.age.identity, name=f"backup {self.uri(folder)}",
-                                    recipients=encryption.get("recipients", ()))
-        scratch = dest / ENCRYPTED_SCRATCH
-        received = ByteCounter()
-        try:
-            with watch_progress("download", lambda: received.value, report):
-                for rel, want in sorted(manifest["objects"].items()):
-                    target = (scratch if encrypted else dest) / rel
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    self._call(f"download {rel}", self.client.download_file, self.bucket,
-                               folder + rel, str(target), Config=TRANSFER, Callback=received)
-                    if sha256_file(target) != want["sha256"]:
-                        raise BackupStoreError(f"{self.uri(folder + rel)}: SHA-256 mismatch "
-                                               "after download; the backup object is corrupt")
-                    if encrypted:
-                        plain = rel[:-len(crypto.SUFFIX)] if rel.endswith(crypto.SUFFIX) else rel
-                        crypto.decrypt_file(target, dest / plain, self.age.identity,
-                                            name=self.uri(folder + rel),
-                                            recipients=encryption.get("recipients", ()),
-                                            plaintext_size=want.get("plaintext_size"))
-                        target.unlink()
-        finally:
-            crypto.remove_tree(scratch)
-        if encrypted:
-            report(f"decrypted {len(manifest['objects'])} age-encrypted objects")
-        (dest / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        return manifest
 
     def mark_restore_verified(self, folder: str, details: dict[str, Any]) -> None:
         self._put_json(folder + RESTORE_OK, {
