@@ -15,7 +15,8 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,29 @@ log = logging.getLogger("nsync.s3")
 CHUNK = 16 * 1024 * 1024
 TRANSFER = TransferConfig(multipart_threshold=CHUNK, multipart_chunksize=CHUNK, max_concurrency=4,
                           use_threads=True)
-# beside dump/ in a work dir: one compressed or encrypted file at a time
+# beside dump/ in a work dir: compressed or encrypted files on their way to S3
 ENCRYPTED_SCRATCH = ".age-scratch"
+# objects smaller than CHUNK are sent and read back this many at a time: with one table per file,
+# a schema-heavy database has thousands of small objects and each request waits on the network
+PARALLEL = 16
+
+
+def for_each(items: Iterable[Any], fn: Callable[[Any], Any],
+             small: Callable[[Any], bool]) -> list[Any]:
+    """``fn`` over ``items``: the ``small`` ones on PARALLEL threads, then the others one by
+    one (a big object is already sent in parallel parts). The first error is raised once the
+    running calls end; calls not started yet are cancelled."""
+    items = list(items)
+    few = [i for i in items if small(i)]
+    results: list[Any] = []
+    if few:
+        pool = ThreadPoolExecutor(PARALLEL, thread_name_prefix="nsync-s3")
+        try:
+            futures = [pool.submit(fn, i) for i in few]
+            results = [f.result() for f in futures]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return results + [fn(i) for i in items if not small(i)]
 
 
 def sha256_file(path: Path) -> str:
@@ -57,32 +79,35 @@ class Fetching:
         listing with the same ETags proves the objects were not rewritten since.
         """
         manifest = self.read_manifest(folder)
-        problems, total, received = [], 0, ByteCounter()
-        etags: dict[str, str] = {}
+        received = ByteCounter()
         encrypted = bool(manifest.get("encryption"))
+
+        def check(item: tuple[str, dict[str, Any]]) -> tuple[str, list[str], str]:
+            rel, want = item
+            raw = "raw_sha256" in want and not encrypted
+            try:
+                got = self._call(f"read {rel}", self._sha256_of, folder + rel, received, raw)
+            except Exception as exc:
+                if not zstdio.is_error(exc):
+                    raise
+                return rel, [f"{rel}: does not decompress ({exc})"], ""
+            problems = []
+            if got["size"] != want["size"]:
+                problems.append(f"{rel}: size {got['size']} != {want['size']}")
+            elif got["sha256"] != want["sha256"]:
+                problems.append(f"{rel}: SHA-256 mismatch")
+            elif raw and got["raw"] != (want["raw_sha256"], want["raw_size"]):
+                problems.append(f"{rel}: decompresses to other bytes than were dumped")
+            if not got["sse"]:
+                problems.append(f"{rel}: stored without server-side encryption")
+            return rel, problems, got["etag"]
+
         with watch_progress("read-back", lambda: received.value, report):
-            for rel, want in sorted(manifest["objects"].items()):
-                head = self._call(f"inspect {rel}", self.client.head_object, Bucket=self.bucket,
-                                  Key=folder + rel)
-                if head["ContentLength"] != want["size"]:
-                    problems.append(f"{rel}: size {head['ContentLength']} != {want['size']}")
-                    continue
-                if not head.get("ServerSideEncryption"):
-                    problems.append(f"{rel}: stored without server-side encryption")
-                raw = "raw_sha256" in want and not encrypted
-                try:
-                    digest, etags[rel], raw_digest = self._call(
-                        f"read {rel}", self._sha256_of, folder + rel, received, raw)
-                except Exception as exc:
-                    if not zstdio.is_error(exc):
-                        raise
-                    problems.append(f"{rel}: does not decompress ({exc})")
-                    continue
-                if digest != want["sha256"]:
-                    problems.append(f"{rel}: SHA-256 mismatch")
-                elif raw and raw_digest != (want["raw_sha256"], want["raw_size"]):
-                    problems.append(f"{rel}: decompresses to other bytes than were dumped")
-                total += want["size"]
+            checked = for_each(sorted(manifest["objects"].items()), check,
+                               lambda item: item[1]["size"] < CHUNK)
+        problems = [p for _, found, _ in sorted(checked) for p in found]
+        etags = {rel: etag for rel, _, etag in checked}
+        total = sum(want["size"] for want in manifest["objects"].values())
         if problems:
             raise BackupStoreError(f"backup {self.uri(folder)} failed verification: "
                                    + "; ".join(problems[:10]))
@@ -92,19 +117,22 @@ class Fetching:
         return {**result, "manifest": manifest, "etags": etags}
 
     def _sha256_of(self, key: str, received: Callable[[int], None], decompress: bool = False
-                   ) -> tuple[str, str, tuple[str, int] | None]:
-        """Stream one object and hash it (a read that fails midway raises, inside ``_call``);
-        (SHA-256, the ETag of what was read, (SHA-256, size) decompressed or None)."""
+                   ) -> dict[str, Any]:
+        """Stream one object and hash it (a read that fails midway raises, inside ``_call``):
+        its SHA-256, size, ETag and server-side encryption as S3 sent them, and (SHA-256, size)
+        of what it decompresses to when ``decompress``."""
         resp = self.client.get_object(Bucket=self.bucket, Key=key)
         body = resp["Body"]
+        out = {"size": resp["ContentLength"], "etag": resp["ETag"],
+               "sse": resp.get("ServerSideEncryption"), "raw": None}
         if decompress:
             digest, raw_digest, raw_size = zstdio.hash_stream(body, received)
-            return digest, resp["ETag"], (raw_digest, raw_size)
+            return {**out, "sha256": digest, "raw": (raw_digest, raw_size)}
         h = hashlib.sha256()
         for chunk in body.iter_chunks(1024 * 1024):
             h.update(chunk)
             received(len(chunk))
-        return h.hexdigest(), resp["ETag"], None
+        return {**out, "sha256": h.hexdigest()}
 
     def download(self, folder: str, dest: Path, report: Callable[[str], None] = log.info) -> dict:
         """Download a backup into ``dest`` and check every object's SHA-256.

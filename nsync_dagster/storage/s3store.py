@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -28,7 +29,14 @@ from nsync_dagster.progress import ByteCounter, human_bytes, watch_progress
 from nsync_dagster.storage import crypto, s3access, zstdio
 from nsync_dagster.storage.crypto import AgeKeys
 from nsync_dagster.storage.s3catalog import CHECKSUMS_OK, MANIFEST, RESTORE_OK, BackupInfo, Catalog
-from nsync_dagster.storage.s3fetch import ENCRYPTED_SCRATCH, TRANSFER, Fetching, sha256_file
+from nsync_dagster.storage.s3fetch import (
+    CHUNK,
+    ENCRYPTED_SCRATCH,
+    TRANSFER,
+    Fetching,
+    for_each,
+    sha256_file,
+)
 
 __all__ = ["CHECKSUMS_OK", "ENCRYPTED_SCRATCH", "MANIFEST", "MARKERS", "RESTORE_OK", "TRANSFER",
            "BackupInfo", "BackupStore", "sha256_file"]
@@ -150,8 +158,10 @@ class BackupStore(Fetching, Catalog):
         ``dump/`` and stored as ``<name>.zst``; its object records the SHA-256 and size of the
         uncompressed file (``raw_sha256``, ``raw_size``) besides the stored object's.
         With age recipients, each file (compressed first, if so) is then stream-encrypted to a
-        scratch file and stored as ``<name>.age``. One scratch file at a time, removed after its
-        upload.
+        scratch file and stored as ``<name>.age``. Each scratch file is removed after its
+        upload. Files smaller than the multipart chunk go up ``PARALLEL`` at a time (one
+        ``PutObject`` each), bigger ones one at a time in parallel parts: the scratch space is
+        at most ``PARALLEL`` small files plus one big one.
         """
         level = zstd_level(manifest)
         files = sorted(p for p in (work_dir / "dump").rglob("*") if p.is_file())
@@ -159,34 +169,50 @@ class BackupStore(Fetching, Catalog):
         objects: dict[str, dict[str, Any]] = {}
         sent = ByteCounter()
         scratch = work_dir / ENCRYPTED_SCRATCH
+        def send(path: Path) -> tuple[str, dict[str, Any]]:
+            rel = path.relative_to(work_dir).as_posix()
+            raw: dict[str, Any] = {}
+            if level and _is_data_file(path):
+                rel += zstdio.SUFFIX
+                raw["raw_sha256"], raw["raw_size"] = zstdio.compress_file(
+                    path, scratch / rel, level)
+                path = scratch / rel
+            plain_size = path.stat().st_size
+            if self.age.enabled:
+                compressed, rel = path, rel + crypto.SUFFIX
+                crypto.encrypt_file(path, scratch / rel, self.age.recipients)
+                path = scratch / rel
+                if raw:
+                    compressed.unlink()
+            entry = {"size": path.stat().st_size, **raw}
+            if self.age.enabled:
+                entry["plaintext_size"] = plain_size
+            extra = {**self._extra()}
+            if entry["size"] < CHUNK:  # one request; the hash of the bytes sent
+                body = path.read_bytes()
+                entry["sha256"] = hashlib.sha256(body).hexdigest()
+                self._call(f"upload {rel}", self.client.put_object, Bucket=self.bucket,
+                           Key=folder + rel, Body=body,
+                           Metadata={"sha256": entry["sha256"]}, **extra)
+                sent(len(body))
+            else:
+                entry["sha256"] = sha256_file(path)
+                self._call(f"upload {rel}", self.client.upload_file, str(path), self.bucket,
+                           folder + rel,
+                           ExtraArgs={**extra, "Metadata": {"sha256": entry["sha256"]}},
+                           Config=TRANSFER, Callback=sent)
+            written.append(folder + rel)
+            if path.is_relative_to(scratch):
+                path.unlink()
+            return rel, entry
+
+        written: list[str] = []  # list.append is atomic: safe from the upload threads
         try:
             with watch_progress("upload", lambda: sent.value, report):
-                for path in files:
-                    rel = path.relative_to(work_dir).as_posix()
-                    raw: dict[str, Any] = {}
-                    if level and _is_data_file(path):
-                        rel += zstdio.SUFFIX
-                        raw["raw_sha256"], raw["raw_size"] = zstdio.compress_file(
-                            path, scratch / rel, level)
-                        path = scratch / rel
-                    plain_size = path.stat().st_size
-                    if self.age.enabled:
-                        compressed, rel = path, rel + crypto.SUFFIX
-                        crypto.encrypt_file(path, scratch / rel, self.age.recipients)
-                        path = scratch / rel
-                        if raw:
-                            compressed.unlink()
-                    objects[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path),
-                                    **raw}
-                    if self.age.enabled:
-                        objects[rel]["plaintext_size"] = plain_size
-                    self._call(f"upload {rel}", self.client.upload_file, str(path), self.bucket,
-                               folder + rel,
-                               ExtraArgs={**self._extra(),
-                                          "Metadata": {"sha256": objects[rel]["sha256"]}},
-                               Config=TRANSFER, Callback=sent)
-                    if path.is_relative_to(scratch):
-                        path.unlink()
+                objects.update(for_each(files, send, lambda p: p.stat().st_size < CHUNK))
+        except BaseException:
+            self._remove_quietly(written)  # other files went up beside the one that failed
+            raise
         finally:
             crypto.remove_tree(scratch)
         if self.age.enabled:
@@ -203,6 +229,17 @@ class BackupStore(Fetching, Catalog):
         report(f"uploaded {len(objects)} objects{how}, {human_bytes(total)} to "
                f"{self.uri(folder)}")
         return manifest
+
+    def _remove_quietly(self, keys: list[str]) -> None:
+        """Best effort: the objects of an upload that failed (no manifest was written, so the
+        backup is incomplete either way; retention would remove them later)."""
+        for i in range(0, len(keys), 1000):
+            try:
+                self.client.delete_objects(Bucket=self.bucket, Delete={
+                    "Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
+            except Exception as exc:  # the upload's own error is the one to report
+                log.warning("could not remove the objects of a failed upload: %s", exc)
+                return
 
     # -- reading -------------------------------------------------------------------------------
     def read_manifest(self, folder: str) -> dict[str, Any]:
