@@ -75,7 +75,9 @@ def check(work: Path, manifest: dict[str, Any], etags: dict[str, str],
     # an object nsync compressed (.zst) stands for pg_dump's uncompressed file: the read-back
     # decompressed it and matched raw_sha256, which the local file must match
     local = {(zstdio.plain_name(rel) if "raw_sha256" in want else rel): want
-             for rel, want in objects.items()}
+             for rel, want in objects.items() if "members" not in want}
+    for want in objects.values():  # the small files travel in one bundle object
+        local.update({f"dump/{name}": member for name, member in want.get("members", {}).items()})
     files = _local_files(work)
     if files != set(local):
         odd = sorted(files ^ set(local))

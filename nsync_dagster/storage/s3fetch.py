@@ -43,8 +43,8 @@ def for_each(items: Iterable[Any], fn: Callable[[Any], Any],
     """``fn`` over ``items``: the ``small`` ones on PARALLEL threads, then the others one by
     one (a big object is already sent in parallel parts). The first error is raised once the
     running calls end; calls not started yet are cancelled."""
-    items = list(items)
-    few = [i for i in items if small(i)]
+    marked = [(i, small(i)) for i in items]  # decided once: ``fn`` may remove the item
+    few = [i for i, is_small in marked if is_small]
     results: list[Any] = []
     if few:
         pool = ThreadPoolExecutor(PARALLEL, thread_name_prefix="nsync-s3")
@@ -53,7 +53,7 @@ def for_each(items: Iterable[Any], fn: Callable[[Any], Any],
             results = [f.result() for f in futures]
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-    return results + [fn(i) for i in items if not small(i)]
+    return results + [fn(i) for i, is_small in marked if not is_small]
 
 
 def sha256_file(path: Path) -> str:
@@ -84,9 +84,10 @@ class Fetching:
 
         def check(item: tuple[str, dict[str, Any]]) -> tuple[str, list[str], str]:
             rel, want = item
-            raw = "raw_sha256" in want and not encrypted
+            raw = ("raw_sha256" in want or "members" in want) and not encrypted
             try:
-                got = self._call(f"read {rel}", self._sha256_of, folder + rel, received, raw)
+                got = self._call(f"read {rel}", self._sha256_of, folder + rel, received,
+                                 "bundle" if raw and "members" in want else raw)
             except Exception as exc:
                 if not zstdio.is_error(exc):
                     raise
@@ -96,7 +97,11 @@ class Fetching:
                 problems.append(f"{rel}: size {got['size']} != {want['size']}")
             elif got["sha256"] != want["sha256"]:
                 problems.append(f"{rel}: SHA-256 mismatch")
-            elif raw and got["raw"] != (want["raw_sha256"], want["raw_size"]):
+            elif raw and "members" in want and not zstdio.members_match(got["raw"],
+                                                                         want["members"]):
+                problems.append(f"{rel}: decompresses to other bytes than were dumped")
+            elif raw and "raw_sha256" in want and got["raw"] != (want["raw_sha256"],
+                                                                 want["raw_size"]):
                 problems.append(f"{rel}: decompresses to other bytes than were dumped")
             if not got["sse"]:
                 problems.append(f"{rel}: stored without server-side encryption")
@@ -116,8 +121,8 @@ class Fetching:
         self._put_json(folder + CHECKSUMS_OK, result)
         return {**result, "manifest": manifest, "etags": etags}
 
-    def _sha256_of(self, key: str, received: Callable[[int], None], decompress: bool = False
-                   ) -> dict[str, Any]:
+    def _sha256_of(self, key: str, received: Callable[[int], None],
+                   decompress: bool | str = False) -> dict[str, Any]:
         """Stream one object and hash it (a read that fails midway raises, inside ``_call``):
         its SHA-256, size, ETag and server-side encryption as S3 sent them, and (SHA-256, size)
         of what it decompresses to when ``decompress``."""
@@ -125,6 +130,9 @@ class Fetching:
         body = resp["Body"]
         out = {"size": resp["ContentLength"], "etag": resp["ETag"],
                "sse": resp.get("ServerSideEncryption"), "raw": None}
+        if decompress == "bundle":
+            digest, found = zstdio.hash_bundle(body, received)
+            return {**out, "sha256": digest, "raw": found}
         if decompress:
             digest, raw_digest, raw_size = zstdio.hash_stream(body, received)
             return {**out, "sha256": digest, "raw": (raw_digest, raw_size)}
@@ -157,7 +165,7 @@ class Fetching:
         try:
             with watch_progress("download", lambda: received.value, report):
                 for rel, want in sorted(manifest["objects"].items()):
-                    compressed = "raw_sha256" in want
+                    compressed = "raw_sha256" in want or "members" in want
                     target = (scratch if encrypted or compressed else dest) / rel
                     target.parent.mkdir(parents=True, exist_ok=True)
                     self._call(f"download {rel}", self.client.download_file, self.bucket,
@@ -174,7 +182,9 @@ class Fetching:
                                             plaintext_size=want.get("plaintext_size"))
                         target.unlink()
                         target, rel = out, plain
-                    if compressed:
+                    if "members" in want:
+                        self._unbundle(target, dest / "dump", want, self.uri(folder + rel))
+                    elif compressed:
                         self._decompress(target, dest / zstdio.plain_name(rel), want,
                                          self.uri(folder + rel))
         finally:
@@ -183,6 +193,19 @@ class Fetching:
             report(f"decrypted {len(manifest['objects'])} age-encrypted objects")
         (dest / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         return manifest
+
+    @staticmethod
+    def _unbundle(src: Path, dest: Path, want: dict[str, Any], name: str) -> None:
+        try:
+            found = zstdio.extract_bundle(src, dest)
+        except Exception as exc:
+            if not zstdio.is_error(exc):
+                raise
+            raise BackupStoreError(f"{name} does not decompress: {exc}") from None
+        src.unlink()
+        if not zstdio.members_match(found, want["members"]):
+            raise BackupStoreError(f"{name} decompresses to other bytes than were dumped "
+                                   "(a member's SHA-256 differs, or one is missing or extra)")
 
     @staticmethod
     def _decompress(src: Path, dst: Path, want: dict[str, Any], name: str) -> None:

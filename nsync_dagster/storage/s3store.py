@@ -161,7 +161,9 @@ class BackupStore(Fetching, Catalog):
         scratch file and stored as ``<name>.age``. Each scratch file is removed after its
         upload. Files smaller than the multipart chunk go up ``PARALLEL`` at a time (one
         ``PutObject`` each), bigger ones one at a time in parallel parts: the scratch space is
-        at most ``PARALLEL`` small files plus one big one.
+        at most ``PARALLEL`` small files plus one big one. With zstd, data files smaller than
+        ``zstdio.BUNDLE_MAX`` travel together as one object, ``dump/small-tables.tar.zst``,
+        whose entry lists every member's SHA-256 and size (``members``).
         """
         level = zstd_level(manifest)
         files = sorted(p for p in (work_dir / "dump").rglob("*") if p.is_file())
@@ -169,10 +171,19 @@ class BackupStore(Fetching, Catalog):
         objects: dict[str, dict[str, Any]] = {}
         sent = ByteCounter()
         scratch = work_dir / ENCRYPTED_SCRATCH
+        bundle, members = scratch / "dump" / zstdio.BUNDLE, {}
+        small = [p for p in files if level and _is_data_file(p)
+                 and p.parent == work_dir / "dump" and p.stat().st_size < zstdio.BUNDLE_MAX]
+        if len(small) > 1:
+            members = zstdio.bundle_files(small, bundle, level)
+            files = [p for p in files if p not in set(small)] + [bundle]
+
         def send(path: Path) -> tuple[str, dict[str, Any]]:
             rel = path.relative_to(work_dir).as_posix()
             raw: dict[str, Any] = {}
-            if level and _is_data_file(path):
+            if path == bundle:
+                rel, raw = f"dump/{zstdio.BUNDLE}", {"members": members}
+            elif level and _is_data_file(path):
                 rel += zstdio.SUFFIX
                 raw["raw_sha256"], raw["raw_size"] = zstdio.compress_file(
                     path, scratch / rel, level)

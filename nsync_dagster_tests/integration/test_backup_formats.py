@@ -51,8 +51,9 @@ def test_zstd_backup_restores_with_nsync_and_the_recovery_test(capsys, pg_prod, 
     _, _, manifest = _only_backup(nsync_env)
     assert manifest["format"] == 2 and manifest["compression"] == "zstd:1"
     assert manifest["dump_compression"] == "none"
-    data = {k: v for k, v in manifest["objects"].items() if k.endswith(".dat.zst")}
-    assert data and all(v["raw_size"] >= v["size"] or v["raw_size"] < 100 for v in data.values())
+    # the sample's data files are all small: they travel in one bundle object
+    bundle = manifest["objects"]["dump/small-tables.tar.zst"]
+    assert len(bundle["members"]) >= 8 and not any(k.endswith(".dat") for k in manifest["objects"])
     assert "dump/toc.dat" in manifest["objects"] and "roles.sql" in manifest["objects"]
     _restore_and_recovery_test(capsys, pg_prod, pg_staging)
 
@@ -73,7 +74,8 @@ def test_gzip_backup_from_before_zstd_still_restores(capsys, pg_prod, pg_staging
 
 @pytest.mark.skipif(shutil.which("zstd") is None, reason="the zstd command is not installed")
 def test_zstd_backup_restores_with_stock_tools(nsync_env, instance, tmp_path):
-    """The README's command: download, ``zstd -d --rm`` the .zst files, ``pg_restore``."""
+    """The README's command: download, unpack the small files' tar, ``zstd -d --rm`` the other
+    .zst files, ``pg_restore``."""
     assert run_daily_job(instance).success
     _, folder, manifest = _only_backup(nsync_env)
     client = s3_client(nsync_env["AWS_ENDPOINT_URL"])
@@ -81,7 +83,8 @@ def test_zstd_backup_restores_with_stock_tools(nsync_env, instance, tmp_path):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         client.download_file(nsync_env["NSYNC_BACKUP_BUCKET"], folder + rel, str(tmp_path / rel))
     dump = tmp_path / "dump"
-    subprocess.run(f"zstd -d -q --rm {dump}/*.zst", shell=True, check=True)
+    subprocess.run(f"cd {dump} && zstd -dc small-tables.tar.zst | tar -x && rm "
+                   "small-tables.tar.zst && zstd -d -q --rm *.zst", shell=True, check=True)
     tools = pgbin.for_server(18, purpose="test")
     script = tmp_path / "restore.sql"
     out = subprocess.run([tools.tool("pg_restore"), "-f", str(script), str(dump)],
@@ -106,11 +109,13 @@ def test_an_object_that_decompresses_to_other_bytes_is_refused(nsync_env, instan
     other bytes than pg_dump wrote: read-back and download both refuse it."""
     assert run_daily_job(instance).success
     store, folder, manifest = _only_backup(nsync_env)
-    rel = max((k for k in manifest["objects"] if k.endswith(".zst")),
-              key=lambda k: manifest["objects"][k]["raw_size"])
-    other = tmp_path / "other.dat"
-    other.write_bytes(b"1\tforged row\n" * 1000)
-    zstdio.compress_file(other, tmp_path / "other.zst", 1)
+    rel = "dump/small-tables.tar.zst"  # the sample's data files all travel in the bundle
+    members = manifest["objects"][rel]["members"]
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    for name in members:  # the same members, one of them with other rows
+        (forged / name).write_bytes(b"1\tforged row\n" if name == max(members) else b"")
+    zstdio.bundle_files(sorted(forged.iterdir()), tmp_path / "other.zst", 1)
     body = (tmp_path / "other.zst").read_bytes()
     store.put_bytes(folder + rel, body, "application/octet-stream")
     from nsync_dagster.storage.s3store import sha256_file
