@@ -87,7 +87,8 @@ def check(work: Path, manifest: dict[str, Any], etags: dict[str, str],
         if seen is None or seen["size"] != want["size"] or seen["etag"] != etags.get(rel):
             return f"{rel} in S3 changed since it was read back"
     for name, want in sorted(local.items()):
-        if sha256_file(work / name) != want.get("raw_sha256", want["sha256"]):
+        if sha256_file(work / name) != (want["raw_sha256"] if "raw_sha256" in want
+                                          else want["sha256"]):
             return f"local {name}: SHA-256 differs from the one S3 read back"
     return None
 
