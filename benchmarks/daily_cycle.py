@@ -316,7 +316,7 @@ def fixed_cost(prod, staging, aws: dict, tmp: Path, repeats: int) -> dict:
     from nsync_dagster.embedded.stack import seed_sample_platform
 
     with contextlib.suppress(Exception):
-        prod.psql("DROP SCHEMA " + ", ".join(f"tenant_{s:02d}" for s in range(100))
+        prod.psql("DROP SCHEMA IF EXISTS " + ", ".join(f"tenant_{s:02d}" for s in range(100))
                   + " CASCADE", dbname=DB)
     prod.psql("DROP TABLE IF EXISTS pgbench_accounts, pgbench_branches, pgbench_history, "
               "pgbench_tellers", dbname=DB)
