@@ -5,7 +5,8 @@ PostgreSQL 18 clusters (prod, staging) and a moto S3 server, loads pgbench data 
 times, on the same servers: nsync's snapshot/backup/staging steps and the naive chain. Each
 cycle runs in its own Python subprocess so its peak RSS (and its children's) is measured alone.
 
-    python benchmarks/daily_cycle.py --scales 10,50 --compress 1,0 --variants blank,entropy
+    python benchmarks/daily_cycle.py            # scale 50 realistic, 5,000 tables, fixed cost
+    python benchmarks/daily_cycle.py --scales 1 --repeats 1 --schema-heavy 0 --fixed-cost 0
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import os
 import platform
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -37,8 +40,9 @@ PHASES = ("preflight", "dump", "upload", "readback", "download", "restore", "ver
 # -- worker side: one cycle in a fresh process -------------------------------------------------
 def _instrument(timings: dict[str, list[float]]) -> None:
     """Record child-program wall times, manifest/verify scans and SHA-256 hashing time."""
+    from nsync_dagster.cycle import localcopy
     from nsync_dagster.postgres import dbstats
-    from nsync_dagster.storage import s3store
+    from nsync_dagster.storage import s3fetch, s3store, zstdio
 
     def add(key: str, seconds: float) -> None:
         timings.setdefault(key, []).append(round(seconds, 2))
@@ -69,7 +73,11 @@ def _instrument(timings: dict[str, list[float]]) -> None:
                 add(key, time.monotonic() - t)
         return wrapper
     dbstats.data_facts = timed(dbstats.data_facts, "data_facts")  # snapshot manifest, verify
-    s3store.sha256_file = timed(s3store.sha256_file, "sha256_file")
+    for module in (s3store, s3fetch, localcopy):
+        module.sha256_file = timed(module.sha256_file, "sha256_file")
+    zstdio.compress_file = timed(zstdio.compress_file, "zstd_compress")
+    zstdio.hash_stream = timed(zstdio.hash_stream, "readback_decompress")
+    zstdio.decompress_file = timed(zstdio.decompress_file, "zstd_decompress")
 
 
 def run_nsync(cfg: dict) -> dict:
@@ -95,7 +103,7 @@ def run_nsync(cfg: dict) -> dict:
               "restore": staged["restore_s"], "verify": staged["verify_s"]}
     phases["swap"] = t3 - t2 - sum(staged[k] for k in ("download_s", "restore_s", "verify_s"))
     return {"phases": phases, "total": t3 - t0, "backup_bytes": backup["bytes"],
-            "objects": backup["objects"], "detail": timings}
+            "objects": backup["objects"], "detail": timings, "source": staged.get("source")}
 
 
 def run_naive(cfg: dict) -> dict:
@@ -117,6 +125,7 @@ def run_naive(cfg: dict) -> dict:
     boto3.client("s3").upload_file(str(dump), BUCKET, f"naive/{cfg['partition']}.dump")
     phases["upload"] = time.monotonic() - t
     with psycopg.connect(stg + "postgres", password=STG_PW, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{cfg["naive_db"]}"')
         conn.execute(f'CREATE DATABASE "{cfg["naive_db"]}"')
     t = time.monotonic()
     out = subprocess.run([str(bin_dir / "pg_restore"), "-j2", "--no-owner", "--no-acl", "-d",
@@ -127,7 +136,29 @@ def run_naive(cfg: dict) -> dict:
         raise RuntimeError(f"naive pg_restore failed: {out.stderr[-1500:]}")
     size = dump.stat().st_size
     dump.unlink()
+    with psycopg.connect(stg + "postgres", password=STG_PW, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{cfg["naive_db"]}"')
     return {"phases": phases, "total": sum(phases.values()), "backup_bytes": size, "objects": 1}
+
+
+def tree_bytes(root: Path) -> int:
+    """Bytes of the files under ``root`` now (files may vanish while it walks)."""
+    total, stack = 0, [str(root)]
+    while stack:
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(stack.pop()):
+                with contextlib.suppress(OSError):
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    else:
+                        total += entry.stat(follow_symlinks=False).st_size
+    return total
+
+
+def sample_scratch(root: Path, peak: list[int], stop: threading.Event) -> None:
+    """Peak bytes in the local work folder (the dump, compression/encryption scratch, downloads)."""
+    while not stop.wait(0.3):
+        peak[0] = max(peak[0], tree_bytes(root))
 
 
 def sample_children(peak: dict[str, int], stop: threading.Event) -> None:
@@ -161,14 +192,18 @@ def worker(mode: str) -> None:
     cfg = json.loads(sys.stdin.read())
     os.environ.update(cfg["aws"])
     peak: dict[str, int] = {}
+    scratch = [0]
     stop = threading.Event()
     threading.Thread(target=sample_children, args=(peak, stop), daemon=True).start()
+    threading.Thread(target=sample_scratch, args=(Path(cfg["scratch_dir"]), scratch, stop),
+                     daemon=True).start()
     result = (run_nsync if mode == "nsync" else run_naive)(cfg)
     stop.set()
     result["hwm_self_kb"] = vm_hwm()[1]
     result["rss_self_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result["rss_children_kb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     result["child_hwm_kb"] = peak
+    result["scratch_peak"] = max(scratch[0], result["backup_bytes"] if mode == "naive" else 0)
     print("RESULT " + json.dumps(result))
 
 
@@ -218,49 +253,139 @@ def mem_gib() -> float:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
 
 
+def load_schema_heavy(prod, tables: int, schemas: int) -> float:
+    """A multi-tenant layout: ``tables`` small tables (primary key, 100 rows of random text)
+    spread over ``schemas`` schemas, owned by the Neon-shaped owner; pgbench's tables go."""
+    import psycopg
+
+    t = time.monotonic()
+    per = tables // schemas
+    with psycopg.connect(prod.url(OWNER, PROD_PW, DB), autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS pgbench_accounts, pgbench_branches, pgbench_history, "
+                     "pgbench_tellers")
+        for s in range(schemas):
+            conn.execute(f"CREATE SCHEMA tenant_{s:02d}")
+            conn.execute(f"""DO $$ BEGIN FOR i IN 1..{per} LOOP
+                EXECUTE format('CREATE TABLE tenant_{s:02d}.t%s (id int PRIMARY KEY, name text,
+                    amount numeric, created timestamptz DEFAULT now())', i);
+                EXECUTE format('INSERT INTO tenant_{s:02d}.t%s (id, name, amount) SELECT g,
+                    md5(random()::text), round((random() * 1000)::numeric, 2)
+                    FROM generate_series(1, 100) g', i);
+                END LOOP; END $$""")
+        conn.execute("VACUUM ANALYZE")
+    return time.monotonic() - t
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def med_row(runs: list[dict], chain: str, dataset: str, db_mb: float) -> dict:
+    """One row per chain: the median of each phase and of the totals over the repeats."""
+    phases = {p: median([r["phases"][p] for r in runs]) for p in runs[0]["phases"]}
+    return {"dataset": dataset, "db_mb": db_mb, "chain": chain, "phases": phases,
+            "total": median([r["total"] for r in runs]), "totals": [r["total"] for r in runs],
+            "backup_bytes": median([r["backup_bytes"] for r in runs]),
+            "scratch_peak": max(r["scratch_peak"] for r in runs),
+            "hwm_self_kb": max(r["hwm_self_kb"] for r in runs),
+            "child_hwm_kb": {k: max(r["child_hwm_kb"].get(k, 0) for r in runs)
+                             for r in runs for k in r["child_hwm_kb"]},
+            "detail": runs[-1].get("detail"), "source": runs[-1].get("source")}
+
+
 def fmt_table(rows: list[dict]) -> str:
-    head = ["dataset", "db size", "chain", "backup", *PHASES, "total", "x naive", "RSS",
-            "child RSS", "ru self", "ru ch"]
+    head = ["dataset", "db size", "chain", "artifact", "peak scratch", *PHASES, "total (median)",
+            "runs", "x naive", "RSS", "pg_dump RSS", "pg_restore RSS"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        ph = r["phases"]
+        ph, child = r["phases"], r["child_hwm_kb"]
         lines.append("| " + " | ".join([
-            r["dataset"], f"{r['db_mb']:.0f} MB", r["chain"], f"{r['backup_bytes'] / 2**20:.0f} MB",
+            r["dataset"], f"{r['db_mb']:.0f} MB", r["chain"],
+            f"{r['backup_bytes'] / 2**20:.0f} MiB", f"{r['scratch_peak'] / 2**20:.0f} MiB",
             *(f"{ph[p]:.1f}" if p in ph else "-" for p in PHASES), f"**{r['total']:.1f}**",
-            f"{r['ratio']:.2f}" if r.get("ratio") else "-",
-            *(f"{kb / 1024:.0f} MB" for kb in (
-                r["hwm_self_kb"], max(r["child_hwm_kb"].values(), default=0),
-                r["rss_self_kb"], r["rss_children_kb"]))]) + " |")
+            " / ".join(f"{t:.1f}" for t in r["totals"]),
+            f"**{r['ratio']:.2f}**" if r.get("ratio") else "-",
+            f"{r['hwm_self_kb'] / 1024:.0f} MB",
+            *(f"{child.get(k, 0) / 1024:.0f} MB" for k in ("pg_dump", "pg_restore"))]) + " |")
     return "\n".join(lines)
 
 
-def write_results(rows: list[dict], loads: list[str], started: str, args) -> None:
+def fixed_cost(prod, staging, aws: dict, tmp: Path, repeats: int) -> dict:
+    """Wall time of the whole ``nsync run daily`` (a fresh CLI process: start-up, Dagster, every
+    check) on the demo's sample database, and of ``nsync --help`` (start-up alone)."""
+    from nsync_dagster.embedded.stack import seed_sample_platform
+
+    with contextlib.suppress(Exception):
+        prod.psql("DROP SCHEMA IF EXISTS " + ", ".join(f"tenant_{s:02d}" for s in range(100))
+                  + " CASCADE", dbname=DB)
+    prod.psql("DROP TABLE IF EXISTS pgbench_accounts, pgbench_branches, pgbench_history, "
+              "pgbench_tellers", dbname=DB)
+    seed_sample_platform(prod.url(OWNER, PROD_PW, DB), 1)
+    home = tmp / "dagster_home"
+    home.mkdir(exist_ok=True)
+    env = {**os.environ, **aws, "DAGSTER_HOME": str(home),
+           "NSYNC_PROD_DATABASE_URL": prod.url(OWNER, PROD_PW, DB),
+           "NSYNC_STAGING_DATABASE_URL": staging.url(OWNER, STG_PW, DB),
+           "NSYNC_BACKUP_BUCKET": BUCKET, "NSYNC_WORK_DIR": str(tmp / "work"),
+           "PYTHONPATH": str(HERE.parent)}
+    db_mb = int(prod.psql(f"SELECT pg_database_size('{DB}')")) / 2**20
+    cli = [sys.executable, "-m", "nsync_dagster.cli"]
+    runs, helps, floors = [], [], []
+    for _ in range(repeats):
+        t = time.monotonic()
+        subprocess.run([sys.executable, "-c", "import dagster"], env=env, check=True)
+        floors.append(time.monotonic() - t)
+        t = time.monotonic()
+        subprocess.run([*cli, "--help"], env=env, check=True, capture_output=True)
+        helps.append(time.monotonic() - t)
+        t = time.monotonic()
+        out = subprocess.run([*cli, "run", "daily"], env=env, capture_output=True, text=True)
+        runs.append(time.monotonic() - t)
+        if out.returncode:
+            raise RuntimeError(f"nsync run daily failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+    return {"db_mb": db_mb, "runs": runs, "median": median(runs), "help": median(helps),
+            "import_dagster": median(floors),
+            "summary": out.stdout.strip().splitlines()[-12:]}
+
+
+def write_results(rows: list[dict], loads: list[str], started: str, args,
+                  fixed: dict | None) -> None:
     path = HERE / "RESULTS.md"
     old = path.read_text() if path.exists() else ""
     notes = old.split(NOTES, 1)[1] if NOTES in old else "\n"
-    details = "\n".join(f"- {r['dataset']} {r['chain']}: " + ", ".join(
+    details = "\n".join(f"- {r['dataset']} {r['chain']} (last run; staging restored from "
+                        f"{r.get('source')}): " + ", ".join(
         f"{k} {len(vs)}x {sum(vs):.1f} (max {max(vs):.1f})" for k, vs in r["detail"].items())
         + "; peak VmHWM " + ", ".join(f"{k} {v / 1024:.0f} MB" for k, v in sorted(
             r["child_hwm_kb"].items(), key=lambda kv: -kv[1])[:4])
         for r in rows if r.get("detail"))
+    fixed_text = "not measured (--fixed-cost 0)" if not fixed else (
+        f"**{fixed['median']:.1f} s** median of {len(fixed['runs'])} "
+        f"({' / '.join(f'{t:.1f}' for t in fixed['runs'])}) for the whole `nsync run daily` CLI "
+        f"process on the demo's sample database ({fixed['db_mb']:.0f} MB); `nsync --help` "
+        f"alone (start-up): {fixed['help']:.1f} s; `python -c 'import dagster'` alone: "
+        f"{fixed['import_dagster']:.1f} s.")
     text = f"""# nsync daily-cycle benchmark
 
-Measured by `benchmarks/daily_cycle.py --scales {args.scales} --compress {args.compress} \
---variants {args.variants}` on {started}.
+Measured by `benchmarks/daily_cycle.py --scales {args.scales} --variants {args.variants} \
+--zstd {args.zstd} --repeats {args.repeats} --schema-heavy {args.schema_heavy} \
+--fixed-cost {args.fixed_cost}` on {started}.
 
 Machine: {os.cpu_count()} CPUs, {mem_gib():.1f} GiB RAM, {platform.platform()}, Python \
 {platform.python_version()}. Prod and staging are two embedded PostgreSQL 18 clusters on this
 machine (fsync off), S3 is moto's ThreadedMotoServer in the driver process; everything shares
-the same {os.cpu_count()} CPUs and disk.
+the same {os.cpu_count()} CPUs and disk (and, during these runs, other sessions' work).
 
-Column definitions and method: `benchmarks/README.md`. Times in seconds.
+Column definitions and method: `benchmarks/README.md`. Times in seconds, medians over the
+runs listed (A/B alternating: the order of the chains flips every repeat).
 
 {fmt_table(rows)}
 
+Fixed cost: {fixed_text}
+
 Data loading (not part of the cycle): {"; ".join(loads)}.
 
-Child-program wall times and instrumented calls inside the nsync cycles (seconds; data_facts is
-the manifest scan during the dump, then the verification scan of the restored copy):
+Child-program wall times and instrumented calls inside the nsync cycles (seconds):
 
 {details}
 
@@ -270,9 +395,16 @@ the manifest scan during the dump, then the verification scan of the restored co
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scales", default="10,50", help="pgbench scales, comma-separated")
-    ap.add_argument("--compress", default="1,0", help="NSYNC_DUMP_COMPRESS levels to time")
-    ap.add_argument("--variants", default="blank,entropy", help="blank and/or entropy")
+    ap.add_argument("--scales", default="50", help="pgbench scales, comma-separated")
+    ap.add_argument("--variants", default="entropy", help="blank and/or entropy")
+    ap.add_argument("--zstd", default="1,0", help="NSYNC_ZSTD_LEVEL values to time nsync with "
+                    "(0 = pg_dump's gzip, NSYNC_DUMP_COMPRESS=1)")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per chain (median reported)")
+    ap.add_argument("--schema-heavy", default="5000x50",
+                    help="TABLESxSCHEMAS for the multi-tenant case, 0 to skip")
+    ap.add_argument("--heavy-repeats", type=int, default=1, help="runs per chain, schema-heavy")
+    ap.add_argument("--fixed-cost", type=int, default=3,
+                    help="runs of `nsync run daily` on the demo database, 0 to skip")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -290,7 +422,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="nsync-bench-"))
     tmp.chmod(0o755)  # the servers' user (as root) keeps its data here
     os.environ["NSYNC_PG_BIN_DIR"] = str(embedded_bin_dir())  # never picked by itself
-    clusters, server, rows, loads = [], None, [], []
+    clusters, server, rows, loads, fixed = [], None, [], [], None
     try:
         prod = EmbeddedCluster(tmp / "prod" / "data", SUPER_PW)
         staging = EmbeddedCluster(tmp / "staging" / "data", SUPER_PW)
@@ -307,43 +439,59 @@ def main() -> None:
         os.environ.update(aws)
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket=BUCKET)
-        day = dt.date(2026, 1, 1)
-        for scale in (int(s) for s in args.scales.split(",")):
-            loaded = False
+        day = [dt.date(2026, 1, 1)]
+        datasets: list[tuple[str, int, Callable[[], float]]] = []
+        for scale in (int(x) for x in args.scales.split(",") if x.strip()):
             for variant in args.variants.split(","):
-                secs = 0.0
-                if variant == "blank" or not loaded:
-                    secs, loaded = load(prod, scale, "blank"), True
-                if variant == "entropy":
-                    secs += load(prod, scale, "entropy")
-                loads.append(f"scale {scale} {variant} {secs:.0f}s")
-                dataset = f"s{scale} {variant}"
-                db_mb = int(prod.psql(f"SELECT pg_database_size('{DB}')")) / 2**20
-                day += dt.timedelta(days=1)
-                cfg = {"aws": aws, "bin_dir": str(prod.bin_dir), "work_dir": str(tmp / "naive"),
-                       "partition": day.isoformat(), "naive_db": f"naive_{scale}_{variant}",
-                       "prod_port": prod.port, "staging_port": staging.port}
-                settle(s3, BUCKET, clusters)
-                print(f"== {dataset}: {db_mb:.0f} MB, naive chain ...", flush=True)
-                naive = {**spawn("naive", cfg), "dataset": dataset, "db_mb": db_mb,
-                         "chain": "naive"}
-                staging.psql(f'DROP DATABASE "{cfg["naive_db"]}"')
-                rows.append(naive)
-                settle(s3, BUCKET, clusters)
-                for level in args.compress.split(","):
-                    day += dt.timedelta(days=1)
-                    env = {"NSYNC_PROD_DATABASE_URL": prod.url(OWNER, PROD_PW, DB),
-                           "NSYNC_STAGING_DATABASE_URL": staging.url(OWNER, STG_PW, DB),
-                           "NSYNC_BACKUP_BUCKET": BUCKET, "NSYNC_DUMP_COMPRESS": level,
-                           "NSYNC_WORK_DIR": str(tmp / "work"), **aws}
-                    print(f"== {dataset}: nsync Z={level} ...", flush=True)
-                    res = spawn("nsync", {**cfg, "env": env, "partition": day.isoformat()})
-                    rows.append({**res, "dataset": dataset, "db_mb": db_mb,
-                                 "chain": f"nsync Z={level}",
-                                 "ratio": res["total"] / naive["total"]})
-                    settle(s3, BUCKET, clusters)
-                print(fmt_table(rows), flush=True)
-                write_results(rows, loads, started, args)
+                def loader(scale=scale, variant=variant) -> float:
+                    secs = load(prod, scale, "blank")
+                    return secs + (load(prod, scale, "entropy") if variant == "entropy" else 0)
+                datasets.append((f"s{scale} {variant}", args.repeats, loader))
+        if args.schema_heavy != "0":
+            n_tables, n_schemas = (int(x) for x in args.schema_heavy.split("x"))
+            datasets.append((f"{n_tables} tables / {n_schemas} schemas", args.heavy_repeats,
+                             lambda: load_schema_heavy(prod, n_tables, n_schemas)))
+
+        def cycle(mode: str, level: str | None, dataset: str) -> dict:
+            day[0] += dt.timedelta(days=1)
+            cfg = {"aws": aws, "bin_dir": str(prod.bin_dir), "work_dir": str(tmp / "naive"),
+                   "scratch_dir": str(tmp / ("naive" if mode == "naive" else "work")),
+                   "partition": day[0].isoformat(), "naive_db": "naive_copy",
+                   "prod_port": prod.port, "staging_port": staging.port}
+            if mode == "nsync":
+                cfg["env"] = {"NSYNC_PROD_DATABASE_URL": prod.url(OWNER, PROD_PW, DB),
+                              "NSYNC_STAGING_DATABASE_URL": staging.url(OWNER, STG_PW, DB),
+                              "NSYNC_BACKUP_BUCKET": BUCKET, "NSYNC_ZSTD_LEVEL": level,
+                              "NSYNC_WORK_DIR": str(tmp / "work"), **aws}
+            settle(s3, BUCKET, clusters)
+            print(f"== {dataset}: {mode} {level or ''} ...", flush=True)
+            res = spawn(mode, cfg)
+            print(f"   {res['total']:.1f}s", flush=True)
+            return res
+
+        for dataset, repeats, loader in datasets:
+            loads.append(f"{dataset} {loader():.0f}s")
+            db_mb = int(prod.psql(f"SELECT pg_database_size('{DB}')")) / 2**20
+            chains = [("naive", None)] + [("nsync", lvl) for lvl in args.zstd.split(",")]
+            runs: dict[str, list[dict]] = {}
+            for i in range(repeats):
+                for mode, level in (chains if i % 2 == 0 else chains[::-1]):
+                    name = "naive" if mode == "naive" else (
+                        f"nsync zstd={level}" if level != "0" else "nsync gzip (Z=1)")
+                    runs.setdefault(name, []).append(cycle(mode, level, dataset))
+            naive = med_row(runs.pop("naive"), "naive", dataset, db_mb)
+            rows.append(naive)
+            for name, results in runs.items():
+                row = med_row(results, name, dataset, db_mb)
+                rows.append({**row, "ratio": row["total"] / naive["total"]})
+            print(fmt_table(rows), flush=True)
+            write_results(rows, loads, started, args, fixed)
+        if args.fixed_cost:
+            settle(s3, BUCKET, clusters)
+            fixed = fixed_cost(prod, staging, aws, tmp, args.fixed_cost)
+            print(f"fixed cost: nsync run daily {fixed['runs']} (median {fixed['median']:.1f}s),"
+                  f" nsync --help {fixed['help']:.1f}s", flush=True)
+            write_results(rows, loads, started, args, fixed)
         print(f"\nwrote {HERE / 'RESULTS.md'}")
     finally:
         if server is not None:

@@ -93,6 +93,7 @@ class RunConfig:
                              "NSYNC_STAGING_DATABASE_URL"),
             bucket=str(s3.backup_bucket), prefix=s3.backup_prefix,
             dump=DumpOptions(jobs=tuning.jobs, compress=tuning.dump_compress,
+                             zstd_level=tuning.zstd_level,
                              lock_wait_timeout_s=tuning.lock_wait_timeout,
                              timeout_s=tuning.dump_timeout, checksums=tuning.verify_checksums),
             restore_timeout_s=tuning.restore_timeout,

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from nsync_dagster.cycle import workspace
+from nsync_dagster.cycle import localcopy, workspace
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.preflight import daily_preflight
 from nsync_dagster.errors import (
@@ -53,9 +53,17 @@ def _pointer(settings: RunConfig, partition: str) -> Path:
 
 def snapshot_step(settings: RunConfig, store: BackupStore, partition: str,
                   report: Report = log.info) -> Snapshot:
-    """Check everything, then dump production; remember the snapshot for the backup step."""
+    """Check everything, then dump production; remember the snapshot for the backup step.
+
+    A dump kept from an earlier run for staging (see :mod:`.localcopy`) is removed first, so the
+    work folder never holds more than one.
+    """
+    if localcopy.exists(settings.work_dir):
+        with one_daily_run(settings):
+            localcopy.discard(settings.work_dir)
     daily_preflight(settings.prod, settings.staging, settings.maintenance_db, store,
-                    settings.work_dir, settings.dump.compress)
+                    settings.work_dir, settings.dump.pg_dump_level,
+                    zstd_level=settings.dump.zstd_level)
     with one_daily_run(settings):
         return _snapshot(settings, partition, report)
 
@@ -99,14 +107,19 @@ def _snapshot(settings: RunConfig, partition: str, report: Report) -> Snapshot:
 
 
 def backup_step(settings: RunConfig, store: BackupStore, partition: str,
-                report: Report = log.info) -> dict[str, Any]:
-    """Upload the partition's snapshot, read every object back, then remove the local copy."""
+                report: Report = log.info, *, keep_for_staging: bool = True) -> dict[str, Any]:
+    """Upload the partition's snapshot and read every object back.
+
+    The local copy is then kept for :func:`staging_step` (which restores from it only when it
+    is provably what S3 holds, see :mod:`.localcopy`) or, with ``keep_for_staging=False``,
+    removed at once.
+    """
     with one_daily_run(settings):
-        return _backup(settings, store, partition, report)
+        return _backup(settings, store, partition, report, keep_for_staging)
 
 
 def _backup(settings: RunConfig, store: BackupStore, partition: str,
-            report: Report) -> dict[str, Any]:
+            report: Report, keep_for_staging: bool = True) -> dict[str, Any]:
     pointer = _pointer(settings, partition)
     if not pointer.exists():
         raise BackupStoreError(f"no local snapshot for {partition}: materialize prod_snapshot "
@@ -124,7 +137,11 @@ def _backup(settings: RunConfig, store: BackupStore, partition: str,
         dt.date.fromisoformat(partition)), retention.policy_from_env(), dt.datetime.now(dt.UTC))
     for warning in store.warnings:  # a probe the IAM policy refused: carried on, said so
         report(f"WARNING: {warning}")
-    shutil.rmtree(work, ignore_errors=True)
+    if keep_for_staging:
+        localcopy.keep(settings.work_dir, work, backup_id=info["backup_id"], folder=folder,
+                       etags=verified["etags"])
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     pointer.unlink(missing_ok=True)
     size = sum(o["size"] for o in manifest["objects"].values())
     return {"backup_id": info["backup_id"], "folder": folder, "uri": store.uri(folder),
@@ -165,19 +182,35 @@ def verify_database(target: PgTarget, manifest: dict[str, Any], platform: tuple[
 
 
 def restore_verified(settings: RunConfig, store: BackupStore, folder: str, target: PgTarget,
-                     report: Report, tables: set[str] | None = None) -> dict[str, Any]:
-    """Download ``folder``, create roles, restore into ``target`` (empty) and verify it."""
+                     report: Report, tables: set[str] | None = None, *,
+                     kept_backup_id: str | None = None) -> dict[str, Any]:
+    """Download ``folder``, create roles, restore into ``target`` (empty) and verify it.
+
+    With ``kept_backup_id``, the dump the backup step kept locally is restored instead of a
+    download when :func:`.localcopy.usable` proves it identical to S3's objects.
+    """
     work = private_work_dir(settings) / f"restore-{target.dbname}-{new_backup_id()}"
     try:
         timings: dict[str, float] = {}
         t = time.monotonic()
-        try:
-            manifest = store.download(folder, work, report)
-        except Exception as exc:
-            if not workspace.is_disk_full(exc):
-                raise
-            raise BackupStoreError(workspace.disk_full_message(
-                settings.work_dir, f"downloading {store.uri(folder)}")) from None
+        kept = None
+        if kept_backup_id:
+            manifest = store.read_manifest(folder)
+            kept = localcopy.usable(settings.work_dir, store, folder, kept_backup_id,
+                                    manifest, report)
+        if kept is not None:
+            report(f"restoring from the local copy of {kept_backup_id}: every file's SHA-256 "
+                   f"equals S3's read-back and {store.uri(folder)} is unchanged since")
+            dump_dir = kept / "dump"
+        else:
+            dump_dir = work / "dump"
+            try:
+                manifest = store.download(folder, work, report)
+            except Exception as exc:
+                if not workspace.is_disk_full(exc):
+                    raise
+                raise BackupStoreError(workspace.disk_full_message(
+                    settings.work_dir, f"downloading {store.uri(folder)}")) from None
         timings["download_s"] = time.monotonic() - t
         with target.connect() as conn:
             role_result = roles.sync_roles(conn, manifest, settings.platform_roles)
@@ -198,7 +231,7 @@ def restore_verified(settings: RunConfig, store: BackupStore, folder: str, targe
             if names:
                 report(f"{label}: {', '.join(names)}")
         t = time.monotonic()
-        restored = restore_dump(work / "dump", target, manifest, jobs=settings.dump.jobs,
+        restored = restore_dump(dump_dir, target, manifest, jobs=settings.dump.jobs,
                                 platform=settings.platform_roles,
                                 timeout_s=settings.restore_timeout_s, report=report,
                                 tables=tables)
@@ -212,12 +245,18 @@ def restore_verified(settings: RunConfig, store: BackupStore, folder: str, targe
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {"manifest": manifest, "roles": role_result.__dict__, "restore": restored,
+            "source": "local copy" if kept is not None else "S3 download",
             "verification": verified, **{k: round(v, 2) for k, v in timings.items()}}
 
 
 def staging_step(settings: RunConfig, store: BackupStore, partition: str,
                  report: Report = log.info) -> dict[str, Any]:
-    """Rebuild staging from the partition's newest checksummed backup in S3, verify, swap."""
+    """Rebuild staging from the partition's newest checksummed backup in S3, verify, swap.
+
+    The bytes restored are the backup's S3 objects: downloaded, or the backup step's local copy
+    when it is proved identical to them (:mod:`.localcopy`); the local copy is removed when
+    this step ends, whichever way.
+    """
     candidates = [b for b in store.list_backups()
                   if b.date == partition and b.status in ("checksummed", "verified")]
     if not candidates:
@@ -240,7 +279,8 @@ def staging_step(settings: RunConfig, store: BackupStore, partition: str,
                 manifest_db = store.read_manifest(backup.key_prefix)["database"]
                 swap.create_next(conn, live, manifest_db)
             result = restore_verified(settings, store, backup.key_prefix,
-                                      settings.staging.with_db(nxt), report)
+                                      settings.staging.with_db(nxt), report,
+                                      kept_backup_id=backup.backup_id)
             # the restore is proved at this point; record it before touching the live copy
             store.mark_restore_verified(backup.key_prefix, {
                 "restored_into": settings.staging.display, **result["verification"]})
@@ -251,6 +291,8 @@ def staging_step(settings: RunConfig, store: BackupStore, partition: str,
             # copy); only nsync's own half-built copy goes
             swap.drop_attempt(maint, nxt, report, interrupted=not isinstance(exc, Exception))
             raise
+        finally:
+            localcopy.discard(settings.work_dir)
     return {"backup_id": backup.backup_id, "uri": store.uri(backup.key_prefix),
             "verified_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             **swapped, **result}

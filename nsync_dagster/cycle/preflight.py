@@ -174,20 +174,21 @@ def check_bucket(pf: Preflight, store: BackupStore) -> None:
     pf.run("backup bucket writable", check)
 
 
-def check_work_dir(pf: Preflight, prod: PgTarget, work_dir: Path, compress: int) -> None:
+def check_work_dir(pf: Preflight, prod: PgTarget, work_dir: Path, compress: int,
+                   zstd_level: int = 0) -> None:
     """The work folder has room for the dump (estimated from production's database size)."""
     def check() -> str:
         with prod.connect() as conn:
             (size,) = conn.execute("SELECT pg_database_size(current_database())").fetchone()
         pf.facts["prod_database_bytes"] = size
-        return workspace.require_room(work_dir, size, compress)
+        return workspace.require_room(work_dir, size, compress, zstd_level=zstd_level)
 
     pf.run("work folder has room for the dump", check)
 
 
 def daily_preflight(prod: PgTarget, staging: PgTarget, maintenance_db: str,
                     store: BackupStore, work_dir: Path | None = None,
-                    compress: int = 1) -> Preflight:
+                    compress: int = 1, zstd_level: int = 0) -> Preflight:
     """Everything the daily job needs, checked before it dumps anything (``work_dir``: also
     that the dump fits there)."""
     pf = Preflight()
@@ -195,7 +196,7 @@ def daily_preflight(prod: PgTarget, staging: PgTarget, maintenance_db: str,
         pf.run("client-side encryption keys", lambda: store.age.check(need_identity=True))
     check_production(pf, prod)
     if work_dir is not None and not pf.failures:
-        check_work_dir(pf, prod, work_dir, compress)
+        check_work_dir(pf, prod, work_dir, compress, zstd_level)
     check_staging(pf, staging, maintenance_db)
     check_not_same(pf, prod, staging)
     check_bucket(pf, store)

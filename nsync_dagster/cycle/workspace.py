@@ -1,12 +1,16 @@
 """Room in the work folder (``NSYNC_WORK_DIR``) for the dump, checked before a run starts, and
 a full disk during the run explained the same way.
 
-The dump of production needs about ``pg_database_size`` x a ratio: 1.0 uncompressed
-(``NSYNC_DUMP_COMPRESS=0``; indexes are not dumped, so the database size is an upper bound for
-ordinary data) and 0.5 compressed (gzip shrinks real data 2-5x; already-compressed columns do
-not shrink). ``NSYNC_DUMP_SPACE_RATIO`` replaces that ratio when a database is known to compress
-better or worse; 0 turns the check off. The same folder later holds the staging download (after
-the local dump was removed), which is the same size.
+The dump of production needs about ``pg_database_size`` x a ratio: 1.0 when pg_dump writes
+uncompressed files (the default: nsync compresses them with zstd on the way to S3, one file at
+a time, so the scratch beyond the dump is one compressed data file; or ``NSYNC_DUMP_COMPRESS=0``
+with ``NSYNC_ZSTD_LEVEL=0``; indexes are not dumped, so the database size is an upper bound for
+ordinary data) and 0.5 when pg_dump compresses with gzip (gzip shrinks real data 2-5x;
+already-compressed columns do not shrink). ``NSYNC_DUMP_SPACE_RATIO`` replaces that ratio when a
+database is known to compress better or worse; 0 turns the check off. The work folder never
+holds more than one dump: staging restores the kept dump itself (or, without it, downloads into
+the same folder, decompressed: the same size), and the next snapshot first removes a kept dump
+staging never used.
 """
 
 from __future__ import annotations
@@ -41,12 +45,16 @@ def free_bytes(work_dir: Path) -> int:
 
 
 def require_room(work_dir: Path, database_bytes: int, compress: int,
-                 env: Mapping[str, str] | None = None) -> str:
-    """Raise PreflightError (naming both numbers and the fix) when the dump will not fit."""
+                 env: Mapping[str, str] | None = None, *, zstd_level: int = 0) -> str:
+    """Raise PreflightError (naming both numbers and the fix) when the dump will not fit.
+
+    ``compress`` is pg_dump's own gzip level (0 when nsync compresses with zstd).
+    """
     ratio = space_ratio(compress, env)
     need, free = int(database_bytes * ratio), free_bytes(work_dir)
-    how = (f"production's database size {human_bytes(database_bytes)} x {ratio:g} for "
-           f"NSYNC_DUMP_COMPRESS={compress}")
+    why = (f"an uncompressed dump: NSYNC_ZSTD_LEVEL={zstd_level} compresses on the way to S3"
+           if zstd_level else f"NSYNC_DUMP_COMPRESS={compress}")
+    how = f"production's database size {human_bytes(database_bytes)} x {ratio:g} for {why}"
     if free < need:
         raise PreflightError(
             f"the work folder {work_dir} has {human_bytes(free)} free, but the dump needs about "

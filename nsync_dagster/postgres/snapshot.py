@@ -36,17 +36,27 @@ from nsync_dagster.progress import dir_size, watch_progress
 from nsync_dagster.redact import redact
 
 log = logging.getLogger("nsync.snapshot")
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: "compression" (nsync's own zstd of the data objects) added
 CANCEL_GRACE_S = 10  # how long a cancelled manifest scan may take to stop
 POLL_S = 0.2
 
 
 @dataclass(frozen=True)
 class DumpOptions:
-    """How pg_dump runs: parallel jobs, gzip level (0 = none), lock wait, overall timeout."""
+    """How pg_dump runs: parallel jobs, gzip level (0 = none), lock wait, overall timeout.
+
+    With ``zstd_level`` > 0, pg_dump writes uncompressed files and nsync compresses the data
+    files with zstd when it uploads them (``compress`` is then not used).
+    """
 
     jobs: int = 2
     compress: int = 1
+    zstd_level: int = 0
+
+    @property
+    def pg_dump_level(self) -> int:
+        """pg_dump's own gzip level (-Z)."""
+        return 0 if self.zstd_level else self.compress
     lock_wait_timeout_s: int = 120
     timeout_s: int = 3 * 3600
     checksums: bool = True
@@ -211,7 +221,7 @@ def take_snapshot(prod: PgTarget, work_dir: Path, options: DumpOptions, *, backu
         report(f"snapshot {snap.snapshot_id} exported; {len(snap.tables)} tables locked "
                "(ACCESS SHARE) until the dump and the manifest are done")
         args, env = prod.command(tools, "pg_dump", [
-            "-Fd", "-j", str(options.jobs), "-Z", str(options.compress), "-f", str(dump_dir),
+            "-Fd", "-j", str(options.jobs), "-Z", str(options.pg_dump_level), "-f", str(dump_dir),
             f"--snapshot={snap.snapshot_id}",
             f"--lock-wait-timeout={options.lock_wait_timeout_s}s", "--no-sync"])
         with tempfile.TemporaryFile(mode="w+") as stderr:
@@ -257,7 +267,9 @@ def take_snapshot(prod: PgTarget, work_dir: Path, options: DumpOptions, *, backu
         "server_major": major, "pg_dump_version": tools.version,
         "snapshot_id": snap.snapshot_id, "snapshot_time": snap.time.isoformat(),
         "lsn": snap.lsn, "dump_format": "directory",
-        "dump_compression": f"gzip:{options.compress}" if options.compress else "none",
+        "dump_compression": (f"gzip:{options.pg_dump_level}" if options.pg_dump_level
+                             else "none"),
+        "compression": f"zstd:{options.zstd_level}" if options.zstd_level else "none",
         "started_at": started_at, "finished_at": _now(),
         "duration_s": round(time.monotonic() - started, 3), "checksums": options.checksums,
         "sequence_values_from": "dump", **data,

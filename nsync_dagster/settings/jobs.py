@@ -21,8 +21,17 @@ class Tuning(Group):
 
     dump_compress: int = setting(
         1,
-        "gzip level for pg_dump (-Z); 0 = uncompressed (faster, about 3x larger in S3).",
+        "gzip level for pg_dump (-Z) when NSYNC_ZSTD_LEVEL is 0; 0 = uncompressed (faster, "
+        "about 3x larger in S3).",
         ge=0, le=9, example="0")
+
+    zstd_level: int = setting(
+        1,
+        "zstd level nsync compresses the dump's data files with on the way to S3 (pg_dump then "
+        "writes them uncompressed: the dump took half the time of its gzip -Z1 in benchmarks/); "
+        "0 = pg_dump compresses with gzip (NSYNC_DUMP_COMPRESS), the format before zstd. Needs "
+        "room for the uncompressed dump in NSYNC_WORK_DIR.",
+        ge=0, le=19, example="3")
 
     lock_wait_timeout: int = setting(
         120,

@@ -21,65 +21,51 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from boto3.s3.transfer import TransferConfig
-
 from nsync_dagster.errors import BackupStoreError, PreflightError
 from nsync_dagster.progress import ByteCounter, human_bytes, watch_progress
-from nsync_dagster.storage import crypto, s3access
+from nsync_dagster.storage import crypto, s3access, zstdio
 from nsync_dagster.storage.crypto import AgeKeys
+from nsync_dagster.storage.s3catalog import CHECKSUMS_OK, MANIFEST, RESTORE_OK, BackupInfo, Catalog
+from nsync_dagster.storage.s3fetch import (
+    CHUNK,
+    ENCRYPTED_SCRATCH,
+    TRANSFER,
+    Fetching,
+    for_each,
+    sha256_file,
+)
+
+__all__ = ["CHECKSUMS_OK", "ENCRYPTED_SCRATCH", "MANIFEST", "MARKERS", "RESTORE_OK", "TRANSFER",
+           "BackupInfo", "BackupStore", "sha256_file"]
 
 log = logging.getLogger("nsync.s3")
-CHUNK = 16 * 1024 * 1024
-TRANSFER = TransferConfig(multipart_threshold=CHUNK, multipart_chunksize=CHUNK, max_concurrency=4,
-                          use_threads=True)
-MANIFEST = "manifest.json"
-ENCRYPTED_SCRATCH = ".age-scratch"  # beside dump/ in a work dir: one encrypted file at a time
-CHECKSUMS_OK = "_checksums_verified.json"
-RESTORE_OK = "_restore_verified.json"
 MARKERS = (RESTORE_OK, CHECKSUMS_OK, MANIFEST)  # retention deletes these first, in this order
 DISK_ADVICE = ("free space in the work folder, or point NSYNC_WORK_DIR at a disk with room for "
                "the dump")
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1024 * 1024):
-            h.update(block)
-    return h.hexdigest()
+def zstd_level(manifest: dict[str, Any]) -> int:
+    """The zstd level nsync compresses (or compressed) the data objects with; 0 = none (pg_dump
+    compressed them itself, or nothing did: manifests before format 2)."""
+    spec = str(manifest.get("compression") or "")
+    if not spec or spec == "none":
+        return 0
+    codec, _, level = spec.partition(":")
+    if codec != "zstd" or not level.isdigit():
+        raise BackupStoreError(f"unknown object compression {spec!r} in the manifest; a newer "
+                               "nsync wrote it")
+    return int(level)
 
 
-@dataclass
-class BackupInfo:
-    """One backup folder in the bucket, as listed."""
-
-    key_prefix: str
-    backup_id: str
-    date: str
-    size: int = 0
-    objects: int = 0
-    has_manifest: bool = False
-    checksums_verified: bool = False
-    restore_verified: bool = False
-    last_modified: dt.datetime | None = None
-    keys: list[str] = field(default_factory=list)
-
-    @property
-    def status(self) -> str:
-        if not self.has_manifest:
-            return "incomplete"
-        if self.checksums_verified and self.restore_verified:
-            return "verified"
-        if self.checksums_verified:
-            return "checksummed"
-        return "uploaded"
+def _is_data_file(path: Path) -> bool:
+    """pg_dump's per-table (and large-object) data files; toc.dat stays plain."""
+    return path.suffix == ".dat" and path.name != "toc.dat"
 
 
-class BackupStore:
+class BackupStore(Fetching, Catalog):
     """The backups of one bucket/prefix. ``client`` is a boto3 S3 client.
 
     ``age``: the client-side encryption keys; ``None`` reads ``NSYNC_AGE_RECIPIENTS`` and
@@ -125,9 +111,6 @@ class BackupStore:
         y, m, d = date.split("-")
         return f"{self.prefix}/{y}/{m}/{d}/{backup_id}/"
 
-    def uri(self, key: str = "") -> str:
-        return f"s3://{self.bucket}/{key}"
-
     # -- preflight -----------------------------------------------------------------------------
     def check_access(self) -> None:
         """The bucket exists and these credentials can list, write, read back and delete under
@@ -170,33 +153,77 @@ class BackupStore:
                report: Callable[[str], None] = log.info) -> dict[str, Any]:
         """Upload ``dump/`` and ``roles.sql`` from ``work_dir``, then the manifest (last).
 
-        With age recipients, each file is first stream-encrypted to a scratch file beside
-        ``dump/`` (one at a time, removed after its upload) and stored as ``<name>.age``.
+        With ``manifest["compression"] == "zstd:<level>"`` (pg_dump wrote uncompressed data
+        files), each ``dump/*.dat`` data file is zstd-compressed to a scratch file beside
+        ``dump/`` and stored as ``<name>.zst``; its object records the SHA-256 and size of the
+        uncompressed file (``raw_sha256``, ``raw_size``) besides the stored object's.
+        With age recipients, each file (compressed first, if so) is then stream-encrypted to a
+        scratch file and stored as ``<name>.age``. Each scratch file is removed after its
+        upload. Files smaller than the multipart chunk go up ``PARALLEL`` at a time (one
+        ``PutObject`` each), bigger ones one at a time in parallel parts: the scratch space is
+        at most ``PARALLEL`` small files plus one big one. With zstd, data files smaller than
+        ``zstdio.BUNDLE_MAX`` travel together as one object, ``dump/small-tables.tar.zst``,
+        whose entry lists every member's SHA-256 and size (``members``).
         """
+        level = zstd_level(manifest)
         files = sorted(p for p in (work_dir / "dump").rglob("*") if p.is_file())
         files.append(work_dir / "roles.sql")
         objects: dict[str, dict[str, Any]] = {}
         sent = ByteCounter()
         scratch = work_dir / ENCRYPTED_SCRATCH
+        bundle, members = scratch / "dump" / zstdio.BUNDLE, {}
+        small = [p for p in files if level and _is_data_file(p)
+                 and p.parent == work_dir / "dump" and p.stat().st_size < zstdio.BUNDLE_MAX]
+        if len(small) > 1:
+            members = zstdio.bundle_files(small, bundle, level)
+            files = [p for p in files if p not in set(small)] + [bundle]
+
+        def send(path: Path) -> tuple[str, dict[str, Any]]:
+            rel = path.relative_to(work_dir).as_posix()
+            raw: dict[str, Any] = {}
+            if path == bundle:
+                rel, raw = f"dump/{zstdio.BUNDLE}", {"members": members}
+            elif level and _is_data_file(path):
+                rel += zstdio.SUFFIX
+                raw["raw_sha256"], raw["raw_size"] = zstdio.compress_file(
+                    path, scratch / rel, level)
+                path = scratch / rel
+            plain_size = path.stat().st_size
+            if self.age.enabled:
+                compressed, rel = path, rel + crypto.SUFFIX
+                crypto.encrypt_file(path, scratch / rel, self.age.recipients)
+                path = scratch / rel
+                if raw:
+                    compressed.unlink()
+            entry = {"size": path.stat().st_size, **raw}
+            if self.age.enabled:
+                entry["plaintext_size"] = plain_size
+            extra = {**self._extra()}
+            if entry["size"] < CHUNK:  # one request; the hash of the bytes sent
+                body = path.read_bytes()
+                entry["sha256"] = hashlib.sha256(body).hexdigest()
+                self._call(f"upload {rel}", self.client.put_object, Bucket=self.bucket,
+                           Key=folder + rel, Body=body,
+                           Metadata={"sha256": entry["sha256"]}, **extra)
+                sent(len(body))
+            else:
+                entry["sha256"] = sha256_file(path)
+                self._call(f"upload {rel}", self.client.upload_file, str(path), self.bucket,
+                           folder + rel,
+                           ExtraArgs={**extra, "Metadata": {"sha256": entry["sha256"]}},
+                           Config=TRANSFER, Callback=sent)
+            written.append(folder + rel)
+            if path.is_relative_to(scratch):
+                path.unlink()
+            return rel, entry
+
+        written: list[str] = []  # list.append is atomic: safe from the upload threads
         try:
             with watch_progress("upload", lambda: sent.value, report):
-                for path in files:
-                    rel = path.relative_to(work_dir).as_posix()
-                    plain_size = path.stat().st_size
-                    if self.age.enabled:
-                        rel += crypto.SUFFIX
-                        crypto.encrypt_file(path, scratch / rel, self.age.recipients)
-                        path = scratch / rel
-                    objects[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
-                    if self.age.enabled:
-                        objects[rel]["plaintext_size"] = plain_size
-                    self._call(f"upload {rel}", self.client.upload_file, str(path), self.bucket,
-                               folder + rel,
-                               ExtraArgs={**self._extra(),
-                                          "Metadata": {"sha256": objects[rel]["sha256"]}},
-                               Config=TRANSFER, Callback=sent)
-                    if self.age.enabled:
-                        path.unlink()
+                objects.update(for_each(files, send, lambda p: p.stat().st_size < CHUNK))
+        except BaseException:
+            self._remove_quietly(written)  # other files went up beside the one that failed
+            raise
         finally:
             crypto.remove_tree(scratch)
         if self.age.enabled:
@@ -209,92 +236,27 @@ class BackupStore:
                    **self._extra())
         total = sum(o["size"] for o in objects.values())
         how = " (age-encrypted on this machine)" if self.age.enabled else ""
+        how = (f" (data files zstd-compressed, level {level})" if level else "") + how
         report(f"uploaded {len(objects)} objects{how}, {human_bytes(total)} to "
                f"{self.uri(folder)}")
         return manifest
+
+    def _remove_quietly(self, keys: list[str]) -> None:
+        """Best effort: the objects of an upload that failed (no manifest was written, so the
+        backup is incomplete either way; retention would remove them later)."""
+        for i in range(0, len(keys), 1000):
+            try:
+                self.client.delete_objects(Bucket=self.bucket, Delete={
+                    "Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
+            except Exception as exc:  # the upload's own error is the one to report
+                log.warning("could not remove the objects of a failed upload: %s", exc)
+                return
 
     # -- reading -------------------------------------------------------------------------------
     def read_manifest(self, folder: str) -> dict[str, Any]:
         resp = self._call("read the manifest", self.client.get_object, Bucket=self.bucket,
                           Key=folder + MANIFEST)
         return json.loads(resp["Body"].read())
-
-    def verify_objects(self, folder: str,
-                       report: Callable[[str], None] = log.info) -> dict[str, Any]:
-        """Read every object back, hash it and compare with the manifest; record the result."""
-        manifest = self.read_manifest(folder)
-        problems, total, received = [], 0, ByteCounter()
-        with watch_progress("read-back", lambda: received.value, report):
-            for rel, want in sorted(manifest["objects"].items()):
-                head = self._call(f"inspect {rel}", self.client.head_object, Bucket=self.bucket,
-                                  Key=folder + rel)
-                if head["ContentLength"] != want["size"]:
-                    problems.append(f"{rel}: size {head['ContentLength']} != {want['size']}")
-                    continue
-                if not head.get("ServerSideEncryption"):
-                    problems.append(f"{rel}: stored without server-side encryption")
-                digest = self._call(f"read {rel}", self._sha256_of, folder + rel, received)
-                if digest != want["sha256"]:
-                    problems.append(f"{rel}: SHA-256 mismatch")
-                total += want["size"]
-        if problems:
-            raise BackupStoreError(f"backup {self.uri(folder)} failed verification: "
-                                   + "; ".join(problems[:10]))
-        result = {"verified_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                  "objects": len(manifest["objects"]), "bytes": total}
-        self._put_json(folder + CHECKSUMS_OK, result)
-        return {**result, "manifest": manifest}
-
-    def _sha256_of(self, key: str, received: Callable[[int], None]) -> str:
-        """Stream one object and hash it (a read that fails midway raises, inside ``_call``)."""
-        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
-        h = hashlib.sha256()
-        for chunk in body.iter_chunks(1024 * 1024):
-            h.update(chunk)
-            received(len(chunk))
-        return h.hexdigest()
-
-    def download(self, folder: str, dest: Path, report: Callable[[str], None] = log.info) -> dict:
-        """Download a backup into ``dest`` and check every object's SHA-256.
-
-        Objects of a client-side encrypted backup (manifest ``encryption.client_side: age``)
-        are checked as stored, then stream-decrypted with this store's identity
-        (``NSYNC_AGE_IDENTITY``) to their plaintext names; the ciphertext is removed.
-        """
-        manifest = self.read_manifest(folder)
-        encryption = manifest.get("encryption") or {}
-        encrypted = encryption.get("client_side") == "age"
-        if encryption and not encrypted:
-            raise BackupStoreError(f"{self.uri(folder)}: unknown client-side encryption "
-                                   f"{encryption.get('client_side')!r}; a newer nsync wrote it")
-        if encrypted:  # a missing or malformed key fails before downloading gigabytes
-            crypto.require_identity(self.age.identity, name=f"backup {self.uri(folder)}",
-                                    recipients=encryption.get("recipients", ()))
-        scratch = dest / ENCRYPTED_SCRATCH
-        received = ByteCounter()
-        try:
-            with watch_progress("download", lambda: received.value, report):
-                for rel, want in sorted(manifest["objects"].items()):
-                    target = (scratch if encrypted else dest) / rel
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    self._call(f"download {rel}", self.client.download_file, self.bucket,
-                               folder + rel, str(target), Config=TRANSFER, Callback=received)
-                    if sha256_file(target) != want["sha256"]:
-                        raise BackupStoreError(f"{self.uri(folder + rel)}: SHA-256 mismatch "
-                                               "after download; the backup object is corrupt")
-                    if encrypted:
-                        plain = rel[:-len(crypto.SUFFIX)] if rel.endswith(crypto.SUFFIX) else rel
-                        crypto.decrypt_file(target, dest / plain, self.age.identity,
-                                            name=self.uri(folder + rel),
-                                            recipients=encryption.get("recipients", ()),
-                                            plaintext_size=want.get("plaintext_size"))
-                        target.unlink()
-        finally:
-            crypto.remove_tree(scratch)
-        if encrypted:
-            report(f"decrypted {len(manifest['objects'])} age-encrypted objects")
-        (dest / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        return manifest
 
     def mark_restore_verified(self, folder: str, details: dict[str, Any]) -> None:
         self._put_json(folder + RESTORE_OK, {
@@ -309,61 +271,3 @@ class BackupStore:
         encryption."""
         self._call(f"write {key}", self.client.put_object, Bucket=self.bucket, Key=key,
                    Body=body, ContentType=content_type, **self._extra())
-
-    # -- listing -------------------------------------------------------------------------------
-    def list_backups(self) -> list[BackupInfo]:
-        """Every backup folder under the prefix, oldest first (paginates past 1,000 keys)."""
-        found: dict[str, BackupInfo] = {}
-        paginator = self.client.get_paginator("list_objects_v2")
-        try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + "/"):
-                for obj in page.get("Contents", []):
-                    parts = obj["Key"][len(self.prefix) + 1:].split("/")
-                    if len(parts) < 5 or not all(p.isdigit() for p in parts[:3]):
-                        continue
-                    folder = f"{self.prefix}/{'/'.join(parts[:4])}/"
-                    info = found.setdefault(folder, BackupInfo(
-                        folder, parts[3], f"{parts[0]}-{parts[1]}-{parts[2]}"))
-                    name = "/".join(parts[4:])
-                    info.keys.append(obj["Key"])
-                    info.has_manifest |= name == MANIFEST
-                    info.checksums_verified |= name == CHECKSUMS_OK
-                    info.restore_verified |= name == RESTORE_OK
-                    if not name.startswith("_") and name != MANIFEST:
-                        info.size += obj["Size"]
-                        info.objects += 1
-                    if info.last_modified is None or obj["LastModified"] > info.last_modified:
-                        info.last_modified = obj["LastModified"]
-        except Exception as exc:
-            if not s3access.is_s3_error(exc):
-                raise
-            raise BackupStoreError(s3access.explain(exc, self.bucket, "list backups"),
-                                   transient=s3access.is_transient(exc)) from None
-        return sorted(found.values(), key=lambda b: (b.date, b.backup_id))
-
-    def find_to_restore(self, spec: str) -> BackupInfo:
-        """The backup a restore means: ``latest`` and dates pick only fully verified backups;
-        an explicit id may also be one that was read back but never restored (for example the
-        day staging failed)."""
-        latest_or_day = spec == "latest" or (len(spec) == 10 and spec[4] == "-")
-        return self.find(spec, require="verified" if latest_or_day else "checksummed")
-
-    def find(self, spec: str, *, require: str = "verified") -> BackupInfo:
-        """``latest``, a backup id, or a date (newest that day); must have status ``require``.
-
-        ``require`` is ``verified`` (default) or ``checksummed`` (also accepts verified).
-        """
-        ok = {"verified": {"verified"}, "checksummed": {"verified", "checksummed"}}[require]
-        backups = self.list_backups()
-        if spec == "latest":
-            chosen = [b for b in backups if b.status in ok]
-        elif len(spec) == 10 and spec[4] == "-" and spec[7] == "-":
-            chosen = [b for b in backups if b.date == spec and b.status in ok]
-        else:
-            chosen = [b for b in backups if b.backup_id == spec]
-            if chosen and chosen[-1].status not in ok:
-                raise BackupStoreError(f"backup {spec} is {chosen[-1].status}, not {require}")
-        if not chosen:
-            raise BackupStoreError(f"no {require} backup matches '{spec}' in "
-                                   f"{self.uri(self.prefix + '/')}; list them with 'nsync backups'")
-        return chosen[-1]

@@ -10,11 +10,13 @@ on a real Neon child branch.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import boto3
 import dagster as dg
 import pytest
 
+from nsync_dagster.cycle import localcopy
 from nsync_dagster.embedded.neon_shape import shape_like_neon
 from nsync_dagster.embedded.postgres import EmbeddedCluster
 from nsync_dagster.storage.s3store import RESTORE_OK
@@ -136,6 +138,9 @@ def test_daily_job_resets_staging_backs_it_up_and_verifies_then_recovery_test(
                                         Key=manifest_key)["Body"].read())
     assert manifest["staging_method"] == "neon-branch-reset"
     assert manifest["neon_branch_reset"]["source_branch_id"] == MAIN
+    # nothing restores from the local dump in this mode: it is gone once the backup is read back
+    work = Path(branch_env["NSYNC_WORK_DIR"])
+    assert not localcopy.exists(work) and not list(work.glob("*/dump")), list(work.iterdir())
 
     # the recovery test proves that backup restores (no daily run does in this mode)
     from nsync_dagster.definitions import defs

@@ -168,7 +168,8 @@ def test_corrupted_download_refused_staging_untouched(pg_staging, s3_endpoint, n
     settings = RunConfig.from_env(nsync_env)
     direct = BackupStore(s3_client(s3_endpoint), settings.bucket, settings.prefix)
     pipeline.snapshot_step(settings, direct, "2026-11-28")
-    pipeline.backup_step(settings, direct, "2026-11-28")
+    # no local copy kept: staging downloads (as a staging run on its own does)
+    pipeline.backup_step(settings, direct, "2026-11-28", keep_for_staging=False)
     proxy.add("GET", DUMP_OBJECT, "corrupt", times=None)
     with pytest.raises(BackupStoreError, match="corrupt in the bucket or in transit"):
         pipeline.staging_step(settings, backup_store(settings, s3_from_env()), "2026-11-28")

@@ -71,3 +71,47 @@ def test_upload_writes_manifest_last_encrypted_and_verifies(s3_endpoint, bucket,
     client.put_object(Bucket=bucket, Key=folder + "roles.sql", Body=b"CREATE ROLE evil;")
     with pytest.raises(BackupStoreError, match="roles.sql"):
         store.verify_objects(folder)
+
+
+def test_zstd_upload_compresses_bundles_and_downloads_the_same_files(s3_endpoint, bucket,
+                                                                      tmp_path):
+    """A big data file becomes ``<name>.zst``, the small ones one tar bundle; the read-back
+    decompresses both, the download gives back pg_dump's exact files; a big object rewritten
+    with other (validly compressed) bytes and a matching SHA-256 is refused."""
+    from nsync_dagster.storage import zstdio
+    from nsync_dagster.storage.s3store import sha256_file
+
+    client = s3_client(s3_endpoint)
+    store = BackupStore(client, bucket, "nsync")
+    work = tmp_path / "work"
+    (work / "dump").mkdir(parents=True)
+    files = {"dump/3001.dat": b"".join(b"%d\trow %d text\n" % (i, i) for i in range(200_000)),
+             "dump/3002.dat": b"1\tsmall\n", "dump/3003.dat": b"", "dump/toc.dat": b"toc",
+             "roles.sql": b"CREATE ROLE app;"}
+    for rel, data in files.items():
+        (work / rel).write_bytes(data)
+    folder = store.folder("2026-11-06", "20261106T060000Z")
+    manifest = store.upload(work, {"backup_id": "x", "compression": "zstd:1"}, folder)
+    assert set(manifest["objects"]) == {"dump/3001.dat.zst", "dump/small-tables.tar.zst",
+                                        "dump/toc.dat", "roles.sql"}
+    big = manifest["objects"]["dump/3001.dat.zst"]
+    assert big["raw_size"] == len(files["dump/3001.dat"]) > 4 * big["size"]
+    assert set(manifest["objects"]["dump/small-tables.tar.zst"]["members"]) == {"3002.dat",
+                                                                               "3003.dat"}
+    assert store.verify_objects(folder)["objects"] == 4
+    store.download(folder, tmp_path / "dl")
+    for rel, data in files.items():
+        assert (tmp_path / "dl" / rel).read_bytes() == data, rel
+    assert not list((tmp_path / "dl").rglob("*.zst"))
+    other = tmp_path / "other.dat"
+    other.write_bytes(files["dump/3001.dat"].replace(b"row 7 ", b"row 8 "))
+    zstdio.compress_file(other, tmp_path / "other.zst", 1)
+    client.put_object(Bucket=bucket, Key=folder + "dump/3001.dat.zst",
+                      Body=(tmp_path / "other.zst").read_bytes(), ServerSideEncryption="AES256")
+    big.update(size=(tmp_path / "other.zst").stat().st_size,
+               sha256=sha256_file(tmp_path / "other.zst"))
+    store.put_bytes(folder + "manifest.json", json.dumps(manifest).encode(), "application/json")
+    with pytest.raises(BackupStoreError, match="3001.dat.zst: decompresses to other bytes"):
+        store.verify_objects(folder)
+    with pytest.raises(BackupStoreError, match="decompresses to other bytes"):
+        store.download(folder, tmp_path / "dl2")

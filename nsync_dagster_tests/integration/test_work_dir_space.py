@@ -54,7 +54,9 @@ def test_preflight_refuses_a_work_dir_without_room(pg_staging, nsync_env, instan
     text = failure_text(result)
     assert "work folder has room for the dump: the work folder" in text, text
     assert "has 2.0 MiB free, but the dump needs about" in text
-    assert "production's database size" in text and "x 0.5 for NSYNC_DUMP_COMPRESS=1" in text
+    assert "production's database size" in text and ("x 1 for an uncompressed dump: "
+                                                      "NSYNC_ZSTD_LEVEL=1 compresses on the way "
+                                                      "to S3") in text
     assert "point NSYNC_WORK_DIR at a disk with room for the dump" in text
     assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert bucket_keys(nsync_env) == 0

@@ -35,6 +35,7 @@ BAD = [
     ("NSYNC_JOBS", "0", "is out of range", "integer 1..64"),
     ("NSYNC_JOBS", "two", "is not a whole number", "integer 1..64"),
     ("NSYNC_DUMP_COMPRESS", "10", "is out of range", "integer 0..9"),
+    ("NSYNC_ZSTD_LEVEL", "20", "is out of range", "integer 0..19"),
     ("NSYNC_LOCK_WAIT_TIMEOUT", "0", "is out of range", "integer seconds 1..86400"),
     ("NSYNC_DUMP_TIMEOUT", "59", "is out of range", "integer seconds 60..86400"),
     ("NSYNC_RESTORE_TIMEOUT", "1.5", "is not a whole number", "integer seconds 60..86400"),

@@ -84,13 +84,17 @@ def s3_backup(context: dg.AssetExecutionContext, nsync: NsyncResource,
     The dump, the role definitions and the manifest are uploaded under
     ``PREFIX/YYYY/MM/DD/<backup-id>/`` with server-side encryption; the manifest goes last and
     marks the backup complete. Every object is then downloaded again and its SHA-256 compared
-    with the manifest. Only then is the local copy deleted.
+    with the manifest (compressed data files are also decompressed and matched against the
+    files pg_dump wrote). The local copy is then kept for the staging rebuild only.
     """
     started = time.time()
     with failures_explained(context, "S3 backup"):
         settings = nsync.settings()
+        # the restore method rebuilds staging from the local copy once it is proved equal to
+        # S3's objects; a branch reset never restores, so the copy goes at once
         out = pipeline.backup_step(settings, backup_store(settings, s3), context.partition_key,
-                                   _reporter(context))
+                                   _reporter(context), keep_for_staging=(
+                                       branch_reset.staging_method() != branch_reset.METHOD))
     return dg.MaterializeResult(
         metadata={"backup_id": out["backup_id"], "location": dg.MetadataValue.url(out["uri"]),
                   "size": human_bytes(out["bytes"]), "bytes": out["bytes"],
@@ -114,7 +118,9 @@ def staging_database(context: dg.AssetExecutionContext, nsync: NsyncResource,
 
     Must be fresh by 06:00 New York time every day: a miss pages on-call.
 
-    Restoring from S3 (not from the local dump) proves every day that the backup restores.
+    What is restored is provably the S3 backup, so every day proves that the backup restores:
+    either a download, or the local dump when every file's SHA-256 equals the S3 read-back's
+    and S3 still lists the objects that were read (else it downloads).
     The new copy is built beside the live one, verified table by table against the manifest,
     and only then swapped in; open sessions on the old copy are ended. If anything fails the
     old staging stays exactly as it was.
