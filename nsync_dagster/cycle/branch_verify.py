@@ -24,7 +24,7 @@ import psycopg
 
 from nsync_dagster.cycle import pipeline
 from nsync_dagster.cycle.config import RunConfig
-from nsync_dagster.errors import BackupStoreError, VerificationError
+from nsync_dagster.errors import VerificationError
 from nsync_dagster.postgres import dbstats, roles
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.storage.s3store import BackupStore
@@ -84,12 +84,7 @@ def password_facts(settings: RunConfig, manifest: dict[str, Any]) -> dict[str, A
 def verify_branch_staging(settings: RunConfig, store: BackupStore, partition: str,
                           report: Report = log.info) -> dict[str, Any]:
     """Staging (the reset branch) against the partition's backup; production compared."""
-    candidates = [b for b in store.list_backups()
-                  if b.date == partition and b.status in ("checksummed", "verified")]
-    if not candidates:
-        raise BackupStoreError(f"no checksummed backup for {partition} in "
-                               f"{store.uri(store.prefix + '/')}: materialize s3_backup first")
-    backup = candidates[-1]
+    backup = pipeline.partition_backup(store, partition)
     manifest = store.read_manifest(backup.key_prefix)
     if manifest.get("staging_method") != METHOD:
         raise VerificationError(

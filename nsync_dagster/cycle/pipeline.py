@@ -30,6 +30,7 @@ from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.postgres.restore import restore_dump
 from nsync_dagster.postgres.snapshot import Snapshot, take_snapshot
 from nsync_dagster.storage import retention, s3retention
+from nsync_dagster.storage.s3catalog import BackupInfo
 from nsync_dagster.storage.s3store import BackupStore
 
 log = logging.getLogger("nsync.pipeline")
@@ -249,6 +250,16 @@ def restore_verified(settings: RunConfig, store: BackupStore, folder: str, targe
             "verification": verified, **{k: round(v, 2) for k, v in timings.items()}}
 
 
+def partition_backup(store: BackupStore, partition: str) -> BackupInfo:
+    """The partition's newest backup that was read back intact (checksummed or verified)."""
+    candidates = [b for b in store.list_backups()
+                  if b.date == partition and b.status in ("checksummed", "verified")]
+    if not candidates:
+        raise BackupStoreError(f"no checksummed backup for {partition} in "
+                               f"{store.uri(store.prefix + '/')}: materialize s3_backup first")
+    return candidates[-1]
+
+
 def staging_step(settings: RunConfig, store: BackupStore, partition: str,
                  report: Report = log.info) -> dict[str, Any]:
     """Rebuild staging from the partition's newest checksummed backup in S3, verify, swap.
@@ -257,12 +268,7 @@ def staging_step(settings: RunConfig, store: BackupStore, partition: str,
     when it is proved identical to them (:mod:`.localcopy`); the local copy is removed when
     this step ends, whichever way.
     """
-    candidates = [b for b in store.list_backups()
-                  if b.date == partition and b.status in ("checksummed", "verified")]
-    if not candidates:
-        raise BackupStoreError(f"no checksummed backup for {partition} in "
-                               f"{store.uri(store.prefix + '/')}: materialize s3_backup first")
-    backup = candidates[-1]
+    backup = partition_backup(store, partition)
     live = settings.staging.dbname
     nxt, _ = swap.names(live)
     maint = settings.staging.with_db(settings.maintenance_db)

@@ -195,26 +195,26 @@ class Fetching:
         return manifest
 
     @staticmethod
-    def _unbundle(src: Path, dest: Path, want: dict[str, Any], name: str) -> None:
+    def _zstd(name: str, action: Callable[[], Any]) -> Any:
+        """``action()``, with zstd's own errors turned into a BackupStoreError naming ``name``."""
         try:
-            found = zstdio.extract_bundle(src, dest)
+            return action()
         except Exception as exc:
             if not zstdio.is_error(exc):
                 raise
             raise BackupStoreError(f"{name} does not decompress: {exc}") from None
+
+    @classmethod
+    def _unbundle(cls, src: Path, dest: Path, want: dict[str, Any], name: str) -> None:
+        found = cls._zstd(name, lambda: zstdio.extract_bundle(src, dest))
         src.unlink()
         if not zstdio.members_match(found, want["members"]):
             raise BackupStoreError(f"{name} decompresses to other bytes than were dumped "
                                    "(a member's SHA-256 differs, or one is missing or extra)")
 
-    @staticmethod
-    def _decompress(src: Path, dst: Path, want: dict[str, Any], name: str) -> None:
-        try:
-            got = zstdio.decompress_file(src, dst)
-        except Exception as exc:
-            if not zstdio.is_error(exc):
-                raise
-            raise BackupStoreError(f"{name} does not decompress: {exc}") from None
+    @classmethod
+    def _decompress(cls, src: Path, dst: Path, want: dict[str, Any], name: str) -> None:
+        got = cls._zstd(name, lambda: zstdio.decompress_file(src, dst))
         src.unlink()
         if got != (want["raw_sha256"], want["raw_size"]):
             raise BackupStoreError(f"{name} decompresses to other bytes than were dumped "

@@ -17,17 +17,9 @@ import pytest
 
 from nsync_dagster.embedded.postgres import free_port
 from nsync_dagster_tests.conftest import REPO, assert_no_secret, nsync
-from nsync_dagster_tests.receivers import Receiver
 from nsync_dagster_tests.unit.test_deploy import dockerfile_cmd, dockerfile_env
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
 
 
 @pytest.fixture

@@ -10,18 +10,10 @@ import sys
 import pytest
 
 from nsync_dagster_tests.conftest import REPO
-from nsync_dagster_tests.receivers import Receiver
 
 NOISE = ("XDG_RUNTIME_DIR", "RuntimeDirWarning", "Warning:", "No dagster instance configuration",
          "Telemetry", "Welcome to Dagster", "- dagster - DEBUG -", "- dagster - INFO -",
          "- dagster - ERROR -", "Stack Trace:", "STEP_START", "RUN_START")
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
 
 
 @pytest.fixture
