@@ -85,7 +85,7 @@ def freeze(dev):
     """Stop the next run's main restore phase before it starts (see freezable_clients)."""
     flag = dev[0].log.parent / "FREEZE"  # the fixture's tmp folder
     flag.touch()
-    yield
+    yield flag
     flag.unlink(missing_ok=True)
 
 
@@ -93,7 +93,7 @@ def launch(server: Dev, tags: dict[str, str] | None = None) -> str:
     return server.launch(eastern_day(dt.datetime.now(dt.UTC)).isoformat(), tags)
 
 
-def frozen_restore(db: str) -> list[psutil.Process]:
+def frozen_restore(db: str, flag: Path | None = None) -> list[psutil.Process]:
     """nsync's pg_restore into ``<db>__nsync_next`` (main phase), stopped with SIGSTOP."""
     def find() -> list[psutil.Process]:
         found = []
@@ -107,6 +107,8 @@ def frozen_restore(db: str) -> list[psutil.Process]:
     procs = wait_until("pg_restore", find, timeout=400, every=0.02)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(procs[0].pid, signal.SIGSTOP)
+    if flag is not None:  # only this restore hangs: a retry of the run restores normally
+        flag.unlink(missing_ok=True)
     return procs
 
 
@@ -124,7 +126,7 @@ def assert_whole_and_clean(pg_prod, pg_staging, db: str, procs) -> None:
 def test_terminate_from_the_ui(dev, freeze, pg_prod, pg_staging):
     server, db = dev
     run = launch(server)
-    procs = frozen_restore(db)
+    procs = frozen_restore(db, freeze)
     server.terminate(run)
     wait_until("the run to end", lambda: server.status(run) in DONE, timeout=180)
     assert server.status(run) == "CANCELED"
@@ -134,7 +136,7 @@ def test_terminate_from_the_ui(dev, freeze, pg_prod, pg_staging):
 def test_max_runtime_ends_a_hung_restore(dev, freeze, pg_prod, pg_staging):
     server, db = dev
     run = launch(server, {"dagster/max_runtime": "20"})
-    procs = frozen_restore(db)
+    procs = frozen_restore(db, freeze)
     wait_until("run monitoring to end the run", lambda: server.status(run) in DONE, timeout=240)
     assert server.status(run) == "FAILURE"
     # a run retry (dagster/max_retries) may follow; wait until nothing is in flight
