@@ -89,7 +89,10 @@ def one_daily_run(settings: RunConfig) -> Iterator[None]:
 
 def _snapshot(settings: RunConfig, partition: str, report: Report) -> Snapshot:
     backup_id = new_backup_id()
-    work = private_work_dir(settings) / backup_id
+    while (private_work_dir(settings) / backup_id).exists():  # a backup of this same second
+        time.sleep(0.1)
+        backup_id = new_backup_id()
+    work = settings.work_dir / backup_id
     try:
         snap = take_snapshot(settings.prod, work, settings.dump, backup_id=backup_id,
                              partition=partition, report=report)

@@ -3,11 +3,7 @@ by Dagster itself: the UI's Terminate, and run monitoring's max runtime on a hun
 
 The restore is made to hang by freezing nsync's pg_restore (SIGSTOP). Afterwards staging is
 whole and open, the frozen pg_restore is gone, the unfinished copy is dropped, and the run is
-recorded as canceled (Terminate) or failed (max runtime).
-
-The freeze must not race the restore (on the small test database the main phase can end
-before a poller sees it): the run's pg_restore is a real one behind a wrapper that stops
-itself before it starts the main phase while ``FREEZE`` exists."""
+recorded as canceled (Terminate) or failed (max runtime)."""
 
 from __future__ import annotations
 
@@ -16,7 +12,6 @@ import datetime as dt
 import os
 import shutil
 import signal
-from pathlib import Path
 
 import psutil
 import pytest
@@ -47,7 +42,6 @@ def dev(pg_prod, pg_staging, s3_endpoint, dagster_storage_role, tmp_path_factory
     port = free_port()
     env = base_env()
     env.update(contract_env(pg_prod, pg_staging, s3_endpoint, bucket, tmp, db))
-    env["NSYNC_PG_BIN_DIR"] = str(freezable_clients(Path(env["NSYNC_PG_BIN_DIR"]), tmp))
     env.update(new_dagster_storage(dagster_storage_role))
     env.update({"DAGSTER_HOME": str(home), "NSYNC_STEP_RETRIES": "0",
                 "NSYNC_UI_URL": f"http://127.0.0.1:{port}"})
@@ -63,37 +57,11 @@ def dev(pg_prod, pg_staging, s3_endpoint, dagster_storage_role, tmp_path_factory
         pg_staging.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 
 
-def freezable_clients(real: Path, tmp: Path) -> Path:
-    """The real client binaries, with pg_restore wrapped: while ``tmp/FREEZE`` exists, the
-    main restore phase stops itself (SIGSTOP) before it starts."""
-    wrapped = tmp / "pgbin"
-    wrapped.mkdir()
-    for binary in real.iterdir():
-        (wrapped / binary.name).symlink_to(binary)
-    (wrapped / "pg_restore").unlink()
-    script = wrapped / "pg_restore"
-    script.write_text(f"""#!/bin/sh
-case "$*" in *phase-b-objects*) [ -e '{tmp / "FREEZE"}' ] && kill -STOP $$ ;; esac
-exec '{real / "pg_restore"}' "$@"
-""")
-    script.chmod(0o755)
-    return wrapped
-
-
-@pytest.fixture
-def freeze(dev):
-    """Stop the next run's main restore phase before it starts (see freezable_clients)."""
-    flag = dev[0].log.parent / "FREEZE"  # the fixture's tmp folder
-    flag.touch()
-    yield flag
-    flag.unlink(missing_ok=True)
-
-
 def launch(server: Dev, tags: dict[str, str] | None = None) -> str:
     return server.launch(eastern_day(dt.datetime.now(dt.UTC)).isoformat(), tags)
 
 
-def frozen_restore(db: str, flag: Path | None = None) -> list[psutil.Process]:
+def frozen_restore(db: str) -> list[psutil.Process]:
     """nsync's pg_restore into ``<db>__nsync_next`` (main phase), stopped with SIGSTOP."""
     def find() -> list[psutil.Process]:
         found = []
@@ -107,8 +75,6 @@ def frozen_restore(db: str, flag: Path | None = None) -> list[psutil.Process]:
     procs = wait_until("pg_restore", find, timeout=400, every=0.02)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(procs[0].pid, signal.SIGSTOP)
-    if flag is not None:  # only this restore hangs: a retry of the run restores normally
-        flag.unlink(missing_ok=True)
     return procs
 
 
@@ -123,20 +89,20 @@ def assert_whole_and_clean(pg_prod, pg_staging, db: str, procs) -> None:
     assert leftovers.strip() == "", "the unfinished copy was dropped"
 
 
-def test_terminate_from_the_ui(dev, freeze, pg_prod, pg_staging):
+def test_terminate_from_the_ui(dev, pg_prod, pg_staging):
     server, db = dev
     run = launch(server)
-    procs = frozen_restore(db, freeze)
+    procs = frozen_restore(db)
     server.terminate(run)
     wait_until("the run to end", lambda: server.status(run) in DONE, timeout=180)
     assert server.status(run) == "CANCELED"
     assert_whole_and_clean(pg_prod, pg_staging, db, procs)
 
 
-def test_max_runtime_ends_a_hung_restore(dev, freeze, pg_prod, pg_staging):
+def test_max_runtime_ends_a_hung_restore(dev, pg_prod, pg_staging):
     server, db = dev
     run = launch(server, {"dagster/max_runtime": "20"})
-    procs = frozen_restore(db, freeze)
+    procs = frozen_restore(db)
     wait_until("run monitoring to end the run", lambda: server.status(run) in DONE, timeout=240)
     assert server.status(run) == "FAILURE"
     # a run retry (dagster/max_retries) may follow; wait until nothing is in flight
