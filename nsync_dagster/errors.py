@@ -38,6 +38,10 @@ class BackupStoreError(NsyncError):
     """Uploading, listing, downloading or verifying a backup in S3 failed."""
 
 
+class ManifestError(BackupStoreError):
+    """A backup's manifest.json is malformed, or was written by a newer nsync."""
+
+
 class RestoreError(NsyncError):
     """pg_restore reported an error, or restored objects could not be set up."""
 

@@ -27,12 +27,12 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from nsync_dagster.errors import RestoreError
+from nsync_dagster.manifest import DatabaseFacts, Manifest
 from nsync_dagster.postgres import interruptible, pgbin, roles
 from nsync_dagster.postgres.pgconn import PgTarget, quote_ident
 from nsync_dagster.redact import redact
@@ -209,34 +209,45 @@ def _parse_acl_item(item: str) -> tuple[str, str, bool] | None:
     return grantee, ", ".join(privs), "*" in m.group("privs")
 
 
-def apply_database_facts(conn: psycopg.Connection, dbname: str, facts: dict[str, Any]) -> None:
+def apply_database_facts(conn: psycopg.Connection, dbname: str, facts: DatabaseFacts) -> None:
     """Give the new database production's database-level ACL and comment."""
     cur = conn.cursor()
     db = quote_ident(dbname)
-    if facts.get("acl") is not None:
+    if facts.acl is not None:
         cur.execute(f"REVOKE ALL ON DATABASE {db} FROM PUBLIC")
-        for item in facts["acl"]:
+        for item in facts.acl:
             parsed = _parse_acl_item(item)
             if not parsed or not parsed[1]:
                 continue
             grantee, privs, grantable = parsed
-            if grantee == facts["owner"]:
+            if grantee == facts.owner:
                 continue
             who = "PUBLIC" if grantee == "" else quote_ident(grantee)
             cur.execute(f"GRANT {privs} ON DATABASE {db} TO {who}"
                         + (" WITH GRANT OPTION" if grantable else ""))
-    if facts.get("comment") is not None:
+    if facts.comment is not None:
         cur.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-            sql.Identifier(dbname), sql.Literal(facts["comment"])))
+            sql.Identifier(dbname), sql.Literal(facts.comment)))
 
 
-def restore_dump(dump_dir: Path, target: PgTarget, manifest: dict[str, Any], *, jobs: int,
+@dataclass(frozen=True)
+class RestoreReport:
+    """What pg_restore did: its version, the dump's TOC size, the entries left out (platform
+    roles' objects) and the roles nsync acted as meanwhile."""
+
+    pg_restore_version: str
+    toc_entries: int
+    skipped: list[str]
+    temporarily_acted_as: list[str]
+
+
+def restore_dump(dump_dir: Path, target: PgTarget, manifest: Manifest, *, jobs: int,
                  platform: Iterable[str], timeout_s: int, tables: set[str] | None = None,
-                 report: Callable[[str], None] = log.info) -> dict[str, Any]:
+                 report: Callable[[str], None] = log.info) -> RestoreReport:
     """Restore ``dump_dir`` into the (empty, existing) database ``target``."""
     with target.connect() as conn:
         tools = pgbin.for_server(max(conn.info.server_version // 10000,
-                                     int(str(manifest["pg_dump_version"]).split(".")[0])),
+                                     int(manifest.pg_dump_version.split(".")[0])),
                                  purpose="Restoring into staging",
                                  needs_tls=target.needs_tls())
         entries = read_toc(tools, dump_dir)
@@ -258,12 +269,11 @@ def restore_dump(dump_dir: Path, target: PgTarget, manifest: dict[str, Any], *, 
                            jobs=phase_jobs, row_security=rls, timeout_s=timeout_s,
                            server_major=major)
         try:
-            apply_database_facts(conn, target.dbname, manifest["database"])
+            apply_database_facts(conn, target.dbname, manifest.database)
         except psycopg.Error as exc:
             raise RestoreError(f"cannot apply the database's grants/comment: "
                                f"{redact(exc)}",
                                transient=isinstance(exc, psycopg.OperationalError)) from None
     for item in the_plan.skipped:
         report(f"skipped: {item}")
-    return {"pg_restore_version": tools.version, "toc_entries": len(entries),
-            "skipped": the_plan.skipped, "temporarily_acted_as": elevated}
+    return RestoreReport(tools.version, len(entries), list(the_plan.skipped), list(elevated))

@@ -20,7 +20,7 @@ import hmac
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ import psycopg
 from psycopg import sql
 
 from nsync_dagster.errors import RestoreError
+from nsync_dagster.manifest import Membership, Role
 from nsync_dagster.postgres.elevation import acting_as, revoke_leftovers
 from nsync_dagster.postgres.pgconn import PgTarget, quote_ident, server_major
 from nsync_dagster.settings import staging_password, staging_password_variable
@@ -98,18 +99,19 @@ class RoleSyncResult:
     leftover_grants_revoked: list[str] = field(default_factory=list)
 
 
-def _create_sql(role: dict[str, Any]) -> str:
-    flags = [("LOGIN", "rolcanlogin"), ("INHERIT", "rolinherit"), ("CREATEDB", "rolcreatedb"),
-             ("CREATEROLE", "rolcreaterole"), ("REPLICATION", "rolreplication"),
-             ("BYPASSRLS", "rolbypassrls")]
-    parts = [f"{'' if role[key] else 'NO'}{word}" for word, key in flags]
-    parts.append(f"CONNECTION LIMIT {int(role['rolconnlimit'])}")
-    if role.get("rolvaliduntil"):
-        parts.append("VALID UNTIL " + sql.quote(str(role["rolvaliduntil"])))
-    return f"CREATE ROLE {quote_ident(role['name'])} WITH {' '.join(parts)}"
+def _create_sql(role: Role) -> str:
+    flags = [("LOGIN", role.rolcanlogin), ("INHERIT", role.rolinherit),
+             ("CREATEDB", role.rolcreatedb), ("CREATEROLE", role.rolcreaterole),
+             ("REPLICATION", role.rolreplication), ("BYPASSRLS", role.rolbypassrls)]
+    parts = [f"{'' if on else 'NO'}{word}" for word, on in flags]
+    parts.append(f"CONNECTION LIMIT {int(role.rolconnlimit)}")
+    if role.rolvaliduntil:
+        parts.append("VALID UNTIL " + sql.quote(str(role.rolvaliduntil)))
+    return f"CREATE ROLE {quote_ident(role.name)} WITH {' '.join(parts)}"
 
 
-def sync_roles(conn: psycopg.Connection, manifest: dict[str, Any],
+def sync_roles(conn: psycopg.Connection, prod_roles: Sequence[Role],
+               memberships: Sequence[Membership],
                platform: Iterable[str] = DEFAULT_PLATFORM_ROLES) -> RoleSyncResult:
     """Revoke a killed run's temporary grants, create production's roles that staging lacks,
     mirror the memberships between production's roles and set staging's own passwords."""
@@ -119,11 +121,11 @@ def sync_roles(conn: psycopg.Connection, manifest: dict[str, Any],
     cur = conn.cursor()
     cur.execute("SELECT rolname FROM pg_roles")
     existing = {r for (r,) in cur.fetchall()}
-    for role in manifest["roles"]:
-        name = role["name"]
+    for role in prod_roles:
+        name = role.name
         if name in existing or is_platform(name, platform):
             continue
-        if role["rolsuper"]:
+        if role.rolsuper:
             result.skipped_superusers.append(name)
             continue
         try:
@@ -133,13 +135,13 @@ def sync_roles(conn: psycopg.Connection, manifest: dict[str, Any],
                                "(the staging role needs CREATEROLE and every attribute it hands "
                                "out)") from None
         result.created.append(name)
-    _staging_passwords(cur, manifest, platform, result)
-    mirror_memberships(conn, manifest, platform, result)
+    _staging_passwords(cur, prod_roles, platform, result)
+    mirror_memberships(conn, prod_roles, memberships, platform, result)
     return result
 
 
-def _staging_passwords(cur: psycopg.Cursor, manifest: dict[str, Any], platform: tuple[str, ...],
-                       result: RoleSyncResult) -> None:
+def _staging_passwords(cur: psycopg.Cursor, prod_roles: Sequence[Role],
+                       platform: tuple[str, ...], result: RoleSyncResult) -> None:
     """Give every login role whose ``NSYNC_STAGING_PASSWORD_<ROLE>`` is set that password,
     unless its stored verifier already accepts it (checked when ``pg_authid`` is readable:
     Neon's owner reads it through ``neon_superuser``; otherwise set again every run)."""
@@ -148,9 +150,9 @@ def _staging_passwords(cur: psycopg.Cursor, manifest: dict[str, Any], platform: 
     if cur.fetchone()[0]:
         cur.execute("SELECT rolname, rolpassword FROM pg_catalog.pg_authid")
         stored = dict(cur.fetchall())
-    for role in manifest["roles"]:
-        name = role["name"]
-        if not role["rolcanlogin"] or role["rolsuper"] or is_platform(name, platform):
+    for role in prod_roles:
+        name = role.name
+        if not role.rolcanlogin or role.rolsuper or is_platform(name, platform):
             continue
         password = staging_password(name)  # registered as a secret
         if not password:
@@ -193,18 +195,18 @@ def _options_sql(want: Grant, modern: bool) -> str:
             f"SET {str(want[2]).upper()}")
 
 
-def mirror_memberships(conn: psycopg.Connection, manifest: dict[str, Any],
-                       platform: tuple[str, ...], result: RoleSyncResult) -> None:
+def mirror_memberships(conn: psycopg.Connection, prod_roles: Sequence[Role],
+                       memberships: Sequence[Membership], platform: tuple[str, ...],
+                       result: RoleSyncResult) -> None:
     """Make each membership between production's (non-platform) roles carry the same options
     on staging. Grants made by other grantors are left alone; nsync changes only its own."""
     cur = conn.cursor()
     me = cur.execute("SELECT current_user").fetchone()[0]
     modern = server_major(conn) >= 16
     prod: dict[tuple[str, str], set[Grant]] = {}
-    for m in manifest["memberships"]:
-        prod.setdefault((m["role"], m["member"]), set()).add(
-            (bool(m["admin"]), bool(m["inherit"]), bool(m["set"])))
-    names = {r["name"] for r in manifest["roles"] if not r["rolsuper"]}
+    for m in memberships:
+        prod.setdefault((m.role, m.member), set()).add((m.admin, m.inherit, m.set_option))
+    names = {r.name for r in prod_roles if not r.rolsuper}
     staging = _staging_grants(cur, modern)
     for pair in sorted(set(prod) | {p for p in staging if me in staging[p]}):
         role, member = pair

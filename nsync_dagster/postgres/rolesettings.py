@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from nsync_dagster.errors import RestoreError
+from nsync_dagster.manifest import Manifest
 from nsync_dagster.postgres.pgconn import quote_ident
 from nsync_dagster.postgres.roles import is_platform
 
@@ -77,7 +77,7 @@ def _replace(cur: psycopg.Cursor, target: str, have: list[str], want: list[str])
     return True
 
 
-def apply_settings(conn: psycopg.Connection, manifest: dict[str, Any], dbname: str,
+def apply_settings(conn: psycopg.Connection, manifest: Manifest, dbname: str,
                    platform: Iterable[str]) -> list[str]:
     """Give staging production's role and database settings; returns what was changed."""
     platform = tuple(platform)
@@ -86,23 +86,23 @@ def apply_settings(conn: psycopg.Connection, manifest: dict[str, Any], dbname: s
     db = quote_ident(dbname)
     present = {r for (r,) in cur.execute("SELECT rolname FROM pg_roles").fetchall()}
     wide, here = _current(cur, None), _current(cur, dbname)
-    facts = manifest["database"]
+    facts = manifest.database
     todo: list[tuple[str, list[str], list[str]]] = []
-    for role in manifest["roles"]:
-        name = role["name"]
-        if ("settings" not in role or role["rolsuper"] or is_platform(name, platform)
+    for role in manifest.roles:
+        name = role.name
+        if (role.settings is None or role.rolsuper or is_platform(name, platform)
                 or name not in present):
-            continue
-        todo.append((f"ROLE {quote_ident(name)}", wide.get(name, []), role["settings"]))
-    if "role_settings" in facts:
-        wanted = facts["role_settings"]
+            continue  # no settings recorded (a manifest from before nsync recorded them)
+        todo.append((f"ROLE {quote_ident(name)}", wide.get(name, []), role.settings))
+    if facts.role_settings is not None:
+        wanted = facts.role_settings
         for name in sorted((set(wanted) | set(here)) - {""}):
             if is_platform(name, platform) or name not in present:
                 continue
             todo.append((f"ROLE {quote_ident(name)} IN DATABASE {db}", here.get(name, []),
                          wanted.get(name, [])))
-    if "settings" in facts:
-        todo.append((f"DATABASE {db}", here.get("", []), facts["settings"]))
+    if facts.settings is not None:
+        todo.append((f"DATABASE {db}", here.get("", []), facts.settings))
     for target, have, want in todo:
         try:
             if _replace(cur, target, have, want):

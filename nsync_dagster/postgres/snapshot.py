@@ -14,7 +14,6 @@ pg_dump.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import re
 import subprocess
@@ -29,6 +28,7 @@ from typing import IO, Any
 import psycopg
 
 from nsync_dagster.errors import SnapshotError, postgres_transient
+from nsync_dagster.manifest import MANIFEST_FORMAT, Manifest
 from nsync_dagster.postgres import dbstats, dumpseq, interruptible, pgbin, snaptx
 from nsync_dagster.postgres.pgconn import PgTarget, server_major
 from nsync_dagster.postgres.roles import roles_dump_command
@@ -36,7 +36,6 @@ from nsync_dagster.progress import dir_size, watch_progress
 from nsync_dagster.redact import redact
 
 log = logging.getLogger("nsync.snapshot")
-MANIFEST_FORMAT = 2  # 2: "compression" (nsync's own zstd of the data objects) added
 CANCEL_GRACE_S = 10  # how long a cancelled manifest scan may take to stop
 POLL_S = 0.2
 
@@ -69,7 +68,7 @@ class Snapshot:
     work_dir: Path
     dump_dir: Path
     roles_file: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @property
     def manifest_file(self) -> Path:
@@ -261,7 +260,7 @@ def take_snapshot(prod: PgTarget, work_dir: Path, options: DumpOptions, *, backu
             scan.orphaned.set()  # a scan that would not stop closes the connection itself
         if scan is None or not scan.is_alive():
             conn.close()
-    manifest = {
+    manifest = Manifest.from_dict({
         "format": MANIFEST_FORMAT, "backup_id": backup_id, "partition": partition,
         "source": prod.display, "server_version": server_version,
         "server_major": major, "pg_dump_version": tools.version,
@@ -273,9 +272,8 @@ def take_snapshot(prod: PgTarget, work_dir: Path, options: DumpOptions, *, backu
         "started_at": started_at, "finished_at": _now(),
         "duration_s": round(time.monotonic() - started, 3), "checksums": options.checksums,
         "sequence_values_from": "dump", **data,
-    }
-    (work_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    rows = sum(t["rows"] for t in data["tables"].values())
-    report(f"snapshot done: {dir_size(dump_dir):,} bytes in {manifest['duration_s']:.1f}s, "
-           f"{len(data['tables'])} tables, {rows:,} rows")
+    }, backup_id)
+    (work_dir / "manifest.json").write_text(manifest.to_json())
+    report(f"snapshot done: {dir_size(dump_dir):,} bytes in {manifest.duration_s:.1f}s, "
+           f"{len(manifest.tables)} tables, {manifest.rows:,} rows")
     return Snapshot(work_dir, dump_dir, roles_file, manifest)

@@ -13,12 +13,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 
 from nsync_dagster.errors import PreflightError, ServerBusy, SwapError
+from nsync_dagster.manifest import DatabaseFacts
 from nsync_dagster.postgres import interruptible
 from nsync_dagster.postgres.pgconn import PgTarget
 
@@ -144,7 +145,16 @@ def drop_if_exists(maint: psycopg.Connection, name: str) -> None:
         cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(_ident(name)))
 
 
-def create_next(maint: psycopg.Connection, live: str, database_facts: dict[str, Any]) -> str:
+@dataclass(frozen=True)
+class Swapped:
+    """The new copy is live: how many sessions on the old one were ended, and whether there
+    was an old one."""
+
+    sessions_terminated: int
+    replaced_existing: bool
+
+
+def create_next(maint: psycopg.Connection, live: str, database_facts: DatabaseFacts) -> str:
     """Create the empty ``<db>__nsync_next`` with production's encoding and locale."""
     nxt, _ = names(live)
     cur = maint.cursor()
@@ -153,8 +163,8 @@ def create_next(maint: psycopg.Connection, live: str, database_facts: dict[str, 
     owner = row[0] if row else None
     query = sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}"
                     + (" OWNER {}" if owner else ""))
-    params = [_ident(nxt), sql.Literal(database_facts["encoding"]),
-              sql.Literal(database_facts["collate"]), sql.Literal(database_facts["ctype"])]
+    params = [_ident(nxt), sql.Literal(database_facts.encoding),
+              sql.Literal(database_facts.collate), sql.Literal(database_facts.ctype)]
     if owner:
         params.append(_ident(owner))
     try:
@@ -208,7 +218,7 @@ def _swap_once(maint: psycopg.Connection, live: str) -> tuple[bool, int]:
 
 
 def swap_in(maint: psycopg.Connection, live: str, report: Callable[[str], None] = log.info,
-            attempts: int = 20) -> dict[str, Any]:
+            attempts: int = 20) -> Swapped:
     """Make ``<db>__nsync_next`` the live database; drop the previous copy after success.
 
     The live name always refers to a whole copy: the old one until the swap's single
@@ -240,7 +250,7 @@ def swap_in(maint: psycopg.Connection, live: str, report: Callable[[str], None] 
             except psycopg.Error as exc:
                 report(f"could not drop the previous copy {prev} yet: {str(exc).strip()}")
     report(f"swapped the new copy in as {live} ({terminated} session(s) terminated)")
-    return {"sessions_terminated": terminated, "replaced_existing": had_live}
+    return Swapped(sessions_terminated=terminated, replaced_existing=had_live)
 
 
 def drop_attempt(maint: PgTarget, nxt: str, report: Callable[[str], None], *,

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from boto3.s3.transfer import TransferConfig
 
 from nsync_dagster.errors import BackupStoreError
+from nsync_dagster.manifest import Manifest, StoredObject
 from nsync_dagster.progress import ByteCounter, watch_progress
 from nsync_dagster.storage import crypto, zstdio
 from nsync_dagster.storage.s3catalog import CHECKSUMS_OK, MANIFEST
@@ -64,6 +65,18 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class ReadBack:
+    """Every object read back intact: when, how many, how many bytes, the manifest they match,
+    and the ETags S3 sent with the bytes that were hashed."""
+
+    verified_at: str
+    objects: int
+    bytes: int
+    manifest: Manifest
+    etags: dict[str, str]
+
+
 class Fetching:
     """Read-back and download (mixed into ``BackupStore``)."""
 
@@ -72,7 +85,7 @@ class Fetching:
     age: crypto.AgeKeys
 
     def verify_objects(self, folder: str,
-                       report: Callable[[str], None] = log.info) -> dict[str, Any]:
+                       report: Callable[[str], None] = log.info) -> ReadBack:
         """Read every object back, hash it and compare with the manifest; record the result.
 
         The result's ``etags`` are the ETags S3 sent with the bytes that were hashed: later, a
@@ -80,46 +93,46 @@ class Fetching:
         """
         manifest = self.read_manifest(folder)
         received = ByteCounter()
-        encrypted = bool(manifest.get("encryption"))
+        encrypted = manifest.encrypted
 
-        def check(item: tuple[str, dict[str, Any]]) -> tuple[str, list[str], str]:
+        def check(item: tuple[str, StoredObject]) -> tuple[str, list[str], str]:
             rel, want = item
-            raw = ("raw_sha256" in want or "members" in want) and not encrypted
+            raw = want.compressed and not encrypted
             try:
                 got = self._call(f"read {rel}", self._sha256_of, folder + rel, received,
-                                 "bundle" if raw and "members" in want else raw)
+                                 "bundle" if raw and want.members is not None else raw)
             except Exception as exc:
                 if not zstdio.is_error(exc):
                     raise
                 return rel, [f"{rel}: does not decompress ({exc})"], ""
             problems = []
-            if got["size"] != want["size"]:
-                problems.append(f"{rel}: size {got['size']} != {want['size']}")
-            elif got["sha256"] != want["sha256"]:
+            if got["size"] != want.size:
+                problems.append(f"{rel}: size {got['size']} != {want.size}")
+            elif got["sha256"] != want.sha256:
                 problems.append(f"{rel}: SHA-256 mismatch")
-            elif raw and "members" in want and not zstdio.members_match(got["raw"],
-                                                                         want["members"]):
+            elif raw and want.members is not None and not zstdio.members_match(
+                    got["raw"], want.members):
                 problems.append(f"{rel}: decompresses to other bytes than were dumped")
-            elif raw and "raw_sha256" in want and got["raw"] != (want["raw_sha256"],
-                                                                 want["raw_size"]):
+            elif raw and want.raw_sha256 is not None and got["raw"] != (want.raw_sha256,
+                                                                        want.raw_size):
                 problems.append(f"{rel}: decompresses to other bytes than were dumped")
             if not got["sse"]:
                 problems.append(f"{rel}: stored without server-side encryption")
             return rel, problems, got["etag"]
 
         with watch_progress("read-back", lambda: received.value, report):
-            checked = for_each(sorted(manifest["objects"].items()), check,
-                               lambda item: item[1]["size"] < CHUNK)
+            checked = for_each(sorted(manifest.objects.items()), check,
+                               lambda item: item[1].size < CHUNK)
         problems = [p for _, found, _ in sorted(checked) for p in found]
         etags = {rel: etag for rel, _, etag in checked}
-        total = sum(want["size"] for want in manifest["objects"].values())
         if problems:
             raise BackupStoreError(f"backup {self.uri(folder)} failed verification: "
                                    + "; ".join(problems[:10]))
-        result = {"verified_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                  "objects": len(manifest["objects"]), "bytes": total}
-        self._put_json(folder + CHECKSUMS_OK, result)
-        return {**result, "manifest": manifest, "etags": etags}
+        result = ReadBack(dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                          len(manifest.objects), manifest.stored_bytes, manifest, etags)
+        self._put_json(folder + CHECKSUMS_OK, {"verified_at": result.verified_at,
+                                               "objects": result.objects, "bytes": result.bytes})
+        return result
 
     def _sha256_of(self, key: str, received: Callable[[int], None],
                    decompress: bool | str = False) -> dict[str, Any]:
@@ -142,7 +155,8 @@ class Fetching:
             received(len(chunk))
         return {**out, "sha256": h.hexdigest()}
 
-    def download(self, folder: str, dest: Path, report: Callable[[str], None] = log.info) -> dict:
+    def download(self, folder: str, dest: Path,
+                 report: Callable[[str], None] = log.info) -> Manifest:
         """Download a backup into ``dest`` and check every object's SHA-256.
 
         Objects of a client-side encrypted backup (manifest ``encryption.client_side: age``)
@@ -152,25 +166,26 @@ class Fetching:
         checked against the SHA-256 of the file that was dumped.
         """
         manifest = self.read_manifest(folder)
-        encryption = manifest.get("encryption") or {}
-        encrypted = encryption.get("client_side") == "age"
-        if encryption and not encrypted:
+        encryption = manifest.encryption
+        encrypted = encryption is not None and encryption.client_side == "age"
+        if encryption is not None and not encrypted:
             raise BackupStoreError(f"{self.uri(folder)}: unknown client-side encryption "
-                                   f"{encryption.get('client_side')!r}; a newer nsync wrote it")
+                                   f"{encryption.client_side!r}; a newer nsync wrote it")
+        recipients = encryption.recipients if encryption is not None else []
         if encrypted:  # a missing or malformed key fails before downloading gigabytes
             crypto.require_identity(self.age.identity, name=f"backup {self.uri(folder)}",
-                                    recipients=encryption.get("recipients", ()))
+                                    recipients=recipients)
         scratch = dest / ENCRYPTED_SCRATCH
         received = ByteCounter()
         try:
             with watch_progress("download", lambda: received.value, report):
-                for rel, want in sorted(manifest["objects"].items()):
-                    compressed = "raw_sha256" in want or "members" in want
+                for rel, want in sorted(manifest.objects.items()):
+                    compressed = want.compressed
                     target = (scratch if encrypted or compressed else dest) / rel
                     target.parent.mkdir(parents=True, exist_ok=True)
                     self._call(f"download {rel}", self.client.download_file, self.bucket,
                                folder + rel, str(target), Config=TRANSFER, Callback=received)
-                    if sha256_file(target) != want["sha256"]:
+                    if sha256_file(target) != want.sha256:
                         raise BackupStoreError(f"{self.uri(folder + rel)}: SHA-256 mismatch "
                                                "after download; the backup object is corrupt")
                     if encrypted:
@@ -178,11 +193,11 @@ class Fetching:
                         out = (scratch if compressed else dest) / plain
                         crypto.decrypt_file(target, out, self.age.identity,
                                             name=self.uri(folder + rel),
-                                            recipients=encryption.get("recipients", ()),
-                                            plaintext_size=want.get("plaintext_size"))
+                                            recipients=recipients,
+                                            plaintext_size=want.plaintext_size)
                         target.unlink()
                         target, rel = out, plain
-                    if "members" in want:
+                    if want.members is not None:
                         self._unbundle(target, dest / "dump", want, self.uri(folder + rel))
                     elif compressed:
                         self._decompress(target, dest / zstdio.plain_name(rel), want,
@@ -190,8 +205,8 @@ class Fetching:
         finally:
             crypto.remove_tree(scratch)
         if encrypted:
-            report(f"decrypted {len(manifest['objects'])} age-encrypted objects")
-        (dest / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+            report(f"decrypted {len(manifest.objects)} age-encrypted objects")
+        (dest / MANIFEST).write_text(manifest.to_json())
         return manifest
 
     @staticmethod
@@ -205,17 +220,17 @@ class Fetching:
             raise BackupStoreError(f"{name} does not decompress: {exc}") from None
 
     @classmethod
-    def _unbundle(cls, src: Path, dest: Path, want: dict[str, Any], name: str) -> None:
+    def _unbundle(cls, src: Path, dest: Path, want: StoredObject, name: str) -> None:
         found = cls._zstd(name, lambda: zstdio.extract_bundle(src, dest))
         src.unlink()
-        if not zstdio.members_match(found, want["members"]):
+        if not zstdio.members_match(found, want.members or {}):
             raise BackupStoreError(f"{name} decompresses to other bytes than were dumped "
                                    "(a member's SHA-256 differs, or one is missing or extra)")
 
     @classmethod
-    def _decompress(cls, src: Path, dst: Path, want: dict[str, Any], name: str) -> None:
+    def _decompress(cls, src: Path, dst: Path, want: StoredObject, name: str) -> None:
         got = cls._zstd(name, lambda: zstdio.decompress_file(src, dst))
         src.unlink()
-        if got != (want["raw_sha256"], want["raw_size"]):
+        if got != (want.raw_sha256, want.raw_size):
             raise BackupStoreError(f"{name} decompresses to other bytes than were dumped "
                                    "(SHA-256 of the decompressed file differs)")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from nsync_dagster.errors import BackupStoreError, PreflightError
+from nsync_dagster.manifest import Encryption, Manifest, S3Location, StoredObject
 from nsync_dagster.progress import ByteCounter, human_bytes, watch_progress
 from nsync_dagster.storage import crypto, s3access, zstdio
 from nsync_dagster.storage.crypto import AgeKeys
@@ -45,19 +46,6 @@ log = logging.getLogger("nsync.s3")
 MARKERS = (RESTORE_OK, CHECKSUMS_OK, MANIFEST)  # retention deletes these first, in this order
 DISK_ADVICE = ("free space in the work folder, or point NSYNC_WORK_DIR at a disk with room for "
                "the dump")
-
-
-def zstd_level(manifest: dict[str, Any]) -> int:
-    """The zstd level nsync compresses (or compressed) the data objects with; 0 = none (pg_dump
-    compressed them itself, or nothing did: manifests before format 2)."""
-    spec = str(manifest.get("compression") or "")
-    if not spec or spec == "none":
-        return 0
-    codec, _, level = spec.partition(":")
-    if codec != "zstd" or not level.isdigit():
-        raise BackupStoreError(f"unknown object compression {spec!r} in the manifest; a newer "
-                               "nsync wrote it")
-    return int(level)
 
 
 def _is_data_file(path: Path) -> bool:
@@ -149,11 +137,11 @@ class BackupStore(Fetching, Catalog):
             raise first
 
     # -- upload --------------------------------------------------------------------------------
-    def upload(self, work_dir: Path, manifest: dict[str, Any], folder: str,
-               report: Callable[[str], None] = log.info) -> dict[str, Any]:
+    def upload(self, work_dir: Path, manifest: Manifest, folder: str,
+               report: Callable[[str], None] = log.info) -> Manifest:
         """Upload ``dump/`` and ``roles.sql`` from ``work_dir``, then the manifest (last).
 
-        With ``manifest["compression"] == "zstd:<level>"`` (pg_dump wrote uncompressed data
+        With ``manifest.compression == "zstd:<level>"`` (pg_dump wrote uncompressed data
         files), each ``dump/*.dat`` data file is zstd-compressed to a scratch file beside
         ``dump/`` and stored as ``<name>.zst``; its object records the SHA-256 and size of the
         uncompressed file (``raw_sha256``, ``raw_size``) besides the stored object's.
@@ -165,10 +153,10 @@ class BackupStore(Fetching, Catalog):
         ``zstdio.BUNDLE_MAX`` travel together as one object, ``dump/small-tables.tar.zst``,
         whose entry lists every member's SHA-256 and size (``members``).
         """
-        level = zstd_level(manifest)
+        level = manifest.zstd_level
         files = sorted(p for p in (work_dir / "dump").rglob("*") if p.is_file())
         files.append(work_dir / "roles.sql")
-        objects: dict[str, dict[str, Any]] = {}
+        objects: dict[str, StoredObject] = {}
         sent = ByteCounter()
         scratch = work_dir / ENCRYPTED_SCRATCH
         bundle, members = scratch / "dump" / zstdio.BUNDLE, {}
@@ -178,7 +166,7 @@ class BackupStore(Fetching, Catalog):
             members = zstdio.bundle_files(small, bundle, level)
             files = [p for p in files if p not in set(small)] + [bundle]
 
-        def send(path: Path) -> tuple[str, dict[str, Any]]:
+        def send(path: Path) -> tuple[str, StoredObject]:
             rel = path.relative_to(work_dir).as_posix()
             raw: dict[str, Any] = {}
             if path == bundle:
@@ -215,7 +203,7 @@ class BackupStore(Fetching, Catalog):
             written.append(folder + rel)
             if path.is_relative_to(scratch):
                 path.unlink()
-            return rel, entry
+            return rel, StoredObject.model_validate(entry)
 
         written: list[str] = []  # list.append is atomic: safe from the upload threads
         try:
@@ -226,15 +214,16 @@ class BackupStore(Fetching, Catalog):
             raise
         finally:
             crypto.remove_tree(scratch)
+        added: dict[str, Any] = {
+            "objects": objects, "s3": S3Location(bucket=self.bucket, folder=folder),
+            "uploaded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
         if self.age.enabled:
-            manifest = {**manifest, "encryption": self.age.manifest_entry()}
-        manifest = {**manifest, "objects": objects, "s3": {"bucket": self.bucket, "folder": folder},
-                    "uploaded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-        body = json.dumps(manifest, indent=2, sort_keys=True).encode()
+            added["encryption"] = Encryption.model_validate(self.age.manifest_entry())
+        manifest = manifest.model_copy(update=added)
         self._call("write the manifest", self.client.put_object, Bucket=self.bucket,
-                   Key=folder + MANIFEST, Body=body, ContentType="application/json",
-                   **self._extra())
-        total = sum(o["size"] for o in objects.values())
+                   Key=folder + MANIFEST, Body=manifest.to_json().encode(),
+                   ContentType="application/json", **self._extra())
+        total = manifest.stored_bytes
         how = " (age-encrypted on this machine)" if self.age.enabled else ""
         how = (f" (data files zstd-compressed, level {level})" if level else "") + how
         report(f"uploaded {len(objects)} objects{how}, {human_bytes(total)} to "
@@ -253,10 +242,12 @@ class BackupStore(Fetching, Catalog):
                 return
 
     # -- reading -------------------------------------------------------------------------------
-    def read_manifest(self, folder: str) -> dict[str, Any]:
+    def read_manifest(self, folder: str) -> Manifest:
+        """The backup's manifest, validated (a malformed one, or one a newer nsync wrote, raises
+        a ManifestError naming the backup and the field)."""
         resp = self._call("read the manifest", self.client.get_object, Bucket=self.bucket,
                           Key=folder + MANIFEST)
-        return json.loads(resp["Body"].read())
+        return Manifest.from_json(resp["Body"].read(), self.uri(folder))
 
     def mark_restore_verified(self, folder: str, details: dict[str, Any]) -> None:
         self._put_json(folder + RESTORE_OK, {

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from nsync_dagster.manifest import BundleMember
+
 SUFFIX = ".zst"
 CHUNK = 1024 * 1024
 
@@ -171,5 +173,5 @@ def extract_bundle(src: Path, dest: Path) -> dict[str, tuple[str, int]]:
         return _read_bundle(f, dest)
 
 
-def members_match(found: dict[str, tuple[str, int]], want: dict[str, dict[str, Any]]) -> bool:
-    return found == {k: (v["raw_sha256"], v["raw_size"]) for k, v in want.items()}
+def members_match(found: dict[str, tuple[str, int]], want: dict[str, BundleMember]) -> bool:
+    return found == {k: (v.raw_sha256, v.raw_size) for k, v in want.items()}
