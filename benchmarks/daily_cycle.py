@@ -97,13 +97,13 @@ def run_nsync(cfg: dict) -> dict:
     t2 = time.monotonic()
     staged = pipeline.staging_step(settings, store, part, report=lambda m: None)
     t3 = time.monotonic()
-    dump_s = snap.manifest["duration_s"]
-    phases = {"preflight": t1 - t0 - dump_s, "dump": dump_s, "upload": backup["upload_s"],
-              "readback": backup["verify_s"], "download": staged["download_s"],
-              "restore": staged["restore_s"], "verify": staged["verify_s"]}
-    phases["swap"] = t3 - t2 - sum(staged[k] for k in ("download_s", "restore_s", "verify_s"))
-    return {"phases": phases, "total": t3 - t0, "backup_bytes": backup["bytes"],
-            "objects": backup["objects"], "detail": timings, "source": staged.get("source")}
+    dump_s, done = snap.manifest.duration_s, staged.restored
+    phases = {"preflight": t1 - t0 - dump_s, "dump": dump_s, "upload": backup.upload_s,
+              "readback": backup.verify_s, "download": done.download_s,
+              "restore": done.restore_s, "verify": done.verify_s}
+    phases["swap"] = t3 - t2 - (done.download_s + done.restore_s + done.verify_s)
+    return {"phases": phases, "total": t3 - t0, "backup_bytes": backup.bytes,
+            "objects": backup.objects, "detail": timings, "source": done.source}
 
 
 def run_naive(cfg: dict) -> dict:

@@ -7,6 +7,7 @@ import time
 
 from nsync_dagster.cycle import restore_anywhere
 from nsync_dagster.cycle.config import RunConfig
+from nsync_dagster.cycle.results import RestorePlan
 from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.progress import human_bytes
@@ -46,39 +47,39 @@ def run_restore(spec: str, target_url: str, force: bool, out=None, *, tables: st
     wanted = {t.strip() for t in tables.split(",") if t.strip()} if tables else None
     result = restore_anywhere.restore_to(settings, store, spec, target, force=force, report=report,
                                  tables=wanted, production_ok=production_ok, dry_run=plan)
-    if plan:
+    if isinstance(result, RestorePlan):
         return print_plan(result, out)
-    v = result["verification"]
-    print(f"restored backup {result['backup_id']} from {result['uri']}\n"
-          f"  into {result['target']} in {time.monotonic() - started:.1f}s (download "
-          f"{result['download_s']:.1f}s, restore {result['restore_s']:.1f}s, verify "
-          f"{result['verify_s']:.1f}s)\n"
-          f"  verified: {v['tables']} tables, {v['rows']:,} rows, {v['sequences']} sequences "
-          f"match the manifest" + (" including content checksums" if v["checksums_compared"]
+    done, v = result.restored, result.verification
+    print(f"restored backup {result.backup_id} from {result.uri}\n"
+          f"  into {result.target} in {time.monotonic() - started:.1f}s (download "
+          f"{done.download_s:.1f}s, restore {done.restore_s:.1f}s, verify "
+          f"{done.verify_s:.1f}s)\n"
+          f"  verified: {v.tables} tables, {v.rows:,} rows, {v.sequences} sequences "
+          f"match the manifest" + (" including content checksums" if v.checksums_compared
                                    else ""), file=out)
-    if result["restore"]["skipped"]:
-        print(f"  skipped on purpose: {len(result['restore']['skipped'])} entries (platform "
+    if done.restore.skipped:
+        print(f"  skipped on purpose: {len(done.restore.skipped)} entries (platform "
               "roles' default privileges, subscriptions"
               + (", foreign keys and materialized-view data of a partial restore" if wanted
                  else "") + ")", file=out)
-    if result["roles"]["login_without_password"]:
+    if done.roles.login_without_password:
         print("  note: login roles created without a password (set staging's own): "
-              + ", ".join(result["roles"]["login_without_password"]), file=out)
+              + ", ".join(done.roles.login_without_password), file=out)
     return 0
 
 
-def print_plan(plan: dict, out) -> int:
+def print_plan(plan: RestorePlan, out) -> int:
     """The dry run, for a person."""
     lines = [
-        f"plan (nothing was changed): restore backup {plan['backup_id']} ({plan['status']}, "
-        f"{human_bytes(plan['size'])}, snapshot {plan['snapshot_time']} of {plan['source']})",
-        f"  target      {plan['target']}: {plan['target_action']}",
-        f"  roles       create {', '.join(plan['roles_to_create']) or 'none'} "
+        f"plan (nothing was changed): restore backup {plan.backup_id} ({plan.status}, "
+        f"{human_bytes(plan.size)}, snapshot {plan.snapshot_time} of {plan.source})",
+        f"  target      {plan.target}: {plan.target_action}",
+        f"  roles       create {', '.join(plan.roles_to_create) or 'none'} "
         "(attributes and memberships, no passwords)",
-        f"  data        {len(plan['tables'])} table(s), {plan['rows']:,} rows"
-        + (" (partial: other tables empty, no foreign keys)" if plan["partial"] else ""),
-        f"  decryption  {'yes (NSYNC_AGE_IDENTITY needed)' if plan['encrypted'] else 'no'}",
+        f"  data        {len(plan.tables)} table(s), {plan.rows:,} rows"
+        + (" (partial: other tables empty, no foreign keys)" if plan.partial else ""),
+        f"  decryption  {'yes (NSYNC_AGE_IDENTITY needed)' if plan.encrypted else 'no'}",
         "  then        verify against the manifest (row counts, checksums, sequences, roles)",
     ]
     print("\n".join(lines), file=out)
-    return 2 if plan["target_action"].startswith("REFUSE") else 0
+    return 2 if plan.refused else 0

@@ -19,7 +19,7 @@ Order of one daily run, and why:
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -30,6 +30,7 @@ from nsync_dagster.cycle import pipeline
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.preflight import Preflight, daily_preflight
 from nsync_dagster.errors import PreflightError, SnapshotError
+from nsync_dagster.manifest import Membership, NeonReset, Role
 from nsync_dagster.neon.client import DONE, NeonClient
 from nsync_dagster.notify import alerts
 from nsync_dagster.postgres import dbstats, roles
@@ -232,14 +233,15 @@ def _staging_passwords(settings: RunConfig) -> list[str]:
         own = settings.staging.user
         # staging's own roles and memberships (equal to production's after the reset): the
         # mirroring of memberships has nothing to change, only the passwords are set
-        found = {"roles": [r for r in dbstats.roles(cur) if r["name"] != own],
-                 "memberships": dbstats.memberships(cur)}
-        result = roles.sync_roles(conn, found, settings.platform_roles)
+        found = [Role.model_validate(r) for r in dbstats.roles(cur) if r["name"] != own]
+        members = [Membership.model_validate(m) for m in dbstats.memberships(cur)]
+        result = roles.sync_roles(conn, found, members, settings.platform_roles)
     return result.staging_passwords_set
 
 
 def reset_and_snapshot(settings: RunConfig, store: BackupStore, partition: str,
-                       neon: BranchReset, report: Report = log.info) -> tuple[Snapshot, dict]:
+                       neon: BranchReset, report: Report = log.info
+                       ) -> tuple[Snapshot, NeonReset]:
     """Pre-flight, reset staging from production's branch, then dump the reset staging."""
     daily_preflight(settings.prod, settings.staging, settings.maintenance_db, store,
                     settings.work_dir, settings.dump.compress)
@@ -254,8 +256,8 @@ def reset_and_snapshot(settings: RunConfig, store: BackupStore, partition: str,
         report("staging's own passwords (NSYNC_STAGING_PASSWORD_<ROLE>) set for: "
                + ", ".join(reset["staging_passwords_set"]))
     snap = pipeline.snapshot_of(settings, settings.staging, partition, report)
-    snap.manifest["staging_method"] = METHOD
-    snap.manifest["neon_branch_reset"] = reset
-    snap.manifest_file.write_text(json.dumps(snap.manifest, indent=2, sort_keys=True,
-                                             default=str))
-    return snap, reset
+    done = NeonReset.model_validate(reset)
+    snap = dataclasses.replace(snap, manifest=snap.manifest.model_copy(update={
+        "staging_method": METHOD, "neon_branch_reset": done}))
+    snap.manifest_file.write_text(snap.manifest.to_json())
+    return snap, done

@@ -18,13 +18,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import psycopg
 
 from nsync_dagster.cycle import pipeline
 from nsync_dagster.cycle.config import RunConfig
+from nsync_dagster.cycle.results import BranchStagingResult, Drift, PasswordFacts
 from nsync_dagster.errors import VerificationError
+from nsync_dagster.manifest import Manifest, NeonReset
 from nsync_dagster.postgres import dbstats, roles
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.storage.s3store import BackupStore
@@ -34,23 +35,22 @@ Report = Callable[[str], None]
 METHOD = "neon-branch-reset"
 
 
-def production_drift(prod: PgTarget, manifest: dict[str, Any]) -> dict[str, Any]:
+def production_drift(prod: PgTarget, manifest: Manifest) -> Drift:
     """Production now against the manifest (staging at the reset): tables only on one side and
     tables whose row count changed since. A report, not a verdict."""
     with prod.connect() as conn:
         now = dbstats.data_facts(conn.cursor(), checksums=False, sequences=False)["tables"]
-    then = manifest["tables"]
+    then = manifest.tables
     only_staging = sorted(set(then) - set(now))
     only_prod = sorted(set(now) - set(then))
-    changed = {t: (then[t]["rows"], now[t]["rows"]) for t in sorted(set(then) & set(now))
-               if then[t]["rows"] != now[t]["rows"]}
+    changed = {t: (then[t].rows, now[t]["rows"]) for t in sorted(set(then) & set(now))
+               if then[t].rows != now[t]["rows"]}
     lines = ([f"table {t} is on staging but no longer on production" for t in only_staging]
              + [f"table {t} is new on production since the reset" for t in only_prod]
              + [f"{t}: {a:,} rows at the reset, {b:,} on production now"
                 for t, (a, b) in changed.items()])
-    return {"tables_compared": len(set(then) & set(now)), "only_on_staging": only_staging,
-            "only_on_production": only_prod, "row_counts_changed": len(changed),
-            "lines": lines}
+    return Drift(tables_compared=len(set(then) & set(now)), only_on_staging=only_staging,
+                 only_on_production=only_prod, row_counts_changed=len(changed), lines=lines)
 
 
 def _verifiers(conn: psycopg.Connection) -> dict[str, str | None] | None:
@@ -61,32 +61,33 @@ def _verifiers(conn: psycopg.Connection) -> dict[str, str | None] | None:
     return dict(cur.execute("SELECT rolname, rolpassword FROM pg_catalog.pg_authid").fetchall())
 
 
-def password_facts(settings: RunConfig, manifest: dict[str, Any]) -> dict[str, Any]:
+def password_facts(settings: RunConfig, manifest: Manifest) -> PasswordFacts:
     """Which login roles share production's password on staging (verifiers compared)."""
-    logins = sorted(r["name"] for r in manifest["roles"]
-                    if r["rolcanlogin"] and not r["rolsuper"]
-                    and not roles.is_platform(r["name"], settings.platform_roles))
+    logins = sorted(r.name for r in manifest.roles
+                    if r.rolcanlogin and not r.rolsuper
+                    and not roles.is_platform(r.name, settings.platform_roles))
     with settings.prod.connect() as conn:
         prod = _verifiers(conn)
     with settings.staging.connect() as conn:
         staging = _verifiers(conn)
     if prod is None or staging is None:
-        return {"compared": False, "shared": [], "own": [], "unknown": logins,
-                "how": "pg_authid is not readable: a Neon reset copies production's passwords "
-                       "to staging unless NSYNC_STAGING_PASSWORD_<ROLE> sets staging's own"}
+        return PasswordFacts(
+            compared=False, shared=[], own=[], unknown=logins,
+            how="pg_authid is not readable: a Neon reset copies production's passwords "
+                "to staging unless NSYNC_STAGING_PASSWORD_<ROLE> sets staging's own")
     shared = [r for r in logins if prod.get(r) and prod.get(r) == staging.get(r)]
-    return {"compared": True, "shared": shared,
-            "own": [r for r in logins if r not in shared and staging.get(r)],
-            "unknown": [r for r in logins if not staging.get(r)],
-            "how": "stored SCRAM verifiers compared (never shown)"}
+    return PasswordFacts(compared=True, shared=shared,
+                         own=[r for r in logins if r not in shared and staging.get(r)],
+                         unknown=[r for r in logins if not staging.get(r)],
+                         how="stored SCRAM verifiers compared (never shown)")
 
 
 def verify_branch_staging(settings: RunConfig, store: BackupStore, partition: str,
-                          report: Report = log.info) -> dict[str, Any]:
+                          report: Report = log.info) -> BranchStagingResult:
     """Staging (the reset branch) against the partition's backup; production compared."""
     backup = pipeline.partition_backup(store, partition)
     manifest = store.read_manifest(backup.key_prefix)
-    if manifest.get("staging_method") != METHOD:
+    if manifest.staging_method != METHOD:
         raise VerificationError(
             f"backup {backup.backup_id} was dumped from production, not from the reset staging "
             "branch (it was taken with NSYNC_STAGING_METHOD=restore): materialize prod_snapshot "
@@ -98,16 +99,16 @@ def verify_branch_staging(settings: RunConfig, store: BackupStore, partition: st
             f"{exc}. In branch-reset mode staging is live from the reset on: a session that "
             "wrote to staging after the reset shows here too (see pg_stat_activity on staging);"
             " otherwise the reset or the dump went wrong. Rerun the whole job.") from None
-    report(f"staging matches backup {backup.backup_id}: {verified['tables']} tables, "
-           f"{verified['rows']:,} rows, {verified['sequences']} sequences")
+    report(f"staging matches backup {backup.backup_id}: {verified.tables} tables, "
+           f"{verified.rows:,} rows, {verified.sequences} sequences")
     drift = production_drift(settings.prod, manifest)
-    for line in drift["lines"][:20]:
+    for line in drift.lines[:20]:
         report(f"WARNING: production moved since the reset: {line}")
     passwords = password_facts(settings, manifest)
     report(f"login roles sharing production's password on staging: "
-           f"{', '.join(passwords['shared']) or 'none'} ({passwords['how']})")
-    reset = manifest.get("neon_branch_reset", {})
-    return {"backup_id": backup.backup_id, "uri": store.uri(backup.key_prefix),
-            "verified_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "verification": verified, "drift": drift, "passwords": passwords,
-            "reset": reset, "snapshot_lsn": manifest.get("lsn")}
+           f"{', '.join(passwords.shared) or 'none'} ({passwords.how})")
+    return BranchStagingResult(
+        backup_id=backup.backup_id, uri=store.uri(backup.key_prefix),
+        verified_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        verification=verified, drift=drift, passwords=passwords,
+        reset=manifest.neon_branch_reset or NeonReset(), snapshot_lsn=manifest.lsn)

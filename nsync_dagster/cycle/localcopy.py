@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from nsync_dagster.manifest import Manifest
 from nsync_dagster.storage import zstdio
 from nsync_dagster.storage.s3store import MANIFEST, BackupStore, sha256_file
 
@@ -65,36 +66,38 @@ def _local_files(work: Path) -> set[str]:
             if p.is_file() and p.name != MANIFEST}
 
 
-def check(work: Path, manifest: dict[str, Any], etags: dict[str, str],
+def check(work: Path, manifest: Manifest, etags: dict[str, str],
           listed: dict[str, dict[str, Any]]) -> str | None:
     """Why ``work`` may not stand in for the S3 copy, or None when it may (see the module)."""
-    if manifest.get("encryption"):
+    if manifest.encrypted:
         return ("the backup is client-side encrypted; restoring from S3 proves the identity "
                 "decrypts it")
-    objects = manifest["objects"]
+    objects = manifest.objects
     # an object nsync compressed (.zst) stands for pg_dump's uncompressed file: the read-back
-    # decompressed it and matched raw_sha256, which the local file must match
-    local = {(zstdio.plain_name(rel) if "raw_sha256" in want else rel): want
-             for rel, want in objects.items() if "members" not in want}
+    # decompressed it and matched raw_sha256, which the local file must match; the SHA-256
+    # each local file must have:
+    local = {(zstdio.plain_name(rel) if want.raw_sha256 is not None else rel):
+             want.raw_sha256 or want.sha256
+             for rel, want in objects.items() if want.members is None}
     for want in objects.values():  # the small files travel in one bundle object
-        local.update({f"dump/{name}": member for name, member in want.get("members", {}).items()})
+        local.update({f"dump/{name}": member.raw_sha256
+                      for name, member in (want.members or {}).items()})
     files = _local_files(work)
     if files != set(local):
         odd = sorted(files ^ set(local))
         return f"the local files differ from the manifest's objects ({', '.join(odd[:5])})"
     for rel, want in sorted(objects.items()):
         seen = listed.get(rel)
-        if seen is None or seen["size"] != want["size"] or seen["etag"] != etags.get(rel):
+        if seen is None or seen["size"] != want.size or seen["etag"] != etags.get(rel):
             return f"{rel} in S3 changed since it was read back"
-    for name, want in sorted(local.items()):
-        if sha256_file(work / name) != (want["raw_sha256"] if "raw_sha256" in want
-                                          else want["sha256"]):
+    for name, sha256 in sorted(local.items()):
+        if sha256_file(work / name) != sha256:
             return f"local {name}: SHA-256 differs from the one S3 read back"
     return None
 
 
 def usable(work_root: Path, store: BackupStore, folder: str, backup_id: str,
-           manifest: dict[str, Any], report: Callable[[str], None]) -> Path | None:
+           manifest: Manifest, report: Callable[[str], None]) -> Path | None:
     """The kept copy of ``folder`` when it is provably identical to S3's, else None (said why
     when a copy existed)."""
     pointer = _pointer(work_root)

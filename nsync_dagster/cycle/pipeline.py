@@ -8,23 +8,23 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import logging
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from nsync_dagster.cycle import localcopy, workspace
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.preflight import daily_preflight
+from nsync_dagster.cycle.results import BackupResult, RestoreResult, StagingResult, Verification
 from nsync_dagster.errors import (
     BackupStoreError,
     SnapshotError,
     VerificationError,
 )
+from nsync_dagster.manifest import Manifest
 from nsync_dagster.postgres import dbstats, roles, rolesettings, swap
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.postgres.restore import restore_dump
@@ -111,7 +111,7 @@ def _snapshot(settings: RunConfig, partition: str, report: Report) -> Snapshot:
 
 
 def backup_step(settings: RunConfig, store: BackupStore, partition: str,
-                report: Report = log.info, *, keep_for_staging: bool = True) -> dict[str, Any]:
+                report: Report = log.info, *, keep_for_staging: bool = True) -> BackupResult:
     """Upload the partition's snapshot and read every object back.
 
     The local copy is then kept for :func:`staging_step` (which restores from it only when it
@@ -123,14 +123,14 @@ def backup_step(settings: RunConfig, store: BackupStore, partition: str,
 
 
 def _backup(settings: RunConfig, store: BackupStore, partition: str,
-            report: Report, keep_for_staging: bool = True) -> dict[str, Any]:
+            report: Report, keep_for_staging: bool = True) -> BackupResult:
     pointer = _pointer(settings, partition)
     if not pointer.exists():
         raise BackupStoreError(f"no local snapshot for {partition}: materialize prod_snapshot "
                                "for this partition first")
     info = json.loads(pointer.read_text())
     work = Path(info["work_dir"])
-    manifest = json.loads((work / "manifest.json").read_text())
+    manifest = Manifest.from_json((work / "manifest.json").read_text(), str(work))
     folder = store.folder(partition, info["backup_id"])
     started = time.monotonic()
     manifest = store.upload(work, manifest, folder, report)
@@ -143,51 +143,44 @@ def _backup(settings: RunConfig, store: BackupStore, partition: str,
         report(f"WARNING: {warning}")
     if keep_for_staging:
         localcopy.keep(settings.work_dir, work, backup_id=info["backup_id"], folder=folder,
-                       etags=verified["etags"])
+                       etags=verified.etags)
     else:
         shutil.rmtree(work, ignore_errors=True)
     pointer.unlink(missing_ok=True)
-    size = sum(o["size"] for o in manifest["objects"].values())
-    return {"backup_id": info["backup_id"], "folder": folder, "uri": store.uri(folder),
-            "bytes": size, "objects": len(manifest["objects"]), "upload_s": round(upload_s, 2),
-            "verify_s": round(time.monotonic() - started - upload_s, 2),
-            "objects_sha256": _digest(verified["manifest"]), "manifest": manifest}
+    return BackupResult(
+        backup_id=info["backup_id"], folder=folder, uri=store.uri(folder),
+        bytes=manifest.stored_bytes, objects=len(manifest.objects), upload_s=round(upload_s, 2),
+        verify_s=round(time.monotonic() - started - upload_s, 2),
+        objects_sha256=verified.manifest.objects_digest(), manifest=manifest)
 
 
-def _digest(manifest: dict[str, Any]) -> str:
-    """One SHA-256 over every object's SHA-256: a short fingerprint of the whole backup."""
-    return hashlib.sha256(json.dumps(manifest["objects"], sort_keys=True).encode()).hexdigest()
-
-
-def verify_database(target: PgTarget, manifest: dict[str, Any], platform: tuple[str, ...],
-                    tables: set[str] | None = None) -> dict[str, Any]:
+def verify_database(target: PgTarget, manifest: Manifest, platform: tuple[str, ...],
+                    tables: set[str] | None = None) -> Verification:
     """Compare a restored database with the manifest; raise on any difference.
 
     A partial restore (``tables``) is compared on those tables only.
     """
     with target.connect() as conn:
-        actual = dbstats.data_facts(conn.cursor(), checksums=manifest.get("checksums", False))
+        actual = dbstats.data_facts(conn.cursor(), checksums=manifest.checksums)
         present = {r for (r,) in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
     if tables is not None:
-        manifest = {**manifest, "matviews": {}, "sequences": {},
-                    "tables": {k: v for k, v in manifest["tables"].items() if k in tables}}
         actual = {"tables": {k: v for k, v in actual["tables"].items() if k in tables},
                   "matviews": {}, "sequences": {}}
-    problems = dbstats.compare(manifest, actual)
-    wanted = {r["name"] for r in manifest["roles"]
-              if not r["rolsuper"] and not roles.is_platform(r["name"], platform)}
+    problems = dbstats.compare(manifest.data_facts(tables), actual)
+    wanted = {r.name for r in manifest.roles
+              if not r.rolsuper and not roles.is_platform(r.name, platform)}
     problems += [f"role {r} is missing on the server" for r in sorted(wanted - present)]
     if problems:
-        raise VerificationError(f"{target.dbname} does not match backup {manifest['backup_id']}: "
+        raise VerificationError(f"{target.dbname} does not match backup {manifest.backup_id}: "
                                 + "; ".join(problems[:20]))
-    return {"tables": len(actual["tables"]), "sequences": len(actual["sequences"]),
-            "rows": sum(t["rows"] for t in actual["tables"].values()),
-            "checksums_compared": bool(manifest.get("checksums"))}
+    return Verification(tables=len(actual["tables"]), sequences=len(actual["sequences"]),
+                        rows=sum(t["rows"] for t in actual["tables"].values()),
+                        checksums_compared=manifest.checksums)
 
 
 def restore_verified(settings: RunConfig, store: BackupStore, folder: str, target: PgTarget,
                      report: Report, tables: set[str] | None = None, *,
-                     kept_backup_id: str | None = None) -> dict[str, Any]:
+                     kept_backup_id: str | None = None) -> RestoreResult:
     """Download ``folder``, create roles, restore into ``target`` (empty) and verify it.
 
     With ``kept_backup_id``, the dump the backup step kept locally is restored instead of a
@@ -217,7 +210,8 @@ def restore_verified(settings: RunConfig, store: BackupStore, folder: str, targe
                     settings.work_dir, f"downloading {store.uri(folder)}")) from None
         timings["download_s"] = time.monotonic() - t
         with target.connect() as conn:
-            role_result = roles.sync_roles(conn, manifest, settings.platform_roles)
+            role_result = roles.sync_roles(conn, manifest.roles, manifest.memberships,
+                                           settings.platform_roles)
         if role_result.created:
             report(f"created roles on the staging server (never production's passwords): "
                    f"{', '.join(role_result.created)}"
@@ -244,13 +238,14 @@ def restore_verified(settings: RunConfig, store: BackupStore, folder: str, targe
         verified = verify_database(target, manifest, settings.platform_roles, tables)
         timings["verify_s"] = time.monotonic() - t
         with target.connect() as conn:  # after verifying: a statement_timeout cannot bite it
-            verified["settings_changed"] = rolesettings.apply_settings(
+            verified.settings_changed = rolesettings.apply_settings(
                 conn, manifest, target.dbname, settings.platform_roles)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return {"manifest": manifest, "roles": role_result.__dict__, "restore": restored,
-            "source": "local copy" if kept is not None else "S3 download",
-            "verification": verified, **{k: round(v, 2) for k, v in timings.items()}}
+    return RestoreResult(manifest=manifest, roles=role_result, restore=restored,
+                         source="local copy" if kept is not None else "S3 download",
+                         verification=verified,
+                         **{k: round(v, 2) for k, v in timings.items()})
 
 
 def partition_backup(store: BackupStore, partition: str) -> BackupInfo:
@@ -264,7 +259,7 @@ def partition_backup(store: BackupStore, partition: str) -> BackupInfo:
 
 
 def staging_step(settings: RunConfig, store: BackupStore, partition: str,
-                 report: Report = log.info) -> dict[str, Any]:
+                 report: Report = log.info) -> StagingResult:
     """Rebuild staging from the partition's newest checksummed backup in S3, verify, swap.
 
     The bytes restored are the backup's S3 objects: downloaded, or the backup step's local copy
@@ -285,14 +280,14 @@ def staging_step(settings: RunConfig, store: BackupStore, partition: str,
                 for grant in roles.revoke_leftovers(conn):
                     report(f"gave back a killed run's temporary grant {grant}")
                 swap.recover_and_clean(conn, live, report)
-                manifest_db = store.read_manifest(backup.key_prefix)["database"]
+                manifest_db = store.read_manifest(backup.key_prefix).database
                 swap.create_next(conn, live, manifest_db)
             result = restore_verified(settings, store, backup.key_prefix,
                                       settings.staging.with_db(nxt), report,
                                       kept_backup_id=backup.backup_id)
             # the restore is proved at this point; record it before touching the live copy
             store.mark_restore_verified(backup.key_prefix, {
-                "restored_into": settings.staging.display, **result["verification"]})
+                "restored_into": settings.staging.display, **result.verification.as_marker()})
             with maint.connect() as conn:
                 swapped = swap.swap_in(conn, live, report)
         except BaseException as exc:
@@ -302,6 +297,6 @@ def staging_step(settings: RunConfig, store: BackupStore, partition: str,
             raise
         finally:
             localcopy.discard(settings.work_dir)
-    return {"backup_id": backup.backup_id, "uri": store.uri(backup.key_prefix),
-            "verified_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            **swapped, **result}
+    return StagingResult(backup_id=backup.backup_id, uri=store.uri(backup.key_prefix),
+                         verified_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                         swapped=swapped, restored=result)

@@ -29,6 +29,7 @@ from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.preflight import same_database
 from nsync_dagster.deadline import EASTERN
 from nsync_dagster.errors import NsyncError, PreflightError
+from nsync_dagster.manifest import Manifest
 from nsync_dagster.postgres import interruptible, swap
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.redact import redact, redact_value
@@ -123,8 +124,8 @@ def _run(settings: RunConfig, store: BackupStore, spec: str, result: dict[str, A
     else:
         backup = store.find_to_restore(spec)
     manifest = store.read_manifest(backup.key_prefix)
-    result.update(backup_id=backup.backup_id, backup_time=manifest["snapshot_time"],
-                  source=manifest["source"], backup_location=store.uri(backup.key_prefix))
+    result.update(backup_id=backup.backup_id, backup_time=manifest.snapshot_time,
+                  source=manifest.source, backup_location=store.uri(backup.key_prefix))
     _step(result, "choose backup", t, f"{backup.backup_id} ({backup.status})")
     target = scratch_target(settings, backup.backup_id)
     for other, name in ((settings.prod, "production"), (settings.staging, "live staging")):
@@ -161,19 +162,19 @@ def _drop_leftovers(settings: RunConfig, target: PgTarget, report: Callable[[str
 
 
 def _restore_and_prove(settings: RunConfig, store: BackupStore, folder: str, target: PgTarget,
-                       manifest: dict[str, Any], result: dict[str, Any],
+                       manifest: Manifest, result: dict[str, Any],
                        report: Callable[[str], None]) -> None:
     t = time.monotonic()
-    restore_anywhere.prepare_empty_database(settings, target, manifest["database"], force=True,
+    restore_anywhere.prepare_empty_database(settings, target, manifest.database, force=True,
                                     report=report)
     _step(result, "create scratch database", t, target.display)
     try:
         restored = pipeline.restore_verified(settings, store, folder, target, report)
-        for key, label in (("download_s", "download and check SHA-256"),
-                           ("restore_s", "restore (pg_restore)"),
-                           ("verify_s", "verify against the manifest")):
-            result["steps"].append({"step": label, "seconds": restored[key], "outcome": "ok"})
-        result["verification"] = restored["verification"]
+        for seconds, label in ((restored.download_s, "download and check SHA-256"),
+                               (restored.restore_s, "restore (pg_restore)"),
+                               (restored.verify_s, "verify against the manifest")):
+            result["steps"].append({"step": label, "seconds": seconds, "outcome": "ok"})
+        result["verification"] = restored.verification.as_marker()
         t = time.monotonic()
         smoke = run_smoke(target, smoke_queries())
         result["smoke"] = [{"query": q, "ok": ok, "detail": d} for q, ok, d in smoke]
@@ -182,9 +183,8 @@ def _restore_and_prove(settings: RunConfig, store: BackupStore, folder: str, tar
         if failed:
             raise RecoveryTestFailed(f"{len(failed)} smoke quer{'y' if len(failed) == 1 else 'ies'}"
                                      f" failed: {failed[0][:120]}")
-        result["rto_s"] = round(restored["download_s"] + restored["restore_s"]
-                                + restored["verify_s"], 2)
-        snapshot = dt.datetime.fromisoformat(manifest["snapshot_time"])
+        result["rto_s"] = round(restored.download_s + restored.restore_s + restored.verify_s, 2)
+        snapshot = dt.datetime.fromisoformat(manifest.snapshot_time)
         result["rpo_s"] = round(dt.datetime.now(dt.UTC).timestamp() - snapshot.timestamp())
     finally:
         t = time.monotonic()

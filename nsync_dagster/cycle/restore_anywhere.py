@@ -9,24 +9,25 @@ encoding and locale.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from psycopg import sql
 
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.pipeline import Report, restore_verified
 from nsync_dagster.cycle.preflight import same_database
+from nsync_dagster.cycle.results import Restored, RestorePlan
 from nsync_dagster.errors import PreflightError
+from nsync_dagster.manifest import DatabaseFacts, Manifest
 from nsync_dagster.postgres import dbstats, roles
 from nsync_dagster.postgres.pgconn import PgTarget
-from nsync_dagster.storage.s3store import BackupStore
+from nsync_dagster.storage.s3store import BackupInfo, BackupStore
 
 log = logging.getLogger("nsync.restore_anywhere")
 
 
 def restore_to(settings: RunConfig, store: BackupStore, spec: str, target: PgTarget, *,
                force: bool, report: Report = log.info, tables: set[str] | None = None,
-               production_ok: bool = False, dry_run: bool = False) -> dict[str, Any]:
+               production_ok: bool = False, dry_run: bool = False) -> Restored | RestorePlan:
     """Restore backup ``spec`` (latest, an id or a date) into ``target``, creating it if needed.
 
     ``tables`` restores every definition but only those tables' data; ``dry_run`` returns the
@@ -47,21 +48,21 @@ def restore_to(settings: RunConfig, store: BackupStore, spec: str, target: PgTar
         report(f"note: backup {backup.backup_id} is {backup.status}: this restore is its first")
     manifest = store.read_manifest(backup.key_prefix)
     if tables is not None:
-        unknown = sorted(tables - set(manifest["tables"]))
+        unknown = sorted(tables - set(manifest.tables))
         if unknown:
             raise PreflightError(f"not in backup {backup.backup_id}: {', '.join(unknown)} "
                                  f"(tables are named schema.table, e.g. "
-                                 f"{next(iter(manifest['tables']), 'app.users')})")
+                                 f"{next(iter(manifest.tables), 'app.users')})")
     if dry_run:
         return restore_plan(settings, backup, manifest, target, force=force, tables=tables)
-    prepare_empty_database(settings, target, manifest["database"], force=force, report=report)
+    prepare_empty_database(settings, target, manifest.database, force=force, report=report)
     result = restore_verified(settings, store, backup.key_prefix, target, report, tables)
-    return {"backup_id": backup.backup_id, "uri": store.uri(backup.key_prefix),
-            "target": target.display, **result}
+    return Restored(backup_id=backup.backup_id, uri=store.uri(backup.key_prefix),
+                    target=target.display, restored=result)
 
 
-def restore_plan(settings: RunConfig, backup: Any, manifest: dict[str, Any], target: PgTarget, *,
-                 force: bool, tables: set[str] | None) -> dict[str, Any]:
+def restore_plan(settings: RunConfig, backup: BackupInfo, manifest: Manifest, target: PgTarget,
+                 *, force: bool, tables: set[str] | None) -> RestorePlan:
     """What ``restore_to`` would do, without doing it."""
     with target.with_db(settings.maintenance_db).connect() as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
@@ -70,18 +71,18 @@ def restore_plan(settings: RunConfig, backup: Any, manifest: dict[str, Any], tar
     empty = exists and _is_empty(target)
     action = ("create it" if not exists else "use it (empty)" if empty else
               "drop and recreate it (--force)" if force else "REFUSE: not empty (use --force)")
-    wanted = [r["name"] for r in manifest["roles"] if not r["rolsuper"]
-              and not roles.is_platform(r["name"], settings.platform_roles)]
-    chosen = sorted(tables) if tables is not None else sorted(manifest["tables"])
-    return {"dry_run": True, "backup_id": backup.backup_id, "status": backup.status,
-            "snapshot_time": manifest["snapshot_time"], "source": manifest["source"],
-            "size": backup.size, "target": target.display, "target_action": action,
-            "roles_to_create": [r for r in wanted if r not in present],
-            "tables": chosen, "rows": sum(manifest["tables"][t]["rows"] for t in chosen),
-            "encrypted": bool(manifest.get("encryption")), "partial": tables is not None}
+    wanted = [r.name for r in manifest.roles if not r.rolsuper
+              and not roles.is_platform(r.name, settings.platform_roles)]
+    chosen = sorted(tables) if tables is not None else sorted(manifest.tables)
+    return RestorePlan(backup_id=backup.backup_id, status=backup.status,
+                       snapshot_time=manifest.snapshot_time, source=manifest.source,
+                       size=backup.size, target=target.display, target_action=action,
+                       roles_to_create=[r for r in wanted if r not in present],
+                       tables=chosen, rows=sum(manifest.tables[t].rows for t in chosen),
+                       encrypted=manifest.encrypted, partial=tables is not None)
 
 
-def prepare_empty_database(settings: RunConfig, target: PgTarget, db: dict[str, Any], *,
+def prepare_empty_database(settings: RunConfig, target: PgTarget, db: DatabaseFacts, *,
                            force: bool, report: Report) -> None:
     """Make ``target`` an empty database with the backup's encoding and locale.
 
@@ -104,9 +105,9 @@ def prepare_empty_database(settings: RunConfig, target: PgTarget, db: dict[str, 
         if not empty:
             conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} "
                                  "LC_CTYPE {}").format(sql.Identifier(target.dbname),
-                                                       sql.Literal(db["encoding"]),
-                                                       sql.Literal(db["collate"]),
-                                                       sql.Literal(db["ctype"])))
+                                                       sql.Literal(db.encoding),
+                                                       sql.Literal(db.collate),
+                                                       sql.Literal(db.ctype)))
 
 
 def _is_empty(target: PgTarget) -> bool:

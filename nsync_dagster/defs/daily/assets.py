@@ -11,7 +11,7 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from nsync_dagster.cycle import branch_reset, pipeline
-from nsync_dagster.defs.daily import branch_mode
+from nsync_dagster.defs.daily import branch_mode, metadata
 from nsync_dagster.defs.daily.timing import timing_metadata
 from nsync_dagster.defs.resources import NsyncResource, backup_store
 from nsync_dagster.defs.shared import (  # noqa: F401 - importable from here for other modules
@@ -23,7 +23,6 @@ from nsync_dagster.defs.shared import (  # noqa: F401 - importable from here for
     failures_explained,
 )
 from nsync_dagster.defs.shared import DAILY_GROUP as GROUP
-from nsync_dagster.progress import human_bytes
 
 
 def _reporter(context: dg.AssetExecutionContext):
@@ -59,15 +58,7 @@ def prod_snapshot(context: dg.AssetExecutionContext, nsync: NsyncResource,
                 _reporter(context)))
         snap = pipeline.snapshot_step(settings, backup_store(settings, s3), context.partition_key,
                                       _reporter(context))
-    m = snap.manifest
-    return dg.MaterializeResult(metadata={
-        "backup_id": m["backup_id"], "source": m["source"],
-        "server_version": m["server_version"], "pg_dump_version": m["pg_dump_version"],
-        "lsn": m["lsn"], "tables": len(m["tables"]),
-        "rows": sum(t["rows"] for t in m["tables"].values()),
-        "sequences": len(m["sequences"]), "roles": len(m["roles"]),
-        "duration_s": dg.MetadataValue.float(m["duration_s"]),
-    })
+    return dg.MaterializeResult(metadata=metadata.snapshot_metadata(snap.manifest))
 
 
 @dg.asset(partitions_def=DAILY, group_name=GROUP, owners=OWNERS, kinds={"s3"},
@@ -95,15 +86,7 @@ def s3_backup(context: dg.AssetExecutionContext, nsync: NsyncResource,
         out = pipeline.backup_step(settings, backup_store(settings, s3), context.partition_key,
                                    _reporter(context), keep_for_staging=(
                                        branch_reset.staging_method() != branch_reset.METHOD))
-    return dg.MaterializeResult(
-        metadata={"backup_id": out["backup_id"], "location": dg.MetadataValue.url(out["uri"]),
-                  "size": human_bytes(out["bytes"]), "bytes": out["bytes"],
-                  "objects": out["objects"], "objects_sha256": out["objects_sha256"],
-                  "upload_s": dg.MetadataValue.float(out["upload_s"]),
-                  "verify_s": dg.MetadataValue.float(out["verify_s"]),
-                  **timing_metadata(context, started)},
-        check_results=[dg.AssetCheckResult(check_name="backup_checksums_match", passed=True,
-                                           metadata={"objects": out["objects"]})])
+    return metadata.backup_result(out, timing_metadata(context, started))
 
 
 @dg.asset(partitions_def=DAILY, group_name=GROUP, owners=OWNERS, kinds={"postgres"},
@@ -140,19 +123,5 @@ def staging_database(context: dg.AssetExecutionContext, nsync: NsyncResource,
                                        timing=lambda: timing_metadata(context, started))
         out = pipeline.staging_step(settings, backup_store(settings, s3), context.partition_key,
                                     _reporter(context))
-    v = out["verification"]
-    return dg.MaterializeResult(
-        metadata={"staging_method": "restore",
-                  "backup_id": out["backup_id"], "restored_from": dg.MetadataValue.url(out["uri"]),
-                  "staging": settings.staging.display, "verified_at": out["verified_at"],
-                  "tables": v["tables"], "rows": v["rows"], "sequences": v["sequences"],
-                  "sessions_terminated": out["sessions_terminated"],
-                  "roles_created": ", ".join(out["roles"]["created"]) or "none",
-                  "skipped_platform_entries": len(out["restore"]["skipped"]),
-                  "download_s": dg.MetadataValue.float(out["download_s"]),
-                  "restore_s": dg.MetadataValue.float(out["restore_s"]),
-                  "verify_s": dg.MetadataValue.float(out["verify_s"]),
-                  **timing_metadata(context, started)},
-        check_results=[dg.AssetCheckResult(check_name="staging_matches_manifest", passed=True,
-                                           metadata={"tables": v["tables"], "rows": v["rows"],
-                                                     "checksums": v["checksums_compared"]})])
+    return metadata.staging_result(out, settings.staging.display,
+                                   timing_metadata(context, started))

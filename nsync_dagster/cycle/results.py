@@ -1,0 +1,157 @@
+"""What each step of the cycle hands to the next one (and to the assets, the CLI and the tests).
+
+Plain frozen dataclasses: built in one place (``pipeline``, ``recovery``, ``branch_verify``),
+read by attribute everywhere else. Only the JSON markers and reports written to S3 are turned
+into dicts, at that edge (:meth:`Verification.as_marker`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from nsync_dagster.manifest import Manifest, NeonReset
+from nsync_dagster.postgres.restore import RestoreReport
+from nsync_dagster.postgres.roles import RoleSyncResult
+from nsync_dagster.postgres.swap import Swapped
+
+__all__ = ["BackupResult", "BranchStagingResult", "Drift", "PasswordFacts", "RestorePlan",
+           "RestoreResult", "RestoreSource", "Restored", "StagingResult", "Verification"]
+
+RestoreSource = str  # "local copy" or "S3 download"
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    """The uploaded backup, every object read back intact."""
+
+    backup_id: str
+    folder: str
+    uri: str
+    bytes: int
+    objects: int
+    upload_s: float
+    verify_s: float
+    objects_sha256: str  # one SHA-256 over every object's SHA-256
+    manifest: Manifest
+
+
+@dataclass
+class Verification:
+    """A restored database compared with the manifest: every count and checksum matched.
+
+    ``settings_changed``: the role/database settings given afterwards (see ``rolesettings``).
+    """
+
+    tables: int
+    sequences: int
+    rows: int
+    checksums_compared: bool
+    settings_changed: list[str] = field(default_factory=list)
+
+    def as_marker(self) -> dict[str, Any]:
+        """The fields as ``_restore_verified.json`` and the recovery report store them."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    """A backup restored into an empty database and verified against its manifest."""
+
+    manifest: Manifest
+    roles: RoleSyncResult
+    restore: RestoreReport
+    source: RestoreSource
+    verification: Verification
+    download_s: float
+    restore_s: float
+    verify_s: float
+
+
+@dataclass(frozen=True)
+class StagingResult:
+    """Staging rebuilt from a backup, verified and swapped in."""
+
+    backup_id: str
+    uri: str
+    verified_at: str
+    swapped: Swapped
+    restored: RestoreResult
+
+    @property
+    def verification(self) -> Verification:
+        return self.restored.verification
+
+
+@dataclass(frozen=True)
+class Restored:
+    """``nsync restore``: a backup restored into a database of the operator's choosing."""
+
+    backup_id: str
+    uri: str
+    target: str
+    restored: RestoreResult
+
+    @property
+    def verification(self) -> Verification:
+        return self.restored.verification
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """``nsync restore --plan``: what the restore would do; nothing was changed."""
+
+    backup_id: str
+    status: str
+    snapshot_time: str
+    source: str
+    size: int
+    target: str
+    target_action: str  # "create it", "use it (empty)", "drop and recreate it", "REFUSE: ..."
+    roles_to_create: list[str]
+    tables: list[str]
+    rows: int
+    encrypted: bool
+    partial: bool
+    dry_run: bool = True
+
+    @property
+    def refused(self) -> bool:
+        return self.target_action.startswith("REFUSE")
+
+
+@dataclass(frozen=True)
+class Drift:
+    """Production now against the manifest (staging at the branch reset)."""
+
+    tables_compared: int
+    only_on_staging: list[str]
+    only_on_production: list[str]
+    row_counts_changed: int
+    lines: list[str]
+
+
+@dataclass(frozen=True)
+class PasswordFacts:
+    """Which of staging's login roles share production's password after a branch reset."""
+
+    compared: bool  # False: pg_authid is not readable, nothing could be compared
+    shared: list[str]
+    own: list[str]
+    unknown: list[str]
+    how: str
+
+
+@dataclass(frozen=True)
+class BranchStagingResult:
+    """The branch-reset method: staging verified against the backup dumped from it."""
+
+    backup_id: str
+    uri: str
+    verified_at: str
+    verification: Verification
+    drift: Drift
+    passwords: PasswordFacts
+    reset: NeonReset  # the manifest's ``neon_branch_reset`` (defaults when it has none)
+    snapshot_lsn: str | None
