@@ -29,9 +29,16 @@ from nsync_dagster_tests.conftest import (
 
 
 def _only_backup(env):
+    """The store, folder and manifest (the JSON document as stored, a dict) of the only backup;
+    the typed read of it is checked too."""
     store = backup_store(RunConfig.from_env(env), s3_from_env())
     [backup] = store.list_backups()
-    return store, backup.key_prefix, store.read_manifest(backup.key_prefix)
+    typed = store.read_manifest(backup.key_prefix)
+    raw = json.loads(store.client.get_object(Bucket=store.bucket,
+                                             Key=backup.key_prefix + "manifest.json")["Body"]
+                     .read())
+    assert json.loads(typed.to_json()) == raw  # read and written again: the same document
+    return store, backup.key_prefix, raw
 
 
 def _restore_and_recovery_test(capsys, pg_prod, pg_staging) -> None:
@@ -71,6 +78,29 @@ def test_gzip_backup_from_before_zstd_still_restores(capsys, pg_prod, pg_staging
                     "application/json")
     monkeypatch.setenv("NSYNC_ZSTD_LEVEL", "1")  # today's nsync reads it
     _restore_and_recovery_test(capsys, pg_prod, pg_staging)
+
+
+def test_the_earliest_format_1_layout_still_restores(capsys, pg_staging, nsync_env, instance,
+                                                      monkeypatch):
+    """The first nsync's manifest: no ``compression``, no role or database settings, no
+    ``sequence_values_from``. It parses into the typed manifest and restores verified; the
+    settings it never recorded are left alone instead of being cleared."""
+    monkeypatch.setenv("NSYNC_ZSTD_LEVEL", "0")
+    assert run_daily_job(instance).success
+    store, folder, manifest = _only_backup(nsync_env)
+    old = {k: v for k, v in manifest.items() if k not in ("compression", "sequence_values_from")}
+    old["roles"] = [{k: v for k, v in r.items() if k != "settings"} for r in old["roles"]]
+    old["database"] = {k: v for k, v in old["database"].items()
+                       if k not in ("settings", "role_settings")}
+    store.put_bytes(folder + "manifest.json", json.dumps({**old, "format": 1}).encode(),
+                    "application/json")
+    typed = store.read_manifest(folder)
+    assert typed.format == 1 and typed.roles[0].settings is None
+    assert typed.database.settings is None and json.loads(typed.to_json()) == {**old, "format": 1}
+    db = unique_db("fmt1")
+    code = main(["restore", "--target-url", pg_staging.url(OWNER, STAGING_OWNER_PW, db)])
+    out = capsys.readouterr()
+    assert code == 0 and "match the manifest" in out.out, out.out + out.err
 
 
 @pytest.mark.skipif(shutil.which("zstd") is None, reason="the zstd command is not installed")

@@ -33,6 +33,7 @@ from nsync_dagster_tests.conftest import (
     s3_client,
     unique_db,
 )
+from nsync_dagster_tests.manifests import before_upload
 
 MiB = 1024 * 1024
 
@@ -201,17 +202,17 @@ def test_store_round_trip_verifies_without_the_key(s3_endpoint, bucket, tmp_path
     work, hashes = _work_dir(tmp_path)
     writer = BackupStore(client, bucket, "nsync", age=AgeKeys((public,)))  # no private key
     folder = writer.folder("2026-11-06", "20261106T060000Z")
-    manifest = writer.upload(work, {"backup_id": "20261106T060000Z"}, folder)
-    assert manifest["encryption"] == {"client_side": "age", "format": "age-v1",
+    manifest = writer.upload(work, before_upload(compression="none"), folder)
+    assert manifest.encryption.as_json() == {"client_side": "age", "format": "age-v1",
                                       "suffix": ".age", "recipients": [public]}
-    assert set(manifest["objects"]) == {"dump/3001.dat.gz.age", "dump/toc.dat.age",
+    assert set(manifest.objects) == {"dump/3001.dat.gz.age", "dump/toc.dat.age",
                                         "roles.sql.age"}
-    assert manifest["objects"]["dump/3001.dat.gz.age"]["plaintext_size"] == 20 * MiB
+    assert manifest.objects["dump/3001.dat.gz.age"].plaintext_size == 20 * MiB
     assert not (work / ".age-scratch").exists()
     stored = client.get_object(Bucket=bucket, Key=folder + "dump/toc.dat.age")["Body"].read()
     assert b"PGDMP" not in stored and stored.startswith(b"age-encryption.org/v1")
-    assert hashlib.sha256(stored).hexdigest() == manifest["objects"]["dump/toc.dat.age"]["sha256"]
-    assert writer.verify_objects(folder)["objects"] == 3  # the STORED bytes' hashes
+    assert hashlib.sha256(stored).hexdigest() == manifest.objects["dump/toc.dat.age"].sha256
+    assert writer.verify_objects(folder).objects == 3  # the STORED bytes' hashes
     assert [b.status for b in writer.list_backups()] == ["checksummed"]
 
     reader = BackupStore(client, bucket, "nsync", age=AgeKeys((public,), secret))
@@ -236,7 +237,7 @@ def test_store_refuses_altered_ciphertext(s3_endpoint, bucket, tmp_path):
     work, _ = _work_dir(tmp_path)
     store = BackupStore(client, bucket, "nsync", age=AgeKeys((public,), secret))
     folder = store.folder("2026-11-07", "20261107T060000Z")
-    store.upload(work, {"backup_id": "20261107T060000Z"}, folder)
+    store.upload(work, before_upload(backup_id="20261107T060000Z", compression="none"), folder)
     key = folder + "dump/toc.dat.age"
     data = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
     data[-20] ^= 0x01

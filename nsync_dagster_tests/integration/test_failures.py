@@ -94,7 +94,7 @@ def test_corrupt_backup_object_is_refused(pg_staging, nsync_env, synced):
     pipeline.snapshot_step(settings, store, "2026-11-28")
     out = pipeline.backup_step(settings, store, "2026-11-28")
     s3_client(nsync_env["AWS_ENDPOINT_URL"]).put_object(
-        Bucket=settings.bucket, Key=out["folder"] + "dump/toc.dat", Body=b"tampered")
+        Bucket=settings.bucket, Key=out.folder + "dump/toc.dat", Body=b"tampered")
     with pytest.raises(BackupStoreError, match="SHA-256 mismatch"):
         pipeline.staging_step(settings, store, "2026-11-28")
     assert oracle.picture(pg_staging, staging_db(nsync_env)) == synced

@@ -66,8 +66,8 @@ def test_sequence_values_are_the_dumps_own(pg_prod, tmp_path):
         snap = _snapshot(pg_prod, db, tmp_path, after_pg_dump)
         in_dump = dump_setvals(snap.dump_dir)
         assert in_dump["app.m_orders_id_seq"] == (606, True)
-        for name, value in snap.manifest["sequences"].items():
-            assert (value["last_value"], value["is_called"]) == in_dump[name], name
+        for name, value in snap.manifest.sequences.items():
+            assert (value.last_value, value.is_called) == in_dump[name], name
 
 
 @pytest.mark.parametrize("ddl", ["TRUNCATE app.z_events",
@@ -99,7 +99,7 @@ def test_truncate_or_rewrite_during_the_dump_cannot_split_dump_and_manifest(pg_p
         worker.join(timeout=60)
         assert ddl_done.is_set(), "the DDL ran once the snapshot was done"
         assert dump_rows(snap.dump_dir, "app", "z_events") == 500
-        assert snap.manifest["tables"]["app.z_events"]["rows"] == 500
+        assert snap.manifest.tables["app.z_events"].rows == 500
 
 
 def test_role_idle_and_transaction_timeouts_do_not_end_the_snapshot(pg_prod, tmp_path):
@@ -116,7 +116,7 @@ def test_role_idle_and_transaction_timeouts_do_not_end_the_snapshot(pg_prod, tmp
                 threading.Event().wait(2.5)  # the snapshot session sits idle meanwhile
 
         snap = _snapshot(pg_prod, db, tmp_path, slow_progress)
-        assert snap.manifest["tables"]["app.a_big"]["rows"] == 300000
+        assert snap.manifest.tables["app.a_big"].rows == 300000
 
 
 def test_pg_dump_killed_mid_dump_is_noticed_while_the_manifest_still_runs(pg_prod, tmp_path):

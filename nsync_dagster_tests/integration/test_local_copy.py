@@ -14,8 +14,10 @@ from nsync_dagster.cycle import localcopy, pipeline
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.errors import BackupStoreError
+from nsync_dagster.manifest import Encryption, StoredObject
 from nsync_dagster_tests import oracle
 from nsync_dagster_tests.conftest import PROD_DB, s3_client, staging_db
+from nsync_dagster_tests.manifests import before_upload
 
 DAY = "2026-11-27"
 
@@ -48,7 +50,7 @@ def test_staging_restores_the_kept_copy_without_downloading(pg_prod, pg_staging,
     assert _dumps_on_disk(settings.work_dir) == [kept / "dump"]
     assert all(not p.stat().st_mode & 0o222 for p in kept.rglob("*") if p.is_file())
     result, seen = _stage(settings, store)
-    assert result["source"] == "local copy"
+    assert result.restored.source == "local copy"
     assert any("restoring from the local copy" in m for m in seen), seen
     assert not any(m.startswith("download") for m in seen), seen
     oracle.assert_same(oracle.picture(pg_prod, PROD_DB),
@@ -65,7 +67,7 @@ def test_a_local_file_changed_after_the_upload_is_not_restored(pg_prod, pg_stagi
     raw[len(raw) // 2] ^= 0xFF  # one flipped byte: pg_restore might even accept it
     data.write_bytes(bytes(raw))
     result, seen = _stage(settings, store)
-    assert result["source"] == "S3 download"
+    assert result.restored.source == "S3 download"
     assert any("not restoring from the local copy" in m and "SHA-256 differs" in m
                and data.name in m for m in seen), seen
     oracle.assert_same(oracle.picture(pg_prod, PROD_DB),
@@ -77,7 +79,7 @@ def test_an_extra_local_file_is_not_restored(pg_prod, pg_staging, nsync_env):
     settings, store, _ = _backup(nsync_env)
     (_kept(settings) / "dump" / "9999.dat").write_text("not part of the backup\n")
     result, seen = _stage(settings, store)
-    assert result["source"] == "S3 download"
+    assert result.restored.source == "S3 download"
     assert any("differ from the manifest's objects (dump/9999.dat)" in m for m in seen), seen
     oracle.assert_same(oracle.picture(pg_prod, PROD_DB),
                        oracle.picture(pg_staging, staging_db(nsync_env)))
@@ -89,7 +91,7 @@ def test_an_object_rewritten_in_s3_after_the_read_back_is_downloaded_and_refused
     claim the backup restores. It downloads, finds the SHA-256 mismatch and stops."""
     settings, store, out = _backup(nsync_env)
     s3_client(nsync_env["AWS_ENDPOINT_URL"]).put_object(
-        Bucket=settings.bucket, Key=out["folder"] + "roles.sql", Body=b"-- rewritten\n")
+        Bucket=settings.bucket, Key=out.folder + "roles.sql", Body=b"-- rewritten\n")
     seen: list[str] = []
     with pytest.raises(BackupStoreError, match="SHA-256 mismatch"):
         pipeline.staging_step(settings, store, DAY, report=seen.append)
@@ -117,7 +119,7 @@ def test_staging_without_a_kept_copy_downloads(pg_prod, pg_staging, nsync_env):
     pipeline.snapshot_step(settings, store, DAY)
     pipeline.backup_step(settings, store, DAY, keep_for_staging=False)
     result, _ = _stage(settings, store)
-    assert result["source"] == "S3 download"
+    assert result.restored.source == "S3 download"
     oracle.assert_same(oracle.picture(pg_prod, PROD_DB),
                        oracle.picture(pg_staging, staging_db(nsync_env)))
 
@@ -125,10 +127,11 @@ def test_staging_without_a_kept_copy_downloads(pg_prod, pg_staging, nsync_env):
 def test_check_refuses_encrypted_backups_and_missing_files(tmp_path):
     (tmp_path / "dump").mkdir()
     (tmp_path / "dump" / "toc.dat").write_bytes(b"toc")
-    manifest = {"objects": {"dump/toc.dat": {"size": 3, "sha256": "x"},
-                            "roles.sql": {"size": 1, "sha256": "y"}}}
+    manifest = before_upload().model_copy(update={"objects": {
+        "dump/toc.dat": StoredObject(size=3, sha256="x"),
+        "roles.sql": StoredObject(size=1, sha256="y")}})
     listed = {"dump/toc.dat": {"size": 3, "etag": "e"}, "roles.sql": {"size": 1, "etag": "f"}}
     etags = {"dump/toc.dat": "e", "roles.sql": "f"}
-    assert "encrypted" in localcopy.check(tmp_path, {**manifest, "encryption": {
-        "client_side": "age"}}, etags, listed)
+    assert "encrypted" in localcopy.check(tmp_path, manifest.model_copy(update={
+        "encryption": Encryption(client_side="age")}), etags, listed)
     assert "(roles.sql)" in localcopy.check(tmp_path, manifest, etags, listed)

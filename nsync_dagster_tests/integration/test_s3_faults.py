@@ -110,7 +110,7 @@ def test_s3_timeouts_are_transient_and_a_retry_succeeds(pg_staging, s3_endpoint,
     assert statuses(s3_endpoint, nsync_env) == ["verified", "uploaded"]  # not promoted
     proxy.clear()
     out = pipeline.backup_step(settings, store, "2026-11-28")  # the step retry: succeeds
-    assert out["objects"] > 1
+    assert out.objects > 1
     assert statuses(s3_endpoint, nsync_env) == ["verified", "checksummed"]
     assert oracle.picture(pg_staging, staging_db(nsync_env)) == synced
 
@@ -212,6 +212,6 @@ def test_dropped_connections_during_a_restore_download_are_transient(pg_staging,
         assert "download dump/" in str(err.value) and rule.fired >= 2
         proxy.clear()
         out = restore_anywhere.restore_to(settings, store, "latest", target, force=False)  # a retry
-        assert out["verification"]["tables"] > 0
+        assert out.verification.tables > 0
     finally:
         pg_staging.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")

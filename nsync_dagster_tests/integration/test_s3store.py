@@ -9,6 +9,7 @@ import pytest
 from nsync_dagster.errors import BackupStoreError
 from nsync_dagster.storage.s3store import BackupStore
 from nsync_dagster_tests.conftest import s3_client
+from nsync_dagster_tests.manifests import before_upload
 
 
 def _fake_backup(client, bucket, folder, *, manifest=True, checked=True, restored=True):
@@ -60,14 +61,14 @@ def test_upload_writes_manifest_last_encrypted_and_verifies(s3_endpoint, bucket,
     (tmp_path / "dump" / "toc.dat").write_bytes(b"toc")
     (tmp_path / "roles.sql").write_text("CREATE ROLE app;")
     folder = store.folder("2026-11-06", "20261106T060000Z")
-    manifest = store.upload(tmp_path, {"backup_id": "20261106T060000Z"}, folder)
-    assert set(manifest["objects"]) == {"dump/3001.dat.gz", "dump/toc.dat", "roles.sql"}
+    manifest = store.upload(tmp_path, before_upload(compression="none"), folder)
+    assert set(manifest.objects) == {"dump/3001.dat.gz", "dump/toc.dat", "roles.sql"}
     head = client.head_object(Bucket=bucket, Key=folder + "dump/3001.dat.gz")
     assert head["ServerSideEncryption"] == "AES256" and head["ETag"].endswith('-2"')
     stored = json.loads(client.get_object(Bucket=bucket, Key=folder + "manifest.json")["Body"]
                         .read())
     assert stored["objects"]["dump/3001.dat.gz"]["size"] == 20 * 1024 * 1024
-    assert store.verify_objects(folder)["objects"] == 3
+    assert store.verify_objects(folder).objects == 3
     client.put_object(Bucket=bucket, Key=folder + "roles.sql", Body=b"CREATE ROLE evil;")
     with pytest.raises(BackupStoreError, match="roles.sql"):
         store.verify_objects(folder)
@@ -91,14 +92,14 @@ def test_zstd_upload_compresses_bundles_and_downloads_the_same_files(s3_endpoint
     for rel, data in files.items():
         (work / rel).write_bytes(data)
     folder = store.folder("2026-11-06", "20261106T060000Z")
-    manifest = store.upload(work, {"backup_id": "x", "compression": "zstd:1"}, folder)
-    assert set(manifest["objects"]) == {"dump/3001.dat.zst", "dump/small-tables.tar.zst",
+    manifest = store.upload(work, before_upload(compression="zstd:1"), folder)
+    assert set(manifest.objects) == {"dump/3001.dat.zst", "dump/small-tables.tar.zst",
                                         "dump/toc.dat", "roles.sql"}
-    big = manifest["objects"]["dump/3001.dat.zst"]
-    assert big["raw_size"] == len(files["dump/3001.dat"]) > 4 * big["size"]
-    assert set(manifest["objects"]["dump/small-tables.tar.zst"]["members"]) == {"3002.dat",
-                                                                               "3003.dat"}
-    assert store.verify_objects(folder)["objects"] == 4
+    big = manifest.objects["dump/3001.dat.zst"]
+    assert big.raw_size == len(files["dump/3001.dat"]) > 4 * big.size
+    assert set(manifest.objects["dump/small-tables.tar.zst"].members) == {"3002.dat",
+                                                                         "3003.dat"}
+    assert store.verify_objects(folder).objects == 4
     store.download(folder, tmp_path / "dl")
     for rel, data in files.items():
         assert (tmp_path / "dl" / rel).read_bytes() == data, rel
@@ -108,9 +109,9 @@ def test_zstd_upload_compresses_bundles_and_downloads_the_same_files(s3_endpoint
     zstdio.compress_file(other, tmp_path / "other.zst", 1)
     client.put_object(Bucket=bucket, Key=folder + "dump/3001.dat.zst",
                       Body=(tmp_path / "other.zst").read_bytes(), ServerSideEncryption="AES256")
-    big.update(size=(tmp_path / "other.zst").stat().st_size,
-               sha256=sha256_file(tmp_path / "other.zst"))
-    store.put_bytes(folder + "manifest.json", json.dumps(manifest).encode(), "application/json")
+    big.size = (tmp_path / "other.zst").stat().st_size
+    big.sha256 = sha256_file(tmp_path / "other.zst")
+    store.put_bytes(folder + "manifest.json", manifest.to_json().encode(), "application/json")
     with pytest.raises(BackupStoreError, match="3001.dat.zst: decompresses to other bytes"):
         store.verify_objects(folder)
     with pytest.raises(BackupStoreError, match="decompresses to other bytes"):

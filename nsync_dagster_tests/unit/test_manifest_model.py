@@ -1,0 +1,116 @@
+"""The typed manifest: the JSON nsync writes round-trips unchanged, old formats still read,
+a newer format is refused with "upgrade", and a malformed manifest names the backup and field."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from nsync_dagster.errors import BackupStoreError, ManifestError
+from nsync_dagster.manifest import MANIFEST_FORMAT, Manifest
+from nsync_dagster_tests.manifests import FORMAT_2, before_upload, format_1
+
+WHERE = "s3://nsync-test/nsync/2026/11/06/20261106T060000Z/"
+
+
+def test_format_2_round_trips_to_the_same_json():
+    text = json.dumps(FORMAT_2, indent=2, sort_keys=True)
+    m = Manifest.from_json(text.encode(), WHERE)
+    assert m.to_json() == text
+    assert m.format == MANIFEST_FORMAT == 2
+    assert m.tables["app.users"].rows == 3 and m.tables["app.users"].checksum == "-123456"
+    assert m.sequences["app.users_id_seq"].last_value == 3
+    assert m.memberships[0].set_option is True and m.roles[0].settings == ["search_path=app"]
+    assert m.database.role_settings == {"app_reader": ["work_mem=64MB"]}
+    assert m.zstd_level == 1 and not m.encrypted and m.rows == 3 and m.stored_bytes == 49
+    bundle = m.objects["dump/small-tables.tar.zst"]
+    assert bundle.compressed and bundle.members["3002.dat"].raw_size == 8
+    assert not m.objects["roles.sql"].compressed
+
+
+def test_format_1_reads_into_the_model_and_writes_back_unchanged():
+    old = format_1()
+    text = json.dumps(old, indent=2, sort_keys=True)
+    m = Manifest.from_json(text, WHERE)
+    assert m.format == 1 and m.zstd_level == 0 and m.compression == "none"
+    # facts the first format did not record stay "not recorded", not "empty"
+    assert m.roles[0].settings is None
+    assert m.database.settings is None and m.database.role_settings is None
+    assert not any(o.compressed for o in m.objects.values())
+    assert m.to_json() == text  # no defaults added: the document keeps its old shape
+
+
+def test_objects_digest_is_the_one_the_dict_code_computed():
+    """``objects_sha256`` in the asset metadata and the digest must not change with the model."""
+    import hashlib
+
+    want = hashlib.sha256(json.dumps(FORMAT_2["objects"], sort_keys=True).encode()).hexdigest()
+    assert Manifest.from_dict(copy.deepcopy(FORMAT_2)).objects_digest() == want
+
+
+def test_data_facts_are_what_dbstats_compares():
+    m = Manifest.from_dict(copy.deepcopy(FORMAT_2))
+    assert m.data_facts() == {"tables": FORMAT_2["tables"], "matviews": FORMAT_2["matviews"],
+                              "sequences": FORMAT_2["sequences"]}
+    assert m.data_facts({"app.users"}) == {
+        "tables": {"app.users": FORMAT_2["tables"]["app.users"]}, "matviews": {},
+        "sequences": {}}
+
+
+def test_a_newer_format_is_refused_with_upgrade():
+    newer = {**copy.deepcopy(FORMAT_2), "format": MANIFEST_FORMAT + 1, "tables": "changed"}
+    with pytest.raises(ManifestError) as err:
+        Manifest.from_json(json.dumps(newer), WHERE)
+    text = str(err.value)
+    assert WHERE in text and f"manifest format {MANIFEST_FORMAT + 1}" in text
+    assert "newer nsync" in text and "upgrade nsync" in text
+    assert isinstance(err.value, BackupStoreError)  # the restore's own failure class
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    (lambda d: d["tables"]["app.users"].update(rows="many"), "tables.app.users.rows"),
+    (lambda d: d["database"].pop("encoding"), "database.encoding"),
+    (lambda d: d["objects"]["roles.sql"].pop("sha256"), "objects.roles.sql.sha256"),
+    (lambda d: d["memberships"][0].pop("set"), "memberships.0.set"),
+    (lambda d: d.pop("backup_id"), "backup_id"),
+    (lambda d: d.update(format=0), "format"),
+])
+def test_a_malformed_manifest_names_the_backup_and_the_field(change, field):
+    doc = copy.deepcopy(FORMAT_2)
+    change(doc)
+    with pytest.raises(ManifestError) as err:
+        Manifest.from_json(json.dumps(doc), WHERE)
+    text = str(err.value)
+    assert text.startswith(f"backup {WHERE}: manifest.json is not valid: ")
+    assert f"{field}:" in text, text
+
+
+def test_not_json_and_not_an_object_are_named():
+    with pytest.raises(ManifestError, match="backup x: manifest.json is not JSON"):
+        Manifest.from_json(b"{truncated", "x")
+    with pytest.raises(ManifestError, match="is not a JSON object"):
+        Manifest.from_json(b"[]", "x")
+
+
+def test_unknown_compression_says_a_newer_nsync_wrote_it():
+    m = before_upload(compression="brotli:3")
+    with pytest.raises(ManifestError, match="unknown object compression 'brotli:3'.*newer"):
+        _ = m.zstd_level
+
+
+def test_unknown_keys_of_a_known_format_are_kept():
+    """A later nsync may add a fact without a new format: an older one keeps it on rewrite."""
+    doc = {**copy.deepcopy(FORMAT_2), "written_by": "nsync 9"}
+    doc["tables"]["app.users"]["bytes"] = 123
+    m = Manifest.from_dict(doc)
+    again = json.loads(m.to_json())
+    assert again["written_by"] == "nsync 9" and again["tables"]["app.users"]["bytes"] == 123
+
+
+def test_upload_fields_added_by_model_copy_are_written():
+    m = before_upload()
+    assert "objects" not in json.loads(m.to_json())  # not uploaded yet
+    done = m.model_copy(update={"uploaded_at": "2026-11-06T06:01:00+00:00"})
+    assert json.loads(done.to_json())["uploaded_at"] == "2026-11-06T06:01:00+00:00"
