@@ -27,6 +27,7 @@ from psycopg import sql
 from nsync_dagster.cycle import pipeline, restore_anywhere
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.preflight import same_database
+from nsync_dagster.cycle.results import RecoveryStep, RecoveryTest, SmokeResult
 from nsync_dagster.deadline import EASTERN
 from nsync_dagster.errors import NsyncError, PreflightError
 from nsync_dagster.manifest import Manifest
@@ -91,31 +92,29 @@ def _drop(settings: RunConfig, target: PgTarget) -> None:
 
 def run_recovery_test(settings: RunConfig, store: BackupStore, spec: str = "latest", *,
                       ran_by: str = "", report: Callable[[str], None] = log.info
-                      ) -> dict[str, Any]:
+                      ) -> RecoveryTest:
     """Run one recovery test; returns the result (also stored in S3). Raises on failure."""
     started_at = dt.datetime.now(dt.UTC)
     test_id = started_at.strftime("%Y%m%dT%H%M%SZ")
-    result: dict[str, Any] = {"test_id": test_id, "started_at": started_at.isoformat(),
-                              "ran_by": ran_by or f"nsync on {socket.gethostname()}",
-                              "steps": [], "smoke": [], "deviations": []}
+    result = RecoveryTest(test_id=test_id, started_at=started_at.isoformat(),
+                          ran_by=ran_by or f"nsync on {socket.gethostname()}")
     try:
         _run(settings, store, spec, result, report)
-        result["result"] = "PASSED"
+        result.result = "PASSED"
     except Exception as exc:
-        result["result"] = "FAILED"
-        result["deviations"].append(str(exc))
+        result.result = "FAILED"
+        result.deviations.append(str(exc))
         _store_log(store, result)
         raise RecoveryTestFailed(f"recovery test {test_id} failed: {exc}") from None
     _store_log(store, result)
     return result
 
 
-def _step(result: dict[str, Any], name: str, started: float, outcome: str) -> None:
-    result["steps"].append({"step": name, "seconds": round(time.monotonic() - started, 2),
-                            "outcome": outcome})
+def _step(result: RecoveryTest, name: str, started: float, outcome: str) -> None:
+    result.steps.append(RecoveryStep(name, round(time.monotonic() - started, 2), outcome))
 
 
-def _run(settings: RunConfig, store: BackupStore, spec: str, result: dict[str, Any],
+def _run(settings: RunConfig, store: BackupStore, spec: str, result: RecoveryTest,
          report: Callable[[str], None]) -> None:
     t = time.monotonic()
     if spec == "latest" and StagingMethod.load().branch_reset:
@@ -124,15 +123,15 @@ def _run(settings: RunConfig, store: BackupStore, spec: str, result: dict[str, A
     else:
         backup = store.find_to_restore(spec)
     manifest = store.read_manifest(backup.key_prefix)
-    result.update(backup_id=backup.backup_id, backup_time=manifest.snapshot_time,
-                  source=manifest.source, backup_location=store.uri(backup.key_prefix))
+    result.backup_id, result.backup_time = backup.backup_id, manifest.snapshot_time
+    result.source, result.backup_location = manifest.source, store.uri(backup.key_prefix)
     _step(result, "choose backup", t, f"{backup.backup_id} ({backup.status})")
     target = scratch_target(settings, backup.backup_id)
     for other, name in ((settings.prod, "production"), (settings.staging, "live staging")):
         if other.url and same_database(target, other):
             raise PreflightError(f"the recovery-test database {target.display} is the {name} "
                                  "database; point NSYNC_SCRATCH_DATABASE_URL elsewhere")
-    result["target"] = target.display
+    result.target = target.display
     # never at the same time as the daily rebuild (or another test) on the same server
     with target.with_db(settings.maintenance_db).connect() as lock_conn, \
             swap.restore_slot(lock_conn, "recovery test", settings.restore_lock_wait_s, report):
@@ -142,7 +141,7 @@ def _run(settings: RunConfig, store: BackupStore, spec: str, result: dict[str, A
     if backup.status != "verified":  # this test is the proof that it restores: record it
         store.mark_restore_verified(backup.key_prefix, {
             "restored_into": target.display, "by": "recovery test",
-            **result.get("verification", {})})
+            **(result.verification.as_marker() if result.verification else {})})
 
 
 def _drop_leftovers(settings: RunConfig, target: PgTarget, report: Callable[[str], None]) -> None:
@@ -162,7 +161,7 @@ def _drop_leftovers(settings: RunConfig, target: PgTarget, report: Callable[[str
 
 
 def _restore_and_prove(settings: RunConfig, store: BackupStore, folder: str, target: PgTarget,
-                       manifest: Manifest, result: dict[str, Any],
+                       manifest: Manifest, result: RecoveryTest,
                        report: Callable[[str], None]) -> None:
     t = time.monotonic()
     restore_anywhere.prepare_empty_database(settings, target, manifest.database, force=True,
@@ -173,19 +172,19 @@ def _restore_and_prove(settings: RunConfig, store: BackupStore, folder: str, tar
         for seconds, label in ((restored.download_s, "download and check SHA-256"),
                                (restored.restore_s, "restore (pg_restore)"),
                                (restored.verify_s, "verify against the manifest")):
-            result["steps"].append({"step": label, "seconds": seconds, "outcome": "ok"})
-        result["verification"] = restored.verification.as_marker()
+            result.steps.append(RecoveryStep(label, seconds, "ok"))
+        result.verification = restored.verification
         t = time.monotonic()
         smoke = run_smoke(target, smoke_queries())
-        result["smoke"] = [{"query": q, "ok": ok, "detail": d} for q, ok, d in smoke]
+        result.smoke = [SmokeResult(q, ok, d) for q, ok, d in smoke]
         failed = [q for q, ok, _ in smoke if not ok]
         _step(result, "smoke queries", t, f"{len(smoke) - len(failed)}/{len(smoke)} passed")
         if failed:
             raise RecoveryTestFailed(f"{len(failed)} smoke quer{'y' if len(failed) == 1 else 'ies'}"
                                      f" failed: {failed[0][:120]}")
-        result["rto_s"] = round(restored.download_s + restored.restore_s + restored.verify_s, 2)
+        result.rto_s = round(restored.download_s + restored.restore_s + restored.verify_s, 2)
         snapshot = dt.datetime.fromisoformat(manifest.snapshot_time)
-        result["rpo_s"] = round(dt.datetime.now(dt.UTC).timestamp() - snapshot.timestamp())
+        result.rpo_s = round(dt.datetime.now(dt.UTC).timestamp() - snapshot.timestamp())
     finally:
         t = time.monotonic()
         with interruptible.shielded():  # also when interrupted: the scratch copy holds real data
@@ -202,40 +201,39 @@ def _duration(seconds: float | None) -> str:
     return f"{hours:.1f} h" if hours >= 2 else f"{seconds / 60:.1f} min"
 
 
-def render_log(result: dict[str, Any]) -> str:
-    started = dt.datetime.fromisoformat(result["started_at"]).astimezone(EASTERN)
-    verification = result.get("verification")
+def render_log(result: RecoveryTest) -> str:
+    started = dt.datetime.fromisoformat(result.started_at).astimezone(EASTERN)
+    v = result.verification
     return string.Template(_template("recovery-test-log.md")).safe_substitute(
-        date=f"{started:%Y-%m-%d %H:%M %Z}", test_id=result["test_id"], result=result["result"],
-        ran_by=result["ran_by"], backup_id=result.get("backup_id", "—"),
-        backup_time=result.get("backup_time", "—"), source=result.get("source", "—"),
-        backup_location=result.get("backup_location", "—"), target=result.get("target", "—"),
-        rto=_duration(result.get("rto_s")), rpo=_duration(result.get("rpo_s")),
-        steps="\n".join(f"| {s['step']} | {s['seconds']} | {s['outcome']} |"
-                        for s in result["steps"]) or "| — | — | — |",
-        verification=(f"{verification['tables']} tables, {verification['rows']:,} rows and "
-                      f"{verification['sequences']} sequences match the manifest"
-                      + (" including content checksums" if verification["checksums_compared"]
-                         else "") if verification else "not reached"),
-        smoke="\n".join(f"| `{s['query'][:80]}` | {'ok' if s['ok'] else 'FAILED'}: {s['detail']} |"
-                        for s in result["smoke"]) or "| — | not run |",
-        deviations="\n".join(f"- {d}" for d in result["deviations"]) or "None.")
+        date=f"{started:%Y-%m-%d %H:%M %Z}", test_id=result.test_id, result=result.result,
+        ran_by=result.ran_by, backup_id=result.backup_id or "—",
+        backup_time=result.backup_time or "—", source=result.source or "—",
+        backup_location=result.backup_location or "—", target=result.target or "—",
+        rto=_duration(result.rto_s), rpo=_duration(result.rpo_s),
+        steps="\n".join(f"| {s.step} | {s.seconds} | {s.outcome} |"
+                        for s in result.steps) or "| — | — | — |",
+        verification=(f"{v.tables} tables, {v.rows:,} rows and {v.sequences} sequences match "
+                      "the manifest" + (" including content checksums" if v.checksums_compared
+                                        else "") if v else "not reached"),
+        smoke="\n".join(f"| `{s.query[:80]}` | {'ok' if s.ok else 'FAILED'}: {s.detail} |"
+                        for s in result.smoke) or "| — | not run |",
+        deviations="\n".join(f"- {d}" for d in result.deviations) or "None.")
 
 
-def _store_log(store: BackupStore, result: dict[str, Any]) -> None:
+def _store_log(store: BackupStore, result: RecoveryTest) -> None:
     """Store the log in S3, masked: this is where the test's text (a library's error among the
     deviations) leaves nsync."""
-    day = dt.datetime.fromisoformat(result["started_at"]).astimezone(EASTERN)
-    key = f"{store.prefix}/recovery-tests/{day:%Y/%m}/{result['test_id']}"
-    result["log_markdown"] = redact(render_log(result))
-    result["log_location"] = store.uri(key + ".md")
-    store.put_bytes(key + ".md", result["log_markdown"].encode(), "text/markdown")
-    store.put_bytes(key + ".json", json.dumps(redact_value(result), indent=2).encode(),
+    day = dt.datetime.fromisoformat(result.started_at).astimezone(EASTERN)
+    key = f"{store.prefix}/recovery-tests/{day:%Y/%m}/{result.test_id}"
+    result.log_markdown = redact(render_log(result))
+    result.log_location = store.uri(key + ".md")
+    store.put_bytes(key + ".md", result.log_markdown.encode(), "text/markdown")
+    store.put_bytes(key + ".json", json.dumps(redact_value(result.as_json()), indent=2).encode(),
                     "application/json")
 
 
 def history(store: BackupStore, limit: int = 24) -> list[dict[str, Any]]:
-    """The newest recovery-test results (from their JSON logs), newest first."""
+    """The newest recovery-test results (their JSON logs as stored), newest first."""
     paginator = store.client.get_paginator("list_objects_v2")
     keys = [obj["Key"] for page in paginator.paginate(
         Bucket=store.bucket, Prefix=f"{store.prefix}/recovery-tests/")

@@ -16,8 +16,9 @@ from nsync_dagster.postgres.restore import RestoreReport
 from nsync_dagster.postgres.roles import RoleSyncResult
 from nsync_dagster.postgres.swap import Swapped
 
-__all__ = ["BackupResult", "BranchStagingResult", "Drift", "PasswordFacts", "RestorePlan",
-           "RestoreResult", "RestoreSource", "Restored", "StagingResult", "Verification"]
+__all__ = ["BackupResult", "BranchStagingResult", "Drift", "PasswordFacts", "RecoveryStep",
+           "RecoveryTest", "RestorePlan", "RestoreResult", "RestoreSource", "Restored",
+           "SmokeResult", "StagingResult", "Verification"]
 
 RestoreSource = str  # "local copy" or "S3 download"
 
@@ -155,3 +156,49 @@ class BranchStagingResult:
     passwords: PasswordFacts
     reset: NeonReset  # the manifest's ``neon_branch_reset`` (defaults when it has none)
     snapshot_lsn: str | None
+
+
+@dataclass(frozen=True)
+class RecoveryStep:
+    step: str
+    seconds: float
+    outcome: str
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    query: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class RecoveryTest:
+    """One recovery test, filled in as it runs; stored in S3 as its JSON log (:meth:`as_json`:
+    the fields not reached are left out, as the log has always done)."""
+
+    test_id: str
+    started_at: str
+    ran_by: str
+    steps: list[RecoveryStep] = field(default_factory=list)
+    smoke: list[SmokeResult] = field(default_factory=list)
+    deviations: list[str] = field(default_factory=list)
+    result: str = ""  # PASSED or FAILED
+    backup_id: str | None = None
+    backup_time: str | None = None
+    source: str | None = None
+    backup_location: str | None = None
+    target: str | None = None
+    verification: Verification | None = None
+    rto_s: float | None = None
+    rpo_s: float | None = None
+    log_markdown: str | None = None
+    log_location: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.result == "PASSED"
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON log stored beside the markdown one (and read back by ``history``)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}

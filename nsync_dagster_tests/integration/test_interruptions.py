@@ -184,7 +184,7 @@ def test_recovery_test_runs_once_the_daily_restore_is_done(pg_staging, nsync_env
     finally:
         release.set()
         holder.join()
-    assert result["result"] == "PASSED"
+    assert result.result == "PASSED"
     assert any("another restore is running on this server" in m for m in seen), seen
     assert _leftovers(pg_staging) == []
 
@@ -212,7 +212,7 @@ def test_leftover_recovery_databases_are_dropped_by_the_next_test(pg_staging, ns
     seen: list[str] = []
     result = recovery.run_recovery_test(settings, backup_store(settings, s3_from_env()),
                                         report=seen.append)
-    assert result["result"] == "PASSED"
+    assert result.result == "PASSED"
     assert any("dropping nsync_recovery_test_20200101t000000z" in m for m in seen), seen
     assert _leftovers(pg_staging) == []
 

@@ -2,11 +2,13 @@
 timed and logged."""
 
 import datetime as dt
+from typing import Any
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from nsync_dagster.cycle import recovery
+from nsync_dagster.cycle.results import RecoveryTest
 from nsync_dagster.defs.daily.assets import s3_backup
 from nsync_dagster.defs.records import last_recovery_test
 from nsync_dagster.defs.resources import NotifierResource, NsyncResource, backup_store
@@ -31,18 +33,30 @@ class RecoveryTestConfig(dg.Config):
     backup: str = "latest"
 
 
-def _event(result: dict, passed: bool) -> Event:
+def _event(result: RecoveryTest) -> Event:
+    passed = result.passed
     return Event(
         event="recovery_test_passed" if passed else "recovery_test_failed",
         severity="info" if passed else "error",
-        summary=(f"Recovery test {result['result']}: backup {result.get('backup_id', '?')}"
-                 + (f" restored and verified in {result.get('rto_s')} s, data "
-                    f"{round((result.get('rpo_s') or 0) / 3600, 1)} h old" if passed else
-                    f": {result['deviations'][0] if result['deviations'] else 'see the log'}")),
-        details={"test_id": result["test_id"], "backup_id": result.get("backup_id"),
-                 "rto_seconds": result.get("rto_s"), "rpo_seconds": result.get("rpo_s"),
-                 "log": result.get("log_location")},
+        summary=(f"Recovery test {result.result}: backup {result.backup_id or '?'}"
+                 + (f" restored and verified in {result.rto_s} s, data "
+                    f"{round((result.rpo_s or 0) / 3600, 1)} h old" if passed else
+                    f": {result.deviations[0] if result.deviations else 'see the log'}")),
+        details={"test_id": result.test_id, "backup_id": result.backup_id,
+                 "rto_seconds": result.rto_s, "rpo_seconds": result.rpo_s,
+                 "log": result.log_location},
         runbook="runbooks/recovery-testing.md", run_url=None)
+
+
+def _report_metadata(result: RecoveryTest) -> dict[str, Any]:
+    """The materialization's metadata (the keys ``defs/records.py`` and the CLI read)."""
+    return {
+        "result": result.result, "backup_id": result.backup_id,
+        "rto_seconds": dg.MetadataValue.float(result.rto_s or 0.0),
+        "rpo_hours": dg.MetadataValue.float(round((result.rpo_s or 0) / 3600, 2)),
+        "log": dg.MetadataValue.url(result.log_location or ""),
+        "report": dg.MetadataValue.md(result.log_markdown or ""),
+    }
 
 
 @dg.asset(partitions_def=MONTHLY, group_name=RECOVERY_GROUP, owners=OWNERS,
@@ -69,22 +83,18 @@ def recovery_test_report(context: dg.AssetExecutionContext, config: RecoveryTest
                 settings, store, config.backup, ran_by=f"Dagster run {context.run.run_id}",
                 report=context.log.info)
         except recovery.RecoveryTestFailed as exc:
-            failed = {"test_id": dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ"),
-                      "result": "FAILED", "deviations": [str(exc)]}
+            now = dt.datetime.now(dt.UTC)
+            failed = RecoveryTest(test_id=now.strftime("%Y%m%dT%H%M%SZ"),
+                                  started_at=now.isoformat(), ran_by="", result="FAILED",
+                                  deviations=[str(exc)])
             context.log_event(dg.AssetObservation(
                 asset_key=context.asset_key, partition=context.partition_key,
                 metadata=masked_metadata({"result": "FAILED", "error": str(exc)})))
-            notifier.deliver(_event(failed, passed=False))
+            notifier.deliver(_event(failed))
             raise dg.Failure(description=str(exc),
                              metadata={"error_type": "RecoveryTestFailed"}) from None
-        notifier.deliver(_event(result, passed=True))
-    return materialized({
-        "result": result["result"], "backup_id": result["backup_id"],
-        "rto_seconds": dg.MetadataValue.float(result["rto_s"]),
-        "rpo_hours": dg.MetadataValue.float(round(result["rpo_s"] / 3600, 2)),
-        "log": dg.MetadataValue.url(result["log_location"]),
-        "report": dg.MetadataValue.md(result["log_markdown"]),
-    })
+        notifier.deliver(_event(result))
+    return materialized(_report_metadata(result))
 
 
 recovery_test_job = dg.define_asset_job(
