@@ -71,6 +71,12 @@ def test_scratch_url_is_used_and_dropped(pg_staging, nsync_env, instance, monkey
     monkeypatch.setenv("NSYNC_SCRATCH_DATABASE_URL",
                        pg_staging.url(OWNER, STAGING_OWNER_PW, "scratch_for_tests"))
     settings = RunConfig.from_env()
-    result = recovery.run_recovery_test(settings, backup_store(settings, s3_from_env()))
-    assert result["result"] == "PASSED" and result["target"].endswith("/scratch_for_tests")
+    store = backup_store(settings, s3_from_env())
+    result = recovery.run_recovery_test(settings, store)
+    assert result.passed and result.target.endswith("/scratch_for_tests")
+    [stored] = recovery.history(store)  # the JSON log keeps the keys it always had
+    assert stored["result"] == "PASSED" and stored["rto_s"] == result.rto_s
+    assert set(stored["verification"]) == {"tables", "sequences", "rows", "checksums_compared",
+                                           "settings_changed"}
+    assert [s["step"] for s in stored["steps"]][-1] == "drop scratch database"
     assert pg_staging.psql("SELECT 1 FROM pg_database WHERE datname = 'scratch_for_tests'") == ""
