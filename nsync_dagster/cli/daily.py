@@ -14,7 +14,12 @@ import time
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from nsync_dagster.cli.instance import console_logging, ensure_dagster_home, instance
+from nsync_dagster.cli.instance import (
+    console_logging,
+    ensure_dagster_home,
+    freeze_heap,
+    instance,
+)
 from nsync_dagster.errors import ConfigError, NsyncError
 
 if TYPE_CHECKING:
@@ -97,6 +102,7 @@ def run_daily(partition: str | None = None, *, out=None) -> int:
     print(f"nsync: daily backup and staging sync for {partition} ...", file=out, flush=True)
     with instance() as inst:
         fail_runs_of_dead_processes(inst, DAILY_JOB_NAME, out)
+        freeze_heap()  # everything is loaded: the run's collections skip it
         result = job.execute_in_process(
             instance=inst, partition_key=partition, raise_on_error=False, tags=_process_tags(),
             run_config=console_logging())
@@ -137,6 +143,7 @@ def run_recovery_test(backup: str, out=None) -> int:
     job = defs().resolve_job_def(RECOVERY_JOB)
     print(f"nsync: recovery test of backup '{backup}' ...", file=out, flush=True)
     with instance() as inst:
+        freeze_heap()
         result = job.execute_in_process(
             instance=inst, partition_key=month, raise_on_error=False,
             run_config={"ops": {"recovery_test_report": {"config": {"backup": backup}}},
