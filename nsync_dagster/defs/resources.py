@@ -93,7 +93,7 @@ class S3Resource(dg.ConfigurableResource):
     Unset fields come from boto3's standard sources: ``AWS_ENDPOINT_URL``, ``AWS_REGION``,
     ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (or a profile, an instance role),
     ``AWS_CA_BUNDLE``. The same fields as ``dagster_aws.s3.S3Resource``, without importing
-    dagster-aws (1.2 s at every start of the CLI, the code server and each run): one client is
+    dagster-aws (~1.5 s at every start of the CLI, the code server and each run): one client is
     built per process and configuration and shared by the steps
     (:mod:`nsync_dagster.storage.s3client`).
 
@@ -101,8 +101,8 @@ class S3Resource(dg.ConfigurableResource):
         S3Resource(max_attempts=3)
     """
 
-    max_attempts: int = Field(default=5, description="attempts per S3 call (botocore's "
-                              "standard retry mode)")
+    max_attempts: int = Field(default=5, description="botocore's retries.max_attempts, "
+                              "standard mode: retries of a failed S3 call after its first try")
     region_name: str | None = Field(default=None, description="AWS region (default: "
                                     "AWS_REGION)")
     endpoint_url: str | None = Field(default=None, description="S3 endpoint (default: "

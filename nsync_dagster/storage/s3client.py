@@ -31,8 +31,10 @@ def s3_client(max_attempts: int = 3, *, region_name: str | None = None,
               verify: bool | str | None = None, aws_access_key_id: str | None = None,
               aws_secret_access_key: str | None = None,
               aws_session_token: str | None = None) -> Any:
-    """A boto3 S3 client with ``max_attempts`` tries per call in botocore's *standard* retry
-    mode; unset arguments come from boto3's usual sources (``AWS_*`` variables, profiles)."""
+    """A boto3 S3 client configured as dagster-aws configured it: botocore's *standard* retry
+    mode with ``retries.max_attempts`` (botocore retries a failed call that many times after
+    the first try); unset arguments come from boto3's usual sources (``AWS_*`` variables,
+    profiles)."""
     options = {"region_name": region_name, "endpoint_url": endpoint_url, "use_ssl": use_ssl,
                "verify": verify, "aws_access_key_id": aws_access_key_id,
                "aws_secret_access_key": aws_secret_access_key,
