@@ -30,9 +30,10 @@ _verbose = False
 _whole_process = False
 
 # the CLI's connections to Dagster's PostgreSQL storage: one kept per storage and reused, no
-# statement timeout (a run's own writes must not fail on a slow storage), renewed after 5 minutes
-# so that a multi-hour run never writes through a connection the server or network dropped
-POOL = {"statement_timeout": 0, "pool_recycle": 300, "max_overflow": 10}
+# statement timeout (a run's own writes must not fail on a slow storage), replaced once a minute
+# (when next used) so that a multi-hour run does not write through a connection that a server's
+# idle timeout or the network dropped long ago
+POOL = {"statement_timeout": 0, "pool_recycle": 60, "max_overflow": 10}
 
 
 def configure_output(verbose: bool) -> None:
