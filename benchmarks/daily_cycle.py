@@ -311,8 +311,9 @@ def fmt_table(rows: list[dict]) -> str:
 
 
 def fixed_cost(prod, staging, aws: dict, tmp: Path, repeats: int) -> dict:
-    """Wall time of the whole ``nsync run daily`` (a fresh CLI process: start-up, Dagster, every
-    check) on the demo's sample database, and of ``nsync --help`` (start-up alone)."""
+    """The fixed cost on the demo's sample database (see fixed_cost.py)."""
+    import fixed_cost as fc
+
     from nsync_dagster.embedded.stack import seed_sample_platform
 
     # one schema per statement, errors not suppressed: one DROP of all 50 schemas failed
@@ -322,36 +323,18 @@ def fixed_cost(prod, staging, aws: dict, tmp: Path, repeats: int) -> dict:
     prod.psql("DROP TABLE IF EXISTS pgbench_accounts, pgbench_branches, pgbench_history, "
               "pgbench_tellers", dbname=DB)
     seed_sample_platform(prod.url(OWNER, PROD_PW, DB), 1)
-    home = tmp / "dagster_home"
-    home.mkdir(exist_ok=True)
-    env = {**os.environ, **aws, "DAGSTER_HOME": str(home),
-           "NSYNC_PROD_DATABASE_URL": prod.url(OWNER, PROD_PW, DB),
-           "NSYNC_STAGING_DATABASE_URL": staging.url(OWNER, STG_PW, DB),
-           "NSYNC_BACKUP_BUCKET": BUCKET, "NSYNC_WORK_DIR": str(tmp / "work"),
-           "PYTHONPATH": str(HERE.parent)}
-    db_mb = int(prod.psql(f"SELECT pg_database_size('{DB}')")) / 2**20
-    cli = [sys.executable, "-m", "nsync_dagster.cli"]
-    runs, helps, floors = [], [], []
-    for _ in range(repeats):
-        t = time.monotonic()
-        subprocess.run([sys.executable, "-c", "import dagster"], env=env, check=True)
-        floors.append(time.monotonic() - t)
-        t = time.monotonic()
-        subprocess.run([*cli, "--help"], env=env, check=True, capture_output=True)
-        helps.append(time.monotonic() - t)
-        t = time.monotonic()
-        out = subprocess.run([*cli, "run", "daily"], env=env, capture_output=True, text=True)
-        runs.append(time.monotonic() - t)
-        if out.returncode:
-            raise RuntimeError(f"nsync run daily failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
-    return {"db_mb": db_mb, "runs": runs, "median": median(runs), "help": median(helps),
-            "import_dagster": median(floors),
-            "summary": out.stdout.strip().splitlines()[-12:]}
+    env = {**aws, "NSYNC_BACKUP_BUCKET": BUCKET, "NSYNC_WORK_DIR": str(tmp / "work")}
+    result = fc.measure(prod.url(OWNER, PROD_PW, DB), staging.url(OWNER, STG_PW, DB), env, tmp,
+                        repeats, SUPER_PW)
+    result["db_mb"] = int(prod.psql(f"SELECT pg_database_size('{DB}')")) / 2**20
+    return result
 
 
 def write_results(rows: list[dict], loads: list[str], started: str, args,
                   fixed: dict | None) -> None:
-    path = HERE / "RESULTS.md"
+    import fixed_cost as fc
+
+    path = Path(args.results)
     old = path.read_text() if path.exists() else ""
     notes = old.split(NOTES, 1)[1] if NOTES in old else "\n"
     details = "\n".join(f"- {r['dataset']} {r['chain']} (last run; staging restored from "
@@ -360,12 +343,7 @@ def write_results(rows: list[dict], loads: list[str], started: str, args,
         + "; peak VmHWM " + ", ".join(f"{k} {v / 1024:.0f} MB" for k, v in sorted(
             r["child_hwm_kb"].items(), key=lambda kv: -kv[1])[:4])
         for r in rows if r.get("detail"))
-    fixed_text = "not measured (--fixed-cost 0)" if not fixed else (
-        f"**{fixed['median']:.1f} s** median of {len(fixed['runs'])} "
-        f"({' / '.join(f'{t:.1f}' for t in fixed['runs'])}) for the whole `nsync run daily` CLI "
-        f"process on the demo's sample database ({fixed['db_mb']:.0f} MB); `nsync --help` "
-        f"alone (start-up): {fixed['help']:.1f} s; `python -c 'import dagster'` alone: "
-        f"{fixed['import_dagster']:.1f} s.")
+    fixed_text = "not measured (--fixed-cost 0)" if not fixed else fc.text(fixed, fixed["db_mb"])
     text = f"""# nsync daily-cycle benchmark
 
 Measured by `benchmarks/daily_cycle.py --scales {args.scales} --variants {args.variants} \
@@ -406,6 +384,8 @@ def main() -> None:
     ap.add_argument("--heavy-repeats", type=int, default=1, help="runs per chain, schema-heavy")
     ap.add_argument("--fixed-cost", type=int, default=3,
                     help="runs of `nsync run daily` on the demo database, 0 to skip")
+    ap.add_argument("--results", default=str(HERE / "RESULTS.md"),
+                    help="the file to write (hand-written notes below its marker are kept)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -490,10 +470,10 @@ def main() -> None:
         if args.fixed_cost:
             settle(s3, BUCKET, clusters)
             fixed = fixed_cost(prod, staging, aws, tmp, args.fixed_cost)
-            print(f"fixed cost: nsync run daily {fixed['runs']} (median {fixed['median']:.1f}s),"
-                  f" nsync --help {fixed['help']:.1f}s", flush=True)
+            print("fixed cost:", json.dumps({k: v for k, v in fixed.items() if k != "summary"},
+                                            indent=1), flush=True)
             write_results(rows, loads, started, args, fixed)
-        print(f"\nwrote {HERE / 'RESULTS.md'}")
+        print(f"\nwrote {args.results}")
     finally:
         if server is not None:
             server.stop()

@@ -11,7 +11,7 @@ import signal
 import sys
 import traceback
 
-from nsync_dagster.cli.instance import configure_output
+from nsync_dagster.cli.instance import configure_output, freeze_heap, whole_process
 from nsync_dagster.cli.output import masked_output
 from nsync_dagster.errors import NsyncError
 from nsync_dagster.redact import install_log_filter
@@ -37,9 +37,17 @@ def _interrupt(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; everything it prints (errors and tracebacks too) is masked."""
-    with masked_output():  # before logging is set up: its handler writes through it too
-        return _run(argv)
+    """Run one command; everything it prints (errors and tracebacks too) is masked.
+
+    Without ``argv`` (the ``nsync`` script, ``python -m nsync_dagster.cli``) the command is the
+    whole process, and what it built is exempt from the collector at exit (:func:`freeze_heap`).
+    """
+    whole_process(argv is None)
+    try:
+        with masked_output():  # before logging is set up: its handler writes through it too
+            return _run(argv)
+    finally:
+        freeze_heap()
 
 
 def _run(argv: list[str] | None) -> int:

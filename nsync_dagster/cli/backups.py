@@ -10,11 +10,7 @@ import datetime as dt
 import sys
 
 from nsync_dagster import deadline
-from nsync_dagster.cycle.config import RunConfig
-from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.progress import human_bytes
-from nsync_dagster.storage.retention import policy_from_env
-from nsync_dagster.storage.s3retention import apply, plan_store
 
 STATUS_HELP = ("verified = read back and restored successfully; checksummed = read back, not yet "
                "restored; uploaded = manifest written, not read back; incomplete = no manifest")
@@ -36,10 +32,15 @@ def register(sub) -> None:
 
 def run_backups(out=None, *, mode: str = "list") -> int:
     """``mode``: list, plan (dry run) or apply. 0 on success; 1 if S3 refused a deletion."""
+    from nsync_dagster.cycle.config import RunConfig
+    from nsync_dagster.cycle.store import backup_store
+    from nsync_dagster.storage.retention import policy_from_env
+    from nsync_dagster.storage.s3retention import apply, plan_store
+
     out = out or sys.stdout
     settings = RunConfig.from_env(need_databases=False)
     policy = policy_from_env()
-    store = backup_store(settings, s3_from_env())
+    store = backup_store(settings)
     now = dt.datetime.now(dt.UTC)
     plan, backups = plan_store(store, deadline.eastern_day(now), policy, now=now)
     if mode == "list":

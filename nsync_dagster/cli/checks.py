@@ -1,32 +1,24 @@
 """``nsync doctor`` (is everything configured and reachable?) and ``nsync verify`` (the seed's
-checklist, proved from the Dagster instance's records)."""
+checklist, proved from the Dagster instance's records).
+
+``nsync doctor`` imports no Dagster (it is the container's health check, run every few
+minutes): the handlers import the library when they run, Dagster only ``--send-test`` and
+``nsync verify``.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import sys
 from collections.abc import Callable
-
-import dagster as dg
+from typing import TYPE_CHECKING
 
 from nsync_dagster import deadline
-from nsync_dagster import settings as nsync_settings
 from nsync_dagster.cli.instance import console_logging, instance
-from nsync_dagster.cycle import branch_reset
-from nsync_dagster.cycle.config import RunConfig
-from nsync_dagster.cycle.preflight import (
-    Preflight,
-    check_bucket,
-    check_not_same,
-    check_production,
-    check_staging,
-)
-from nsync_dagster.defs import records
-from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.errors import NsyncError
-from nsync_dagster.notify import heartbeat, notifier_from_env
-from nsync_dagster.postgres.tls import check_dagster_storage_tls
-from nsync_dagster.settings import Notifications, show
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 TEST_MAX_AGE = dt.timedelta(days=31)
 
@@ -48,6 +40,21 @@ def _print(results: list[tuple[str, bool, str]], out) -> bool:
 
 
 def run_doctor(send_test: bool, out=None) -> int:
+    from nsync_dagster import settings as nsync_settings
+    from nsync_dagster.cycle import branch_reset
+    from nsync_dagster.cycle.config import RunConfig
+    from nsync_dagster.cycle.preflight import (
+        Preflight,
+        check_bucket,
+        check_not_same,
+        check_production,
+        check_staging,
+    )
+    from nsync_dagster.cycle.store import backup_store
+    from nsync_dagster.notify import notifier_from_env
+    from nsync_dagster.postgres.tls import check_dagster_storage_tls
+    from nsync_dagster.settings import show
+
     out = out or sys.stdout
     pf = Preflight()
     settings: RunConfig | None = None
@@ -69,7 +76,7 @@ def run_doctor(send_test: bool, out=None) -> int:
         check_staging(pf, settings.staging, settings.maintenance_db)
         check_not_same(pf, settings.prod, settings.staging)
         pf.run("TLS for Dagster's storage", check_dagster_storage_tls)
-        check_bucket(pf, backup_store(settings, s3_from_env()))
+        check_bucket(pf, backup_store(settings))
         pf.run("staging method (NSYNC_STAGING_METHOD)",
                lambda: branch_reset.doctor_check(settings))
 
@@ -96,6 +103,9 @@ def run_doctor(send_test: bool, out=None) -> int:
 def heartbeat_check() -> str:
     """POST <url>/log: reachable, and neither a success nor a failure signal (see
     nsync_dagster/notify/heartbeat.py); passes with a note when no heartbeat is configured."""
+    from nsync_dagster.notify import heartbeat
+    from nsync_dagster.settings import Notifications
+
     secret = Notifications.load().heartbeat_url
     url = secret.get_secret_value() if secret else ""
     if not url:
@@ -106,6 +116,7 @@ def heartbeat_check() -> str:
 
 def _send_test(out) -> bool:
     from nsync_dagster.definitions import defs
+    from nsync_dagster.defs import records
 
     job = defs().resolve_job_def(records.NOTIFY_TEST_JOB)
     with instance() as inst:
@@ -150,6 +161,11 @@ def _judged_day(now: dt.datetime) -> dt.date:
 
 
 def verify_checklist(inst: dg.DagsterInstance, now: dt.datetime) -> list[tuple[str, bool, str]]:
+    import dagster as dg
+
+    from nsync_dagster.defs import records
+    from nsync_dagster.notify import notifier_from_env
+
     day = _judged_day(now)
 
     def automated() -> str:

@@ -1,4 +1,8 @@
-"""``nsync run daily``: the daily job in-process for today's partition, with a summary."""
+"""``nsync run daily``: the daily job in-process for today's partition, with a summary.
+
+Dagster and the library are imported by the handlers, not here: ``nsync --help`` and the
+commands that need no Dagster must not pay for them (see ``cli/__init__.py``).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,19 @@ import os
 import socket
 import sys
 import time
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-import dagster as dg
-
-from nsync_dagster import settings
-from nsync_dagster.cli.instance import console_logging, ensure_dagster_home, instance
-from nsync_dagster.cycle.config import RunConfig
-from nsync_dagster.defs.shared import DAILY
+from nsync_dagster.cli.instance import (
+    console_logging,
+    ensure_dagster_home,
+    freeze_heap,
+    instance,
+)
 from nsync_dagster.errors import ConfigError, NsyncError
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 EASTERN = ZoneInfo("America/New_York")
 __all__ = ["ensure_dagster_home", "instance", "run_daily", "run_recovery_test"]
@@ -37,6 +45,8 @@ def register(sub) -> None:
 
 def check_partition(partition: str | None) -> str:
     """Today in America/New_York, or a valid past day given as YYYY-MM-DD."""
+    from nsync_dagster.defs.shared import DAILY
+
     today = dt.datetime.now(EASTERN).date()
     if not partition:
         return today.isoformat()
@@ -77,6 +87,9 @@ def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
 
 
 def run_daily(partition: str | None = None, *, out=None) -> int:
+    from nsync_dagster import settings
+    from nsync_dagster.cycle.config import RunConfig
+
     out = out or sys.stdout
     settings.check()  # any bad NSYNC_* value fails here, before Dagster starts anything
     RunConfig.from_env()
@@ -89,6 +102,7 @@ def run_daily(partition: str | None = None, *, out=None) -> int:
     print(f"nsync: daily backup and staging sync for {partition} ...", file=out, flush=True)
     with instance() as inst:
         fail_runs_of_dead_processes(inst, DAILY_JOB_NAME, out)
+        freeze_heap()  # everything is loaded: the run's collections skip it
         result = job.execute_in_process(
             instance=inst, partition_key=partition, raise_on_error=False, tags=_process_tags(),
             run_config=console_logging())
@@ -116,6 +130,9 @@ def run_daily(partition: str | None = None, *, out=None) -> int:
 
 
 def run_recovery_test(backup: str, out=None) -> int:
+    from nsync_dagster import settings
+    from nsync_dagster.cycle.config import RunConfig
+
     out = out or sys.stdout
     settings.check()
     RunConfig.from_env()
@@ -126,6 +143,7 @@ def run_recovery_test(backup: str, out=None) -> int:
     job = defs().resolve_job_def(RECOVERY_JOB)
     print(f"nsync: recovery test of backup '{backup}' ...", file=out, flush=True)
     with instance() as inst:
+        freeze_heap()
         result = job.execute_in_process(
             instance=inst, partition_key=month, raise_on_error=False,
             run_config={"ops": {"recovery_test_report": {"config": {"backup": backup}}},
@@ -183,6 +201,8 @@ def _alive(pid: int) -> bool:
 def fail_runs_of_dead_processes(inst: dg.DagsterInstance, job_name: str, out) -> None:
     """A CLI run whose process was killed outright (SIGKILL, power loss) stays STARTED forever.
     Record such runs of this host as failed, which also sends their run_failure alert."""
+    import dagster as dg
+
     runs = inst.get_runs(filters=dg.RunsFilter(job_name=job_name,
                                                statuses=[dg.DagsterRunStatus.STARTED],
                                                tags={_HOST: socket.gethostname()}))

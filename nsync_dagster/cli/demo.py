@@ -8,9 +8,6 @@ import time
 from pathlib import Path
 
 from nsync_dagster.cli.daily import run_daily
-from nsync_dagster.embedded.postgres import SYSTEM_USER
-from nsync_dagster.embedded.runtime import RUNTIME_ROOT
-from nsync_dagster.embedded.stack import EmbeddedStack
 
 DEFAULT_DIR = Path(".nsync-demo")
 
@@ -26,6 +23,10 @@ def register(sub) -> None:
 
 
 def run_demo(root: Path, scale: int, keep: bool, out=None) -> int:
+    from nsync_dagster.embedded.postgres import SYSTEM_USER
+    from nsync_dagster.embedded.runtime import RUNTIME_ROOT
+    from nsync_dagster.embedded.stack import EmbeddedStack
+
     out = out or sys.stdout
     if root.exists() and not keep:
         EmbeddedStack(root).remove()

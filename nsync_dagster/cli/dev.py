@@ -15,11 +15,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nsync_dagster.cli.demo import DEFAULT_DIR
 from nsync_dagster.cli.instance import ensure_dagster_home, verbose
-from nsync_dagster.embedded.stack import EmbeddedStack
-from nsync_dagster.settings import Databases
+
+if TYPE_CHECKING:
+    from nsync_dagster.embedded.stack import EmbeddedStack
 
 REPO = Path(__file__).resolve().parents[2]
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -74,6 +76,9 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def run_dev(root: Path, port: int) -> int:
+    from nsync_dagster.embedded.stack import EmbeddedStack
+    from nsync_dagster.settings import Databases
+
     previous = {s: signal.signal(s, _interrupt) for s in STOP_SIGNALS}
     stack: EmbeddedStack | None = None
     proc: subprocess.Popen | None = None

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TYPE_CHECKING
 
-from nsync_dagster.cycle import restore_anywhere
-from nsync_dagster.cycle.config import RunConfig
-from nsync_dagster.cycle.results import RestorePlan
-from nsync_dagster.defs.resources import backup_store, s3_from_env
-from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.progress import human_bytes
+
+if TYPE_CHECKING:
+    from nsync_dagster.cycle.results import RestorePlan
 
 
 def register(sub) -> None:
@@ -35,9 +34,15 @@ def register(sub) -> None:
 
 def run_restore(spec: str, target_url: str, force: bool, out=None, *, tables: str | None = None,
                 plan: bool = False, production_ok: bool = False) -> int:
+    from nsync_dagster.cycle import restore_anywhere
+    from nsync_dagster.cycle.config import RunConfig
+    from nsync_dagster.cycle.results import RestorePlan
+    from nsync_dagster.cycle.store import backup_store
+    from nsync_dagster.postgres.pgconn import PgTarget
+
     out = out or sys.stdout
     settings = RunConfig.from_env(need_databases=False)
-    store = backup_store(settings, s3_from_env())
+    store = backup_store(settings)
     target = PgTarget("restore target", target_url, "--target-url")
     started = time.monotonic()
 

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from nsync_dagster.cycle.config import RunConfig
-from nsync_dagster.defs.resources import NotifierResource
-from nsync_dagster.security import parity
-
 
 def register(sub) -> None:
     check = sub.add_parser("check", help="live checks")
@@ -21,6 +17,10 @@ def register(sub) -> None:
 
 
 def run_check_security(alert: bool, out=None) -> int:
+    from nsync_dagster.cycle.config import RunConfig
+    from nsync_dagster.notify import notifier_from_env, raise_for_failures
+    from nsync_dagster.security import parity
+
     out = out or sys.stdout
     settings = RunConfig.from_env()
     report = parity.compare(settings)
@@ -34,5 +34,5 @@ def run_check_security(alert: bool, out=None) -> int:
     for d in diffs:
         print(f"  - {d}", file=out)
     if alert:
-        NotifierResource().deliver(parity.drift_event(diffs))
+        raise_for_failures(notifier_from_env().notify(parity.drift_event(diffs)))
     return 1

@@ -4,11 +4,13 @@ whole code location (secrets only through ``dg.EnvVar``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from nsync_dagster import settings
+from nsync_dagster.cycle import store
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.notify import (
     DeliveryResult,
@@ -17,7 +19,7 @@ from nsync_dagster.notify import (
     notifier_from_env,
     raise_for_failures,
 )
-from nsync_dagster.storage.crypto import AgeKeys
+from nsync_dagster.storage.s3client import s3_client
 from nsync_dagster.storage.s3store import BackupStore
 
 
@@ -85,15 +87,59 @@ def nsync_from_env() -> NsyncResource:
                          backup_bucket=dg.EnvVar("NSYNC_BACKUP_BUCKET"))
 
 
+class S3Resource(dg.ConfigurableResource):
+    """The S3 client the backups go through.
+
+    Unset fields come from boto3's standard sources: ``AWS_ENDPOINT_URL``, ``AWS_REGION``,
+    ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (or a profile, an instance role),
+    ``AWS_CA_BUNDLE``. The same fields as ``dagster_aws.s3.S3Resource``, without importing
+    dagster-aws (~1.5 s at every start of the CLI, the code server and each run): one client is
+    built per process and configuration and shared by the steps
+    (:mod:`nsync_dagster.storage.s3client`).
+
+    Example:
+        S3Resource(max_attempts=3)
+    """
+
+    max_attempts: int = Field(default=5, description="botocore's retries.max_attempts, "
+                              "standard mode: retries of a failed S3 call after its first try")
+    region_name: str | None = Field(default=None, description="AWS region (default: "
+                                    "AWS_REGION)")
+    endpoint_url: str | None = Field(default=None, description="S3 endpoint (default: "
+                                     "AWS_ENDPOINT_URL, else AWS's)")
+    use_unsigned_session: bool = Field(default=False, description="send unsigned requests")
+    profile_name: str | None = Field(default=None, description="AWS profile (default: "
+                                     "AWS_PROFILE)")
+    use_ssl: bool = Field(default=True, description="HTTPS to the endpoint")
+    verify: bool | None = Field(default=None, description="verify the endpoint's TLS "
+                                "certificate (default: yes, against AWS_CA_BUNDLE if set)")
+    aws_access_key_id: str | None = Field(default=None, description="access key id "
+                                          "(default: AWS_ACCESS_KEY_ID)")
+    aws_secret_access_key: str | None = Field(
+        default=None, description="secret key (default: AWS_SECRET_ACCESS_KEY)",
+        json_schema_extra={"dagster__is_secret": True})
+    aws_session_token: str | None = Field(
+        default=None, description="session token (default: AWS_SESSION_TOKEN)",
+        json_schema_extra={"dagster__is_secret": True})
+
+    def get_client(self) -> Any:
+        """The boto3 S3 client (the same one for every call with this configuration)."""
+        return s3_client(self.max_attempts, region_name=self.region_name,
+                         endpoint_url=self.endpoint_url,
+                         use_unsigned_session=self.use_unsigned_session,
+                         profile_name=self.profile_name, use_ssl=self.use_ssl,
+                         verify=self.verify, aws_access_key_id=self.aws_access_key_id,
+                         aws_secret_access_key=self.aws_secret_access_key,
+                         aws_session_token=self.aws_session_token)
+
+
 def s3_from_env() -> S3Resource:
     """boto3's standard variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...) configure S3."""
     return S3Resource(max_attempts=3)
 
 
 def backup_store(config: RunConfig, s3: S3Resource) -> BackupStore:
-    return BackupStore(s3.get_client(), config.bucket, config.prefix, sse=config.sse,
-                       kms_key_id=config.kms_key_id,
-                       age=AgeKeys(config.age_recipients, config.age_identity))
+    return store.backup_store(config, s3.get_client())
 
 
 @dg.definitions

@@ -188,8 +188,11 @@ def _watch(dump: subprocess.Popen, stderr: IO[str], scan: _Scan, conn: psycopg.C
                                 "(NSYNC_DUMP_TIMEOUT)")
         if scan.is_alive():
             scan.join(POLL_S)
-        else:
-            time.sleep(POLL_S)
+        else:  # returns as soon as pg_dump exits, not a fixed poll later
+            try:
+                dump.wait(POLL_S)
+            except subprocess.TimeoutExpired:
+                pass
 
 
 def _sequences(tools: pgbin.PgBin, dump_dir: Path, names: list[str]) -> dict[str, Any]:

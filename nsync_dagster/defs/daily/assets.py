@@ -8,12 +8,11 @@ failed step with a message that says what to fix, with every secret masked.
 import time
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 
 from nsync_dagster.cycle import branch_reset, pipeline
 from nsync_dagster.defs.daily import branch_mode, metadata
 from nsync_dagster.defs.daily.timing import timing_metadata
-from nsync_dagster.defs.resources import NsyncResource, backup_store
+from nsync_dagster.defs.resources import NsyncResource, S3Resource, backup_store
 from nsync_dagster.defs.shared import (  # noqa: F401 - importable from here for other modules
     DAILY,
     FRESH_BY_6AM,

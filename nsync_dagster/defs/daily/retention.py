@@ -7,11 +7,10 @@ bucket, with Object Lock awareness, is ``nsync_dagster.storage.s3retention``.
 import datetime as dt
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 
 from nsync_dagster import deadline
 from nsync_dagster.defs.daily.assets import s3_backup, staging_database
-from nsync_dagster.defs.resources import NsyncResource, backup_store
+from nsync_dagster.defs.resources import NsyncResource, S3Resource, backup_store
 from nsync_dagster.defs.shared import DAILY, DAILY_GROUP, OWNERS, failures_explained, materialized
 from nsync_dagster.errors import BackupStoreError
 from nsync_dagster.storage.retention import class_for_date, policy_from_env

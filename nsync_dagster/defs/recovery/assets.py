@@ -5,13 +5,12 @@ import datetime as dt
 from typing import Any
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 
 from nsync_dagster.cycle import recovery
 from nsync_dagster.cycle.results import RecoveryTest
 from nsync_dagster.defs.daily.assets import s3_backup
 from nsync_dagster.defs.records import last_recovery_test
-from nsync_dagster.defs.resources import NotifierResource, NsyncResource, backup_store
+from nsync_dagster.defs.resources import NotifierResource, NsyncResource, S3Resource, backup_store
 from nsync_dagster.defs.shared import (
     MONTHLY,
     OWNERS,

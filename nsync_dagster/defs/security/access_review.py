@@ -4,10 +4,9 @@ authorised access list (access-list.yaml), reported to the director and stored i
 import datetime as dt
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 
 from nsync_dagster.deadline import EASTERN
-from nsync_dagster.defs.resources import NotifierResource, NsyncResource, backup_store
+from nsync_dagster.defs.resources import NotifierResource, NsyncResource, S3Resource, backup_store
 from nsync_dagster.defs.shared import (
     MONTHLY,
     OWNERS,
