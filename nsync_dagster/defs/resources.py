@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource  # Dagster's S3 resource (dagster-aws, the user's choice)
 from pydantic import Field
 
 from nsync_dagster import settings
@@ -87,50 +88,21 @@ def nsync_from_env() -> NsyncResource:
                          backup_bucket=dg.EnvVar("NSYNC_BACKUP_BUCKET"))
 
 
-class S3Resource(dg.ConfigurableResource):
-    """The S3 client the backups go through.
+def shared_client(s3: S3Resource) -> Any:
+    """The boto3 client of dagster-aws's ``S3Resource``, built once per process and configuration.
 
-    Unset fields come from boto3's standard sources: ``AWS_ENDPOINT_URL``, ``AWS_REGION``,
-    ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (or a profile, an instance role),
-    ``AWS_CA_BUNDLE``. The same fields as ``dagster_aws.s3.S3Resource``, without importing
-    dagster-aws (~1.5 s at every start of the CLI, the code server and each run): one client is
-    built per process and configuration and shared by the steps
-    (:mod:`nsync_dagster.storage.s3client`).
-
-    Example:
-        S3Resource(max_attempts=3)
+    ``S3Resource.get_client()`` builds a new client on every call (~0.2 s each: botocore parses
+    the S3 service model again); a daily run asked for eight. The resource's own fields go to
+    :func:`nsync_dagster.storage.s3client.s3_client`, which builds the client as dagster-aws
+    does (standard retry mode, ``max_attempts``) and keeps it.
     """
-
-    max_attempts: int = Field(default=5, description="botocore's retries.max_attempts, "
-                              "standard mode: retries of a failed S3 call after its first try")
-    region_name: str | None = Field(default=None, description="AWS region (default: "
-                                    "AWS_REGION)")
-    endpoint_url: str | None = Field(default=None, description="S3 endpoint (default: "
-                                     "AWS_ENDPOINT_URL, else AWS's)")
-    use_unsigned_session: bool = Field(default=False, description="send unsigned requests")
-    profile_name: str | None = Field(default=None, description="AWS profile (default: "
-                                     "AWS_PROFILE)")
-    use_ssl: bool = Field(default=True, description="HTTPS to the endpoint")
-    verify: bool | None = Field(default=None, description="verify the endpoint's TLS "
-                                "certificate (default: yes, against AWS_CA_BUNDLE if set)")
-    aws_access_key_id: str | None = Field(default=None, description="access key id "
-                                          "(default: AWS_ACCESS_KEY_ID)")
-    aws_secret_access_key: str | None = Field(
-        default=None, description="secret key (default: AWS_SECRET_ACCESS_KEY)",
-        json_schema_extra={"dagster__is_secret": True})
-    aws_session_token: str | None = Field(
-        default=None, description="session token (default: AWS_SESSION_TOKEN)",
-        json_schema_extra={"dagster__is_secret": True})
-
-    def get_client(self) -> Any:
-        """The boto3 S3 client (the same one for every call with this configuration)."""
-        return s3_client(self.max_attempts, region_name=self.region_name,
-                         endpoint_url=self.endpoint_url,
-                         use_unsigned_session=self.use_unsigned_session,
-                         profile_name=self.profile_name, use_ssl=self.use_ssl,
-                         verify=self.verify, aws_access_key_id=self.aws_access_key_id,
-                         aws_secret_access_key=self.aws_secret_access_key,
-                         aws_session_token=self.aws_session_token)
+    return s3_client(s3.max_attempts, region_name=s3.region_name,
+                     endpoint_url=s3.endpoint_url,
+                     use_unsigned_session=s3.use_unsigned_session,
+                     profile_name=s3.profile_name, use_ssl=s3.use_ssl,
+                     verify=s3.verify, aws_access_key_id=s3.aws_access_key_id,
+                     aws_secret_access_key=s3.aws_secret_access_key,
+                     aws_session_token=s3.aws_session_token)
 
 
 def s3_from_env() -> S3Resource:
@@ -139,7 +111,7 @@ def s3_from_env() -> S3Resource:
 
 
 def backup_store(config: RunConfig, s3: S3Resource) -> BackupStore:
-    return store.backup_store(config, s3.get_client())
+    return store.backup_store(config, shared_client(s3))
 
 
 @dg.definitions

@@ -339,9 +339,10 @@ def test_cli_lists_classes_plans_and_applies(history, s3_endpoint, monkeypatch):
 
 def test_backup_retention_asset_applies_the_plan(history, s3_endpoint, monkeypatch):
     import dagster as dg
+    from dagster_aws.s3 import S3Resource
 
     from nsync_dagster.defs.daily.retention import backup_retention
-    from nsync_dagster.defs.resources import NsyncResource, S3Resource
+    from nsync_dagster.defs.resources import NsyncResource
 
     client, store, folders = history
     for key in ("NSYNC_RETENTION_DAILY", "NSYNC_RETENTION_WEEKLY", "NSYNC_RETENTION_MONTHLY"):

@@ -54,38 +54,3 @@ def test_commands_that_need_no_run_never_import_dagster(args, tmp_path):
     result = imported(*args, tmp_path=tmp_path)
     assert result["code"] != 0
     assert "dagster" not in result["heavy"] and "dagster_aws" not in result["heavy"]
-
-
-def test_loading_the_definitions_imports_no_dagster_aws(tmp_path):
-    """The code location (and ``nsync run daily``) load every definition without dagster-aws
-    and its test utilities, which Dagster's component-plugin listing would import."""
-    code = ("import sys; from nsync_dagster.definitions import defs; "
-            "defs().resolve_job_def('daily_sync_job'); print('dagster_aws' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], env={**os.environ,
-                          "PYTHONPATH": str(REPO)}, cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["False"]
-
-
-def test_the_definitions_are_those_of_the_defs_folder():
-    """Nothing is lost against ``dg.load_from_defs_folder`` but the plugin listing."""
-    import dagster as dg
-
-    from nsync_dagster import definitions
-
-    def contents(d: dg.Definitions) -> tuple:
-        repo = d.get_repository_def()
-        return (sorted(j.name for j in repo.get_all_jobs()),
-                sorted(map(str, repo.asset_graph.get_all_asset_keys())),
-                sorted(map(str, repo.asset_graph.asset_check_keys)),
-                sorted(s.name for s in repo.schedule_defs),
-                sorted(s.name for s in repo.sensor_defs),
-                sorted(repo.get_top_level_resources()))
-
-    ours = definitions.defs()
-    full = dg.load_from_defs_folder(path_within_project=Path(definitions.__file__).parent)
-    assert contents(ours) == contents(full)
-    assert "daily_sync_job" in contents(ours)[0] and contents(ours)[3]
-    assert set(full.metadata) - set(ours.metadata) == {"plugin_component_types_json"}
-    assert ours.component_tree is not None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dagster_aws.s3 import S3Resource
+
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.store import backup_store
-from nsync_dagster.defs.resources import S3Resource, s3_from_env
+from nsync_dagster.defs.resources import s3_from_env, shared_client
 from nsync_dagster.storage.s3client import s3_client
 
 
@@ -13,7 +15,7 @@ def test_the_same_configuration_shares_one_client(monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     first = s3_client(max_attempts=3)
     assert s3_client(max_attempts=3) is first
-    assert s3_from_env().get_client() is first  # the Dagster resource, every step
+    assert shared_client(s3_from_env()) is first  # the Dagster resource, every step
     assert first.meta.endpoint_url == "http://127.0.0.1:9"
     # as dagster-aws configured it: botocore reads max_attempts as retries (3 + the first try)
     assert first.meta.config.retries == {"total_max_attempts": 4, "mode": "standard"}
@@ -35,10 +37,10 @@ def test_resource_fields_override_the_environment(monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     res = S3Resource(endpoint_url="http://127.0.0.1:11", region_name="eu-west-1",
                      max_attempts=2)
-    client = res.get_client()
+    client = shared_client(res)
     assert client.meta.endpoint_url == "http://127.0.0.1:11"
     assert client.meta.region_name == "eu-west-1"
-    assert res.get_client() is client
+    assert shared_client(res) is client
 
 
 def test_the_store_of_a_run_configuration(monkeypatch):
