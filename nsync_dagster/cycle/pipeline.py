@@ -170,13 +170,15 @@ def _digest(manifest: dict[str, Any]) -> str:
 
 
 def verify_database(target: PgTarget, manifest: dict[str, Any], platform: tuple[str, ...],
-                    tables: set[str] | None = None) -> dict[str, Any]:
+                    tables: set[str] | None = None, *, jobs: int = 1) -> dict[str, Any]:
     """Compare a restored database with the manifest; raise on any difference.
 
-    A partial restore (``tables``) is compared on those tables only.
+    A partial restore (``tables``) is compared on those tables only. ``jobs`` sessions scan
+    the tables at once (largest first).
     """
     with target.connect() as conn:
-        actual = dbstats.data_facts(conn.cursor(), checksums=manifest.get("checksums", False))
+        actual = dbstats.data_facts(conn.cursor(), checksums=manifest.get("checksums", False),
+                                    connect=target.connect, jobs=jobs)
         present = {r for (r,) in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
     if tables is not None:
         manifest = {**manifest, "matviews": {}, "sequences": {},
@@ -251,7 +253,8 @@ def restore_verified(settings: RunConfig, store: BackupStore, folder: str, targe
                                 tables=tables)
         timings["restore_s"] = time.monotonic() - t
         t = time.monotonic()
-        verified = verify_database(target, manifest, settings.platform_roles, tables)
+        verified = verify_database(target, manifest, settings.platform_roles, tables,
+                                   jobs=settings.dump.jobs)
         timings["verify_s"] = time.monotonic() - t
         with target.connect() as conn:  # after verifying: a statement_timeout cannot bite it
             verified["settings_changed"] = rolesettings.apply_settings(

@@ -318,7 +318,8 @@ def verified(settings: RunConfig, ready: Ready, verify: Callable[..., dict[str, 
     result as ``pipeline.restore_verified``."""
     target = settings.staging.with_db(ready.record["database"])
     started = time.monotonic()
-    verification = verify(target, ready.manifest, settings.platform_roles)
+    verification = verify(target, ready.manifest, settings.platform_roles,
+                          jobs=settings.dump.jobs)
     verify_s = round(time.monotonic() - started, 2)
     with target.connect() as conn:  # after verifying: a statement_timeout cannot bite it
         verification["settings_changed"] = rolesettings.apply_settings(

@@ -269,3 +269,29 @@ def test_an_interrupted_backup_stops_the_restore_and_drops_its_copy(pg_prod, pg_
     result, _ = _stage(settings, store)
     assert result["source"] == prepared.SOURCE
     _same(pg_prod, pg_staging, nsync_env)
+
+
+def test_parallel_verification_has_the_same_facts_and_catches_a_changed_row(pg_staging,
+                                                                             nsync_env):
+    """The verification scans tables over NSYNC_JOBS sessions: the facts equal the one-session
+    scan's, and one changed value in one row (same row count) fails it."""
+    from nsync_dagster.errors import VerificationError
+    from nsync_dagster.postgres import dbstats
+
+    settings, store, _, _ = _steps(nsync_env)
+    result, _ = _stage(settings, store)
+    manifest = result["manifest"]
+    target = settings.staging
+    with target.connect() as conn:
+        serial = dbstats.data_facts(conn.cursor(), checksums=True)
+        spread = dbstats.data_facts(conn.cursor(), checksums=True, connect=target.connect,
+                                    jobs=3)
+    assert spread == serial and len(serial["tables"]) > 5
+    assert pipeline.verify_database(target, manifest, settings.platform_roles,
+                                    jobs=2)["checksums_compared"]
+    pg_staging.psql("UPDATE config.feature_flags SET note = coalesce(note, '') || '.' "
+                    "WHERE name = (SELECT min(name) FROM config.feature_flags)",
+                    dbname=staging_db(nsync_env))
+    with pytest.raises(VerificationError,
+                       match=r"table config\.feature_flags: checksum is -?\d+, expected"):
+        pipeline.verify_database(target, manifest, settings.platform_roles, jobs=2)
