@@ -225,7 +225,13 @@ def restore_alongside(settings: RunConfig, store: BackupStore, snapshot: Path, r
         yield None
         return
     maint = settings.staging.with_db(settings.maintenance_db)
-    with maint.connect() as conn, swap.restore_slot_if_free(
+    try:
+        conn = maint.connect()
+    except Exception as exc:  # the backup does not need staging: the staging step says more
+        report(f"WARNING: not restoring staging during the backup: {exc}")
+        yield None
+        return
+    with conn, swap.restore_slot_if_free(
             conn, f"restore of {settings.staging.dbname} during the backup") as free:
         if not free:
             report("another restore is running on the staging server: staging is restored "

@@ -295,3 +295,21 @@ def test_parallel_verification_has_the_same_facts_and_catches_a_changed_row(pg_s
     with pytest.raises(VerificationError,
                        match=r"table config\.feature_flags: checksum is -?\d+, expected"):
         pipeline.verify_database(target, manifest, settings.platform_roles, jobs=2)
+
+
+def test_no_restore_during_the_backup_while_another_restore_holds_the_server(
+        pg_prod, pg_staging, nsync_env):
+    """The recovery test (or any restore) holds the staging server: the backup step does not
+    wait for it nor restore beside it; staging restores afterwards as before."""
+    from nsync_dagster.postgres import swap
+
+    settings = RunConfig.from_env(nsync_env)
+    with settings.staging.with_db(settings.maintenance_db).connect() as other, \
+            swap.restore_slot(other, "nsync recovery test", 5):
+        settings, store, out, seen = _steps(nsync_env)
+    assert out["staging_prepared"] is None
+    assert any("another restore is running on the staging server" in m for m in seen), seen
+    assert _nsync_databases(pg_staging, nsync_env) == []
+    result, _ = _stage(settings, store)
+    assert result["source"] == "local copy"
+    _same(pg_prod, pg_staging, nsync_env)
