@@ -361,7 +361,7 @@ def write_results(rows: list[dict], loads: list[str], started: str, args,
     path = HERE / "RESULTS.md"
     old = path.read_text() if path.exists() else ""
     notes = old.split(NOTES, 1)[1] if NOTES in old else "\n"
-    details = "\n".join(f"- {r['dataset']} {r['chain']} (last run; staging restored from "
+    details = "\n".join(f"- {r['dataset']} {r['chain']} (last run; staging's source: "
                         f"{r.get('source')}): " + ", ".join(
         f"{k} {len(vs)}x {sum(vs):.1f} (max {max(vs):.1f})" for k, vs in r["detail"].items())
         + "; peak VmHWM " + ", ".join(f"{k} {v / 1024:.0f} MB" for k, v in sorted(

@@ -117,13 +117,14 @@ def backup_step(settings: RunConfig, store: BackupStore, partition: str,
 
     The local copy is then kept for :func:`staging_step` (which restores from it only when it
     is provably what S3 holds, see :mod:`.localcopy`) or, with ``keep_for_staging=False``,
-    removed at once. With both flags, staging's next copy is restored from the local dump
-    during the upload (:mod:`.prepared`); this step waits for it, and its failure is reported,
-    never raised.
+    removed at once. With both flags (and ``NSYNC_RESTORE_DURING_UPLOAD``), staging's next
+    copy is restored from the local dump during the upload (:mod:`.prepared`); this step waits
+    for it, and its failure is reported, never raised.
     """
     with one_daily_run(settings), prepared.restore_alongside(
             settings, store, _pointer(settings, partition), report,
-            enabled=keep_for_staging and restore_during_upload) as alongside:
+            enabled=keep_for_staging and restore_during_upload
+            and settings.restore_during_upload) as alongside:
         return _backup(settings, store, partition, report, keep_for_staging, alongside)
 
 

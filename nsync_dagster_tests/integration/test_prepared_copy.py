@@ -313,3 +313,14 @@ def test_no_restore_during_the_backup_while_another_restore_holds_the_server(
     result, _ = _stage(settings, store)
     assert result["source"] == "local copy"
     _same(pg_prod, pg_staging, nsync_env)
+
+
+def test_restore_during_upload_false_restores_after_the_backup(pg_prod, pg_staging, nsync_env,
+                                                               monkeypatch):
+    monkeypatch.setenv("NSYNC_RESTORE_DURING_UPLOAD", "false")
+    settings, store, out, _ = _steps({**nsync_env, "NSYNC_RESTORE_DURING_UPLOAD": "false"})
+    assert out["staging_prepared"] is None
+    assert _nsync_databases(pg_staging, nsync_env) == []
+    result, _ = _stage(settings, store)
+    assert result["source"] == "local copy"
+    _same(pg_prod, pg_staging, nsync_env)
