@@ -34,13 +34,14 @@ SUPER_PW, PROD_PW, STG_PW, PLAT_PW = "bench-super-1", "bench-prod-2", "bench-stg
 OWNER, DB, REGION, KEY_ID, SECRET = "neondb_owner", "neondb", "us-east-1", "bench", "bench-secret"
 BUCKET = "nsync-bench"
 NOTES = "<!-- hand-written notes below are kept when the script rewrites this file -->"
-PHASES = ("preflight", "dump", "upload", "readback", "download", "restore", "verify", "swap")
+PHASES = ("preflight", "dump", "upload", "readback", "restore wait", "download", "restore",
+          "verify", "swap", "(restore during upload)")
 
 
 # -- worker side: one cycle in a fresh process -------------------------------------------------
 def _instrument(timings: dict[str, list[float]]) -> None:
     """Record child-program wall times, manifest/verify scans and SHA-256 hashing time."""
-    from nsync_dagster.cycle import localcopy
+    from nsync_dagster.cycle import localcopy, prepared
     from nsync_dagster.postgres import dbstats
     from nsync_dagster.storage import s3fetch, s3store, zstdio
 
@@ -73,7 +74,7 @@ def _instrument(timings: dict[str, list[float]]) -> None:
                 add(key, time.monotonic() - t)
         return wrapper
     dbstats.data_facts = timed(dbstats.data_facts, "data_facts")  # snapshot manifest, verify
-    for module in (s3store, s3fetch, localcopy):
+    for module in (s3store, s3fetch, localcopy, prepared):
         module.sha256_file = timed(module.sha256_file, "sha256_file")
     zstdio.compress_file = timed(zstdio.compress_file, "zstd_compress")
     zstdio.hash_stream = timed(zstdio.hash_stream, "readback_decompress")
@@ -93,14 +94,20 @@ def run_nsync(cfg: dict) -> dict:
     t0 = time.monotonic()
     snap = pipeline.snapshot_step(settings, store, part, report=lambda m: None)
     t1 = time.monotonic()
-    backup = pipeline.backup_step(settings, store, part, report=lambda m: None)
+    backup = pipeline.backup_step(settings, store, part, report=lambda m: None,
+                                  restore_during_upload=cfg.get("overlap", True))
     t2 = time.monotonic()
     staged = pipeline.staging_step(settings, store, part, report=lambda m: None)
     t3 = time.monotonic()
     dump_s, done = snap.manifest.duration_s, staged.restored
+    prepared = backup.staging_prepared
     phases = {"preflight": t1 - t0 - dump_s, "dump": dump_s, "upload": backup.upload_s,
-              "readback": backup.verify_s, "download": done.download_s,
-              "restore": done.restore_s, "verify": done.verify_s}
+              "readback": backup.verify_s,
+              # the rest of the backup step: mostly waiting for the background restore
+              "restore wait": t2 - t1 - backup.upload_s - backup.verify_s,
+              "download": done.download_s, "restore": done.restore_s,
+              "verify": done.verify_s,
+              "(restore during upload)": (prepared.restore_s or 0.0) if prepared else 0.0}
     phases["swap"] = t3 - t2 - (done.download_s + done.restore_s + done.verify_s)
     return {"phases": phases, "total": t3 - t0, "backup_bytes": backup.bytes,
             "objects": backup.objects, "detail": timings, "source": done.source}
@@ -337,7 +344,7 @@ def write_results(rows: list[dict], loads: list[str], started: str, args,
     path = Path(args.results)
     old = path.read_text() if path.exists() else ""
     notes = old.split(NOTES, 1)[1] if NOTES in old else "\n"
-    details = "\n".join(f"- {r['dataset']} {r['chain']} (last run; staging restored from "
+    details = "\n".join(f"- {r['dataset']} {r['chain']} (last run; staging's source: "
                         f"{r.get('source')}): " + ", ".join(
         f"{k} {len(vs)}x {sum(vs):.1f} (max {max(vs):.1f})" for k, vs in r["detail"].items())
         + "; peak VmHWM " + ", ".join(f"{k} {v / 1024:.0f} MB" for k, v in sorted(
@@ -347,8 +354,8 @@ def write_results(rows: list[dict], loads: list[str], started: str, args,
     text = f"""# nsync daily-cycle benchmark
 
 Measured by `benchmarks/daily_cycle.py --scales {args.scales} --variants {args.variants} \
---zstd {args.zstd} --repeats {args.repeats} --schema-heavy {args.schema_heavy} \
---fixed-cost {args.fixed_cost}` on {started}.
+--zstd {args.zstd} --overlap {args.overlap} --repeats {args.repeats} \
+--schema-heavy {args.schema_heavy} --fixed-cost {args.fixed_cost}` on {started}.
 
 Machine: {os.cpu_count()} CPUs, {mem_gib():.1f} GiB RAM, {platform.platform()}, Python \
 {platform.python_version()}. Prod and staging are two embedded PostgreSQL 18 clusters on this
@@ -378,6 +385,8 @@ def main() -> None:
     ap.add_argument("--variants", default="entropy", help="blank and/or entropy")
     ap.add_argument("--zstd", default="1,0", help="NSYNC_ZSTD_LEVEL values to time nsync with "
                     "(0 = pg_dump's gzip, NSYNC_DUMP_COMPRESS=1)")
+    ap.add_argument("--overlap", default="1", help="1: nsync restores staging's next copy "
+                    "during the upload (the default); 1,0 also times it without (sequential)")
     ap.add_argument("--repeats", type=int, default=3, help="runs per chain (median reported)")
     ap.add_argument("--schema-heavy", default="5000x50",
                     help="TABLESxSCHEMAS for the multi-tenant case, 0 to skip")
@@ -433,19 +442,20 @@ def main() -> None:
             datasets.append((f"{n_tables} tables / {n_schemas} schemas", args.heavy_repeats,
                              lambda: load_schema_heavy(prod, n_tables, n_schemas)))
 
-        def cycle(mode: str, level: str | None, dataset: str) -> dict:
+        def cycle(mode: str, level: str | None, dataset: str, overlap: bool = True) -> dict:
             day[0] += dt.timedelta(days=1)
             cfg = {"aws": aws, "bin_dir": str(prod.bin_dir), "work_dir": str(tmp / "naive"),
                    "scratch_dir": str(tmp / ("naive" if mode == "naive" else "work")),
                    "partition": day[0].isoformat(), "naive_db": "naive_copy",
-                   "prod_port": prod.port, "staging_port": staging.port}
+                   "prod_port": prod.port, "staging_port": staging.port, "overlap": overlap}
             if mode == "nsync":
                 cfg["env"] = {"NSYNC_PROD_DATABASE_URL": prod.url(OWNER, PROD_PW, DB),
                               "NSYNC_STAGING_DATABASE_URL": staging.url(OWNER, STG_PW, DB),
                               "NSYNC_BACKUP_BUCKET": BUCKET, "NSYNC_ZSTD_LEVEL": level,
                               "NSYNC_WORK_DIR": str(tmp / "work"), **aws}
             settle(s3, BUCKET, clusters)
-            print(f"== {dataset}: {mode} {level or ''} ...", flush=True)
+            print(f"== {dataset}: {mode} {level or ''} {'' if overlap else 'sequential'}...",
+                  flush=True)
             res = spawn(mode, cfg)
             print(f"   {res['total']:.1f}s", flush=True)
             return res
@@ -453,13 +463,16 @@ def main() -> None:
         for dataset, repeats, loader in datasets:
             loads.append(f"{dataset} {loader():.0f}s")
             db_mb = int(prod.psql(f"SELECT pg_database_size('{DB}')")) / 2**20
-            chains = [("naive", None)] + [("nsync", lvl) for lvl in args.zstd.split(",")]
+            chains = [("naive", None, True)] + [
+                ("nsync", lvl, ov == "1") for lvl in args.zstd.split(",")
+                for ov in args.overlap.split(",")]
             runs: dict[str, list[dict]] = {}
             for i in range(repeats):
-                for mode, level in (chains if i % 2 == 0 else chains[::-1]):
+                for mode, level, overlap in (chains if i % 2 == 0 else chains[::-1]):
                     name = "naive" if mode == "naive" else (
-                        f"nsync zstd={level}" if level != "0" else "nsync gzip (Z=1)")
-                    runs.setdefault(name, []).append(cycle(mode, level, dataset))
+                        (f"nsync zstd={level}" if level != "0" else "nsync gzip (Z=1)")
+                        + ("" if overlap else " sequential"))
+                    runs.setdefault(name, []).append(cycle(mode, level, dataset, overlap))
             naive = med_row(runs.pop("naive"), "naive", dataset, db_mb)
             rows.append(naive)
             for name, results in runs.items():

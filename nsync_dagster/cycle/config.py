@@ -57,6 +57,7 @@ class RunConfig:
     age_recipients: tuple[str, ...] = ()
     age_identity: str | None = field(default=None, repr=False)
     tls_min: str = "verify-full"
+    restore_during_upload: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, need_databases: bool = True,
@@ -105,6 +106,7 @@ class RunConfig:
             scratch_url=_plain(db.scratch_database_url) or None,
             staging_only_roles=access.staging_only_roles,
             age_recipients=age.recipients, age_identity=age.identity, tls_min=tls_min,
+            restore_during_upload=tuning.restore_during_upload,
         )
         for target in (config.prod, config.staging):
             if need_databases or target.url:

@@ -72,6 +72,22 @@ def check(work: Path, manifest: Manifest, etags: dict[str, str],
     if manifest.encrypted:
         return ("the backup is client-side encrypted; restoring from S3 proves the identity "
                 "decrypts it")
+    local = expected_files(manifest)
+    files = _local_files(work)
+    if files != set(local):
+        odd = sorted(files ^ set(local))
+        return f"the local files differ from the manifest's objects ({', '.join(odd[:5])})"
+    why = s3_changed(manifest, etags, listed)
+    if why:
+        return why
+    for name, want in sorted(local.items()):
+        if sha256_file(work / name) != want:
+            return f"local {name}: SHA-256 differs from the one S3 read back"
+    return None
+
+
+def expected_files(manifest: Manifest) -> dict[str, str]:
+    """``{local file: SHA-256}`` the snapshot's files must have to be the backup's objects."""
     objects = manifest.objects
     # an object nsync compressed (.zst) stands for pg_dump's uncompressed file: the read-back
     # decompressed it and matched raw_sha256, which the local file must match; the SHA-256
@@ -82,17 +98,16 @@ def check(work: Path, manifest: Manifest, etags: dict[str, str],
     for want in objects.values():  # the small files travel in one bundle object
         local.update({f"dump/{name}": member.raw_sha256
                       for name, member in (want.members or {}).items()})
-    files = _local_files(work)
-    if files != set(local):
-        odd = sorted(files ^ set(local))
-        return f"the local files differ from the manifest's objects ({', '.join(odd[:5])})"
-    for rel, want in sorted(objects.items()):
+    return local
+
+
+def s3_changed(manifest: Manifest, etags: dict[str, str],
+               listed: dict[str, dict[str, Any]]) -> str | None:
+    """Which object S3 no longer lists with the read-back's ETag and size, if any."""
+    for rel, want in sorted(manifest.objects.items()):
         seen = listed.get(rel)
         if seen is None or seen["size"] != want.size or seen["etag"] != etags.get(rel):
             return f"{rel} in S3 changed since it was read back"
-    for name, sha256 in sorted(local.items()):
-        if sha256_file(work / name) != sha256:
-            return f"local {name}: SHA-256 differs from the one S3 read back"
     return None
 
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from nsync_dagster.cycle import localcopy, workspace
+from nsync_dagster.cycle import localcopy, prepared, workspace
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.preflight import daily_preflight
 from nsync_dagster.cycle.results import BackupResult, RestoreResult, StagingResult, Verification
@@ -111,19 +111,26 @@ def _snapshot(settings: RunConfig, partition: str, report: Report) -> Snapshot:
 
 
 def backup_step(settings: RunConfig, store: BackupStore, partition: str,
-                report: Report = log.info, *, keep_for_staging: bool = True) -> BackupResult:
+                report: Report = log.info, *, keep_for_staging: bool = True,
+                restore_during_upload: bool = True) -> BackupResult:
     """Upload the partition's snapshot and read every object back.
 
     The local copy is then kept for :func:`staging_step` (which restores from it only when it
     is provably what S3 holds, see :mod:`.localcopy`) or, with ``keep_for_staging=False``,
-    removed at once.
+    removed at once. With both flags (and ``NSYNC_RESTORE_DURING_UPLOAD``), staging's next
+    copy is restored from the local dump during the upload (:mod:`.prepared`); this step waits
+    for it, and its failure is reported, never raised.
     """
-    with one_daily_run(settings):
-        return _backup(settings, store, partition, report, keep_for_staging)
+    with one_daily_run(settings), prepared.restore_alongside(
+            settings, store, _pointer(settings, partition), report,
+            enabled=keep_for_staging and restore_during_upload
+            and settings.restore_during_upload) as alongside:
+        return _backup(settings, store, partition, report, keep_for_staging, alongside)
 
 
 def _backup(settings: RunConfig, store: BackupStore, partition: str,
-            report: Report, keep_for_staging: bool = True) -> BackupResult:
+            report: Report, keep_for_staging: bool = True,
+            alongside: prepared.Alongside | None = None) -> BackupResult:
     pointer = _pointer(settings, partition)
     if not pointer.exists():
         raise BackupStoreError(f"no local snapshot for {partition}: materialize prod_snapshot "
@@ -141,6 +148,9 @@ def _backup(settings: RunConfig, store: BackupStore, partition: str,
         dt.date.fromisoformat(partition)), retention.policy_from_env(), dt.datetime.now(dt.UTC))
     for warning in store.warnings:  # a probe the IAM policy refused: carried on, said so
         report(f"WARNING: {warning}")
+    # staging's next copy, restored meanwhile (.prepared): waited for before the snapshot is
+    # let go, so an interrupt here leaves the step retryable
+    ready = alongside.finish(info["backup_id"], folder, verified["etags"]) if alongside else None
     if keep_for_staging:
         localcopy.keep(settings.work_dir, work, backup_id=info["backup_id"], folder=folder,
                        etags=verified.etags)
@@ -151,17 +161,20 @@ def _backup(settings: RunConfig, store: BackupStore, partition: str,
         backup_id=info["backup_id"], folder=folder, uri=store.uri(folder),
         bytes=manifest.stored_bytes, objects=len(manifest.objects), upload_s=round(upload_s, 2),
         verify_s=round(time.monotonic() - started - upload_s, 2),
-        objects_sha256=verified.manifest.objects_digest(), manifest=manifest)
+        objects_sha256=verified.manifest.objects_digest(), manifest=manifest,
+        staging_prepared=ready)
 
 
 def verify_database(target: PgTarget, manifest: Manifest, platform: tuple[str, ...],
-                    tables: set[str] | None = None) -> Verification:
+                    tables: set[str] | None = None, *, jobs: int = 1) -> Verification:
     """Compare a restored database with the manifest; raise on any difference.
 
-    A partial restore (``tables``) is compared on those tables only.
+    A partial restore (``tables``) is compared on those tables only. ``jobs`` sessions scan
+    the tables at once (largest first).
     """
     with target.connect() as conn:
-        actual = dbstats.data_facts(conn.cursor(), checksums=manifest.checksums)
+        actual = dbstats.data_facts(conn.cursor(), checksums=manifest.checksums,
+                                    connect=target.connect, jobs=jobs)
         present = {r for (r,) in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
     if tables is not None:
         actual = {"tables": {k: v for k, v in actual["tables"].items() if k in tables},
@@ -235,7 +248,8 @@ def restore_verified(settings: RunConfig, store: BackupStore, folder: str, targe
                                 tables=tables)
         timings["restore_s"] = time.monotonic() - t
         t = time.monotonic()
-        verified = verify_database(target, manifest, settings.platform_roles, tables)
+        verified = verify_database(target, manifest, settings.platform_roles, tables,
+                                   jobs=settings.dump.jobs)
         timings["verify_s"] = time.monotonic() - t
         with target.connect() as conn:  # after verifying: a statement_timeout cannot bite it
             verified.settings_changed = rolesettings.apply_settings(
@@ -262,9 +276,10 @@ def staging_step(settings: RunConfig, store: BackupStore, partition: str,
                  report: Report = log.info) -> StagingResult:
     """Rebuild staging from the partition's newest checksummed backup in S3, verify, swap.
 
-    The bytes restored are the backup's S3 objects: downloaded, or the backup step's local copy
-    when it is proved identical to them (:mod:`.localcopy`); the local copy is removed when
-    this step ends, whichever way.
+    The bytes restored are the backup's S3 objects: the copy the backup step restored from the
+    local dump (:mod:`.prepared`), else the local copy, when proved identical to them
+    (:mod:`.localcopy`), else a download; the local copy is removed when this step ends,
+    whichever way.
     """
     backup = partition_backup(store, partition)
     live = settings.staging.dbname
@@ -279,12 +294,17 @@ def staging_step(settings: RunConfig, store: BackupStore, partition: str,
                 # give them back before that copy is dropped
                 for grant in roles.revoke_leftovers(conn):
                     report(f"gave back a killed run's temporary grant {grant}")
-                swap.recover_and_clean(conn, live, report)
-                manifest_db = store.read_manifest(backup.key_prefix).database
-                swap.create_next(conn, live, manifest_db)
-            result = restore_verified(settings, store, backup.key_prefix,
-                                      settings.staging.with_db(nxt), report,
-                                      kept_backup_id=backup.backup_id)
+                ready = prepared.take(conn, settings, store, backup, report)
+                swap.recover_and_clean(conn, live, report, keep_next=ready is not None)
+                if ready is None:
+                    manifest_db = store.read_manifest(backup.key_prefix).database
+                    swap.create_next(conn, live, manifest_db)
+            if ready is not None:  # restored during the backup step and proved S3's bytes
+                result = prepared.verified(settings, ready, verify_database, report)
+            else:
+                result = restore_verified(settings, store, backup.key_prefix,
+                                          settings.staging.with_db(nxt), report,
+                                          kept_backup_id=backup.backup_id)
             # the restore is proved at this point; record it before touching the live copy
             store.mark_restore_verified(backup.key_prefix, {
                 "restored_into": settings.staging.display, **result.verification.as_marker()})
@@ -297,6 +317,7 @@ def staging_step(settings: RunConfig, store: BackupStore, partition: str,
             raise
         finally:
             localcopy.discard(settings.work_dir)
+            prepared.discard(settings.work_dir)
     return StagingResult(backup_id=backup.backup_id, uri=store.uri(backup.key_prefix),
                          verified_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                          swapped=swapped, restored=result)

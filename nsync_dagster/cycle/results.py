@@ -16,11 +16,12 @@ from nsync_dagster.postgres.restore import RestoreReport
 from nsync_dagster.postgres.roles import RoleSyncResult
 from nsync_dagster.postgres.swap import Swapped
 
-__all__ = ["BackupResult", "BranchStagingResult", "Drift", "PasswordFacts", "RecoveryStep",
+__all__ = ["BackupResult", "BranchStagingResult", "Drift", "PasswordFacts", "PreparedCopy",
+           "RecoveryStep",
            "RecoveryTest", "RestorePlan", "RestoreResult", "RestoreSource", "Restored",
            "SmokeResult", "StagingResult", "Verification"]
 
-RestoreSource = str  # "local copy" or "S3 download"
+RestoreSource = str  # "local copy", "S3 download" or "restored during the backup step"
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,18 @@ class BackupResult:
     verify_s: float
     objects_sha256: str  # one SHA-256 over every object's SHA-256
     manifest: Manifest
+    staging_prepared: PreparedCopy | None = None  # None: no restore during the upload
+
+
+@dataclass(frozen=True)
+class PreparedCopy:
+    """Staging's next copy restored from the local dump during the upload (``cycle.prepared``):
+    done (``prepared``) or why not, how long it took and how long the backup step waited."""
+
+    prepared: bool
+    wait_s: float
+    restore_s: float | None = None
+    why: str | None = None
 
 
 @dataclass
@@ -68,6 +81,7 @@ class RestoreResult:
     download_s: float
     restore_s: float
     verify_s: float
+    restored_during_backup_s: float = 0.0  # restored by the backup step (cycle.prepared)
 
 
 @dataclass(frozen=True)

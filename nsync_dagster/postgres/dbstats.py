@@ -7,6 +7,9 @@ per table, sequence positions, materialized-view state, role definitions and mem
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -56,6 +59,40 @@ def table_stats(cur: psycopg.Cursor, *, checksums: bool) -> dict[str, dict[str, 
         except psycopg.errors.LockNotAvailable:
             raise TableLocked(f"{schema}.{rel}") from None
     return out
+
+
+def table_stats_parallel(connect: Callable[[], psycopg.Connection], cur: psycopg.Cursor, *,
+                         checksums: bool, jobs: int) -> dict[str, dict[str, Any]]:
+    """``table_stats`` spread over ``jobs`` sessions of their own (``connect``), largest tables
+    first: the same facts from the same queries, for a database nobody else writes to (a
+    restored copy; production's facts come from the dump's snapshot, one session)."""
+    cur.execute(f"""
+        SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'r' AND {USER_SCHEMAS}
+        ORDER BY pg_relation_size(c.oid) DESC, 1, 2""")
+    pending = collections.deque(cur.fetchall())
+    out: dict[str, dict[str, Any]] = {}
+
+    def work() -> None:
+        with connect() as conn:
+            wcur = conn.cursor()
+            wcur.execute("SELECT set_config('row_security', 'off', false)")
+            while True:
+                try:
+                    schema, rel = pending.popleft()  # deque: safe between threads
+                except IndexError:
+                    return
+                qualified = f"{quote_ident(schema)}.{quote_ident(rel)}"
+                try:
+                    out[f"{schema}.{rel}"] = _one_table(wcur, qualified, checksums)
+                except psycopg.errors.LockNotAvailable:
+                    raise TableLocked(f"{schema}.{rel}") from None
+
+    sessions = max(1, min(jobs, len(pending)))
+    with ThreadPoolExecutor(sessions, thread_name_prefix="nsync-verify") as pool:
+        for done in [pool.submit(work) for _ in range(sessions)]:
+            done.result()
+    return dict(sorted(out.items()))
 
 
 def _one_table(cur: psycopg.Cursor, qualified: str, checksums: bool) -> dict[str, Any]:
@@ -174,15 +211,20 @@ def compare(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
     return problems
 
 
-def data_facts(cur: psycopg.Cursor, *, checksums: bool, sequences: bool = True) -> dict[str, Any]:
+def data_facts(cur: psycopg.Cursor, *, checksums: bool, sequences: bool = True,
+               connect: Callable[[], psycopg.Connection] | None = None,
+               jobs: int = 1) -> dict[str, Any]:
     """Tables, materialized views and (unless ``sequences`` is false) sequences' positions.
 
     Sequences are not transactional: on a production being written to, their positions are
-    taken from the dump itself (``postgres.dumpseq``), not from here.
+    taken from the dump itself (``postgres.dumpseq``), not from here. With ``connect`` and
+    ``jobs`` > 1 the tables are scanned by that many sessions at once (a restored copy only).
     """
     # inside the snapshot transaction the setting must not outlive it
     cur.execute("SELECT set_config('row_security', 'off', %s)", (not cur.connection.autocommit,))
-    facts = {"tables": table_stats(cur, checksums=checksums), "matviews": matview_stats(cur)}
+    tables = (table_stats_parallel(connect, cur, checksums=checksums, jobs=jobs)
+              if connect is not None and jobs > 1 else table_stats(cur, checksums=checksums))
+    facts = {"tables": tables, "matviews": matview_stats(cur)}
     if sequences:
         facts["sequences"] = sequence_stats(cur)
     return facts

@@ -83,6 +83,9 @@ def run(args: Sequence[str], *, env: dict[str, str] | None = None,
         with shielded():  # a signal during the fork is delivered once ``proc`` is known
             proc = subprocess.Popen(list(args), env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True, **child_options())
+        watcher = getattr(_watched, "children", None)
+        if watcher is not None:
+            watcher.add(proc)
         out, err = proc.communicate(timeout=timeout)
     except BaseException:
         if proc is not None:
@@ -90,6 +93,43 @@ def run(args: Sequence[str], *, env: dict[str, str] | None = None,
                 stop(proc)
         raise
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+_watched = threading.local()
+
+
+class Children:
+    """The client programs ``run`` starts in one (background) thread, so another thread can
+    stop them: the backup step ends its background restore's ``pg_restore`` this way when it
+    is interrupted or fails (``PR_SET_PDEATHSIG`` only fires when the starting thread ends)."""
+
+    def __init__(self) -> None:
+        self._procs: list[subprocess.Popen] = []
+        self._lock = threading.Lock()
+        self.stopped = False
+
+    def add(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._procs.append(proc)
+            stopped = self.stopped
+        if stopped:
+            stop(proc, grace_s=1.0)
+
+    def stop_all(self) -> None:
+        with self._lock:
+            self.stopped = True
+            procs = list(self._procs)
+        for proc in procs:
+            stop(proc, grace_s=1.0)
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        """Record every child ``run`` starts in the current thread while this block runs."""
+        _watched.children = self
+        try:
+            yield
+        finally:
+            _watched.children = None
 
 
 @contextlib.contextmanager

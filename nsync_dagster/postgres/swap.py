@@ -119,9 +119,30 @@ def restore_slot(conn: psycopg.Connection, purpose: str, wait_s: int,
                 conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (RESTORE_KEY,))
 
 
+@contextlib.contextmanager
+def restore_slot_if_free(conn: psycopg.Connection, purpose: str) -> Iterator[bool]:
+    """The server-wide restore lock of ``restore_slot`` when nobody holds it (yields True),
+    else yields False at once without waiting."""
+    with interruptible.closing_on_interrupt(conn):
+        got = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
+                           (RESTORE_KEY,)).fetchone()[0]
+        if got:
+            _label(conn, purpose)
+        try:
+            yield bool(got)
+        finally:
+            if got:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (RESTORE_KEY,))
+
+
 def recover_and_clean(maint: psycopg.Connection, live: str,
-                      report: Callable[[str], None] = log.info) -> None:
-    """Undo what an interrupted run left: a half-swapped live copy or a stale next/prev copy."""
+                      report: Callable[[str], None] = log.info, *,
+                      keep_next: bool = False) -> None:
+    """Undo what an interrupted run left: a half-swapped live copy or a stale next/prev copy.
+
+    ``keep_next``: the next copy is this run's own, restored during the backup step and proved
+    (``cycle.prepared``); only the previous copy and a half swap are dealt with."""
     nxt, prev = names(live)
     cur = maint.cursor()
     if _exists(cur, prev) and not _exists(cur, live):
@@ -133,7 +154,7 @@ def recover_and_clean(maint: psycopg.Connection, live: str,
     if row and not row[0]:
         report(f"an earlier swap was interrupted: allowing connections to {live} again")
         cur.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(_ident(live)))
-    for stale in (nxt, prev):
+    for stale in (prev,) if keep_next else (nxt, prev):
         if _exists(cur, stale):
             report(f"dropping leftover {stale} from an earlier run")
             cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(_ident(stale)))

@@ -64,6 +64,15 @@ class Tuning(Group):
         "retries it as transient). The two never restore at the same time.",
         ge=1, le=86400, unit="seconds", example="1800")
 
+    restore_during_upload: bool = setting(
+        True,
+        "Whether s3_backup restores staging's next copy (<db>__nsync_next, beside the live one) "
+        "from the local dump while uploading it, so staging_database only proves, verifies and "
+        "swaps it (about a restore's time shorter in benchmarks/). false: staging_database "
+        "restores after the backup, as before. Either way staging is only swapped after it is "
+        "proved to be the S3 backup and verified.",
+        example="false")
+
     verify_checksums: bool = setting(
         True,
         "Whether the manifest holds a per-table content checksum (sum of hashtext(row::text)) "

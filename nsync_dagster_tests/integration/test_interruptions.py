@@ -74,10 +74,13 @@ def _logs(instance: dg.DagsterInstance, run_id: str) -> str:
 
 
 def test_interrupt_during_the_restore_cleans_up_and_is_not_retried(pg_prod, pg_staging,
-                                                                    nsync_env, instance, synced):
+                                                                    nsync_env, instance, synced,
+                                                                    monkeypatch):
     """SIGINT to the run's process while pg_restore runs: the way Dagster's Terminate and
     run monitoring's max runtime end a run. The step is not retried or turned into an
-    ordinary failure: it ends as an interruption, after cleaning up."""
+    ordinary failure: it ends as an interruption, after cleaning up. (The staging step's own
+    restore: the one during the upload is test_prepared_copy's.)"""
+    monkeypatch.setenv("NSYNC_RESTORE_DURING_UPLOAD", "false")
     db = staging_db(nsync_env)
     watcher = _when(lambda: any("phase-b" in " ".join(p.cmdline()) for p in _my_pg_restores()),
                     lambda: os.kill(os.getpid(), signal.SIGINT))
@@ -101,8 +104,11 @@ def test_interrupt_during_the_restore_cleans_up_and_is_not_retried(pg_prod, pg_s
 def test_staging_connection_dropped_mid_restore_is_retried(pg_prod, pg_staging, nsync_env,
                                                            instance, synced, monkeypatch):
     """pg_terminate_backend of the restore's sessions: the attempt fails as transient, its
-    copy is dropped at once, the step is retried and succeeds; live staging was untouched."""
+    copy is dropped at once, the step is retried and succeeds; live staging was untouched.
+    (The staging step's own restore; the one during the upload falls back instead of being
+    retried: test_prepared_copy.)"""
     monkeypatch.setenv("NSYNC_STEP_RETRIES", "1")
+    monkeypatch.setenv("NSYNC_RESTORE_DURING_UPLOAD", "false")
     db = staging_db(nsync_env)
     nxt = f"{db}__nsync_next"
     terminated: list[str] = []

@@ -1,5 +1,7 @@
 """Staging restores from the dump the backup step kept, only when it is provably S3's bytes.
 
+This is the path when the copy restored during the backup step (``cycle.prepared``, tested in
+``test_prepared_copy.py``) is missing or refused, so these backups are taken without it.
 Every case ends with staging equal to production (the oracle) and no dump left on disk.
 """
 
@@ -34,7 +36,7 @@ def _backup(nsync_env):
     settings = RunConfig.from_env(nsync_env)
     store = backup_store(settings, s3_from_env())
     pipeline.snapshot_step(settings, store, DAY)
-    out = pipeline.backup_step(settings, store, DAY)
+    out = pipeline.backup_step(settings, store, DAY, restore_during_upload=False)
     return settings, store, out
 
 

@@ -109,7 +109,8 @@ def test_s3_timeouts_are_transient_and_a_retry_succeeds(pg_staging, s3_endpoint,
     assert rule.fired >= 2  # botocore's own retry, then nsync gives up on this attempt
     assert statuses(s3_endpoint, nsync_env) == ["verified", "uploaded"]  # not promoted
     proxy.clear()
-    out = pipeline.backup_step(settings, store, "2026-11-28")  # the step retry: succeeds
+    out = pipeline.backup_step(settings, store, "2026-11-28",  # the step retry: succeeds
+                               restore_during_upload=False)
     assert out.objects > 1
     assert statuses(s3_endpoint, nsync_env) == ["verified", "checksummed"]
     assert oracle.picture(pg_staging, staging_db(nsync_env)) == synced

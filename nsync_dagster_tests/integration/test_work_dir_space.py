@@ -84,7 +84,7 @@ def test_disk_full_during_a_download_fails_with_the_same_advice(pg_staging, nsyn
     settings = RunConfig.from_env(nsync_env)
     store = backup_store(settings, s3_from_env())
     pipeline.snapshot_step(settings, store, "2026-11-27")
-    pipeline.backup_step(settings, store, "2026-11-27")
+    pipeline.backup_step(settings, store, "2026-11-27", restore_during_upload=False)
     target_db = unique_db("restored")
     target = PgTarget("restore target", pg_staging.url(OWNER, STAGING_OWNER_PW, target_db),
                       "--target-url")

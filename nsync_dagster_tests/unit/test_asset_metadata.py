@@ -12,6 +12,7 @@ from nsync_dagster.cycle.results import (
     BranchStagingResult,
     Drift,
     PasswordFacts,
+    PreparedCopy,
     RestoreResult,
     StagingResult,
     Verification,
@@ -57,10 +58,24 @@ def test_backup_metadata_and_check():
                        objects_sha256="ab" * 32, manifest=M)
     result = metadata.backup_result(out, TIMING)
     assert set(result.metadata) == {"backup_id", "location", "size", "bytes", "objects",
-                                    "objects_sha256", "upload_s", "verify_s", "duration_s"}
+                                    "objects_sha256", "upload_s", "verify_s", "duration_s",
+                                    "staging_prepared"}
     assert result.metadata["size"] == "2.0 KiB" and result.metadata["bytes"] == 2048
+    assert result.metadata["staging_prepared"] == "no (not attempted)"
     [check] = result.check_results
     assert check.check_name == "backup_checksums_match" and check.passed
+
+
+def test_backup_metadata_says_whether_staging_was_restored_during_the_upload():
+    base = dict(backup_id="b1", folder="nsync/x/", uri="s3://bucket/nsync/x/", bytes=1,
+                objects=1, upload_s=1.0, verify_s=0.5, objects_sha256="ab" * 32, manifest=M)
+    done = metadata.backup_result(BackupResult(**base, staging_prepared=PreparedCopy(
+        prepared=True, wait_s=0.25, restore_s=3.5)), TIMING).metadata
+    assert done["staging_prepared"] == "yes"
+    assert _value(done, "staging_restore_s") == 3.5 and _value(done, "waited_for_restore_s") == 0.25
+    failed = metadata.backup_result(BackupResult(**base, staging_prepared=PreparedCopy(
+        prepared=False, wait_s=0.0, why="it failed: pg_restore died")), TIMING).metadata
+    assert failed["staging_prepared"] == "no: it failed: pg_restore died"
 
 
 def test_staging_metadata_and_check():
@@ -76,7 +91,9 @@ def test_staging_metadata_and_check():
     assert set(meta) == {"staging_method", "backup_id", "restored_from", "staging",
                          "verified_at", "tables", "rows", "sequences", "sessions_terminated",
                          "roles_created", "skipped_platform_entries", "download_s",
-                         "restore_s", "verify_s", "duration_s"}
+                         "source", "restore_s", "restored_during_backup_s", "verify_s",
+                         "duration_s"}
+    assert meta["source"] == "local copy" and _value(meta, "restored_during_backup_s") == 0.0
     assert meta["staging_method"] == "restore" and meta["roles_created"] == "app_reader"
     assert meta["sessions_terminated"] == 3 and meta["skipped_platform_entries"] == 2
     [check] = result.check_results

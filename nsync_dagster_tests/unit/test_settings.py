@@ -40,6 +40,7 @@ BAD = [
     ("NSYNC_DUMP_TIMEOUT", "59", "is out of range", "integer seconds 60..86400"),
     ("NSYNC_RESTORE_TIMEOUT", "1.5", "is not a whole number", "integer seconds 60..86400"),
     ("NSYNC_VERIFY_CHECKSUMS", "maybe", "is not true or false", "true or false"),
+    ("NSYNC_RESTORE_DURING_UPLOAD", "sometimes", "is not true or false", "true or false"),
     ("NSYNC_STEP_RETRIES", "11", "is out of range", "integer 0..10"),
     ("NSYNC_STEP_RETRY_WAIT", "3601", "is out of range", "integer seconds 0..3600"),
     ("NSYNC_RECOVERY_TEST_INTERVAL_DAYS", "367", "is out of range", "integer days 1..366"),

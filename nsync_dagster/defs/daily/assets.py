@@ -76,6 +76,14 @@ def s3_backup(context: dg.AssetExecutionContext, nsync: NsyncResource,
     marks the backup complete. Every object is then downloaded again and its SHA-256 compared
     with the manifest (compressed data files are also decompressed and matched against the
     files pg_dump wrote). The local copy is then kept for the staging rebuild only.
+
+    While the dump is uploaded and read back, staging's next copy (``<db>__nsync_next``, beside
+    the live staging database, which is not touched) is restored from the same local files, so
+    the staging step only has to prove and verify it. This step waits for that restore before
+    it ends; if the restore fails, the backup still succeeds, a WARNING says why, and the
+    staging step restores the usual way (metadata ``staging_prepared``). Not done with
+    ``NSYNC_STAGING_METHOD=neon-branch-reset``, client-side encryption, or while another
+    restore (the recovery test) holds the staging server.
     """
     started = time.time()
     with failures_explained(context, "S3 backup"):
@@ -86,6 +94,7 @@ def s3_backup(context: dg.AssetExecutionContext, nsync: NsyncResource,
                                    _reporter(context), keep_for_staging=(
                                        branch_reset.staging_method() != branch_reset.METHOD))
     return metadata.backup_result(out, timing_metadata(context, started))
+
 
 
 @dg.asset(partitions_def=DAILY, group_name=GROUP, owners=OWNERS, kinds={"postgres"},
@@ -100,9 +109,14 @@ def staging_database(context: dg.AssetExecutionContext, nsync: NsyncResource,
 
     Must be fresh by 06:00 New York time every day: a miss pages on-call.
 
-    What is restored is provably the S3 backup, so every day proves that the backup restores:
-    either a download, or the local dump when every file's SHA-256 equals the S3 read-back's
-    and S3 still lists the objects that were read (else it downloads).
+    What is restored is provably the S3 backup, so every day proves that the backup restores.
+    Normally ``s3_backup`` already restored the local dump into the next copy during the
+    upload; this step swaps that copy in only when it is the recorded copy of this very backup
+    (same backup id and folder, the database carries the token recorded, not client-side
+    encrypted), the SHA-256 of every file restored equals the S3 read-back's, and S3 still
+    lists the objects that were read; otherwise it drops that copy (WARNING "not swapping in
+    the copy restored during the backup step") and restores again: from the local dump under
+    the same proof, else by a download. Metadata ``source`` says which.
     The new copy is built beside the live one, verified table by table against the manifest,
     and only then swapped in; open sessions on the old copy are ended. If anything fails the
     old staging stays exactly as it was.

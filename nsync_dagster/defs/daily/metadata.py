@@ -15,6 +15,7 @@ from nsync_dagster.cycle.branch_reset import METHOD as BRANCH_RESET
 from nsync_dagster.cycle.results import (
     BackupResult,
     BranchStagingResult,
+    PreparedCopy,
     StagingResult,
     Verification,
 )
@@ -56,9 +57,21 @@ def backup_result(out: BackupResult, timing: dict[str, Any]) -> dg.MaterializeRe
                   "size": human_bytes(out.bytes), "bytes": out.bytes,
                   "objects": out.objects, "objects_sha256": out.objects_sha256,
                   "upload_s": dg.MetadataValue.float(out.upload_s),
-                  "verify_s": dg.MetadataValue.float(out.verify_s), **timing},
+                  "verify_s": dg.MetadataValue.float(out.verify_s),
+                  **_prepared_metadata(out.staging_prepared), **timing},
         check_results=[dg.AssetCheckResult(check_name=BACKUP_CHECK, passed=True,
                                            metadata={"objects": out.objects})])
+
+
+def _prepared_metadata(prepared: PreparedCopy | None) -> dict[str, Any]:
+    """Whether staging's next copy was restored during the upload (``cycle.prepared``)."""
+    if prepared is None:
+        return {"staging_prepared": "no (not attempted)"}
+    if not prepared.prepared:
+        return {"staging_prepared": f"no: {prepared.why}"[:500]}
+    return {"staging_prepared": "yes",
+            "staging_restore_s": dg.MetadataValue.float(prepared.restore_s or 0.0),
+            "waited_for_restore_s": dg.MetadataValue.float(prepared.wait_s)}
 
 
 def _staging_check(v: Verification) -> dg.AssetCheckResult:
@@ -80,7 +93,10 @@ def staging_result(out: StagingResult, staging: str,
                   "roles_created": ", ".join(done.roles.created) or "none",
                   "skipped_platform_entries": len(done.restore.skipped),
                   "download_s": dg.MetadataValue.float(done.download_s),
+                  "source": done.source,
                   "restore_s": dg.MetadataValue.float(done.restore_s),
+                  "restored_during_backup_s": dg.MetadataValue.float(
+                      done.restored_during_backup_s),
                   "verify_s": dg.MetadataValue.float(done.verify_s), **timing},
         check_results=[_staging_check(v)])
 

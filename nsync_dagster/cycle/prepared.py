@@ -1,0 +1,342 @@
+"""Staging's next copy restored from the local dump while the backup step uploads it.
+
+The backup step (holding the staging locks: ``swap.exclusive`` through ``one_daily_run`` and
+the server's restore slot, taken only when free) starts a background thread that restores the
+fresh local dump into ``<db>__nsync_next`` while the dump is compressed, uploaded and read back.
+The thread hashes (SHA-256) every file while ``pg_restore`` reads it and checks afterwards that
+no file was written meanwhile (same inode, size and modification time), so the hashes are those
+of the bytes restored. It marks the copy with a random token (the database's COMMENT) and, once
+the read-back has succeeded, the backup step records ``prepared-for-staging.json`` in the work
+folder. A failed background restore never fails the backup: it is reported, its copy dropped,
+and staging restores as before. An interrupted or failed backup stops it and drops the copy.
+
+The staging step uses the copy only if all of this holds (else it drops it and restores as
+before, see :mod:`.localcopy`):
+
+- the record names the backup staging chose (same id and S3 folder); the backup is not
+  client-side encrypted (restoring from S3 is what proves the age identity decrypts it);
+- the files restored are exactly the manifest's objects (none missing, none extra) and each
+  one's SHA-256 equals the manifest's, i.e. the read-back's;
+- S3 still lists every object with the ETag and size of the read-back;
+- ``<db>__nsync_next`` is the very database recorded: same oid and the record's token as its
+  comment, so a leftover of a killed run, or another run's copy, is never swapped in.
+
+The record is consumed when staging reads it: a retried staging step rebuilds from scratch.
+Then the copy is verified against the S3 manifest exactly like a fresh restore, marked
+restore-verified, and swapped in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from nsync_dagster.cycle import localcopy
+from nsync_dagster.cycle.config import RunConfig
+from nsync_dagster.cycle.results import PreparedCopy, RestoreResult, Verification
+from nsync_dagster.errors import RestoreError
+from nsync_dagster.manifest import Manifest
+from nsync_dagster.postgres import interruptible, roles, rolesettings, swap
+from nsync_dagster.postgres.restore import RestoreReport, restore_dump
+from nsync_dagster.storage.s3catalog import BackupInfo
+from nsync_dagster.storage.s3store import MANIFEST, BackupStore, sha256_file
+
+log = logging.getLogger("nsync.prepared")
+Report = Callable[[str], None]
+PREPARED = "prepared-for-staging.json"
+TOKEN = "nsync prepared copy: "
+CANCEL_WAIT_S = 60.0
+SOURCE = "restored during the backup step"
+
+
+def _record(work_root: Path) -> Path:
+    return work_root / PREPARED
+
+
+def discard(work_root: Path) -> None:
+    """Forget a recorded copy (the database itself goes with ``swap.recover_and_clean``)."""
+    _record(work_root).unlink(missing_ok=True)
+
+
+def _files(work: Path) -> list[str]:
+    """The snapshot's files that are backup objects: ``dump/…`` and ``roles.sql``."""
+    names = [p.relative_to(work).as_posix() for p in (work / "dump").rglob("*") if p.is_file()]
+    return sorted(names + ["roles.sql"])
+
+
+def _stat(work: Path, names: list[str]) -> dict[str, tuple[int, int, int]]:
+    out = {}
+    for name in names:
+        st = (work / name).stat()
+        out[name] = (st.st_ino, st.st_size, st.st_mtime_ns)
+    return out
+
+
+class Alongside:
+    """One background restore of the snapshot in ``work`` into ``<db>__nsync_next``."""
+
+    def __init__(self, settings: RunConfig, work: Path, backup_id: str, report: Report) -> None:
+        self.settings, self.work, self.backup_id, self.report = settings, work, backup_id, report
+        self.next, _ = swap.names(settings.staging.dbname)
+        self.token = secrets.token_hex(16)
+        self.children = interruptible.Children()
+        self.cancelled = threading.Event()
+        self.error: BaseException | None = None
+        self.result: dict[str, Any] | None = None
+        self.finished = False
+        self.thread = threading.Thread(target=self._run, daemon=True,
+                                       name="nsync-restore-during-backup")
+
+    def start(self) -> None:
+        self.report(f"restoring {self.backup_id} into {self.next} from the local dump while it "
+                    "is uploaded; staging swaps it in only once it is proved to be S3's backup")
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            with self.children.watching():
+                self.result = self._restore()
+        except BaseException as exc:  # reported by the backup step, never raised there
+            self.error = exc
+            self._drop()
+
+    def _check(self) -> None:
+        if self.cancelled.is_set():
+            raise RestoreError("the backup step stopped the restore")
+
+    def _restore(self) -> dict[str, Any]:
+        s, started = self.settings, time.monotonic()
+        manifest = Manifest.from_json((self.work / MANIFEST).read_text(), str(self.work))
+        names = _files(self.work)
+        for name in names:
+            (self.work / name).chmod(0o400)
+        before = _stat(self.work, names)
+        maint = s.staging.with_db(s.maintenance_db)
+        with maint.connect() as conn:
+            for grant in roles.revoke_leftovers(conn):
+                self.report(f"gave back a killed run's temporary grant {grant}")
+            swap.recover_and_clean(conn, s.staging.dbname, self.report)
+            self._check()
+            swap.create_next(conn, s.staging.dbname, manifest.database)
+            oid = conn.execute("SELECT oid FROM pg_database WHERE datname = %s",
+                               (self.next,)).fetchone()[0]
+        target = s.staging.with_db(self.next)
+        with target.connect() as conn:
+            role_result = roles.sync_roles(conn, manifest.roles, manifest.memberships,
+                                           s.platform_roles)
+        if role_result.created:
+            self.report(f"created roles on the staging server (never production's passwords): "
+                        f"{', '.join(role_result.created)}")
+        self._check()
+        with ThreadPoolExecutor(1, thread_name_prefix="nsync-hash") as pool:
+            hashing = pool.submit(lambda: {n: sha256_file(self.work / n) for n in names})
+            try:
+                restored = restore_dump(self.work / "dump", target, manifest,
+                                        jobs=s.dump.jobs, platform=s.platform_roles,
+                                        timeout_s=s.restore_timeout_s, report=self.report)
+            finally:
+                for leftover in self.work.glob("phase-*.list"):  # restore_dump's own lists
+                    leftover.unlink(missing_ok=True)
+            hashes = hashing.result()
+        if _stat(self.work, names) != before:
+            raise RestoreError("a local dump file was written to while it was restored")
+        self._check()
+        with maint.connect() as conn:
+            conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(self.next), sql.Literal(TOKEN + self.token)))
+        return {"backup_id": self.backup_id, "database": self.next, "oid": int(oid),
+                "token": self.token, "files": hashes, "roles": dataclasses.asdict(role_result),
+                "restore": dataclasses.asdict(restored),
+                "restore_s": round(time.monotonic() - started, 2)}
+
+    def _drop(self) -> None:
+        maint = self.settings.staging.with_db(self.settings.maintenance_db)
+        swap.drop_attempt(maint, self.next, self.report, interrupted=False)
+
+    def _join(self, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.thread.is_alive():  # in slices: an interrupt is delivered meanwhile
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            self.thread.join(0.2)
+        return True
+
+    def cancel(self, why: str) -> None:
+        """Stop the restore (its pg_restore is ended) and drop its copy."""
+        if self.finished:
+            return
+        self.finished = True
+        self.cancelled.set()
+        with interruptible.shielded():
+            self.children.stop_all()
+            if not self._join(CANCEL_WAIT_S):
+                self.report(f"the restore into {self.next} did not stop within "
+                            f"{CANCEL_WAIT_S:.0f}s; dropping it")
+            self._drop()
+        self.report(f"{why}: the restore into {self.next} was stopped and its copy dropped")
+
+    def finish(self, backup_id: str, folder: str, etags: dict[str, str]) -> PreparedCopy:
+        """Wait for the restore; record it for the staging step when it succeeded, with the
+        S3 folder and the ETags of the read-back."""
+        waited = time.monotonic()
+        self._join(None)
+        self.finished = True
+        waited = round(time.monotonic() - waited, 2)
+        why = None
+        if self.error is not None:
+            why = f"it failed: {self.error}"
+        elif backup_id != self.backup_id:
+            why = "the upload recorded another backup"
+            self._drop()
+        if why:
+            self.report(f"WARNING: restoring {self.next} during the backup was not completed "
+                        f"({why}); the backup is not affected, and the staging step restores "
+                        "it again the usual way")
+            return PreparedCopy(prepared=False, why=why, wait_s=waited)
+        assert self.result is not None
+        _record(self.settings.work_dir).write_text(json.dumps(
+            {**self.result, "folder": folder, "etags": etags}))
+        self.report(f"{self.next} restored from the local dump during the upload in "
+                    f"{self.result['restore_s']:.1f}s (waited {waited:.1f}s after the "
+                    "read-back); the staging step verifies it and swaps it in")
+        return PreparedCopy(prepared=True, restore_s=self.result["restore_s"], wait_s=waited)
+
+
+@contextlib.contextmanager
+def restore_alongside(settings: RunConfig, store: BackupStore, snapshot: Path, report: Report,
+                      *, enabled: bool) -> Iterator[Alongside | None]:
+    """Run the block (the upload and read-back) while the snapshot recorded in ``snapshot``
+    (the snapshot step's pointer) is restored into staging's next copy; None when it is not
+    (disabled, client-side encryption, another restore holds the server, no snapshot)."""
+    discard(settings.work_dir)
+    try:
+        info = json.loads(snapshot.read_text())
+    except (OSError, ValueError):
+        info = None
+    if not enabled or info is None or store.age.enabled:
+        yield None
+        return
+    maint = settings.staging.with_db(settings.maintenance_db)
+    try:
+        conn = maint.connect()
+    except Exception as exc:  # the backup does not need staging: the staging step says more
+        report(f"WARNING: not restoring staging during the backup: {exc}")
+        yield None
+        return
+    with conn, swap.restore_slot_if_free(
+            conn, f"restore of {settings.staging.dbname} during the backup") as free:
+        if not free:
+            report("another restore is running on the staging server: staging is restored "
+                   "after the backup instead of during it")
+            yield None
+            return
+        job = Alongside(settings, Path(info["work_dir"]), info["backup_id"], report)
+        job.start()
+        try:
+            yield job
+        except BaseException as exc:
+            job.cancel("the backup step failed" if isinstance(exc, Exception)
+                       else "interrupted")
+            raise
+        finally:
+            job.cancel("the backup step ended without recording it")
+
+
+@dataclass
+class Ready:
+    """A prepared copy proved to be the backup's S3 objects."""
+
+    record: dict[str, Any]
+    manifest: Manifest
+    proof_s: float
+
+
+def take(conn: psycopg.Connection, settings: RunConfig, store: BackupStore, backup: BackupInfo,
+         report: Report) -> Ready | None:
+    """The copy prepared for ``backup`` when it is provably its S3 objects (see the module),
+    else None; the record is consumed either way (a refused copy is dropped by
+    ``swap.recover_and_clean``)."""
+    path = _record(settings.work_dir)
+    if not path.exists():
+        return None
+    started = time.monotonic()
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        record = {}
+    finally:
+        path.unlink(missing_ok=True)
+    manifest = store.read_manifest(backup.key_prefix)
+    why = _why_not(conn, settings, store, backup, record, manifest)
+    if why:
+        report(f"WARNING: not swapping in the copy restored during the backup step: {why}; "
+               f"restoring {backup.backup_id} again")
+        return None
+    nxt = record["database"]
+    conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(  # production's, or none
+        sql.Identifier(nxt), sql.Literal(manifest.database.comment)))
+    report(f"using {nxt}, restored during the backup step: every file restored has the SHA-256 "
+           f"S3 read back and {store.uri(backup.key_prefix)} is unchanged since")
+    return Ready(record, manifest, round(time.monotonic() - started, 2))
+
+
+def _why_not(conn: psycopg.Connection, settings: RunConfig, store: BackupStore,
+             backup: BackupInfo, record: dict[str, Any], manifest: Manifest) -> str | None:
+    if record.get("backup_id") != backup.backup_id or record.get("folder") != backup.key_prefix:
+        return (f"it was restored from backup {record.get('backup_id')}, staging needs "
+                f"{backup.backup_id}")
+    if manifest.encrypted:
+        return "the backup is client-side encrypted; restoring from S3 proves the identity " \
+               "decrypts it"
+    want, got = localcopy.expected_files(manifest), record.get("files") or {}
+    if set(want) != set(got):
+        odd = sorted(set(want) ^ set(got))
+        return f"the files restored differ from the manifest's objects ({', '.join(odd[:5])})"
+    for name in sorted(want):
+        if want[name] != got[name]:
+            return f"{name}: the SHA-256 of the file restored differs from the one S3 read back"
+    why = localcopy.s3_changed(manifest, record.get("etags") or {},
+                               store.fingerprints(backup.key_prefix))
+    if why:
+        return why
+    nxt, _ = swap.names(settings.staging.dbname)
+    row = conn.execute("SELECT oid, shobj_description(oid, 'pg_database') FROM pg_database "
+                       "WHERE datname = %s", (nxt,)).fetchone()
+    if record.get("database") != nxt or row is None:
+        return f"{nxt} no longer exists"
+    if int(row[0]) != record.get("oid") or row[1] != TOKEN + str(record.get("token")):
+        return f"{nxt} is not the copy that was recorded (a leftover of another run)"
+    return None
+
+
+def verified(settings: RunConfig, ready: Ready, verify: Callable[..., Verification],
+             report: Report) -> RestoreResult:
+    """Verify the prepared copy against the S3 manifest (``verify`` is
+    ``pipeline.verify_database``), then give it production's database settings; the same
+    result as ``pipeline.restore_verified``."""
+    target = settings.staging.with_db(ready.record["database"])
+    started = time.monotonic()
+    verification = verify(target, ready.manifest, settings.platform_roles,
+                          jobs=settings.dump.jobs)
+    verify_s = round(time.monotonic() - started, 2)
+    with target.connect() as conn:  # after verifying: a statement_timeout cannot bite it
+        verification.settings_changed = rolesettings.apply_settings(
+            conn, ready.manifest, target.dbname, settings.platform_roles)
+    return RestoreResult(manifest=ready.manifest,
+                         roles=roles.RoleSyncResult(**ready.record["roles"]),
+                         restore=RestoreReport(**ready.record["restore"]), source=SOURCE,
+                         verification=verification, download_s=ready.proof_s, restore_s=0.0,
+                         restored_during_backup_s=ready.record["restore_s"], verify_s=verify_s)
