@@ -150,7 +150,7 @@ def _backup(settings: RunConfig, store: BackupStore, partition: str,
         report(f"WARNING: {warning}")
     # staging's next copy, restored meanwhile (.prepared): waited for before the snapshot is
     # let go, so an interrupt here leaves the step retryable
-    ready = alongside.finish(info["backup_id"], folder, verified["etags"]) if alongside else None
+    ready = alongside.finish(info["backup_id"], folder, verified.etags) if alongside else None
     if keep_for_staging:
         localcopy.keep(settings.work_dir, work, backup_id=info["backup_id"], folder=folder,
                        etags=verified.etags)
