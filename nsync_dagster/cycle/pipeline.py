@@ -15,17 +15,17 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from nsync_dagster.cycle import localcopy, prepared, workspace
+from nsync_dagster.cycle import localcopy, prepared, prepared_take, workspace
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.preflight import daily_preflight
-from nsync_dagster.cycle.results import BackupResult, RestoreResult, StagingResult, Verification
+from nsync_dagster.cycle.results import BackupResult, RestoreResult, StagingResult
+from nsync_dagster.cycle.verification import verify_database
 from nsync_dagster.errors import (
     BackupStoreError,
     SnapshotError,
-    VerificationError,
 )
 from nsync_dagster.manifest import Manifest
-from nsync_dagster.postgres import dbstats, roles, rolesettings, swap
+from nsync_dagster.postgres import roles, rolesettings, swap
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.postgres.restore import restore_dump
 from nsync_dagster.postgres.snapshot import Snapshot, take_snapshot
@@ -165,32 +165,6 @@ def _backup(settings: RunConfig, store: BackupStore, partition: str,
         staging_prepared=ready)
 
 
-def verify_database(target: PgTarget, manifest: Manifest, platform: tuple[str, ...],
-                    tables: set[str] | None = None, *, jobs: int = 1) -> Verification:
-    """Compare a restored database with the manifest; raise on any difference.
-
-    A partial restore (``tables``) is compared on those tables only. ``jobs`` sessions scan
-    the tables at once (largest first).
-    """
-    with target.connect() as conn:
-        actual = dbstats.data_facts(conn.cursor(), checksums=manifest.checksums,
-                                    connect=target.connect, jobs=jobs)
-        present = {r for (r,) in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
-    if tables is not None:
-        actual = {"tables": {k: v for k, v in actual["tables"].items() if k in tables},
-                  "matviews": {}, "sequences": {}}
-    problems = dbstats.compare(manifest.data_facts(tables), actual)
-    wanted = {r.name for r in manifest.roles
-              if not r.rolsuper and not roles.is_platform(r.name, platform)}
-    problems += [f"role {r} is missing on the server" for r in sorted(wanted - present)]
-    if problems:
-        raise VerificationError(f"{target.dbname} does not match backup {manifest.backup_id}: "
-                                + "; ".join(problems[:20]))
-    return Verification(tables=len(actual["tables"]), sequences=len(actual["sequences"]),
-                        rows=sum(t["rows"] for t in actual["tables"].values()),
-                        checksums_compared=manifest.checksums)
-
-
 def restore_verified(settings: RunConfig, store: BackupStore, folder: str, target: PgTarget,
                      report: Report, tables: set[str] | None = None, *,
                      kept_backup_id: str | None = None) -> RestoreResult:
@@ -294,13 +268,13 @@ def staging_step(settings: RunConfig, store: BackupStore, partition: str,
                 # give them back before that copy is dropped
                 for grant in roles.revoke_leftovers(conn):
                     report(f"gave back a killed run's temporary grant {grant}")
-                ready = prepared.take(conn, settings, store, backup, report)
+                ready = prepared_take.take(conn, settings, store, backup, report)
                 swap.recover_and_clean(conn, live, report, keep_next=ready is not None)
                 if ready is None:
                     manifest_db = store.read_manifest(backup.key_prefix).database
                     swap.create_next(conn, live, manifest_db)
             if ready is not None:  # restored during the backup step and proved S3's bytes
-                result = prepared.verified(settings, ready, verify_database, report)
+                result = prepared_take.verified(settings, ready, report)
             else:
                 result = restore_verified(settings, store, backup.key_prefix,
                                           settings.staging.with_db(nxt), report,

@@ -37,21 +37,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
-from nsync_dagster.cycle import localcopy
 from nsync_dagster.cycle.config import RunConfig
-from nsync_dagster.cycle.results import PreparedCopy, RestoreResult, Verification
+from nsync_dagster.cycle.results import PreparedCopy
 from nsync_dagster.errors import RestoreError
 from nsync_dagster.manifest import Manifest
-from nsync_dagster.postgres import interruptible, roles, rolesettings, swap
-from nsync_dagster.postgres.restore import RestoreReport, restore_dump
-from nsync_dagster.storage.s3catalog import BackupInfo
+from nsync_dagster.postgres import interruptible, roles, swap
+from nsync_dagster.postgres.restore import restore_dump
 from nsync_dagster.storage.s3store import MANIFEST, BackupStore, sha256_file
 
 log = logging.getLogger("nsync.prepared")
@@ -62,13 +58,13 @@ CANCEL_WAIT_S = 60.0
 SOURCE = "restored during the backup step"
 
 
-def _record(work_root: Path) -> Path:
+def record_path(work_root: Path) -> Path:
     return work_root / PREPARED
 
 
 def discard(work_root: Path) -> None:
     """Forget a recorded copy (the database itself goes with ``swap.recover_and_clean``)."""
-    _record(work_root).unlink(missing_ok=True)
+    record_path(work_root).unlink(missing_ok=True)
 
 
 def _files(work: Path) -> list[str]:
@@ -207,7 +203,7 @@ class Alongside:
                         "it again the usual way")
             return PreparedCopy(prepared=False, why=why, wait_s=waited)
         assert self.result is not None
-        _record(self.settings.work_dir).write_text(json.dumps(
+        record_path(self.settings.work_dir).write_text(json.dumps(
             {**self.result, "folder": folder, "etags": etags}))
         self.report(f"{self.next} restored from the local dump during the upload in "
                     f"{self.result['restore_s']:.1f}s (waited {waited:.1f}s after the "
@@ -253,90 +249,3 @@ def restore_alongside(settings: RunConfig, store: BackupStore, snapshot: Path, r
             raise
         finally:
             job.cancel("the backup step ended without recording it")
-
-
-@dataclass
-class Ready:
-    """A prepared copy proved to be the backup's S3 objects."""
-
-    record: dict[str, Any]
-    manifest: Manifest
-    proof_s: float
-
-
-def take(conn: psycopg.Connection, settings: RunConfig, store: BackupStore, backup: BackupInfo,
-         report: Report) -> Ready | None:
-    """The copy prepared for ``backup`` when it is provably its S3 objects (see the module),
-    else None; the record is consumed either way (a refused copy is dropped by
-    ``swap.recover_and_clean``)."""
-    path = _record(settings.work_dir)
-    if not path.exists():
-        return None
-    started = time.monotonic()
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        record = {}
-    finally:
-        path.unlink(missing_ok=True)
-    manifest = store.read_manifest(backup.key_prefix)
-    why = _why_not(conn, settings, store, backup, record, manifest)
-    if why:
-        report(f"WARNING: not swapping in the copy restored during the backup step: {why}; "
-               f"restoring {backup.backup_id} again")
-        return None
-    nxt = record["database"]
-    conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(  # production's, or none
-        sql.Identifier(nxt), sql.Literal(manifest.database.comment)))
-    report(f"using {nxt}, restored during the backup step: every file restored has the SHA-256 "
-           f"S3 read back and {store.uri(backup.key_prefix)} is unchanged since")
-    return Ready(record, manifest, round(time.monotonic() - started, 2))
-
-
-def _why_not(conn: psycopg.Connection, settings: RunConfig, store: BackupStore,
-             backup: BackupInfo, record: dict[str, Any], manifest: Manifest) -> str | None:
-    if record.get("backup_id") != backup.backup_id or record.get("folder") != backup.key_prefix:
-        return (f"it was restored from backup {record.get('backup_id')}, staging needs "
-                f"{backup.backup_id}")
-    if manifest.encrypted:
-        return "the backup is client-side encrypted; restoring from S3 proves the identity " \
-               "decrypts it"
-    want, got = localcopy.expected_files(manifest), record.get("files") or {}
-    if set(want) != set(got):
-        odd = sorted(set(want) ^ set(got))
-        return f"the files restored differ from the manifest's objects ({', '.join(odd[:5])})"
-    for name in sorted(want):
-        if want[name] != got[name]:
-            return f"{name}: the SHA-256 of the file restored differs from the one S3 read back"
-    why = localcopy.s3_changed(manifest, record.get("etags") or {},
-                               store.fingerprints(backup.key_prefix))
-    if why:
-        return why
-    nxt, _ = swap.names(settings.staging.dbname)
-    row = conn.execute("SELECT oid, shobj_description(oid, 'pg_database') FROM pg_database "
-                       "WHERE datname = %s", (nxt,)).fetchone()
-    if record.get("database") != nxt or row is None:
-        return f"{nxt} no longer exists"
-    if int(row[0]) != record.get("oid") or row[1] != TOKEN + str(record.get("token")):
-        return f"{nxt} is not the copy that was recorded (a leftover of another run)"
-    return None
-
-
-def verified(settings: RunConfig, ready: Ready, verify: Callable[..., Verification],
-             report: Report) -> RestoreResult:
-    """Verify the prepared copy against the S3 manifest (``verify`` is
-    ``pipeline.verify_database``), then give it production's database settings; the same
-    result as ``pipeline.restore_verified``."""
-    target = settings.staging.with_db(ready.record["database"])
-    started = time.monotonic()
-    verification = verify(target, ready.manifest, settings.platform_roles,
-                          jobs=settings.dump.jobs)
-    verify_s = round(time.monotonic() - started, 2)
-    with target.connect() as conn:  # after verifying: a statement_timeout cannot bite it
-        verification.settings_changed = rolesettings.apply_settings(
-            conn, ready.manifest, target.dbname, settings.platform_roles)
-    return RestoreResult(manifest=ready.manifest,
-                         roles=roles.RoleSyncResult(**ready.record["roles"]),
-                         restore=RestoreReport(**ready.record["restore"]), source=SOURCE,
-                         verification=verification, download_s=ready.proof_s, restore_s=0.0,
-                         restored_during_backup_s=ready.record["restore_s"], verify_s=verify_s)

@@ -17,7 +17,7 @@ import time
 import psutil
 import pytest
 
-from nsync_dagster.cycle import pipeline, prepared
+from nsync_dagster.cycle import pipeline, prepared, prepared_take
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.errors import BackupStoreError
@@ -222,7 +222,7 @@ def test_the_record_is_used_once(pg_prod, pg_staging, nsync_env):
     settings, store, _, _ = _steps(nsync_env)
     with settings.staging.with_db(settings.maintenance_db).connect() as conn:
         backup = pipeline.partition_backup(store, DAY)
-        assert prepared.take(conn, settings, store, backup, lambda m: None) is not None
+        assert prepared_take.take(conn, settings, store, backup, lambda m: None) is not None
     assert not (settings.work_dir / prepared.PREPARED).exists()
     result, _ = _stage(settings, store)  # the retry
     assert result.restored.source == "local copy"
