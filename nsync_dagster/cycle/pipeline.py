@@ -199,22 +199,8 @@ def restore_verified(settings: RunConfig, store: BackupStore, folder: str, targe
         with target.connect() as conn:
             role_result = roles.sync_roles(conn, manifest.roles, manifest.memberships,
                                            settings.platform_roles)
-        if role_result.created:
-            report(f"created roles on the staging server (never production's passwords): "
-                   f"{', '.join(role_result.created)}"
-                   + (f"; NO password (cannot log in until one is set): "
-                      f"{', '.join(role_result.login_without_password)}"
-                      if role_result.login_without_password else ""))
-        for label, names in (("staging passwords set (from NSYNC_STAGING_PASSWORD_<ROLE>)",
-                              role_result.staging_passwords_set),
-                             ("staging passwords NOT set (the staging role needs ADMIN on "
-                              "them)", role_result.staging_passwords_failed),
-                             ("memberships mirrored from production",
-                              role_result.memberships_granted + role_result.memberships_revoked),
-                             ("memberships that need another grantor (not mirrored)",
-                              role_result.memberships_not_mirrored)):
-            if names:
-                report(f"{label}: {', '.join(names)}")
+        for line in role_result.lines():
+            report(line)
         t = time.monotonic()
         restored = restore_dump(dump_dir, target, manifest, jobs=settings.dump.jobs,
                                 platform=settings.platform_roles,

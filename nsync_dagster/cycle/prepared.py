@@ -133,9 +133,8 @@ class Alongside:
         with target.connect() as conn:
             role_result = roles.sync_roles(conn, manifest.roles, manifest.memberships,
                                            s.platform_roles)
-        if role_result.created:
-            self.report(f"created roles on the staging server (never production's passwords): "
-                        f"{', '.join(role_result.created)}")
+        for line in role_result.lines():  # the same lines as a restore in the staging step
+            self.report(line)
         self._check()
         with ThreadPoolExecutor(1, thread_name_prefix="nsync-hash") as pool:
             hashing = pool.submit(lambda: {n: sha256_file(self.work / n) for n in names})

@@ -98,6 +98,27 @@ class RoleSyncResult:
     skipped_superusers: list[str] = field(default_factory=list)
     leftover_grants_revoked: list[str] = field(default_factory=list)
 
+    def lines(self) -> list[str]:
+        """What the run log says about it (never a password: names only)."""
+        out = []
+        if self.created:
+            out.append("created roles on the staging server (never production's passwords): "
+                       + ", ".join(self.created)
+                       + ("; NO password (cannot log in until one is set): "
+                          + ", ".join(self.login_without_password)
+                          if self.login_without_password else ""))
+        for label, names in (("staging passwords set (from NSYNC_STAGING_PASSWORD_<ROLE>)",
+                              self.staging_passwords_set),
+                             ("staging passwords NOT set (the staging role needs ADMIN on "
+                              "them)", self.staging_passwords_failed),
+                             ("memberships mirrored from production",
+                              self.memberships_granted + self.memberships_revoked),
+                             ("memberships that need another grantor (not mirrored)",
+                              self.memberships_not_mirrored)):
+            if names:
+                out.append(f"{label}: {', '.join(names)}")
+        return out
+
 
 def _create_sql(role: Role) -> str:
     flags = [("LOGIN", role.rolcanlogin), ("INHERIT", role.rolinherit),
