@@ -210,18 +210,56 @@ def worker(mode: str) -> None:
     result["rss_self_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result["rss_children_kb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     result["child_hwm_kb"] = peak
+    me, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    result["cpu_self"] = round(me.ru_utime + me.ru_stime, 1)  # nsync (or boto3) in Python
+    result["cpu_tools"] = round(kids.ru_utime + kids.ru_stime, 1)  # pg_dump, pg_restore, psql
     result["scratch_peak"] = max(scratch[0], result["backup_bytes"] if mode == "naive" else 0)
     print("RESULT " + json.dumps(result))
 
 
 # -- driver side -------------------------------------------------------------------------------
-def spawn(mode: str, cfg: dict) -> dict:
+def cluster_cpu(cluster) -> float:
+    """CPU seconds a PostgreSQL cluster has used so far: the postmaster, its exited children
+    (backends of finished sessions) and the live ones."""
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        pid = int((Path(cluster.data_dir) / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    total = 0
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            f = Path(f"/proc/{d}/stat").read_text().split(")")[-1].split()
+            if int(d) == pid:
+                total += sum(int(x) for x in f[11:15])  # utime stime cutime cstime
+            elif int(f[1]) == pid:
+                total += int(f[11]) + int(f[12])
+    return total / tick
+
+
+def spawn(mode: str, cfg: dict, clusters=()) -> dict:
+    """Run one cycle in a worker process; adds ``cpu``: CPU seconds of the worker itself, its
+    children (pg_dump, pg_restore, psql), each cluster, and this process (the S3 server)."""
+    before = [cluster_cpu(c) for c in clusters]
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run([sys.executable, __file__, "--worker", mode], input=json.dumps(cfg),
                          capture_output=True, text=True)
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
     if out.returncode or not lines:
         raise RuntimeError(f"{mode} worker failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
-    return json.loads(lines[-1][7:])
+    result = json.loads(lines[-1][7:])
+    me2 = resource.getrusage(resource.RUSAGE_SELF)
+    kids2 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = {f"server {i}": round(cluster_cpu(c) - b, 1)
+           for i, (c, b) in enumerate(zip(clusters, before, strict=True))}
+    cpu["s3 server"] = round(me2.ru_utime + me2.ru_stime - me.ru_utime - me.ru_stime, 1)
+    cpu["worker+tools"] = round(kids2.ru_utime + kids2.ru_stime - kids.ru_utime
+                                - kids.ru_stime, 1)
+    cpu["worker"], cpu["tools"] = result.pop("cpu_self"), result.pop("cpu_tools")
+    del cpu["worker+tools"]  # the two above
+    result["cpu"] = cpu
+    return result
 
 
 def load(prod, scale: int, variant: str) -> float:
@@ -456,8 +494,9 @@ def main() -> None:
             settle(s3, BUCKET, clusters)
             print(f"== {dataset}: {mode} {level or ''} {'' if overlap else 'sequential'}...",
                   flush=True)
-            res = spawn(mode, cfg)
-            print(f"   {res['total']:.1f}s", flush=True)
+            res = spawn(mode, cfg, clusters)
+            print(f"   {res['total']:.1f}s cpu {res['cpu']} phases "
+                  + json.dumps({k: round(v, 1) for k, v in res["phases"].items()}), flush=True)
             return res
 
         for dataset, repeats, loader in datasets:

@@ -28,7 +28,10 @@ __all__ = ["MANIFEST_FORMAT", "BundleMember", "DatabaseFacts", "Encryption", "Ma
            "ManifestError", "Matview", "Membership", "NeonReset", "Role", "S3Location",
            "Sequence", "StoredObject", "Table"]
 
-MANIFEST_FORMAT = 2  # 2: "compression" (nsync's own zstd of the data objects) added
+# 2: "compression" (nsync's own zstd of the data objects) added
+# 3: table checksums may be "record:<sum>" (hash_record per row, see postgres.dbstats); a
+#    format-2 reader would compute them the old way and fail, so it is told to upgrade instead
+MANIFEST_FORMAT = 3
 
 
 class _Record(BaseModel):
@@ -41,10 +44,18 @@ class _Record(BaseModel):
 
 
 class Table(_Record):
-    """A table's exact row count and (with checksums on) order-independent content checksum."""
+    """A table's exact row count and (with checksums on) order-independent content checksum:
+    ``record:<sum>`` (hash_record per row, format 3) or ``<sum>`` (hashtext of the row's text)."""
 
     rows: int = Field(ge=0)
     checksum: str | None = None
+
+    @property
+    def checksum_method(self) -> str | None:
+        """"record", "text" or None: how a restored copy must be checksummed to compare."""
+        if self.checksum is None:
+            return None
+        return "record" if self.checksum.startswith("record:") else "text"
 
 
 class Matview(_Record):
@@ -244,6 +255,10 @@ class Manifest(_Record):
         """One SHA-256 over every object's SHA-256: a short fingerprint of the whole backup."""
         objects = {k: v.as_json() for k, v in self.objects.items()}
         return hashlib.sha256(json.dumps(objects, sort_keys=True).encode()).hexdigest()
+
+    def checksum_methods(self) -> dict[str, str]:
+        """``{"schema.table": "record" | "text"}`` for every table with a checksum."""
+        return {k: m for k, t in self.tables.items() if (m := t.checksum_method) is not None}
 
     def data_facts(self, tables: set[str] | None = None) -> dict[str, Any]:
         """Tables, matviews and sequences in the shape ``dbstats`` queries a database in, for

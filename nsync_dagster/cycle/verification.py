@@ -19,7 +19,8 @@ def verify_database(target: PgTarget, manifest: Manifest, platform: tuple[str, .
     """
     with target.connect() as conn:
         actual = dbstats.data_facts(conn.cursor(), checksums=manifest.checksums,
-                                    connect=target.connect, jobs=jobs)
+                                    connect=target.connect, jobs=jobs,
+                                    methods=manifest.checksum_methods())
         present = {r for (r,) in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
     if tables is not None:
         actual = {"tables": {k: v for k, v in actual["tables"].items() if k in tables},

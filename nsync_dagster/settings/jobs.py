@@ -75,7 +75,8 @@ class Tuning(Group):
 
     verify_checksums: bool = setting(
         True,
-        "Whether the manifest holds a per-table content checksum (sum of hashtext(row::text)) "
+        "Whether the manifest holds a per-table content checksum (the sum of a hash of every row: "
+        "hash_record(row) where the column types allow it, else hashtext(row::text)) "
         "next to the exact row count, so restores are compared row content and not only row "
         "counts. S3 objects are always SHA-256 checked, whatever this says.",
         example="false")

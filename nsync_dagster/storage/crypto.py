@@ -34,17 +34,16 @@ Format (what a person needs to restore by hand)
 The manifest stays plaintext (decision)
 ---------------------------------------
 ``manifest.json`` holds no row data: database, schema, table, sequence and role names, role
-attributes and memberships (never passwords), exact row counts, sequence positions, the
-database's encoding, ACL and comment, server versions, the LSN and, per table, a 32-bit-summed
-``hashtext`` content checksum. Someone who can read the bucket therefore learns the schema's
-shape and sizes; for a tiny, low-entropy table (one row of a few booleans) the checksum could
-confirm a guessed content. In exchange the manifest can be read without the key, which is what
-makes these work without ever handling the private key: read-back verification right after
-upload, ``nsync backups`` statuses, choosing a backup, and creating the restore target with the
-right encoding before anything is decrypted. Encrypting it would move the private key onto every
-machine that only lists or verifies backups - a worse trade. Set
-``NSYNC_VERIFY_CHECKSUMS=false`` if even the per-table checksums are too much.
-"""
+attributes and memberships (never passwords), exact row counts, sequence positions, the database's
+encoding, ACL and comment, server versions, the LSN and, per table, a sum of 32-bit row hashes
+(``hash_record`` or ``hashtext``) as content checksum. Someone who can read the bucket therefore
+learns the schema's shape and sizes; for a tiny, low-entropy table (one row of a few booleans) the
+checksum could confirm a guessed content. In exchange the manifest can be read without the key,
+which is what makes these work without ever handling the private key: read-back verification right
+after upload, ``nsync backups`` statuses, choosing a backup, and creating the restore target with
+the right encoding before anything is decrypted. Encrypting it would move the private key onto
+every machine that only lists or verifies backups - a worse trade. Set
+``NSYNC_VERIFY_CHECKSUMS=false`` if even the per-table checksums are too much. """
 
 from __future__ import annotations
 

@@ -132,7 +132,7 @@ def test_pg_dump_killed_mid_dump_is_noticed_while_the_manifest_still_runs(pg_pro
         def saboteur() -> None:
             try:
                 rows = wait_for(lambda: backends(url, "state = 'active' AND query LIKE "
-                                                 "'%%hashtext%%a_big%%'"), "the manifest scan")
+                                                 "'%%sum(hash%%a_big%%'"), "the manifest scan")
                 frozen.append(rows[0][0])
                 os.kill(frozen[0], signal.SIGSTOP)
                 with psycopg.connect(url, autocommit=True) as conn:

@@ -19,8 +19,9 @@ def test_format_2_round_trips_to_the_same_json():
     text = json.dumps(FORMAT_2, indent=2, sort_keys=True)
     m = Manifest.from_json(text.encode(), WHERE)
     assert m.to_json() == text
-    assert m.format == MANIFEST_FORMAT == 2
+    assert m.format == 2 and MANIFEST_FORMAT == 3
     assert m.tables["app.users"].rows == 3 and m.tables["app.users"].checksum == "-123456"
+    assert set(m.checksum_methods().values()) == {"text"}  # format 2: hashtext of the row text
     assert m.sequences["app.users_id_seq"].last_value == 3
     assert m.memberships[0].set_option is True and m.roles[0].settings == ["search_path=app"]
     assert m.database.role_settings == {"app_reader": ["work_mem=64MB"]}
@@ -40,6 +41,17 @@ def test_format_1_reads_into_the_model_and_writes_back_unchanged():
     assert m.database.settings is None and m.database.role_settings is None
     assert not any(o.compressed for o in m.objects.values())
     assert m.to_json() == text  # no defaults added: the document keeps its old shape
+
+
+def test_format_3_names_how_each_table_was_checksummed():
+    doc = copy.deepcopy(FORMAT_2)
+    doc["format"] = 3
+    doc["tables"]["app.events"] = {"rows": 2, "checksum": "record:-77"}
+    doc["tables"]["app.flags"] = {"rows": 1}  # checksums off
+    m = Manifest.from_json(json.dumps(doc), WHERE)
+    methods = m.checksum_methods()
+    assert methods["app.users"] == "text" and methods["app.events"] == "record"
+    assert m.tables["app.flags"].checksum_method is None
 
 
 def test_objects_digest_is_the_one_the_dict_code_computed():
