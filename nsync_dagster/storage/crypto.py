@@ -43,7 +43,8 @@ which is what makes these work without ever handling the private key: read-back 
 after upload, ``nsync backups`` statuses, choosing a backup, and creating the restore target with
 the right encoding before anything is decrypted. Encrypting it would move the private key onto
 every machine that only lists or verifies backups - a worse trade. Set
-``NSYNC_VERIFY_CHECKSUMS=false`` if even the per-table checksums are too much. """
+``NSYNC_VERIFY_CHECKSUMS=false`` if even the per-table checksums are too much.
+"""
 
 from __future__ import annotations
 
