@@ -56,7 +56,9 @@ def test_zstd_backup_restores_with_nsync_and_the_recovery_test(capsys, pg_prod, 
                                                                nsync_env, instance):
     assert run_daily_job(instance).success
     _, _, manifest = _only_backup(nsync_env)
-    assert manifest["format"] == 2 and manifest["compression"] == "zstd:1"
+    assert manifest["format"] == 3 and manifest["compression"] == "zstd:1"
+    # format 3: the tables hashable by value are checksummed with hash_record
+    assert any(t["checksum"].startswith("record:") for t in manifest["tables"].values())
     assert manifest["dump_compression"] == "none"
     # the sample's data files are all small: they travel in one bundle object
     bundle = manifest["objects"]["dump/small-tables.tar.zst"]
