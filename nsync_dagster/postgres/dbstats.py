@@ -16,8 +16,8 @@ A table's checksum is the sum of a 32-bit hash of every row, in one of two ways:
   Rows then compare by each type's equality (numeric 1.0 = 1.00), not by their text.
 - ``text`` (a bare number, every manifest before format 3): ``hashtext(row::text)``: any type.
 
-Production's side picks per table (``auto``); a restored copy is checksummed the way the
-manifest says (``methods``), so the two sides always compare like with like.
+Production's side picks per table (``choose_methods``, one catalog query); a restored copy is
+checksummed the way the manifest says (``methods``), so the two sides compare like with like.
 """
 
 from __future__ import annotations
@@ -68,10 +68,10 @@ Methods = Mapping[str, str]  # {"schema.table": "record" | "text"}
 
 
 def _method(methods: Methods | None, checksums: bool, name: str) -> str | None:
-    """How to checksum ``name``: None (row count only), "auto", "record" or "text"."""
-    if not checksums:
+    """How to checksum ``name``: None (row count only), "record" or "text"."""
+    if not checksums or methods is None:
         return None
-    return "auto" if methods is None else methods.get(name, "text")
+    return methods.get(name, "text")
 
 
 def table_stats(cur: psycopg.Cursor, *, checksums: bool,
@@ -79,6 +79,8 @@ def table_stats(cur: psycopg.Cursor, *, checksums: bool,
     """``{"schema.table": {"rows": N, "checksum": "S"}}`` for every user table (leaf tables);
     checksums the way ``methods`` says, or the cheapest that fits each table (see above)."""
     out: dict[str, dict[str, Any]] = {}
+    if checksums and methods is None:
+        methods = choose_methods(cur)
     for schema, rel in _relations(cur, "r"):
         qualified = f"{quote_ident(schema)}.{quote_ident(rel)}"
         try:
@@ -101,6 +103,8 @@ def table_stats_parallel(connect: Callable[[], psycopg.Connection], cur: psycopg
         ORDER BY pg_relation_size(c.oid) DESC, 1, 2""")
     pending = collections.deque(cur.fetchall())
     out: dict[str, dict[str, Any]] = {}
+    if checksums and methods is None:
+        methods = choose_methods(cur)
 
     def work() -> None:
         with connect() as conn:
@@ -127,26 +131,6 @@ def table_stats_parallel(connect: Callable[[], psycopg.Connection], cur: psycopg
 
 RECORD = "record:"  # the prefix of a ``hash_record`` checksum
 _SUM = {"text": "hashtext(t::text)::bigint", "record": "hash_record(t)"}
-
-
-def _one_table(cur: psycopg.Cursor, qualified: str, method: str | None) -> dict[str, Any]:
-    if method is None:
-        cur.execute(f"SELECT count(*) FROM ONLY {qualified}")
-        return {"rows": cur.fetchone()[0]}
-    if method == "auto":
-        if _rows_hashable(cur, qualified):
-            try:
-                with cur.connection.transaction():  # a savepoint in the snapshot's transaction
-                    return _one_table(cur, qualified, "record")
-            except psycopg.errors.UndefinedFunction:  # a column type without a hash function
-                pass
-        method = "text"
-    cur.execute(f"SELECT count(*), coalesce(sum({_SUM[method]}), 0)::text "
-                f"FROM ONLY {qualified} t")
-    rows, checksum = cur.fetchone()
-    return {"rows": rows, "checksum": (RECORD if method == "record" else "") + checksum}
-
-
 # built-in types whose hash function hashes the value (not an OID, as an enum's does), so equal
 # rows hash alike on any cluster; arrays, ranges and domains of them qualify too
 HASHED_BY_VALUE = ("bool", "char", "int2", "int4", "int8", "float4", "float8", "numeric", "text",
@@ -155,36 +139,54 @@ HASHED_BY_VALUE = ("bool", "char", "int2", "int4", "int8", "float4", "float8", "
                    "macaddr8", "pg_lsn")
 
 
-def _rows_hashable(cur: psycopg.Cursor, qualified: str) -> bool:
-    """Whether ``hash_record`` may checksum the table: PostgreSQL 14+, every column of a type
-    in HASHED_BY_VALUE (or an array, range or domain of one) and no nondeterministic
-    collation."""
-    if server_major(cur.connection) < 14:
-        return False
-    cur.execute("""
-        WITH RECURSIVE cols AS (
-            SELECT a.atttypid AS typ, a.attcollation AS coll FROM pg_attribute a
-            WHERE a.attrelid = %(rel)s::regclass AND a.attnum > 0 AND NOT a.attisdropped),
-        types(oid) AS (
-            SELECT typ FROM cols
-            UNION
-            SELECT CASE WHEN t.typtype = 'd' THEN t.typbasetype
-                        WHEN t.typtype = 'r' THEN (SELECT r.rngsubtype FROM pg_range r
-                                                   WHERE r.rngtypid = t.oid)
-                        ELSE t.typelem END
-            FROM types JOIN pg_type t ON t.oid = types.oid
-            WHERE t.typtype IN ('d', 'r') OR (t.typelem <> 0 AND t.typlen = -1))
-        SELECT NOT EXISTS (
-                   SELECT 1 FROM types JOIN pg_type t ON t.oid = types.oid
-                   WHERE NOT (t.typtype IN ('d', 'r') OR (t.typelem <> 0 AND t.typlen = -1))
-                     AND NOT (t.typnamespace = 'pg_catalog'::regnamespace
-                              AND t.typname = ANY(%(types)s)))
-           AND NOT EXISTS (
-                   SELECT 1 FROM cols JOIN pg_collation c ON c.oid = cols.coll
-                   WHERE NOT c.collisdeterministic)""",
-                {"rel": qualified, "types": list(HASHED_BY_VALUE)})
-    return bool(cur.fetchone()[0])
+def _one_table(cur: psycopg.Cursor, qualified: str, method: str | None) -> dict[str, Any]:
+    if method is None:
+        cur.execute(f"SELECT count(*) FROM ONLY {qualified}")
+        return {"rows": cur.fetchone()[0]}
+    cur.execute(f"SELECT count(*), coalesce(sum({_SUM[method]}), 0)::text "
+                f"FROM ONLY {qualified} t")
+    rows, checksum = cur.fetchone()
+    return {"rows": rows, "checksum": (RECORD if method == "record" else "") + checksum}
 
+
+def choose_methods(cur: psycopg.Cursor) -> dict[str, str]:
+    """``{"schema.table": "record" | "text"}`` for every user table (one catalog query):
+    "record" on PostgreSQL 14+ when every column is of a type in HASHED_BY_VALUE (or an array,
+    range or domain of one) without a nondeterministic collation."""
+    if server_major(cur.connection) < 14:
+        cur.execute(f"""
+            SELECT n.nspname, c.relname, false FROM pg_class c
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind = 'r' AND {USER_SCHEMAS}""")
+    else:
+        cur.execute(f"""
+            WITH RECURSIVE tabs AS (
+                SELECT c.oid, n.nspname, c.relname FROM pg_class c
+                JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.relkind = 'r' AND {USER_SCHEMAS}),
+            types(rel, oid) AS (
+                SELECT a.attrelid, a.atttypid FROM pg_attribute a JOIN tabs ON tabs.oid = a.attrelid
+                WHERE a.attnum > 0 AND NOT a.attisdropped
+                UNION
+                SELECT types.rel,
+                       CASE WHEN t.typtype = 'd' THEN t.typbasetype
+                            WHEN t.typtype = 'r' THEN (SELECT r.rngsubtype FROM pg_range r
+                                                       WHERE r.rngtypid = t.oid)
+                            ELSE t.typelem END
+                FROM types JOIN pg_type t ON t.oid = types.oid
+                WHERE t.typtype IN ('d', 'r') OR (t.typelem <> 0 AND t.typlen = -1)),
+            refused AS (
+                SELECT types.rel FROM types JOIN pg_type t ON t.oid = types.oid
+                WHERE NOT (t.typtype IN ('d', 'r') OR (t.typelem <> 0 AND t.typlen = -1))
+                  AND NOT (t.typnamespace = 'pg_catalog'::regnamespace
+                           AND t.typname = ANY(%(types)s))
+                UNION
+                SELECT a.attrelid FROM pg_attribute a JOIN tabs ON tabs.oid = a.attrelid
+                JOIN pg_collation co ON co.oid = a.attcollation
+                WHERE a.attnum > 0 AND NOT a.attisdropped AND NOT co.collisdeterministic)
+            SELECT nspname, relname, oid NOT IN (SELECT rel FROM refused) FROM tabs""",
+                    {"types": list(HASHED_BY_VALUE)})
+    return {f"{s}.{r}": "record" if ok else "text" for s, r, ok in cur.fetchall()}
 
 
 def matview_stats(cur: psycopg.Cursor) -> dict[str, dict[str, Any]]:
