@@ -164,7 +164,8 @@ class BackupStore(Fetching, Catalog):
                  and p.parent == work_dir / "dump" and p.stat().st_size < zstdio.BUNDLE_MAX]
         if len(small) > 1:
             members = zstdio.bundle_files(small, bundle, level)
-            files = [p for p in files if p not in set(small)] + [bundle]
+            bundled = set(small)
+            files = [p for p in files if p not in bundled] + [bundle]
 
         def send(path: Path) -> tuple[str, StoredObject]:
             rel = path.relative_to(work_dir).as_posix()
