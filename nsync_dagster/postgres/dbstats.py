@@ -130,7 +130,7 @@ def table_stats_parallel(connect: Callable[[], psycopg.Connection], cur: psycopg
 
 
 RECORD = "record:"  # the prefix of a ``hash_record`` checksum
-_SUM = {"text": "hashtext(t::text)::bigint", "record": "hash_record(t)"}
+_SUM = {"text": "hashtext(t::text)::bigint", "record": "hash_record(t)::bigint"}  # numeric sums
 # built-in types whose hash function hashes the value (not an OID, as an enum's does), so equal
 # rows hash alike on any cluster; arrays, ranges and domains of them qualify too
 HASHED_BY_VALUE = ("bool", "char", "int2", "int4", "int8", "float4", "float8", "numeric", "text",
