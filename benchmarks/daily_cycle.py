@@ -351,7 +351,27 @@ def med_row(runs: list[dict], chain: str, dataset: str, db_mb: float) -> dict:
             "hwm_self_kb": max(r["hwm_self_kb"] for r in runs),
             "child_hwm_kb": {k: max(r["child_hwm_kb"].get(k, 0) for r in runs)
                              for r in runs for k in r["child_hwm_kb"]},
-            "detail": runs[-1].get("detail"), "source": runs[-1].get("source")}
+            "detail": runs[-1].get("detail"), "source": runs[-1].get("source"),
+            "cpu": {k: median([r["cpu"][k] for r in runs]) for k in runs[0].get("cpu", {})}}
+
+
+CPU_PARTS = (("server 0", "production"), ("server 1", "staging"), ("s3 server", "S3 (moto)"),
+             ("worker", "nsync / boto3 (Python)"), ("tools", "pg_dump, pg_restore, psql"))
+
+
+def fmt_cpu(rows: list[dict]) -> str:
+    """CPU-seconds per component, median per chain: on 2 CPUs their sum bounds the wall time."""
+    head = ["dataset", "chain", *(name for _, name in CPU_PARTS), "total", "wall"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cpu = r.get("cpu") or {}
+        if not cpu:
+            continue
+        lines.append("| " + " | ".join([r["dataset"], r["chain"],
+                                        *(f"{cpu.get(k, 0):.1f}" for k, _ in CPU_PARTS),
+                                        f"**{sum(cpu.values()):.1f}**", f"{r['total']:.1f}"])
+                     + " |")
+    return "\n".join(lines)
 
 
 def fmt_table(rows: list[dict]) -> str:
@@ -420,6 +440,13 @@ Column definitions and method: `benchmarks/README.md`. Times in seconds, medians
 runs listed (A/B alternating: the order of the chains flips every repeat).
 
 {fmt_table(rows)}
+
+CPU-seconds per cycle (median), by component: production's and staging's PostgreSQL (every
+backend, parallel workers included), the S3 server, the cycle's own Python process (with its
+imports, about 2.5 s for nsync, which the timed wall does not include), and the client programs
+it runs:
+
+{fmt_cpu(rows)}
 
 Fixed cost: {fixed_text}
 
