@@ -24,14 +24,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nsync_dagster.errors import ManifestError
 
-__all__ = ["MANIFEST_FORMAT", "BundleMember", "DatabaseFacts", "Encryption", "Manifest",
-           "ManifestError", "Matview", "Membership", "NeonReset", "Role", "S3Location",
+__all__ = ["MANIFEST_FORMAT", "RECORD_CHECKSUM", "BundleMember", "DatabaseFacts", "Encryption",
+           "Manifest", "ManifestError", "Matview", "Membership", "NeonReset", "Role", "S3Location",
            "Sequence", "StoredObject", "Table"]
 
 # 2: "compression" (nsync's own zstd of the data objects) added
-# 3: table checksums may be "record:<sum>" (hash_record per row, see postgres.dbstats); a
+# 3: table checksums may be "record:<sum>" (hash_record per row, see postgres.rowhash); a
 #    format-2 reader would compute them the old way and fail, so it is told to upgrade instead
 MANIFEST_FORMAT = 3
+RECORD_CHECKSUM = "record:"  # the prefix of a format-3 hash_record table checksum
 
 
 class _Record(BaseModel):
@@ -55,7 +56,7 @@ class Table(_Record):
         """"record", "text" or None: how a restored copy must be checksummed to compare."""
         if self.checksum is None:
             return None
-        return "record" if self.checksum.startswith("record:") else "text"
+        return "record" if self.checksum.startswith(RECORD_CHECKSUM) else "text"
 
 
 class Matview(_Record):

@@ -53,36 +53,28 @@ class TableLocked(Exception):
         self.table = table
 
 
-Methods = Mapping[str, str]  # {"schema.table": "record" | "text"}
+Methods = Mapping[str, str]  # {"schema.table": "record" | "text"}; None: row counts only
 
 
-def _method(methods: Methods | None, checksums: bool, name: str) -> str | None:
-    """How to checksum ``name``: None (row count only), "record" or "text"."""
-    if not checksums or methods is None:
-        return None
-    return methods.get(name, "text")
+def _stats(cur: psycopg.Cursor, schema: str, rel: str,
+           methods: Methods | None) -> dict[str, Any]:
+    """One table's facts, checksummed the way ``methods`` says (a table not in it: text)."""
+    name = f"{schema}.{rel}"
+    method = None if methods is None else methods.get(name, "text")
+    try:
+        return _one_table(cur, f"{quote_ident(schema)}.{quote_ident(rel)}", method)
+    except psycopg.errors.LockNotAvailable:
+        raise TableLocked(name) from None
 
 
-def table_stats(cur: psycopg.Cursor, *, checksums: bool,
-                methods: Methods | None = None) -> dict[str, dict[str, Any]]:
-    """``{"schema.table": {"rows": N, "checksum": "S"}}`` for every user table (leaf tables);
-    checksums the way ``methods`` says, or the cheapest that fits each table (see above)."""
-    out: dict[str, dict[str, Any]] = {}
-    if checksums and methods is None:
-        methods = rowhash.choose_methods(cur, USER_SCHEMAS)
-    for schema, rel in _relations(cur, "r"):
-        qualified = f"{quote_ident(schema)}.{quote_ident(rel)}"
-        try:
-            out[f"{schema}.{rel}"] = _one_table(cur, qualified,
-                                                _method(methods, checksums, f"{schema}.{rel}"))
-        except psycopg.errors.LockNotAvailable:
-            raise TableLocked(f"{schema}.{rel}") from None
-    return out
+def table_stats(cur: psycopg.Cursor, methods: Methods | None) -> dict[str, dict[str, Any]]:
+    """``{"schema.table": {"rows": N, "checksum": "S"}}`` for every user table (leaf tables)."""
+    return {f"{schema}.{rel}": _stats(cur, schema, rel, methods)
+            for schema, rel in _relations(cur, "r")}
 
 
-def table_stats_parallel(connect: Callable[[], psycopg.Connection], cur: psycopg.Cursor, *,
-                         checksums: bool, jobs: int,
-                         methods: Methods | None = None) -> dict[str, dict[str, Any]]:
+def table_stats_parallel(connect: Callable[[], psycopg.Connection], cur: psycopg.Cursor,
+                         methods: Methods | None, jobs: int) -> dict[str, dict[str, Any]]:
     """``table_stats`` spread over ``jobs`` sessions of their own (``connect``), largest tables
     first: the same facts from the same queries, for a database nobody else writes to (a
     restored copy; production's facts come from the dump's snapshot, one session)."""
@@ -92,8 +84,6 @@ def table_stats_parallel(connect: Callable[[], psycopg.Connection], cur: psycopg
         ORDER BY pg_relation_size(c.oid) DESC, 1, 2""")
     pending = collections.deque(cur.fetchall())
     out: dict[str, dict[str, Any]] = {}
-    if checksums and methods is None:
-        methods = rowhash.choose_methods(cur, USER_SCHEMAS)
 
     def work() -> None:
         with connect() as conn:
@@ -104,12 +94,7 @@ def table_stats_parallel(connect: Callable[[], psycopg.Connection], cur: psycopg
                     schema, rel = pending.popleft()  # deque: safe between threads
                 except IndexError:
                     return
-                qualified = f"{quote_ident(schema)}.{quote_ident(rel)}"
-                try:
-                    out[f"{schema}.{rel}"] = _one_table(
-                        wcur, qualified, _method(methods, checksums, f"{schema}.{rel}"))
-                except psycopg.errors.LockNotAvailable:
-                    raise TableLocked(f"{schema}.{rel}") from None
+                out[f"{schema}.{rel}"] = _stats(wcur, schema, rel, methods)
 
     sessions = max(1, min(jobs, len(pending)))
     with ThreadPoolExecutor(sessions, thread_name_prefix="nsync-verify") as pool:
@@ -242,13 +227,17 @@ def data_facts(cur: psycopg.Cursor, *, checksums: bool, sequences: bool = True,
     Sequences are not transactional: on a production being written to, their positions are
     taken from the dump itself (``postgres.dumpseq``), not from here. With ``connect`` and
     ``jobs`` > 1 the tables are scanned by that many sessions at once (a restored copy only).
-    ``methods``: checksum each table as a manifest did (None: production's side, see above).
+    ``methods``: checksum each table as a manifest did (None: production's side picks, see
+    :mod:`.rowhash`).
     """
     # inside the snapshot transaction the setting must not outlive it
     cur.execute("SELECT set_config('row_security', 'off', %s)", (not cur.connection.autocommit,))
-    tables = (table_stats_parallel(connect, cur, checksums=checksums, jobs=jobs, methods=methods)
-              if connect is not None and jobs > 1
-              else table_stats(cur, checksums=checksums, methods=methods))
+    if not checksums:
+        methods = None
+    elif methods is None:  # production's side: the cheapest exact checksum per table
+        methods = rowhash.choose_methods(cur, USER_SCHEMAS)
+    tables = (table_stats_parallel(connect, cur, methods, jobs)
+              if connect is not None and jobs > 1 else table_stats(cur, methods))
     facts = {"tables": tables, "matviews": matview_stats(cur)}
     if sequences:
         facts["sequences"] = sequence_stats(cur)

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import psycopg
 
+from nsync_dagster.manifest import RECORD_CHECKSUM
 from nsync_dagster.postgres.pgconn import server_major
 
-RECORD = "record:"  # the prefix of a ``hash_record`` checksum
 SUMMED = {"text": "hashtext(t::text)::bigint", "record": "hash_record(t)::bigint"}  # numeric sums
 # built-in types whose hash function hashes the value (not an OID, as an enum's does), so equal
 # rows hash alike on any cluster; arrays, ranges and domains of them qualify too
@@ -34,7 +34,7 @@ HASHED_BY_VALUE = ("bool", "char", "int2", "int4", "int8", "float4", "float8", "
 
 def written(method: str, total: str) -> str:
     """The checksum as the manifest holds it: ``record:<sum>`` or ``<sum>`` (text)."""
-    return (RECORD if method == "record" else "") + total
+    return (RECORD_CHECKSUM if method == "record" else "") + total
 
 
 def choose_methods(cur: psycopg.Cursor, user_schemas: str) -> dict[str, str]:
