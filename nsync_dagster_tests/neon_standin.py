@@ -35,6 +35,7 @@ from nsync_dagster.embedded.postgres import EmbeddedCluster
 
 
 def _now() -> str:
+    # wall clock: a timestamp in an API answer, as Neon stamps them
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 

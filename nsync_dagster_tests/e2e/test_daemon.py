@@ -73,6 +73,7 @@ def dev(pg_prod, pg_staging, s3_endpoint, dagster_storage_role, tmp_path_factory
 
 def test_daemon_alerts_on_failure_then_confirms_and_resolves(dev, pg_prod):
     server, receiver, _ = dev
+    # wall clock: the daemon schedules and ticks by the real time
     day = eastern_day(dt.datetime.now(dt.UTC)).isoformat()
 
     def events() -> list[str]:
@@ -138,6 +139,7 @@ def test_a_run_terminated_from_the_ui_pages(dev):
     """Observation 6: Terminate (like max runtime or a signal) ends a run CANCELED or FAILURE;
     either way on-call gets a run_failure."""
     server, receiver, _ = dev
+    # wall clock: the daemon schedules and ticks by the real time
     day = eastern_day(dt.datetime.now(dt.UTC)).isoformat()
     run_id = server.launch(day)
     wait_until("the run to start", lambda: server.status(run_id) == "STARTED", 120, 0.2)

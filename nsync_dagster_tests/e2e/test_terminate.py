@@ -58,6 +58,7 @@ def dev(pg_prod, pg_staging, s3_endpoint, dagster_storage_role, tmp_path_factory
 
 
 def launch(server: Dev, tags: dict[str, str] | None = None) -> str:
+    # wall clock: launched into the real daemon, which judges runs by the real time
     return server.launch(eastern_day(dt.datetime.now(dt.UTC)).isoformat(), tags)
 
 

@@ -16,6 +16,7 @@ from nsync_dagster.defs import records
 from nsync_dagster.defs.alerts import sensors
 from nsync_dagster.defs.resources import NotifierResource
 from nsync_dagster.notify import NotificationError, alerts, notifier_from_env
+from nsync_dagster_tests.clock import MORNING, wall_clock
 from nsync_dagster_tests.conftest import PROD_DB, SECRETS, SUPERUSER_PW, run_daily_job
 from nsync_dagster_tests.receivers import Receiver
 
@@ -41,8 +42,9 @@ def ctx(instance, sensor):
 
 
 def runs_tick(instance, now=None):
-    """One run_alerts tick; its state lives in the instance, so ticks need no cursor."""
-    return sensors.run_alerts_tick(instance, notifier_from_env(), now or dt.datetime.now(dt.UTC))
+    """One run_alerts tick at ``now`` (default: 08:00 New York on the tests' partition day);
+    its state lives in the instance, so ticks need no cursor."""
+    return sensors.run_alerts_tick(instance, notifier_from_env(), now or MORNING)
 
 
 def deadline_tick(instance, now):
@@ -159,7 +161,7 @@ def test_a_broken_channel_is_retried_next_tick_and_blocks_no_other(instance, rec
 def test_an_undeliverable_message_is_given_up_loudly(instance, receiver, monkeypatch, caplog):
     monkeypatch.setenv("NSYNC_WEBHOOK_URL", "http://127.0.0.1:9/hooks/nsync")
     monkeypatch.setenv("NSYNC_NOTIFY_GIVE_UP_HOURS", "2")
-    now = dt.datetime.now(dt.UTC)
+    now = MORNING
     runs_tick(instance, now)
     fail_daily(instance)
     for minutes in (1, 30, 119):
@@ -195,8 +197,9 @@ def test_a_canceled_run_pages_like_a_failed_one(instance, receiver, monkeypatch)
 
 def test_runs_that_ended_before_monitoring_started_are_not_news(instance, receiver):
     fail_daily(instance)
-    runs_tick(instance)
-    runs_tick(instance)
+    # wall clock: "before monitoring started" compares with the end time Dagster recorded
+    runs_tick(instance, wall_clock())
+    runs_tick(instance, wall_clock())  # wall clock: as above
     assert webhook(receiver) == []
 
 

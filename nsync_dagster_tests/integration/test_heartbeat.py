@@ -4,13 +4,12 @@ other jobs, doctor's check that marks nothing, and the ping key masked everywher
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
 
 from nsync_dagster.cli import main
 from nsync_dagster.defs.alerts import sensors
 from nsync_dagster.notify import NotificationError, notifier_from_env
+from nsync_dagster_tests.clock import MORNING
 from nsync_dagster_tests.conftest import run_daily_job
 from nsync_dagster_tests.receivers import Receiver
 
@@ -45,7 +44,7 @@ def fail_daily(instance, monkeypatch) -> str:
 
 
 def tick(instance):
-    return sensors.run_alerts_tick(instance, notifier_from_env(), dt.datetime.now(dt.UTC))
+    return sensors.run_alerts_tick(instance, notifier_from_env(), MORNING)
 
 
 def test_a_failed_daily_run_pings_fail_retried_without_holding_up_others(instance, monitor,

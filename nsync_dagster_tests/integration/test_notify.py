@@ -89,7 +89,7 @@ def cert(tmp_path_factory) -> tuple[str, str]:
         return str(certfile), str(keyfile)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nsync test 127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.UTC)  # wall clock: the TLS client checks validity by the real clock
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     usage = dict.fromkeys(("content_commitment", "key_encipherment", "data_encipherment",
                            "key_agreement", "crl_sign", "encipher_only", "decipher_only"), False)

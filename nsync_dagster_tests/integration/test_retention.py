@@ -185,7 +185,8 @@ def all_keys(client, bucket) -> set[str]:
 
 SMALL = RetentionPolicy(daily=2, weekly=0, monthly=0, min_verified=1)
 TODAY = D("2026-06-10")
-LATER = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)  # incomplete uploads look 2 days old
+# wall clock: S3 stamps objects with the real time; incomplete uploads then look 2 days old
+LATER = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
 
 
 @pytest.fixture
@@ -267,7 +268,7 @@ def test_object_lock_new_backups_locked_and_locked_ones_never_deleted(s3_endpoin
     new = store.folder("2026-06-07", "20260607T060000Z")  # a Sunday: weekly
     put_backup(client, bucket, old, dump_files=3)
     client.put_object(Bucket=bucket, Key=old + "dump/0.dat.gz", Body=b"second version")
-    expired = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    expired = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)  # wall clock: S3 Object Lock
     for v in client.list_object_versions(Bucket=bucket, Prefix=old)["Versions"]:
         # moto accepts a past date: it stands in for a lock that ran out (AWS would refuse)
         client.put_object_retention(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"],
@@ -275,7 +276,7 @@ def test_object_lock_new_backups_locked_and_locked_ones_never_deleted(s3_endpoin
                                         "Mode": "GOVERNANCE", "RetainUntilDate": expired})
     put_backup(client, bucket, held)
     put_backup(client, bucket, new)
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.UTC)  # wall clock: S3 Object Lock dates count from the real time
     policy = RetentionPolicy()
     out = lock_new_backup(store, new, class_for_date(D("2026-06-07")), policy, now)
     assert out["locked"] == 4 and out["mode"] == "GOVERNANCE" and out["class"] == "weekly"
@@ -302,7 +303,7 @@ def test_lock_new_backup_without_object_lock_does_nothing(s3_endpoint, bucket):
     store = BackupStore(s3_client(s3_endpoint), bucket, "nsync")
     put_backup(store.client, bucket, store.folder("2026-06-10", "x"))
     out = lock_new_backup(store, store.folder("2026-06-10", "x"), "daily", SMALL,
-                          dt.datetime.now(dt.UTC))
+                          dt.datetime.now(dt.UTC))  # wall clock: S3 Object Lock
     assert out["locked"] == 0
 
 

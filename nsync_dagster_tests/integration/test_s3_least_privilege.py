@@ -177,6 +177,7 @@ def test_object_lock_policy_runs_the_daily_job_and_locks_the_backup(
         [backup] = BackupStore(client, bucket, "nsync").list_backups()
         head = client.head_object(Bucket=bucket, Key=backup.key_prefix + "manifest.json")
         assert head["ObjectLockMode"] == "GOVERNANCE"  # the bucket default gave 1 day; nsync
+        # wall clock: S3 dates the lock from the real time of the upload
         assert head["ObjectLockRetainUntilDate"] > dt.datetime.now(dt.UTC) + dt.timedelta(days=20)
     finally:
         stg = env["NSYNC_STAGING_DATABASE_URL"].rsplit("/", 1)[1]

@@ -51,6 +51,7 @@ def test_no_secret_in_any_output(pg_prod, cli_env, monkeypatch):  # noqa: F811 -
         monkeypatch.setenv(key, value)
     try:
         with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+            # wall clock: the CLI's runs end at real times, after monitoring starts
             run_alerts_tick(instance, notifier_from_env(), dt.datetime.now(dt.UTC))
             good = nsync(env, "run", "daily")
             assert good.returncode == 0, good.stdout + good.stderr
@@ -59,7 +60,8 @@ def test_no_secret_in_any_output(pg_prod, cli_env, monkeypatch):  # noqa: F811 -
             assert bad.returncode != 0
             # the SMTP channel is down on purpose: the tick must fail loudly, naming it
             try:
-                run_alerts_tick(instance, notifier_from_env(), dt.datetime.now(dt.UTC))
+                run_alerts_tick(instance, notifier_from_env(),
+                                dt.datetime.now(dt.UTC))  # wall clock: as above
             except Exception as exc:  # noqa: BLE001 - scanned below
                 error_text = str(exc)
             else:

@@ -168,7 +168,7 @@ def _ca(name: str):
 
     key = _key()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.UTC)  # wall clock: the TLS client checks validity by the real clock
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
@@ -193,7 +193,7 @@ def _server_cert(ca_key, ca_cert):
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     key = _key()
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.UTC)  # wall clock: the TLS client checks validity by the real clock
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
             .issuer_name(ca_cert.subject).public_key(key.public_key())

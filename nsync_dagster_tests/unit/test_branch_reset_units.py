@@ -42,7 +42,7 @@ def test_retry_after_seconds_or_http_date():
     assert retry_after("3", 9) == 3.0
     assert retry_after(None, 9) == 9
     assert retry_after("soon", 9) == 9
-    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)  # wall clock: HTTP-date
     assert 25 <= retry_after(email.utils.format_datetime(later, usegmt=True), 9) <= 31
 
 
@@ -96,6 +96,7 @@ def test_recovery_schedule_default_follows_the_staging_method(method, runs, monk
     with dg.instance_for_test() as instance:
         instance.report_runless_asset_event(dg.AssetMaterialization(
             "recovery_test_report", partition="2026-11-01", metadata={"result": "PASSED"}))
+        # wall clock: the report's record is stamped with the real time; the tick is 10 days on
         tick = (dt.datetime.now(EASTERN) + dt.timedelta(days=10)).replace(
             hour=7, minute=0, second=0, microsecond=0)
         result = d.resolve_schedule_def("recovery_test_schedule").evaluate_tick(
