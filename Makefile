@@ -22,9 +22,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/nsync demo
 
-## make test: the whole suite against real PostgreSQL servers and a local S3 endpoint
+## make test: the whole suite against real PostgreSQL servers and a local S3 endpoint, in
+## TEST_WORKERS processes (pytest-xdist; each has its own servers, a module stays in one)
+TEST_WORKERS ?= 4
 test: lint
-	$(BIN)/python -m pytest nsync_dagster_tests -q
+	$(BIN)/python -m pytest nsync_dagster_tests -q -n $(TEST_WORKERS) --dist loadscope --durations=25
 
 ## make lint: ruff, and the layers of the code (import-linter contracts in pyproject.toml)
 lint: $(STAMP)
