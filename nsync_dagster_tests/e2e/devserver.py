@@ -71,6 +71,25 @@ class Dev:
     def status(self, run_id: str) -> str:
         return next((r["status"] for r in self.runs() if r["runId"] == run_id), "")
 
+    def sensor_ticks(self, name: str) -> list[dict]:
+        """The sensor's latest ticks, newest first: ``{"timestamp", "status"}``."""
+        data = self.graphql("""query($s: SensorSelector!) {
+              sensorOrError(sensorSelector: $s) { __typename ... on Sensor {
+                sensorState { ticks(limit: 5) { timestamp status } } } } }""",
+            {"s": {"repositoryLocationName": "nsync", "repositoryName": "__repository__",
+                   "sensorName": name}})
+        sensor = data["data"]["sensorOrError"]
+        assert sensor["__typename"] == "Sensor", sensor
+        return sensor["sensorState"]["ticks"]
+
+    def next_finished_tick(self, name: str, timeout: float = 150.0) -> None:
+        """Wait until ``name`` has finished a tick that started after this call."""
+        ticks = self.sensor_ticks(name)
+        after = ticks[0]["timestamp"] if ticks else 0.0
+        wait_until(f"a new tick of {name}", lambda: any(
+            t["timestamp"] > after and t["status"] != "STARTED" for t in self.sensor_ticks(name)),
+            timeout)
+
     def runs(self) -> list[dict]:
         data = self.graphql("{ runsOrError { ... on Runs { results { runId status } } } }")
         return data["data"]["runsOrError"]["results"]

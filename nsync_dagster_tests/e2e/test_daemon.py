@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 
 import psycopg
 import pytest
@@ -129,7 +128,7 @@ def test_cli_runs_are_alerted_by_the_daemon(dev, pg_prod):
     assert code == 0, text
     wait_until("confirmation and resolved for the CLI run",
           lambda: {"daily_success", "resolved"} <= set(bodies(good_run)), 120)
-    time.sleep(35)  # one more sensor interval: nothing is sent twice
+    server.next_finished_tick("run_alerts")  # one more evaluation: nothing is sent twice
     assert sorted(bodies(good_run)) == ["daily_success", "resolved"], \
         [(b["event"], b["run_url"]) for b in receiver.bodies("/hooks/nsync")]
     assert bodies(failed_run) == ["run_failure"]

@@ -29,6 +29,7 @@ from nsync_dagster_tests.conftest import (
     run_daily_job,
     staging_db,
 )
+from nsync_dagster_tests.pausing import pausing_bin_dir
 
 
 @pytest.fixture
@@ -54,17 +55,8 @@ def _my_pg_restores() -> list[psutil.Process]:
             if p.name() == "pg_restore"]
 
 
-def _when(condition, action, timeout: float = 300) -> threading.Thread:
-    """Run ``action`` once, from a thread, as soon as ``condition`` holds."""
-    def watch() -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(psutil.Error):
-                if condition():
-                    action()
-                    return
-            time.sleep(0.01)
-    thread = threading.Thread(target=watch, daemon=True)
+def _in_thread(action) -> threading.Thread:
+    thread = threading.Thread(target=action, daemon=True)
     thread.start()
     return thread
 
@@ -75,15 +67,21 @@ def _logs(instance: dg.DagsterInstance, run_id: str) -> str:
 
 def test_interrupt_during_the_restore_cleans_up_and_is_not_retried(pg_prod, pg_staging,
                                                                     nsync_env, instance, synced,
-                                                                    monkeypatch):
+                                                                    monkeypatch, tmp_path):
     """SIGINT to the run's process while pg_restore runs: the way Dagster's Terminate and
     run monitoring's max runtime end a run. The step is not retried or turned into an
     ordinary failure: it ends as an interruption, after cleaning up. (The staging step's own
     restore: the one during the upload is test_prepared_copy's.)"""
     monkeypatch.setenv("NSYNC_RESTORE_DURING_UPLOAD", "false")
     db = staging_db(nsync_env)
-    watcher = _when(lambda: any("phase-b" in " ".join(p.cmdline()) for p in _my_pg_restores()),
-                    lambda: os.kill(os.getpid(), signal.SIGINT))
+    bin_dir, pause = pausing_bin_dir(tmp_path, "pg_restore", "phase-b")
+    monkeypatch.setenv("NSYNC_PG_BIN_DIR", str(bin_dir))  # the data phase stops at its start
+
+    def interrupt_while_restoring() -> None:
+        pause.wait()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    watcher = _in_thread(interrupt_while_restoring)
     result = run_daily_job(instance)
     watcher.join(timeout=5)
     assert not result.success
@@ -102,7 +100,8 @@ def test_interrupt_during_the_restore_cleans_up_and_is_not_retried(pg_prod, pg_s
 
 
 def test_staging_connection_dropped_mid_restore_is_retried(pg_prod, pg_staging, nsync_env,
-                                                           instance, synced, monkeypatch):
+                                                           instance, synced, monkeypatch,
+                                                           tmp_path):
     """pg_terminate_backend of the restore's sessions: the attempt fails as transient, its
     copy is dropped at once, the step is retried and succeeds; live staging was untouched.
     (The staging step's own restore; the one during the upload falls back instead of being
@@ -112,23 +111,48 @@ def test_staging_connection_dropped_mid_restore_is_retried(pg_prod, pg_staging, 
     db = staging_db(nsync_env)
     nxt = f"{db}__nsync_next"
     terminated: list[str] = []
+    # the last phase (materialized views, after every table is loaded) stops at its start
+    bin_dir, pause = pausing_bin_dir(tmp_path, "pg_restore", "phase-c")
+    monkeypatch.setenv("NSYNC_PG_BIN_DIR", str(bin_dir))
 
-    def restoring() -> bool:
-        return any("phase-b" in " ".join(p.cmdline()) for p in _my_pg_restores())
-
-    def drop_connections() -> None:  # as a staging restart or failover would
-        with psycopg.connect(pg_staging.url("postgres", SUPERUSER_PW, "postgres"),
-                             autocommit=True) as su:
-            pids = [r[0] for r in su.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s "
-                "AND backend_type = 'client backend'", (nxt,)).fetchall()]
+    def drop_connections() -> None:  # as a staging restart or failover would, mid-restore
+        pause.wait()
+        url = pg_staging.url("postgres", SUPERUSER_PW, nxt)
+        with psycopg.connect(url, autocommit=True) as su, \
+                psycopg.connect(url, autocommit=True) as watch:
+            # every table is locked, so the restore's refresh waits on one, connected and
+            # mid-restore, for as long as this test needs
+            su.execute("BEGIN")
+            tables = su.execute(
+                "SELECT string_agg(format('%I.%I', schemaname, tablename), ', ') FROM pg_tables "
+                "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')").fetchone()[0]
+            su.execute(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE")
+            pause.resume()
+            give_up = time.monotonic() + 120
+            pids: list[int] = []
+            while not pids and time.monotonic() < give_up:
+                # (another session: inside the locking transaction the view would not change)
+                pids = [r[0] for r in watch.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> %s "
+                    "AND wait_event_type = 'Lock'", (nxt, su.info.backend_pid)).fetchall()]
+                time.sleep(0.01)
             for pid in pids:
-                su.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                watch.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            su.execute("ROLLBACK")
         terminated.extend(map(str, pids))
+        # the retry's restore stops itself too: let it go on at once
+        while watcher_running.is_set():
+            pause.resume()
+            time.sleep(0.05)
 
-    watcher = _when(restoring, drop_connections)
-    result = run_daily_job(instance)
-    watcher.join(timeout=5)
+    watcher_running = threading.Event()
+    watcher_running.set()
+    watcher = _in_thread(drop_connections)
+    try:
+        result = run_daily_job(instance)
+    finally:
+        watcher_running.clear()
+        watcher.join(timeout=30)
     assert terminated, "the restore's sessions were terminated"
     assert result.success, failure_text(result)
     retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
