@@ -29,6 +29,8 @@ def run_check_security(alert: bool, out=None) -> int:
         print(f"staging ({settings.staging.display}) is secured exactly like production "
               f"({settings.prod.display}): {report.roles} roles, {report.objects} objects "
               "compared", file=out)
+        for what in report.not_compared:
+            print(f"  NOT compared: {what}", file=out)
         return 0
     print(f"{len(diffs)} difference(s) between production and staging:", file=out)
     for d in diffs:

@@ -5,8 +5,10 @@ Order of one daily run, and why:
 
 1. pre-flight: the usual checks (production, staging, bucket, work folder) and the Neon ones
    (key, project, the staging branch: a child of production's branch, not protected, not the
-   root or default branch, no children, and the staging URL is that branch's endpoint). Any
-   failure stops the run before anything changed.
+   root or default branch, no children, no restriction of its reset, and the staging URL is
+   that branch's endpoint: :mod:`nsync_dagster.cycle.branch_preflight`). Any failure stops the
+   run before anything changed. The run log then names every database the reset replaces:
+   ALL of the staging branch's, not only ``NSYNC_DATABASES``.
 2. reset the staging branch from its parent (production's branch) and wait for the operations.
 3. take the backup's snapshot FROM THE FRESHLY RESET STAGING BRANCH: the S3 backup and staging
    then describe the same data (the manifest is staging's state, which is production's at the
@@ -27,12 +29,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from nsync_dagster.cycle import pipeline
+from nsync_dagster.cycle.branch_preflight import neon_preflight, replaces_line
 from nsync_dagster.cycle.config import RunConfig
-from nsync_dagster.cycle.preflight import Preflight, daily_preflight
+from nsync_dagster.cycle.preflight import daily_preflight
 from nsync_dagster.errors import PreflightError, SnapshotError
 from nsync_dagster.manifest import Membership, NeonReset, Role
-from nsync_dagster.neon.client import DONE, NeonClient
-from nsync_dagster.notify import alerts
+from nsync_dagster.neon.client import NeonClient
 from nsync_dagster.postgres import dbstats, roles
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.postgres.snapshot import Snapshot
@@ -75,100 +77,6 @@ def staging_method(env: Mapping[str, str] | None = None) -> str:
     return StagingMethod.load(env).staging_method
 
 
-def endpoint_branch(target: PgTarget, endpoints: list[dict[str, Any]]) -> str | None:
-    """The branch id behind ``target``'s host: Neon's host is ``<endpoint id>[-pooler].<region
-    domain>``, so its first label (without ``-pooler``) is the endpoint id; a host listed in
-    an endpoint's ``host``/``hosts`` also matches."""
-    host = target.host.lower()
-    endpoint_id = host.split(".")[0].removesuffix("-pooler")
-    for e in endpoints:
-        hosts = {str(e.get("host", "")).lower(),
-                 *(str(h).lower() for h in (e.get("hosts") or {}).values())}
-        if e.get("id") == endpoint_id or host in hosts:
-            return e.get("branch_id")
-    return None
-
-
-def neon_preflight(settings: RunConfig, neon: BranchReset) -> dict[str, Any]:
-    """Check every Neon setting before anything changes; all problems reported at once.
-
-    Returns the facts the reset needs (``parent_id``, the branch names, ``parent_protected``).
-    """
-    pf, api = Preflight(), neon.client
-    facts: dict[str, Any] = pf.facts
-    endpoints: list[dict[str, Any]] = []
-
-    def project() -> str:
-        endpoints.extend(api.list_endpoints())
-        return f"NEON_API_KEY reaches project {neon.project_id} ({len(endpoints)} endpoints)"
-
-    if not pf.run("Neon API key and project", project):
-        _log_and_raise(pf)
-
-    def branch() -> str:
-        b = api.get_branch(neon.branch_id)
-        facts.update(branch=b, parent_id=b.get("parent_id"))
-        problems = []
-        if not b.get("parent_id"):
-            problems.append("it is the project's root branch (it has no parent to reset from)")
-        if b.get("default") or b.get("primary"):
-            problems.append("it is the project's default branch (usually production itself)")
-        if b.get("protected"):
-            problems.append("it is protected (Neon refuses to reset protected branches; "
-                            "unprotect it in the Neon Console, or choose another branch)")
-        if problems:
-            raise PreflightError(f"NSYNC_NEON_STAGING_BRANCH_ID={neon.branch_id} "
-                                 f"({b.get('name', '?')}) cannot be reset: "
-                                 + "; ".join(problems))
-        return f"{neon.branch_id} ({b.get('name', '?')}) is an unprotected child branch"
-
-    def no_children() -> str:
-        kids = [f"{c['id']} ({c.get('name', '?')})" for c in api.list_branches()
-                if c.get("parent_id") == neon.branch_id]
-        if kids:
-            raise PreflightError(
-                f"the staging branch {neon.branch_id} has child branches: {', '.join(kids)}. "
-                "Neon can reset it only by moving them to a preserved copy "
-                "(preserve_under_name), which nsync does not do on its own. Delete them, or "
-                "branch them from production instead.")
-        return "no child branches"
-
-    def child_of_production() -> str:
-        prod_branch = endpoint_branch(settings.prod, endpoints)
-        if prod_branch is None:
-            raise PreflightError(
-                f"NSYNC_PROD_DATABASE_URL's host {settings.prod.host} is no compute endpoint "
-                f"of Neon project {neon.project_id}: production must be in the project named "
-                "by NSYNC_NEON_PROJECT_ID (or the project id is wrong).")
-        facts["prod_branch"] = prod_branch
-        if facts.get("parent_id") != prod_branch:
-            raise PreflightError(
-                f"the staging branch {neon.branch_id}'s parent is {facts.get('parent_id')}, "
-                f"but production ({settings.prod.host}) runs on branch {prod_branch}: a reset "
-                "would copy the wrong branch. Create the staging branch from production's "
-                "branch, or fix NSYNC_NEON_STAGING_BRANCH_ID.")
-        parent = next((b for b in api.list_branches() if b.get("id") == prod_branch), {})
-        facts["parent_protected"] = bool(parent.get("protected"))
-        return f"parent {prod_branch} is production's branch"
-
-    def staging_url_is_branch() -> str:
-        behind = endpoint_branch(settings.staging, endpoints)
-        if behind != neon.branch_id:
-            raise PreflightError(
-                f"NSYNC_STAGING_DATABASE_URL's host {settings.staging.host} is "
-                + (f"an endpoint of branch {behind}" if behind else "no endpoint of the project")
-                + f", not of the staging branch {neon.branch_id}: nsync would reset one branch "
-                "and dump and verify another.")
-        return f"{settings.staging.host} is the staging branch's endpoint"
-
-    if pf.run("staging branch may be reset", branch):
-        pf.run("staging branch has no children", no_children)
-        pf.run("staging branch is a child of production's branch", child_of_production)
-    pf.run("staging URL is the staging branch", staging_url_is_branch)
-    _log_and_raise(pf)
-    return facts
-
-
 def doctor_check(settings: RunConfig) -> str:
     """``nsync doctor``'s line: the method, and in branch-reset mode every Neon check."""
     neon = BranchReset.from_env()
@@ -176,28 +84,23 @@ def doctor_check(settings: RunConfig) -> str:
         return "restore (staging rebuilt from the S3 backup every day)"
     facts = neon_preflight(settings, neon)
     return (f"neon-branch-reset: branch {neon.branch_id} of project {neon.project_id} may be "
-            f"reset from production's branch {facts['prod_branch']}")
-
-
-def _log_and_raise(pf: Preflight) -> None:
-    for r in pf.results:
-        log.info("check %s: %s (%.2fs) %s", r.name, "ok" if r.ok else "FAILED", r.seconds,
-                 r.detail)
-    try:
-        pf.raise_if_failed()
-    except PreflightError as exc:
-        hint = alerts.runbook("incident-response.md", "neon-branch-reset-failures")
-        raise PreflightError(f"{exc}\n  staging was not reset; runbook: {hint}") from None
+            f"reset from production's branch {facts['prod_branch']}; "
+            + replaces_line(neon.branch_id, facts["replaces"], facts["lost"]))
 
 
 def reset_branch(neon: BranchReset, parent_id: str, report: Report) -> dict[str, Any]:
-    """Restore the staging branch from its parent's head and wait for Neon's operations."""
+    """Restore the staging branch from its parent's head and wait for Neon's operations (a
+    failed, error, cancelled or skipped reset ends the wait at once)."""
     started = time.monotonic()
     report(f"resetting Neon branch {neon.branch_id} from its parent {parent_id}")
     answer = neon.client.restore_branch(neon.branch_id, parent_id)
+    if answer.get("recovered"):
+        report("the answer to the reset request was lost, but Neon had started the reset: "
+               "waiting for its operations (no second reset requested)")
     ops = answer.get("operations", [])
-    pending = [o["id"] for o in ops if o.get("status") not in DONE]
-    finished = neon.client.wait_for_operations(pending, neon.timeout_s, report=report)
+    finished = neon.client.wait_for_operations([o["id"] for o in ops], neon.timeout_s,
+                                               report=report,
+                                               request_id=answer.get("request_id"))
     seconds = round(time.monotonic() - started, 2)
     report(f"staging branch reset from {parent_id} in {seconds}s "
            f"({len(ops)} Neon operation(s))")
@@ -246,6 +149,7 @@ def reset_and_snapshot(settings: RunConfig, store: BackupStore, partition: str,
     daily_preflight(settings.prod, settings.staging, settings.maintenance_db, store,
                     settings.work_dir, settings.dump.compress)
     facts = neon_preflight(settings, neon)
+    report(replaces_line(neon.branch_id, facts["replaces"], facts["lost"]))
     with pipeline.one_daily_run(settings):  # refused at once if another daily run holds it
         pass  # (not held across the reset: Neon restarts staging's compute, ending sessions)
     reset = reset_branch(neon, facts["parent_id"], report)

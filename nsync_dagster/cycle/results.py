@@ -157,6 +157,13 @@ class PasswordFacts:
     unknown: list[str]
     how: str
 
+    def shared_text(self) -> str:
+        """The shared roles by name, ``none`` only when compared, else ``unknown (...)``."""
+        if self.compared:
+            return ", ".join(self.shared) or "none"
+        return ("unknown: password verifiers not readable with nsync's rights; probably "
+                f"production's: {', '.join(self.unknown) or 'none'}")
+
 
 @dataclass(frozen=True)
 class BranchStagingResult:

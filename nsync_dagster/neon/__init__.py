@@ -7,7 +7,8 @@ from nsync_dagster.neon.client import (
     NeonError,
     NeonNotFound,
     NeonOperationFailed,
+    NeonResponseLost,
 )
 
 __all__ = ["NeonAuthError", "NeonBusy", "NeonClient", "NeonError", "NeonNotFound",
-           "NeonOperationFailed"]
+           "NeonOperationFailed", "NeonResponseLost"]

@@ -41,12 +41,28 @@ class ParityReport:
     staging_digest: str
     roles: int  # production's roles compared
     objects: int  # production's objects compared
+    not_compared: tuple[str, ...] = ()  # what the roles' rights did not let nsync compare
 
     def facts(self) -> dict[str, str | int]:
-        """The digests and counts, for a check's metadata."""
+        """The digests and counts, and what was not compared, for a check's metadata."""
         return {"production_digest": self.production_digest,
                 "staging_digest": self.staging_digest, "roles": self.roles,
-                "objects": self.objects}
+                "objects": self.objects,
+                "not_compared": "; ".join(self.not_compared) or "nothing"}
+
+    def summary(self) -> str:
+        """One sentence for a passing comparison: equal, and what it could not look at."""
+        equal = "staging's security posture equals production's"
+        if not self.not_compared:
+            return equal
+        return f"{equal} in everything compared; NOT compared: {'; '.join(self.not_compared)}"
+
+
+def _unread_passwords(side: str, target: PgTarget, roles: dict) -> list[str]:
+    if not any(r.get("password_set") == "unknown" for r in roles.values()):
+        return []
+    return [f"whether roles have passwords, and which share production's, on {side}: "
+            f"pg_authid is not readable by {target.user} (unknown, not equal)"]
 
 
 def compare(settings: Databases) -> ParityReport:
@@ -58,8 +74,10 @@ def compare(settings: Databases) -> ParityReport:
     diffs = [d for d in diff_posture(prod, staging,
                                      staging_only_roles_ok=settings.staging_only_roles)
              if not _expected(d, settings.staging.user)]
+    unread = (_unread_passwords("production", settings.prod, prod.roles)
+              + _unread_passwords("staging", settings.staging, staging.roles))
     return ParityReport(diffs, posture_digest(prod), posture_digest(staging), len(prod.roles),
-                        len(prod.objects))
+                        len(prod.objects), tuple(unread))
 
 
 def drift_event(diffs: list[Difference], run_id: str | None = None) -> Event:

@@ -67,7 +67,8 @@ class StagingMethod(Group):
     neon_reset_timeout: int = setting(
         600,
         "Seconds nsync waits for the Neon operations of a branch reset to finish before the "
-        "step fails (staging may then still be resetting: see runbooks/daily-sync.md).",
+        "step fails (staging may then still be resetting: see runbooks/daily-sync.md). An "
+        "operation Neon reports failed, error, cancelled or skipped ends the wait at once.",
         ge=10, le=7200, unit="seconds", example="300")
 
     @property

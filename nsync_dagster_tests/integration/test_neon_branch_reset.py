@@ -9,16 +9,22 @@ on a real Neon child branch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 from pathlib import Path
 
 import boto3
 import dagster as dg
 import pytest
 
-from nsync_dagster.cycle import localcopy
+from nsync_dagster.cycle import branch_verify, localcopy
+from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.embedded.neon_shape import shape_like_neon
 from nsync_dagster.embedded.postgres import EmbeddedCluster
+from nsync_dagster.neon import client as neon_client
+from nsync_dagster.postgres.pgconn import PgTarget
+from nsync_dagster.security import parity
 from nsync_dagster.storage.s3store import RESTORE_OK
 from nsync_dagster_tests import oracle
 from nsync_dagster_tests.conftest import (
@@ -35,7 +41,7 @@ from nsync_dagster_tests.conftest import (
     nsync,
     run_daily_job,
 )
-from nsync_dagster_tests.neon_standin import Branch, NeonStandIn, copy_production
+from nsync_dagster_tests.neon_standin import Branch, NeonStandIn, copy_production, rows
 
 PROJECT = "aged-wildflower-123456"
 API_KEY = "neon-Api-Key-5x7q9w-Secret"
@@ -63,11 +69,19 @@ def neon(pg_prod, pg_branch):
     standin = NeonStandIn(API_KEY, PROJECT, lambda: copy_production(pg_prod, pg_branch, PROD_DB))
     # production's URL names "localhost", staging's "127.0.0.1": two endpoint hosts (on Neon,
     # ep-... names; both forms are matched)
-    standin.add_branch(Branch(MAIN, "main", default=True, primary=True), "localhost")
-    standin.add_branch(Branch(STAGING, "staging", parent_id=MAIN), "127.0.0.1")
+    standin.add_branch(Branch(MAIN, "main", default=True, primary=True), "localhost",
+                       databases=lambda: databases(pg_prod))
+    standin.add_branch(Branch(STAGING, "staging", parent_id=MAIN), "127.0.0.1",
+                       databases=lambda: databases(pg_branch))
     standin.start()
     yield standin
     standin.stop()
+
+
+def databases(cluster) -> list[str]:
+    """A branch's databases as Neon lists them (``postgres`` and templates are not listed)."""
+    return [d for (d,) in rows(cluster, "SELECT datname FROM pg_database WHERE NOT "
+                                        "datistemplate AND datname <> 'postgres'")]
 
 
 def branch_vars(pg_prod, pg_branch, neon) -> dict[str, str]:
@@ -108,6 +122,9 @@ def test_daily_job_resets_staging_backs_it_up_and_verifies_then_recovery_test(
     # the stand-in was asked for exactly one reset of staging from production's branch
     assert neon.restores == [{"source_branch_id": MAIN, "branch_id": STAGING}]
     assert neon.copies == 1
+    # the run log names every database the reset replaces, not only the one nsync syncs
+    assert f"the reset replaces every database on staging branch {STAGING}: " in text
+    assert PROD_DB in text.split("the reset replaces every database")[1].splitlines()[0]
     # staging is now an exact copy of production, by the independent judge
     oracle.assert_same(oracle.picture(pg_prod, PROD_DB), oracle.picture(pg_branch, PROD_DB))
     assert oracle.roles(pg_prod) == oracle.roles(pg_branch)
@@ -183,6 +200,13 @@ def _not_a_child(neon):
     neon.branches[STAGING].parent_id = "br-other-333333"
 
 
+def _child_on_a_later_page(neon):
+    for i in range(120):
+        neon.add_branch(Branch(f"br-dev-{i:06d}", f"dev{i}", parent_id=MAIN))
+    neon.add_branch(Branch("br-qa-000000", "qa", parent_id=STAGING,
+                           updated_at="2020-01-01T00:00:00Z"))  # listed last
+
+
 BAD_SETTINGS = {
     "not a child of production": (_not_a_child, {}, "a reset would copy the wrong branch"),
     "protected": (lambda n: setattr(n.branches[STAGING], "protected", True), {},
@@ -194,6 +218,13 @@ BAD_SETTINGS = {
     "has children": (lambda n: n.add_branch(Branch("br-dev-444444", "dev",
                                                    parent_id=STAGING)), {},
                      "has child branches: br-dev-444444"),
+    "child on the branch list's last page": (_child_on_a_later_page, {},
+                                             "has child branches: br-qa-000000"),
+    "reset restricted (24 h after a snapshot restore)": (
+        lambda n: setattr(n.branches[STAGING], "restricted_actions", [
+            {"name": "restore", "reason": "parent branch was restored from a snapshot less "
+                                          "than 24 hours ago"}]), {},
+        "Neon restricts its reset right now: parent branch was restored from a snapshot"),
     "bad key": (None, {"NEON_API_KEY": "neon-Wrong-Key-000"}, "refused NEON_API_KEY"),
     "wrong project": (None, {"NSYNC_NEON_PROJECT_ID": "no-such-project-1"},
                       "check NSYNC_NEON_PROJECT_ID"),
@@ -226,18 +257,110 @@ def test_each_bad_setting_fails_in_preflight_and_staging_is_untouched(
     assert run.status == dg.DagsterRunStatus.FAILURE  # the failure sensor alerts on it
 
 
-@pytest.mark.parametrize("mode, expected", [("fail", "failed 1 time(s)"),
-                                            ("hang", "did not finish within")])
-def test_an_operation_that_fails_or_hangs_fails_the_run_cleanly(
-        mode, expected, pg_branch, branch_env, neon, instance):
+@pytest.mark.parametrize("mode, ended", [("fail", "ended failed"), ("error", "ended error"),
+                                         ("cancel", "ended cancelled")])
+def test_an_operation_that_ends_badly_fails_the_run_within_a_minute(
+        mode, ended, pg_branch, branch_env, neon, instance, monkeypatch):
+    """On the default NSYNC_NEON_RESET_TIMEOUT (600 s): a failed reset ends the run at once,
+    with Neon's error text and the request_id, staging untouched."""
+    monkeypatch.delenv("NSYNC_NEON_RESET_TIMEOUT")
     neon.faults.operation = mode
+    before = staging_picture(pg_branch)
+    started = time.monotonic()
+    result = run_daily_job(instance, PARTITION)
+    assert time.monotonic() - started < 60
+    assert not result.success
+    message = failure_text(result)
+    assert ended in message and "request_id" in message, message
+    if mode == "fail":
+        assert "storage unavailable" in message
+    assert "did not finish within" not in message
+    assert neon.copies == 0 and staging_picture(pg_branch) == before
+    assert API_KEY not in run_text(instance, result)
+
+
+def test_an_operation_that_hangs_fails_the_run_after_the_timeout(
+        pg_branch, branch_env, neon, instance):
+    neon.faults.operation = "hang"
     before = staging_picture(pg_branch)
     result = run_daily_job(instance, PARTITION)
     assert not result.success
     message = failure_text(result)
-    assert expected in message and "NSYNC_NEON_RESET_TIMEOUT=10" in message, message
+    assert "did not finish within NSYNC_NEON_RESET_TIMEOUT=10" in message, message
     assert neon.copies == 0 and staging_picture(pg_branch) == before
-    assert API_KEY not in run_text(instance, result)
+
+
+def _waits(neon, monkeypatch) -> list[float]:
+    """The Neon client's waits move the stand-in's clock instead of sleeping."""
+    waited: list[float] = []
+
+    def pause(seconds: float) -> None:
+        waited.append(seconds)
+        neon.advance(seconds)
+
+    monkeypatch.setattr(neon_client, "pause", pause)
+    return waited
+
+
+def test_a_locked_project_is_waited_out_in_seconds_not_by_a_step_retry(
+        pg_prod, pg_branch, branch_env, neon, instance, monkeypatch):
+    """An operation (a compute woken by the pre-flight, the availability checker, the end of a
+    previous reset) holds the project for 10 s: the restore answers 423 meanwhile. With the
+    default settings and no step retries the run succeeds, having waited well under a
+    minute, with one reset."""
+    waited = _waits(neon, monkeypatch)
+    neon.hold(10, "start_compute", STAGING)
+    result = run_daily_job(instance, PARTITION)
+    assert result.success, failure_text(result)
+    posts = [s for m, _p, s in neon.requests if m == "POST"]
+    assert posts == [423, 423, 423, 423, 200]  # at 0, 3, 6, 9 s locked; through at 12 s
+    assert sum(waited) < 60 and neon.copies == 1 and len(neon.restores) == 1
+    oracle.assert_same(oracle.picture(pg_prod, PROD_DB), oracle.picture(pg_branch, PROD_DB))
+
+
+@pytest.mark.parametrize("lost_as", ["drop", "502"])
+def test_a_lost_reset_answer_never_starts_a_second_reset(
+        lost_as, pg_prod, pg_branch, branch_env, neon, instance, monkeypatch):
+    """Neon did the reset, but its answer was lost: nsync finds the reset's operations and
+    waits for them; the stand-in is asked for exactly one reset and copies once."""
+    _waits(neon, monkeypatch)
+    neon.faults.lose_restore, neon.faults.lost_as = 1, lost_as
+    result = run_daily_job(instance, PARTITION)
+    assert result.success, failure_text(result)
+    assert [m for m, _p, _s in neon.requests].count("POST") == 1
+    assert len(neon.restores) == 1 and neon.copies == 1
+    assert "no second reset requested" in run_text(instance, result)
+    oracle.assert_same(oracle.picture(pg_prod, PROD_DB), oracle.picture(pg_branch, PROD_DB))
+
+
+def test_unreadable_password_verifiers_are_reported_unknown(pg_prod, pg_branch, branch_env):
+    """On Neon the owner may not read pg_authid: the report must not say "none"."""
+    copy_production(pg_prod, pg_branch, PROD_DB)  # staging just reset: production's passwords
+    pg_branch.psql("DROP ROLE IF EXISTS nsync_auditor; "
+                   "CREATE ROLE nsync_auditor LOGIN PASSWORD 'Auditor-Pw-3141'; "
+                   f'GRANT CONNECT ON DATABASE "{PROD_DB}" TO nsync_auditor')
+    settings = RunConfig.from_env()
+    blind = dataclasses.replace(settings, staging=PgTarget(
+        "staging", pg_branch.url("nsync_auditor", "Auditor-Pw-3141", PROD_DB)))
+    facts = branch_verify.password_facts(blind, [OWNER, "analyst", "support_agent"],
+                                         ["analyst"])
+    line = branch_verify.password_line(facts)
+    assert not facts.compared and facts.shared == []
+    assert (facts.own, facts.unknown) == (["analyst"], [OWNER, "support_agent"])
+    assert "UNKNOWN" in line and "cannot be known with nsync's rights" in line
+    assert "staging (nsync_auditor)" in line and "sharing production's password on " \
+        "staging: none" not in line
+    assert facts.shared_text().startswith("unknown")
+    # parity says what it could not compare instead of calling unread passwords equal
+    report = parity.compare(blind)
+    assert report.not_compared and "on staging: pg_authid is not readable by nsync_auditor" \
+        in report.not_compared[0]
+    assert "NOT compared: whether roles have passwords" in report.summary()
+    assert "nothing" not in report.facts()["not_compared"]
+    # readable on both sides: the same call names the shared roles exactly
+    seen = branch_verify.password_facts(settings, [OWNER], [])
+    assert seen.compared and branch_verify.password_line(seen).startswith(
+        f"login roles sharing production's password on staging: {OWNER} (")
 
 
 def test_missing_neon_settings_are_named(branch_env, instance, monkeypatch):

@@ -9,7 +9,8 @@ import email.utils
 import pytest
 
 from nsync_dagster import settings
-from nsync_dagster.cycle.branch_reset import BranchReset, endpoint_branch, staging_method
+from nsync_dagster.cycle.branch_preflight import endpoint_branch
+from nsync_dagster.cycle.branch_reset import BranchReset, staging_method
 from nsync_dagster.errors import ConfigError
 from nsync_dagster.neon.client import NeonClient, retry_after
 from nsync_dagster.postgres.pgconn import PgTarget

@@ -25,6 +25,8 @@ def linked_sections() -> list[tuple[str, str]]:
         for page, anchor in re.findall(r'runbook\("([\w.-]+\.md)"(?:, "([\w-]+)")?\)',
                                        path.read_text()):
             found.add((page, anchor))
+        for page, anchor in re.findall(r"runbooks/([\w.-]+\.md)#([\w-]+)", path.read_text()):
+            found.add((page, anchor))  # a plain path, where notify.alerts is out of reach
     return sorted(found)
 
 

@@ -120,7 +120,8 @@ def branch_staging_result(out: BranchStagingResult, staging: str,
                   "production_tables_changed": (len(drift.only_on_staging)
                                                 + len(drift.only_on_production)),
                   "production_row_counts_changed": drift.row_counts_changed,
-                  "passwords_shared_with_production": ", ".join(pw.shared) or "none",
+                  "passwords_shared_with_production": pw.shared_text(),
+                  "passwords_compared": pw.compared,
                   "passwords_staging_own": ", ".join(pw.own) or "none",
                   "passwords_how": pw.how, **timing},
         check_results=[_staging_check(v)])

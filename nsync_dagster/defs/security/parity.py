@@ -28,7 +28,7 @@ def staging_security_parity(context: dg.AssetCheckExecutionContext, nsync: Nsync
     return check_result(
         passed=not diffs, severity=dg.AssetCheckSeverity.ERROR,
         description=(f"{len(lines)} difference(s): {lines[0]}" if lines else
-                     "staging's security posture equals production's"),
+                     report.summary()),
         metadata={"differences": dg.MetadataValue.md("\n".join(f"- {x}" for x in lines)
                                                      or "none"),
                   "count": len(lines), **report.facts()})
