@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -44,11 +45,22 @@ TARGET_DB = "restored"
 STOCK_TOOLS = ("aws", "zstd", "tar", "awk", "sed", "sort", "sha256sum", "find")
 
 
-def runbook_script(text: str) -> str:
-    """The runbook's ``sh`` blocks as one bash script that stops at the first failing command
-    (as the page tells a person to); each block announced on stderr, for the failure text."""
-    blocks = re.findall(r"^```sh\n(.*?)^```$", text, flags=re.S | re.M)
-    parts = [f"echo '### runbook block {i}' >&2\n{block}" for i, block in enumerate(blocks, 1)]
+def runbook_blocks(text: str) -> list[tuple[str, str]]:
+    """``(section heading, commands)`` of every fenced ``sh`` block of the page, in order."""
+    found, heading = [], ""
+    for part in re.split(r"^(## .+)$", text, flags=re.M):
+        if part.startswith("## "):
+            heading = part[3:].strip()
+            continue
+        found += [(heading, b) for b in re.findall(r"^```sh\n(.*?)^```$", part, re.S | re.M)]
+    return found
+
+
+def runbook_script(blocks: list[tuple[str, str]]) -> str:
+    """The blocks as one bash script that stops at the first failing command (as the page
+    tells a person to); each block announced on stderr, for the failure text."""
+    parts = [f"echo {shlex.quote('### runbook: ' + heading)} >&2\n{block}"
+             for heading, block in blocks]
     return "set -euo pipefail\n" + "\n".join(parts)
 
 
@@ -56,8 +68,8 @@ def test_the_runbook_documents_every_placeholder_it_uses():
     """Every variable the commands use is a documented placeholder, a variable the AWS CLI
     reads, or one the commands set themselves: nothing else is needed to follow the page."""
     text = RUNBOOK.read_text()
-    script = runbook_script(text)
-    assert script.count("### runbook block") >= 10
+    script = runbook_script(runbook_blocks(text))
+    assert script.count("### runbook: ") >= 10
     used = set(re.findall(r"\$\{?([A-Z_][A-Z0-9_]*)", script))
     table = text.split("## The placeholders", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"`([A-Z_][A-Z0-9_]*)`", table))
@@ -79,13 +91,36 @@ def target_server(server_root, tmp_path) -> Iterator[EmbeddedCluster]:
     shutil.rmtree(server_root / name, ignore_errors=True)
 
 
+# settings production stores outside the dump (in the manifest, or roles.sql for role-wide
+# ones): a list-valued one whose quoting must survive, values with units
+PROD_SETTINGS = (f'ALTER DATABASE {PROD_DB} SET search_path = "$user", public, app',
+                 f"ALTER DATABASE {PROD_DB} SET work_mem = '8MB'",
+                 f"ALTER ROLE analyst IN DATABASE {PROD_DB} SET search_path = app, config",
+                 f"ALTER ROLE analyst IN DATABASE {PROD_DB} SET lock_timeout = '5s'",
+                 "ALTER ROLE support_agent SET statement_timeout = '300s'")
+PROD_SETTINGS_UNDONE = (f"ALTER DATABASE {PROD_DB} RESET ALL",
+                        f"ALTER ROLE analyst IN DATABASE {PROD_DB} RESET ALL",
+                        "ALTER ROLE support_agent RESET ALL")
+
+
+@pytest.fixture
+def prod_settings(pg_prod) -> Iterator[None]:
+    """Production with database, role-in-database and role settings, for this test only."""
+    pg_prod.psql(";\n".join(PROD_SETTINGS))
+    try:
+        yield
+    finally:
+        pg_prod.psql(";\n".join(PROD_SETTINGS_UNDONE))
+
+
 def _missing_tools(encrypted: bool) -> list[str]:
     return [t for t in (*STOCK_TOOLS, *(("age",) if encrypted else ())) if shutil.which(t) is None]
 
 
-@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "age-encrypted"])
-def test_the_runbook_restores_production_with_stock_tools_only(
-        encrypted, pg_prod, nsync_env, instance, target_server, tmp_path, monkeypatch):
+def _backup_and_env(encrypted: bool, instance, nsync_env: dict[str, str],
+                    target: EmbeddedCluster, tmp_path: Path, monkeypatch) -> dict[str, str]:
+    """The daily job's backup (age-encrypted when asked), and the environment a person
+    following the runbook has: the placeholders, the AWS CLI's variables, the clients on PATH."""
     missing = _missing_tools(encrypted)
     if missing:
         pytest.skip(f"not installed: {', '.join(missing)} (.ci/run installs them)")
@@ -106,22 +141,34 @@ def test_the_runbook_restores_production_with_stock_tools_only(
     assert (manifest.encryption is not None) == encrypted
     if encrypted:  # nothing but the manifest is readable without the key
         assert all(name.endswith(".age") for name in manifest.objects), list(manifest.objects)
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "NSYNC_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PG", "NSYNC_", "AWS_")) and k not in PLACEHOLDERS}
     env.update({
         "PATH": f"{embedded_bin_dir()}{os.pathsep}{os.environ['PATH']}",
         "BUCKET": nsync_env["NSYNC_BACKUP_BUCKET"], "BACKUP": backup.key_prefix.rstrip("/"),
-        "TARGET_URL": target_server.url(OWNER, STAGING_OWNER_PW, TARGET_DB),
+        "TARGET_URL": target.url(OWNER, STAGING_OWNER_PW, TARGET_DB),
         "WORK": str(tmp_path / "work"), "PLATFORM_ROLES": "|".join(oracle.PLATFORM),
     })
-    env.pop("AGE_IDENTITY_FILE", None)
     if encrypted:
         env["AGE_IDENTITY_FILE"] = str(key_file)
     for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                 "AWS_DEFAULT_REGION"):
         env[key] = nsync_env[key]
-    run = subprocess.run(["bash", "-c", runbook_script(RUNBOOK.read_text())], env=env,
-                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    return env
+
+
+def _follow(blocks: list[tuple[str, str]], env: dict[str, str],
+            cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", runbook_script(blocks)], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "age-encrypted"])
+def test_the_runbook_restores_production_with_stock_tools_only(
+        encrypted, pg_prod, prod_settings, nsync_env, instance, target_server, tmp_path,
+        monkeypatch):
+    env = _backup_and_env(encrypted, instance, nsync_env, target_server, tmp_path, monkeypatch)
+    run = _follow(runbook_blocks(RUNBOOK.read_text()), env, tmp_path)
     assert run.returncode == 0, f"{run.stdout[-3000:]}\n{run.stderr[-4000:]}"
     out = run.stdout + run.stderr
     assert "every object matches the manifest's SHA-256" in out
@@ -130,7 +177,9 @@ def test_the_runbook_restores_production_with_stock_tools_only(
 
     # the independent judge: schema with owners, grants, policies; every row of every table
     # and materialized view; sequences; the database's ACL, comment and settings
-    oracle.assert_same(oracle.picture(pg_prod, PROD_DB), oracle.picture(target_server, TARGET_DB))
+    prod = oracle.picture(pg_prod, PROD_DB)
+    assert len(prod["settings"]) == 3, prod["settings"]  # the settings above are compared too
+    oracle.assert_same(prod, oracle.picture(target_server, TARGET_DB))
     # the view over the FORCE ROW LEVEL SECURITY table holds production's rows
     assert oracle.content(target_server, TARGET_DB)["reporting.project_counts"].startswith("50:")
     # roles created with production's attributes, memberships with their options and
@@ -140,6 +189,25 @@ def test_the_runbook_restores_production_with_stock_tools_only(
     # production's passwords never travel: the created login roles have none
     assert target_server.psql("SELECT count(*) FROM pg_authid WHERE rolname IN "
                               "('analyst', 'support_agent') AND rolpassword IS NULL").strip() == "2"
+
+
+def test_the_runbooks_verification_names_what_differs(pg_prod, nsync_env, instance,
+                                                      target_server, tmp_path, monkeypatch):
+    """The page's last check is a real one: a restore that lost a row and moved a sequence
+    (changed here between the restore and the check) fails it, naming both."""
+    env = _backup_and_env(False, instance, nsync_env, target_server, tmp_path, monkeypatch)
+    blocks = runbook_blocks(RUNBOOK.read_text())
+    verify = [i for i, (heading, _) in enumerate(blocks) if heading.startswith("11. Verify")]
+    assert len(verify) == 1
+    restored = _follow(blocks[:verify[0]], env, tmp_path)
+    assert restored.returncode == 0, restored.stderr[-4000:]
+    target_server.psql("DELETE FROM config.feature_flags WHERE name = 'beta_agents';"
+                       "SELECT setval('config.release_number', 999)", dbname=TARGET_DB)
+    checked = _follow(blocks[verify[0]:verify[0] + 1], env, tmp_path / "work" / "backup")
+    assert checked.returncode != 0
+    assert "2 object(s) differ from the manifest" in checked.stderr, checked.stderr
+    assert "table config.feature_flags" in checked.stdout
+    assert "sequence config.release_number" in checked.stdout
 
 
 def test_pg_restore_alone_fails_where_the_runbook_does_not(pg_prod, nsync_env, instance,
