@@ -14,6 +14,7 @@ independent oracle against production.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -98,19 +99,41 @@ PROD_SETTINGS = (f'ALTER DATABASE {PROD_DB} SET search_path = "$user", public, a
                  f"ALTER ROLE analyst IN DATABASE {PROD_DB} SET search_path = app, config",
                  f"ALTER ROLE analyst IN DATABASE {PROD_DB} SET lock_timeout = '5s'",
                  "ALTER ROLE support_agent SET statement_timeout = '300s'")
-PROD_SETTINGS_UNDONE = (f"ALTER DATABASE {PROD_DB} RESET ALL",
-                        f"ALTER ROLE analyst IN DATABASE {PROD_DB} RESET ALL",
-                        "ALTER ROLE support_agent RESET ALL")
+# memberships as the owner role grants them: its own SET (not INHERIT) on a role owning the
+# objects (the runbook lends INHERIT for the restore and takes back only that), and a predefined
+# role granted through neon_superuser's ADMIN (that role is the grantor)
+PROD_MEMBERSHIPS = ("SET ROLE neondb_owner", "CREATE ROLE stock_lead NOLOGIN",
+                    "GRANT pg_monitor TO stock_lead",
+                    "GRANT app_owner TO neondb_owner WITH INHERIT FALSE, SET TRUE", "RESET ROLE")
+PROD_UNDONE = (f"ALTER DATABASE {PROD_DB} RESET ALL",
+               f"ALTER ROLE analyst IN DATABASE {PROD_DB} RESET ALL",
+               "ALTER ROLE support_agent RESET ALL", "DROP ROLE IF EXISTS stock_lead",
+               "REVOKE app_owner FROM neondb_owner GRANTED BY neondb_owner")
+
+
+def _predefined_grants(cluster: EmbeddedCluster) -> list[str]:
+    """Memberships of production's (non-platform) roles in predefined roles, which the oracle
+    leaves out."""
+    return cluster.psql("""
+        SELECT r.rolname || ' -> ' || m.rolname || ' by ' || g.rolname
+        FROM pg_auth_members a JOIN pg_roles r ON r.oid = a.roleid
+        JOIN pg_roles m ON m.oid = a.member JOIN pg_roles g ON g.oid = a.grantor
+        WHERE r.rolname ~ '^pg_' AND m.rolname !~ '^(pg_|neon|cloud_admin|postgres)'
+        ORDER BY 1""").split("\n")[:-1]
 
 
 @pytest.fixture
-def prod_settings(pg_prod) -> Iterator[None]:
-    """Production with database, role-in-database and role settings, for this test only."""
-    pg_prod.psql(";\n".join(PROD_SETTINGS))
+def prod_extras(pg_prod) -> Iterator[None]:
+    """Production with database, role-in-database and role settings and the memberships
+    above, for this test only."""
     try:
+        pg_prod.psql(";\n".join(PROD_SETTINGS + PROD_MEMBERSHIPS))
+        assert _predefined_grants(pg_prod) == ["pg_monitor -> stock_lead by neon_superuser"]
         yield
     finally:
-        pg_prod.psql(";\n".join(PROD_SETTINGS_UNDONE))
+        for statement in PROD_UNDONE:
+            with contextlib.suppress(RuntimeError):  # what the failed setup never made
+                pg_prod.psql(statement)
 
 
 def _missing_tools(encrypted: bool) -> list[str]:
@@ -165,7 +188,7 @@ def _follow(blocks: list[tuple[str, str]], env: dict[str, str],
 
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "age-encrypted"])
 def test_the_runbook_restores_production_with_stock_tools_only(
-        encrypted, pg_prod, prod_settings, nsync_env, instance, target_server, tmp_path,
+        encrypted, pg_prod, prod_extras, nsync_env, instance, target_server, tmp_path,
         monkeypatch):
     env = _backup_and_env(encrypted, instance, nsync_env, target_server, tmp_path, monkeypatch)
     run = _follow(runbook_blocks(RUNBOOK.read_text()), env, tmp_path)
@@ -186,6 +209,7 @@ def test_the_runbook_restores_production_with_stock_tools_only(
     # grantors, and the owner's temporary SET/INHERIT rights given back exactly
     assert oracle.roles(target_server) == oracle.roles(pg_prod)
     assert oracle.memberships(target_server) == oracle.memberships(pg_prod)
+    assert _predefined_grants(target_server) == _predefined_grants(pg_prod)
     # production's passwords never travel: the created login roles have none
     assert target_server.psql("SELECT count(*) FROM pg_authid WHERE rolname IN "
                               "('analyst', 'support_agent') AND rolpassword IS NULL").strip() == "2"
