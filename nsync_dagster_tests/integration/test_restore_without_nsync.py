@@ -123,17 +123,19 @@ def _predefined_grants(cluster: EmbeddedCluster) -> list[str]:
 
 
 @pytest.fixture
-def prod_extras(pg_prod) -> Iterator[None]:
+def prod_extras(pg_prod, pg_staging) -> Iterator[None]:
     """Production with database, role-in-database and role settings and the memberships
-    above, for this test only."""
+    above, for this test only (taken off both servers afterwards: the daily job mirrors roles,
+    role settings and memberships to the staging server)."""
     try:
         pg_prod.psql(";\n".join(PROD_SETTINGS + PROD_MEMBERSHIPS))
         assert _predefined_grants(pg_prod) == ["pg_monitor -> stock_lead by neon_superuser"]
         yield
     finally:
-        for statement in PROD_UNDONE:
-            with contextlib.suppress(RuntimeError):  # what the failed setup never made
-                pg_prod.psql(statement)
+        for cluster in (pg_prod, pg_staging):
+            for statement in PROD_UNDONE:
+                with contextlib.suppress(RuntimeError):  # what was never made there
+                    cluster.psql(statement)
 
 
 def _missing_tools(encrypted: bool) -> list[str]:
