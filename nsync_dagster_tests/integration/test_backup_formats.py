@@ -1,6 +1,7 @@
 """Backups nsync compressed with zstd (format 2) and backups pg_dump compressed with gzip (format 1,
 written before) both restore through ``nsync restore`` and the recovery test; the zstd artifact
-also restores with stock tools (``zstd -d``, then ``pg_restore``), as the README documents."""
+also decompresses with stock tools (``zstd -d``, ``tar``) into a dump ``pg_restore`` reads (the
+whole stock-tools restore is ``test_restore_without_nsync.py``'s)."""
 
 from __future__ import annotations
 
@@ -107,8 +108,8 @@ def test_the_earliest_format_1_layout_still_restores(capsys, pg_staging, nsync_e
 
 @pytest.mark.skipif(shutil.which("zstd") is None, reason="the zstd command is not installed")
 def test_zstd_backup_restores_with_stock_tools(nsync_env, instance, tmp_path):
-    """The README's command: download, unpack the small files' tar, ``zstd -d --rm`` the other
-    .zst files, ``pg_restore``."""
+    """Download, unpack the small files' tar, ``zstd -d --rm`` the other .zst files: every
+    table's rows are in the dump ``pg_restore`` reads (restore-without-nsync.md, step 5)."""
     if shutil.which("zstd") is None:
         pytest.skip("the zstd command is not installed (.ci/run installs it)")
     assert run_daily_job(instance).success
