@@ -52,6 +52,7 @@ def run_doctor(send_test: bool, out=None) -> int:
     )
     from nsync_dagster.cycle.store import backup_store
     from nsync_dagster.notify import notifier_from_env
+    from nsync_dagster.notify.router import CONFIGURE_HINT
     from nsync_dagster.postgres.tls import check_dagster_storage_tls
     from nsync_dagster.settings import show
 
@@ -81,11 +82,17 @@ def run_doctor(send_test: bool, out=None) -> int:
                lambda: branch_reset.doctor_check(settings))
 
     def channels() -> str:
-        names = list(notifier_from_env().channels)
+        notifier = notifier_from_env()
+        names = list(notifier.channels)
         if not names:
             raise NsyncError("no notification channel is configured: failures would go "
                              "unnoticed (set NSYNC_WEBHOOK_URL, NSYNC_SLACK_*, NSYNC_SMTP_* or "
                              "NSYNC_PAGERDUTY_ROUTING_KEY)")
+        unrouted = notifier.unrouted_alerts()
+        if unrouted:
+            raise NsyncError(f"configured: {', '.join(names)}; but no channel receives "
+                             f"{', '.join(unrouted)}: those alerts would reach nobody; "
+                             f"{CONFIGURE_HINT}")
         return ", ".join(names)
 
     pf.run("notification channels", channels)
@@ -200,9 +207,13 @@ def verify_checklist(inst: dg.DagsterInstance, now: dt.datetime) -> list[tuple[s
         return f"sent {sent[0].notified_at} via {sent[0].channels or '?'}"
 
     def alerts_tested() -> str:
-        routed = notifier_from_env().channels_for("run_failure")
+        notifier = notifier_from_env()
+        routed = notifier.channels_for("run_failure")
         if not routed:
             raise NsyncError("no channel receives run failures")
+        unrouted = notifier.unrouted_alerts()
+        if unrouted:
+            raise NsyncError(f"no channel receives {', '.join(unrouted)}")
         tests = inst.get_runs(dg.RunsFilter(job_name=records.NOTIFY_TEST_JOB,
                                             statuses=[dg.DagsterRunStatus.SUCCESS]), limit=1)
         end = records.run_end(inst, tests[0]) if tests else None

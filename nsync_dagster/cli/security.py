@@ -12,13 +12,13 @@ def register(sub) -> None:
                           "production's: roles, memberships, grants, owners, default "
                           "privileges, RLS, policies, extensions, settings")
     sec.add_argument("--alert", action="store_true",
-                     help="also send a security_drift event when something differs")
+                     help="also queue a security_drift alert when something differs (the "
+                     "run_alerts sensor of the Dagster daemon delivers it, with retries)")
     sec.set_defaults(handler=lambda a: run_check_security(a.alert))
 
 
 def run_check_security(alert: bool, out=None) -> int:
     from nsync_dagster.cycle.config import RunConfig
-    from nsync_dagster.notify import notifier_from_env, raise_for_failures
     from nsync_dagster.security import parity
 
     out = out or sys.stdout
@@ -36,5 +36,12 @@ def run_check_security(alert: bool, out=None) -> int:
     for d in diffs:
         print(f"  - {d}", file=out)
     if alert:
-        raise_for_failures(notifier_from_env().notify(parity.drift_event(diffs)))
+        from nsync_dagster.cli.instance import instance
+        from nsync_dagster.defs.alerts.notices import queue_notice
+        from nsync_dagster.defs.records import STAGING
+
+        with instance() as inst:
+            queue_notice(inst, STAGING, parity.drift_event(diffs), "nsync check security --alert")
+        print("security_drift queued in the Dagster instance: the run_alerts sensor (dagster "
+              "daemon) delivers it with retries", file=out)
     return 1

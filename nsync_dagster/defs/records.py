@@ -130,8 +130,9 @@ def last_recovery_test(instance: dg.DagsterInstance) -> RecoveryTestSummary:
     """The newest recovery test's outcome (a passed test is a materialization of
     recovery_test_report, a failed one an observation), or a statement that none exists."""
     entries = [last_materialization(instance, RECOVERY_TEST)]
-    observed = instance.fetch_observations(RECOVERY_TEST, limit=1).records
-    entries.append(observed[0].event_log_entry if observed else None)
+    observed = [r.event_log_entry for r in instance.fetch_observations(
+        RECOVERY_TEST, limit=10).records if "result" in metadata_of(r.event_log_entry)]
+    entries.append(observed[0] if observed else None)  # not the queued messages (notices)
     entries = [e for e in entries if e is not None]
     if not entries:
         return RecoveryTestSummary("no recovery test recorded yet", None)

@@ -13,13 +13,7 @@ from pydantic import Field
 from nsync_dagster import settings
 from nsync_dagster.cycle import store
 from nsync_dagster.cycle.config import RunConfig
-from nsync_dagster.notify import (
-    DeliveryResult,
-    Event,
-    Notifier,
-    notifier_from_env,
-    raise_for_failures,
-)
+from nsync_dagster.notify import Notifier, notifier_from_env
 from nsync_dagster.storage.s3client import s3_client
 from nsync_dagster.storage.s3store import BackupStore
 
@@ -72,13 +66,9 @@ class NotifierResource(dg.ConfigurableResource):
     """
 
     def notifier(self) -> Notifier:
+        """The configured channels; messages go through the alert sensors' durable outbox
+        (``defs/alerts``), never sent inline by a step."""
         return notifier_from_env()
-
-    def deliver(self, event: Event) -> list[DeliveryResult]:
-        """Send ``event`` on every routed channel; raise after trying them all if any failed."""
-        results = self.notifier().notify(event)
-        raise_for_failures(results)
-        return results
 
 
 def nsync_from_env() -> NsyncResource:

@@ -67,9 +67,9 @@ def _expected(codes: tuple[int, ...]) -> str:
 
 
 def _post_json(channel: str, url: str, body: dict[str, Any], expect: tuple[int, ...],
-               timeout_s: float) -> requests.Response:
+               timeout_s: float, headers: dict[str, str] | None = None) -> requests.Response:
     try:
-        response = requests.post(url, json=body, timeout=timeout_s)
+        response = requests.post(url, json=body, timeout=timeout_s, headers=headers)
     except requests.RequestException as exc:
         detail = _hide_path(f"{type(exc).__name__}: {exc}", url)
         raise _fail(channel, f"POST to {origin(url)} failed: {detail}") from None
@@ -81,6 +81,10 @@ def _post_json(channel: str, url: str, body: dict[str, Any], expect: tuple[int, 
 
 class WebhookChannel:
     """POSTs :meth:`Event.payload` as JSON to a URL; any 2xx answer is success.
+
+    Delivery is at least once: the header ``Idempotency-Key`` (:meth:`Event.message_key`) is
+    the same on every delivery of one message, and ``X-Nsync-Dedup-Key`` names its incident
+    (PagerDuty's dedup key) when it has one, so a receiver can drop repeats.
 
     Example:
         >>> WebhookChannel("https://hooks.example.com/nsync").name
@@ -94,7 +98,11 @@ class WebhookChannel:
 
     def send(self, event: Event) -> None:
         """POST the event's payload. Raises NotificationError on a network error or non-2xx."""
-        _post_json(self.name, self.url, event.payload(), tuple(range(200, 300)), self.timeout_s)
+        headers = {"Idempotency-Key": event.message_key()}
+        if event.dedup_key:
+            headers["X-Nsync-Dedup-Key"] = event.dedup_key
+        _post_json(self.name, self.url, event.payload(), tuple(range(200, 300)), self.timeout_s,
+                   headers)
 
 
 def _mrkdwn(text: str) -> str:

@@ -9,6 +9,8 @@ caller put in, and every rendering (payload, title, text, the outbox) is masked 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,6 +104,12 @@ class Event:
             "runbook": self.runbook,
             "run_url": self.run_url,
         }
+
+    def message_key(self) -> str:
+        """The same for every delivery of this message (a retry or a repeat after a crash), so
+        a receiver can drop repeats: the SHA-256 of the payload and the dedup key (hex, 32)."""
+        text = json.dumps([self.payload(), self.dedup_key], sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def title(self) -> str:
         """One line, also the e-mail subject: ``[nsync] ERROR run_failure: summary``."""

@@ -19,6 +19,15 @@ Rules:
   per tick, not one per queued message).
 * An item is given up ``give_up`` after it was queued (a ``deadline_warning`` at the deadline):
   logged at ERROR with the channel, event, attempts and last error, and reported to the caller.
+* An alert (:data:`~nsync_dagster.notify.router.ALERT_EVENTS`) that no configured channel
+  receives is never dropped: it stays queued, reported as a problem on every flush, and goes
+  to the channels routed to it once one is configured (until it is given up, loudly). Other
+  events without a channel (a director's message when only on-call channels are set) are a
+  routing choice: logged and not sent.
+
+Delivery is at least once per channel: the state is saved after every send, so a crash between
+a send and its save repeats that one send on the next tick. Every event carries a dedup key
+(PagerDuty's ``dedup_key``, and in the webhook's JSON) so a receiver can drop a repeat.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nsync_dagster.notify.events import Event
-from nsync_dagster.notify.router import Notifier
+from nsync_dagster.notify.router import ALERT_EVENTS, CONFIGURE_HINT, Notifier
 
 log = logging.getLogger("nsync.notify")
 
@@ -58,9 +67,13 @@ def enqueue(outbox: list[dict], item_id: str, event: Event, channels: list[str],
     end = now + give_up
     if expires is not None:
         end = min(end, expires)
+    unrouted = not channels and event.event in ALERT_EVENTS
+    if not channels and not unrouted:
+        log.info("notification %s: no configured channel is routed for it; not sent",
+                 event.event)
     outbox.append({"id": item_id, "event": event_to_dict(event), "queued": now.timestamp(),
                    "expires": end.timestamp(), "pending": list(channels), "delivered": [],
-                   "given_up": [], "attempts": {}, "errors": {}})
+                   "given_up": [], "attempts": {}, "errors": {}, "unrouted": unrouted})
     return True
 
 
@@ -73,11 +86,15 @@ class FlushReport:
     failed: list[tuple[str, str, str, str]] = field(default_factory=list)
     given_up: list[tuple[str, str, str, str]] = field(default_factory=list)
     done: list[dict] = field(default_factory=list)
+    unrouted: list[tuple[str, str]] = field(default_factory=list)  # (item id, event) waiting
 
     def problems(self) -> list[str]:
-        """One line per failure and per give-up, for the tick's error."""
-        lines = [f"{event} to {channel} failed, will retry next tick: {error}"
-                 for _, event, channel, error in self.failed]
+        """One line per failure, per give-up and per alert without a channel, for the tick's
+        error."""
+        lines = [f"{event} has no channel to go to: kept in the outbox until one is; "
+                 f"{CONFIGURE_HINT}" for _, event in self.unrouted]
+        lines += [f"{event} to {channel} failed, will retry next tick: {error}"
+                  for _, event, channel, error in self.failed]
         lines += [f"GAVE UP on {event} to {channel}: {error}"
                   for _, event, channel, error in self.given_up]
         return lines
@@ -104,6 +121,12 @@ def flush(outbox: list[dict], notifier: Notifier, now: dt.datetime,
     failures: dict[str, int] = {}
     for item in list(outbox):
         event = event_from_dict(item["event"])
+        if item.get("unrouted") and not _route(item, event, notifier, now, report):
+            if not item["unrouted"]:  # given up: it leaves the outbox
+                outbox.remove(item)
+                report.done.append(item)
+            save()
+            continue
         for channel in list(item["pending"]):
             tries = item["attempts"].get(channel, 0)
             if now.timestamp() >= item["expires"]:
@@ -147,6 +170,25 @@ def flush(outbox: list[dict], notifier: Notifier, now: dt.datetime,
             report.done.append(item)
             save()
     return report
+
+
+def _route(item: dict, event: Event, notifier: Notifier, now: dt.datetime,
+           report: FlushReport) -> bool:
+    """An alert queued when no channel received it: give it the channels routed to it now.
+    False while there still is none (reported), or once it is given up (it leaves then)."""
+    routed = notifier.channels_for(event.event)
+    if routed:
+        item["pending"], item["unrouted"] = list(routed), False
+        return True
+    if now.timestamp() < item["expires"]:
+        report.unrouted.append((item["id"], event.event))
+        return False
+    log.error("notification %s GIVEN UP at %s: no channel was configured for it since %s",
+              event.event, _when(item["expires"]), _when(item["queued"]))
+    item["unrouted"] = False
+    report.given_up.append((item["id"], event.event, "any channel",
+                            f"no channel configured for it since {_when(item['queued'])}"))
+    return False
 
 
 def _move(item: dict, channel: str, to: str) -> None:

@@ -66,6 +66,13 @@ DEFAULT_ROUTES: dict[str, frozenset[str]] = {
     "heartbeat": HEARTBEAT_EVENTS,
 }
 CHANNEL_NAMES: tuple[str, ...] = tuple(DEFAULT_ROUTES)
+# events that need a person: each must reach at least one configured channel (``nsync doctor``
+# and the alert sensors' ticks fail otherwise; the outbox keeps such an event until one does)
+ALERT_EVENTS: tuple[str, ...] = ("run_failure", "deadline_missed", "escalation",
+                                 "security_drift", "recovery_test_failed")
+CONFIGURE_HINT = ("configure a channel (NSYNC_WEBHOOK_URL, NSYNC_SLACK_*, NSYNC_SMTP_* with "
+                  "NSYNC_EMAIL_ONCALL, NSYNC_PAGERDUTY_ROUTING_KEY) or route the event to one "
+                  "(NSYNC_NOTIFY_ROUTES)")
 ROUTES_VARIABLE = "NSYNC_NOTIFY_ROUTES"
 
 
@@ -197,6 +204,10 @@ class Notifier:
     def channels_for(self, event: str) -> list[str]:
         """Names of the configured channels that receive ``event``, in configuration order."""
         return [name for name in self.channels if event in self.routes.get(name, ())]
+
+    def unrouted_alerts(self) -> list[str]:
+        """The :data:`ALERT_EVENTS` no configured channel receives (empty when all are)."""
+        return [event for event in ALERT_EVENTS if not self.channels_for(event)]
 
     def notify(self, event: Event) -> list[DeliveryResult]:
         """Deliver ``event`` to every routed channel; never raises for a channel's failure.

@@ -2,23 +2,34 @@
 
 Dates are the backup folders' dates, which are the daily partitions' America/New_York dates;
 ``today`` is New York's date too. Backups are ordered within a day by backup id (the UTC start
-time, as ``BackupStore.find`` does). The rules, in order:
+time, as ``BackupStore.find`` does).
 
-* **daily**: the newest *verified* backup of each of the last ``daily`` days (today included).
-  Older verified backups of the same day (reruns) belong to no class.
-* **weekly**: the newest verified backup of each of the last ``weekly`` Sundays (today
-  included if it is a Sunday). A Sunday without a verified backup is not replaced by another
-  day: that week simply has no weekly backup.
+**Which backup holds a day's classes** (its *representative*): the newest *verified* backup of
+that day (read back and restored), else the newest *checksummed* one (every object read back
+and matched its SHA-256: intact, restore not proven by that backup itself). ``uploaded`` (not
+read back) and ``incomplete`` backups never hold a class. Why checksummed backups count: with
+``NSYNC_STAGING_METHOD=neon-branch-reset`` no daily run restores the backup, so only the
+weekly recovery test turns one backup a week (always the same weekday) into ``verified``;
+counting only verified backups kept no Sunday and no 1st in that mode, and 35/12/12 did not
+hold. Every backup that holds a class is proven intact; that the pipeline's backups restore is
+proven every day (restore mode) or every week (the recovery test, branch-reset mode), and the
+verified floor below keeps the proven ones. In restore mode a checksummed backup is one whose
+staging restore failed: it still holds its day when no verified backup of that day exists.
+
+The rules, in order:
+
+* **daily**: the representative of each of the last ``daily`` days (today included).
+* **weekly**: the representative of each of the last ``weekly`` Sundays (today included if it
+  is a Sunday). A Sunday without an intact backup is not replaced by another day: that week
+  simply has no weekly backup.
 * **monthly**: likewise the 1st of each of the last ``monthly`` months (this month included).
 * **newest verified**: the newest verified backup overall is never deleted, however old.
 * **minimum redundancy**: if fewer than ``min_verified`` verified backups are kept, the newest
   other verified backups are kept until there are ``min_verified``; if there are not enough
-  verified backups at all, the newest *checksummed* ones (read back intact, restore not
-  proven) fill the gap.
-* **unverified** (``uploaded``/``checksummed``): kept while it is the newest backup of its day
-  and within the daily window, so a failed restore can be investigated; otherwise deleted.
-  Unverified backups never count toward the classes or the floor of verified backups, so they
-  are never the reason a verified backup goes.
+  verified backups at all, the newest *checksummed* ones fill the gap.
+* **other backups of a day** (an ``uploaded`` one, a rerun's): kept while it is the newest
+  backup of its day and within the daily window, so a failed run can be investigated;
+  otherwise deleted. They never count toward the classes or the floor of verified backups.
 * **incomplete** (no manifest): cleaned once its newest object is more than a day old (an
   upload may still be running before that).
 * Backups dated after ``today`` (clock skew) are never deleted.
@@ -156,6 +167,18 @@ def _recent_firsts(today: dt.date, n: int) -> set[dt.date]:
     return {dt.date((months - i) // 12, (months - i) % 12 + 1, 1) for i in range(n)}
 
 
+def holders(ordered: list[BackupView]) -> dict[dt.date, BackupView]:
+    """Each day's representative (the backup that holds the day's classes): the newest verified
+    backup of the day, else the newest checksummed one; days with neither are absent.
+    ``ordered`` is sorted by (date, backup id)."""
+    out: dict[dt.date, BackupView] = {}
+    for b in ordered:
+        if b.status == "verified" or (b.status == "checksummed" and (
+                b.date not in out or out[b.date].status != "verified")):
+            out[b.date] = b
+    return out
+
+
 def plan(backups: list[BackupView], today: dt.date, policy: RetentionPolicy | None = None, *,
          now: dt.datetime | None = None) -> RetentionPlan:
     """Decide every backup's fate. ``now`` (default: the clock) only ages incomplete uploads."""
@@ -175,7 +198,7 @@ def plan(backups: list[BackupView], today: dt.date, policy: RetentionPolicy | No
             d.classes.append(cls)
 
     verified = [b for b in ordered if b.status == "verified"]
-    newest_verified_of_day = {b.date: b for b in verified}  # ordered: the last one wins
+    holder = holders(ordered)
     newest_of_day = {b.date: b for b in ordered if b.status != "incomplete"}
     for b in ordered:
         if b.date > today:
@@ -188,17 +211,20 @@ def plan(backups: list[BackupView], today: dt.date, policy: RetentionPolicy | No
             else:
                 d.action = "clean"
                 d.reasons.append("incomplete (no manifest) and more than a day old")
+        elif holder.get(b.date) is b:
+            note = "" if b.status == "verified" else (
+                f", {b.status}: read back intact, restore not proven (no verified backup "
+                "that day)")
+            if b.date >= daily_from:
+                keep(b, f"daily (newest that day, within {policy.daily} days{note})", "daily")
+            if b.date in sundays:
+                keep(b, f"weekly Sunday (one of the last {policy.weekly}{note})", "weekly")
+            if b.date in firsts:
+                keep(b, f"monthly 1st (one of the last {policy.monthly}{note})", "monthly")
         elif b.status != "verified":
             if newest_of_day[b.date] is b and b.date >= daily_from:
                 keep(b, f"{b.status}, newest that day, within {policy.daily} days (not verified: "
                         "counts toward no class)")
-        elif newest_verified_of_day[b.date] is b:
-            if b.date >= daily_from:
-                keep(b, f"daily (newest that day, within {policy.daily} days)", "daily")
-            if b.date in sundays:
-                keep(b, f"weekly Sunday (one of the last {policy.weekly})", "weekly")
-            if b.date in firsts:
-                keep(b, f"monthly 1st (one of the last {policy.monthly})", "monthly")
     if verified:
         keep(verified[-1], "newest verified")
     kept = sum(1 for b in verified if decisions[id(b)].action == "keep")
@@ -217,11 +243,12 @@ def plan(backups: list[BackupView], today: dt.date, policy: RetentionPolicy | No
         if d.action != "delete":
             continue
         if b.status == "verified":
-            newer = newest_verified_of_day[b.date]
+            newer = holder[b.date]
             d.reasons.append(f"not the newest verified backup of {b.date} ({newer.backup_id} is)"
                              if newer is not b else "verified, outside every retention class")
         elif b.date < daily_from:
-            d.reasons.append(f"{b.status} (not verified), older than {policy.daily} days")
+            d.reasons.append(f"{b.status} (not verified), older than {policy.daily} days"
+                             + (" and in no other class" if holder.get(b.date) is b else ""))
         else:
             d.reasons.append(f"{b.status} (not verified), superseded by "
                              f"{newest_of_day[b.date].backup_id} the same day")

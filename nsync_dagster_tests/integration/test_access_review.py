@@ -164,18 +164,33 @@ def test_bad_access_list_is_named(tmp_path, change, message):
 
 
 def test_monthly_asset_stores_and_sends_the_report(synced, monkeypatch, tmp_path):
+    import datetime as dt
+
+    from nsync_dagster.defs.alerts.sensors import run_alerts_tick
     from nsync_dagster.defs.resources import NotifierResource, nsync_from_env, s3_from_env
     from nsync_dagster.defs.security.access_review import access_review
+    from nsync_dagster.notify import NotificationError, notifier_from_env
 
     receiver = Receiver()
     monkeypatch.setenv("NSYNC_WEBHOOK_URL", f"{receiver.url}/hooks/nsync")
     monkeypatch.setenv("NSYNC_NOTIFY_BACKOFF_SECONDS", "0")
+
+    def tick(instance) -> str:
+        return run_alerts_tick(instance, notifier_from_env(), dt.datetime.now(dt.UTC))
+
     try:
         with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+            tick(instance)  # monitoring starts
+            receiver.fail_next = 1000  # the director's channel is down during the review
             result = dg.materialize(
                 [access_review], partition_key="2026-11-01", instance=instance,
                 resources={"nsync": nsync_from_env(), "s3": s3_from_env(),
                            "notifier": NotifierResource()})
+            # queued, not sent inline: the outage neither fails the review nor loses the report
+            with pytest.raises(NotificationError, match="access_review to webhook failed"):
+                tick(instance)
+            receiver.fail_next = 0
+            assert "access_review→webhook" in tick(instance)
     finally:
         receiver.close()
     assert result.success
@@ -191,7 +206,8 @@ def test_monthly_asset_stores_and_sends_the_report(synced, monkeypatch, tmp_path
     assert head["ServerSideEncryption"] == "AES256"
     body = client.get_object(Bucket=bucket, Key=location.split("/", 3)[3])["Body"].read()
     assert body.decode() == meta["report"].value and "## Deviations" in body.decode()
-    [event] = receiver.bodies("/hooks/nsync")
+    refused, event = receiver.bodies("/hooks/nsync")  # the 500 during the outage, then sent
+    assert refused == event
     assert event["event"] == "access_review" and event["details"]["report"] == location
     assert event["severity"] == ("warning" if meta["deviations"].value else "info")
     assert event["details"]["deviation_count"] == meta["deviations"].value

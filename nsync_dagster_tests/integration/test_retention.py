@@ -357,11 +357,56 @@ def test_backup_retention_asset_applies_the_plan(history, s3_endpoint, monkeypat
     result = dg.materialize([backup_retention], resources=resources, partition_key="2026-06-10")
     assert result.success
     meta = result.asset_materializations_for_node("backup_retention")[0].metadata
-    assert meta["deleted"].value == 2 and meta["locked_skipped"].value == 0
-    assert "20260501T060000Z" in meta["deleted_ids"].value
+    assert meta["deleted"].value == 1 and meta["locked_skipped"].value == 0
+    assert meta["deleted_ids"].value == "20260501T060000Z" and meta["today"].value == "2026-06-10"
     assert "| keep | 2026-06-09 | 20260609T060000Z | verified |" in meta["plan"].value
-    assert [b.backup_id for b in store.list_backups()] == ["20260608T060000Z",
-                                                           "20260609T060000Z"]
+    # the partition's own backup, checksummed, holds its day (no verified backup that day)
+    assert "| keep | 2026-06-10 | 20260610T060000Z | checksummed | daily |" in meta["plan"].value
+    assert [b.backup_id for b in store.list_backups()] == [
+        "20260608T060000Z", "20260609T060000Z", "20260610T060000Z"]
+
+
+def test_a_year_of_branch_reset_backups_keeps_35_12_12_through_the_retention_step(
+        s3_endpoint, bucket, monkeypatch):
+    """neon-branch-reset mode leaves every daily backup checksummed; the weekly recovery test
+    verifies one a week (here: every Thursday). A year of such backups in S3, then the real
+    ``backup_retention`` step: 35 days, 12 Sundays and 12 1sts survive, and the verified floor."""
+    import dagster as dg
+    from dagster_aws.s3 import S3Resource
+
+    from nsync_dagster.defs.daily.retention import backup_retention
+    from nsync_dagster.defs.resources import NsyncResource
+
+    for key in ("DAILY", "WEEKLY", "MONTHLY", "MIN_VERIFIED"):
+        monkeypatch.delenv(f"NSYNC_RETENTION_{key}", raising=False)
+    client = s3_client(s3_endpoint)
+    store = BackupStore(client, bucket, "nsync")
+    for i in range(365):
+        day = TODAY - dt.timedelta(days=i)
+        put_backup(client, bucket, store.folder(day.isoformat(), f"{day:%Y%m%d}T060000Z"),
+                   status="verified" if day.weekday() == 3 else "checksummed")
+    resources = {"nsync": NsyncResource(prod_database_url="postgresql://u:p@127.0.0.1:1/a",
+                                        staging_database_url="postgresql://u:p@127.0.0.1:1/b",
+                                        backup_bucket=bucket),
+                 "s3": S3Resource(endpoint_url=s3_endpoint, region_name="us-east-1",
+                                  aws_access_key_id=S3_KEY_ID, aws_secret_access_key=S3_SECRET)}
+    result = dg.materialize([backup_retention], resources=resources,
+                            partition_key=TODAY.isoformat())
+    assert result.success
+    left = {D(b.date): b.status for b in store.list_backups()}
+    sundays = {D("2026-06-07") - dt.timedelta(weeks=i) for i in range(12)}
+    firsts = {D(f"{y}-{m:02d}-01") for y, m in [(2025, 7), (2025, 8), (2025, 9), (2025, 10),
+                                                 (2025, 11), (2025, 12)] + [
+        (2026, m) for m in range(1, 7)]}
+    promised = days(TODAY.isoformat(), 35) | sundays | firsts
+    assert promised <= set(left), sorted(promised - set(left))
+    extra = set(left) - promised
+    assert all(left[d] == "verified" for d in extra) and len(extra) <= 3, sorted(extra)
+    assert sum(1 for s in left.values() if s == "verified") >= 3
+    assert max(d for d, s in left.items() if s == "verified") == D("2026-06-04")
+    assert len([d for d in left if d < TODAY - dt.timedelta(days=34)]) >= 17
+    meta = result.asset_materializations_for_node("backup_retention")[0].metadata
+    assert meta["kept"].value == len(left) and meta["deleted"].value == 365 - len(left)
 
 
 def test_interrupted_deletion_leaves_an_incomplete_backup_and_the_next_run_finishes(

@@ -18,11 +18,12 @@ import dagster as dg
 
 from nsync_dagster import deadline
 from nsync_dagster.defs import records
-from nsync_dagster.defs.alerts import watch
+from nsync_dagster.defs.alerts import notices, watch
 from nsync_dagster.defs.alerts.state import SensorState
 from nsync_dagster.defs.resources import NotifierResource
 from nsync_dagster.defs.shared import failures_explained, masked_skip
 from nsync_dagster.notify import Event, NotificationError, Notifier, outbox
+from nsync_dagster.notify.router import CONFIGURE_HINT
 from nsync_dagster.settings import Alerting, Notifications
 
 RUNNING = dg.DefaultSensorStatus.RUNNING
@@ -39,14 +40,21 @@ def give_up_after() -> dt.timedelta:
 
 def _flush(state: dict, store: SensorState, notifier: Notifier, now: dt.datetime,
            instance: dg.DagsterInstance) -> str:
+    """Deliver what the outbox holds; raise (a red tick) naming every problem, including
+    alert events that no configured channel receives (their messages would reach nobody)."""
     report = outbox.flush(state["outbox"], notifier, now, lambda: store.save(state))
     for item in report.done:
         event = item["event"]
         if event["event"] == "daily_success" and item["delivered"]:
             instance.report_runless_asset_event(watch.notified_record(
                 event["details"]["partition"], item["delivered"], now))
-    if report.problems():
-        raise NotificationError("; ".join(report.problems()))
+    problems = report.problems()
+    unrouted = notifier.unrouted_alerts()
+    if unrouted:
+        problems.insert(0, f"no notification channel receives {', '.join(unrouted)}: such "
+                        f"alerts would reach nobody; {CONFIGURE_HINT} ('nsync doctor' checks it)")
+    if problems:
+        raise NotificationError("; ".join(problems))
     return report.text()
 
 
@@ -104,6 +112,9 @@ def run_alerts_tick(instance: dg.DagsterInstance, notifier: Notifier, now: dt.da
             if daily:
                 failed = (state["incidents"].get(day) or {}).get("failed", 0)
                 state["incidents"][day] = {"failed": failed + 1, "resolved": False}
+    # security drift, recovery tests, access reviews: recorded by their steps, sent from here
+    for item_id, event in notices.new_notices(instance, state, state["since"]):
+        _queue(state, item_id, event, notifier, now)
     keep = now.timestamp() - KEEP.total_seconds()
     state["handled"] = {k: v for k, v in state["handled"].items() if v >= keep}
     oldest = deadline.eastern_day(now - KEEP).isoformat()
@@ -125,7 +136,13 @@ def run_alerts(context: dg.SensorEvaluationContext, notifier: NotifierResource) 
       HTML chart by e-mail, text elsewhere, data in the webhook), the heartbeat ping, and
       "resolved" when that day had a failed run or a missed deadline.
 
-    Undelivered messages stay in a durable outbox and are retried every tick."""
+    It also delivers the messages steps and commands queue instead of sending them inline
+    (``security_drift`` from the parity check and ``nsync check security --alert``, the
+    recovery test's result, the access review). Undelivered messages stay in a durable outbox
+    and are retried every tick; delivery is at least once, each event with its dedup key. The
+    tick fails (red here) while a message is undelivered and while an alert event
+    (run_failure, deadline_missed, escalation, security_drift, recovery_test_failed) has no
+    configured channel: such alerts are kept until one is configured."""
     with failures_explained(context, "run alerts", retry=False, interrupted=""):
         done = run_alerts_tick(context.instance, notifier.notifier(), dt.datetime.now(dt.UTC))
     return masked_skip(done)

@@ -24,9 +24,11 @@ def backup_retention(context: dg.AssetExecutionContext, nsync: NsyncResource,
     """Old backups deleted by the retention policy, after each successful backup and staging
     rebuild (so today's backup already counts as verified; on a failed day nothing is deleted).
 
-    Kept: the newest verified backup of each of the last 35 days, of the last 12 Sundays and
-    of the 1st of the last 12 months (NSYNC_RETENTION_DAILY/WEEKLY/MONTHLY; New York dates),
-    the newest verified backup always, and never fewer than NSYNC_RETENTION_MIN_VERIFIED
+    Kept: one backup of each of the last 35 days, of the last 12 Sundays and of the 1st of the
+    last 12 months (NSYNC_RETENTION_DAILY/WEEKLY/MONTHLY; New York dates, counted from this
+    partition's day) -- the day's newest verified backup, else its newest checksummed one (read
+    back intact; in neon-branch-reset mode only the recovery test verifies backups) -- the
+    newest verified backup always, and never fewer than NSYNC_RETENTION_MIN_VERIFIED
     verified backups. Everything else is deleted; uploads that died (no manifest) and
     multipart uploads more than a day old are removed. The table in this materialization says
     what was kept and why. When the bucket has S3 Object Lock, this partition's backup is
@@ -42,7 +44,9 @@ def backup_retention(context: dg.AssetExecutionContext, nsync: NsyncResource,
         store = backup_store(settings, s3)
         policy = policy_from_env()
         now = dt.datetime.now(dt.UTC)
-        today = deadline.eastern_day(now)
+        # planned as of the partition's day (the run's day for a scheduled run): a rerun of an
+        # older day keeps at least what today's plan keeps, and never plans in the future
+        today = min(deadline.eastern_day(now), dt.date.fromisoformat(context.partition_key))
         plan, backups = plan_store(store, today, policy, now=now)
         locks = []
         if lock_configuration(store) is not None:  # lock_new_backup only ever extends a lock

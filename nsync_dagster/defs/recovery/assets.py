@@ -8,9 +8,10 @@ import dagster as dg
 
 from nsync_dagster.cycle import recovery
 from nsync_dagster.cycle.results import RecoveryTest
+from nsync_dagster.defs.alerts.notices import queue_notice
 from nsync_dagster.defs.daily.assets import s3_backup
-from nsync_dagster.defs.records import last_recovery_test
-from nsync_dagster.defs.resources import NotifierResource, NsyncResource, S3Resource, backup_store
+from nsync_dagster.defs.records import RECOVERY_TEST, last_recovery_test
+from nsync_dagster.defs.resources import NsyncResource, S3Resource, backup_store
 from nsync_dagster.defs.shared import (
     MONTHLY,
     OWNERS,
@@ -44,7 +45,8 @@ def _event(result: RecoveryTest) -> Event:
         details={"test_id": result.test_id, "backup_id": result.backup_id,
                  "rto_seconds": result.rto_s, "rpo_seconds": result.rpo_s,
                  "log": result.log_location},
-        runbook="runbooks/recovery-testing.md", run_url=None)
+        runbook="runbooks/recovery-testing.md", run_url=None,
+        dedup_key=f"nsync-recovery-test-{result.test_id}")
 
 
 def _report_metadata(result: RecoveryTest) -> dict[str, Any]:
@@ -61,8 +63,7 @@ def _report_metadata(result: RecoveryTest) -> dict[str, Any]:
 @dg.asset(partitions_def=MONTHLY, group_name=RECOVERY_GROUP, owners=OWNERS,
           kinds={"postgres", "s3"}, deps=[s3_backup])
 def recovery_test_report(context: dg.AssetExecutionContext, config: RecoveryTestConfig,
-                         nsync: NsyncResource, s3: S3Resource,
-                         notifier: NotifierResource) -> dg.MaterializeResult:
+                         nsync: NsyncResource, s3: S3Resource) -> dg.MaterializeResult:
     """Proof that a backup can be restored: the month's recovery test.
 
     Takes the newest verified backup from S3 (or the one configured), checks every object's
@@ -70,8 +71,8 @@ def recovery_test_report(context: dg.AssetExecutionContext, config: RecoveryTest
     database on the staging server, always dropped afterwards), verifies it against the
     backup's manifest, runs the smoke queries (NSYNC_SMOKE_SQL), and measures the recovery time
     (RTO) and the age of the data (RPO). The filled-in log from templates/recovery-test-log.md
-    is stored in S3 under PREFIX/recovery-tests/ and shown here; the result goes to the
-    notification channels.
+    is stored in S3 under PREFIX/recovery-tests/ and shown here; the result is queued for the
+    run_alerts sensor, which delivers it to the notification channels with retries.
     """
     with failures_explained(context, "recovery test", retry=False,
                             interrupted="the scratch database is dropped"):
@@ -89,10 +90,11 @@ def recovery_test_report(context: dg.AssetExecutionContext, config: RecoveryTest
             context.log_event(dg.AssetObservation(
                 asset_key=context.asset_key, partition=context.partition_key,
                 metadata=masked_metadata({"result": "FAILED", "error": str(exc)})))
-            notifier.deliver(_event(failed))
+            queue_notice(context.instance, RECOVERY_TEST, _event(failed),
+                         f"run {context.run.run_id}")
             raise dg.Failure(description=str(exc),
                              metadata={"error_type": "RecoveryTestFailed"}) from None
-        notifier.deliver(_event(result))
+        queue_notice(context.instance, RECOVERY_TEST, _event(result), f"run {context.run.run_id}")
     return materialized(_report_metadata(result))
 
 

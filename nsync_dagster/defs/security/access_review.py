@@ -6,7 +6,8 @@ import datetime as dt
 import dagster as dg
 
 from nsync_dagster.deadline import EASTERN
-from nsync_dagster.defs.resources import NotifierResource, NsyncResource, S3Resource, backup_store
+from nsync_dagster.defs.alerts.notices import ACCESS_REVIEW, queue_notice
+from nsync_dagster.defs.resources import NsyncResource, S3Resource, backup_store
 from nsync_dagster.defs.shared import (
     MONTHLY,
     OWNERS,
@@ -32,13 +33,13 @@ def review_event(result: access.AccessReview, location: str) -> Event:
                  f"access list ({counts}; last list review {result.reviewed})"),
         details={"deviations": result.messages[:20], "deviation_count": n,
                  "report": location, "last_review": result.reviewed},
-        runbook=RUNBOOK, run_url=None)
+        runbook=RUNBOOK, run_url=None, dedup_key=f"nsync-access-review-{result.today}")
 
 
 @dg.asset(partitions_def=MONTHLY, group_name=SECURITY_GROUP, owners=OWNERS,
           kinds={"postgres"})
-def access_review(context: dg.AssetExecutionContext, nsync: NsyncResource, s3: S3Resource,
-                  notifier: NotifierResource) -> dg.MaterializeResult:
+def access_review(context: dg.AssetExecutionContext, nsync: NsyncResource,
+                  s3: S3Resource) -> dg.MaterializeResult:
     """The month's review of who can log in to production and staging, and with what.
 
     Reads the security posture of both databases (as the configured roles) and compares every
@@ -47,7 +48,8 @@ def access_review(context: dg.AssetExecutionContext, nsync: NsyncResource, s3: S
     unknown or missing login roles, attributes or memberships the list does not authorise,
     direct grants to a person, a list not reviewed for NSYNC_ACCESS_REVIEW_MAX_AGE_DAYS (31) --
     are listed first in the report. The report (markdown and JSON) is stored in S3 under
-    PREFIX/access-reviews/YYYY/MM/ and sent to the director as the `access_review` event.
+    PREFIX/access-reviews/YYYY/MM/ and sent to the director as the `access_review` event
+    (queued for the run_alerts sensor, which delivers it with retries).
     Deviations do not fail the run (they are the report); an unreadable list or database does.
     To fix a deviation, either correct the grants or update and re-review access-list.yaml.
     """
@@ -65,7 +67,8 @@ def access_review(context: dg.AssetExecutionContext, nsync: NsyncResource, s3: S
         location = store.uri(key + ".md")
         for message in result.messages:
             context.log.warning(f"access deviation: {message}")
-        notifier.deliver(review_event(result, location))
+        queue_notice(context.instance, ACCESS_REVIEW, review_event(result, location),
+                     f"run {context.run.run_id}")
     return materialized({
         "deviations": dg.MetadataValue.int(len(result.deviations)),
         "login_roles": {env: len(rows) for env, rows in result.environments.items()},
