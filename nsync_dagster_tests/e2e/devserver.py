@@ -31,6 +31,7 @@ class Dev:
 
     def __init__(self, port: int, proc: subprocess.Popen, log: Path, env: dict) -> None:
         self.port, self.proc, self.log, self.env = port, proc, log, env
+        self.pause = None  # a test's pausing.Pause, when its pg_restore stops itself
         self.url = f"http://127.0.0.1:{port}"
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:

@@ -1,17 +1,14 @@
 """Runs launched through the instance (``nsync dev``: webserver, daemon, code server) and ended
 by Dagster itself: the UI's Terminate, and run monitoring's max runtime on a hung restore.
 
-The restore is made to hang by freezing nsync's pg_restore (SIGSTOP). Afterwards staging is
-whole and open, the frozen pg_restore is gone, the unfinished copy is dropped, and the run is
-recorded as canceled (Terminate) or failed (max runtime)."""
+The restore is made to hang by a pg_restore that stops itself (SIGSTOP, ``pausing.py``).
+Afterwards staging is whole and open, the frozen pg_restore is gone, the unfinished copy is
+dropped, and the run is recorded as canceled (Terminate) or failed (max runtime)."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import os
 import shutil
-import signal
 
 import psutil
 import pytest
@@ -27,6 +24,7 @@ from nsync_dagster_tests.conftest import (
     unique_db,
 )
 from nsync_dagster_tests.e2e.devserver import Dev, running_dev, wait_until
+from nsync_dagster_tests.pausing import pausing_bin_dir
 from nsync_dagster_tests.processes import base_env, new_home
 
 DONE = ("SUCCESS", "FAILURE", "CANCELED")
@@ -43,14 +41,16 @@ def dev(pg_prod, pg_staging, s3_endpoint, dagster_storage_role, tmp_path_factory
     env = base_env()
     env.update(contract_env(pg_prod, pg_staging, s3_endpoint, bucket, tmp, db))
     env.update(new_dagster_storage(dagster_storage_role))
+    bin_dir, pause = pausing_bin_dir(tmp, "pg_restore", "phase-b-objects", armed=False)
     env.update({"DAGSTER_HOME": str(home), "NSYNC_STEP_RETRIES": "0",
-                "NSYNC_UI_URL": f"http://127.0.0.1:{port}"})
+                "NSYNC_UI_URL": f"http://127.0.0.1:{port}", "NSYNC_PG_BIN_DIR": str(bin_dir)})
     log = tmp / "dagster-dev.log"
     try:
         with running_dev(env, log, port) as server:
             first = launch(server)
             wait_until("the first sync", lambda: server.status(first) in DONE, timeout=400)
             assert server.status(first) == "SUCCESS", log.read_text()[-3000:]
+            server.pause = pause
             yield server, db
     finally:
         shutil.rmtree(tmp / "work", ignore_errors=True)
@@ -62,21 +62,13 @@ def launch(server: Dev, tags: dict[str, str] | None = None) -> str:
     return server.launch(eastern_day(dt.datetime.now(dt.UTC)).isoformat(), tags)
 
 
-def frozen_restore(db: str) -> list[psutil.Process]:
-    """nsync's pg_restore into ``<db>__nsync_next`` (main phase), stopped with SIGSTOP."""
-    def find() -> list[psutil.Process]:
-        found = []
-        for p in psutil.process_iter(["name", "cmdline"]):
-            cmd = " ".join(p.info["cmdline"] or [])
-            if p.info["name"] == "pg_restore" and f"{db}__nsync_next" in cmd \
-                    and "phase-b-objects" in cmd:
-                found.append(p)
-        return found
-
-    procs = wait_until("pg_restore", find, timeout=400, every=0.02)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(procs[0].pid, signal.SIGSTOP)
-    return procs
+def frozen_restore(server: Dev, tags: dict[str, str] | None = None,
+                   ) -> tuple[str, list[psutil.Process]]:
+    """A run launched with the pause armed: its first pg_restore of the main phase stops
+    itself (SIGSTOP) at its start, a restore hung for as long as the test needs."""
+    server.pause.arm()
+    run = launch(server, tags)
+    return run, [psutil.Process(server.pause.wait(timeout=400))]
 
 
 def assert_whole_and_clean(pg_prod, pg_staging, db: str, procs) -> None:
@@ -92,8 +84,7 @@ def assert_whole_and_clean(pg_prod, pg_staging, db: str, procs) -> None:
 
 def test_terminate_from_the_ui(dev, pg_prod, pg_staging):
     server, db = dev
-    run = launch(server)
-    procs = frozen_restore(db)
+    run, procs = frozen_restore(server)
     server.terminate(run)
     wait_until("the run to end", lambda: server.status(run) in DONE, timeout=180)
     assert server.status(run) == "CANCELED"
@@ -102,8 +93,7 @@ def test_terminate_from_the_ui(dev, pg_prod, pg_staging):
 
 def test_max_runtime_ends_a_hung_restore(dev, pg_prod, pg_staging):
     server, db = dev
-    run = launch(server, {"dagster/max_runtime": "20"})
-    procs = frozen_restore(db)
+    run, procs = frozen_restore(server, {"dagster/max_runtime": "20"})
     wait_until("run monitoring to end the run", lambda: server.status(run) in DONE, timeout=240)
     assert server.status(run) == "FAILURE"
     # a run retry (dagster/max_retries) may follow; wait until nothing is in flight

@@ -3,6 +3,8 @@ the local S3 endpoint. Each: staging whole, no unverified backup promoted, a cle
 
 from __future__ import annotations
 
+import datetime as dt
+
 import boto3
 import pytest
 from botocore.config import Config
@@ -15,7 +17,6 @@ from nsync_dagster.errors import BackupStoreError
 from nsync_dagster.notify import notifier_from_env
 from nsync_dagster.storage.s3store import BackupStore
 from nsync_dagster_tests import oracle
-from nsync_dagster_tests.clock import MORNING
 from nsync_dagster_tests.conftest import (
     S3_KEY_ID,
     S3_SECRET,
@@ -144,7 +145,8 @@ def test_corrupted_read_back_is_not_promoted_and_alerts_once(pg_staging, s3_endp
     monkeypatch.setenv("NSYNC_NOTIFY_BACKOFF_SECONDS", "0")
     try:
         def tick():  # one run_alerts tick; its state lives in the instance
-            return sensors.run_alerts_tick(instance, notifier_from_env(), MORNING)
+            # wall clock: the synced run before it is history, not news (it ended before)
+            return sensors.run_alerts_tick(instance, notifier_from_env(), dt.datetime.now(dt.UTC))
 
         tick()  # monitoring starts before the run
         proxy.add("GET", DUMP_OBJECT, "corrupt", times=None)
