@@ -32,6 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warn_unknown_settings() -> None:
+    """A misspelt NSYNC_* variable is ignored: say so before any command runs."""
+    from nsync_dagster.settings import unknown_warnings
+
+    for line in unknown_warnings():
+        print(f"nsync: warning: {line}", file=sys.stderr)
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -54,7 +62,8 @@ def _run(argv: list[str] | None) -> int:
     verbose = bool({"-v", "--verbose"} & set(sys.argv[1:] if argv is None else argv))
     configure_output(verbose)  # before Dagster is imported: its import-time warnings too
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # --help stays instant: it loads no settings
+    _warn_unknown_settings()
     install_log_filter()
     configure_output(args.verbose)
     if args.command != "dev":  # ``nsync dev`` handles its own signals

@@ -45,6 +45,12 @@ class NsyncResource(dg.ConfigurableResource):
         default=None, description="key prefix inside the bucket (default: NSYNC_BACKUP_PREFIX, "
         "itself 'nsync' by default)")
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """A misspelt ``NSYNC_*`` variable is ignored by every step: the run's log says so
+        first, naming the nearest setting (the same warning every CLI command prints)."""
+        for line in settings.unknown_warnings():
+            context.log.warning(line)
+
     def settings(self) -> RunConfig:
         """The run's configuration: these fields over the registry's other settings."""
         overrides = {"NSYNC_PROD_DATABASE_URL": self.prod_database_url,

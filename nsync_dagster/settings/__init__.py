@@ -49,7 +49,7 @@ __all__ = ["GROUPS", "MASK", "PLATFORM_ROLES", "STAGING_PASSWORD_PREFIX", "Acces
            "Retention", "Spec", "StagingMethod", "StagingPasswords", "Tuning", "check",
            "describe", "env_name", "environ", "external", "load_all", "neon_api_key",
            "require_branch_reset", "spec", "specs", "staging_password",
-           "staging_password_variable", "unknown"]
+           "staging_password_variable", "unknown", "unknown_warnings"]
 
 GROUPS: tuple[type[Group], ...] = (Databases, StagingMethod, Backups, ClientPrograms, Tuning,
                                    Retention, Recovery, Access, Alerting, Notifications)
@@ -89,3 +89,18 @@ def unknown(env: Mapping[str, str] | None = None) -> list[str]:
     known = {s.name for s in specs()}
     return sorted(name for name in environ(env)
                   if name.upper() not in known and not name.startswith(STAGING_PASSWORD_PREFIX))
+
+
+def unknown_warnings(env: Mapping[str, str] | None = None) -> list[str]:
+    """One line per unknown ``NSYNC_*`` variable, naming the nearest setting when one is close
+    (``NSYNC_BACKUP_PREFX`` → ``NSYNC_BACKUP_PREFIX``): every command prints them, and the
+    daily run logs them, because the misspelt value is otherwise silently ignored."""
+    import difflib
+
+    known = sorted(s.name for s in specs())
+    lines = []
+    for name in unknown(env):
+        near = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.8)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        lines.append(f"{name} is not an nsync setting{hint}; it is ignored")
+    return lines

@@ -8,6 +8,7 @@ and the allowed range or choices, without ever showing a secret.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from pathlib import Path
 
@@ -220,3 +221,26 @@ def test_nothing_outside_the_settings_package_reads_nsync_variables():
                  if "settings" not in path.parts and "embedded" not in path.parts
                  for n, line in enumerate(path.read_text().splitlines(), 1) if read.search(line)]
     assert offenders == []
+
+
+def test_a_misspelt_setting_is_named_with_the_nearest_known_one():
+    env = {"NSYNC_BACKUP_PREFX": "oops", "NSYNC_JOBS": "2", "NSYNC_NOTHING_LIKE_IT": "1",
+           "NSYNC_STAGING_PASSWORD_ANALYST": "x"}
+    assert settings.unknown_warnings(env) == [
+        "NSYNC_BACKUP_PREFX is not an nsync setting (did you mean NSYNC_BACKUP_PREFIX?); "
+        "it is ignored",
+        "NSYNC_NOTHING_LIKE_IT is not an nsync setting; it is ignored"]
+
+
+def test_every_command_warns_about_a_misspelt_setting(monkeypatch, capsys):
+    """``nsync backups`` stands for any command: the warning comes before its work (here the
+    command then stops at the missing bucket)."""
+    from nsync_dagster.cli import main
+
+    for key in [k for k in os.environ if k.startswith("NSYNC_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("NSYNC_BACKUP_PREFX", "oops")
+    assert main(["backups"]) == 2
+    err = capsys.readouterr().err
+    assert "nsync: warning: NSYNC_BACKUP_PREFX is not an nsync setting (did you mean " \
+           "NSYNC_BACKUP_PREFIX?)" in err
