@@ -31,8 +31,11 @@ __all__ = ["MANIFEST_FORMAT", "RECORD_CHECKSUM", "BundleMember", "DatabaseFacts"
 # 2: "compression" (nsync's own zstd of the data objects) added
 # 3: table checksums may be "record:<sum>" (hash_record per row, see postgres.rowhash); a
 #    format-2 reader would compute them the old way and fail, so it is told to upgrade instead
-MANIFEST_FORMAT = 3
+# 4: table checksums are "row:<sum>" (each row's hash_record_extended hashed again, with its
+#    arrays' bounds) or "rowtext:<sum>" (row text in a pinned session); formats 1-3 keep theirs
+MANIFEST_FORMAT = 4
 RECORD_CHECKSUM = "record:"  # the prefix of a format-3 hash_record table checksum
+CHECKSUM_PREFIXES = {"row:": "row", "rowtext:": "rowtext", RECORD_CHECKSUM: "record"}  # else text
 
 
 class _Record(BaseModel):
@@ -46,17 +49,20 @@ class _Record(BaseModel):
 
 class Table(_Record):
     """A table's exact row count and (with checksums on) order-independent content checksum:
-    ``record:<sum>`` (hash_record per row, format 3) or ``<sum>`` (hashtext of the row's text)."""
+    ``row:<sum>`` or ``rowtext:<sum>`` (format 4), ``record:<sum>`` (hash_record per row,
+    format 3) or ``<sum>`` (hashtext of the row's text); see :mod:`.postgres.rowhash`."""
 
     rows: int = Field(ge=0)
     checksum: str | None = None
 
     @property
     def checksum_method(self) -> str | None:
-        """"record", "text" or None: how a restored copy must be checksummed to compare."""
+        """"row", "rowtext", "record", "text" or None: how a restored copy must be checksummed
+        to compare."""
         if self.checksum is None:
             return None
-        return "record" if self.checksum.startswith(RECORD_CHECKSUM) else "text"
+        prefix = self.checksum.partition(":")[0] + ":"
+        return CHECKSUM_PREFIXES.get(prefix, "text")
 
 
 class Matview(_Record):
@@ -258,7 +264,7 @@ class Manifest(_Record):
         return hashlib.sha256(json.dumps(objects, sort_keys=True).encode()).hexdigest()
 
     def checksum_methods(self) -> dict[str, str]:
-        """``{"schema.table": "record" | "text"}`` for every table with a checksum."""
+        """``{"schema.table": method}`` for every table with a checksum (``checksum_method``)."""
         return {k: m for k, t in self.tables.items() if (m := t.checksum_method) is not None}
 
     def data_facts(self, tables: set[str] | None = None) -> dict[str, Any]:

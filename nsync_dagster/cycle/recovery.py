@@ -21,10 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from psycopg import sql
-
-from nsync_dagster.cycle import pipeline, restore_anywhere
+from nsync_dagster.cycle import pipeline, scratch
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.preflight import same_database
 from nsync_dagster.cycle.results import RecoveryStep, RecoveryTest, SmokeResult
@@ -75,19 +72,14 @@ def run_smoke(target: PgTarget, queries: list[str]) -> list[tuple[str, bool, str
 
 
 def scratch_target(settings: RunConfig, backup_id: str) -> PgTarget:
-    """NSYNC_SCRATCH_DATABASE_URL (owned by nsync: dropped and recreated), or a temporary
-    database on the staging server."""
+    """NSYNC_SCRATCH_DATABASE_URL (created, marked and dropped by nsync; an existing non-empty
+    database nsync did not mark is refused: :mod:`.scratch`), or a temporary database on the
+    staging server."""
     if settings.scratch_url:
         target = PgTarget("scratch", settings.scratch_url, "NSYNC_SCRATCH_DATABASE_URL")
         target.validate()
         return target
     return settings.staging.with_db(f"nsync_recovery_test_{backup_id.lower()}")
-
-
-def _drop(settings: RunConfig, target: PgTarget) -> None:
-    with target.with_db(settings.maintenance_db).connect() as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(target.dbname)))
 
 
 def run_recovery_test(settings: RunConfig, store: BackupStore, spec: str = "latest", *,
@@ -136,7 +128,7 @@ def _run(settings: RunConfig, store: BackupStore, spec: str, result: RecoveryTes
     with target.with_db(settings.maintenance_db).connect() as lock_conn, \
             swap.restore_slot(lock_conn, "recovery test", settings.restore_lock_wait_s, report):
         if not settings.scratch_url:
-            _drop_leftovers(settings, target, report)
+            scratch.drop_leftovers(settings, target, report)
         _restore_and_prove(settings, store, backup.key_prefix, target, manifest, result, report)
     if backup.status != "verified":  # this test is the proof that it restores: record it
         store.mark_restore_verified(backup.key_prefix, {
@@ -144,31 +136,15 @@ def _run(settings: RunConfig, store: BackupStore, spec: str, result: RecoveryTes
             **(result.verification.as_marker() if result.verification else {})})
 
 
-def _drop_leftovers(settings: RunConfig, target: PgTarget, report: Callable[[str], None]) -> None:
-    """Temporary recovery-test databases a killed test left on the staging server. Safe while
-    holding the restore lock: no other recovery test is running on this server."""
-    with target.with_db(settings.maintenance_db).connect() as conn:
-        stale = [r[0] for r in conn.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'nsync\\_recovery\\_test\\_%%'"
-            " AND datname <> %s", (target.dbname,)).fetchall()]
-        for name in stale:
-            report(f"dropping {name}, left by an interrupted recovery test")
-            try:
-                conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(
-                    sql.Identifier(name)))
-            except psycopg.Error as exc:
-                report(f"cannot drop {name}: {str(exc).strip()}")
-
-
 def _restore_and_prove(settings: RunConfig, store: BackupStore, folder: str, target: PgTarget,
                        manifest: Manifest, result: RecoveryTest,
                        report: Callable[[str], None]) -> None:
     t = time.monotonic()
-    restore_anywhere.prepare_empty_database(settings, target, manifest.database, force=True,
-                                    report=report)
+    scratch.claim(settings, target, manifest.database, result.test_id, report)
     _step(result, "create scratch database", t, target.display)
     try:
         restored = pipeline.restore_verified(settings, store, folder, target, report)
+        scratch.mark(settings, target, result.test_id)  # the restore set production's comment
         for seconds, label in ((restored.download_s, "download and check SHA-256"),
                                (restored.restore_s, "restore (pg_restore)"),
                                (restored.verify_s, "verify against the manifest")):
@@ -188,7 +164,7 @@ def _restore_and_prove(settings: RunConfig, store: BackupStore, folder: str, tar
     finally:
         t = time.monotonic()
         with interruptible.shielded():  # also when interrupted: the scratch copy holds real data
-            _drop(settings, target)
+            scratch.drop(settings, target)  # claimed (created or found empty) by this test
         _step(result, "drop scratch database", t, "dropped")
 
 

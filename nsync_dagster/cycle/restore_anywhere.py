@@ -68,7 +68,7 @@ def restore_plan(settings: RunConfig, backup: BackupInfo, manifest: Manifest, ta
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
                               (target.dbname,)).fetchone() is not None
         present = {r for (r,) in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
-    empty = exists and _is_empty(target)
+    empty = exists and is_empty(target)
     action = ("create it" if not exists else "use it (empty)" if empty else
               "drop and recreate it (--force)" if force else "REFUSE: not empty (use --force)")
     wanted = [r.name for r in manifest.roles if not r.rolsuper
@@ -93,7 +93,7 @@ def prepare_empty_database(settings: RunConfig, target: PgTarget, db: DatabaseFa
     with maint.connect() as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
                               (target.dbname,)).fetchone()
-        empty = bool(exists) and _is_empty(target)
+        empty = bool(exists) and is_empty(target)
         if exists and not empty and not force:
             raise PreflightError(f"refusing to restore into {target.display}: it is not empty. "
                                  "Pick an empty or new database, or pass --force to drop and "
@@ -110,7 +110,8 @@ def prepare_empty_database(settings: RunConfig, target: PgTarget, db: DatabaseFa
                                                        sql.Literal(db.ctype)))
 
 
-def _is_empty(target: PgTarget) -> bool:
+def is_empty(target: PgTarget) -> bool:
+    """Whether the database holds no user tables, views, sequences or foreign tables."""
     with target.connect() as conn:
         row = conn.execute(f"""SELECT count(*) FROM pg_class c
                               JOIN pg_namespace n ON n.oid = c.relnamespace

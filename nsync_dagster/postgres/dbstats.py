@@ -4,7 +4,7 @@ The same queries run on production (inside the dump's snapshot) and on the resto
 the comparison is like for like: exact row counts and an order-independent content checksum
 per table, sequence positions, materialized-view state, role definitions and memberships.
 
-A table's checksum is the sum of a 32-bit hash of every row, computed as :mod:`.rowhash`
+A table's checksum is the sum of a hash of every row, computed as :mod:`.rowhash`
 describes.
 """
 
@@ -53,28 +53,27 @@ class TableLocked(Exception):
         self.table = table
 
 
-Methods = Mapping[str, str]  # {"schema.table": "record" | "text"}; None: row counts only
+Methods = Mapping[str, str]  # {"schema.table": method (see rowhash)}
 
 
 def _stats(cur: psycopg.Cursor, schema: str, rel: str,
-           methods: Methods | None) -> dict[str, Any]:
-    """One table's facts, checksummed the way ``methods`` says (a table not in it: text)."""
+           plan: rowhash.Plan | None) -> dict[str, Any]:
+    """One table's facts, checksummed the way ``plan`` says (None: row counts only)."""
     name = f"{schema}.{rel}"
-    method = None if methods is None else methods.get(name, "text")
     try:
-        return _one_table(cur, f"{quote_ident(schema)}.{quote_ident(rel)}", method)
+        return _one_table(cur, f"{quote_ident(schema)}.{quote_ident(rel)}", name, plan)
     except psycopg.errors.LockNotAvailable:
         raise TableLocked(name) from None
 
 
-def table_stats(cur: psycopg.Cursor, methods: Methods | None) -> dict[str, dict[str, Any]]:
+def table_stats(cur: psycopg.Cursor, plan: rowhash.Plan | None) -> dict[str, dict[str, Any]]:
     """``{"schema.table": {"rows": N, "checksum": "S"}}`` for every user table (leaf tables)."""
-    return {f"{schema}.{rel}": _stats(cur, schema, rel, methods)
+    return {f"{schema}.{rel}": _stats(cur, schema, rel, plan)
             for schema, rel in _relations(cur, "r")}
 
 
 def table_stats_parallel(connect: Callable[[], psycopg.Connection], cur: psycopg.Cursor,
-                         methods: Methods | None, jobs: int) -> dict[str, dict[str, Any]]:
+                         plan: rowhash.Plan | None, jobs: int) -> dict[str, dict[str, Any]]:
     """``table_stats`` spread over ``jobs`` sessions of their own (``connect``), largest tables
     first: the same facts from the same queries, for a database nobody else writes to (a
     restored copy; production's facts come from the dump's snapshot, one session)."""
@@ -89,12 +88,13 @@ def table_stats_parallel(connect: Callable[[], psycopg.Connection], cur: psycopg
         with connect() as conn:
             wcur = conn.cursor()
             wcur.execute("SELECT set_config('row_security', 'off', false)")
-            while True:
-                try:
-                    schema, rel = pending.popleft()  # deque: safe between threads
-                except IndexError:
-                    return
-                out[f"{schema}.{rel}"] = _stats(wcur, schema, rel, methods)
+            with rowhash.canonical_session(wcur, plan, local=False):
+                while True:
+                    try:
+                        schema, rel = pending.popleft()  # deque: safe between threads
+                    except IndexError:
+                        return
+                    out[f"{schema}.{rel}"] = _stats(wcur, schema, rel, plan)
 
     sessions = max(1, min(jobs, len(pending)))
     with ThreadPoolExecutor(sessions, thread_name_prefix="nsync-verify") as pool:
@@ -103,14 +103,15 @@ def table_stats_parallel(connect: Callable[[], psycopg.Connection], cur: psycopg
     return dict(sorted(out.items()))
 
 
-def _one_table(cur: psycopg.Cursor, qualified: str, method: str | None) -> dict[str, Any]:
-    if method is None:
+def _one_table(cur: psycopg.Cursor, qualified: str, name: str,
+               plan: rowhash.Plan | None) -> dict[str, Any]:
+    if plan is None:
         cur.execute(f"SELECT count(*) FROM ONLY {qualified}")
         return {"rows": cur.fetchone()[0]}
-    cur.execute(f"SELECT count(*), coalesce(sum({rowhash.SUMMED[method]}), 0)::text "
+    cur.execute(f"SELECT count(*), coalesce(sum({plan.summed(name)}), 0)::text "
                 f"FROM ONLY {qualified} t")
     rows, checksum = cur.fetchone()
-    return {"rows": rows, "checksum": rowhash.written(method, checksum)}
+    return {"rows": rows, "checksum": plan.written(name, checksum)}
 
 
 def matview_stats(cur: psycopg.Cursor) -> dict[str, dict[str, Any]]:
@@ -230,14 +231,15 @@ def data_facts(cur: psycopg.Cursor, *, checksums: bool, sequences: bool = True,
     ``methods``: checksum each table as a manifest did (None: production's side picks, see
     :mod:`.rowhash`).
     """
-    # inside the snapshot transaction the setting must not outlive it
-    cur.execute("SELECT set_config('row_security', 'off', %s)", (not cur.connection.autocommit,))
-    if not checksums:
-        methods = None
-    elif methods is None:  # production's side: the cheapest exact checksum per table
-        methods = rowhash.choose_methods(cur, USER_SCHEMAS)
-    tables = (table_stats_parallel(connect, cur, methods, jobs)
-              if connect is not None and jobs > 1 else table_stats(cur, methods))
+    local = not cur.connection.autocommit  # inside the snapshot transaction: not beyond it
+    cur.execute("SELECT set_config('row_security', 'off', %s)", (local,))
+    # production's side (methods None): the cheapest exact checksum per table
+    plan = rowhash.plan(cur, USER_SCHEMAS, methods) if checksums else None
+    if connect is not None and jobs > 1:
+        tables = table_stats_parallel(connect, cur, plan, jobs)
+    else:
+        with rowhash.canonical_session(cur, plan, local=local):
+            tables = table_stats(cur, plan)
     facts = {"tables": tables, "matviews": matview_stats(cur)}
     if sequences:
         facts["sequences"] = sequence_stats(cur)

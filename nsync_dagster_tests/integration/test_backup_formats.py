@@ -10,13 +10,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from nsync_dagster.cli import main
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.errors import BackupStoreError
-from nsync_dagster.postgres import pgbin
+from nsync_dagster.postgres import dbstats, pgbin
 from nsync_dagster.storage import zstdio
 from nsync_dagster_tests import oracle
 from nsync_dagster_tests.conftest import (
@@ -57,9 +58,9 @@ def test_zstd_backup_restores_with_nsync_and_the_recovery_test(capsys, pg_prod, 
                                                                nsync_env, instance):
     assert run_daily_job(instance).success
     _, _, manifest = _only_backup(nsync_env)
-    assert manifest["format"] == 3 and manifest["compression"] == "zstd:1"
-    # format 3: the tables hashable by value are checksummed with hash_record
-    assert any(t["checksum"].startswith("record:") for t in manifest["tables"].values())
+    assert manifest["format"] == 4 and manifest["compression"] == "zstd:1"
+    # format 4: the tables hashable by value by each row's mixed hash_record_extended
+    assert any(t["checksum"].startswith("row:") for t in manifest["tables"].values())
     assert manifest["dump_compression"] == "none"
     # the sample's data files are all small: they travel in one bundle object
     bundle = manifest["objects"]["dump/small-tables.tar.zst"]
@@ -81,6 +82,33 @@ def test_gzip_backup_from_before_zstd_still_restores(capsys, pg_prod, pg_staging
                     "application/json")
     monkeypatch.setenv("NSYNC_ZSTD_LEVEL", "1")  # today's nsync reads it
     _restore_and_recovery_test(capsys, pg_prod, pg_staging)
+
+
+def test_format_3_checksums_are_still_verified_their_own_way(capsys, pg_prod, pg_staging,
+                                                             nsync_env, instance):
+    """A format-3 manifest: ``record:`` sums of hash_record and bare hashtext sums of the row
+    text, as nsync wrote them before format 4. The restore and the recovery test recompute
+    each table that way (not format 4's), so they match; a wrong sum is still caught."""
+    assert run_daily_job(instance).success
+    store, folder, manifest = _only_backup(nsync_env)
+    then = {k: "record" if t["checksum"].startswith("row:") else "text"
+            for k, t in manifest["tables"].items()}
+    with psycopg.connect(pg_prod.url(dbname=PROD_DB), autocommit=True) as conn:
+        old = dbstats.data_facts(conn.cursor(), checksums=True, methods=then)["tables"]
+    assert {t["checksum"].partition(":")[0] for t in old.values()} & {"record"}
+    assert old != manifest["tables"]
+    store.put_bytes(folder + "manifest.json", json.dumps(
+        {**manifest, "format": 3, "tables": old}).encode(), "application/json")
+    assert store.read_manifest(folder).checksum_methods() == then
+    _restore_and_recovery_test(capsys, pg_prod, pg_staging)
+    name = next(k for k, m in then.items() if m == "record" and old[k]["rows"] > 0)
+    wrong = {**old, name: {**old[name], "checksum": "record:1"}}
+    store.put_bytes(folder + "manifest.json", json.dumps(
+        {**manifest, "format": 3, "tables": wrong}).encode(), "application/json")
+    code = main(["restore", "--target-url",
+                 pg_staging.url(OWNER, STAGING_OWNER_PW, unique_db("fmt3"))])
+    out = capsys.readouterr()
+    assert code != 0 and f"table {name}: checksum is" in out.out + out.err, out.out + out.err
 
 
 def test_the_earliest_format_1_layout_still_restores(capsys, pg_staging, nsync_env, instance,

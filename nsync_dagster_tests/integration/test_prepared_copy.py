@@ -293,7 +293,7 @@ def test_parallel_verification_has_the_same_facts_and_catches_a_changed_row(pg_s
                     "WHERE name = (SELECT min(name) FROM config.feature_flags)",
                     dbname=staging_db(nsync_env))
     with pytest.raises(VerificationError,
-                       match=r"table config\.feature_flags: checksum is (record:)?-?\d+, expected"):
+                       match=r"table config\.feature_flags: checksum is (row\w*:)?-?\d+, expected"):
         pipeline.verify_database(target, manifest, settings.platform_roles, jobs=2)
 
 

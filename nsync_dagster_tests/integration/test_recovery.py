@@ -80,3 +80,68 @@ def test_scratch_url_is_used_and_dropped(pg_staging, nsync_env, instance, monkey
                                            "settings_changed"}
     assert [s["step"] for s in stored["steps"]][-1] == "drop scratch database"
     assert pg_staging.psql("SELECT 1 FROM pg_database WHERE datname = 'scratch_for_tests'") == ""
+
+
+def _someones_database(pg_staging, name: str, comment: str | None = None) -> None:
+    """A database with a table and a row, owned by nsync's role (so nsync *could* drop it)."""
+    pg_staging.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    pg_staging.psql(f"CREATE DATABASE {name} OWNER {OWNER}")
+    pg_staging.psql("CREATE TABLE notes (id int); INSERT INTO notes VALUES (42);", dbname=name)
+    if comment is not None:
+        pg_staging.psql(f"COMMENT ON DATABASE {name} IS '{comment}'")
+
+
+def test_a_non_empty_scratch_database_nsync_did_not_create_is_refused_and_kept(
+        pg_staging, nsync_env, instance, monkeypatch):
+    """A mistaken NSYNC_SCRATCH_DATABASE_URL pointing at someone's database: the test refuses
+    it by name, with the fix, and the database keeps its rows."""
+    assert run_daily_job(instance).success
+    _someones_database(pg_staging, "reporting_copy", comment="the finance team copy")
+    monkeypatch.setenv("NSYNC_SCRATCH_DATABASE_URL",
+                       pg_staging.url(OWNER, STAGING_OWNER_PW, "reporting_copy"))
+    settings = RunConfig.from_env()
+    with pytest.raises(recovery.RecoveryTestFailed) as failed:
+        recovery.run_recovery_test(settings, backup_store(settings, s3_from_env()))
+    text = str(failed.value)
+    assert "refusing to use" in text and "/reporting_copy" in text and "nsync did not create it" \
+        in text and "NSYNC_SCRATCH_DATABASE_URL" in text and "DROP DATABASE reporting_copy" in text
+    assert pg_staging.psql("SELECT id FROM notes", dbname="reporting_copy") == "42\n"
+    pg_staging.psql("DROP DATABASE reporting_copy")
+
+
+@pytest.mark.parametrize("comment", [None, "nsync recovery-test scratch database (test x)"])
+def test_an_empty_or_marked_scratch_database_is_used_and_dropped(pg_staging, nsync_env,
+                                                                  instance, monkeypatch, comment):
+    """An empty database (nothing to lose) and a marked leftover of an earlier test are
+    taken, marked and dropped afterwards."""
+    assert run_daily_job(instance).success
+    if comment is None:
+        pg_staging.psql("DROP DATABASE IF EXISTS scratch_given")
+        pg_staging.psql(f"CREATE DATABASE scratch_given OWNER {OWNER}")
+    else:
+        _someones_database(pg_staging, "scratch_given", comment)
+    monkeypatch.setenv("NSYNC_SCRATCH_DATABASE_URL",
+                       pg_staging.url(OWNER, STAGING_OWNER_PW, "scratch_given"))
+    settings = RunConfig.from_env()
+    assert recovery.run_recovery_test(settings, backup_store(settings, s3_from_env())).passed
+    assert pg_staging.psql("SELECT 1 FROM pg_database WHERE datname = 'scratch_given'") == ""
+
+
+def test_only_marked_leftovers_of_the_temporary_scratch_databases_are_dropped(
+        pg_staging, nsync_env, instance):
+    """Leftovers named like the temporary scratch databases: a marked one is dropped, an
+    unmarked one holding rows is named and left alone."""
+    assert run_daily_job(instance).success
+    _someones_database(pg_staging, "nsync_recovery_test_marked",
+                       "nsync recovery-test scratch database (test 20261101T000000Z)")
+    _someones_database(pg_staging, "nsync_recovery_test_not_ours")
+    settings = RunConfig.from_env(nsync_env)
+    said: list[str] = []
+    assert recovery.run_recovery_test(settings, backup_store(settings, s3_from_env()),
+                                      report=said.append).passed
+    left = pg_staging.psql("SELECT datname FROM pg_database WHERE datname LIKE "
+                           "'nsync_recovery_test_%' ORDER BY 1")
+    assert left == "nsync_recovery_test_not_ours\n"
+    assert any("not dropping nsync_recovery_test_not_ours" in s for s in said), said
+    assert pg_staging.psql("SELECT id FROM notes", dbname="nsync_recovery_test_not_ours") == "42\n"
+    pg_staging.psql("DROP DATABASE nsync_recovery_test_not_ours")

@@ -19,7 +19,7 @@ def test_format_2_round_trips_to_the_same_json():
     text = json.dumps(FORMAT_2, indent=2, sort_keys=True)
     m = Manifest.from_json(text.encode(), WHERE)
     assert m.to_json() == text
-    assert m.format == 2 and MANIFEST_FORMAT == 3
+    assert m.format == 2 and MANIFEST_FORMAT == 4
     assert m.tables["app.users"].rows == 3 and m.tables["app.users"].checksum == "-123456"
     assert set(m.checksum_methods().values()) == {"text"}  # format 2: hashtext of the row text
     assert m.sequences["app.users_id_seq"].last_value == 3
@@ -52,6 +52,19 @@ def test_format_3_names_how_each_table_was_checksummed():
     methods = m.checksum_methods()
     assert methods["app.users"] == "text" and methods["app.events"] == "record"
     assert m.tables["app.flags"].checksum_method is None
+
+
+def test_format_4_names_its_own_checksum_methods():
+    """``row:`` and ``rowtext:`` (format 4) beside the older ``record:`` and bare text ones."""
+    doc = copy.deepcopy(FORMAT_2)
+    doc["format"] = 4
+    doc["tables"] = {"a.r": {"rows": 2, "checksum": "row:-9223372036854775809"},
+                     "a.t": {"rows": 2, "checksum": "rowtext:42"},
+                     "a.old": {"rows": 1, "checksum": "record:7"},
+                     "a.text": {"rows": 1, "checksum": "-5"}}
+    m = Manifest.from_json(json.dumps(doc), WHERE)
+    assert m.checksum_methods() == {"a.r": "row", "a.t": "rowtext", "a.old": "record",
+                                    "a.text": "text"}
 
 
 def test_objects_digest_is_the_one_the_dict_code_computed():
