@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import secrets
 import shutil
 import socket
@@ -179,6 +180,20 @@ class EmbeddedStack:
                 EmbeddedCluster(data_dir, "unused", port=1).remove()
         shutil.rmtree(self.root)
 
+    def _sample_access_list(self) -> Path | None:
+        """The repository's sample access list, reviewed as of today: it describes the sample
+        platform's roles, and its fixed review date would otherwise make a newcomer's first
+        demo report "review overdue". None outside a checkout."""
+        source = Path(__file__).resolve().parents[2] / "access-list.yaml"
+        if not source.exists():
+            return None
+        today = deadline.eastern_day(dt.datetime.now(dt.UTC)).isoformat()
+        text = re.sub(r"(?m)^reviewed: .*$", f"reviewed: {today}", source.read_text())
+        target = self.root / "access-list.yaml"
+        self.root.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        return target
+
     def env(self) -> dict[str, str]:
         env = {"NSYNC_PROD_DATABASE_URL": self.prod_url,
                "NSYNC_STAGING_DATABASE_URL": self.staging_url,
@@ -191,6 +206,9 @@ class EmbeddedStack:
                "NSYNC_PG_BIN_DIR": str(embedded_bin_dir())}
         if self.state.get("history_start"):
             env["NSYNC_HISTORY_START"] = self.state["history_start"]
+        sample_list = self._sample_access_list()
+        if sample_list is not None:
+            env["NSYNC_ACCESS_LIST"] = str(sample_list)
         for role, password in self.state.get("staging_logins", {}).items():
             env[f"NSYNC_STAGING_PASSWORD_{role.upper()}"] = password
         if "dagster" in self.clusters:
