@@ -239,14 +239,17 @@ def print_summary(meta: dict[str, dict], elapsed: float, run_id: str, out) -> No
             f"upload {backup['upload_s']:.1f}s, read-back {backup['verify_s']:.1f}s; "
             f"total {elapsed:.1f}s"]
     else:
+        during = staging.get("restored_during_backup_s") or 0.0
+        restore = (f"restore {during:.1f}s during the upload" if during
+                   else f"download {staging['download_s']:.1f}s, "
+                        f"restore {staging['restore_s']:.1f}s")
         lines += [
             f"  staging     {staging['staging']} rebuilt from that backup, verified at "
             f"{staging['verified_at']} ({staging['tables']} tables, {staging['rows']:,} rows "
             f"and {staging['sequences']} sequences match), {staging['sessions_terminated']} "
             "session(s) ended",
             f"  timings     snapshot {snap['duration_s']:.1f}s, upload {backup['upload_s']:.1f}s, "
-            f"read-back {backup['verify_s']:.1f}s, download {staging['download_s']:.1f}s, "
-            f"restore {staging['restore_s']:.1f}s, verify {staging['verify_s']:.1f}s; "
+            f"read-back {backup['verify_s']:.1f}s, {restore}, verify {staging['verify_s']:.1f}s; "
             f"total {elapsed:.1f}s"]
     lines.append(f"  dagster run {run_id}")
     print("\n".join(lines), file=out, flush=True)

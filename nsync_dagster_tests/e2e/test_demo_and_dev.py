@@ -58,6 +58,8 @@ def test_demo_runs_the_daily_job_and_stops_everything(demo_run):
     # a newcomer's first run shows no failed check (the sample access list is reviewed as of
     # the demo's day, not the date written in the repository's copy)
     assert "FAILED" not in out and "review overdue" not in out, out
+    # the restore ran during the upload, and the timings say so (not "restore 0.0s")
+    assert "during the upload" in out and "restore 0.0s" not in out, out
     assert _servers_in(root) == [], "the demo must not leave servers running"
 
 
