@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from nsync_dagster.cycle import localcopy, prepared, prepared_take, workspace
+from nsync_dagster.cycle import localcopy, owner, prepared, prepared_take, workclean, workspace
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.preflight import daily_preflight
 from nsync_dagster.cycle.results import BackupResult, RestoreResult, StagingResult
@@ -24,12 +24,12 @@ from nsync_dagster.errors import (
     BackupStoreError,
     SnapshotError,
 )
-from nsync_dagster.manifest import Manifest
+from nsync_dagster.manifest import Manifest, Production
 from nsync_dagster.postgres import roles, rolesettings, swap
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.postgres.restore import restore_dump
 from nsync_dagster.postgres.snapshot import Snapshot, take_snapshot
-from nsync_dagster.storage import retention, s3retention
+from nsync_dagster.storage import identity, retention, s3retention
 from nsync_dagster.storage.s3catalog import BackupInfo
 from nsync_dagster.storage.s3store import BackupStore
 
@@ -49,32 +49,39 @@ def private_work_dir(settings: RunConfig) -> Path:
 
 
 def _pointer(settings: RunConfig, partition: str) -> Path:
-    return settings.work_dir / f"snapshot-{partition}.json"
+    return workclean.pointer_path(settings.work_dir, partition)
 
 
 def snapshot_step(settings: RunConfig, store: BackupStore, partition: str,
                   report: Report = log.info) -> Snapshot:
     """Check everything, then dump production; remember the snapshot for the backup step.
 
-    A dump kept from an earlier run for staging (see :mod:`.localcopy`) is removed first, so the
-    work folder never holds more than one.
+    What earlier runs left in the work folder (a dump kept for staging, a dump no pointer names
+    after a kill, an upload that failed for good) is removed first (:mod:`.workclean`), so the
+    work folder never holds more than one dump. Pre-flight also claims the backup prefix for
+    this production, or refuses a prefix another production claimed (:mod:`.owner`).
     """
-    if localcopy.exists(settings.work_dir):
+    # -- identity/workclean (issue 16): the sweep and the claim
+    if settings.work_dir.is_dir():
         with one_daily_run(settings):
-            localcopy.discard(settings.work_dir)
+            workclean.sweep(settings.work_dir, partition, settings.staging.dbname, report)
     daily_preflight(settings.prod, settings.staging, settings.maintenance_db, store,
                     settings.work_dir, settings.dump.pg_dump_level,
                     zstd_level=settings.dump.zstd_level)
+    production = owner.claim_prefix(settings, store, report)
     with one_daily_run(settings):
-        return _snapshot(settings, partition, report)
+        return _snapshot(settings, partition, report, production)
 
 
-def snapshot_of(settings: RunConfig, source: PgTarget, partition: str,
+def snapshot_of(settings: RunConfig, store: BackupStore, source: PgTarget, partition: str,
                 report: Report = log.info) -> Snapshot:
     """The partition's snapshot taken from ``source`` instead of production (the branch-reset
-    method dumps the freshly reset staging branch); checks are the caller's."""
+    method dumps the freshly reset staging branch); checks are the caller's, but the backup
+    prefix is claimed here for production (``settings.prod``), whose copy ``source`` is."""
+    production = owner.claim_prefix(settings, store, report)
     with one_daily_run(settings):
-        return _snapshot(dataclasses.replace(settings, prod=source), partition, report)
+        return _snapshot(dataclasses.replace(settings, prod=source), partition, report,
+                         production)
 
 
 @contextlib.contextmanager
@@ -87,7 +94,8 @@ def one_daily_run(settings: RunConfig) -> Iterator[None]:
         yield
 
 
-def _snapshot(settings: RunConfig, partition: str, report: Report) -> Snapshot:
+def _snapshot(settings: RunConfig, partition: str, report: Report,
+              production: Production | None = None) -> Snapshot:
     backup_id = new_backup_id()
     while (private_work_dir(settings) / backup_id).exists():  # a backup of this same second
         time.sleep(0.1)
@@ -102,6 +110,10 @@ def _snapshot(settings: RunConfig, partition: str, report: Report) -> Snapshot:
             raise SnapshotError(workspace.disk_full_message(
                 settings.work_dir, "dumping production")) from None
         raise
+    if production is not None:  # which production this is (the manifest names it)
+        snap = dataclasses.replace(snap, manifest=snap.manifest.model_copy(
+            update={"production": production}))
+        (work / "manifest.json").write_text(snap.manifest.to_json())
     pointer = _pointer(settings, partition)
     if pointer.exists():  # an earlier snapshot of this day that was never uploaded
         shutil.rmtree(json.loads(pointer.read_text())["work_dir"], ignore_errors=True)
@@ -138,7 +150,13 @@ def _backup(settings: RunConfig, store: BackupStore, partition: str,
     info = json.loads(pointer.read_text())
     work = Path(info["work_dir"])
     manifest = Manifest.from_json((work / "manifest.json").read_text(), str(work))
-    folder = store.folder(partition, info["backup_id"])
+    # -- identity (issue 16): a retry never writes into an earlier attempt's folder
+    backup_id, folder = _fresh_folder(store, partition, info["backup_id"], report)
+    if backup_id != manifest.backup_id:
+        manifest = manifest.model_copy(update={"backup_id": backup_id})
+    info["backup_id"] = backup_id
+    if manifest.production is not None:  # before the first object: listings tell whose it is
+        identity.mark(store, folder, manifest.production)
     started = time.monotonic()
     manifest = store.upload(work, manifest, folder, report)
     upload_s = time.monotonic() - started
@@ -163,6 +181,21 @@ def _backup(settings: RunConfig, store: BackupStore, partition: str,
         verify_s=round(time.monotonic() - started - upload_s, 2),
         objects_sha256=verified.manifest.objects_digest(), manifest=manifest,
         staging_prepared=ready)
+
+
+def _fresh_folder(store: BackupStore, partition: str, backup_id: str,
+                  report: Report) -> tuple[str, str]:
+    """The snapshot's backup id and S3 folder, or ``<id>-2``, ``-3``... when an earlier attempt
+    of this step already wrote there: a failed retry removes only the objects it wrote, so a
+    backup an earlier attempt uploaded and read back is never damaged."""
+    chosen, n = backup_id, 1
+    while store.fingerprints(store.folder(partition, chosen)):
+        n += 1
+        chosen = f"{backup_id}-{n}"
+    if chosen != backup_id:
+        report(f"an earlier attempt already wrote {store.uri(store.folder(partition, backup_id))}"
+               f": this upload goes to its own folder, {chosen}, and leaves that one untouched")
+    return chosen, store.folder(partition, chosen)
 
 
 def restore_verified(settings: RunConfig, store: BackupStore, folder: str, target: PgTarget,

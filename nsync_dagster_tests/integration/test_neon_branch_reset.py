@@ -10,13 +10,13 @@ on a real Neon child branch.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import boto3
 import dagster as dg
 import pytest
 
 from nsync_dagster.cycle import localcopy
+from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.embedded.neon_shape import shape_like_neon
 from nsync_dagster.embedded.postgres import EmbeddedCluster
 from nsync_dagster.storage.s3store import RESTORE_OK
@@ -139,7 +139,7 @@ def test_daily_job_resets_staging_backs_it_up_and_verifies_then_recovery_test(
     assert manifest["staging_method"] == "neon-branch-reset"
     assert manifest["neon_branch_reset"]["source_branch_id"] == MAIN
     # nothing restores from the local dump in this mode: it is gone once the backup is read back
-    work = Path(branch_env["NSYNC_WORK_DIR"])
+    work = RunConfig.from_env(branch_env).work_dir
     assert not localcopy.exists(work) and not list(work.glob("*/dump")), list(work.iterdir())
 
     # the recovery test proves that backup restores (no daily run does in this mode)
