@@ -10,7 +10,8 @@ first listing:
 2. production is configured but unreachable (a restore during an outage): the prefix's claim,
    if it names this configuration's ``host:port/database``; else the listing is refused;
 3. no production URL (bucket-only commands): the prefix's claim;
-4. no claim and no production: every backup (a bucket written only before identities).
+4. no claim, and no production or production unreachable: every backup (nobody has claimed
+   the prefix: only backups written before identities can be there), with a warning.
 """
 
 from __future__ import annotations
@@ -60,12 +61,19 @@ class Owner:
                                 "names for %s", exc, identity.describe(claim.production),
                                 claim.source)
                     return claim.production.fingerprint
+                if claim is None:  # only backups written before identities, if any
+                    self._unclaimed(exc)
+                    return None
                 raise BackupStoreError(
                     f"{exc}; the backups under {self.store.uri(self.store.prefix + '/')} "
-                    "cannot be told apart from another production's without it"
-                    + (f" (the prefix is claimed for {claim.source}, not {source_of(prod)})"
-                       if claim is not None else ""), transient=True) from None
+                    "cannot be told apart from another production's without it (the prefix "
+                    f"is claimed for {claim.source}, not {source_of(prod)})",
+                    transient=True) from None
         return claim.production.fingerprint if claim is not None else None
+
+    def _unclaimed(self, exc: PreflightError) -> None:
+        log.warning("%s; nobody has claimed %s yet, so every backup there is listed", exc,
+                    self.store.uri(self.store.prefix + "/"))
 
     def __call__(self, backups: list[BackupInfo]) -> list[BackupInfo]:
         mine, claim = self.resolve()
@@ -81,10 +89,16 @@ def bind(settings: RunConfig, store: BackupStore) -> BackupStore:
     return store
 
 
-def claim_prefix(settings: RunConfig, store: BackupStore,
-                 report: Callable[[str], None] = log.info) -> Production:
-    """Pre-flight: read production's identity and claim the prefix for it (or confirm the
-    claim is ours); PreflightError naming the prefix and both productions otherwise."""
+def check_prefix(settings: RunConfig, store: BackupStore) -> Production:
+    """Pre-flight: production's identity, read live; PreflightError naming the prefix and
+    both productions when another production claimed the prefix."""
     mine = production_of(settings.prod)
-    identity.claim(store, mine, source_of(settings.prod), report)
+    identity.check(store, mine)
     return mine
+
+
+def claim_prefix(settings: RunConfig, store: BackupStore, production: Production,
+                 report: Callable[[str], None] = log.info) -> None:
+    """Before a backup's first object: claim the prefix for ``production`` (the first
+    backup does), or confirm it is ours."""
+    identity.claim(store, production, source_of(settings.prod), report)

@@ -30,7 +30,7 @@ from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.postgres.restore import restore_dump
 from nsync_dagster.postgres.snapshot import Snapshot, take_snapshot
 from nsync_dagster.storage import identity, retention, s3retention
-from nsync_dagster.storage.s3catalog import BackupInfo
+from nsync_dagster.storage.s3catalog import CHECKSUMS_OK, BackupInfo
 from nsync_dagster.storage.s3store import BackupStore
 
 log = logging.getLogger("nsync.pipeline")
@@ -58,8 +58,8 @@ def snapshot_step(settings: RunConfig, store: BackupStore, partition: str,
 
     What earlier runs left in the work folder (a dump kept for staging, a dump no pointer names
     after a kill, an upload that failed for good) is removed first (:mod:`.workclean`), so the
-    work folder never holds more than one dump. Pre-flight also claims the backup prefix for
-    this production, or refuses a prefix another production claimed (:mod:`.owner`).
+    work folder never holds more than one dump. Pre-flight also refuses a backup prefix that
+    another production claimed (:mod:`.owner`); the first backup step claims it.
     """
     # -- identity/workclean (issue 16): the sweep and the claim
     if settings.work_dir.is_dir():
@@ -68,7 +68,7 @@ def snapshot_step(settings: RunConfig, store: BackupStore, partition: str,
     daily_preflight(settings.prod, settings.staging, settings.maintenance_db, store,
                     settings.work_dir, settings.dump.pg_dump_level,
                     zstd_level=settings.dump.zstd_level)
-    production = owner.claim_prefix(settings, store, report)
+    production = owner.check_prefix(settings, store)
     with one_daily_run(settings):
         return _snapshot(settings, partition, report, production)
 
@@ -77,8 +77,8 @@ def snapshot_of(settings: RunConfig, store: BackupStore, source: PgTarget, parti
                 report: Report = log.info) -> Snapshot:
     """The partition's snapshot taken from ``source`` instead of production (the branch-reset
     method dumps the freshly reset staging branch); checks are the caller's, but the backup
-    prefix is claimed here for production (``settings.prod``), whose copy ``source`` is."""
-    production = owner.claim_prefix(settings, store, report)
+    prefix is checked here for production (``settings.prod``), whose copy ``source`` is."""
+    production = owner.check_prefix(settings, store)
     with one_daily_run(settings):
         return _snapshot(dataclasses.replace(settings, prod=source), partition, report,
                          production)
@@ -151,14 +151,20 @@ def _backup(settings: RunConfig, store: BackupStore, partition: str,
     work = Path(info["work_dir"])
     manifest = Manifest.from_json((work / "manifest.json").read_text(), str(work))
     # -- identity (issue 16): a retry never writes into an earlier attempt's folder
-    backup_id, folder = _fresh_folder(store, partition, info["backup_id"], report)
+    backup_id, folder, empty = _fresh_folder(store, partition, info["backup_id"], report)
     if backup_id != manifest.backup_id:
         manifest = manifest.model_copy(update={"backup_id": backup_id})
     info["backup_id"] = backup_id
     if manifest.production is not None:  # before the first object: listings tell whose it is
+        owner.claim_prefix(settings, store, manifest.production, report)
         identity.mark(store, folder, manifest.production)
     started = time.monotonic()
-    manifest = store.upload(work, manifest, folder, report)
+    try:
+        manifest = store.upload(work, manifest, folder, report)
+    except BaseException:  # the upload removed its objects; in a new folder, the marker too
+        if empty and manifest.production is not None:
+            identity.unmark(store, folder, manifest.production)
+        raise
     upload_s = time.monotonic() - started
     verified = store.verify_objects(folder, report)
     # with S3 Object Lock, the new backup is locked for as long as its class is kept
@@ -184,18 +190,22 @@ def _backup(settings: RunConfig, store: BackupStore, partition: str,
 
 
 def _fresh_folder(store: BackupStore, partition: str, backup_id: str,
-                  report: Report) -> tuple[str, str]:
-    """The snapshot's backup id and S3 folder, or ``<id>-2``, ``-3``... when an earlier attempt
-    of this step already wrote there: a failed retry removes only the objects it wrote, so a
-    backup an earlier attempt uploaded and read back is never damaged."""
+                  report: Report) -> tuple[str, str, bool]:
+    """(backup id, S3 folder, whether it is empty) for the snapshot's upload: its own id, or
+    ``<id>-2``, ``-3``... when an earlier attempt's read-back already passed there (a failed
+    retry removes the objects it wrote: never those a checksummed manifest lists). A folder an
+    earlier attempt left unverified is written again."""
     chosen, n = backup_id, 1
-    while store.fingerprints(store.folder(partition, chosen)):
+    listed = store.fingerprints(store.folder(partition, chosen))
+    while CHECKSUMS_OK in listed:
         n += 1
         chosen = f"{backup_id}-{n}"
+        listed = store.fingerprints(store.folder(partition, chosen))
     if chosen != backup_id:
-        report(f"an earlier attempt already wrote {store.uri(store.folder(partition, backup_id))}"
-               f": this upload goes to its own folder, {chosen}, and leaves that one untouched")
-    return chosen, store.folder(partition, chosen)
+        report(f"an earlier attempt's backup {store.uri(store.folder(partition, backup_id))} "
+               f"was read back intact: this upload goes to its own folder, {chosen}, and "
+               "leaves that one untouched")
+    return chosen, store.folder(partition, chosen), not listed
 
 
 def restore_verified(settings: RunConfig, store: BackupStore, folder: str, target: PgTarget,
@@ -257,11 +267,18 @@ def restore_verified(settings: RunConfig, store: BackupStore, folder: str, targe
 
 def partition_backup(store: BackupStore, partition: str) -> BackupInfo:
     """The partition's newest backup that was read back intact (checksummed or verified)."""
-    candidates = [b for b in store.list_backups()
+    listed = store.list_backups()
+    candidates = [b for b in listed
                   if b.date == partition and b.status in ("checksummed", "verified")]
     if not candidates:
-        raise BackupStoreError(f"no checksummed backup for {partition} in "
-                               f"{store.uri(store.prefix + '/')}: materialize s3_backup first")
+        mine = {b.key_prefix for b in listed}
+        others = [b for b in store.list_backups(every_production=True)
+                  if b.date == partition and b.key_prefix not in mine]
+        raise BackupStoreError(
+            f"no checksummed backup for {partition} in {store.uri(store.prefix + '/')}: "
+            "materialize s3_backup first" + (
+                f" ({len(others)} backup(s) of that day there belong to another production "
+                "and are never restored here)" if others and store.owner_filter else ""))
     return candidates[-1]
 
 

@@ -1,10 +1,11 @@
 """Which production owns a backup prefix, and which backups under it are that production's.
 
-- **The claim**, ``PREFIX/_production.json``: written by the first backup under a prefix (at
-  its pre-flight, before anything is dumped). It names the production (its identity, see
-  :mod:`nsync_dagster.postgres.identity`) and the URL's ``host:port/database``. A pre-flight of
-  any other production against that prefix is refused, naming the prefix and both productions
-  (:func:`claim`): two productions never write into one prefix.
+- **The claim**, ``PREFIX/_production.json``: written by the first backup under a prefix
+  (before its first object, only if absent: ``If-None-Match``). It names the production (its
+  identity, see :mod:`nsync_dagster.postgres.identity`) and the URL's ``host:port/database``.
+  The pre-flight of any other production against that prefix is refused, naming the prefix and
+  both productions (:func:`check`), and so is its upload (:func:`claim`): two productions never
+  write into one prefix.
 - **The marker**, ``PREFIX/YYYY/MM/DD/<id>/_production-<fingerprint>.json``: written into a
   backup's folder before its first object, so a listing tells every backup's production from
   its keys alone (no manifest read); the manifest repeats the identity (``production``).
@@ -112,38 +113,46 @@ def refusal(store: Any, owner: Claim, mine: Production) -> str:
             "belongs to'.")
 
 
+def check(store: Any, mine: Production) -> Claim | None:
+    """Pre-flight: PreflightError when another production claimed the prefix; the claim (or
+    None: unclaimed, the first backup claims it) otherwise."""
+    existing = read_claim(store)
+    if existing is not None and existing.production.fingerprint != mine.fingerprint:
+        raise PreflightError(refusal(store, existing, mine))
+    return existing
+
+
 def claim(store: Any, mine: Production, source: str,
           report: Callable[[str], None] = log.info) -> Claim:
-    """Claim the prefix for ``mine`` (``source``: its URL's ``host:port/database``), or
-    confirm it is already ours; PreflightError when another production holds it."""
-    existing = read_claim(store)
+    """Claim the prefix for ``mine`` (``source``: its URL's ``host:port/database``) unless it
+    is already ours, before a backup's first object; PreflightError when another production
+    holds it (two first backups at once: the conditional write lets only one claim it)."""
+    existing = check(store, mine)
+    if existing is not None:
+        return existing
+    legacy = [b for b in store.list_backups(every_production=True)
+              if b.production is None and b.has_manifest]
+    adopted = [b.backup_id for b in legacy if legacy_source(store, b) == source]
+    new = Claim(mine, source, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), adopted)
+    try:  # only if absent
+        store.client.put_object(Bucket=store.bucket, Key=claim_key(store),
+                                Body=json.dumps(new.as_json(), indent=2).encode(),
+                                ContentType="application/json", IfNoneMatch="*",
+                                **store._extra())
+        report(f"claimed {store.uri(store.prefix + '/')} for {describe(mine)}"
+               + (f"; adopted {len(adopted)} of {len(legacy)} earlier backups naming "
+                  f"{source}" if legacy else ""))
+    except Exception as exc:
+        if not s3access.is_s3_error(exc):
+            raise
+        if _code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict"):
+            raise BackupStoreError(s3access.explain(exc, store.bucket,
+                                                    f"write {claim_key(store)}"),
+                                   transient=s3access.is_transient(exc)) from None
+    existing = check(store, mine)
     if existing is None:
-        legacy = [b for b in store.list_backups(every_production=True)
-                  if b.production is None and b.has_manifest]
-        adopted = [b.backup_id for b in legacy if legacy_source(store, b) == source]
-        new = Claim(mine, source, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                    adopted)
-        try:  # only if absent: two first backups at once cannot both claim it
-            store.client.put_object(Bucket=store.bucket, Key=claim_key(store),
-                                    Body=json.dumps(new.as_json(), indent=2).encode(),
-                                    ContentType="application/json", IfNoneMatch="*",
-                                    **store._extra())
-            report(f"claimed {store.uri(store.prefix + '/')} for {describe(mine)}"
-                   + (f"; adopted {len(adopted)} of {len(legacy)} earlier backups naming "
-                      f"{source}" if legacy else ""))
-        except Exception as exc:
-            if not s3access.is_s3_error(exc):
-                raise
-            if _code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict"):
-                raise PreflightError(s3access.explain(exc, store.bucket,
-                                                      f"write {claim_key(store)}"),
-                                     transient=s3access.is_transient(exc)) from None
-        existing = read_claim(store)
-        if existing is None:
-            raise PreflightError(f"{store.uri(claim_key(store))} was written but cannot be "
-                                 "read back", transient=True)
-    if existing.production.fingerprint != mine.fingerprint:
-        raise PreflightError(refusal(store, existing, mine))
+        raise BackupStoreError(f"{store.uri(claim_key(store))} was written but cannot be "
+                               "read back", transient=True)
     return existing
 
 
@@ -161,6 +170,15 @@ def mark(store: Any, folder: str, production: Production) -> None:
     store.put_bytes(marker_key(folder, production),
                     json.dumps(production.as_json(), indent=2, sort_keys=True).encode(),
                     "application/json")
+
+
+def unmark(store: Any, folder: str, production: Production) -> None:
+    """Best effort: remove the marker of an upload that failed in a new folder (its objects
+    are gone too; the upload's own error is the one to report)."""
+    try:
+        store.client.delete_object(Bucket=store.bucket, Key=marker_key(folder, production))
+    except Exception as exc:
+        log.warning("could not remove the marker of a failed upload: %s", exc)
 
 
 def owned(store: Any, backups: list[BackupInfo], mine: str, owner: Claim | None,

@@ -10,16 +10,19 @@ first one's backups; the first one's staging equals its own production every day
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import uuid
 
 import psycopg
 import pytest
 
+from nsync_dagster.cli.backups import run_backups
 from nsync_dagster.cycle import pipeline, restore_anywhere
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.errors import BackupStoreError, PreflightError
+from nsync_dagster.postgres.identity import neon_endpoint, production_of
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.storage import identity
 from nsync_dagster.storage.retention import RetentionPolicy
@@ -63,7 +66,7 @@ def _config_b(nsync_env, pg_prod, pg_staging, db_b):
 
 
 def test_two_productions_sharing_a_bucket_prefix_and_work_folder_for_a_week(
-        pg_prod, pg_staging, nsync_env, second_production):
+        pg_prod, pg_staging, nsync_env, second_production, monkeypatch):
     settings_a = RunConfig.from_env(nsync_env)
     env_b, settings_b = _config_b(nsync_env, pg_prod, pg_staging, second_production)
     assert settings_a.work_dir != settings_b.work_dir  # one NSYNC_WORK_DIR, two namespaces
@@ -86,7 +89,7 @@ def test_two_productions_sharing_a_bucket_prefix_and_work_folder_for_a_week(
             assert f"database {second_production} (OID" in message, message
             assert "NSYNC_BACKUP_PREFIX" in message
             # B's readers never take A's backup, even for the very day A just uploaded
-            with pytest.raises(BackupStoreError, match="no checksummed backup"):
+            with pytest.raises(BackupStoreError, match="belong to another production"):
                 pipeline.staging_step(settings_b, store_b, day)
             pipeline.staging_step(settings_a, store_a, day)
             oracle.assert_same(oracle.picture(pg_prod, PROD_DB),
@@ -113,6 +116,13 @@ def test_two_productions_sharing_a_bucket_prefix_and_work_folder_for_a_week(
         assert len(store_a.list_backups()) == len(WEEK)
         # and the recovery test of A takes A's newest
         assert store_a.find("latest").backup_id == mine[-1].backup_id
+        # nsync backups, as B's operator runs it
+        monkeypatch.setenv("NSYNC_PROD_DATABASE_URL", env_b["NSYNC_PROD_DATABASE_URL"])
+        listing = io.StringIO()
+        assert run_backups(listing) == 0
+        assert "0 backup(s) in" in listing.getvalue()
+        assert f"the prefix belongs to database {PROD_DB} (OID" in listing.getvalue()
+        assert f"({len(WEEK)} backup(s) of another production" in listing.getvalue()
     finally:
         _as_owner(pg_prod, PROD_DB, "DROP TABLE IF EXISTS public.identity_days")
         pg_staging.psql(f"DROP DATABASE IF EXISTS {staging_db(env_b)} WITH (FORCE)")
@@ -187,3 +197,30 @@ def test_a_shared_work_folder_keeps_each_configuration_to_its_own_files(pg_prod,
     assert sorted(p.parent for p in settings_b.work_dir.rglob("toc.dat")) == b_dumps
     out = pipeline.backup_step(settings_b, store_b, WEEK[0], keep_for_staging=False)
     assert out.manifest.production.database == second_production
+
+
+def test_without_pg_control_system_the_server_address_stands_in(pg_prod, nsync_env):
+    """A service that revokes pg_control_system() from PUBLIC: the identity falls back to the
+    URL's host:port (and still names the database and its OID)."""
+    settings = RunConfig.from_env(nsync_env)
+    full = production_of(settings.prod)
+    assert full.system_identifier == pg_prod.psql(
+        "SELECT system_identifier FROM pg_control_system()").strip()
+    pg_prod.psql("REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC", PROD_DB)
+    try:
+        without = production_of(settings.prod)
+    finally:
+        # back to the default ACL exactly (NULL), not an explicit grant pg_dump would carry
+        pg_prod.psql("UPDATE pg_proc SET proacl = NULL "
+                     "WHERE oid = 'pg_control_system'::regproc", PROD_DB)
+    assert without.system_identifier is None
+    assert without.server == f"{settings.prod.host}:{settings.prod.port}"
+    assert (without.database, without.database_oid) == (full.database, full.database_oid)
+    assert without.fingerprint != full.fingerprint  # documented: a revoke changes the identity
+    assert neon_endpoint("ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech") == \
+        "ep-cool-darkness-123456"
+    assert neon_endpoint("ep-cool-darkness-123456.us-east-2.aws.neon.tech") == \
+        "ep-cool-darkness-123456"
+    assert neon_endpoint("db.example.com") is None
+    assert pg_prod.psql("SELECT proacl IS NULL FROM pg_proc "
+                        "WHERE oid = 'pg_control_system'::regproc", PROD_DB).strip() == "t"
