@@ -47,13 +47,6 @@ def run_backups(out=None, *, mode: str = "list") -> int:
     if mode == "list":
         classes = plan.classes()
         print(f"{len(backups)} backup(s) in {store.uri(store.prefix + '/')}", file=out)
-        claim = identity.read_claim(store)
-        if claim is not None:
-            print(f"the prefix belongs to {identity.describe(claim.production)}", file=out)
-        others = len(store.list_backups(every_production=True)) - len(backups)
-        if others:
-            print(f"({others} backup(s) of another production under this prefix are not "
-                  "shown, restored or expired)", file=out)
         if backups:
             print(f"{'date':<10}  {'backup id':<16}  {'size':>10}  {'objects':>7}  "
                   f"{'status':<11}  class", file=out)
@@ -61,6 +54,13 @@ def run_backups(out=None, *, mode: str = "list") -> int:
             cls = classes.get((dt.date.fromisoformat(b.date), b.backup_id), "—")
             print(f"{b.date:<10}  {b.backup_id:<16}  {human_bytes(b.size):>10}  {b.objects:>7}  "
                   f"{b.status:<11}  {cls}", file=out)
+        claim = identity.read_claim(store)
+        if claim is not None:
+            print(f"(the prefix belongs to {identity.describe(claim.production)})", file=out)
+        others = len(store.list_backups(every_production=True)) - len(backups)
+        if others:
+            print(f"({others} backup(s) of another production under this prefix are not "
+                  "shown, restored or expired)", file=out)
         print(f"({STATUS_HELP})", file=out)
         print(f"({CLASS_HELP})", file=out)
         return 0

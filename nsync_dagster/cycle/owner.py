@@ -102,3 +102,15 @@ def claim_prefix(settings: RunConfig, store: BackupStore, production: Production
     """Before a backup's first object: claim the prefix for ``production`` (the first
     backup does), or confirm it is ours."""
     identity.claim(store, production, source_of(settings.prod), report)
+
+
+def others_note(store: BackupStore, mine: list[BackupInfo], day: str) -> str:
+    """`` (N backup(s) of that day there belong to another production ...)`` or ``""``: why a
+    reader found nothing although the bucket holds backups of ``day``."""
+    if store.owner_filter is None:
+        return ""
+    ours = {b.key_prefix for b in mine}
+    others = [b for b in store.list_backups(every_production=True)
+              if b.date == day and b.key_prefix not in ours]
+    return (f" ({len(others)} backup(s) of that day there belong to another production and "
+            "are never restored here)" if others else "")

@@ -15,7 +15,15 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from nsync_dagster.cycle import localcopy, owner, prepared, prepared_take, workclean, workspace
+from nsync_dagster.cycle import (
+    attempt,
+    localcopy,
+    owner,
+    prepared,
+    prepared_take,
+    workclean,
+    workspace,
+)
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.preflight import daily_preflight
 from nsync_dagster.cycle.results import BackupResult, RestoreResult, StagingResult
@@ -29,8 +37,8 @@ from nsync_dagster.postgres import roles, rolesettings, swap
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.postgres.restore import restore_dump
 from nsync_dagster.postgres.snapshot import Snapshot, take_snapshot
-from nsync_dagster.storage import identity, retention, s3retention
-from nsync_dagster.storage.s3catalog import CHECKSUMS_OK, BackupInfo
+from nsync_dagster.storage import retention, s3retention
+from nsync_dagster.storage.s3catalog import BackupInfo
 from nsync_dagster.storage.s3store import BackupStore
 
 log = logging.getLogger("nsync.pipeline")
@@ -62,7 +70,7 @@ def snapshot_step(settings: RunConfig, store: BackupStore, partition: str,
     another production claimed (:mod:`.owner`); the first backup step claims it.
     """
     # -- identity/workclean (issue 16): the sweep and the claim
-    if settings.work_dir.is_dir():
+    if workclean.anything_left(settings.work_dir):  # after a clean run, nothing is
         with one_daily_run(settings):
             workclean.sweep(settings.work_dir, partition, settings.staging.dbname, report)
     daily_preflight(settings.prod, settings.staging, settings.maintenance_db, store,
@@ -150,21 +158,10 @@ def _backup(settings: RunConfig, store: BackupStore, partition: str,
     info = json.loads(pointer.read_text())
     work = Path(info["work_dir"])
     manifest = Manifest.from_json((work / "manifest.json").read_text(), str(work))
-    # -- identity (issue 16): a retry never writes into an earlier attempt's folder
-    backup_id, folder, empty = _fresh_folder(store, partition, info["backup_id"], report)
-    if backup_id != manifest.backup_id:
-        manifest = manifest.model_copy(update={"backup_id": backup_id})
-    info["backup_id"] = backup_id
-    if manifest.production is not None:  # before the first object: listings tell whose it is
-        owner.claim_prefix(settings, store, manifest.production, report)
-        identity.mark(store, folder, manifest.production)
     started = time.monotonic()
-    try:
-        manifest = store.upload(work, manifest, folder, report)
-    except BaseException:  # the upload removed its objects; in a new folder, the marker too
-        if empty and manifest.production is not None:
-            identity.unmark(store, folder, manifest.production)
-        raise
+    # -- identity (issue 16): a retry never writes into an earlier attempt's checksummed folder
+    manifest, folder = attempt.upload(settings, store, work, manifest, partition, report)
+    snapshot_id, info["backup_id"] = info["backup_id"], manifest.backup_id
     upload_s = time.monotonic() - started
     verified = store.verify_objects(folder, report)
     # with S3 Object Lock, the new backup is locked for as long as its class is kept
@@ -174,7 +171,8 @@ def _backup(settings: RunConfig, store: BackupStore, partition: str,
         report(f"WARNING: {warning}")
     # staging's next copy, restored meanwhile (.prepared): waited for before the snapshot is
     # let go, so an interrupt here leaves the step retryable
-    ready = alongside.finish(info["backup_id"], folder, verified.etags) if alongside else None
+    ready = alongside.finish(info["backup_id"], folder, verified.etags,
+                             snapshot_id=snapshot_id) if alongside else None
     if keep_for_staging:
         localcopy.keep(settings.work_dir, work, backup_id=info["backup_id"], folder=folder,
                        etags=verified.etags)
@@ -187,25 +185,6 @@ def _backup(settings: RunConfig, store: BackupStore, partition: str,
         verify_s=round(time.monotonic() - started - upload_s, 2),
         objects_sha256=verified.manifest.objects_digest(), manifest=manifest,
         staging_prepared=ready)
-
-
-def _fresh_folder(store: BackupStore, partition: str, backup_id: str,
-                  report: Report) -> tuple[str, str, bool]:
-    """(backup id, S3 folder, whether it is empty) for the snapshot's upload: its own id, or
-    ``<id>-2``, ``-3``... when an earlier attempt's read-back already passed there (a failed
-    retry removes the objects it wrote: never those a checksummed manifest lists). A folder an
-    earlier attempt left unverified is written again."""
-    chosen, n = backup_id, 1
-    listed = store.fingerprints(store.folder(partition, chosen))
-    while CHECKSUMS_OK in listed:
-        n += 1
-        chosen = f"{backup_id}-{n}"
-        listed = store.fingerprints(store.folder(partition, chosen))
-    if chosen != backup_id:
-        report(f"an earlier attempt's backup {store.uri(store.folder(partition, backup_id))} "
-               f"was read back intact: this upload goes to its own folder, {chosen}, and "
-               "leaves that one untouched")
-    return chosen, store.folder(partition, chosen), not listed
 
 
 def restore_verified(settings: RunConfig, store: BackupStore, folder: str, target: PgTarget,
@@ -271,14 +250,9 @@ def partition_backup(store: BackupStore, partition: str) -> BackupInfo:
     candidates = [b for b in listed
                   if b.date == partition and b.status in ("checksummed", "verified")]
     if not candidates:
-        mine = {b.key_prefix for b in listed}
-        others = [b for b in store.list_backups(every_production=True)
-                  if b.date == partition and b.key_prefix not in mine]
         raise BackupStoreError(
             f"no checksummed backup for {partition} in {store.uri(store.prefix + '/')}: "
-            "materialize s3_backup first" + (
-                f" ({len(others)} backup(s) of that day there belong to another production "
-                "and are never restored here)" if others and store.owner_filter else ""))
+            "materialize s3_backup first" + owner.others_note(store, listed, partition))
     return candidates[-1]
 
 

@@ -50,6 +50,11 @@ def _named(pointer: Path) -> Path | None:
         return None
 
 
+def anything_left(work_root: Path) -> bool:
+    """Whether the work folder holds anything at all (a clean run leaves it empty)."""
+    return work_root.is_dir() and any(work_root.iterdir())
+
+
 def sweep(work_root: Path, partition: str, staging_db: str,
           report: Callable[[str], None] = log.info) -> list[str]:
     """Remove what no current pointer names (see the module); returns what was removed.

@@ -22,11 +22,14 @@ from nsync_dagster.cycle import pipeline, restore_anywhere
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.errors import BackupStoreError, PreflightError
-from nsync_dagster.postgres.identity import neon_endpoint, production_of
+from nsync_dagster.manifest import Production
+from nsync_dagster.postgres.identity import fingerprint, neon_endpoint, production_of
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.storage import identity
+from nsync_dagster.storage.crypto import AgeKeys
 from nsync_dagster.storage.retention import RetentionPolicy
 from nsync_dagster.storage.s3retention import apply, plan_store
+from nsync_dagster.storage.s3store import BackupStore
 from nsync_dagster_tests import oracle
 from nsync_dagster_tests.conftest import (
     OWNER,
@@ -121,7 +124,7 @@ def test_two_productions_sharing_a_bucket_prefix_and_work_folder_for_a_week(
         listing = io.StringIO()
         assert run_backups(listing) == 0
         assert "0 backup(s) in" in listing.getvalue()
-        assert f"the prefix belongs to database {PROD_DB} (OID" in listing.getvalue()
+        assert f"(the prefix belongs to database {PROD_DB} (OID" in listing.getvalue()
         assert f"({len(WEEK)} backup(s) of another production" in listing.getvalue()
     finally:
         _as_owner(pg_prod, PROD_DB, "DROP TABLE IF EXISTS public.identity_days")
@@ -224,3 +227,30 @@ def test_without_pg_control_system_the_server_address_stands_in(pg_prod, nsync_e
     assert neon_endpoint("db.example.com") is None
     assert pg_prod.psql("SELECT proacl IS NULL FROM pg_proc "
                         "WHERE oid = 'pg_control_system'::regproc", PROD_DB).strip() == "t"
+
+
+def test_two_first_backups_at_once_cannot_both_claim_the_prefix(s3_endpoint, bucket,
+                                                                monkeypatch):
+    """The claim is written only if absent (If-None-Match): the production that loses the
+    race is refused, not silently written over."""
+    store = BackupStore(s3_client(s3_endpoint), bucket, "nsync", age=AgeKeys())
+
+    def production(db: str, oid: int) -> Production:
+        fp = fingerprint("7716", "127.0.0.1:5432", db, oid, None)
+        return Production(fingerprint=fp, system_identifier="7716", server="127.0.0.1:5432",
+                          database=db, database_oid=oid)
+
+    a, b = production("shop", 16384), production("billing", 16390)
+    identity.claim(store, a, "127.0.0.1:5432/shop")
+    real = identity.read_claim
+    calls = []
+
+    def late(st):  # B read "no claim" just before A wrote it
+        calls.append(1)
+        return None if len(calls) == 1 else real(st)
+
+    monkeypatch.setattr(identity, "read_claim", late)
+    with pytest.raises(PreflightError, match="belongs to another production: database shop"):
+        identity.claim(store, b, "127.0.0.1:5432/billing")
+    assert real(store).production.fingerprint == a.fingerprint
+    assert identity.claim(store, a, "127.0.0.1:5432/shop").production == a
