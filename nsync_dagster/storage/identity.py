@@ -38,6 +38,8 @@ from nsync_dagster.storage.s3catalog import PRODUCTION_MARKER as MARKER
 from nsync_dagster.storage.s3catalog import BackupInfo
 
 log = logging.getLogger("nsync.identity")
+# refusals of If-None-Match by S3-compatible stores that do not implement it
+UNCONDITIONAL = ("NotImplemented", "InvalidArgument", "InvalidRequest")
 CLAIM = "_production.json"
 
 
@@ -134,11 +136,17 @@ def claim(store: Any, mine: Production, source: str,
               if b.production is None and b.has_manifest]
     adopted = [b.backup_id for b in legacy if legacy_source(store, b) == source]
     new = Claim(mine, source, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), adopted)
+    body = json.dumps(new.as_json(), indent=2).encode()
     try:  # only if absent
-        store.client.put_object(Bucket=store.bucket, Key=claim_key(store),
-                                Body=json.dumps(new.as_json(), indent=2).encode(),
-                                ContentType="application/json", IfNoneMatch="*",
-                                **store._extra())
+        try:
+            store.client.put_object(Bucket=store.bucket, Key=claim_key(store), Body=body,
+                                    ContentType="application/json", IfNoneMatch="*",
+                                    **store._extra())
+        except Exception as exc:
+            if _code(exc) not in UNCONDITIONAL:
+                raise
+            # an S3-compatible store without conditional writes: written, then read back
+            store.put_bytes(claim_key(store), body, "application/json")
         report(f"claimed {store.uri(store.prefix + '/')} for {describe(mine)}"
                + (f"; adopted {len(adopted)} of {len(legacy)} earlier backups naming "
                   f"{source}" if legacy else ""))
