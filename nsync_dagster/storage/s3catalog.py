@@ -138,6 +138,10 @@ class Catalog:
             if chosen and chosen[-1].status not in ok:
                 raise BackupStoreError(f"backup {spec} is {chosen[-1].status}, not {require}")
         if not chosen:
-            raise BackupStoreError(f"no {require} backup matches '{spec}' in "
-                                   f"{self.uri(self.prefix + '/')}; list them with 'nsync backups'")
+            others = (self.owner_filter is not None
+                      and len(self.list_backups(every_production=True)) > len(backups))
+            raise BackupStoreError(
+                f"no {require} backup matches '{spec}' in {self.uri(self.prefix + '/')}; list "
+                "them with 'nsync backups'" + (" (backups of another production there are "
+                                               "never chosen)" if others else ""))
         return chosen[-1]

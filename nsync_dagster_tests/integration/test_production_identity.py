@@ -110,7 +110,7 @@ def test_two_productions_sharing_a_bucket_prefix_and_work_folder_for_a_week(
         target = PgTarget("restore target", pg_staging.url(OWNER, STAGING_OWNER_PW,
                                                            unique_db("restored")))
         for spec in ("latest", WEEK[-1]):
-            with pytest.raises(BackupStoreError, match="no verified backup"):
+            with pytest.raises(BackupStoreError, match="no verified backup.*another production"):
                 restore_anywhere.restore_to(settings_b, store_b, spec, target, force=False)
         now = dt.datetime(2026, 11, 27, 12, tzinfo=dt.UTC)
         tight = RetentionPolicy(daily=1, weekly=1, monthly=1, min_verified=1)
