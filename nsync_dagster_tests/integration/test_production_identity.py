@@ -195,11 +195,12 @@ def test_a_shared_work_folder_keeps_each_configuration_to_its_own_files(pg_prod,
     b_dumps = sorted(p.parent for p in settings_b.work_dir.rglob("toc.dat"))
     assert len(b_dumps) == 1
     store_a = backup_store(settings_a, s3_from_env())
-    pipeline.snapshot_step(settings_a, store_a, WEEK[1])
-    pipeline.backup_step(settings_a, store_a, WEEK[1], keep_for_staging=False)
+    pipeline.snapshot_step(settings_a, store_a, WEEK[0])  # the same day's pointer name
+    pipeline.backup_step(settings_a, store_a, WEEK[0], keep_for_staging=False)
     assert sorted(p.parent for p in settings_b.work_dir.rglob("toc.dat")) == b_dumps
     out = pipeline.backup_step(settings_b, store_b, WEEK[0], keep_for_staging=False)
-    assert out.manifest.production.database == second_production
+    assert out.manifest.production.database == second_production  # B's dump, not A's
+    assert set(out.manifest.tables) == {"public.orders"}
 
 
 def test_without_pg_control_system_the_server_address_stands_in(pg_prod, nsync_env):
