@@ -138,7 +138,7 @@ def _rewrite(client, bucket: str, key: str, change) -> None:
 
 
 def test_backups_written_before_identities_are_adopted_by_the_production_they_name(
-        pg_prod, nsync_env):
+        pg_prod, pg_staging, nsync_env):
     """An old backup (no marker, no ``production``) naming this configuration's URL is
     adopted by the first claim: listed, restorable by id and expired by retention. One naming
     another URL is never listed nor deleted."""
@@ -174,6 +174,13 @@ def test_backups_written_before_identities_are_adopted_by_the_production_they_na
     assert [b.date for b in fresh.list_backups()] == ["2026-11-25", "2026-11-26"]
     assert fresh.find_to_restore(old.backup_id).key_prefix == old.folder
     assert fresh.read_manifest(old.folder).production is None  # still reads
+    target_db = unique_db("restored")  # and restores
+    target = PgTarget("restore target", pg_staging.url(OWNER, STAGING_OWNER_PW, target_db))
+    try:
+        restore_anywhere.restore_to(settings, fresh, old.backup_id, target, force=False)
+        oracle.assert_same(oracle.picture(pg_prod, PROD_DB), oracle.picture(pg_staging, target_db))
+    finally:
+        pg_staging.psql(f"DROP DATABASE IF EXISTS {target_db} WITH (FORCE)")
     now = dt.datetime(2026, 11, 26, 12, tzinfo=dt.UTC)
     tight = RetentionPolicy(daily=1, weekly=1, monthly=1, min_verified=1)
     plan, listed = plan_store(fresh, now.date(), tight, now=now)
