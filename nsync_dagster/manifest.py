@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from nsync_dagster.errors import ManifestError
 
 __all__ = ["MANIFEST_FORMAT", "RECORD_CHECKSUM", "BundleMember", "DatabaseFacts", "Encryption",
-           "Manifest", "ManifestError", "Matview", "Membership", "NeonReset", "Role", "S3Location",
-           "Sequence", "StoredObject", "Table"]
+           "Manifest", "ManifestError", "Matview", "Membership", "NeonReset", "Production", "Role",
+           "S3Location", "Sequence", "StoredObject", "Table"]
 
 # 2: "compression" (nsync's own zstd of the data objects) added
 # 3: table checksums may be "record:<sum>" (hash_record per row, see postgres.rowhash); a
@@ -164,6 +164,20 @@ class NeonReset(_Record):
     staging_passwords_set: list[str] = Field(default_factory=list)
 
 
+class Production(_Record):
+    """Which production a backup came from (see :mod:`nsync_dagster.storage.identity`).
+
+    Absent from manifests written before nsync recorded it (any format: an optional field
+    needs no new format, older readers keep it as an unknown key)."""
+
+    fingerprint: str
+    system_identifier: str | None = None
+    server: str
+    database: str
+    database_oid: int
+    neon_endpoint: str | None = None
+
+
 class Manifest(_Record):
     """Everything a restore is verified against, and every stored object's digest."""
 
@@ -193,6 +207,7 @@ class Manifest(_Record):
     database: DatabaseFacts
     staging_method: str | None = None
     neon_branch_reset: NeonReset | None = None
+    production: Production | None = None  # which production (None: written before nsync knew)
     # written by the upload
     encryption: Encryption | None = None
     objects: dict[str, StoredObject] = Field(default_factory=dict)

@@ -34,6 +34,7 @@ def run_backups(out=None, *, mode: str = "list") -> int:
     """``mode``: list, plan (dry run) or apply. 0 on success; 1 if S3 refused a deletion."""
     from nsync_dagster.cycle.config import RunConfig
     from nsync_dagster.cycle.store import backup_store
+    from nsync_dagster.storage import identity
     from nsync_dagster.storage.retention import policy_from_env
     from nsync_dagster.storage.s3retention import apply, plan_store
 
@@ -53,6 +54,13 @@ def run_backups(out=None, *, mode: str = "list") -> int:
             cls = classes.get((dt.date.fromisoformat(b.date), b.backup_id), "—")
             print(f"{b.date:<10}  {b.backup_id:<16}  {human_bytes(b.size):>10}  {b.objects:>7}  "
                   f"{b.status:<11}  {cls}", file=out)
+        claim = identity.read_claim(store)
+        if claim is not None:
+            print(f"(the prefix belongs to {identity.describe(claim.production)})", file=out)
+        others = len(store.list_backups(every_production=True)) - len(backups)
+        if others:
+            print(f"({others} backup(s) of another production under this prefix are not "
+                  "shown, restored or expired)", file=out)
         print(f"({STATUS_HELP})", file=out)
         print(f"({CLASS_HELP})", file=out)
         return 0

@@ -159,7 +159,7 @@ def reset_and_snapshot(settings: RunConfig, store: BackupStore, partition: str,
     if reset["staging_passwords_set"]:
         report("staging's own passwords (NSYNC_STAGING_PASSWORD_<ROLE>) set for: "
                + ", ".join(reset["staging_passwords_set"]))
-    snap = pipeline.snapshot_of(settings, settings.staging, partition, report)
+    snap = pipeline.snapshot_of(settings, store, settings.staging, partition, report)
     done = NeonReset.model_validate(reset)
     snap = dataclasses.replace(snap, manifest=snap.manifest.model_copy(update={
         "staging_method": METHOD, "neon_branch_reset": done}))

@@ -8,6 +8,9 @@ command requires.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -111,4 +114,15 @@ class RunConfig:
         for target in (config.prod, config.staging):
             if need_databases or target.url:
                 target.validate(tls_min)
-        return config
+        return dataclasses.replace(config, work_dir=config.work_dir / work_namespace(
+            config.prod, config.bucket, config.prefix))
+
+
+def work_namespace(prod: PgTarget, bucket: str, prefix: str) -> str:
+    """The work folder's subfolder for one production, bucket and prefix (``NSYNC_WORK_DIR``
+    may be shared by several configurations on one host: each cleans only its own files, see
+    :mod:`nsync_dagster.cycle.workclean`): ``<database>-<12 hex digits>``."""
+    where = f"{prod.host}:{prod.port}/{prod.dbname}" if prod.url else "-"
+    digest = hashlib.sha256(f"{where}|{bucket}|{prefix}".encode()).hexdigest()[:12]
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", prod.dbname if prod.url else "bucket")[:40]
+    return f"{name}-{digest}"

@@ -15,7 +15,15 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from nsync_dagster.cycle import localcopy, prepared, prepared_take, workspace
+from nsync_dagster.cycle import (
+    attempt,
+    localcopy,
+    owner,
+    prepared,
+    prepared_take,
+    workclean,
+    workspace,
+)
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.preflight import daily_preflight
 from nsync_dagster.cycle.results import BackupResult, RestoreResult, StagingResult
@@ -24,7 +32,7 @@ from nsync_dagster.errors import (
     BackupStoreError,
     SnapshotError,
 )
-from nsync_dagster.manifest import Manifest
+from nsync_dagster.manifest import Manifest, Production
 from nsync_dagster.postgres import roles, rolesettings, swap
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.postgres.restore import restore_dump
@@ -49,32 +57,39 @@ def private_work_dir(settings: RunConfig) -> Path:
 
 
 def _pointer(settings: RunConfig, partition: str) -> Path:
-    return settings.work_dir / f"snapshot-{partition}.json"
+    return workclean.pointer_path(settings.work_dir, partition)
 
 
 def snapshot_step(settings: RunConfig, store: BackupStore, partition: str,
                   report: Report = log.info) -> Snapshot:
     """Check everything, then dump production; remember the snapshot for the backup step.
 
-    A dump kept from an earlier run for staging (see :mod:`.localcopy`) is removed first, so the
-    work folder never holds more than one.
+    What earlier runs left in the work folder (a dump kept for staging, a dump no pointer names
+    after a kill, an upload that failed for good) is removed first (:mod:`.workclean`), so the
+    work folder never holds more than one dump. Pre-flight also refuses a backup prefix that
+    another production claimed (:mod:`.owner`); the first backup step claims it.
     """
-    if localcopy.exists(settings.work_dir):
+    # -- identity/workclean (issue 16): the sweep and the claim
+    if workclean.anything_left(settings.work_dir):  # after a clean run, nothing is
         with one_daily_run(settings):
-            localcopy.discard(settings.work_dir)
+            workclean.sweep(settings.work_dir, partition, settings.staging.dbname, report)
     daily_preflight(settings.prod, settings.staging, settings.maintenance_db, store,
                     settings.work_dir, settings.dump.pg_dump_level,
                     zstd_level=settings.dump.zstd_level)
+    production = owner.check_prefix(settings, store)
     with one_daily_run(settings):
-        return _snapshot(settings, partition, report)
+        return _snapshot(settings, partition, report, production)
 
 
-def snapshot_of(settings: RunConfig, source: PgTarget, partition: str,
+def snapshot_of(settings: RunConfig, store: BackupStore, source: PgTarget, partition: str,
                 report: Report = log.info) -> Snapshot:
     """The partition's snapshot taken from ``source`` instead of production (the branch-reset
-    method dumps the freshly reset staging branch); checks are the caller's."""
+    method dumps the freshly reset staging branch); checks are the caller's, but the backup
+    prefix is checked here for production (``settings.prod``), whose copy ``source`` is."""
+    production = owner.check_prefix(settings, store)
     with one_daily_run(settings):
-        return _snapshot(dataclasses.replace(settings, prod=source), partition, report)
+        return _snapshot(dataclasses.replace(settings, prod=source), partition, report,
+                         production)
 
 
 @contextlib.contextmanager
@@ -87,7 +102,8 @@ def one_daily_run(settings: RunConfig) -> Iterator[None]:
         yield
 
 
-def _snapshot(settings: RunConfig, partition: str, report: Report) -> Snapshot:
+def _snapshot(settings: RunConfig, partition: str, report: Report,
+              production: Production | None = None) -> Snapshot:
     backup_id = new_backup_id()
     while (private_work_dir(settings) / backup_id).exists():  # a backup of this same second
         time.sleep(0.1)
@@ -102,6 +118,10 @@ def _snapshot(settings: RunConfig, partition: str, report: Report) -> Snapshot:
             raise SnapshotError(workspace.disk_full_message(
                 settings.work_dir, "dumping production")) from None
         raise
+    if production is not None:  # which production this is (the manifest names it)
+        snap = dataclasses.replace(snap, manifest=snap.manifest.model_copy(
+            update={"production": production}))
+        (work / "manifest.json").write_text(snap.manifest.to_json())
     pointer = _pointer(settings, partition)
     if pointer.exists():  # an earlier snapshot of this day that was never uploaded
         shutil.rmtree(json.loads(pointer.read_text())["work_dir"], ignore_errors=True)
@@ -138,9 +158,10 @@ def _backup(settings: RunConfig, store: BackupStore, partition: str,
     info = json.loads(pointer.read_text())
     work = Path(info["work_dir"])
     manifest = Manifest.from_json((work / "manifest.json").read_text(), str(work))
-    folder = store.folder(partition, info["backup_id"])
     started = time.monotonic()
-    manifest = store.upload(work, manifest, folder, report)
+    # -- identity (issue 16): a retry never writes into an earlier attempt's checksummed folder
+    manifest, folder = attempt.upload(settings, store, work, manifest, partition, report)
+    snapshot_id, info["backup_id"] = info["backup_id"], manifest.backup_id
     upload_s = time.monotonic() - started
     verified = store.verify_objects(folder, report)
     # with S3 Object Lock, the new backup is locked for as long as its class is kept
@@ -150,7 +171,8 @@ def _backup(settings: RunConfig, store: BackupStore, partition: str,
         report(f"WARNING: {warning}")
     # staging's next copy, restored meanwhile (.prepared): waited for before the snapshot is
     # let go, so an interrupt here leaves the step retryable
-    ready = alongside.finish(info["backup_id"], folder, verified.etags) if alongside else None
+    ready = alongside.finish(info["backup_id"], folder, verified.etags,
+                             snapshot_id=snapshot_id) if alongside else None
     if keep_for_staging:
         localcopy.keep(settings.work_dir, work, backup_id=info["backup_id"], folder=folder,
                        etags=verified.etags)
@@ -224,11 +246,13 @@ def restore_verified(settings: RunConfig, store: BackupStore, folder: str, targe
 
 def partition_backup(store: BackupStore, partition: str) -> BackupInfo:
     """The partition's newest backup that was read back intact (checksummed or verified)."""
-    candidates = [b for b in store.list_backups()
+    listed = store.list_backups()
+    candidates = [b for b in listed
                   if b.date == partition and b.status in ("checksummed", "verified")]
     if not candidates:
-        raise BackupStoreError(f"no checksummed backup for {partition} in "
-                               f"{store.uri(store.prefix + '/')}: materialize s3_backup first")
+        raise BackupStoreError(
+            f"no checksummed backup for {partition} in {store.uri(store.prefix + '/')}: "
+            "materialize s3_backup first" + owner.others_note(store, listed, partition))
     return candidates[-1]
 
 

@@ -183,9 +183,12 @@ class Alongside:
             self._drop()
         self.report(f"{why}: the restore into {self.next} was stopped and its copy dropped")
 
-    def finish(self, backup_id: str, folder: str, etags: dict[str, str]) -> PreparedCopy:
+    def finish(self, backup_id: str, folder: str, etags: dict[str, str], *,
+               snapshot_id: str | None = None) -> PreparedCopy:
         """Wait for the restore; record it for the staging step when it succeeded, with the
-        S3 folder and the ETags of the read-back."""
+        backup id and S3 folder it was uploaded as and the ETags of the read-back.
+        ``snapshot_id``: the snapshot's own id when the upload went to a retry's folder
+        (``<id>-2``, see :mod:`.attempt`)."""
         waited = time.monotonic()
         self._join(None)
         self.finished = True
@@ -193,7 +196,7 @@ class Alongside:
         why = None
         if self.error is not None:
             why = f"it failed: {self.error}"
-        elif backup_id != self.backup_id:
+        elif (snapshot_id or backup_id) != self.backup_id:
             why = "the upload recorded another backup"
             self._drop()
         if why:
@@ -203,7 +206,7 @@ class Alongside:
             return PreparedCopy(prepared=False, why=why, wait_s=waited)
         assert self.result is not None
         record_path(self.settings.work_dir).write_text(json.dumps(
-            {**self.result, "folder": folder, "etags": etags}))
+            {**self.result, "backup_id": backup_id, "folder": folder, "etags": etags}))
         self.report(f"{self.next} restored from the local dump during the upload in "
                     f"{self.result['restore_s']:.1f}s (waited {waited:.1f}s after the "
                     "read-back); the staging step verifies it and swaps it in")

@@ -103,9 +103,11 @@ class ClientPrograms(Group):
         None,
         "Local scratch space for the dump (kept until s3_backup has uploaded and verified it) "
         "and for downloads during restores. Needs room for one full dump plus one download "
-        "(plus one copy of the largest dump file when age encryption is on). Created with "
-        "mode 0700: dumps hold real client data. The daily steps share it, so they must run "
-        "on the same machine.",
+        "(plus one copy of the largest dump file when age encryption is on). nsync works in "
+        "a subfolder per production, bucket and prefix (<database>-<hash>), created with mode "
+        "0700 (dumps hold real client data), so several configurations may share this folder; "
+        "each run first removes what failed or killed runs left there. The daily steps share "
+        "it, so they must run on the same machine.",
         unset="unset: <system temp dir>/nsync, e.g. /tmp/nsync", example="/var/lib/nsync/work",
         kind="directory path (created if missing)")
 

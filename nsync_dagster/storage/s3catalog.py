@@ -8,6 +8,7 @@ small); it uses only ``client``, ``bucket``, ``prefix`` and ``uri`` of the store
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from nsync_dagster.storage import s3access
 MANIFEST = "manifest.json"
 CHECKSUMS_OK = "_checksums_verified.json"
 RESTORE_OK = "_restore_verified.json"
+PRODUCTION_MARKER = "_production-"  # + fingerprint + ".json": see storage.identity
 
 
 @dataclass
@@ -33,6 +35,7 @@ class BackupInfo:
     restore_verified: bool = False
     last_modified: dt.datetime | None = None
     keys: list[str] = field(default_factory=list)
+    production: str | None = None  # the fingerprint its marker names (None: before markers)
 
     @property
     def status(self) -> str:
@@ -51,6 +54,8 @@ class Catalog:
     client: Any
     bucket: str
     prefix: str
+    # keeps one production's backups (set by cycle.owner; None: every backup is listed)
+    owner_filter: Callable[[list[BackupInfo]], list[BackupInfo]] | None = None
 
     def uri(self, key: str = "") -> str:
         return f"s3://{self.bucket}/{key}"
@@ -74,8 +79,9 @@ class Catalog:
         return out
 
 
-    def list_backups(self) -> list[BackupInfo]:
-        """Every backup folder under the prefix, oldest first (paginates past 1,000 keys)."""
+    def list_backups(self, *, every_production: bool = False) -> list[BackupInfo]:
+        """The backup folders under the prefix, oldest first (paginates past 1,000 keys): only
+        this store's production's (``owner_filter``) unless ``every_production``."""
         found: dict[str, BackupInfo] = {}
         paginator = self.client.get_paginator("list_objects_v2")
         try:
@@ -92,6 +98,8 @@ class Catalog:
                     info.has_manifest |= name == MANIFEST
                     info.checksums_verified |= name == CHECKSUMS_OK
                     info.restore_verified |= name == RESTORE_OK
+                    if name.startswith(PRODUCTION_MARKER) and name.endswith(".json"):
+                        info.production = name[len(PRODUCTION_MARKER):-len(".json")]
                     if not name.startswith("_") and name != MANIFEST:
                         info.size += obj["Size"]
                         info.objects += 1
@@ -102,7 +110,10 @@ class Catalog:
                 raise
             raise BackupStoreError(s3access.explain(exc, self.bucket, "list backups"),
                                    transient=s3access.is_transient(exc)) from None
-        return sorted(found.values(), key=lambda b: (b.date, b.backup_id))
+        listed = sorted(found.values(), key=lambda b: (b.date, b.backup_id))
+        if self.owner_filter is None or every_production:
+            return listed
+        return self.owner_filter(listed)
 
     def find_to_restore(self, spec: str) -> BackupInfo:
         """The backup a restore means: ``latest`` and dates pick only fully verified backups;
@@ -127,6 +138,10 @@ class Catalog:
             if chosen and chosen[-1].status not in ok:
                 raise BackupStoreError(f"backup {spec} is {chosen[-1].status}, not {require}")
         if not chosen:
-            raise BackupStoreError(f"no {require} backup matches '{spec}' in "
-                                   f"{self.uri(self.prefix + '/')}; list them with 'nsync backups'")
+            others = (self.owner_filter is not None
+                      and len(self.list_backups(every_production=True)) > len(backups))
+            raise BackupStoreError(
+                f"no {require} backup matches '{spec}' in {self.uri(self.prefix + '/')}; list "
+                "them with 'nsync backups'" + (" (backups of another production there are "
+                                               "never chosen)" if others else ""))
         return chosen[-1]

@@ -54,10 +54,14 @@ def test_daily_job_mirrors_production_exactly(pg_prod, pg_staging, nsync_env, in
     assert list(_statuses(nsync_env).values()) == ["verified"]
     keys = [o["Key"] for o in s3_client(nsync_env["AWS_ENDPOINT_URL"]).list_objects_v2(
         Bucket=nsync_env["NSYNC_BACKUP_BUCKET"])["Contents"]]
-    assert all(k.startswith("nsync/2026/11/27/") for k in keys)
+    # the backup's folder, and the claim of the prefix for this production (storage.identity)
+    assert all(k.startswith("nsync/2026/11/27/") for k in keys if k != "nsync/_production.json")
+    assert "nsync/_production.json" in keys
     assert any(k.endswith("/manifest.json") for k in keys)
     assert any(k.endswith("/dump/toc.dat") for k in keys)
-    work = Path(nsync_env["NSYNC_WORK_DIR"])
+    from nsync_dagster.cycle.config import RunConfig
+    work = RunConfig.from_env(nsync_env).work_dir  # NSYNC_WORK_DIR/<this configuration's>
+    assert work.parent == Path(nsync_env["NSYNC_WORK_DIR"])
     assert work.stat().st_mode & 0o077 == 0, "local dumps must be private to this user"
     assert list(work.iterdir()) == [], "local work files are removed after success"
 

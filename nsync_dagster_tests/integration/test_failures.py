@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import psycopg
 import pytest
 
@@ -63,6 +65,7 @@ def broken_prod(pg_prod, monkeypatch):
     pg_prod.psql(f"CREATE DATABASE {name} TEMPLATE {PROD_DB} OWNER {OWNER}")
     pg_prod.psql("CREATE EXTENSION dblink", dbname=name)
     monkeypatch.setenv("NSYNC_PROD_DATABASE_URL", pg_prod.url(OWNER, PROD_OWNER_PW, name))
+    monkeypatch.setenv("NSYNC_BACKUP_PREFIX", "broken")  # another production: its own prefix
     yield name
     pg_prod.psql(f"DROP DATABASE {name}")
 
@@ -75,7 +78,9 @@ def test_restore_error_fails_and_leaves_staging(pg_staging, nsync_env, instance,
     assert "pg_restore failed" in text and "dblink" in text
     assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert oracle.picture(pg_staging, staging_db(nsync_env)) == synced
-    assert _statuses(nsync_env) == ["verified", "checksummed"]  # uploaded, never restored
+    broken = {**nsync_env, "NSYNC_BACKUP_PREFIX": "broken",
+              "NSYNC_PROD_DATABASE_URL": os.environ["NSYNC_PROD_DATABASE_URL"]}
+    assert _statuses(broken) == ["checksummed"]  # uploaded, never restored
     assert _no_leftovers(pg_staging)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from pathlib import Path
 
 import boto3
 import dagster as dg
@@ -156,7 +155,7 @@ def test_daily_job_resets_staging_backs_it_up_and_verifies_then_recovery_test(
     assert manifest["staging_method"] == "neon-branch-reset"
     assert manifest["neon_branch_reset"]["source_branch_id"] == MAIN
     # nothing restores from the local dump in this mode: it is gone once the backup is read back
-    work = Path(branch_env["NSYNC_WORK_DIR"])
+    work = RunConfig.from_env(branch_env).work_dir
     assert not localcopy.exists(work) and not list(work.glob("*/dump")), list(work.iterdir())
 
     # the recovery test proves that backup restores (no daily run does in this mode)

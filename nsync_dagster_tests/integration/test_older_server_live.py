@@ -9,6 +9,7 @@ Uses Debian's PostgreSQL 15 server; skipped only when it is not installed.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,3 +103,11 @@ def test_daily_job_on_postgres_15_with_only_18_clients(pg15, s3_endpoint, bucket
     assert [str(d) for d in diffs] == []
     keys = s3_client(s3_endpoint).list_objects_v2(Bucket=bucket)["Contents"]
     assert any(k["Key"].endswith("/manifest.json") for k in keys)
+    # the backup names its production: pg_control_system() is executable by the Neon-shaped
+    # owner (not a superuser) on PostgreSQL 15 as shipped (postgres.identity)
+    manifest_key = next(k["Key"] for k in keys if k["Key"].endswith("/manifest.json"))
+    manifest = json.loads(s3_client(s3_endpoint).get_object(
+        Bucket=bucket, Key=manifest_key)["Body"].read())
+    sysid = prod.psql("SELECT system_identifier FROM pg_control_system()").strip()
+    assert manifest["production"]["system_identifier"] == sysid
+    assert manifest["production"]["database"] == PROD_DB

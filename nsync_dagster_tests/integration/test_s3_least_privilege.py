@@ -107,6 +107,9 @@ def test_shipped_policy_runs_daily_job_retention_and_restore(
     store = BackupStore(s3(url, admin), iam_bucket, "nsync")
     old = store.folder("2026-05-01", "20260501T060000Z")
     put_backup(store.client, iam_bucket, old, dump_files=3)
+    marker = next(o["Key"] for o in store.client.list_objects_v2(Bucket=iam_bucket)["Contents"]
+                  if "/_production-" in o["Key"])  # an old backup of this same production
+    store.client.put_object(Bucket=iam_bucket, Key=old + marker.rsplit("/", 1)[1], Body=b"{}")
     for key, value in {"NSYNC_RETENTION_DAILY": "1", "NSYNC_RETENTION_WEEKLY": "0",
                        "NSYNC_RETENTION_MONTHLY": "0", "NSYNC_RETENTION_MIN_VERIFIED": "1"}.items():
         monkeypatch.setenv(key, value)

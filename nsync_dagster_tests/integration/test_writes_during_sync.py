@@ -35,7 +35,7 @@ def _backup_folders(env) -> set[str]:
     listing = s3_client(env["AWS_ENDPOINT_URL"]).list_objects_v2(
         Bucket=env["NSYNC_BACKUP_BUCKET"])
     return {o["Key"].rsplit("/", 2)[0] for o in listing.get("Contents", [])
-            if "/dump/" not in o["Key"]}
+            if "/dump/" not in o["Key"] and not o["Key"].endswith("/_production.json")}
 
 
 def _events(result, kind: str) -> list:
