@@ -176,6 +176,7 @@ def test_monthly_asset_stores_and_sends_the_report(synced, monkeypatch, tmp_path
     monkeypatch.setenv("NSYNC_NOTIFY_BACKOFF_SECONDS", "0")
 
     def tick(instance) -> str:
+        # wall clock: it reads records Dagster stamps with the real time
         return run_alerts_tick(instance, notifier_from_env(), dt.datetime.now(dt.UTC))
 
     try:

@@ -103,12 +103,13 @@ def test_check_security_live(capsys, pg_staging, nsync_env, instance, receiver):
     pg_staging.psql("GRANT SELECT ON app.users TO support_agent; "
                     "ALTER TABLE app.projects NO FORCE ROW LEVEL SECURITY", dbname=db)
     # the CLI records in the instance DAGSTER_HOME names (here the test's): the sensor reads it
-    run_alerts_tick(instance, notifier_from_env(), dt.datetime.now(dt.UTC))  # monitoring starts
+    # wall clock (both ticks): the sensor reads records Dagster stamps with the real time
+    run_alerts_tick(instance, notifier_from_env(), dt.datetime.now(dt.UTC))  # wall clock: start
     code, out = cli(capsys, "check", "security", "--alert")
     assert code == 1, out
     assert "table app.users: staging grants SELECT to support_agent" in out, out
     assert "RLS on app.projects: forced on production, not on staging" in out, out
     assert "security_drift queued" in out and receiver.bodies("/hooks/nsync") == []
-    run_alerts_tick(instance, notifier_from_env(), dt.datetime.now(dt.UTC))  # the daemon's tick
+    run_alerts_tick(instance, notifier_from_env(), dt.datetime.now(dt.UTC))  # wall clock: tick
     [drift] = receiver.bodies("/hooks/nsync")
     assert drift["event"] == "security_drift" and drift["details"]["count"] == 2

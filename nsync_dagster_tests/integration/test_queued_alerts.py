@@ -32,6 +32,7 @@ def receiver(monkeypatch):
 
 
 def tick(instance, now=None):
+    # wall clock: the sensor reads notices and runs Dagster stamps with the real time
     return sensors.run_alerts_tick(instance, notifier_from_env(), now or dt.datetime.now(dt.UTC))
 
 
