@@ -114,8 +114,18 @@ def run_daily(partition: str | None = None, *, out=None) -> int:
             "committed); the unfinished copy was dropped and pg_dump/pg_restore stopped")
     if not result.success:
         failures, kinds = _failures(result)
-        error = DailyRunFailed(f"daily run {result.run_id} failed after {elapsed:.1f}s "
-                               "(staging was left as it was):\n  "
+        meta = _metadata(result)
+        backup = meta.get("s3_backup")
+        if backup and "staging_database" not in meta:  # not a failed backup: another incident
+            head = (f"daily run {result.run_id} failed after {elapsed:.1f}s: staging FAILED and "
+                    f"is NOT current for {partition} (the live copy was left as it was), but "
+                    f"the backup is SAFE: {backup['backup_id']}, {backup['size']} in "
+                    f"{backup['objects']} objects at {backup['location']}, every object read "
+                    "back and SHA-256 checked (`nsync backups` lists it as checksummed)")
+        else:
+            head = (f"daily run {result.run_id} failed after {elapsed:.1f}s (staging was left "
+                    "as it was)")
+        error = DailyRunFailed(head + ":\n  "
                                + "\n  ".join(failures or ["see the run in the Dagster UI"]))
         if kinds and kinds <= {"PreflightError", "ConfigError"}:
             error.exit_code = 2

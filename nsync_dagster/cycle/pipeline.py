@@ -15,13 +15,14 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from nsync_dagster.cycle import localcopy, prepared, prepared_take, workspace
+from nsync_dagster.cycle import localcopy, prepared, prepared_take, runlock, workspace
 from nsync_dagster.cycle.config import RunConfig
-from nsync_dagster.cycle.preflight import daily_preflight
+from nsync_dagster.cycle.preflight import daily_preflight, staging_preflight
 from nsync_dagster.cycle.results import BackupResult, RestoreResult, StagingResult
 from nsync_dagster.cycle.verification import verify_database
 from nsync_dagster.errors import (
     BackupStoreError,
+    PreflightError,
     SnapshotError,
 )
 from nsync_dagster.manifest import Manifest
@@ -56,17 +57,35 @@ def snapshot_step(settings: RunConfig, store: BackupStore, partition: str,
                   report: Report = log.info) -> Snapshot:
     """Check everything, then dump production; remember the snapshot for the backup step.
 
-    A dump kept from an earlier run for staging (see :mod:`.localcopy`) is removed first, so the
-    work folder never holds more than one.
+    The backup needs production and S3 only: staging's checks only warn here (the staging step
+    checks again and fails there), and one backup at a time is enforced by production's
+    advisory lock (:mod:`.runlock`), not staging's. A dump kept from an earlier run for staging
+    (see :mod:`.localcopy`) is removed first, so the work folder never holds more than one.
     """
     if localcopy.exists(settings.work_dir):
-        with one_daily_run(settings):
-            localcopy.discard(settings.work_dir)
-    daily_preflight(settings.prod, settings.staging, settings.maintenance_db, store,
-                    settings.work_dir, settings.dump.pg_dump_level,
-                    zstd_level=settings.dump.zstd_level)
-    with one_daily_run(settings):
+        with runlock.one_backup_at_a_time(settings, "snapshot"):
+            _discard_kept_copy(settings)
+    pf = daily_preflight(settings.prod, settings.staging, settings.maintenance_db, store,
+                         settings.work_dir, settings.dump.pg_dump_level,
+                         zstd_level=settings.dump.zstd_level, staging_required=False)
+    for warning in pf.facts.get("staging_warnings", []):
+        report(f"WARNING: staging is not ready ({warning}); the backup goes ahead without it, "
+               "and the staging step fails unless this is fixed by then")
+    with runlock.one_backup_at_a_time(settings, "snapshot"):
         return _snapshot(settings, partition, report)
+
+
+def _discard_kept_copy(settings: RunConfig) -> None:
+    """Remove the local copy an earlier run kept for staging, unless a staging step (which
+    holds staging's lock) may be restoring from it right now; with staging unreachable no
+    staging step can be using it."""
+    try:
+        conn = settings.staging.with_db(settings.maintenance_db).connect()
+    except PreflightError:
+        localcopy.discard(settings.work_dir)
+        return
+    with conn, swap.exclusive(conn, settings.staging.dbname):
+        localcopy.discard(settings.work_dir)
 
 
 def snapshot_of(settings: RunConfig, source: PgTarget, partition: str,
@@ -79,9 +98,10 @@ def snapshot_of(settings: RunConfig, source: PgTarget, partition: str,
 
 @contextlib.contextmanager
 def one_daily_run(settings: RunConfig) -> Iterator[None]:
-    """The staging database's advisory lock (``swap.exclusive``), held by each step of a daily
-    run: a second run started meanwhile is refused at once with a message naming the holder,
-    instead of overwriting the first one's snapshot or racing its swap."""
+    """The staging database's advisory lock (``swap.exclusive``), for work that needs staging
+    (the branch-reset method's snapshot): a second run started meanwhile is refused at once
+    with a message naming the holder. The restore method's snapshot and backup steps hold
+    production's lock instead (:mod:`.runlock`); the staging step takes staging's itself."""
     with settings.staging.with_db(settings.maintenance_db).connect() as conn, \
             swap.exclusive(conn, settings.staging.dbname):
         yield
@@ -118,10 +138,12 @@ def backup_step(settings: RunConfig, store: BackupStore, partition: str,
     The local copy is then kept for :func:`staging_step` (which restores from it only when it
     is provably what S3 holds, see :mod:`.localcopy`) or, with ``keep_for_staging=False``,
     removed at once. With both flags (and ``NSYNC_RESTORE_DURING_UPLOAD``), staging's next
-    copy is restored from the local dump during the upload (:mod:`.prepared`); this step waits
-    for it, and its failure is reported, never raised.
+    copy is restored from the local dump during the upload (:mod:`.prepared`); once the
+    read-back is done this step waits for it at most ``NSYNC_RESTORE_DURING_UPLOAD_WAIT``
+    seconds, and its failure is reported, never raised. Staging is not needed: one backup at a
+    time is production's lock (:mod:`.runlock`).
     """
-    with one_daily_run(settings), prepared.restore_alongside(
+    with runlock.one_backup_at_a_time(settings, "backup"), prepared.restore_alongside(
             settings, store, _pointer(settings, partition), report,
             enabled=keep_for_staging and restore_during_upload
             and settings.restore_during_upload) as alongside:
@@ -242,6 +264,7 @@ def staging_step(settings: RunConfig, store: BackupStore, partition: str,
     whichever way.
     """
     backup = partition_backup(store, partition)
+    staging_preflight(settings.staging, settings.maintenance_db)  # the backup needed none
     live = settings.staging.dbname
     nxt, _ = swap.names(live)
     maint = settings.staging.with_db(settings.maintenance_db)

@@ -94,6 +94,26 @@ def run_materializations(instance: dg.DagsterInstance, run_id: str) -> dict[str,
     return out
 
 
+def backup_for_day(instance: dg.DagsterInstance, day: str) -> dict[str, Any] | None:
+    """``s3_backup``'s metadata for ``day``'s newest backup (uploaded, read back and
+    checksummed: the step only materializes then), or None."""
+    result = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=BACKUP, asset_partitions=[day]), limit=1)
+    return metadata_of(result.records[0].event_log_entry) if result.records else None
+
+
+def backup_of_run(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict[str, Any] | None:
+    """``s3_backup``'s metadata when this run, or the run it retries (a retry from the failed
+    step reuses the first attempt's backup), uploaded and read back the backup."""
+    for run_id in (run.run_id, run.tags.get("dagster/parent_run_id"),
+                   run.tags.get("dagster/root_run_id")):
+        if run_id:
+            backup = run_materializations(instance, run_id).get(BACKUP.to_user_string())
+            if backup:
+                return backup
+    return None
+
+
 def runs_for_day(instance: dg.DagsterInstance, day: str,
                  statuses: list[dg.DagsterRunStatus] | None = None) -> list[dg.DagsterRun]:
     """Daily runs for one partition, newest first."""
