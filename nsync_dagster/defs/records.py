@@ -15,17 +15,20 @@ import dagster as dg
 from nsync_dagster.deadline import EASTERN
 
 DAILY_JOB = "daily_sync_job"
+RETENTION_JOB = "backup_retention_job"  # after each successful daily run (defs/daily/after_sync)
+AFTER_RUN_TAG = "nsync/after_run"  # on a retention run: the daily run it follows
 NOTIFY_TEST_JOB = "notification_test_job"
 # every job of the code location (an inventory test keeps this in step with the definitions),
 # plus the job Dagster uses for "Materialize" in the UI: the alert sensors watch their runs
 # however they were started (schedule, UI, CLI, retries)
-WATCHED_JOBS = frozenset({DAILY_JOB, NOTIFY_TEST_JOB, "recovery_test_job", "access_review_job",
-                          "__ASSET_JOB"})
+WATCHED_JOBS = frozenset({DAILY_JOB, RETENTION_JOB, NOTIFY_TEST_JOB, "recovery_test_job",
+                          "access_review_job", "__ASSET_JOB"})
 FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
             dg.DagsterRunStatus.CANCELED)
 STAGING = dg.AssetKey("staging_database")
 BACKUP = dg.AssetKey("s3_backup")
 SNAPSHOT = dg.AssetKey("prod_snapshot")
+RETENTION = dg.AssetKey("backup_retention")
 RECOVERY_TEST = dg.AssetKey("recovery_test_report")
 PARTITION_TAG = "dagster/partition"
 

@@ -51,19 +51,26 @@ def backup_safe(backup: dict[str, Any] | None) -> str | None:
 
 
 def run_failure(job: str, run_id: str, day: str | None, steps: list[str], error: str,
-                canceled: bool = False, backup: dict[str, Any] | None = None) -> Event:
+                canceled: bool = False, backup: dict[str, Any] | None = None,
+                after_sync: str | None = None) -> Event:
     """A run ended FAILURE, or CANCELED (terminated from outside): both page on-call.
 
     ``backup``: ``s3_backup``'s metadata when the run's backup was uploaded and read back
     before the failure: the message then says first that the backup is safe and that staging
-    is not current, which is a different incident from a failed backup."""
+    is not current, which is a different incident from a failed backup. ``after_sync``: for
+    work that runs after a successful sync (retention), what staging is (current and verified):
+    the message says the sync itself is done."""
     what = f"{job} {'was canceled' if canceled else 'failed'}" + (f" for {day}" if day else "")
     where = f" in {', '.join(steps)}" if steps else ""
     first = error.strip().splitlines()[0] if error else ""
     safe = backup_safe(backup)
     staging = ("left as it was (the live copy is only replaced after a verified restore)")
     details: dict[str, Any] = {}
-    if safe:
+    if after_sync:
+        what = f"{what}{where} after the sync (the sync is done, staging is current)"
+        where = ""
+        staging = after_sync
+    elif safe:
         what = f"{what}{where}: the backup is safe in S3, staging is NOT current"
         where = ""
         staging = f"NOT current: {staging}"

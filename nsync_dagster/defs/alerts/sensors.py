@@ -90,6 +90,9 @@ def run_alerts_tick(instance: dg.DagsterInstance, notifier: Notifier, now: dt.da
         day = run.tags.get(records.PARTITION_TAG)
         daily = bool(day) and (run.job_name == records.DAILY_JOB or  # or the UI's Materialize
                                records.STAGING in (run.asset_selection or ()))
+        if daily:  # after the swap: its own alert, never a failed sync
+            for event in watch.drift_events(instance, run):
+                _queue(state, f"run:{run.run_id}:security_drift", event, notifier, now)
         if run.status == dg.DagsterRunStatus.SUCCESS:
             if not daily:
                 continue
@@ -120,6 +123,11 @@ def run_alerts(context: dg.SensorEvaluationContext, notifier: NotifierResource) 
     * FAILURE or CANCELED (Terminate, run monitoring's max runtime, a signal) → ``run_failure``
       to on-call at once: the job, failed step, error (secrets masked), run and runbook links;
       the heartbeat's ``/fail`` for the daily job.
+    * ``staging_security_parity`` found a difference, or could not compare → its
+      ``security_drift`` alert (the check describes it; a channel that is down is retried
+      here instead of failing the sync);
+    * ``backup_retention_job`` (after a sync) FAILURE → ``run_failure`` naming it and saying
+      the sync is done and staging current; no heartbeat ``/fail``;
     * a successful daily run → the director's confirmation (backup size, location, checksum,
       time to spare before 06:00, the last recovery test, the last 14 days at a glance: an
       HTML chart by e-mail, text elsewhere, data in the webhook), the heartbeat ping, and

@@ -81,12 +81,35 @@ def failure_event(instance: dg.DagsterInstance, run: dg.DagsterRun,
     back before the failure, the alert says the backup is safe and staging is not current."""
     steps, message = failed_steps(instance, run.run_id)
     ending = records.run_message(instance, run.run_id)
-    backup = records.backup_of_run(instance, run) if run.tags.get(records.PARTITION_TAG) \
-        else None
-    return alerts.run_failure(run.job_name, run.run_id, run.tags.get(records.PARTITION_TAG),
+    day = run.tags.get(records.PARTITION_TAG)
+    backup = records.backup_of_run(instance, run) if day else None
+    after_sync = None
+    if run.job_name == records.RETENTION_JOB:  # started only after a successful daily run
+        after_sync = (f"current and verified: the daily run "
+                      f"{run.tags.get(records.AFTER_RUN_TAG, '?')} synced {day} before "
+                      "retention ran; only applying the retention policy failed")
+    return alerts.run_failure(run.job_name, run.run_id, day,
                               steps, message or ending or fallback_message,
                               canceled=run.status == dg.DagsterRunStatus.CANCELED,
-                              backup=backup)
+                              backup=backup, after_sync=after_sync)
+
+
+PARITY_CHECK, DRIFT_ALERT = "staging_security_parity", "drift_alert"  # defs/security/parity.py
+
+
+def drift_events(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[Event]:
+    """The ``security_drift`` alerts the run's ``staging_security_parity`` check described (it
+    never sends them itself: a channel that is down must not fail a verified sync)."""
+    out = []
+    for entry in instance.all_logs(run.run_id,
+                                   of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = entry.dagster_event.event_specific_data
+        if evaluation.check_name != PARITY_CHECK:
+            continue
+        alert = evaluation.metadata.get(DRIFT_ALERT)
+        if alert is not None:
+            out.append(Event(**alert.value))
+    return out
 
 
 def success_events(instance: dg.DagsterInstance, run: dg.DagsterRun,
