@@ -128,3 +128,27 @@ def test_a_drift_alert_that_cannot_be_sent_does_not_fail_the_sync(
     assert "run_failure" not in said
     assert f"/ping/{TOKEN}" in [r["path"] for r in hc.requests]
     assert f"/ping/{TOKEN}/fail" not in [r["path"] for r in hc.requests]
+
+
+def test_retention_follows_each_successful_daily_run_once(nsync_env, instance):
+    """The daemon's way (schedule, UI, retries): retention_after_sync asks for one retention
+    run per successful daily run, and none when that run already has one (``nsync run daily``
+    runs it itself)."""
+    import dagster as dg
+
+    from nsync_dagster.definitions import defs
+    from nsync_dagster.defs.daily.after_sync import retention_after_sync
+
+    context = dg.build_sensor_context(instance=instance)
+    assert isinstance(retention_after_sync(context), dg.SkipReason)  # watching from now on
+    start = context.cursor
+    result = run_daily_job(instance, DAY)
+    assert result.success, failure_text(result)
+    [request] = retention_after_sync(dg.build_sensor_context(instance=instance, cursor=start))
+    assert request.partition_key == DAY
+    assert request.tags[records.AFTER_RUN_TAG] == result.run_id
+    done = defs().resolve_job_def(records.RETENTION_JOB).execute_in_process(
+        instance=instance, partition_key=DAY, tags={records.AFTER_RUN_TAG: result.run_id})
+    assert done.success
+    again = retention_after_sync(dg.build_sensor_context(instance=instance, cursor=start))
+    assert isinstance(again, dg.SkipReason), again
