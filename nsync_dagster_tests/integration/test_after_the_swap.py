@@ -152,3 +152,30 @@ def test_retention_follows_each_successful_daily_run_once(nsync_env, instance):
     assert done.success
     again = retention_after_sync(dg.build_sensor_context(instance=instance, cursor=start))
     assert isinstance(again, dg.SkipReason), again
+
+
+def test_posture_checks_that_cannot_run_fail_as_checks_not_as_the_sync(nsync_env, instance,
+                                                                     monkeypatch):
+    """Both checks after the swap with production unreachable (a closed port): the run they
+    are in still succeeds, each check fails, and the parity check describes its alert."""
+    import dagster as dg
+
+    from nsync_dagster.definitions import defs
+    from nsync_dagster.defs.daily.assets import staging_database
+    from nsync_dagster.defs.security.access_check import staging_access_list
+    from nsync_dagster.defs.security.parity import staging_security_parity
+
+    monkeypatch.setenv("NSYNC_PROD_DATABASE_URL", "postgresql://nobody@127.0.0.1:9/nothing")
+    keys = [dg.AssetCheckKey(dg.AssetKey("staging_database"), name)
+            for name in ("staging_security_parity", "staging_access_list")]
+    result = dg.materialize([staging_database, staging_security_parity, staging_access_list],
+                            selection=dg.AssetSelection.checks(*keys), instance=instance,
+                            resources=defs().resources, raise_on_error=False)
+    assert result.success, failure_text(result)
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert not checks["staging_security_parity"].passed
+    assert not checks["staging_access_list"].passed
+    assert "cannot reach NSYNC_PROD_DATABASE_URL" in checks["staging_access_list"].description
+    [alert] = watch.drift_events(instance, instance.get_run_by_id(result.run_id))
+    assert alert.event == "security_drift"
+    assert alert.summary.startswith("Staging's security posture could not be compared")
