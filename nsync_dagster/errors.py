@@ -54,6 +54,11 @@ class SwapError(NsyncError):
     """Swapping the new staging copy in failed; the old copy was put back."""
 
 
+class BackupInProgress(NsyncError):
+    """Another nsync run is backing up the same production database into the same bucket and
+    prefix right now; this one was refused before it changed anything."""
+
+
 class ServerBusy(NsyncError):
     """Another nsync run holds the staging server (a rebuild or a recovery test) for longer
     than NSYNC_RESTORE_LOCK_WAIT; nothing was changed."""

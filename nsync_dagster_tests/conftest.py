@@ -231,6 +231,16 @@ def run_daily_job(instance: dg.DagsterInstance, partition: str = "2026-11-27",
                                   raise_on_error=False)
 
 
+def run_retention_job(instance: dg.DagsterInstance, partition: str = "2026-11-27",
+                      ) -> dg.ExecuteInProcessResult:
+    """``backup_retention_job`` as it runs after a successful daily run (its own run)."""
+    from nsync_dagster.definitions import defs
+
+    job = defs().resolve_job_def("backup_retention_job")
+    return job.execute_in_process(instance=instance, partition_key=partition,
+                                  raise_on_error=False)
+
+
 def failure_text(result: dg.ExecuteInProcessResult) -> str:
     out = []
     for event in result.all_events:

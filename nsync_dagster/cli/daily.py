@@ -106,7 +106,8 @@ def run_daily(partition: str | None = None, *, out=None) -> int:
         result = job.execute_in_process(
             instance=inst, partition_key=partition, raise_on_error=False, tags=_process_tags(),
             run_config=console_logging())
-    elapsed = time.monotonic() - started
+        elapsed = time.monotonic() - started
+        after = _retention_after(inst, partition, result.run_id) if result.success else None
     if not result.success and _interrupted(result):
         raise DailyRunInterrupted(
             f"daily run {result.run_id} was interrupted after {elapsed:.1f}s: staging holds a "
@@ -114,8 +115,18 @@ def run_daily(partition: str | None = None, *, out=None) -> int:
             "committed); the unfinished copy was dropped and pg_dump/pg_restore stopped")
     if not result.success:
         failures, kinds = _failures(result)
-        error = DailyRunFailed(f"daily run {result.run_id} failed after {elapsed:.1f}s "
-                               "(staging was left as it was):\n  "
+        meta = _metadata(result)
+        backup = meta.get("s3_backup")
+        if backup and "staging_database" not in meta:  # not a failed backup: another incident
+            head = (f"daily run {result.run_id} failed after {elapsed:.1f}s: staging FAILED and "
+                    f"is NOT current for {partition} (the live copy was left as it was), but "
+                    f"the backup is SAFE: {backup['backup_id']}, {backup['size']} in "
+                    f"{backup['objects']} objects at {backup['location']}, every object read "
+                    "back and SHA-256 checked (`nsync backups` lists it as checksummed)")
+        else:
+            head = (f"daily run {result.run_id} failed after {elapsed:.1f}s (staging was left "
+                    "as it was)")
+        error = DailyRunFailed(head + ":\n  "
                                + "\n  ".join(failures or ["see the run in the Dagster UI"]))
         if kinds and kinds <= {"PreflightError", "ConfigError"}:
             error.exit_code = 2
@@ -126,7 +137,37 @@ def run_daily(partition: str | None = None, *, out=None) -> int:
         detail = f": {check.description}" if check.description and not check.passed \
             else ""
         print(f"  check       {check.check_name} {state}{detail}", file=out)
+    _report_retention(after, out)
     return 0
+
+
+def _retention_after(inst: dg.DagsterInstance, partition: str,
+                     daily_run_id: str) -> dg.ExecuteInProcessResult:
+    """``backup_retention_job`` for the partition, as its own run after the daily run (tagged
+    with it, so the daemon's ``retention_after_sync`` does not start another)."""
+    from nsync_dagster.definitions import defs
+    from nsync_dagster.defs.records import AFTER_RUN_TAG, RETENTION_JOB
+
+    return defs().resolve_job_def(RETENTION_JOB).execute_in_process(
+        instance=inst, partition_key=partition, raise_on_error=False,
+        tags={**_process_tags(), AFTER_RUN_TAG: daily_run_id}, run_config=console_logging())
+
+
+def _report_retention(after: dg.ExecuteInProcessResult | None, out) -> None:
+    """The retention run's outcome. Its failure does not undo the sync (exit status 0), so it
+    is said loudly here and alerted on its own (``run_failure`` of backup_retention_job)."""
+    if after is None:
+        return
+    if after.success:
+        meta = _metadata(after).get("backup_retention", {})
+        print(f"  retention   {meta.get('deleted', 0)} old backup(s) deleted, "
+              f"{meta.get('kept', '?')} kept (run {after.run_id})", file=out)
+        return
+    failures, _ = _failures(after)
+    print(f"nsync: WARNING: the sync is done and staging is current, but backup retention "
+          f"FAILED after it (run {after.run_id}, alerted as its own run_failure of "
+          "backup_retention_job):\n  " + "\n  ".join(failures or ["see the run"]),
+          file=sys.stderr, flush=True)
 
 
 def run_recovery_test(backup: str, out=None) -> int:

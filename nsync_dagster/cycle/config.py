@@ -61,6 +61,7 @@ class RunConfig:
     age_identity: str | None = field(default=None, repr=False)
     tls_min: str = "verify-full"
     restore_during_upload: bool = True
+    restore_during_upload_wait_s: int = 120
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, need_databases: bool = True,
@@ -110,6 +111,7 @@ class RunConfig:
             staging_only_roles=access.staging_only_roles,
             age_recipients=age.recipients, age_identity=age.identity, tls_min=tls_min,
             restore_during_upload=tuning.restore_during_upload,
+            restore_during_upload_wait_s=tuning.restore_during_upload_wait,
         )
         for target in (config.prod, config.staging):
             if need_databases or target.url:

@@ -21,11 +21,12 @@ from nsync_dagster.cycle import (
     owner,
     prepared,
     prepared_take,
+    runlock,
     workclean,
     workspace,
 )
 from nsync_dagster.cycle.config import RunConfig
-from nsync_dagster.cycle.preflight import daily_preflight
+from nsync_dagster.cycle.preflight import daily_preflight, staging_preflight
 from nsync_dagster.cycle.results import BackupResult, RestoreResult, StagingResult
 from nsync_dagster.cycle.verification import verify_database
 from nsync_dagster.errors import (
@@ -64,20 +65,28 @@ def snapshot_step(settings: RunConfig, store: BackupStore, partition: str,
                   report: Report = log.info) -> Snapshot:
     """Check everything, then dump production; remember the snapshot for the backup step.
 
-    What earlier runs left in the work folder (a dump kept for staging, a dump no pointer names
-    after a kill, an upload that failed for good) is removed first (:mod:`.workclean`), so the
-    work folder never holds more than one dump. Pre-flight also refuses a backup prefix that
-    another production claimed (:mod:`.owner`); the first backup step claims it.
+    The backup needs production and S3 only: staging's checks only warn here (the staging step
+    checks again and fails there), and one backup at a time is enforced by production's
+    advisory lock (:mod:`.runlock`), not staging's. What earlier runs left in the work folder
+    (a dump no pointer names after a kill, an upload that failed for good, and, while no
+    staging step is using them, the copy kept for staging and its downloads) is removed first
+    (:mod:`.workclean`), so the work folder never holds more than one dump. Pre-flight also
+    refuses a backup prefix that another production claimed (:mod:`.owner`); the first backup
+    step claims it.
     """
-    # -- identity/workclean (issue 16): the sweep and the claim
     if workclean.anything_left(settings.work_dir):  # after a clean run, nothing is
-        with one_daily_run(settings):
-            workclean.sweep(settings.work_dir, partition, settings.staging.dbname, report)
-    daily_preflight(settings.prod, settings.staging, settings.maintenance_db, store,
-                    settings.work_dir, settings.dump.pg_dump_level,
-                    zstd_level=settings.dump.zstd_level)
+        with runlock.one_backup_at_a_time(settings, "snapshot"), \
+                workclean.staging_idle(settings) as idle:
+            workclean.sweep(settings.work_dir, partition, settings.staging.dbname, report,
+                            staging_files=idle)
+    pf = daily_preflight(settings.prod, settings.staging, settings.maintenance_db, store,
+                         settings.work_dir, settings.dump.pg_dump_level,
+                         zstd_level=settings.dump.zstd_level, staging_required=False)
+    for warning in pf.facts.get("staging_warnings", []):
+        report(f"WARNING: staging is not ready ({warning}); the backup goes ahead without it, "
+               "and the staging step fails unless this is fixed by then")
     production = owner.check_prefix(settings, store)
-    with one_daily_run(settings):
+    with runlock.one_backup_at_a_time(settings, "snapshot"):
         return _snapshot(settings, partition, report, production)
 
 
@@ -94,9 +103,10 @@ def snapshot_of(settings: RunConfig, store: BackupStore, source: PgTarget, parti
 
 @contextlib.contextmanager
 def one_daily_run(settings: RunConfig) -> Iterator[None]:
-    """The staging database's advisory lock (``swap.exclusive``), held by each step of a daily
-    run: a second run started meanwhile is refused at once with a message naming the holder,
-    instead of overwriting the first one's snapshot or racing its swap."""
+    """The staging database's advisory lock (``swap.exclusive``), for work that needs staging
+    (the branch-reset method's snapshot): a second run started meanwhile is refused at once
+    with a message naming the holder. The restore method's snapshot and backup steps hold
+    production's lock instead (:mod:`.runlock`); the staging step takes staging's itself."""
     with settings.staging.with_db(settings.maintenance_db).connect() as conn, \
             swap.exclusive(conn, settings.staging.dbname):
         yield
@@ -138,10 +148,12 @@ def backup_step(settings: RunConfig, store: BackupStore, partition: str,
     The local copy is then kept for :func:`staging_step` (which restores from it only when it
     is provably what S3 holds, see :mod:`.localcopy`) or, with ``keep_for_staging=False``,
     removed at once. With both flags (and ``NSYNC_RESTORE_DURING_UPLOAD``), staging's next
-    copy is restored from the local dump during the upload (:mod:`.prepared`); this step waits
-    for it, and its failure is reported, never raised.
+    copy is restored from the local dump during the upload (:mod:`.prepared`); once the
+    read-back is done this step waits for it at most ``NSYNC_RESTORE_DURING_UPLOAD_WAIT``
+    seconds, and its failure is reported, never raised. Staging is not needed: one backup at a
+    time is production's lock (:mod:`.runlock`).
     """
-    with one_daily_run(settings), prepared.restore_alongside(
+    with runlock.one_backup_at_a_time(settings, "backup"), prepared.restore_alongside(
             settings, store, _pointer(settings, partition), report,
             enabled=keep_for_staging and restore_during_upload
             and settings.restore_during_upload) as alongside:
@@ -266,6 +278,7 @@ def staging_step(settings: RunConfig, store: BackupStore, partition: str,
     whichever way.
     """
     backup = partition_backup(store, partition)
+    staging_preflight(settings.staging, settings.maintenance_db)  # the backup needed none
     live = settings.staging.dbname
     nxt, _ = swap.names(live)
     maint = settings.staging.with_db(settings.maintenance_db)

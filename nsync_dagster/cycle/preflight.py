@@ -188,19 +188,43 @@ def check_work_dir(pf: Preflight, prod: PgTarget, work_dir: Path, compress: int,
 
 def daily_preflight(prod: PgTarget, staging: PgTarget, maintenance_db: str,
                     store: BackupStore, work_dir: Path | None = None,
-                    compress: int = 1, zstd_level: int = 0) -> Preflight:
+                    compress: int = 1, zstd_level: int = 0, *,
+                    staging_required: bool = True) -> Preflight:
     """Everything the daily job needs, checked before it dumps anything (``work_dir``: also
-    that the dump fits there)."""
+    that the dump fits there).
+
+    With ``staging_required=False`` (the restore method's snapshot step: the backup needs
+    production and S3 only) staging's checks are run too, but a failure is only a warning,
+    kept in ``facts["staging_warnings"]``: the staging step checks staging again
+    (:func:`staging_preflight`) and fails there, after the backup is safe."""
     pf = Preflight()
     if store.age is not None and store.age.enabled:
         pf.run("client-side encryption keys", lambda: store.age.check(need_identity=True))
     check_production(pf, prod)
     if work_dir is not None and not pf.failures:
         check_work_dir(pf, prod, work_dir, compress, zstd_level)
-    check_staging(pf, staging, maintenance_db)
+    if staging_required:
+        check_staging(pf, staging, maintenance_db)
+    else:
+        ahead = Preflight()
+        check_staging(ahead, staging, maintenance_db)
+        pf.facts["staging_warnings"] = [f"{r.name}: {r.detail}" for r in ahead.failures]
     check_not_same(pf, prod, staging)
     check_bucket(pf, store)
     for r in pf.results:
         log.info("check %s: %s (%.2fs) %s", r.name, "ok" if r.ok else "FAILED", r.seconds, r.detail)
     pf.raise_if_failed()
+    return pf
+
+
+def staging_preflight(staging: PgTarget, maintenance_db: str) -> Preflight:
+    """Staging's checks, run by the staging step before it touches staging: reachable, the
+    role may create databases, the name leaves room for ``__nsync_next``, pg_restore connects.
+    A failure raises :class:`PreflightError` saying staging was not touched."""
+    pf = Preflight()
+    check_staging(pf, staging, maintenance_db)
+    if pf.failures:
+        lines = "\n".join(f"  - {r.name}: {r.detail}" for r in pf.failures)
+        raise PreflightError(f"staging cannot be rebuilt; it was not touched and is not "
+                             f"current:\n{lines}")
     return pf

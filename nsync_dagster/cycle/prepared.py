@@ -1,7 +1,8 @@
 """Staging's next copy restored from the local dump while the backup step uploads it.
 
-The backup step (holding the staging locks: ``swap.exclusive`` through ``one_daily_run`` and
-the server's restore slot, taken only when free) starts a background thread that restores the
+The backup step (with staging's locks, ``swap.exclusive`` and the server's restore slot, each
+taken here only when free: a busy or unreachable staging just means no restore during the
+upload, never a failed backup) starts a background thread that restores the
 fresh local dump into ``<db>__nsync_next`` while the dump is compressed, uploaded and read back.
 The thread hashes (SHA-256) every file while ``pg_restore`` reads it and checks afterwards that
 no file was written meanwhile (same inode, size and modification time), so the hashes are those
@@ -9,6 +10,16 @@ of the bytes restored. It marks the copy with a random token (the database's COM
 the read-back has succeeded, the backup step records ``prepared-for-staging.json`` in the work
 folder. A failed background restore never fails the backup: it is reported, its copy dropped,
 and staging restores as before. An interrupted or failed backup stops it and drops the copy.
+
+The backup step never waits for it past its own work by more than
+``NSYNC_RESTORE_DURING_UPLOAD_WAIT`` seconds (default 120) once the read-back is done. A restore
+still running then is **stopped and its copy dropped**, the staging step restores the usual way
+(from the proved local copy, else S3). Letting it run on would need the thread, its pg_restore
+and staging's locks to outlive the backup step, so a retry of the staging step, a run in
+another process (the step-per-process executors) or run monitoring's max runtime could meet a
+half-built copy whose owner is gone; a restore that slow is redone in the staging step, which
+has the rest of the night and its own limits (``NSYNC_RESTORE_TIMEOUT``, max runtime), while
+the backup is already recorded as safe.
 
 The staging step uses the copy only if all of this holds (else it drops it and restores as
 before, see :mod:`.localcopy`):
@@ -44,7 +55,7 @@ from psycopg import sql
 
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.results import PreparedCopy
-from nsync_dagster.errors import RestoreError
+from nsync_dagster.errors import RestoreError, SwapError
 from nsync_dagster.manifest import Manifest
 from nsync_dagster.postgres import interruptible, roles, swap
 from nsync_dagster.postgres.restore import restore_dump
@@ -185,18 +196,25 @@ class Alongside:
 
     def finish(self, backup_id: str, folder: str, etags: dict[str, str], *,
                snapshot_id: str | None = None) -> PreparedCopy:
-        """Wait for the restore; record it for the staging step when it succeeded, with the
-        backup id and S3 folder it was uploaded as and the ETags of the read-back.
+        """Wait for the restore, at most ``NSYNC_RESTORE_DURING_UPLOAD_WAIT`` seconds (then it
+        is stopped and its copy dropped); record it for the staging step when it succeeded,
+        with the backup id and S3 folder it was uploaded as and the ETags of the read-back.
         ``snapshot_id``: the snapshot's own id when the upload went to a retry's folder
         (``<id>-2``, see :mod:`.attempt`)."""
         waited = time.monotonic()
-        self._join(None)
-        self.finished = True
+        limit = self.settings.restore_during_upload_wait_s
+        done = self._join(float(limit))
         waited = round(time.monotonic() - waited, 2)
         why = None
-        if self.error is not None:
+        if not done:
+            why = (f"it was still running {limit}s after the read-back "
+                   "(NSYNC_RESTORE_DURING_UPLOAD_WAIT); it was stopped so that it cannot hold "
+                   "the backup")
+            self.cancel("the backup is done")
+        self.finished = True
+        if why is None and self.error is not None:
             why = f"it failed: {self.error}"
-        elif (snapshot_id or backup_id) != self.backup_id:
+        elif why is None and (snapshot_id or backup_id) != self.backup_id:
             why = "the upload recorded another backup"
             self._drop()
         if why:
@@ -211,6 +229,21 @@ class Alongside:
                     f"{self.result['restore_s']:.1f}s (waited {waited:.1f}s after the "
                     "read-back); the staging step verifies it and swaps it in")
         return PreparedCopy(prepared=True, restore_s=self.result["restore_s"], wait_s=waited)
+
+
+@contextlib.contextmanager
+def _staging_lock_if_free(conn: Any, live: str, report: Report) -> Iterator[bool]:
+    """Staging's rebuild lock (``swap.exclusive``) when free: yields False at once, with a
+    note, when another run is rebuilding staging (then nothing is restored beside the upload).
+    """
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(swap.exclusive(conn, live))
+        except SwapError as exc:
+            report(f"not restoring staging during the backup: {exc}")
+            yield False
+            return
+        yield True
 
 
 @contextlib.contextmanager
@@ -234,8 +267,12 @@ def restore_alongside(settings: RunConfig, store: BackupStore, snapshot: Path, r
         report(f"WARNING: not restoring staging during the backup: {exc}")
         yield None
         return
-    with conn, swap.restore_slot_if_free(
-            conn, f"restore of {settings.staging.dbname} during the backup") as free:
+    with conn, _staging_lock_if_free(conn, settings.staging.dbname, report) as mine, \
+            swap.restore_slot_if_free(
+                conn, f"restore of {settings.staging.dbname} during the backup") as free:
+        if not mine:
+            yield None
+            return
         if not free:
             report("another restore is running on the staging server: staging is restored "
                    "after the backup instead of during it")

@@ -23,14 +23,17 @@ configuration's files, nor a recovery test's or ``nsync restore``'s downloads.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from nsync_dagster.cycle import localcopy, prepared
+from nsync_dagster.cycle.config import RunConfig
+from nsync_dagster.errors import NsyncError
 from nsync_dagster.postgres import swap
 
 log = logging.getLogger("nsync.workclean")
@@ -55,19 +58,42 @@ def anything_left(work_root: Path) -> bool:
     return work_root.is_dir() and any(work_root.iterdir())
 
 
+@contextlib.contextmanager
+def staging_idle(settings: RunConfig) -> Iterator[bool]:
+    """Whether no staging step can be using the work folder's staging files (the kept copy,
+    the prepared copy's record, a download) while the block runs: True while this holds
+    staging's lock, or when staging cannot be reached (no staging step can run then); False
+    while another run's staging step holds it. Never fails: the backup does not wait on
+    staging."""
+    try:
+        conn = settings.staging.with_db(settings.maintenance_db).connect()
+    except NsyncError:
+        yield True
+        return
+    with conn, contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(swap.exclusive(conn, settings.staging.dbname))
+        except NsyncError:
+            yield False
+            return
+        yield True
+
+
 def sweep(work_root: Path, partition: str, staging_db: str,
-          report: Callable[[str], None] = log.info) -> list[str]:
+          report: Callable[[str], None] = log.info, *, staging_files: bool = True) -> list[str]:
     """Remove what no current pointer names (see the module); returns what was removed.
 
-    Call with the daily run's lock held (``pipeline.one_daily_run``).
+    Call with the backup's lock held (``runlock.one_backup_at_a_time``); ``staging_files``:
+    also the staging step's files, only while :func:`staging_idle` says none is using them.
     """
     if not work_root.is_dir():
         return []
     removed: list[str] = []
-    if localcopy.exists(work_root):
+    if staging_files and localcopy.exists(work_root):
         localcopy.discard(work_root)
         removed.append(localcopy.KEPT)
-    prepared.discard(work_root)
+    if staging_files:
+        prepared.discard(work_root)
     keep: set[Path] = set()
     current = pointer_path(work_root, partition)
     for pointer in sorted(work_root.glob(POINTER_GLOB)):
@@ -81,7 +107,8 @@ def sweep(work_root: Path, partition: str, staging_db: str,
     for entry in sorted(work_root.iterdir()):
         if not entry.is_dir() or entry.resolve() in keep:
             continue
-        if _BACKUP_DIR.match(entry.name) or entry.name.startswith(f"restore-{nxt}-"):
+        if _BACKUP_DIR.match(entry.name) or (staging_files
+                                             and entry.name.startswith(f"restore-{nxt}-")):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry.name + "/")
     if removed:

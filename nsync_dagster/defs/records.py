@@ -15,17 +15,20 @@ import dagster as dg
 from nsync_dagster.deadline import EASTERN
 
 DAILY_JOB = "daily_sync_job"
+RETENTION_JOB = "backup_retention_job"  # after each successful daily run (defs/daily/after_sync)
+AFTER_RUN_TAG = "nsync/after_run"  # on a retention run: the daily run it follows
 NOTIFY_TEST_JOB = "notification_test_job"
 # every job of the code location (an inventory test keeps this in step with the definitions),
 # plus the job Dagster uses for "Materialize" in the UI: the alert sensors watch their runs
 # however they were started (schedule, UI, CLI, retries)
-WATCHED_JOBS = frozenset({DAILY_JOB, NOTIFY_TEST_JOB, "recovery_test_job", "access_review_job",
-                          "__ASSET_JOB"})
+WATCHED_JOBS = frozenset({DAILY_JOB, RETENTION_JOB, NOTIFY_TEST_JOB, "recovery_test_job",
+                          "access_review_job", "__ASSET_JOB"})
 FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
             dg.DagsterRunStatus.CANCELED)
 STAGING = dg.AssetKey("staging_database")
 BACKUP = dg.AssetKey("s3_backup")
 SNAPSHOT = dg.AssetKey("prod_snapshot")
+RETENTION = dg.AssetKey("backup_retention")
 RECOVERY_TEST = dg.AssetKey("recovery_test_report")
 PARTITION_TAG = "dagster/partition"
 
@@ -92,6 +95,26 @@ def run_materializations(instance: dg.DagsterInstance, run_id: str) -> dict[str,
         mat = entry.dagster_event.event_specific_data.materialization
         out[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
     return out
+
+
+def backup_for_day(instance: dg.DagsterInstance, day: str) -> dict[str, Any] | None:
+    """``s3_backup``'s metadata for ``day``'s newest backup (uploaded, read back and
+    checksummed: the step only materializes then), or None."""
+    result = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=BACKUP, asset_partitions=[day]), limit=1)
+    return metadata_of(result.records[0].event_log_entry) if result.records else None
+
+
+def backup_of_run(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict[str, Any] | None:
+    """``s3_backup``'s metadata when this run, or the run it retries (a retry from the failed
+    step reuses the first attempt's backup), uploaded and read back the backup."""
+    for run_id in (run.run_id, run.tags.get("dagster/parent_run_id"),
+                   run.tags.get("dagster/root_run_id")):
+        if run_id:
+            backup = run_materializations(instance, run_id).get(BACKUP.to_user_string())
+            if backup:
+                return backup
+    return None
 
 
 def runs_for_day(instance: dg.DagsterInstance, day: str,

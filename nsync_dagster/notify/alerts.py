@@ -40,19 +40,47 @@ def _eastern(ts: dt.datetime | None) -> str:
     return ts.astimezone(EASTERN).strftime("%Y-%m-%d %H:%M %Z") if ts else "unknown"
 
 
+def backup_safe(backup: dict[str, Any] | None) -> str | None:
+    """``SAFE: <id> (<size>) at <location>, …`` for a backup that was uploaded and read back
+    (``s3_backup``'s metadata), or None."""
+    if not backup or not backup.get("backup_id"):
+        return None
+    return (f"SAFE: {backup['backup_id']} ({backup.get('size', '?')}) at "
+            f"{backup.get('location', '?')}, every object read back and SHA-256 checked "
+            "(checksummed)")
+
+
 def run_failure(job: str, run_id: str, day: str | None, steps: list[str], error: str,
-                canceled: bool = False) -> Event:
-    """A run ended FAILURE, or CANCELED (terminated from outside): both page on-call."""
+                canceled: bool = False, backup: dict[str, Any] | None = None,
+                after_sync: str | None = None) -> Event:
+    """A run ended FAILURE, or CANCELED (terminated from outside): both page on-call.
+
+    ``backup``: ``s3_backup``'s metadata when the run's backup was uploaded and read back
+    before the failure: the message then says first that the backup is safe and that staging
+    is not current, which is a different incident from a failed backup. ``after_sync``: for
+    work that runs after a successful sync (retention), what staging is (current and verified):
+    the message says the sync itself is done."""
     what = f"{job} {'was canceled' if canceled else 'failed'}" + (f" for {day}" if day else "")
     where = f" in {', '.join(steps)}" if steps else ""
+    first = error.strip().splitlines()[0] if error else ""
+    safe = backup_safe(backup)
+    staging = ("left as it was (the live copy is only replaced after a verified restore)")
+    details: dict[str, Any] = {}
+    if after_sync:
+        what = f"{what}{where} after the sync (the sync is done, staging is current)"
+        where = ""
+        staging = after_sync
+    elif safe:
+        what = f"{what}{where}: the backup is safe in S3, staging is NOT current"
+        where = ""
+        staging = f"NOT current: {staging}"
+        details["backup"] = safe
     return Event(
         event="run_failure", severity="critical",
-        summary=redact(f"{what}{where}: {error.strip().splitlines()[0] if error else ''}")[:300],
+        summary=redact(f"{what}{where}: {first}")[:300],
         details={"job": job, "run_id": run_id, "partition": day,
                  "status": "CANCELED" if canceled else "FAILURE", "failed_steps": steps,
-                 "error": redact(error)[-2000:],
-                 "staging": "left as it was (the live copy is only replaced after a verified "
-                            "restore)"},
+                 "error": redact(error)[-2000:], **details, "staging": staging},
         runbook=runbook("incident-response.md", "run-failure"), run_url=run_url(run_id),
         dedup_key=dedup_key(day or "unknown"))
 
@@ -100,33 +128,47 @@ def resolved(day: str, run_id: str, why: str) -> Event:
                  run_url=run_url(run_id), dedup_key=dedup_key(day))
 
 
-def deadline_warning(state: deadline.DeadlineState, last_sync: dt.datetime | None) -> Event:
+def _backup_line(state: deadline.DeadlineState, backup: dict[str, Any] | None) -> str:
+    """What the deadline alerts say about the day's backup (``s3_backup``'s metadata)."""
+    safe = backup_safe(backup)
+    if safe:
+        return f"the backup of {state.day} is {safe}"
+    return f"there is NO backup of {state.day} in S3 yet"
+
+
+def deadline_warning(state: deadline.DeadlineState, last_sync: dt.datetime | None,
+                     backup: dict[str, Any] | None = None) -> Event:
     return Event(event="deadline_warning", severity="warning",
                  summary=(f"Staging is not synced yet for {state.day}; "
-                          f"{state.minutes_left:.0f} minutes left before 06:00 ET"),
+                          f"{state.minutes_left:.0f} minutes left before 06:00 ET; "
+                          f"{_backup_line(state, backup)}"),
                  details={"partition": state.day.isoformat(),
                           "last_sync": _eastern(last_sync),
-                          "minutes_left": round(state.minutes_left)},
+                          "minutes_left": round(state.minutes_left),
+                          "backup": _backup_line(state, backup)},
                  runbook=runbook("incident-response.md", "deadline-warning"),
                  run_url=f"{ui_url()}/runs", dedup_key=dedup_key(state.day.isoformat()))
 
 
-def deadline_missed(state: deadline.DeadlineState, last_sync: dt.datetime | None) -> Event:
+def deadline_missed(state: deadline.DeadlineState, last_sync: dt.datetime | None,
+                    backup: dict[str, Any] | None = None) -> Event:
     return Event(event="deadline_missed", severity="critical",
                  summary=(f"Deadline missed: staging was not synced by 06:00 ET on {state.day} "
-                          f"(last sync {_eastern(last_sync)})"),
-                 details={"partition": state.day.isoformat(), "last_sync": _eastern(last_sync)},
+                          f"(last sync {_eastern(last_sync)}); {_backup_line(state, backup)}"),
+                 details={"partition": state.day.isoformat(), "last_sync": _eastern(last_sync),
+                          "backup": _backup_line(state, backup)},
                  runbook=runbook("incident-response.md", "deadline-missed"),
                  run_url=f"{ui_url()}/runs", dedup_key=dedup_key(state.day.isoformat()))
 
 
 def escalation(state: deadline.DeadlineState, last_sync: dt.datetime | None,
-               business_day: dt.time) -> Event:
+               business_day: dt.time, backup: dict[str, Any] | None = None) -> Event:
     return Event(event="escalation", severity="critical",
                  summary=(f"Escalation: staging is still not current at {business_day:%H:%M} ET "
                           f"on {state.day}; the failure must be resolved and reported before "
-                          "the business day starts"),
+                          f"the business day starts; {_backup_line(state, backup)}"),
                  details={"partition": state.day.isoformat(), "last_sync": _eastern(last_sync),
-                          "business_day_starts": f"{business_day:%H:%M} ET"},
+                          "business_day_starts": f"{business_day:%H:%M} ET",
+                          "backup": _backup_line(state, backup)},
                  runbook=runbook("incident-response.md", "escalation"),
                  run_url=f"{ui_url()}/runs", dedup_key=dedup_key(state.day.isoformat()))

@@ -66,8 +66,8 @@ def against_deadline(day: Mapping[str, Any]) -> str:
 def verified(day: Mapping[str, Any]) -> str:
     if day.get("verified"):
         return "verified"
-    if day.get("backup_verified"):
-        return "backup only"
+    if day.get("backup_verified"):  # staging failed that day, the backup was read back intact
+        return "backup safe" if day.get("status") == "failed" else "backup only"
     return "no" if day.get("status") not in ("untracked", "pending") else "-"
 
 
@@ -166,7 +166,10 @@ def _beside_badge(day: Mapping[str, Any]) -> str:
     if day.get("minutes_before_deadline") is not None:
         return against_deadline(day)
     runs = day.get("failed_runs") or 0
-    return f"{runs} failed run{'s' if runs != 1 else ''}" if runs else ""
+    text = f"{runs} failed run{'s' if runs != 1 else ''}" if runs else ""
+    if day.get("status") == "failed" and day.get("backup_verified"):
+        text += "; backup safe, staging not current"
+    return text
 
 
 _TD = "padding:3px 8px;border-bottom:1px solid #eeeeee;font-size:13px;white-space:nowrap;"

@@ -89,3 +89,18 @@ def drift_event(diffs: list[Difference], run_id: str | None = None) -> Event:
                  runbook=alerts.runbook("incident-response.md", "security-drift"),
                  run_url=alerts.run_url(run_id) if run_id else None,
                  dedup_key="nsync-security-drift")
+
+
+def unchecked_event(error: str, run_id: str | None = None) -> Event:
+    """``security_drift`` when the comparison itself could not run after a sync (production or
+    staging unreachable, a catalog read refused): the posture is unknown, which needs a person
+    as much as a known difference."""
+    return Event(event="security_drift", severity="error",
+                 summary=("Staging's security posture could not be compared with production's "
+                          f"after the sync: {error}")[:300],
+                 details={"error": error[-2000:], "count": None,
+                          "staging": "synced and verified; only the posture check failed"},
+                 runbook=alerts.runbook("incident-response.md", "security-drift"),
+                 run_url=alerts.run_url(run_id) if run_id else None,
+                 dedup_key="nsync-security-drift")
+

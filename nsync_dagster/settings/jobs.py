@@ -73,6 +73,15 @@ class Tuning(Group):
         "proved to be the S3 backup and verified.",
         example="false")
 
+    restore_during_upload_wait: int = setting(
+        120,
+        "Seconds s3_backup waits, once its upload and read-back are done, for the restore of "
+        "staging's next copy that runs beside it (NSYNC_RESTORE_DURING_UPLOAD). If that restore "
+        "is still running then, it is stopped and its copy dropped, the backup step ends (the "
+        "backup is safe in S3) and staging_database restores the usual way: a slow staging "
+        "never holds the backup past its own work.",
+        ge=0, le=3600, unit="seconds", example="300")
+
     verify_checksums: bool = setting(
         True,
         "Whether the manifest holds a per-table content checksum (the sum of a hash of every row: "

@@ -55,9 +55,10 @@ def test_run_daily_then_backups_then_restore(pg_prod, pg_staging, cli_env):
                      again.stderr, into_prod.stderr, event_log_text(cli_env["DAGSTER_HOME"]))
     with dg.DagsterInstance.from_config(cli_env["DAGSTER_HOME"]) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        runs = instance.get_runs()
-        assert [r.job_name for r in runs] == ["daily_sync_job"]
-        assert runs[0].status == dg.DagsterRunStatus.SUCCESS
+        runs = instance.get_runs()  # newest first: retention runs after the sync, on its own
+        assert [r.job_name for r in runs] == ["backup_retention_job", "daily_sync_job"]
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        assert runs[0].tags["nsync/after_run"] == runs[1].run_id
 
 
 def test_failed_run_is_loud_and_leaks_nothing(pg_prod, pg_staging, cli_env):
@@ -71,7 +72,10 @@ def test_failed_run_is_loud_and_leaks_nothing(pg_prod, pg_staging, cli_env):
         pg_prod.psql("DROP DATABASE cli_broken")
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "staging_database: staging rebuild failed: pg_restore failed" in failed.stderr
-    assert "staging was left as it was" in failed.stderr
+    # the backup was taken before staging failed: said first, plainly
+    assert "staging FAILED and is NOT current" in failed.stderr
+    assert "the live copy was left as it was" in failed.stderr
+    assert "the backup is SAFE" in failed.stderr
     assert_no_secret(failed.stdout, failed.stderr, event_log_text(cli_env["DAGSTER_HOME"]))
     with dg.DagsterInstance.from_config(cli_env["DAGSTER_HOME"]) as instance:
         assert instance.get_runs()[0].status == dg.DagsterRunStatus.FAILURE

@@ -165,7 +165,7 @@ def test_schedule_and_sensors_are_on_by_default(dev):
         ("daily_sync_schedule", "0 1 * * *", "America/New_York", "RUNNING"),
         ("recovery_test_schedule", "0 7 * * *", "America/New_York", "RUNNING")]
     assert {s["name"]: s["sensorState"]["status"] for s in repo["sensors"]} == {
-        "run_alerts": "RUNNING", "deadline_watch": "RUNNING"}
+        "run_alerts": "RUNNING", "deadline_watch": "RUNNING", "retention_after_sync": "RUNNING"}
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt install "

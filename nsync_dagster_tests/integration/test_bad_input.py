@@ -125,8 +125,13 @@ def test_staging_role_without_createdb(capsys, nsync_env, pg_staging, monkeypatc
                     "CREATE ROLE stg_no_createdb LOGIN PASSWORD 'nocreatedb-Pw-5'")
     monkeypatch.setenv("NSYNC_STAGING_DATABASE_URL",
                        pg_staging.url("stg_no_createdb", "nocreatedb-Pw-5", "somedb"))
-    try:
-        refused(capsys, nsync_env, "lacks CREATEDB", "ALTER ROLE stg_no_createdb CREATEDB")
+    try:  # the backup needs no staging: it is taken, then the staging step refuses
+        code, out = run_cli(capsys, "run", "daily")
+        assert code == 1, out
+        assert "lacks CREATEDB" in out and "ALTER ROLE stg_no_createdb CREATEDB" in out, out
+        assert "the backup is SAFE" in out and "staging FAILED and is NOT current" in out, out
+        for secret in SECRETS:
+            assert secret not in out
     finally:  # a staging-only login role is exactly what the security check reports
         pg_staging.psql("DROP ROLE stg_no_createdb")
 

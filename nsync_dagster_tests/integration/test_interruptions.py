@@ -16,10 +16,10 @@ import psutil
 import psycopg
 import pytest
 
-from nsync_dagster.cycle import pipeline, recovery
+from nsync_dagster.cycle import pipeline, recovery, runlock
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.resources import backup_store, s3_from_env
-from nsync_dagster.errors import ServerBusy, SwapError
+from nsync_dagster.errors import BackupInProgress, ServerBusy, SwapError
 from nsync_dagster.postgres import interruptible, swap
 from nsync_dagster_tests import oracle
 from nsync_dagster_tests.conftest import (
@@ -266,14 +266,26 @@ def test_a_second_signal_does_not_cut_a_cleanup_short():
 
 
 def test_second_daily_run_is_refused_before_its_dump(pg_staging, nsync_env, synced, tmp_path):
-    """While a run holds staging (any of its steps), another run's snapshot is refused at once:
-    it neither dumps production nor replaces the first run's local snapshot."""
+    """While a run backs up production (its snapshot or backup step: production's lock, see
+    cycle/runlock.py), another run's snapshot is refused at once: it neither dumps production
+    nor replaces the first run's local snapshot."""
     settings = RunConfig.from_env()
     store = backup_store(settings, s3_from_env())
-    with pipeline.one_daily_run(settings):
-        with pytest.raises(SwapError, match="another nsync run is rebuilding"):
+    with runlock.one_backup_at_a_time(settings, "backup"):
+        with pytest.raises(BackupInProgress, match="another nsync run is backing up"):
             pipeline.snapshot_step(settings, store, "2026-11-27")
-        with pytest.raises(SwapError, match="another nsync run is rebuilding"):
+        with pytest.raises(BackupInProgress, match="another nsync run is backing up"):
             pipeline.backup_step(settings, store, "2026-11-27")
     assert not list(settings.work_dir.glob("2*")), "no dump was taken"
+    assert _oid(pg_staging, staging_db(nsync_env)) == synced
+    # a run rebuilding staging (staging's lock) does not stop the backup, only the staging step
+    with pipeline.one_daily_run(settings):
+        pipeline.snapshot_step(settings, store, "2026-11-27")
+        seen: list[str] = []
+        out = pipeline.backup_step(settings, store, "2026-11-27", seen.append)
+        assert out.staging_prepared is None
+        assert any("not restoring staging during the backup: another nsync run is rebuilding"
+                   in m for m in seen), seen
+        with pytest.raises(SwapError, match="another nsync run is rebuilding"):
+            pipeline.staging_step(settings, store, "2026-11-27")
     assert _oid(pg_staging, staging_db(nsync_env)) == synced

@@ -324,3 +324,55 @@ def test_restore_during_upload_false_restores_after_the_backup(pg_prod, pg_stagi
     result, _ = _stage(settings, store)
     assert result.restored.source == "local copy"
     _same(pg_prod, pg_staging, nsync_env)
+
+
+def test_a_slow_background_restore_cannot_hold_the_backup(pg_prod, pg_staging, nsync_env):
+    """The restore beside the upload hangs (its pg_restore frozen): once the read-back is done
+    the backup step waits NSYNC_RESTORE_DURING_UPLOAD_WAIT seconds, then stops it and drops its
+    copy and ends with the backup checksummed; staging then restores the usual way."""
+    settings = RunConfig.from_env({**nsync_env, "NSYNC_RESTORE_DURING_UPLOAD_WAIT": "2"})
+    store = backup_store(settings, s3_from_env())
+    pipeline.snapshot_step(settings, store, DAY)
+    db = staging_db(nsync_env)
+    frozen: list[psutil.Process] = []
+    finished = threading.Event()
+
+    def freeze() -> None:
+        deadline = time.monotonic() + 120
+        while not frozen and time.monotonic() < deadline:
+            for p in psutil.process_iter(["name", "cmdline"]):
+                cmd = " ".join(p.info["cmdline"] or [])
+                if p.info["name"] == "pg_restore" and f"{db}__nsync_next" in cmd:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(p.pid, signal.SIGSTOP)
+                        frozen.append(p)
+                    break
+            time.sleep(0.002)
+        # a step that waits without limit would hang here: thaw it after 90 s, so that the
+        # test fails on the time it took instead of hanging
+        if not finished.wait(90):
+            for p in frozen:
+                with contextlib.suppress(psutil.Error):
+                    os.killpg(p.pid, signal.SIGCONT)
+
+    freezer = threading.Thread(target=freeze, daemon=True)
+    freezer.start()
+    seen: list[str] = []
+    started = time.monotonic()
+    try:
+        out = pipeline.backup_step(settings, store, DAY, report=seen.append)
+    finally:
+        finished.set()
+        freezer.join()
+    took = time.monotonic() - started
+    assert frozen, "the background pg_restore was frozen"
+    assert took < 60, f"the backup step waited {took:.0f}s for the restore beside it"
+    assert out.staging_prepared.prepared is False
+    assert "still running 2s after the read-back" in out.staging_prepared.why
+    _, alive = psutil.wait_procs(frozen, timeout=30)
+    assert alive == [], "the frozen pg_restore was stopped"
+    assert _nsync_databases(pg_staging, nsync_env) == [], "its copy was dropped"
+    assert [b.status for b in store.list_backups()] == ["checksummed"]
+    result, _ = _stage(settings, store)
+    assert result.restored.source == "local copy"
+    _same(pg_prod, pg_staging, nsync_env)

@@ -20,9 +20,12 @@ def test_inventory():
     assert keys == {"prod_snapshot", "s3_backup", "staging_database", "backup_retention",
                     "recovery_test_report", "access_review"}
     job = d.resolve_job_def("daily_sync_job")
+    # the sync only: retention is its own job after it (a refused deletion is not a failed sync)
     assert {n.name for n in job.nodes} == {
-        "prod_snapshot", "s3_backup", "staging_database", "backup_retention",
+        "prod_snapshot", "s3_backup", "staging_database",
         "staging_database_staging_security_parity", "staging_database_staging_access_list"}
+    assert {n.name for n in d.resolve_job_def("backup_retention_job").nodes} == {
+        "backup_retention"}
     checks = {k.name for k in graph.asset_check_keys}
     assert checks == {"backup_checksums_match", "staging_matches_manifest",
                       "staging_security_parity", "staging_access_list"}
@@ -32,7 +35,8 @@ def test_inventory():
         assert node.partitions_def.timezone == "America/New_York", key
         assert node.owners == ["team:platform"]
     assert set(d.resources) == {"nsync", "s3", "notifier"}
-    assert {s.name for s in d.sensors} == {"run_alerts", "deadline_watch"}
+    assert {s.name for s in d.sensors} == {"run_alerts", "deadline_watch",
+                                           "retention_after_sync"}
     # the alert sensors watch every job of the location by name (and the UI's asset job)
     from nsync_dagster.defs.records import WATCHED_JOBS
 

@@ -67,6 +67,7 @@ BAD = [
     ("NSYNC_NOTIFY_GIVE_UP_HOURS", "0", "is out of range", "integer hours 1..168"),
     ("NSYNC_DUMP_SPACE_RATIO", "11", "is out of range", "0..10"),
     ("NSYNC_RESTORE_LOCK_WAIT", "0", "is out of range", "1..86400"),
+    ("NSYNC_RESTORE_DURING_UPLOAD_WAIT", "3601", "is out of range", "0..3600"),
     ("NSYNC_HEARTBEAT_URL", "ftp://hc.example.com/x", "http(s) URL", "http(s) URL"),
     ("NSYNC_STAGING_METHOD", "branch-reset", "is not one of the choices",
      "restore or neon-branch-reset"),

@@ -131,6 +131,11 @@ def run_alerts(context: dg.SensorEvaluationContext, notifier: NotifierResource) 
     * FAILURE or CANCELED (Terminate, run monitoring's max runtime, a signal) → ``run_failure``
       to on-call at once: the job, failed step, error (secrets masked), run and runbook links;
       the heartbeat's ``/fail`` for the daily job.
+    * ``staging_security_parity`` found a difference, or could not compare → its
+      ``security_drift`` alert (the check describes it; a channel that is down is retried
+      here instead of failing the sync);
+    * ``backup_retention_job`` (after a sync) FAILURE → ``run_failure`` naming it and saying
+      the sync is done and staging current; no heartbeat ``/fail``;
     * a successful daily run → the director's confirmation (backup size, location, checksum,
       time to spare before 06:00, the last recovery test, the last 14 days at a glance: an
       HTML chart by e-mail, text elsewhere, data in the webhook), the heartbeat ping, and

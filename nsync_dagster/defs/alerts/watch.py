@@ -51,12 +51,13 @@ def deadline_events(instance: dg.DagsterInstance, now: dt.datetime, sent: dict[s
         return start <= moment <= ts
 
     iso = day.isoformat()
+    backup = records.backup_for_day(instance, iso)  # staging late, but is the backup safe?
     if not state.past_deadline and due_at(warn_at) and sent.get("warned") != iso:
-        due.append(DueAlert("warned", iso, alerts.deadline_warning(state, last)))
+        due.append(DueAlert("warned", iso, alerts.deadline_warning(state, last, backup)))
     if state.past_deadline and due_at(deadline.DEADLINE) and sent.get("missed") != iso:
-        due.append(DueAlert("missed", iso, alerts.deadline_missed(state, last)))
+        due.append(DueAlert("missed", iso, alerts.deadline_missed(state, last, backup)))
     if due_at(escalate_at) and sent.get("escalated") != iso:
-        due.append(DueAlert("escalated", iso, alerts.escalation(state, last, escalate_at)))
+        due.append(DueAlert("escalated", iso, alerts.escalation(state, last, escalate_at, backup)))
     return due
 
 
@@ -76,12 +77,21 @@ def failed_steps(instance: dg.DagsterInstance, run_id: str) -> tuple[list[str], 
 def failure_event(instance: dg.DagsterInstance, run: dg.DagsterRun,
                   fallback_message: str = "") -> Event:
     """``run_failure`` for a run that ended FAILURE or CANCELED (terminated from the UI, by
-    run monitoring's max runtime, or by a signal)."""
+    run monitoring's max runtime, or by a signal). When the run's backup was uploaded and read
+    back before the failure, the alert says the backup is safe and staging is not current."""
     steps, message = failed_steps(instance, run.run_id)
     ending = records.run_message(instance, run.run_id)
-    return alerts.run_failure(run.job_name, run.run_id, run.tags.get(records.PARTITION_TAG),
+    day = run.tags.get(records.PARTITION_TAG)
+    backup = records.backup_of_run(instance, run) if day else None
+    after_sync = None
+    if run.job_name == records.RETENTION_JOB:  # started only after a successful daily run
+        after_sync = (f"current and verified: the daily run "
+                      f"{run.tags.get(records.AFTER_RUN_TAG, '?')} synced {day} before "
+                      "retention ran; only applying the retention policy failed")
+    return alerts.run_failure(run.job_name, run.run_id, day,
                               steps, message or ending or fallback_message,
-                              canceled=run.status == dg.DagsterRunStatus.CANCELED)
+                              canceled=run.status == dg.DagsterRunStatus.CANCELED,
+                              backup=backup, after_sync=after_sync)
 
 
 def success_events(instance: dg.DagsterInstance, run: dg.DagsterRun,

@@ -1,20 +1,22 @@
-"""The daily job and its schedule: 01:00 New York time, five hours before the deadline."""
+"""The daily job and its schedule: 01:00 New York time, five hours before the deadline.
+
+The job is the sync itself (snapshot → backup → staging, with staging's checks). Retention is
+work after the sync and runs as its own job, ``backup_retention_job`` (``after_sync.py``), so
+that a deletion S3 refuses can never turn a current, verified staging into a failed sync."""
 
 import dagster as dg
 
 from nsync_dagster import deadline
 from nsync_dagster.defs.daily.assets import prod_snapshot, s3_backup, staging_database
-from nsync_dagster.defs.daily.retention import backup_retention
 
 DAILY_JOB_NAME = "daily_sync_job"
 LANE_TAG = "nsync/lane"  # dagster.yaml allows one run per lane at a time
 
 daily_sync_job = dg.define_asset_job(
     DAILY_JOB_NAME,
-    selection=dg.AssetSelection.assets(prod_snapshot, s3_backup, staging_database,
-                                       backup_retention),
-    description="Back up production to S3, verify it, rebuild staging from that backup, and "
-                "apply the retention policy.",
+    selection=dg.AssetSelection.assets(prod_snapshot, s3_backup, staging_database),
+    description="Back up production to S3, verify it, and rebuild staging from that backup "
+                "(retention follows as backup_retention_job once this run succeeded).",
     # the three steps are strictly sequential and share local files: one process is enough
     # and saves ~2 s of process start-up per step
     executor_def=dg.in_process_executor,

@@ -1,4 +1,11 @@
-"""After every sync: is staging secured exactly like production?"""
+"""After every sync: is staging secured exactly like production?
+
+The check runs after staging was swapped in. Neither a difference, nor a comparison that cannot
+run, nor a channel that cannot take the alert may turn that verified sync into a failed run: the
+check always ends with a result (failed, severity ERROR, when anything is wrong), and the
+``security_drift`` alert it raises is recorded as a notice (``defs/alerts/notices.py``) that the
+``run_alerts`` sensor queues in the durable outbox, which retries a channel that is down.
+"""
 
 import dagster as dg
 
@@ -15,21 +22,33 @@ from nsync_dagster.security import parity
                 "sequences, functions, types, the database), owners, default privileges, "
                 "row-level security, policies, extensions and security settings equal "
                 "production's. A difference raises a security_drift alert (queued for the "
-                "run_alerts sensor: a channel outage never fails this check or loses it).")
+                "run_alerts sensor: a channel outage never fails this check or loses it); a "
+                "comparison that cannot run is a failed check, never a failed sync.")
 def staging_security_parity(context: dg.AssetCheckExecutionContext,
                             nsync: NsyncResource) -> dg.AssetCheckResult:
     """Compares the live postures of production and staging, read as the configured roles;
-    a difference is queued as ``security_drift`` for the run_alerts sensor to deliver."""
-    with failures_explained(context, "security parity check", retry=False,
-                            interrupted=""):
-        report = parity.compare(nsync.settings())
-        diffs = report.differences
-        lines = [str(d) for d in diffs]
-        for line in lines:
-            context.log.warning(line)
-        if diffs:
-            queue_notice(context.instance, STAGING, parity.drift_event(diffs, context.run.run_id),
-                         f"run {context.run.run_id}")
+    a difference is queued as ``security_drift`` for the run_alerts sensor to deliver. Staging
+    is already synced when this runs: a comparison that cannot run is a failed check (and a
+    queued alert), never a failed run."""
+    run_id = context.run.run_id
+    try:
+        with failures_explained(context, "security parity check", retry=False,
+                                interrupted=""):
+            report = parity.compare(nsync.settings())
+    except dg.Failure as exc:
+        error = exc.description or "the comparison failed"
+        context.log.error(error)
+        queue_notice(context.instance, STAGING, parity.unchecked_event(error, run_id),
+                     f"run {run_id}")
+        return check_result(passed=False, severity=dg.AssetCheckSeverity.ERROR,
+                            description=error, metadata={"count": -1})
+    diffs = report.differences
+    lines = [str(d) for d in diffs]
+    for line in lines:
+        context.log.warning(line)
+    if diffs:
+        queue_notice(context.instance, STAGING, parity.drift_event(diffs, run_id),
+                     f"run {run_id}")
     return check_result(
         passed=not diffs, severity=dg.AssetCheckSeverity.ERROR,
         description=(f"{len(lines)} difference(s): {lines[0]}" if lines else
