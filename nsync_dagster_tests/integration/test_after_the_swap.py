@@ -43,6 +43,7 @@ def monitor(monkeypatch):
 
 
 def tick(instance) -> str:
+    # wall clock: the sensor reads runs Dagster stamps with the real time
     return sensors.run_alerts_tick(instance, notifier_from_env(), dt.datetime.now(dt.UTC))
 
 

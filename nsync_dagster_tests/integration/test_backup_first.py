@@ -62,6 +62,7 @@ def test_staging_down_the_backup_is_safe_and_every_report_says_so(
     hc, hooks = monitor
     staging_down(monkeypatch, pg_staging)
     with dg.DagsterInstance.from_config(nsync_env["DAGSTER_HOME"]) as inst:
+        # wall clock: the sensor reads runs Dagster stamps with the real time
         sensors.run_alerts_tick(inst, notifier_from_env(), dt.datetime.now(dt.UTC))
 
     code, out = run_cli(capsys, "run", "daily", "--partition", DAY)
@@ -79,6 +80,7 @@ def test_staging_down_the_backup_is_safe_and_every_report_says_so(
 
     with dg.DagsterInstance.from_config(nsync_env["DAGSTER_HOME"]) as inst:
         # the alert: run_failure, saying the backup is safe and staging not current
+        # wall clock: the sensor reads runs Dagster stamps with the real time
         sensors.run_alerts_tick(inst, notifier_from_env(), dt.datetime.now(dt.UTC))
         [alert] = [b for b in hooks.bodies("/hooks/nsync") if b["event"] == "run_failure"]
         assert "the backup is safe in S3, staging is NOT current" in alert["summary"], alert
