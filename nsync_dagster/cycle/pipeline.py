@@ -71,8 +71,8 @@ def snapshot_step(settings: RunConfig, store: BackupStore, partition: str,
 
 def snapshot_of(settings: RunConfig, source: PgTarget, partition: str,
                 report: Report = log.info) -> Snapshot:
-    """The partition's snapshot taken from ``source`` instead of production (the branch-reset
-    method dumps the freshly reset staging branch); checks are the caller's."""
+    """The partition's snapshot taken from ``source`` (the branch-reset method passes
+    production; a caller may pass another server); checks are the caller's."""
     with one_daily_run(settings):
         return _snapshot(dataclasses.replace(settings, prod=source), partition, report)
 
