@@ -498,3 +498,26 @@ def test_a_reset_to_another_instant_fails_the_verification(
         assert API_KEY not in run_text(instance, result)
     finally:
         pg_prod.psql(PROD_UNDO, PROD_DB)
+
+
+def test_a_staging_write_before_nsyncs_first_connection_fails_loudly_never_passes(
+        pg_prod, pg_branch, branch_env, neon, instance, monkeypatch):
+    """The window the verification leaves: staging's application writes before nsync's first
+    connection after the reset, so the write is not in the baseline. The step fails, naming
+    the table (a false alarm, never a false pass); the backup is production's all the same."""
+    real_wait = branch_reset._wait_for_compute
+
+    def application_first(staging, report):
+        pg_branch.psql("UPDATE config.feature_flags SET note = 'changed by staging at boot'",
+                       PROD_DB)
+        return real_wait(staging, report)
+
+    monkeypatch.setattr(branch_reset, "_wait_for_compute", application_first)
+    result = run_daily_job(instance, PARTITION)
+    assert not result.success
+    message = failure_text(result)
+    assert "table config.feature_flags: checksum is" in message, message
+    assert "(not written on staging since the reset)" in message
+    assert "a session wrote before nsync's first connection after the reset" in message
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks["backup_checksums_match"]  # the backup of production was uploaded
