@@ -44,13 +44,16 @@ def rows(cluster: EmbeddedCluster, sql: str) -> list[tuple[str, ...]]:
     return [tuple(line.split("|")) for line in cluster.psql(sql).splitlines() if line]
 
 
+SLOT = "nsync_standin_history"
+
+
 class ProductionHistory:
     """Production's past, as Neon keeps it for a restore at ``source_lsn``: a base backup of
     the production cluster (``pg_basebackup``) taken once, and production's own WAL, kept by
-    ``wal_keep_size``. :meth:`copy_at` recovers a throw-away copy of production to the LSN
-    (PostgreSQL's point-in-time recovery, ``recovery_target_lsn``, stopping before the first
-    record at or after it) and copies THAT into the branch, as a Neon restore "with data from
-    this LSN" does.
+    a replication slot until :meth:`stop`. :meth:`copy_at` recovers a throw-away copy of
+    production to the LSN (PostgreSQL's point-in-time recovery, ``recovery_target_lsn``,
+    stopping before the first record at or after it) and copies THAT into the branch, as a
+    Neon restore "with data from this LSN" does.
 
     Where it departs from Neon: Neon reads pages at the LSN from its pageserver; this replays
     WAL onto a base backup. Both give the state after every WAL record before the LSN, and
@@ -67,13 +70,27 @@ class ProductionHistory:
         if "local replication all trust" not in hba.read_text():
             with hba.open("a") as f:
                 f.write("local replication all trust\n")
-        self.prod.psql("ALTER SYSTEM SET wal_keep_size = '4GB'; SELECT pg_reload_conf()")
+            self.prod.psql("SELECT pg_reload_conf()")
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o777)
-        self.prod.run_tool(["pg_basebackup", "-D", str(self.base), "-h",
-                            str(self.prod.socket_dir), "-p", str(self.prod.port), "-U",
-                            "postgres", "-X", "stream", "-c", "fast"])
-        return self
+        # a replication slot keeps production's WAL from the base backup on, until stop()
+        for attempt in range(20):  # the reload of pg_hba.conf is asynchronous
+            try:
+                self.prod.run_tool(["pg_basebackup", "-D", str(self.base), "-h",
+                                    str(self.prod.socket_dir), "-p", str(self.prod.port), "-U",
+                                    "postgres", "-X", "stream", "-c", "fast", "-C", "-S",
+                                    SLOT])
+                return self
+            except RuntimeError as exc:
+                if "no pg_hba.conf entry" not in str(exc) or attempt == 19:
+                    raise
+                time.sleep(0.1)
+        raise AssertionError("unreachable")
+
+    def stop(self) -> None:
+        """Release production's WAL (drop the slot) and remove the base backup."""
+        self.prod.psql(f"SELECT pg_drop_replication_slot('{SLOT}')")
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def copy_at(self, lsn: str, branch: EmbeddedCluster, dbname: str) -> None:
         """Replace the branch's databases and roles with production's as of ``lsn``."""

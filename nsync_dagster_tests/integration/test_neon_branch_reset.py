@@ -68,7 +68,9 @@ def pg_branch(server_root):
 @pytest.fixture(scope="module")
 def prod_history(pg_prod, server_root):
     """Production's past (a base backup and its WAL): what a reset at an LSN copies from."""
-    return ProductionHistory(pg_prod, server_root / "neon-history").start()
+    history = ProductionHistory(pg_prod, server_root / "neon-history").start()
+    yield history
+    history.stop()
 
 
 @pytest.fixture
