@@ -91,11 +91,12 @@ def written_since(baseline: dict[str, int], now: dict[str, int]) -> set[str]:
             if t not in baseline or n > baseline[t] or (n < baseline[t] and n > 0)}
 
 
-def judge(manifest: Manifest, actual: dict, baseline: dict[str, int],
-           written: set[str]) -> tuple[list[str], list[str]]:
+def judge(manifest: Manifest, actual: dict, baseline: dict[str, int], written: set[str],
+          descending: frozenset[str] = frozenset()) -> tuple[list[str], list[str]]:
     """Staging's facts (``actual``) against the manifest by this module's rules: (the problems
     that fail the step, the lines naming staging's own writes). ``baseline``: staging's write
-    counters at the reset; ``written``: the tables written since (:func:`written_since`)."""
+    counters at the reset; ``written``: the tables written since (:func:`written_since`);
+    ``descending``: the sequences with a negative increment ("behind" is above for them)."""
     problems: list[str] = []
     own: list[str] = []
     for section in ("tables", "matviews"):
@@ -119,7 +120,8 @@ def judge(manifest: Manifest, actual: dict, baseline: dict[str, int],
         now = actual["sequences"].get(name)
         if now is None:
             problems.append(f"sequence {name} of the backup is missing on staging")
-        elif now["last_value"] < seq.last_value:
+        elif (now["last_value"] > seq.last_value if name in descending
+              else now["last_value"] < seq.last_value):
             problems.append(f"sequence {name} is at {now['last_value']} on staging, behind the "
                             f"backup's {seq.last_value}")
     return problems, own
@@ -138,8 +140,11 @@ def verify_against_backup(settings: RunConfig, manifest: Manifest, report: Repor
         actual = dbstats.data_facts(conn.cursor(), checksums=manifest.checksums,
                                     methods=manifest.checksum_methods())
         present = {r for (r,) in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
+        descending = frozenset(n for (n,) in conn.execute(
+            "SELECT schemaname || '.' || sequencename FROM pg_sequences WHERE increment_by < 0"
+        ).fetchall())
     written = written_since(reset.staging_writes_at_reset, write_counters(settings.staging))
-    problems, own = judge(manifest, actual, reset.staging_writes_at_reset, written)
+    problems, own = judge(manifest, actual, reset.staging_writes_at_reset, written, descending)
     wanted = {r.name for r in manifest.roles
               if not r.rolsuper and not roles.is_platform(r.name, settings.platform_roles)}
     problems += [f"role {r} is missing on staging" for r in sorted(wanted - present)]

@@ -44,6 +44,11 @@ def test_sequences_may_be_ahead_never_behind():
     assert judge(before_upload(), _staging(seq=35), BASELINE, set()) == ([], [])
     problems, _ = judge(before_upload(), _staging(seq=2), BASELINE, set())
     assert problems == ["sequence app.users_id_seq is at 2 on staging, behind the backup's 3"]
+    # a descending sequence is behind when it is above the backup's value
+    down = frozenset({"app.users_id_seq"})
+    assert judge(before_upload(), _staging(seq=2), BASELINE, set(), down) == ([], [])
+    assert judge(before_upload(), _staging(seq=4), BASELINE, set(), down)[0] == [
+        "sequence app.users_id_seq is at 4 on staging, behind the backup's 3"]
 
 
 def test_missing_and_extra_tables():
