@@ -157,11 +157,16 @@ class NeonReset(_Record):
     project_id: str | None = None
     branch_id: str | None = None
     source_branch_id: str | None = None
+    # the LSN staging was reset to: the backup's snapshot LSN (``Manifest.lsn``) on production
+    source_lsn: str | None = None
     operations: list[str] = Field(default_factory=list)
     actions: list[str] = Field(default_factory=list)
     reset_s: float = 0.0
     parent_protected: bool = False
     staging_passwords_set: list[str] = Field(default_factory=list)
+    # staging's write counters per table (pg_stat_user_tables) when its compute first answered
+    # after the reset: the verification tells staging's own writes from a wrong reset by them
+    staging_writes_at_reset: dict[str, int] = Field(default_factory=dict)
 
 
 class Production(_Record):

@@ -13,6 +13,9 @@ staging cluster when its first operation finishes: the production database (sche
 owners, grants, database settings) and every role with its password, as Neon's child branch
 keeps the parent's passwords. The copy is made by the clusters' bootstrap superusers
 (``pg_dumpall --roles-only`` with passwords and ``pg_dump --create``, applied with psql).
+``copy`` gets the restore's ``source_lsn`` (None: the parent's head); the tests' copy at an
+LSN recovers production to that LSN first (``neon_copy.ProductionHistory``), so writes to
+production after the LSN are NOT copied, as on Neon.
 
 Endpoints:
     GET  /projects/{p}/branches?limit&cursor     {"branches", "pagination": {"next", ...}}
@@ -32,6 +35,7 @@ modelled):
   protected branch, for children without ``preserve_under_name`` and for a branch whose
   ``restricted_actions`` name ``restore`` (Neon's 24-hour rule after a snapshot restore of the
   parent), 423 while an operation of the project is pending, 429 with ``Retry-After``;
+- ``source_timestamp`` is not modelled (answered 400; nsync sends ``source_lsn``);
 - usage counters (``cpu_used_sec``...) are zeros; endpoints carry only ``host`` (no
   ``hosts``), fixed compute sizes and settings; operations are listed newest first;
 - an operation moves on by polls (scheduling -> running -> finished over three polls), and
@@ -118,6 +122,7 @@ class Faults:
     """What the stand-in does wrong on purpose."""
 
     rate_limited: int = 0          # the next n requests answer 429 with Retry-After
+    ignore_lsn: bool = False       # a wrong reset: source_lsn is ignored, the head is copied
     retry_after: str = "1"
     operation: str = "ok"          # ok | fail | error | cancel | skip | hang
     busy: bool = False             # the restore answers 423 Locked, always
@@ -127,9 +132,11 @@ class Faults:
 
 
 class NeonStandIn:
-    """The project's state and the HTTP server. ``copy`` is what a reset does to staging."""
+    """The project's state and the HTTP server. ``copy(source_lsn)`` is what a reset does to
+    staging."""
 
-    def __init__(self, api_key: str, project_id: str, copy: Callable[[], None]) -> None:
+    def __init__(self, api_key: str, project_id: str,
+                 copy: Callable[[str | None], None]) -> None:
         self.api_key, self.project_id, self.copy = api_key, project_id, copy
         self.branches: dict[str, Branch] = {}
         self.endpoints: list[dict[str, Any]] = []
@@ -139,6 +146,7 @@ class NeonStandIn:
         self.requests: list[tuple[str, str, int]] = []
         self.restores: list[dict[str, Any]] = []
         self.copies = 0
+        self.lsn_of: dict[str, str | None] = {}  # the reset operation's source_lsn
         self.offset = 0.0
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(self))
@@ -268,6 +276,8 @@ class NeonStandIn:
         source = self.branches.get(body.get("source_branch_id", ""))
         if branch is None or source is None:
             return 404, _err("branch not found"), {}
+        if body.get("source_timestamp"):
+            return 400, _err("source_timestamp is not modelled by the stand-in"), {}
         if self.faults.refuse_restore_5xx > 0:
             self.faults.refuse_restore_5xx -= 1
             return 500, _err("internal error"), {}
@@ -287,6 +297,7 @@ class NeonStandIn:
                for action in ("create_timeline", "start_compute")]
         for op in ops:
             self.operations[op.id] = op
+        self.lsn_of[ops[0].id] = body.get("source_lsn")
         branch.updated_at = branch.last_reset_at = _now()
         if self.faults.lose_restore > 0:
             self.faults.lose_restore -= 1
@@ -319,7 +330,7 @@ class NeonStandIn:
             op.status = "cancelled" if fault == "cancel" else "skipped"
         elif fault == "ok":
             if op.action == "create_timeline":  # the reset itself
-                self.copy()
+                self.copy(None if self.faults.ignore_lsn else self.lsn_of.get(op.id))
                 self.copies += 1
             op.status = "finished"
 

@@ -267,11 +267,10 @@ def print_summary(meta: dict[str, dict], elapsed: float, run_id: str, out) -> No
         "SSE on, every object read back and SHA-256 checked",
         f"  location    {backup['location']}",
     ]
-    if staging.get("staging_method") == "neon-branch-reset":  # no restore: reset, then dumped
-        lines[2] = (f"  staging     {snap['source']} (Neon branch {snap['neon_branch']} in "
-                    f"{snap['reset_s']:.1f}s), dumped at LSN {snap['lsn']}: {snap['tables']} "
-                    f"tables, {snap['rows']:,} rows")
+    if staging.get("staging_method") == "neon-branch-reset":  # no restore: reset to the LSN
         lines += [
+            f"  staging     Neon branch {snap['neon_branch']} (the backup's LSN) in "
+            f"{snap['reset_s']:.1f}s",
             f"  verified    staging matches that backup at {staging['verified_at']}; "
             f"production changed since the reset in "
             f"{staging['production_row_counts_changed']} table(s); passwords shared with "

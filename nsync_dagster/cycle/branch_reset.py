@@ -9,14 +9,20 @@ Order of one daily run, and why:
    that branch's endpoint: :mod:`nsync_dagster.cycle.branch_preflight`). Any failure stops the
    run before anything changed. The run log then names every database the reset replaces:
    ALL of the staging branch's, not only ``NSYNC_DATABASES``.
-2. reset the staging branch from its parent (production's branch) and wait for the operations.
-3. take the backup's snapshot FROM THE FRESHLY RESET STAGING BRANCH: the S3 backup and staging
-   then describe the same data (the manifest is staging's state, which is production's at the
-   reset), and the dump's load stays off production's compute.
-4. (``s3_backup``) upload and verify the backup as in the restore method.
-5. (``staging_database``, :mod:`nsync_dagster.cycle.branch_verify`) verify staging against the
-   backup's manifest, compare with production as it is now (reported, not failed), state
-   which passwords staging shares with production.
+2. take the backup's snapshot ON PRODUCTION, as the restore method does: one exported
+   snapshot, whose WAL position (``pg_current_wal_insert_lsn()``, read inside the snapshot's
+   transaction) is the manifest's ``lsn``. The backup is production's data, never staging's.
+3. reset the staging branch from production's branch AT THAT LSN (the restore API's
+   ``source_lsn``: "the branch will be restored with data from this LSN") and wait for the
+   operations. Backup and staging then describe the same instant of production, whatever
+   production or staging's own applications write afterwards.
+4. as soon as staging's compute answers: record staging's per-table write counters (the
+   verification's baseline), then set staging's own passwords.
+5. (``s3_backup``) upload and verify the backup as in the restore method.
+6. (``staging_database``, :mod:`nsync_dagster.cycle.branch_verify`) verify staging against the
+   manifest: every table staging has not written since the reset must equal the backup, or
+   the step fails; compare with production as it is now (reported), state which passwords
+   staging shares with production.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from typing import Any
 
 from nsync_dagster.cycle import pipeline
 from nsync_dagster.cycle.branch_preflight import neon_preflight, replaces_line
+from nsync_dagster.cycle.branch_verify import write_counters
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.preflight import daily_preflight
 from nsync_dagster.errors import PreflightError, SnapshotError
@@ -88,12 +95,15 @@ def doctor_check(settings: RunConfig) -> str:
             + replaces_line(neon.branch_id, facts["replaces"], facts["lost"]))
 
 
-def reset_branch(neon: BranchReset, parent_id: str, report: Report) -> dict[str, Any]:
-    """Restore the staging branch from its parent's head and wait for Neon's operations (a
-    failed, error, cancelled or skipped reset ends the wait at once)."""
+def reset_branch(neon: BranchReset, parent_id: str, report: Report,
+                 source_lsn: str | None = None) -> dict[str, Any]:
+    """Restore the staging branch from its parent at ``source_lsn`` (its head without one)
+    and wait for Neon's operations (a failed, error, cancelled or skipped reset ends the wait
+    at once)."""
     started = time.monotonic()
-    report(f"resetting Neon branch {neon.branch_id} from its parent {parent_id}")
-    answer = neon.client.restore_branch(neon.branch_id, parent_id)
+    at = f" at LSN {source_lsn}" if source_lsn else ""
+    report(f"resetting Neon branch {neon.branch_id} from its parent {parent_id}{at}")
+    answer = neon.client.restore_branch(neon.branch_id, parent_id, source_lsn=source_lsn)
     if answer.get("recovered"):
         report("the answer to the reset request was lost, but Neon had started the reset: "
                "waiting for its operations (no second reset requested)")
@@ -102,10 +112,11 @@ def reset_branch(neon: BranchReset, parent_id: str, report: Report) -> dict[str,
                                                report=report,
                                                request_id=answer.get("request_id"))
     seconds = round(time.monotonic() - started, 2)
-    report(f"staging branch reset from {parent_id} in {seconds}s "
+    report(f"staging branch reset from {parent_id}{at} in {seconds}s "
            f"({len(ops)} Neon operation(s))")
     return {"project_id": neon.project_id, "branch_id": neon.branch_id,
-            "source_branch_id": parent_id, "operations": [o["id"] for o in ops],
+            "source_branch_id": parent_id, "source_lsn": source_lsn,
+            "operations": [o["id"] for o in ops],
             "actions": sorted({str(o.get("action")) for o in [*ops, *finished]}),
             "reset_s": seconds}
 
@@ -145,21 +156,24 @@ def _staging_passwords(settings: RunConfig) -> list[str]:
 def reset_and_snapshot(settings: RunConfig, store: BackupStore, partition: str,
                        neon: BranchReset, report: Report = log.info
                        ) -> tuple[Snapshot, NeonReset]:
-    """Pre-flight, reset staging from production's branch, then dump the reset staging."""
+    """Pre-flight, dump production, then reset staging to production at the dump's LSN."""
     daily_preflight(settings.prod, settings.staging, settings.maintenance_db, store,
                     settings.work_dir, settings.dump.compress)
     facts = neon_preflight(settings, neon)
     report(replaces_line(neon.branch_id, facts["replaces"], facts["lost"]))
-    with pipeline.one_daily_run(settings):  # refused at once if another daily run holds it
-        pass  # (not held across the reset: Neon restarts staging's compute, ending sessions)
-    reset = reset_branch(neon, facts["parent_id"], report)
+    snap = pipeline.snapshot_of(settings, store, settings.prod, partition, report)
+    if not snap.manifest.lsn:
+        raise SnapshotError("production's snapshot has no WAL position (LSN), so staging cannot "
+                            "be reset to the backup's instant; nothing was reset")
+    # the advisory lock is not held across the reset: Neon restarts staging's compute
+    reset = reset_branch(neon, facts["parent_id"], report, source_lsn=snap.manifest.lsn)
     _wait_for_compute(settings.staging, report)
+    reset["staging_writes_at_reset"] = write_counters(settings.staging)
     reset["parent_protected"] = facts.get("parent_protected", False)
     reset["staging_passwords_set"] = _staging_passwords(settings)
     if reset["staging_passwords_set"]:
         report("staging's own passwords (NSYNC_STAGING_PASSWORD_<ROLE>) set for: "
                + ", ".join(reset["staging_passwords_set"]))
-    snap = pipeline.snapshot_of(settings, store, settings.staging, partition, report)
     done = NeonReset.model_validate(reset)
     snap = dataclasses.replace(snap, manifest=snap.manifest.model_copy(update={
         "staging_method": METHOD, "neon_branch_reset": done}))

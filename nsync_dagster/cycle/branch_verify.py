@@ -1,11 +1,28 @@
 """Verifying staging in the branch-reset method (``staging_database`` in that mode).
 
-Staging is compared with the backup's manifest, which was computed from the reset staging
-branch itself: that proves staging still holds what the backup holds, and a failure there
-fails the step. Production keeps being written after the reset, so comparing staging with
-production *now* cannot demand equality: its table list and row counts are compared and every
-difference is reported (metadata and a warning), never failed on. That production's branch is
-staging's parent was already proved by the Neon API before the reset (pre-flight).
+The backup is production's snapshot and staging was reset to production at the snapshot's
+LSN, so both are production at one instant. Staging is compared with the backup's manifest,
+but staging is live from the moment its compute answers: its own applications, workers or a
+boot migration may write at once. How each difference is judged:
+
+- a table (or materialized view) staging has NOT written since the reset must equal the
+  backup: row count and checksum. A difference there means the reset or the dump is wrong
+  (another instant, another branch): the step FAILS.
+- a table staging HAS written since the reset (its ``pg_stat_user_tables`` insert, update or
+  delete counters moved since nsync's first connection after the reset, the baseline kept in
+  the manifest) is not comparable any more: named in the report, never passed off as equal.
+- a table of the backup missing on staging, or one staging had at the reset that the backup
+  lacks, fails. A table created on staging after the reset is reported.
+- a sequence may not be BEHIND the backup (staging would hand out ids production used); ahead
+  is expected (PostgreSQL logs sequences 32 values ahead, so a restore at an LSN shows them
+  ahead, and staging's writes move them) and reported.
+
+The window this leaves: a write that lands between staging's compute opening and nsync's
+first connection (seconds) is not in the baseline; its table then differs "unwritten" and the
+step fails, loudly, naming the table (a false alarm, never a false pass).
+
+Production keeps being written after the snapshot, so production *now* is compared by table
+list and row counts and every difference is reported, never failed on.
 
 Passwords: a Neon reset copies the parent's roles with their passwords; a role given
 NSYNC_STAGING_PASSWORD_<ROLE> gets its own password after each reset. Where ``pg_authid`` is
@@ -25,7 +42,7 @@ import psycopg
 
 from nsync_dagster.cycle import pipeline
 from nsync_dagster.cycle.config import RunConfig
-from nsync_dagster.cycle.results import BranchStagingResult, Drift, PasswordFacts
+from nsync_dagster.cycle.results import BranchStagingResult, Drift, PasswordFacts, Verification
 from nsync_dagster.errors import VerificationError
 from nsync_dagster.manifest import Manifest, NeonReset
 from nsync_dagster.postgres import dbstats, roles
@@ -53,6 +70,98 @@ def production_drift(prod: PgTarget, manifest: Manifest) -> Drift:
                 for t, (a, b) in changed.items()])
     return Drift(tables_compared=len(set(then) & set(now)), only_on_staging=only_staging,
                  only_on_production=only_prod, row_counts_changed=len(changed), lines=lines)
+
+
+def write_counters(target: PgTarget) -> dict[str, int]:
+    """Every table's and materialized view's write counter on ``target`` (inserts + updates +
+    deletes, ``pg_stat_user_tables``): the baseline taken when staging's compute answers after
+    the reset, and what the verification compares it with."""
+    with target.connect() as conn:
+        rows = conn.execute(
+            "SELECT schemaname || '.' || relname, n_tup_ins + n_tup_upd + n_tup_del "
+            "FROM pg_stat_user_tables").fetchall()
+    return {name: int(n) for name, n in rows}
+
+
+def written_since(baseline: dict[str, int], now: dict[str, int]) -> set[str]:
+    """The tables staging wrote since the baseline. A counter below its baseline means the
+    statistics were reset (a compute restart): the table counts as written if it was
+    written at all since."""
+    return {t for t, n in now.items()
+            if t not in baseline or n > baseline[t] or (n < baseline[t] and n > 0)}
+
+
+def judge(manifest: Manifest, actual: dict, baseline: dict[str, int], written: set[str],
+          descending: frozenset[str] = frozenset()) -> tuple[list[str], list[str]]:
+    """Staging's facts (``actual``) against the manifest by this module's rules: (the problems
+    that fail the step, the lines naming staging's own writes). ``baseline``: staging's write
+    counters at the reset; ``written``: the tables written since (:func:`written_since`);
+    ``descending``: the sequences with a negative increment ("behind" is above for them)."""
+    problems: list[str] = []
+    own: list[str] = []
+    for section in ("tables", "matviews"):
+        want, got = getattr(manifest, section), actual[section]
+        for name in sorted(set(want) - set(got)):
+            problems.append(f"{section[:-1]} {name} of the backup is missing on staging")
+        for name in sorted(set(got) - set(want)):
+            if name in baseline and name not in written:
+                problems.append(f"{section[:-1]} {name} was on staging at the reset but is not "
+                                "in the backup")
+            else:
+                own.append(f"{section[:-1]} {name} was created on staging after the reset")
+        for name in sorted(set(want) & set(got)):
+            diff = dbstats.compare({section: {name: want[name].as_json()}},
+                                   {section: {name: got[name]}})
+            if diff and name in written:
+                own.append(f"{name} was written on staging after the reset (not comparable)")
+            elif diff:
+                problems.extend(f"{d} (not written on staging since the reset)" for d in diff)
+    for name, seq in sorted(manifest.sequences.items()):
+        now = actual["sequences"].get(name)
+        if now is None:
+            problems.append(f"sequence {name} of the backup is missing on staging")
+        elif (now["last_value"] > seq.last_value if name in descending
+              else now["last_value"] < seq.last_value):
+            problems.append(f"sequence {name} is at {now['last_value']} on staging, behind the "
+                            f"backup's {seq.last_value}")
+    return problems, own
+
+
+def verify_against_backup(settings: RunConfig, manifest: Manifest, report: Report
+                          ) -> tuple[Verification, list[str]]:
+    """Staging against production's manifest by the rules in this module's docstring.
+
+    Raises:
+        VerificationError: a table staging did not write differs, one is missing or extra,
+            a sequence is behind, or a role is missing.
+    """
+    reset = manifest.neon_branch_reset or NeonReset()
+    with settings.staging.connect() as conn:
+        actual = dbstats.data_facts(conn.cursor(), checksums=manifest.checksums,
+                                    methods=manifest.checksum_methods())
+        present = {r for (r,) in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
+        descending = frozenset(n for (n,) in conn.execute(
+            "SELECT schemaname || '.' || sequencename FROM pg_sequences WHERE increment_by < 0"
+        ).fetchall())
+    written = written_since(reset.staging_writes_at_reset, write_counters(settings.staging))
+    problems, own = judge(manifest, actual, reset.staging_writes_at_reset, written, descending)
+    wanted = {r.name for r in manifest.roles
+              if not r.rolsuper and not roles.is_platform(r.name, settings.platform_roles)}
+    problems += [f"role {r} is missing on staging" for r in sorted(wanted - present)]
+    if problems:
+        raise VerificationError(
+            f"staging does not hold production as of backup {manifest.backup_id} (LSN "
+            f"{manifest.lsn}): " + "; ".join(problems[:20]) + ". Staging was reset to "
+            f"production's branch at LSN {reset.source_lsn}; these differences are in tables "
+            "staging has not written since, so the reset brought another instant or another "
+            "branch (or a session wrote before nsync's first connection after the reset: see "
+            "pg_stat_activity on staging). Rerun the whole job.")
+    for line in own[:20]:
+        report(f"staging's own write since the reset: {line}")
+    tables = actual["tables"]
+    return Verification(tables=len(tables), sequences=len(actual["sequences"]),
+                        rows=sum(t["rows"] for t in tables.values()),
+                        checksums_compared=manifest.checksums), own
 
 
 def _verifiers(conn: psycopg.Connection, own: str) -> dict[str, str | None] | None:
@@ -111,20 +220,16 @@ def verify_branch_staging(settings: RunConfig, store: BackupStore, partition: st
     """Staging (the reset branch) against the partition's backup; production compared."""
     backup = pipeline.partition_backup(store, partition)
     manifest = store.read_manifest(backup.key_prefix)
-    if manifest.staging_method != METHOD:
+    reset_to = (manifest.neon_branch_reset or NeonReset()).source_lsn
+    if manifest.staging_method != METHOD or not reset_to or reset_to != manifest.lsn:
         raise VerificationError(
-            f"backup {backup.backup_id} was dumped from production, not from the reset staging "
-            "branch (it was taken with NSYNC_STAGING_METHOD=restore): materialize prod_snapshot "
-            "and s3_backup again in neon-branch-reset mode")
-    try:
-        verified = pipeline.verify_database(settings.staging, manifest, settings.platform_roles)
-    except VerificationError as exc:
-        raise VerificationError(
-            f"{exc}. In branch-reset mode staging is live from the reset on: a session that "
-            "wrote to staging after the reset shows here too (see pg_stat_activity on staging);"
-            " otherwise the reset or the dump went wrong. Rerun the whole job.") from None
-    report(f"staging matches backup {backup.backup_id}: {verified.tables} tables, "
-           f"{verified.rows:,} rows, {verified.sequences} sequences")
+            f"backup {backup.backup_id} is not the one staging was reset to (it was taken with "
+            "NSYNC_STAGING_METHOD=restore, or before staging was reset at its LSN): "
+            "materialize prod_snapshot and s3_backup again in neon-branch-reset mode")
+    verified, own = verify_against_backup(settings, manifest, report)
+    report(f"staging matches backup {backup.backup_id} (production at LSN {manifest.lsn}): "
+           f"{verified.tables} tables, {verified.rows:,} rows, {verified.sequences} sequences"
+           + (f"; {len(own)} written on staging since the reset, not comparable" if own else ""))
     drift = production_drift(settings.prod, manifest)
     for line in drift.lines[:20]:
         report(f"WARNING: production moved since the reset: {line}")
@@ -138,4 +243,4 @@ def verify_branch_staging(settings: RunConfig, store: BackupStore, partition: st
         backup_id=backup.backup_id, uri=store.uri(backup.key_prefix),
         verified_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         verification=verified, drift=drift, passwords=passwords,
-        reset=reset, snapshot_lsn=manifest.lsn)
+        reset=reset, snapshot_lsn=manifest.lsn, staging_own_writes=tuple(own))

@@ -5,14 +5,13 @@ The Dagster assets call these; so do the CLI and the tests. Nothing here imports
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import json
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from nsync_dagster.cycle import (
@@ -92,24 +91,14 @@ def snapshot_step(settings: RunConfig, store: BackupStore, partition: str,
 
 def snapshot_of(settings: RunConfig, store: BackupStore, source: PgTarget, partition: str,
                 report: Report = log.info) -> Snapshot:
-    """The partition's snapshot taken from ``source`` instead of production (the branch-reset
-    method dumps the freshly reset staging branch); checks are the caller's, but the backup
-    prefix is checked here for production (``settings.prod``), whose copy ``source`` is."""
+    """The partition's snapshot taken from ``source`` (the branch-reset method passes
+    production; a caller may pass another server); checks are the caller's, but the backup
+    prefix is checked here for production (``settings.prod``), and one backup at a time is
+    production's lock, as in :func:`snapshot_step`."""
     production = owner.check_prefix(settings, store)
-    with one_daily_run(settings):
+    with runlock.one_backup_at_a_time(settings, "snapshot"):
         return _snapshot(dataclasses.replace(settings, prod=source), partition, report,
                          production)
-
-
-@contextlib.contextmanager
-def one_daily_run(settings: RunConfig) -> Iterator[None]:
-    """The staging database's advisory lock (``swap.exclusive``), for work that needs staging
-    (the branch-reset method's snapshot): a second run started meanwhile is refused at once
-    with a message naming the holder. The restore method's snapshot and backup steps hold
-    production's lock instead (:mod:`.runlock`); the staging step takes staging's itself."""
-    with settings.staging.with_db(settings.maintenance_db).connect() as conn, \
-            swap.exclusive(conn, settings.staging.dbname):
-        yield
 
 
 def _snapshot(settings: RunConfig, partition: str, report: Report,

@@ -167,7 +167,7 @@ class PasswordFacts:
 
 @dataclass(frozen=True)
 class BranchStagingResult:
-    """The branch-reset method: staging verified against the backup dumped from it."""
+    """The branch-reset method: staging verified against production's backup it was reset to."""
 
     backup_id: str
     uri: str
@@ -177,6 +177,8 @@ class BranchStagingResult:
     passwords: PasswordFacts
     reset: NeonReset  # the manifest's ``neon_branch_reset`` (defaults when it has none)
     snapshot_lsn: str | None
+    # tables staging wrote after the reset (not comparable with the backup), one line each
+    staging_own_writes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

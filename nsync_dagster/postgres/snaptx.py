@@ -86,8 +86,15 @@ def begin(conn: psycopg.Connection, lock_wait_s: int) -> OpenSnapshot:
         cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         try:
             _lock(cur, known)
-            cur.execute("SELECT pg_export_snapshot(), pg_is_in_recovery(), now()")
-            snapshot_id, in_recovery, snapshot_time = cur.fetchone()
+            # the snapshot is taken as this statement starts (LOCK takes none), and the WAL
+            # position is read within it: the insert position, not the write position (with
+            # asynchronous commit a commit the snapshot sees may still be in the WAL buffers),
+            # so every commit the snapshot sees is before the LSN, and only a commit landing
+            # within this one statement can be after the snapshot but before the LSN
+            cur.execute("SELECT pg_export_snapshot(), pg_is_in_recovery(), now(), "
+                        "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
+                        "ELSE pg_current_wal_insert_lsn() END::text")
+            snapshot_id, in_recovery, snapshot_time, lsn = cur.fetchone()
             visible = dbstats.lockable_tables(cur)
             locked = set(known)
             _lock(cur, [t for t in visible if t not in locked])
@@ -101,9 +108,6 @@ def begin(conn: psycopg.Connection, lock_wait_s: int) -> OpenSnapshot:
                 f"production table(s) {', '.join(rewritten[:10])} were truncated or rewritten "
                 "(TRUNCATE, ALTER TABLE, CLUSTER, VACUUM FULL) just as the snapshot was taken; "
                 "a new snapshot will be taken on retry", transient=True)
-        cur.execute("SELECT pg_last_wal_replay_lsn()::text" if in_recovery
-                    else "SELECT pg_current_wal_lsn()::text")
-        lsn = cur.fetchone()[0]
         return OpenSnapshot(snapshot_id, snapshot_time, lsn,
                             tuple(f"{s}.{r}" for s, r in visible))
     raise SnapshotError("production tables kept being dropped or renamed while nsync locked "

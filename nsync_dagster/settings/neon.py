@@ -26,9 +26,9 @@ NEON_API = "https://console.neon.tech/api/v2"
 class StagingMethod(Group):
     title = "Staging method (restore from the backup, or reset a Neon child branch)"
     intro = ("With neon-branch-reset, staging is a Neon child branch of production's branch: "
-             "the daily run resets it from its parent through the Neon API (NEON_API_KEY), then "
-             "takes the backup's snapshot from the freshly reset staging branch, uploads and "
-             "verifies it, and verifies staging against it. The four NSYNC_NEON_* settings "
+             "the daily run dumps production, resets staging from its parent at the dump's LSN "
+             "through the Neon API (NEON_API_KEY), uploads and verifies the backup, and "
+             "verifies staging against it. The four NSYNC_NEON_* settings "
              "below and NEON_API_KEY are then all required.")
 
     staging_method: lowercase(Literal["restore", "neon-branch-reset"]) = setting(

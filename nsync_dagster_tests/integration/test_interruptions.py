@@ -279,7 +279,8 @@ def test_second_daily_run_is_refused_before_its_dump(pg_staging, nsync_env, sync
     assert not list(settings.work_dir.glob("2*")), "no dump was taken"
     assert _oid(pg_staging, staging_db(nsync_env)) == synced
     # a run rebuilding staging (staging's lock) does not stop the backup, only the staging step
-    with pipeline.one_daily_run(settings):
+    with settings.staging.with_db(settings.maintenance_db).connect() as conn, \
+            swap.exclusive(conn, settings.staging.dbname):  # as a staging step holds it
         pipeline.snapshot_step(settings, store, "2026-11-27")
         seen: list[str] = []
         out = pipeline.backup_step(settings, store, "2026-11-27", seen.append)

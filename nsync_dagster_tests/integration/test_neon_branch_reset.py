@@ -17,7 +17,7 @@ import boto3
 import dagster as dg
 import pytest
 
-from nsync_dagster.cycle import branch_verify, localcopy
+from nsync_dagster.cycle import branch_reset, branch_verify, localcopy
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.embedded.neon_shape import shape_like_neon
 from nsync_dagster.embedded.postgres import EmbeddedCluster
@@ -40,6 +40,7 @@ from nsync_dagster_tests.conftest import (
     nsync,
     run_daily_job,
 )
+from nsync_dagster_tests.neon_copy import ProductionHistory
 from nsync_dagster_tests.neon_standin import Branch, NeonStandIn, copy_production, rows
 
 PROJECT = "aged-wildflower-123456"
@@ -63,9 +64,23 @@ def pg_branch(server_root):
         cluster.stop("immediate")
 
 
+@pytest.fixture(scope="module")
+def prod_history(pg_prod, server_root):
+    """Production's past (a base backup and its WAL): what a reset at an LSN copies from."""
+    history = ProductionHistory(pg_prod, server_root / "neon-history").start()
+    yield history
+    history.stop()
+
+
 @pytest.fixture
-def neon(pg_prod, pg_branch):
-    standin = NeonStandIn(API_KEY, PROJECT, lambda: copy_production(pg_prod, pg_branch, PROD_DB))
+def neon(pg_prod, pg_branch, prod_history):
+    def reset(lsn: str | None) -> None:
+        if lsn is None:
+            copy_production(pg_prod, pg_branch, PROD_DB)
+        else:
+            prod_history.copy_at(lsn, pg_branch, PROD_DB)
+
+    standin = NeonStandIn(API_KEY, PROJECT, reset)
     # production's URL names "localhost", staging's "127.0.0.1": two endpoint hosts (on Neon,
     # ep-... names; both forms are matched)
     standin.add_branch(Branch(MAIN, "main", default=True, primary=True), "localhost",
@@ -118,8 +133,6 @@ def test_daily_job_resets_staging_backs_it_up_and_verifies_then_recovery_test(
     assert result.success, failure_text(result)
     assert API_KEY not in text
     assert_no_secret(text)
-    # the stand-in was asked for exactly one reset of staging from production's branch
-    assert neon.restores == [{"source_branch_id": MAIN, "branch_id": STAGING}]
     assert neon.copies == 1
     # the run log names every database the reset replaces, not only the one nsync syncs
     assert f"the reset replaces every database on staging branch {STAGING}: " in text
@@ -128,13 +141,13 @@ def test_daily_job_resets_staging_backs_it_up_and_verifies_then_recovery_test(
     oracle.assert_same(oracle.picture(pg_prod, PROD_DB), oracle.picture(pg_branch, PROD_DB))
     assert oracle.roles(pg_prod) == oracle.roles(pg_branch)
     assert oracle.memberships(pg_prod) == oracle.memberships(pg_branch)
-    # the backup was dumped from the reset staging branch and read back
+    # the backup was dumped from production and read back
     mats = {m.asset_key.to_user_string(): m.metadata
             for m in result.asset_materializations_for_node("prod_snapshot")
             + result.asset_materializations_for_node("s3_backup")
             + result.asset_materializations_for_node("staging_database")}
     assert mats["prod_snapshot"]["staging_method"].value == "neon-branch-reset"
-    assert "127.0.0.1" in mats["prod_snapshot"]["source"].value  # staging's endpoint, not prod
+    assert "localhost" in mats["prod_snapshot"]["source"].value  # production, not staging
     staging = mats["staging_database"]
     assert staging["staging_method"].value == "neon-branch-reset"
     assert staging["production_row_counts_changed"].value == 0
@@ -154,6 +167,10 @@ def test_daily_job_resets_staging_backs_it_up_and_verifies_then_recovery_test(
                                         Key=manifest_key)["Body"].read())
     assert manifest["staging_method"] == "neon-branch-reset"
     assert manifest["neon_branch_reset"]["source_branch_id"] == MAIN
+    # exactly one reset of staging from production's branch, at the backup's snapshot LSN
+    assert manifest["lsn"] and manifest["neon_branch_reset"]["source_lsn"] == manifest["lsn"]
+    assert neon.restores == [{"source_branch_id": MAIN, "source_lsn": manifest["lsn"],
+                              "branch_id": STAGING}]
     # nothing restores from the local dump in this mode: it is gone once the backup is read back
     work = RunConfig.from_env(branch_env).work_dir
     assert not localcopy.exists(work) and not list(work.glob("*/dump")), list(work.iterdir())
@@ -168,15 +185,24 @@ def test_daily_job_resets_staging_backs_it_up_and_verifies_then_recovery_test(
             ["Contents"]]
     assert manifest_key.replace("manifest.json", RESTORE_OK) in keys  # now "verified"
 
-    # staging is live after the reset: a write there fails the verification, explained
+    # staging is live after the reset: its own write is reported as such, not compared
     pg_branch.psql("INSERT INTO app.clients (name, slug, tenant_id) "
                    "VALUES ('qa', 'qa-written-on-staging', 1)", PROD_DB)
-    again = defs().resolve_job_def("daily_sync_job").execute_in_process(
+    again = verify_staging_again(instance)
+    assert again.success, failure_text(again)
+    own = again.asset_materializations_for_node("staging_database")[0].metadata[
+        "staging_writes_since_reset"].value
+    assert "app.clients was written on staging after the reset" in own
+    assert neon.copies == 1  # verifying alone never resets
+
+
+def verify_staging_again(instance: dg.DagsterInstance):
+    """Only ``staging_database`` of the partition: the verification, without a reset."""
+    from nsync_dagster.definitions import defs
+
+    return defs().resolve_job_def("daily_sync_job").execute_in_process(
         instance=instance, partition_key=PARTITION, raise_on_error=False,
         asset_selection=[dg.AssetKey("staging_database")])
-    assert not again.success
-    assert "a session that wrote to staging after the reset" in failure_text(again)
-    assert neon.copies == 1  # verifying alone never resets
 
 
 def test_nsync_run_daily_in_branch_reset_mode(pg_prod, pg_branch, cli_env, neon):
@@ -384,3 +410,115 @@ def test_doctor_checks_the_neon_settings(capsys, branch_env, neon, monkeypatch):
     out = capsys.readouterr().out
     assert "[FAIL] staging method (NSYNC_STAGING_METHOD)" in out and "it is protected" in out
     assert API_KEY not in out and neon.restores == []
+
+
+PROD_LATER = ("INSERT INTO app.clients (name, slug, tenant_id) "
+              "VALUES ('later', 'written-on-production-after-the-snapshot', 1)")
+PROD_UNDO = "DELETE FROM app.clients WHERE slug = 'written-on-production-after-the-snapshot'"
+
+
+def _production_moves_on_before_the_reset(pg_prod, monkeypatch) -> None:
+    """Production is written after the backup's snapshot, before staging is reset."""
+    real = branch_reset.reset_branch
+
+    def reset_after_a_write(*args, **kwargs):
+        pg_prod.psql(PROD_LATER, PROD_DB)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(branch_reset, "reset_branch", reset_after_a_write)
+
+
+def _counts(picture: dict) -> dict[str, int]:
+    return {rel: int(digest.split(":")[0]) for rel, digest in picture["content"].items()
+            if digest != "unpopulated"}
+
+
+def test_the_backup_is_production_at_the_reset_while_staging_is_written_as_it_reopens(
+        pg_prod, pg_branch, branch_env, neon, instance, monkeypatch):
+    """Production is written after the snapshot and before the reset; staging's application
+    writes as soon as staging accepts connections. The backup and staging are both production
+    at the snapshot's LSN; staging's own write is reported, not compared, and the job passes."""
+    at_snapshot = oracle.picture(pg_prod, PROD_DB)
+    _production_moves_on_before_the_reset(pg_prod, monkeypatch)
+    real_passwords = branch_reset._staging_passwords
+
+    def application_writes_then_passwords(settings):
+        pg_branch.psql("INSERT INTO config.feature_flags VALUES "
+                       "('staging_banner', true, 'written by staging at boot')", PROD_DB)
+        return real_passwords(settings)
+
+    monkeypatch.setattr(branch_reset, "_staging_passwords", application_writes_then_passwords)
+    try:
+        result = run_daily_job(instance, PARTITION)
+        assert result.success, failure_text(result)
+        assert "written-on-production-after-the-snapshot" in pg_prod.psql(
+            "SELECT slug FROM app.clients", PROD_DB)
+        s3 = boto3.client("s3")
+        bucket = branch_env["NSYNC_BACKUP_BUCKET"]
+        key = next(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]
+                   if o["Key"].endswith("/manifest.json"))
+        manifest = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        # the backup is production's, at the snapshot: every table's rows as the judge saw
+        # them before production moved on (the later client is not in it)
+        assert {t: v["rows"] for t, v in manifest["tables"].items()} == {
+            t: n for t, n in _counts(at_snapshot).items() if t in manifest["tables"]}
+        assert "localhost" in manifest["source"]
+        assert manifest["neon_branch_reset"]["source_lsn"] == manifest["lsn"]
+        assert neon.restores[0]["source_lsn"] == manifest["lsn"]
+        # staging is production at that same LSN: equal to the judge's picture in every table
+        # but the one its application wrote (production's later write is not there)
+        on_staging = oracle.picture(pg_branch, PROD_DB)
+        oracle.assert_same({"schema": at_snapshot["schema"]}, {"schema": on_staging["schema"]})
+        differ = {t for t in at_snapshot["content"]
+                  if at_snapshot["content"][t] != on_staging["content"].get(t)}
+        assert differ == {"config.feature_flags"}, differ
+        meta = result.asset_materializations_for_node("staging_database")[0].metadata
+        assert "config.feature_flags was written on staging after the reset" in meta[
+            "staging_writes_since_reset"].value
+        assert meta["production_row_counts_changed"].value == 1  # app.clients, reported
+        checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+        assert checks["staging_matches_manifest"]
+    finally:
+        pg_prod.psql(PROD_UNDO, PROD_DB)
+
+
+def test_a_reset_to_another_instant_fails_the_verification(
+        pg_prod, pg_branch, branch_env, neon, instance, monkeypatch):
+    """Neon restores production's head instead of the snapshot's LSN (a wrong reset): staging
+    holds a client the backup lacks, in a table staging never wrote, and the step fails."""
+    _production_moves_on_before_the_reset(pg_prod, monkeypatch)
+    neon.faults.ignore_lsn = True
+    try:
+        result = run_daily_job(instance, PARTITION)
+        assert not result.success
+        message = failure_text(result)
+        assert "staging does not hold production as of backup" in message, message
+        assert ("table app.clients: rows is" in message
+                and "(not written on staging since the reset)" in message), message
+        assert neon.copies == 1
+        assert API_KEY not in run_text(instance, result)
+    finally:
+        pg_prod.psql(PROD_UNDO, PROD_DB)
+
+
+def test_a_staging_write_before_nsyncs_first_connection_fails_loudly_never_passes(
+        pg_prod, pg_branch, branch_env, neon, instance, monkeypatch):
+    """The window the verification leaves: staging's application writes before nsync's first
+    connection after the reset, so the write is not in the baseline. The step fails, naming
+    the table (a false alarm, never a false pass); the backup is production's all the same."""
+    real_wait = branch_reset._wait_for_compute
+
+    def application_first(staging, report):
+        pg_branch.psql("UPDATE config.feature_flags SET note = 'changed by staging at boot'",
+                       PROD_DB)
+        return real_wait(staging, report)
+
+    monkeypatch.setattr(branch_reset, "_wait_for_compute", application_first)
+    result = run_daily_job(instance, PARTITION)
+    assert not result.success
+    message = failure_text(result)
+    assert "table config.feature_flags: checksum is" in message, message
+    assert "(not written on staging since the reset)" in message
+    assert "a session wrote before nsync's first connection after the reset" in message
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks["backup_checksums_match"]  # the backup of production was uploaded

@@ -22,7 +22,7 @@ PROJECT = "cool-project-424242"
 @pytest.fixture
 def api():
     copies = []
-    standin = NeonStandIn(KEY, PROJECT, lambda: copies.append(1))
+    standin = NeonStandIn(KEY, PROJECT, lambda _lsn: copies.append(1))
     standin.add_branch(Branch("br-main", "main", default=True), "ep-main-1.neon.test")
     standin.add_branch(Branch("br-staging", "staging", parent_id="br-main"),
                        "ep-staging-2.neon.test")
@@ -210,7 +210,7 @@ def test_a_branch_s_databases_are_listed(api):
 
 
 def test_unreachable_api_is_transient_and_says_where():
-    gone = NeonStandIn(KEY, PROJECT, lambda: None).start()
+    gone = NeonStandIn(KEY, PROJECT, lambda _lsn: None).start()
     url = gone.url
     gone.stop()  # nothing listens on that port any more
     with pytest.raises(NeonError) as caught:

@@ -34,7 +34,7 @@ ACTIONS = {"create_timeline", "start_compute", "check_availability", "suspend_co
 
 @pytest.fixture
 def api():
-    s = NeonStandIn(KEY, PROJECT, lambda: None)
+    s = NeonStandIn(KEY, PROJECT, lambda _lsn: None)
     s.add_branch(Branch("br-main", "main", default=True), "ep-main-1.neon.test")
     s.add_branch(Branch("br-staging", "staging", parent_id="br-main"), "ep-stg-2.neon.test")
     return s

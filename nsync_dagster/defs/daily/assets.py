@@ -43,10 +43,10 @@ def prod_snapshot(context: dg.AssetExecutionContext, nsync: NsyncResource,
 
     With ``NSYNC_STAGING_METHOD=neon-branch-reset`` this step first checks the Neon settings
     (the staging branch is an unprotected child of production's branch, without children),
-    resets the staging branch from production's branch through the Neon API, waits for the
-    operations (``NSYNC_NEON_RESET_TIMEOUT``), and then dumps the freshly reset staging branch
-    instead of production: the backup and staging describe the same data and production's
-    compute carries no dump load. Any failed check leaves staging untouched.
+    dumps production as above, then resets the staging branch from production's branch at the
+    snapshot's LSN through the Neon API and waits for the operations
+    (``NSYNC_NEON_RESET_TIMEOUT``): the backup is production's data and staging is production
+    at the same instant. Any failed check leaves staging untouched.
     """
     with failures_explained(context, "production snapshot"):
         settings = nsync.settings()

@@ -1,8 +1,8 @@
 """The daily assets' bodies in the branch-reset method (``NSYNC_STAGING_METHOD=
-neon-branch-reset``): ``prod_snapshot`` resets the staging branch from production's branch and
-dumps the reset staging; ``staging_database`` verifies staging against that backup. The
-asset definitions (and ``s3_backup``, which is the same in both methods) are in ``assets.py``;
-the metadata in ``metadata.py``.
+neon-branch-reset``): ``prod_snapshot`` dumps production and resets the staging branch from
+production's branch at the dump's LSN; ``staging_database`` verifies staging against that
+backup. The asset definitions (and ``s3_backup``, which is the same in both methods) are in
+``assets.py``; the metadata in ``metadata.py``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from nsync_dagster.storage.s3store import BackupStore
 
 def snapshot(settings: RunConfig, store: BackupStore, partition: str,
              neon: branch_reset.BranchReset, report: Callable[[str], None]) -> dict[str, Any]:
-    """Reset, then dump the reset staging; the snapshot's metadata plus the reset's."""
+    """Dump production, then reset staging to its LSN; the snapshot's metadata plus the
+    reset's."""
     snap, reset = branch_reset.reset_and_snapshot(settings, store, partition, neon, report)
     return metadata.branch_snapshot_metadata(snap.manifest, reset)
 

@@ -43,7 +43,8 @@ def branch_snapshot_metadata(m: Manifest, reset: NeonReset) -> dict[str, Any]:
     return {
         "backup_id": snap.pop("backup_id"), "source": snap.pop("source"),
         "staging_method": BRANCH_RESET,
-        "neon_branch": f"{reset.branch_id} reset from {reset.source_branch_id}",
+        "neon_branch": f"{reset.branch_id} reset from {reset.source_branch_id}"
+                       + (f" at LSN {reset.source_lsn}" if reset.source_lsn else ""),
         "neon_operations": len(reset.operations),
         "reset_s": dg.MetadataValue.float(reset.reset_s),
         **snap,
@@ -114,6 +115,9 @@ def branch_staging_result(out: BranchStagingResult, staging: str,
                   "neon_branch": f"{out.reset.branch_id} reset from {out.reset.source_branch_id}",
                   "reset_s": dg.MetadataValue.float(float(out.reset.reset_s)),
                   "snapshot_lsn": str(out.snapshot_lsn),
+                  "staging_writes_since_reset": dg.MetadataValue.md(
+                      "\n".join(f"- {line}" for line in out.staging_own_writes[:50])
+                      or "none: every table compared with the backup"),
                   "production_drift": dg.MetadataValue.md(
                       "\n".join(f"- {line}" for line in drift.lines[:50])
                       or "none: production's tables and row counts equal staging's"),
