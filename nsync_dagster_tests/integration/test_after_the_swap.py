@@ -10,9 +10,13 @@ import pytest
 
 from nsync_dagster import deadline
 from nsync_dagster.cli import main
+from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs import records
 from nsync_dagster.defs.alerts import sensors, watch
+from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.notify import NotificationError, notifier_from_env
+from nsync_dagster.postgres.identity import production_of
+from nsync_dagster.storage import identity
 from nsync_dagster_tests import oracle
 from nsync_dagster_tests.conftest import (
     PROD_DB,
@@ -64,6 +68,10 @@ def test_retention_refused_after_the_swap_is_its_own_alert_not_a_failed_sync(
     s3 = s3_client(s3_endpoint)
     for name in ("manifest.json", "dump/toc.dat"):  # retention plans to delete this one
         s3.put_object(Bucket=nsync_env["NSYNC_BACKUP_BUCKET"], Key=f"{OLD}/{name}", Body=b"{}")
+    # marked as this production's (every reader keeps to its own production's backups)
+    settings = RunConfig.from_env(nsync_env)
+    identity.mark(backup_store(settings, s3_from_env()), f"{OLD}/",
+                  production_of(settings.prod))
     with FaultProxy(s3_endpoint) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         refused = proxy.add("POST", r"\?delete", "status", status=403, code="AccessDenied",
@@ -81,7 +89,7 @@ def test_retention_refused_after_the_swap_is_its_own_alert_not_a_failed_sync(
     oracle.assert_same(oracle.picture(pg_prod, PROD_DB),
                        oracle.picture(pg_staging, staging_db(nsync_env)))
     keys = s3.list_objects_v2(Bucket=nsync_env["NSYNC_BACKUP_BUCKET"], Prefix=OLD)
-    assert keys["KeyCount"] == 2, "nothing was deleted"
+    assert keys["KeyCount"] == 3, "nothing was deleted (the dump, its manifest, its marker)"
 
     with dg.DagsterInstance.from_config(nsync_env["DAGSTER_HOME"]) as inst:
         tick(inst)

@@ -30,6 +30,7 @@ from nsync_dagster_tests.conftest import (
     s3_client,
     staging_db,
 )
+from nsync_dagster_tests.pausing import pausing_bin_dir
 
 DAY = "2026-11-27"
 
@@ -130,37 +131,38 @@ def test_an_object_changed_after_the_read_back_is_never_restored(pg_staging, nsy
     assert [b.status for b in store.list_backups()] == ["verified", "checksummed"]
 
 
+def _pausing(nsync_env, tmp_path, monkeypatch):
+    """The next main-phase ``pg_restore`` (the restore beside the upload) stops itself at its
+    start until the test acts (``pausing.py``): no poller racing a short restore."""
+    bin_dir, pause = pausing_bin_dir(tmp_path, "pg_restore", "phase-b-objects")
+    nsync_env["NSYNC_PG_BIN_DIR"] = str(bin_dir)
+    monkeypatch.setenv("NSYNC_PG_BIN_DIR", str(bin_dir))
+    return pause
+
+
 @contextlib.contextmanager
-def _killing_the_first_restore(db: str):
-    """SIGKILL the first ``pg_restore`` into ``<db>__nsync_next`` (stopped first, so it cannot
-    finish between being found and being killed): a real crash of the background restore."""
+def _killing_the_first_restore(nsync_env, tmp_path, monkeypatch):
+    """SIGKILL the first ``pg_restore`` of the main phase (stopped at its start, so it cannot
+    finish first): a real crash of the background restore."""
+    pause = _pausing(nsync_env, tmp_path, monkeypatch)
     killed: list[int] = []
-    stop = threading.Event()
 
-    def watch() -> None:
-        while not stop.is_set() and not killed:
-            for p in psutil.process_iter(["name", "cmdline"]):
-                cmd = " ".join(p.info["cmdline"] or [])
-                if p.info["name"] == "pg_restore" and f"{db}__nsync_next" in cmd:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(p.pid, signal.SIGSTOP)
-                        os.killpg(p.pid, signal.SIGKILL)
-                        killed.append(p.pid)
-                    break
-            time.sleep(0.002)
+    def kill() -> None:
+        pid = pause.wait()
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
 
-    watcher = threading.Thread(target=watch, daemon=True)
+    watcher = threading.Thread(target=kill, daemon=True)
     watcher.start()
     try:
         yield killed
     finally:
-        stop.set()
-        watcher.join()
+        watcher.join(timeout=60)
 
 
 def test_a_failing_background_restore_leaves_the_backup_done_and_staging_rebuilt(
-        pg_prod, pg_staging, nsync_env):
-    with _killing_the_first_restore(staging_db(nsync_env)) as killed:
+        pg_prod, pg_staging, nsync_env, tmp_path, monkeypatch):
+    with _killing_the_first_restore(nsync_env, tmp_path, monkeypatch) as killed:
         settings, store, out, seen = _steps(nsync_env)
     assert killed, "the background pg_restore was killed"
     assert out.staging_prepared.prepared is False
@@ -230,27 +232,18 @@ def test_the_record_is_used_once(pg_prod, pg_staging, nsync_env):
 
 
 def test_an_interrupted_backup_stops_the_restore_and_drops_its_copy(pg_prod, pg_staging,
-                                                                    nsync_env):
+                                                                    nsync_env, tmp_path,
+                                                                    monkeypatch):
     """An interrupt (Terminate, max runtime, SIGINT) while the background restore is stuck:
     the backup step ends at once, the frozen pg_restore is gone, its copy dropped."""
+    pause = _pausing(nsync_env, tmp_path, monkeypatch)
     settings = RunConfig.from_env(nsync_env)
     store = backup_store(settings, s3_from_env())
     pipeline.snapshot_step(settings, store, DAY)
-    db = staging_db(nsync_env)
     frozen: list[psutil.Process] = []
 
     def freeze_then_interrupt() -> None:
-        deadline = time.monotonic() + 120
-        while not frozen and time.monotonic() < deadline:
-            for p in psutil.process_iter(["name", "cmdline"]):
-                cmd = " ".join(p.info["cmdline"] or [])
-                if p.info["name"] == "pg_restore" and f"{db}__nsync_next" in cmd:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(p.pid, signal.SIGSTOP)
-                        frozen.append(p)
-                    break
-            time.sleep(0.002)
-        time.sleep(1.0)  # the upload and read-back are done by now; the step waits
+        frozen.append(psutil.Process(pause.wait()))  # stuck at its start until killed
         os.kill(os.getpid(), signal.SIGINT)
 
     interrupter = threading.Thread(target=freeze_then_interrupt, daemon=True)
@@ -326,34 +319,24 @@ def test_restore_during_upload_false_restores_after_the_backup(pg_prod, pg_stagi
     _same(pg_prod, pg_staging, nsync_env)
 
 
-def test_a_slow_background_restore_cannot_hold_the_backup(pg_prod, pg_staging, nsync_env):
+def test_a_slow_background_restore_cannot_hold_the_backup(pg_prod, pg_staging, nsync_env,
+                                                          tmp_path, monkeypatch):
     """The restore beside the upload hangs (its pg_restore frozen): once the read-back is done
     the backup step waits NSYNC_RESTORE_DURING_UPLOAD_WAIT seconds, then stops it and drops its
     copy and ends with the backup checksummed; staging then restores the usual way."""
+    pause = _pausing(nsync_env, tmp_path, monkeypatch)
     settings = RunConfig.from_env({**nsync_env, "NSYNC_RESTORE_DURING_UPLOAD_WAIT": "2"})
     store = backup_store(settings, s3_from_env())
     pipeline.snapshot_step(settings, store, DAY)
-    db = staging_db(nsync_env)
     frozen: list[psutil.Process] = []
     finished = threading.Event()
 
     def freeze() -> None:
-        deadline = time.monotonic() + 120
-        while not frozen and time.monotonic() < deadline:
-            for p in psutil.process_iter(["name", "cmdline"]):
-                cmd = " ".join(p.info["cmdline"] or [])
-                if p.info["name"] == "pg_restore" and f"{db}__nsync_next" in cmd:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(p.pid, signal.SIGSTOP)
-                        frozen.append(p)
-                    break
-            time.sleep(0.002)
-        # a step that waits without limit would hang here: thaw it after 90 s, so that the
-        # test fails on the time it took instead of hanging
+        frozen.append(psutil.Process(pause.wait()))  # stuck at its start
+        # a step that waits without limit would hang here: let it go on after 90 s, so that
+        # the test fails on the time it took instead of hanging
         if not finished.wait(90):
-            for p in frozen:
-                with contextlib.suppress(psutil.Error):
-                    os.killpg(p.pid, signal.SIGCONT)
+            pause.resume()
 
     freezer = threading.Thread(target=freeze, daemon=True)
     freezer.start()
