@@ -131,10 +131,18 @@ def test_pg_dump_killed_mid_dump_is_noticed_while_the_manifest_still_runs(pg_pro
 
         def saboteur() -> None:
             try:
-                rows = wait_for(lambda: backends(url, "state = 'active' AND query LIKE "
-                                                 "'%%sum(hash%%a_big%%'"), "the manifest scan")
+                # the snapshot session, which runs the manifest scan, frozen as pg_dump starts:
+                # the scan cannot end (however fast it would be) until the test lets it
+                # (the first of nsync's sessions to begin: pg_dump's sessions come after it)
+                rows = wait_for(lambda: backends(
+                    url, "backend_type = 'client backend' AND xact_start IS NOT NULL AND "
+                    "backend_start = (SELECT min(backend_start) FROM pg_stat_activity WHERE "
+                    "datname = current_database() AND backend_type = 'client backend' AND "
+                    "pid <> pg_backend_pid())"), "the snapshot session")
                 frozen.append(rows[0][0])
                 os.kill(frozen[0], signal.SIGSTOP)
+                wait_for(lambda: backends(url, "backend_type = 'client backend' AND pid <> %s",
+                                          frozen[0]), "pg_dump's sessions")
                 with psycopg.connect(url, autocommit=True) as conn:
                     for (pid,) in conn.execute(
                             "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import time
 import uuid
 
 import psycopg
@@ -165,6 +166,8 @@ def test_backups_written_before_identities_are_adopted_by_the_production_they_na
 
     fresh = backup_store(settings, s3_from_env())  # no claim yet: the URL rule, read live
     assert [b.backup_id for b in fresh.list_backups()] == [old.backup_id]
+    while pipeline.new_backup_id() <= old.backup_id:  # ids are per second: a real run takes
+        time.sleep(0.05)  # longer than one, this test's two backups may not
     pipeline.snapshot_step(settings, store, "2026-11-26")  # claims: adopts the old backup
     new = pipeline.backup_step(settings, store, "2026-11-26", keep_for_staging=False)
     store.mark_restore_verified(new.folder, {"restored_into": "test"})

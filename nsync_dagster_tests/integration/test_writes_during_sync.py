@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 
+import psutil
 import psycopg
 
 from nsync_dagster_tests.conftest import (
@@ -104,12 +105,22 @@ def test_pg_dump_connection_dropped_is_retried(pg_prod, pg_staging, nsync_env, i
         killed: list[int] = []
 
         def kill_first_copy() -> None:
+            # pg_dump's sessions, for as long as pg_dump runs (not only the instant one COPY
+            # is active, which a busy or a fast machine can miss): every session in the
+            # database but the snapshot's, which began before them
+            wait_for(lambda: [p for p in psutil.Process().children(recursive=True)
+                              if p.name() == "pg_dump"], "pg_dump", 120)
             with psycopg.connect(url, autocommit=True) as conn:
-                def copying():
-                    return conn.execute("""SELECT pid FROM pg_stat_activity WHERE state = 'active'
-                                           AND query LIKE 'COPY bank.archive %'""").fetchall()
-                rows = wait_for(copying, "pg_dump's COPY", 120)
-                conn.execute("SELECT pg_terminate_backend(%s)", (rows[0][0],))
+                def pg_dumps():
+                    return conn.execute("""SELECT pid FROM pg_stat_activity
+                        WHERE datname = current_database() AND backend_type = 'client backend'
+                        AND pid <> pg_backend_pid() AND backend_start > (
+                            SELECT min(backend_start) FROM pg_stat_activity
+                            WHERE datname = current_database() AND pid <> pg_backend_pid()
+                            AND backend_type = 'client backend')""").fetchall()
+                rows = wait_for(pg_dumps, "pg_dump's sessions", 120)
+                for (pid,) in rows:
+                    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
             killed.append(rows[0][0])
 
         saboteur = threading.Thread(target=kill_first_copy, daemon=True)
