@@ -4,10 +4,12 @@ Slack Web API and PagerDuty Events API v2, recording every request; a real SMTP 
 
 from __future__ import annotations
 
+import contextlib
 import email
 import json
 import socket
 import threading
+from collections.abc import Iterator
 from email.policy import default as email_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -85,3 +87,18 @@ class SmtpReceiver:
 
     def close(self) -> None:
         self.controller.stop()
+
+
+@contextlib.contextmanager
+def monitored(monkeypatch, token: str) -> Iterator[tuple[Receiver, Receiver]]:
+    """An outside monitor (healthchecks.io-like, ``NSYNC_HEARTBEAT_URL`` ending in ``token``)
+    and a webhook on another receiver, without delivery backoff; both closed afterwards."""
+    hc, hooks = Receiver(), Receiver()
+    monkeypatch.setenv("NSYNC_HEARTBEAT_URL", f"{hc.url}/ping/{token}")
+    monkeypatch.setenv("NSYNC_WEBHOOK_URL", f"{hooks.url}/hooks/nsync")
+    monkeypatch.setenv("NSYNC_NOTIFY_BACKOFF_SECONDS", "0")
+    try:
+        yield hc, hooks
+    finally:
+        hc.close()
+        hooks.close()

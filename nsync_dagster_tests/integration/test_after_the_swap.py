@@ -26,7 +26,7 @@ from nsync_dagster_tests.conftest import (
     s3_client,
     staging_db,
 )
-from nsync_dagster_tests.receivers import Receiver
+from nsync_dagster_tests.receivers import monitored
 from nsync_dagster_tests.s3_proxy import FaultProxy
 
 DAY = "2026-11-27"
@@ -36,14 +36,10 @@ OLD = "nsync/2026/08/03/20260803T060000Z"  # an unverified backup outside the da
 
 @pytest.fixture
 def monitor(monkeypatch):
-    hc, hooks = Receiver(), Receiver()
-    monkeypatch.setenv("NSYNC_HEARTBEAT_URL", f"{hc.url}/ping/{TOKEN}")
-    monkeypatch.setenv("NSYNC_WEBHOOK_URL", f"{hooks.url}/hooks/nsync")
-    monkeypatch.setenv("NSYNC_NOTIFY_BACKOFF_SECONDS", "0")
+    """The outside monitor (healthchecks.io-like) and a webhook on another receiver."""
     monkeypatch.setenv("NSYNC_STEP_RETRIES", "0")
-    yield hc, hooks
-    hc.close()
-    hooks.close()
+    with monitored(monkeypatch, TOKEN) as both:
+        yield both
 
 
 def tick(instance) -> str:

@@ -25,7 +25,7 @@ from nsync_dagster.embedded.postgres import free_port
 from nsync_dagster.errors import BackupInProgress
 from nsync_dagster.notify import digest, notifier_from_env
 from nsync_dagster_tests.conftest import OWNER, SECRETS, STAGING_OWNER_PW
-from nsync_dagster_tests.receivers import Receiver
+from nsync_dagster_tests.receivers import monitored
 
 DAY = "2026-11-27"
 TOKEN = "hcPingKey-backupfirst-3c9d1e"
@@ -42,13 +42,9 @@ def staging_down(monkeypatch, pg_staging) -> str:
 
 @pytest.fixture
 def monitor(monkeypatch):
-    hc, hooks = Receiver(), Receiver()
-    monkeypatch.setenv("NSYNC_HEARTBEAT_URL", f"{hc.url}/ping/{TOKEN}")
-    monkeypatch.setenv("NSYNC_WEBHOOK_URL", f"{hooks.url}/hooks/nsync")
-    monkeypatch.setenv("NSYNC_NOTIFY_BACKOFF_SECONDS", "0")
-    yield hc, hooks
-    hc.close()
-    hooks.close()
+    """The outside monitor (healthchecks.io-like) and a webhook on another receiver."""
+    with monitored(monkeypatch, TOKEN) as both:
+        yield both
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str]:

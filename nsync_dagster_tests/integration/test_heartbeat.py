@@ -11,7 +11,7 @@ from nsync_dagster.defs.alerts import sensors
 from nsync_dagster.notify import NotificationError, notifier_from_env
 from nsync_dagster_tests.clock import MORNING
 from nsync_dagster_tests.conftest import run_daily_job
-from nsync_dagster_tests.receivers import Receiver
+from nsync_dagster_tests.receivers import monitored
 
 TOKEN = "hcPingKey-5f0c2a9e7b1d4e3f8a6c"
 
@@ -19,13 +19,8 @@ TOKEN = "hcPingKey-5f0c2a9e7b1d4e3f8a6c"
 @pytest.fixture
 def monitor(monkeypatch):
     """The outside monitor (healthchecks.io-like) and a webhook on another receiver."""
-    hc, hooks = Receiver(), Receiver()
-    monkeypatch.setenv("NSYNC_HEARTBEAT_URL", f"{hc.url}/ping/{TOKEN}")
-    monkeypatch.setenv("NSYNC_WEBHOOK_URL", f"{hooks.url}/hooks/nsync")
-    monkeypatch.setenv("NSYNC_NOTIFY_BACKOFF_SECONDS", "0")
-    yield hc, hooks
-    hc.close()
-    hooks.close()
+    with monitored(monkeypatch, TOKEN) as both:
+        yield both
 
 
 def paths(receiver) -> list[str]:
