@@ -1,0 +1,211 @@
+"""Every database of production (NSYNC_DATABASES, docs/databases.md): one daily run covers
+them all, each with its own backup folder and staging copy, judged by the independent oracle.
+
+The databases: production's own (``neondb``, Neon-shaped owner and the sample platform), one
+with row-level security and default privileges, one larger; later a fourth is added.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import dagster as dg
+import psycopg
+import pytest
+
+from nsync_dagster_tests import oracle
+from nsync_dagster_tests.conftest import (
+    OWNER,
+    PROD_DB,
+    PROD_OWNER_PW,
+    REPO,
+    SUPERUSER_PW,
+    apply_env,
+    contract_env,
+    failure_text,
+    s3_client,
+    unique_db,
+)
+
+RLS_SQL = """
+CREATE SCHEMA tenant;
+ALTER DEFAULT PRIVILEGES IN SCHEMA tenant GRANT SELECT ON TABLES TO analyst;
+CREATE TABLE tenant.notes (id bigint PRIMARY KEY, tenant text NOT NULL, body text);
+ALTER TABLE tenant.notes ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenant.notes FORCE ROW LEVEL SECURITY;
+CREATE POLICY own_tenant ON tenant.notes USING (tenant = current_user);
+INSERT INTO tenant.notes SELECT g, 't' || (g % 7), md5(g::text) FROM generate_series(1, 500) g;
+"""
+BIG_SQL = """
+CREATE TABLE public.events (id bigserial PRIMARY KEY, at timestamptz NOT NULL, payload jsonb);
+INSERT INTO public.events (at, payload)
+SELECT '2026-01-01'::timestamptz + g * interval '1 second',
+       jsonb_build_object('n', g, 'h', md5(g::text))
+FROM generate_series(1, 150000) g;
+CREATE INDEX ON public.events (at);
+CREATE TABLE public.items (sku text PRIMARY KEY, qty int);
+INSERT INTO public.items SELECT 'sku-' || g, g % 100 FROM generate_series(1, 20000) g;
+"""
+
+
+def _create(pg_prod, name: str, sql: str) -> None:
+    pg_prod.psql(f"CREATE DATABASE {name} OWNER {OWNER}")
+    with psycopg.connect(pg_prod.url(OWNER, PROD_OWNER_PW, name), autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def run_databases(instance: dg.DagsterInstance, names: list[str], partition: str,
+                  ) -> dg.ExecuteInProcessResult:
+    """The daily job as the code location builds it when it loads NSYNC_DATABASES=names
+    (the URL's database with the bare keys, every other with its own chain)."""
+    from nsync_dagster.defs.daily.assets import (
+        daily_chain,
+        prod_snapshot,
+        s3_backup,
+        staging_database,
+    )
+    from nsync_dagster.defs.daily.jobs import daily_job
+    from nsync_dagster.defs.resources import NotifierResource, nsync_from_env, s3_from_env
+
+    assets = [prod_snapshot, s3_backup, staging_database,
+              *[a for name in names if name != PROD_DB for a in daily_chain(name)]]
+    defs = dg.Definitions(assets=assets, jobs=[daily_job(assets)], resources={
+        "nsync": nsync_from_env(), "s3": s3_from_env(), "notifier": NotifierResource()})
+    return defs.resolve_job_def("daily_sync_job").execute_in_process(
+        instance=instance, partition_key=partition, raise_on_error=False)
+
+
+def _backups(env: dict[str, str], database: str | None = None) -> list:
+    from nsync_dagster.cycle.config import RunConfig
+    from nsync_dagster.defs.resources import backup_store, s3_from_env
+
+    config = RunConfig.from_env(env)
+    if database:
+        config = config.for_database(database)
+    return backup_store(config, s3_from_env()).list_backups()
+
+
+@pytest.fixture(scope="module")
+def three(pg_prod, pg_staging, s3_endpoint, tmp_path_factory) -> Iterator[dict]:
+    """Three databases synced by one run (partition 2026-11-27); yields the names, the env,
+    the run's result and the staging database of the URL's database."""
+    tmp = tmp_path_factory.mktemp("databases")
+    tag = uuid.uuid4().hex[:8]
+    rls, big = f"rls_{tag}", f"big_{tag}"
+    _create(pg_prod, rls, RLS_SQL)
+    _create(pg_prod, big, BIG_SQL)
+    bucket = f"nsync-dbs-{tag}"
+    s3_client(s3_endpoint).create_bucket(Bucket=bucket)
+    home_staging = unique_db()
+    env = contract_env(pg_prod, pg_staging, s3_endpoint, bucket, tmp, home_staging)
+    env["NSYNC_DATABASES"] = f"{PROD_DB},{rls},{big}"
+    (tmp / "dagster_home").mkdir()
+    names = [PROD_DB, rls, big]
+    created = [rls, big]
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            apply_env(env, mp)
+            mp.chdir(REPO)
+            with dg.instance_for_test(temp_dir=str(tmp / "dagster_home")) as instance:
+                result = run_databases(instance, names, "2026-11-27")
+                yield {"names": names, "env": env, "result": result, "home": home_staging,
+                       "instance": instance, "mp": mp, "created": created}
+    finally:
+        for name in (*created, home_staging):
+            pg_staging.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        for name in created:
+            pg_prod.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _staging_name(three: dict, name: str) -> str:
+    return three["home"] if name == PROD_DB else name
+
+
+def test_three_databases_one_run(pg_prod, pg_staging, three):
+    result = three["result"]
+    assert result.success, failure_text(result)
+    for name in three["names"]:
+        oracle.assert_same(oracle.picture(pg_prod, name),
+                           oracle.picture(pg_staging, _staging_name(three, name)))
+    # the RLS policy and default privileges came across (the oracle compares the schema dump)
+    rls = three["names"][1]
+    assert "own_tenant" in "\n".join(oracle.schema_lines(pg_staging, rls))
+    # one checksummed backup per database, each in its own folder; the URL's database keeps
+    # the bare prefix, as a one-database install
+    keys = [o["Key"] for page in s3_client(three["env"]["AWS_ENDPOINT_URL"]).get_paginator(
+        "list_objects_v2").paginate(Bucket=three["env"]["NSYNC_BACKUP_BUCKET"])
+        for o in page.get("Contents", [])]
+    for name in three["names"]:
+        backups = _backups(three["env"], name)
+        assert [b.status for b in backups] == ["verified"], name
+        folder = "nsync/" if name == PROD_DB else f"nsync/databases/{name}/"
+        assert backups[0].key_prefix.startswith(folder + "2026/11/27/"), backups[0].key_prefix
+        assert f"{folder}_production.json" in keys  # each folder has its own claim
+    # the lineage: bare keys for the URL's database, the database's name as prefix otherwise
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert {"prod_snapshot", "s3_backup", "staging_database",
+            f"{rls}/staging_database"} <= materialized
+
+
+def test_one_database_failing_leaves_its_staging_and_others_complete(pg_prod, pg_staging, three):
+    assert three["result"].success, failure_text(three["result"])
+    _, rls, big = three["names"]
+    before_big = oracle.picture(pg_staging, big)
+    with psycopg.connect(pg_prod.url(OWNER, PROD_OWNER_PW, rls), autocommit=True) as conn:
+        conn.execute("INSERT INTO tenant.notes VALUES (100001, 't1', 'after the first run')")
+    with psycopg.connect(pg_prod.url(OWNER, PROD_OWNER_PW, big), autocommit=True) as conn:
+        conn.execute("UPDATE public.items SET qty = qty + 1 WHERE sku = 'sku-1'")
+    three["mp"].setenv("NSYNC_LOCK_WAIT_TIMEOUT", "1")
+    three["mp"].setenv("NSYNC_STEP_RETRIES", "0")
+    try:
+        with psycopg.connect(pg_prod.url("postgres", SUPERUSER_PW, big)) as locker:
+            locker.execute("LOCK TABLE public.items IN ACCESS EXCLUSIVE MODE")  # a migration
+            result = run_databases(three["instance"], three["names"], "2026-11-28")
+    finally:
+        three["mp"].delenv("NSYNC_LOCK_WAIT_TIMEOUT")
+        three["mp"].delenv("NSYNC_STEP_RETRIES")
+    assert not result.success
+    text = failure_text(result)
+    assert f"production snapshot of database {big} failed" in text, text
+    failed = {e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"}
+    assert failed == {f"{big}__prod_snapshot"}
+    # the failed database: staging as it was, no second backup
+    assert oracle.picture(pg_staging, big) == before_big
+    assert [b.date for b in _backups(three["env"], big)] == ["2026-11-27"]
+    # the others completed
+    oracle.assert_same(oracle.picture(pg_prod, rls), oracle.picture(pg_staging, rls))
+    oracle.assert_same(oracle.picture(pg_prod, PROD_DB),
+                       oracle.picture(pg_staging, three["home"]))
+    assert "2026-11-28" in [b.date for b in _backups(three["env"], rls)]
+
+
+def test_database_added_later_gets_its_first_backup(pg_prod, pg_staging, three):
+    late = f"late_{uuid.uuid4().hex[:8]}"
+    _create(pg_prod, late, "CREATE TABLE t (id int PRIMARY KEY); "
+                           "INSERT INTO t SELECT generate_series(1, 100);")
+    three["created"].append(late)
+    names = [*three["names"], late]
+    three["mp"].setenv("NSYNC_DATABASES", ",".join(names))
+    result = run_databases(three["instance"], names, "2026-11-29")
+    assert result.success, failure_text(result)
+    backups = _backups({**three["env"], "NSYNC_DATABASES": ",".join(names)}, late)
+    assert [(b.date, b.status) for b in backups] == [("2026-11-29", "verified")]
+    assert backups[0].key_prefix.startswith(f"nsync/databases/{late}/2026/11/29/")
+    oracle.assert_same(oracle.picture(pg_prod, late), oracle.picture(pg_staging, late))
+    # the URL's database's listing never sees the other databases' folders
+    assert all(not b.key_prefix.startswith("nsync/databases/")
+               for b in _backups(three["env"]))
+
+
+def test_every_database_star_finds_them_all(three):
+    from nsync_dagster.defs.daily.databases import loaded_databases
+
+    three["mp"].setenv("NSYNC_DATABASES", "*")
+    try:
+        found = loaded_databases()
+    finally:
+        three["mp"].setenv("NSYNC_DATABASES", ",".join(three["names"]))
+    assert found[0] == PROD_DB
+    assert set(three["created"]) <= set(found)
+    assert "postgres" not in found and "template1" not in found
