@@ -74,7 +74,8 @@ def _failures(result: dg.ExecuteInProcessResult) -> tuple[list[str], set[str]]:
             kind = str(kind.value) if kind is not None else "unexpected"
             # only the first step checks before working; later, the same errors mean the
             # work itself failed
-            kinds.add(kind if event.step_key == "prod_snapshot" else f"{kind} during the work")
+            first = event.step_key == "prod_snapshot" or event.step_key.endswith("__prod_snapshot")
+            kinds.add(kind if first else f"{kind} during the work")
     return messages, kinds
 
 
@@ -126,6 +127,12 @@ def run_daily(partition: str | None = None, *, out=None) -> int:
         else:
             head = (f"daily run {result.run_id} failed after {elapsed:.1f}s (staging was left "
                     "as it was)")
+        from nsync_dagster.notify.databases import database_status, status_lines
+
+        steps = [f.split(":", 1)[0] for f in failures]
+        lines = status_lines(database_status(meta, steps))
+        if len(lines) > 1:  # NSYNC_DATABASES: which databases are current
+            failures = [*failures, "databases:", *[f"  {line}" for line in lines]]
         error = DailyRunFailed(head + ":\n  "
                                + "\n  ".join(failures or ["see the run in the Dagster UI"]))
         if kinds and kinds <= {"PreflightError", "ConfigError"}:
@@ -291,5 +298,11 @@ def print_summary(meta: dict[str, dict], elapsed: float, run_id: str, out) -> No
             f"  timings     snapshot {snap['duration_s']:.1f}s, upload {backup['upload_s']:.1f}s, "
             f"read-back {backup['verify_s']:.1f}s, {restore}, verify {staging['verify_s']:.1f}s; "
             f"total {elapsed:.1f}s"]
+    from nsync_dagster.notify.databases import database_status, status_lines
+
+    databases = status_lines(database_status(meta))
+    if len(databases) > 1:  # NSYNC_DATABASES: the lines above are the URL's database
+        lines += [f"  databases   {len(databases)}, each its own backup folder and staging copy:",
+                  *[f"    {line}" for line in databases]]
     lines.append(f"  dagster run {run_id}")
     print("\n".join(lines), file=out, flush=True)

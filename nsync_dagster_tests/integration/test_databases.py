@@ -7,6 +7,7 @@ with row-level security and default privileges, one larger; later a fourth is ad
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Iterator
 
@@ -143,9 +144,21 @@ def test_three_databases_one_run(pg_prod, pg_staging, three):
         assert backups[0].key_prefix.startswith(folder + "2026/11/27/"), backups[0].key_prefix
         assert f"{folder}_production.json" in keys  # each folder has its own claim
     # the lineage: bare keys for the URL's database, the database's name as prefix otherwise
-    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    materialized = {e.asset_key.to_user_string()
+                    for e in result.get_asset_materialization_events()}
     assert {"prod_snapshot", "s3_backup", "staging_database",
             f"{rls}/staging_database"} <= materialized
+    # the director's confirmation names each database, current, with its backup id
+    from nsync_dagster.defs.alerts import watch
+
+    instance = three["instance"]
+    event = watch.success_events(instance, instance.get_run_by_id(result.run_id), None,
+                                 dt.datetime(2026, 11, 28, 12, tzinfo=dt.UTC))[0]
+    lines = event.details["databases"]
+    named = [line.split(":")[0] for line in lines]  # the URL's database first
+    assert named[0] == PROD_DB and sorted(named) == sorted(three["names"])
+    assert all(": current (backup 2026" in line for line in lines), lines
+    assert "3 databases, all current" in event.summary
 
 
 def test_one_database_failing_leaves_its_staging_and_others_complete(pg_prod, pg_staging, three):
@@ -178,6 +191,20 @@ def test_one_database_failing_leaves_its_staging_and_others_complete(pg_prod, pg
     oracle.assert_same(oracle.picture(pg_prod, PROD_DB),
                        oracle.picture(pg_staging, three["home"]))
     assert "2026-11-28" in [b.date for b in _backups(three["env"], rls)]
+    # the failure alert and the 14-day view say which databases are current
+    from nsync_dagster.defs import history
+    from nsync_dagster.defs.alerts import watch
+
+    instance = three["instance"]
+    event = watch.failure_event(instance, instance.get_run_by_id(result.run_id))
+    assert f"{big}: NOT current, failed in prod_snapshot (staging left as it was)" \
+        in event.details["databases"], event.details
+    assert any(line.startswith(f"{rls}: current (backup") for line in event.details["databases"])
+    others = {n: dg.AssetKey([n, "staging_database"]) for n in (rls, big)}
+    days = history.recent_days(instance, dt.date(2026, 11, 28),
+                               dt.datetime(2026, 11, 29, 12, tzinfo=dt.UTC), others=others)
+    assert (days[-1].status, days[-1].databases_behind) == ("failed", (big,))
+    assert days[-2].databases_behind == () and days[-2].finished_at is not None
 
 
 def test_database_added_later_gets_its_first_backup(pg_prod, pg_staging, three):

@@ -14,6 +14,7 @@ import dagster as dg
 from nsync_dagster import deadline
 from nsync_dagster.defs import history, records
 from nsync_dagster.notify import alerts
+from nsync_dagster.notify.databases import database_status, status_lines
 from nsync_dagster.notify.events import Event
 from nsync_dagster.settings import Tuning
 
@@ -88,10 +89,14 @@ def failure_event(instance: dg.DagsterInstance, run: dg.DagsterRun,
         after_sync = (f"current and verified: the daily run "
                       f"{run.tags.get(records.AFTER_RUN_TAG, '?')} synced {day} before "
                       "retention ran; only applying the retention policy failed")
+    databases = None
+    if run.job_name == records.DAILY_JOB:  # which databases are current (NSYNC_DATABASES)
+        databases = status_lines(database_status(
+            records.run_materializations(instance, run.run_id), steps))
     return alerts.run_failure(run.job_name, run.run_id, day,
                               steps, message or ending or fallback_message,
                               canceled=run.status == dg.DagsterRunStatus.CANCELED,
-                              backup=backup, after_sync=after_sync)
+                              backup=backup, after_sync=after_sync, databases=databases)
 
 
 def success_events(instance: dg.DagsterInstance, run: dg.DagsterRun,
