@@ -236,3 +236,70 @@ def test_every_database_star_finds_them_all(three):
     assert found[0] == PROD_DB
     assert set(three["created"]) <= set(found)
     assert "postgres" not in found and "template1" not in found
+
+
+def test_listed_database_missing_on_production_is_refused_by_name(three):
+    from nsync_dagster.cycle import databases
+    from nsync_dagster.cycle.config import RunConfig
+    from nsync_dagster.errors import PreflightError
+
+    config = RunConfig.from_env(three["env"])
+    with pytest.raises(PreflightError, match=r"lists 'nope_db', but production .* has no such"):
+        databases.check_exists(config, "nope_db")
+    databases.check_exists(config, three["names"][1])  # present: no error
+    # with '*', a database created after the code location loaded is named loudly
+    star = RunConfig.from_env({**three["env"], "NSYNC_DATABASES": "*"})
+    assert set(three["created"]) <= set(databases.missing_from([PROD_DB], star))
+    assert not set(three["created"]) & set(
+        databases.missing_from([PROD_DB, *three["created"]], star))
+
+
+def test_recovery_test_rotates_over_the_databases(pg_prod, three, monkeypatch):
+    from nsync_dagster.defs.recovery import assets as recovery_assets
+    from nsync_dagster.defs.resources import NotifierResource, nsync_from_env, s3_from_env
+
+    names = list(three["names"])
+    monkeypatch.setattr(recovery_assets, "LOADED", names)
+    tested = []
+    for _ in range(2):
+        result = dg.materialize([recovery_assets.recovery_test_report],
+                                partition_key="2026-11-01", instance=three["instance"],
+                                resources={"nsync": nsync_from_env(), "s3": s3_from_env(),
+                                           "notifier": NotifierResource()})
+        assert result.success
+        meta = result.asset_materializations_for_node("recovery_test_report")[0].metadata
+        assert meta["result"].value == "PASSED"
+        tested.append((meta["database"].value, meta["backup_id"].value))
+    # never-tested databases first, in list order; each test restores that database's backup
+    assert [t[0] for t in tested] == names[:2]
+    rls_backups = {b.backup_id for b in _backups(three["env"], names[1])}
+    assert tested[1][1] in rls_backups
+
+
+def test_restore_and_backups_take_database(pg_prod, pg_staging, three):
+    import io
+
+    from nsync_dagster.cli.backups import run_backups
+    from nsync_dagster.cli.restore import run_restore
+    from nsync_dagster.errors import NsyncError
+    from nsync_dagster_tests.conftest import STAGING_OWNER_PW
+
+    rls = three["names"][1]
+    out = io.StringIO()
+    assert run_backups(out, database=rls) == 0
+    text = out.getvalue()
+    assert f"nsync/databases/{rls}/" in text and "2026-11-27" in text, text
+    out = io.StringIO()
+    assert run_backups(out) == 0
+    assert "nsync/databases" not in out.getvalue()  # the URL's database: its own only
+    target = unique_db("restored")
+    try:
+        url = pg_staging.url(OWNER, STAGING_OWNER_PW, target)
+        assert run_restore("latest", url, False, io.StringIO(), database=rls) == 0
+        oracle.assert_same(oracle.picture(pg_prod, rls), oracle.picture(pg_staging, target))
+    finally:
+        pg_staging.psql(f"DROP DATABASE IF EXISTS {target} WITH (FORCE)")
+    # the database's live staging copy is guarded like the URL's staging database
+    with pytest.raises(NsyncError, match="live staging"):
+        run_restore("latest", pg_staging.url(OWNER, STAGING_OWNER_PW, rls), True,
+                    io.StringIO(), database=rls)
