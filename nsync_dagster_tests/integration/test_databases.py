@@ -238,6 +238,28 @@ def test_every_database_star_finds_them_all(three):
     assert "postgres" not in found and "template1" not in found
 
 
+def test_star_snapshot_check_names_a_database_the_loaded_list_lacks(three, monkeypatch):
+    """NSYNC_DATABASES=* loaded when only the URL's database existed: the snapshot's
+    non-blocking check fails naming the databases created since (they are not backed up)."""
+    from nsync_dagster.defs.daily import assets
+    from nsync_dagster.defs.resources import NotifierResource, nsync_from_env, s3_from_env
+
+    monkeypatch.setattr(assets, "LOADED", [PROD_DB])
+    three["mp"].setenv("NSYNC_DATABASES", "*")
+    try:
+        snapshot, _, _ = assets.daily_chain(every=True)
+        result = dg.materialize([snapshot], partition_key="2026-11-30",
+                                instance=three["instance"], raise_on_error=False,
+                                resources={"nsync": nsync_from_env(), "s3": s3_from_env(),
+                                           "notifier": NotifierResource()})
+    finally:
+        three["mp"].setenv("NSYNC_DATABASES", ",".join(three["names"]))
+    assert result.success, failure_text(result)
+    [check] = result.get_asset_check_evaluations()
+    assert check.check_name == "database_list_complete" and not check.passed
+    assert set(three["created"]) <= set(check.metadata["missing"].value.split(", "))
+
+
 def test_listed_database_missing_on_production_is_refused_by_name(three):
     from nsync_dagster.cycle import databases
     from nsync_dagster.cycle.config import RunConfig

@@ -14,7 +14,12 @@ import dagster as dg
 from nsync_dagster.cycle import branch_reset, databases, pipeline
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.daily import branch_mode, metadata
-from nsync_dagster.defs.daily.databases import DATABASE_TAG, key_part, loaded_databases
+from nsync_dagster.defs.daily.databases import (
+    DATABASE_TAG,
+    key_part,
+    lists_every,
+    loaded_databases,
+)
 from nsync_dagster.defs.daily.timing import timing_metadata
 from nsync_dagster.defs.resources import NsyncResource, S3Resource, backup_store
 from nsync_dagster.defs.shared import (  # noqa: F401 - importable from here for other modules
@@ -23,10 +28,12 @@ from nsync_dagster.defs.shared import (  # noqa: F401 - importable from here for
     HISTORY_MONTH,
     HISTORY_START,
     OWNERS,
+    check_result,
     failures_explained,
 )
 from nsync_dagster.defs.shared import DAILY_GROUP as GROUP
 
+LIST_CHECK = "database_list_complete"
 Chain = tuple[dg.AssetsDefinition, dg.AssetsDefinition, dg.AssetsDefinition]
 
 
@@ -35,24 +42,33 @@ def _reporter(context: dg.AssetExecutionContext) -> Callable[[str], None]:
     return lambda message: context.log.info(message)
 
 
-def _settings(nsync: NsyncResource, database: str | None, *, preflight: bool = False,
-              report: Callable[[str], None] | None = None) -> RunConfig:
+def _settings(nsync: NsyncResource, database: str | None, *,
+              preflight: bool = False) -> RunConfig:
     """The run's configuration for one chain's database; with ``preflight`` (the snapshot step)
-    the database-list checks first: branch-reset mode covers one database for now, a listed
-    database must exist on production, and with ``*`` a database production has that the
-    loaded list lacks is a loud WARNING (it is not backed up until the code location reloads).
-    """
+    the database-list checks first: branch-reset mode covers one database for now, and a
+    listed database must exist on production."""
     home = nsync.settings()
     if preflight:
         databases.check_method(home, branch_reset.staging_method())
         if database is not None:
             databases.check_exists(home, database)
-        elif report is not None:
-            for name in databases.missing_from(LOADED, home):
-                report(f"WARNING: production has database {name}, which NSYNC_DATABASES=* did "
-                       "not list when the code location loaded: it is NOT backed up; reload "
-                       "the code location (or restart nsync) to add it")
     return home if database is None else home.for_database(database)
+
+
+def _list_check(settings: RunConfig, report: Callable[[str], None]) -> dg.AssetCheckResult:
+    """``database_list_complete`` (NSYNC_DATABASES=*): production has no database that the
+    list loaded with the code location lacks; each one missing is also a loud WARNING."""
+    missing = databases.missing_from(LOADED, settings)
+    for name in missing:
+        report(f"WARNING: production has database {name}, which NSYNC_DATABASES=* did not "
+               "list when the code location loaded: it is NOT backed up; reload the code "
+               "location (or restart nsync) to add it")
+    return check_result(
+        passed=not missing, check_name=LIST_CHECK, metadata={"missing": ", ".join(missing)
+                                                             or "none"},
+        description=("every database production has is backed up" if not missing else
+                     f"NOT backed up: {', '.join(missing)} (created after the code location "
+                     "loaded NSYNC_DATABASES=*): reload the code location"))
 
 
 def _named(result: dg.MaterializeResult, settings: RunConfig) -> dg.MaterializeResult:
@@ -62,7 +78,7 @@ def _named(result: dg.MaterializeResult, settings: RunConfig) -> dg.MaterializeR
                                 check_results=result.check_results)
 
 
-def daily_chain(database: str | None = None) -> Chain:
+def daily_chain(database: str | None = None, *, every: bool = False) -> Chain:
     """The daily chain ``prod_snapshot → s3_backup → staging_database`` for one database of
     production's server (``NSYNC_DATABASES``, see docs/databases.md).
 
@@ -70,6 +86,8 @@ def daily_chain(database: str | None = None) -> Chain:
     sensors and alerts are those of a one-database install). Any other database: the same
     assets under the key prefix ``<database>`` in group ``daily_<database>``; its steps use
     :meth:`RunConfig.for_database` (its own S3 folder, staging database and work folder).
+    ``every`` (NSYNC_DATABASES=*): the URL's snapshot carries the non-blocking check
+    ``database_list_complete``.
     """
     prefix = [] if database is None else [key_part(database)]
     group = GROUP if database is None else f"daily_{key_part(database)}"
@@ -79,8 +97,15 @@ def daily_chain(database: str | None = None) -> Chain:
     def key(name: str) -> dg.AssetKey:
         return dg.AssetKey([*prefix, name])
 
+    watch = every and database is None
+
     @dg.asset(key=key("prod_snapshot"), partitions_def=DAILY, group_name=group, owners=OWNERS,
-              kinds={"postgres"}, tags={"nsync/stage": "snapshot", **tags})
+              kinds={"postgres"}, tags={"nsync/stage": "snapshot", **tags},
+              check_specs=[dg.AssetCheckSpec(
+                  LIST_CHECK, asset=key("prod_snapshot"), blocking=False,
+                  description="NSYNC_DATABASES=*: production has no database that the list "
+                  "loaded with the code location lacks (a new one needs a reload).")]
+              if watch else None)
     def prod_snapshot(context: dg.AssetExecutionContext, nsync: NsyncResource,
                       s3: S3Resource) -> dg.MaterializeResult:
         """One consistent copy of the production database, taken on this machine.
@@ -99,7 +124,7 @@ def daily_chain(database: str | None = None) -> Chain:
         at the same instant. Any failed check leaves staging untouched.
         """
         with failures_explained(context, f"production snapshot{of}"):
-            settings = _settings(nsync, database, preflight=True, report=_reporter(context))
+            settings = _settings(nsync, database, preflight=True)
             neon = branch_reset.BranchReset.from_env()
             if neon is not None:  # NSYNC_STAGING_METHOD=neon-branch-reset: reset, dump staging
                 return dg.MaterializeResult(metadata=branch_mode.snapshot(
@@ -107,8 +132,10 @@ def daily_chain(database: str | None = None) -> Chain:
                     _reporter(context)))
             snap = pipeline.snapshot_step(settings, backup_store(settings, s3),
                                           context.partition_key, _reporter(context))
+            checks = [_list_check(settings, _reporter(context))] if watch else []
         return dg.MaterializeResult(metadata={**metadata.snapshot_metadata(snap.manifest),
-                                              "database": settings.prod.dbname})
+                                              "database": settings.prod.dbname},
+                                    check_results=checks)
 
     @dg.asset(key=key("s3_backup"), partitions_def=DAILY, group_name=group, owners=OWNERS,
               kinds={"s3"}, deps=[prod_snapshot], tags={"nsync/stage": "backup", **tags},
@@ -192,9 +219,9 @@ def daily_chain(database: str | None = None) -> Chain:
     return prod_snapshot, s3_backup, staging_database
 
 
-# the URL's database: bare keys, importable by name (sensors, checks, retention, recovery)
-prod_snapshot, s3_backup, staging_database = daily_chain()
 LOADED = loaded_databases()  # the URL's database first (its name, or None when unknown)
+# the URL's database: bare keys, importable by name (sensors, checks, retention, recovery)
+prod_snapshot, s3_backup, staging_database = daily_chain(every=lists_every())
 # every other listed database: its own chain, prefixed with its name
 OTHER_DATABASES = [asset for name in LOADED[1:] for asset in daily_chain(name)]
 DAILY_ASSETS = [prod_snapshot, s3_backup, staging_database, *OTHER_DATABASES]

@@ -28,6 +28,14 @@ def key_part(database: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", database)
 
 
+def lists_every() -> bool:
+    """NSYNC_DATABASES is ``*`` where the definitions load."""
+    try:
+        return (Databases.load().databases or "").strip() == databases.EVERY
+    except NsyncError:
+        return False
+
+
 def loaded_databases() -> list[str | None]:
     """The databases to build chains for, the URL's database first (None when
     ``NSYNC_PROD_DATABASE_URL`` is unset where the definitions load, e.g. ``dg check defs``).
