@@ -1,6 +1,6 @@
 """NSYNC_DATABASES and the bucket: each database's backups live in their own folder, and the
 retention of one database never deletes another's (the real ``backup_retention`` step on the
-local S3 endpoint). Also the pre-flight refusals of a bad list."""
+local S3 endpoint); the pre-flight refusals of a bad list; the deadline of every database."""
 
 from __future__ import annotations
 
@@ -92,3 +92,33 @@ def test_bad_database_lists_are_refused_before_any_work():
     assert config("neondb,auth").for_database("neondb").staging.dbname == "stg"
     assert other.work_dir.parent == config(None).work_dir.parent
     assert other.work_dir != config(None).work_dir
+
+
+def test_the_deadline_means_every_listed_database(instance, monkeypatch):
+    """The URL's database synced at 01:20 does not meet the 06:00 deadline while another
+    listed database is not current; once it is, nothing is due."""
+    import datetime as dt
+
+    from dagster._core.test_utils import freeze_time  # no public way to date an event record
+
+    from nsync_dagster.deadline import EASTERN
+    from nsync_dagster.defs import history
+    from nsync_dagster.defs.alerts import watch
+
+    auth = dg.AssetKey(["auth", "staging_database"])
+    monkeypatch.setattr(history, "other_databases", lambda: {"auth": auth})
+
+    def synced(key, at):
+        with freeze_time(at.astimezone(dt.UTC)):
+            instance.report_runless_asset_event(dg.AssetMaterialization(key,
+                                                                        partition="2026-11-27"))
+
+    def due(now):
+        return [a.event.event for a in watch.deadline_events(
+            instance, now, {}, dt.time(5), dt.time(8, 30), dt.datetime(2026, 1, 1,
+                                                                         tzinfo=dt.UTC))]
+
+    synced("staging_database", dt.datetime(2026, 11, 27, 1, 20, tzinfo=EASTERN))
+    assert due(dt.datetime(2026, 11, 27, 6, 1, tzinfo=EASTERN)) == ["deadline_missed"]
+    synced(auth, dt.datetime(2026, 11, 27, 2, 0, tzinfo=EASTERN))
+    assert due(dt.datetime(2026, 11, 27, 6, 1, tzinfo=EASTERN)) == []

@@ -33,14 +33,18 @@ def deadline_events(instance: dg.DagsterInstance, now: dt.datetime, sent: dict[s
                     since: dt.datetime | None = None) -> list[DueAlert]:
     """Early warning, deadline missed and escalation for today, each at most once a day.
 
-    Only a staging sync of *today's* partition counts. Nothing is said about a moment that
-    passed before monitoring started (``since``): a fresh install in the afternoon does not
-    page for a 06:00 deadline that passed before nsync existed.
+    Only a staging sync of *today's* partition counts, of every database the code location
+    loaded (NSYNC_DATABASES): staging is current when the last of them is. Nothing is said
+    about a moment that passed before monitoring started (``since``): a fresh install in the
+    afternoon does not page for a 06:00 deadline that passed before nsync existed.
 
     The caller sets ``sent[alert.key] = alert.day`` once an alert is queued.
     """
     day = deadline.eastern_day(now)
     last = records.sync_time_for(instance, day.isoformat())
+    for key in history.other_databases().values():  # NSYNC_DATABASES: every one current
+        other = records.sync_time_for(instance, day.isoformat(), key) if last else None
+        last = max(last, other) if last and other else None
     state = deadline.state(now, last)
     due: list[DueAlert] = []
     if state.synced:
