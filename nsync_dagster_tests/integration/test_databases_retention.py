@@ -122,3 +122,26 @@ def test_the_deadline_means_every_listed_database(instance, monkeypatch):
     assert due(dt.datetime(2026, 11, 27, 6, 1, tzinfo=EASTERN)) == ["deadline_missed"]
     synced(auth, dt.datetime(2026, 11, 27, 2, 0, tzinfo=EASTERN))
     assert due(dt.datetime(2026, 11, 27, 6, 1, tzinfo=EASTERN)) == []
+
+
+def test_the_list_the_code_location_loads(monkeypatch, caplog):
+    """Read when the definitions load: unset → the URL's database only; a list → the URL's
+    database first; ``*`` with production unreachable → the URL's database and a WARNING;
+    a list without the production URL → never the same database twice."""
+    from nsync_dagster.defs.daily.databases import key_part, loaded_databases
+
+    url = "postgresql://u:p@127.0.0.1:1/neondb?connect_timeout=2"
+    monkeypatch.setenv("NSYNC_PROD_DATABASE_URL", url)
+    monkeypatch.setenv("NSYNC_STAGING_DATABASE_URL", "postgresql://u:p@127.0.0.1:1/stg")
+    monkeypatch.delenv("NSYNC_DATABASES", raising=False)
+    assert loaded_databases() == [None]
+    monkeypatch.setenv("NSYNC_DATABASES", "auth,neondb,my-config")
+    assert loaded_databases() == ["neondb", "auth", "my-config"]
+    assert key_part("my-config") == "my_config"
+    monkeypatch.setenv("NSYNC_DATABASES", "*")
+    with caplog.at_level("WARNING", logger="nsync.databases"):
+        assert loaded_databases() == ["neondb"]
+    assert "production could not be listed" in caplog.text
+    monkeypatch.setenv("NSYNC_DATABASES", "auth,neondb")
+    monkeypatch.delenv("NSYNC_PROD_DATABASE_URL")
+    assert loaded_databases() == [None]

@@ -51,6 +51,11 @@ def loaded_databases() -> list[str | None]:
     url = group.prod_database_url.get_secret_value() if group.prod_database_url else ""
     if not (group.databases or "").strip():
         return [None]
+    if not url:  # which listed name is the URL's database cannot be told: never twice
+        log.warning("NSYNC_DATABASES is set but NSYNC_PROD_DATABASE_URL is not where the "
+                    "definitions load: only the URL's database gets a daily chain; set both "
+                    "in the code location's environment")
+        return [None]
     prod = PgTarget("production", url, "NSYNC_PROD_DATABASE_URL")
     staging_url = (group.staging_database_url.get_secret_value()
                    if group.staging_database_url else "")
