@@ -1,5 +1,5 @@
 """The daily assets' metadata, built from the typed results by ``defs/daily/metadata.py``, keeps
-the keys and values the digest (``defs/history.py``), the alerts, the CLI and the README read."""
+the keys and values the digest (``defs/history.py``), the alerts, the CLI and docs/ read."""
 
 from __future__ import annotations
 

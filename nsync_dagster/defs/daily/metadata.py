@@ -1,7 +1,7 @@
 """The daily assets' metadata and check results, built from the library's typed results.
 
 One place for every key the asset pages show: the director's digest (``defs/history.py``), the
-alerts, the CLI summary, the tests and the README read these keys back, so they stay as they
+alerts, the CLI summary, the tests and docs/ read these keys back, so they stay as they
 are. The asset bodies call the library and hand its result to one function here.
 """
 
