@@ -9,7 +9,7 @@ import uuid
 import psycopg
 
 from nsync_dagster_tests import oracle
-from nsync_dagster_tests.conftest import OWNER, PROD_DB, PROD_OWNER_PW, nsync
+from nsync_dagster_tests.conftest import OWNER, PROD_DB, PROD_OWNER_PW, SUPERUSER_PW, nsync
 
 
 def test_run_daily_covers_every_listed_database(pg_prod, pg_staging, cli_env):
@@ -31,6 +31,18 @@ def test_run_daily_covers_every_listed_database(pg_prod, pg_staging, cli_env):
         assert f"nsync/databases/{extra}/" in listed.stdout and "verified" in listed.stdout
         home = nsync(env, "backups")
         assert "1 backup(s)" in home.stdout and "databases" not in home.stdout, home.stdout
+        # the extra database locked by a migration: the run fails, says which is current
+        before = oracle.picture(pg_staging, extra)
+        env = {**env, "NSYNC_LOCK_WAIT_TIMEOUT": "1", "NSYNC_STEP_RETRIES": "0"}
+        with psycopg.connect(pg_prod.url("postgres", SUPERUSER_PW, extra)) as locker:
+            locker.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+            failed = nsync(env, "run", "daily", "--partition", "2026-11-28")
+        assert failed.returncode != 0, failed.stdout + failed.stderr
+        assert f"{extra}__prod_snapshot: production snapshot of database {extra} failed" \
+            in failed.stderr, failed.stderr
+        assert f"{extra}: NOT current, failed in prod_snapshot" in failed.stderr
+        assert f"{PROD_DB}: current (backup " in failed.stderr
+        assert oracle.picture(pg_staging, extra) == before
     finally:
         pg_staging.psql(f"DROP DATABASE IF EXISTS {extra} WITH (FORCE)")
         pg_prod.psql(f"DROP DATABASE IF EXISTS {extra} WITH (FORCE)")
