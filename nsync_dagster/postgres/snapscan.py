@@ -31,7 +31,7 @@ import psycopg
 from nsync_dagster.errors import SnapshotError
 from nsync_dagster.postgres import dbstats, rowhash
 from nsync_dagster.postgres.pgconn import quote_ident
-from nsync_dagster.postgres.tablehold import TableHolder
+from nsync_dagster.postgres.tablehold import Handover, TableHolder
 
 LOCKS_PER_BATCH = 64  # a table costs 1 + its indexes + its TOAST table and index
 CANCEL_GRACE_S = 10  # how long a cancelled scan may take to stop
@@ -115,12 +115,13 @@ class Scan(threading.Thread):
     and checksums in batches on the holder's session (:mod:`.tablehold`), beside pg_dump."""
 
     def __init__(self, conn: psycopg.Connection, holder: TableHolder,
-                 snapshot_id: str, checksums: bool) -> None:
+                 snapshot_id: str, checksums: bool, handover: Handover) -> None:
         super().__init__(name="nsync-manifest-scan", daemon=True)
         if not re.fullmatch(r"[0-9A-Fa-f-]+", snapshot_id):
             raise SnapshotError(f"unexpected snapshot id {snapshot_id!r}")
         self.conn, self.holder, self.batch_conn = conn, holder, holder.conn
-        self.snapshot_id, self.checksums = snapshot_id, checksums
+        self.snapshot_id, self.checksums, self.handover = snapshot_id, checksums, handover
+        self.cancelled = threading.Event()
         self.result: dict[str, Any] | None = None
         self.error: BaseException | None = None
         self.orphaned = threading.Event()  # set: close the connections when done
@@ -143,8 +144,14 @@ class Scan(threading.Thread):
                 self._pending = [(s, r) for s, r, _, _ in tables]
             stats: dict[str, dict[str, Any]] = {}
             bcur = self.batch_conn.cursor()
+            while not self.handover.go.wait(0.1):  # the holder's session is not ours yet
+                if self.cancelled.is_set():
+                    raise SnapshotError("the manifest's scan was cancelled")
             for batch in batches(tables):
                 with self.holder.lock:
+                    if self.handover.dump_over.is_set() and not self.holder.open:
+                        # pg_dump's locks are gone: hold what is left to read (tablehold, 3)
+                        self.holder.hold(self.pending() or [], self.snapshot_id)
                     _batch(bcur, self.snapshot_id, batch, plan, stats, held=self.holder.open)
                 with self._lock:
                     del self._pending[:len(batch)]
@@ -164,6 +171,7 @@ class Scan(threading.Thread):
 
     def stop(self) -> None:
         """Cancel the scan's statements until the thread ends (bounded: the caller moves on)."""
+        self.cancelled.set()
         end = time.monotonic() + CANCEL_GRACE_S
         while self.is_alive() and time.monotonic() < end:
             for conn in (self.batch_conn, self.conn):

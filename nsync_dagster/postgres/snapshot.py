@@ -148,7 +148,7 @@ def _watch(dump: subprocess.Popen, stderr: IO[str], scan: snapscan.Scan,
     while True:
         code = dump.poll()
         if code in (None, 0):
-            handover.poll(dump_running=code is None, scan_running=scan.is_alive())
+            handover.poll(dump_running=code is None)
         if code not in (None, 0):
             stderr.seek(0)
             text = stderr.read()
@@ -165,8 +165,8 @@ def _watch(dump: subprocess.Popen, stderr: IO[str], scan: snapscan.Scan,
             scan.stop()
             raise SnapshotError(f"pg_dump did not finish within {options.timeout_s}s "
                                 "(NSYNC_DUMP_TIMEOUT)")
-        if scan.is_alive():
-            scan.join(POLL_S)
+        if scan.is_alive():  # pg_locks is read more often until the hand-over
+            scan.join(POLL_S if handover.go.is_set() else tablehold.CHECK_EVERY_S)
         else:  # returns as soon as pg_dump exits, not a fixed poll later
             try:
                 dump.wait(POLL_S)
@@ -218,9 +218,8 @@ def take_snapshot(prod: PgTarget, work_dir: Path, options: DumpOptions, *, backu
                                              **interruptible.child_options())
             report(f"pg_dump {tools.version} started: {options.jobs} jobs, "
                    f"snapshot {snap.snapshot_id}")
-            scan = snapscan.Scan(conn, holder, snap.snapshot_id, options.checksums)
-            handover = tablehold.Handover(holder, prod.connect, app_name, snap.oids,
-                                          snap.snapshot_id, scan.pending, list(snap.relations))
+            handover = tablehold.Handover(holder, prod.connect, app_name, snap.oids)
+            scan = snapscan.Scan(conn, holder, snap.snapshot_id, options.checksums, handover)
             scan.start()
             with watch_progress("dump", lambda: dir_size(dump_dir), report):
                 _watch(dump_proc, stderr, scan, conn, prod, snap, options, handover)

@@ -45,7 +45,6 @@ class OpenSnapshot:
     lsn: str
     tables: tuple[str, ...]
     oids: tuple[int, ...] = ()
-    relations: tuple[tuple[str, str], ...] = ()  # (schema, table) of each of ``tables``
 
 
 def no_timeouts(conn: psycopg.Connection, lock_wait_s: int) -> None:
@@ -123,8 +122,7 @@ def begin(conn: psycopg.Connection, holder: TableHolder, lock_wait_s: int) -> Op
                 "a new snapshot will be taken on retry", transient=True)
         return OpenSnapshot(snapshot_id, snapshot_time, lsn,
                             tuple(f"{s}.{r}" for s, r, _ in visible),
-                            tuple(o for _, _, o in visible),
-                            tuple((s, r) for s, r, _ in visible))
+                            tuple(o for _, _, o in visible))
     raise SnapshotError("production tables kept being dropped or renamed while nsync locked "
                         f"them ({_ATTEMPTS} attempts); a migration is probably running",
                         transient=True)

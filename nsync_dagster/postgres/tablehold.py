@@ -8,18 +8,22 @@ it dumps, but only some time after the snapshot is exported (it starts, connects
 catalogs, then locks). The window between the export and pg_dump's locks is covered by this
 session, a plain transaction of its own (not the snapshot's: the snapshot's transaction must
 stay open until pg_dump's workers have imported it, and a transaction cannot give locks back).
-The same session reads the manifest's checksums (:mod:`.snapscan`), in the snapshot: while it
-holds the tables, each batch runs in a subtransaction rolled back when read (which gives back
-the batch's index locks and keeps the tables'); a DDL statement queued behind the holder's
-locks then never stands in the way of the checksums, which need no new lock on the table.
+The same session reads the manifest's checksums (:mod:`.snapscan`), in the snapshot, once the
+hand-over below is done or pg_dump has ended: while it holds the tables, each batch runs in a
+subtransaction rolled back when read (which gives back the batch's index locks and keeps the
+tables'); a DDL statement queued behind the holder's locks then never stands in the way of
+the checksums, which need no new lock on the table.
 
 1. it locks every table ACCESS SHARE *before* the snapshot is exported (``hold``), so no such
    command can commit between the snapshot and pg_dump's own locks;
 2. once pg_dump's sessions are seen holding a lock on every table (pg_locks, by the
    application name nsync gives pg_dump for the run), it commits (``release``): from then on
    pg_dump's locks do the same work until pg_dump ends, and the server holds one set of
-   table locks for the dump, not two. Should pg_dump end before it was seen holding them
-   all, the holder keeps its locks until the manifest is done;
+   table locks for the dump, not two. pg_dump's first session locks every table before it
+   reads the catalogs and writes the schema, and its workers (which lock every table again)
+   start only after that, so the hand-over lands while pg_dump's workers hold few locks.
+   Should pg_dump end before it was seen holding them all, the holder keeps its locks until
+   the manifest is done;
 3. when pg_dump ends while the manifest's checksums are still running, it locks the tables
    not checksummed yet again (``hold``). A TRUNCATE that slips into the instant between
    pg_dump's end and this lock is not missed: each checksum batch compares the table's data
@@ -41,7 +45,7 @@ import psycopg
 from nsync_dagster.postgres import dbstats, locktable
 from nsync_dagster.postgres.pgconn import quote_ident
 
-CHECK_EVERY_S = 0.5  # how often pg_locks is read while waiting for pg_dump's locks
+CHECK_EVERY_S = 0.05  # how often pg_locks is read while waiting for pg_dump's locks
 
 
 class TableHolder:
@@ -101,49 +105,39 @@ class TableHolder:
 
 
 class Handover:
-    """Steps 2 and 3 above, driven by the snapshot's watch loop (:meth:`poll`). The holder is
-    only touched when the scan is between two batches (never waited for)."""
+    """Step 2 above, driven by the snapshot's watch loop (:meth:`poll`), and the signal for
+    the manifest's checksums to start (``go``): once the holder has let go, or once pg_dump
+    has ended (``dump_over``; the scan then locks again what it still has to read, step 3).
+    Until then the holder's session is the watch loop's alone."""
 
     def __init__(self, holder: TableHolder, connect: Callable[[], psycopg.Connection],
-                 application_name: str, oids: tuple[int, ...], snapshot_id: str,
-                 pending: Callable[[], list[tuple[str, str]] | None],
-                 every: list[tuple[str, str]]) -> None:
+                 application_name: str, oids: tuple[int, ...]) -> None:
         self.holder, self.connect, self.application_name = holder, connect, application_name
-        self.oids, self.snapshot_id = list(oids), snapshot_id
-        self.pending, self.every = pending, every
-        self.dump_holds = False  # pg_dump was seen holding every table
-        self.handed_over = False  # ... and the holder let go
-        self.relocked = False
+        self.oids = list(oids)
+        self.handed_over = False  # pg_dump was seen holding every table; the holder let go
+        self.go, self.dump_over = threading.Event(), threading.Event()
         self._monitor: psycopg.Connection | None = None
         self._next = 0.0
 
-    def poll(self, dump_running: bool, scan_running: bool) -> None:
-        """While pg_dump runs: let go once it holds every table (pg_locks read twice a
-        second). Once it has ended: lock again what the scan has still to read."""
-        if dump_running and not self.dump_holds and time.monotonic() >= self._next:
-            self._next = time.monotonic() + CHECK_EVERY_S
-            if self._monitor is None:
-                self._monitor = self.connect()
-            self.dump_holds = locktable.dump_holds(self._monitor, self.application_name,
-                                                   self.oids)
-            if self.dump_holds:
-                self.close()
-        if dump_running and self.dump_holds and not self.handed_over:
-            if self.holder.lock.acquire(blocking=False):
-                try:
-                    self.holder.release()
-                    self.handed_over = True
-                finally:
-                    self.holder.lock.release()
-        elif (not dump_running and self.handed_over and not self.relocked and scan_running
-              and self.holder.lock.acquire(blocking=False)):
-            try:
-                remaining = self.pending()
-                self.holder.hold(self.every if remaining is None else remaining,
-                                 self.snapshot_id)
-                self.relocked = True
-            finally:
-                self.holder.lock.release()
+    def poll(self, dump_running: bool) -> None:
+        """While pg_dump runs: let go once it holds every table (pg_locks read every
+        ``CHECK_EVERY_S``). Once it has ended: let the checksums start."""
+        if not dump_running:
+            self.dump_over.set()
+            self.go.set()
+            self.close()
+            return
+        if self.handed_over or time.monotonic() < self._next:
+            return
+        self._next = time.monotonic() + CHECK_EVERY_S
+        if self._monitor is None:
+            self._monitor = self.connect()
+        if locktable.dump_holds(self._monitor, self.application_name, self.oids):
+            with self.holder.lock:
+                self.holder.release()
+            self.handed_over = True
+            self.go.set()
+            self.close()
 
     def close(self) -> None:
         """Close the session that watches pg_locks."""
