@@ -256,6 +256,11 @@ def test_the_ui_is_read_only_for_the_director_and_nothing_is_exposed_by_default(
         groups[backend] = set(auth.split("allowed_groups=")[1].split(","))
     assert groups == {"dagster-webserver": {"nsync-operators"},
                       "dagster-webserver-read-only": {"nsync-viewers", "nsync-operators"}}
+    # the access list names who holds each group (security.md)
+    listed = yaml.safe_load((REPO / "access-list.yaml").read_text())["dagster_ui"]
+    assert {(g["group"], g["ui"]) for g in listed} == {("nsync-operators", "full"),
+                                                         ("nsync-viewers", "read-only")}
+    assert all(g["members"] and g["owner"] for g in listed)
 
 
 def test_every_pod_of_the_release_runs_as_non_root():
