@@ -273,3 +273,21 @@ def test_every_pod_of_the_release_runs_as_non_root():
                   values()["dagsterDaemon"]["securityContext"], launcher()["securityContext"]]
     for container in containers:
         assert container == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+KUBERNETES_VERSION = "1.30.0"
+
+
+def test_the_manifests_shipped_validate_against_kubernetes_schemas():
+    """ui-access.yaml and the example Secrets against Kubernetes' own schemas (strict: an
+    unknown field fails). kubernetes-validate ships the schemas: no cluster, no network; .ci/run
+    installs it (pinned)."""
+    kv = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate "
+                             "(.ci/run installs it)")
+    kinds = []
+    for name in ("ui-access.yaml", "nsync-secret.example.yaml"):
+        for doc in yaml.safe_load_all((DEPLOY / "helm" / name).read_text()):
+            if doc:
+                kv.validate(doc, KUBERNETES_VERSION, strict=True)  # raises on any error
+                kinds.append(doc["kind"])
+    assert sorted(kinds) == ["Ingress", "Ingress", "NetworkPolicy", "Secret", "Secret"]
