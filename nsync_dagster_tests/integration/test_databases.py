@@ -148,6 +148,11 @@ def test_three_databases_one_run(pg_prod, pg_staging, three):
                     for e in result.get_asset_materialization_events()}
     assert {"prod_snapshot", "s3_backup", "staging_database",
             f"{rls}/staging_database"} <= materialized
+    # each database's snapshot is its own instant: its own time and LSN recorded
+    snaps = [e.materialization.metadata for e in result.get_asset_materialization_events()
+             if e.asset_key.path[-1] == "prod_snapshot"]
+    assert sorted(m["database"].value for m in snaps) == sorted(three["names"])
+    assert all(m["lsn"].value and m["snapshot_time"].value for m in snaps)
     # the director's confirmation names each database, current, with its backup id
     from nsync_dagster.defs.alerts import watch
 

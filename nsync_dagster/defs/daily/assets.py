@@ -130,8 +130,10 @@ def daily_chain(database: str | None = None, *, every: bool = False) -> Chain:
             snap = pipeline.snapshot_step(settings, backup_store(settings, s3),
                                           context.partition_key, _reporter(context))
             checks = [_list_check(settings, _reporter(context))] if watch else []
+        # a snapshot cannot span databases: each records its own instant (time and LSN)
         return dg.MaterializeResult(metadata={**metadata.snapshot_metadata(snap.manifest),
-                                              "database": settings.prod.dbname},
+                                              "database": settings.prod.dbname,
+                                              "snapshot_time": snap.manifest.snapshot_time},
                                     check_results=checks)
 
     @dg.asset(key=key("s3_backup"), partitions_def=DAILY, group_name=group, owners=OWNERS,
