@@ -58,6 +58,8 @@ lock:
 	  $(LOCK_VENV)/bin/pip freeze --all --exclude-editable | grep -v '^nsync-dagster'; } > constraints.txt
 	rm -rf $(LOCK_VENV)
 
+## make bench: the whole `nsync run daily` (start to exit) A/B against pg_dump -> S3 ->
+## pg_restore, every case of benchmarks/README.md (BENCH_ARGS="--scale 2 ..." for a short check)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 

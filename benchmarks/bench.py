@@ -33,6 +33,9 @@ from bench_cases import CASES
 from bench_stack import SCRUBBED, Stack, git_commit
 
 HERE = Path(__file__).resolve().parent
+# the checkout this file is in is the code measured, in this process and in every child (not
+# whichever checkout the venv's editable install points at)
+sys.path.insert(0, str(HERE.parent))
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,6 +60,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--naive-upload", choices=("boto3", "aws"), default="boto3",
                     help="the naive chain's upload: a fresh `python -c boto3 upload_file` "
                          "process, or `aws s3 cp` (needs the aws CLI on PATH)")
+    ap.add_argument("--note", default="",
+                    help="a line printed under the header (e.g. what else ran on the machine)")
     ap.add_argument("--results", default=str(HERE / "RESULTS.md"),
                     help="the file whose make-bench section is rewritten")
     args = ap.parse_args(argv)
@@ -77,13 +82,15 @@ def header(args: argparse.Namespace, started: str, commit: str, seconds: float |
             f"{platform.python_version()}; production and staging are embedded PostgreSQL 18 "
             "clusters (fsync off), Dagster's storage a third one, S3 a moto server, all on this "
             "machine. Times are wall seconds from the first process's start to the last one's "
-            "exit; method and chains: `benchmarks/README.md` (make bench)."]
+            "exit; method and chains: `benchmarks/README.md` (make bench).",
+            *(["", f"**Note:** {args.note}"] if args.note else [])]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     for key in [k for k in os.environ if k.startswith(SCRUBBED)]:
         del os.environ[key]  # the shell's settings must not leak into the measured processes
+    os.environ["PYTHONPATH"] = str(HERE.parent)  # daily_cycle's workers import this checkout
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))  # still stop the servers
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     t0, commit = time.monotonic(), git_commit()
