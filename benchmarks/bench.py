@@ -73,7 +73,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def header(args: argparse.Namespace, started: str, commit: str, seconds: float | None) -> list:
     """The lines above the cases: how, when, on what, at which commit."""
-    cmd = " ".join(sys.argv[1:]) or "(defaults)"
+    argv = sys.argv[1:]
+    if "--note" in argv:  # shown below the header instead
+        i = argv.index("--note")
+        argv = [*argv[:i], '--note "..."', *argv[i + 2:]]
+    cmd = " ".join(argv) or "(defaults)"
     took = f", took {seconds / 60:.1f} min" if seconds is not None else ", still running"
     return ["## make bench: the whole `nsync run daily` against the naive chain", "",
             f"`benchmarks/bench.py {cmd}`, started {started}{took}. Commit measured: "
