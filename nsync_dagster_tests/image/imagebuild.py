@@ -36,7 +36,9 @@ def missing_tools() -> list[str]:
 
 
 def _run(cmd: list[str], timeout: float, log: Path | None = None) -> str:
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    # stdin closed: a tool that reads the terminal would stop a backgrounded run (SIGTTIN)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                         stdin=subprocess.DEVNULL)
     text = out.stdout + out.stderr
     if log is not None:
         log.write_text(text)
@@ -106,7 +108,8 @@ class Container:
             ) -> subprocess.CompletedProcess:
         flags = [f"--env={key}={value}" for key, value in env.items()]
         return subprocess.run(["buildah", "run", "--isolation=chroot", *flags, self.name, "--",
-                               *cmd], capture_output=True, text=True, timeout=timeout)
+                               *cmd], capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
 
     def remove(self) -> None:
         subprocess.run(["buildah", "rm", self.name], capture_output=True, timeout=120)
