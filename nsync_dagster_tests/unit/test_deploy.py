@@ -249,13 +249,21 @@ def test_the_ui_is_read_only_for_the_director_and_nothing_is_exposed_by_default(
     selected = policy["spec"]["podSelector"]["matchExpressions"][0]["values"]
     assert set(selected) == {"dagster-webserver", "dagster-webserver-read-only"}
     assert policy["spec"]["policyTypes"] == ["Ingress"]
+    # the chart's names for the guide's release "dagster" and the webservers' port (the pods
+    # listen on dagsterWebserver.service.port too), as rendered by deploy/check_chart.py
+    assert policy["spec"]["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "dagster", "app.kubernetes.io/instance": "dagster"}
+    port = web["service"]["port"]
+    assert port >= 1024  # a non-root process without capabilities may not bind below 1024
+    assert [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]] == [port]
     groups = {}
     for ing in (d for d in docs if d["kind"] == "Ingress"):
         auth = ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/auth-url"]
-        backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"]
-        groups[backend] = set(auth.split("allowed_groups=")[1].split(","))
-    assert groups == {"dagster-webserver": {"nsync-operators"},
-                      "dagster-webserver-read-only": {"nsync-viewers", "nsync-operators"}}
+        backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+        assert backend["port"]["number"] == port
+        groups[backend["name"]] = set(auth.split("allowed_groups=")[1].split(","))
+    assert groups == {"dagster-dagster-webserver": {"nsync-operators"},
+                      "dagster-dagster-webserver-read-only": {"nsync-viewers", "nsync-operators"}}
     # the access list names who holds each group (security.md)
     listed = yaml.safe_load((REPO / "access-list.yaml").read_text())["dagster_ui"]
     assert {(g["group"], g["ui"]) for g in listed} == {("nsync-operators", "full"),
