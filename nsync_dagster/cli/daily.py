@@ -98,7 +98,8 @@ def run_daily(partition: str | None = None, *, out=None) -> int:
     from nsync_dagster.defs.daily.jobs import DAILY_JOB_NAME
 
     partition = check_partition(partition)
-    job = defs().resolve_job_def(DAILY_JOB_NAME)
+    loaded = defs()  # once per command: the retention run after it uses the same definitions
+    job = loaded.resolve_job_def(DAILY_JOB_NAME)
     started = time.monotonic()
     print(f"nsync: daily backup and staging sync for {partition} ...", file=out, flush=True)
     with instance() as inst:
@@ -108,7 +109,8 @@ def run_daily(partition: str | None = None, *, out=None) -> int:
             instance=inst, partition_key=partition, raise_on_error=False, tags=_process_tags(),
             run_config=console_logging())
         elapsed = time.monotonic() - started
-        after = _retention_after(inst, partition, result.run_id) if result.success else None
+        after = (_retention_after(loaded, inst, partition, result.run_id) if result.success
+                 else None)
     if not result.success and _interrupted(result):
         raise DailyRunInterrupted(
             f"daily run {result.run_id} was interrupted after {elapsed:.1f}s: staging holds a "
@@ -148,14 +150,13 @@ def run_daily(partition: str | None = None, *, out=None) -> int:
     return 0
 
 
-def _retention_after(inst: dg.DagsterInstance, partition: str,
+def _retention_after(loaded: dg.Definitions, inst: dg.DagsterInstance, partition: str,
                      daily_run_id: str) -> dg.ExecuteInProcessResult:
     """``backup_retention_job`` for the partition, as its own run after the daily run (tagged
     with it, so the daemon's ``retention_after_sync`` does not start another)."""
-    from nsync_dagster.definitions import defs
     from nsync_dagster.defs.records import AFTER_RUN_TAG, RETENTION_JOB
 
-    return defs().resolve_job_def(RETENTION_JOB).execute_in_process(
+    return loaded.resolve_job_def(RETENTION_JOB).execute_in_process(
         instance=inst, partition_key=partition, raise_on_error=False,
         tags={**_process_tags(), AFTER_RUN_TAG: daily_run_id}, run_config=console_logging())
 
