@@ -115,7 +115,7 @@ def missing_from(loaded: list[str], config: RunConfig) -> list[str]:
 
 
 def check_method(config: RunConfig, method: str) -> None:
-    """Pre-flight: the branch-reset method covers one database for now.
+    """Pre-flight: the branch-reset method covers one database (one reset, one LSN).
 
     Raises:
         PreflightError: more than one database listed with ``neon-branch-reset``.
@@ -125,6 +125,8 @@ def check_method(config: RunConfig, method: str) -> None:
         return
     raise PreflightError(
         "NSYNC_STAGING_METHOD=neon-branch-reset covers only the database of "
-        f"NSYNC_PROD_DATABASE_URL for now, but NSYNC_DATABASES is '{config.databases}': unset "
-        "NSYNC_DATABASES (or list only that database), or use NSYNC_STAGING_METHOD=restore; "
-        "nothing was changed")
+        f"NSYNC_PROD_DATABASE_URL, but NSYNC_DATABASES is '{config.databases}': a branch reset "
+        "restores every database of the branch at one LSN, while each database's backup is "
+        "its own snapshot at its own LSN, so staging could not be verified against each "
+        "backup (docs/databases.md). Unset NSYNC_DATABASES (or list only that database), or "
+        "use NSYNC_STAGING_METHOD=restore; nothing was changed")
