@@ -62,6 +62,7 @@ class RunConfig:
     tls_min: str = "verify-full"
     restore_during_upload: bool = True
     restore_during_upload_wait_s: int = 120
+    databases: str | None = None  # NSYNC_DATABASES as given (see cycle.databases)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, need_databases: bool = True,
@@ -112,6 +113,7 @@ class RunConfig:
             age_recipients=age.recipients, age_identity=age.identity, tls_min=tls_min,
             restore_during_upload=tuning.restore_during_upload,
             restore_during_upload_wait_s=tuning.restore_during_upload_wait,
+            databases=db.databases,
         )
         for target in (config.prod, config.staging):
             if need_databases or target.url:
@@ -119,6 +121,30 @@ class RunConfig:
         return dataclasses.replace(config, work_dir=config.work_dir / work_namespace(
             config.prod, config.bucket, config.prefix))
 
+    @property
+    def database(self) -> str:
+        """The production database this configuration backs up."""
+        return self.prod.dbname
+
+    def for_database(self, name: str) -> RunConfig:
+        """This configuration for database ``name`` of production's server (NSYNC_DATABASES);
+        call it on the configuration read from the environment (the URL's database).
+
+        The URL's database is this configuration itself: its backups stay directly under the
+        prefix, and it maps to staging URL's database. Any other database keeps its name on
+        staging's server, its backups go under ``PREFIX/databases/<name>/`` (its own claim,
+        listing and retention) and its dumps into its own work sub-folder.
+        Without production's URL (bucket-only commands: ``nsync backups``, ``nsync restore``)
+        ``name`` is taken as another database: its folder is ``PREFIX/databases/<name>/``.
+        """
+        if self.prod.url and name == self.prod.dbname:
+            return self
+        prod = self.prod.with_db(name) if self.prod.url else self.prod
+        prefix = f"{self.prefix}/databases/{name}"
+        return dataclasses.replace(
+            self, prod=prod, staging=self.staging.with_db(name) if self.staging.url
+            else self.staging, prefix=prefix,
+            work_dir=self.work_dir.parent / work_namespace(prod, self.bucket, prefix))
 
 def work_namespace(prod: PgTarget, bucket: str, prefix: str) -> str:
     """The work folder's subfolder for one production, bucket and prefix (``NSYNC_WORK_DIR``
