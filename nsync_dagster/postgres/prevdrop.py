@@ -54,11 +54,12 @@ def drop_later(maint: PgTarget, name: str) -> threading.Thread:
     return thread
 
 
-def wait(timeout: float | None = None) -> bool:
-    """Wait for this process's drops still running (each up to ``timeout`` seconds); True when
-    none is left."""
+def wait(timeout: float | None = None, name: str | None = None) -> bool:
+    """Wait for this process's drops still running (of database ``name`` only, when given:
+    another database's drop is not waited for), each up to ``timeout`` seconds; True when none
+    is left."""
     with _lock:
-        threads = list(_pending)
+        threads = [t for t in _pending if name is None or t.name == f"nsync-drop-{name}"]
     for thread in threads:
         thread.join(timeout)
     return not any(t.is_alive() for t in threads)

@@ -144,7 +144,7 @@ def recover_and_clean(maint: psycopg.Connection, live: str,
     ``keep_next``: the next copy is this run's own, restored during the backup step and proved
     (``cycle.prepared``); only the previous copy and a half swap are dealt with."""
     nxt, prev = names(live)
-    prevdrop.wait()  # this process's drop of the previous copy, if one is still running
+    prevdrop.wait(name=prev)  # this process's drop of the previous copy, if still running
     cur = maint.cursor()
     if _exists(cur, prev) and not _exists(cur, live):
         report(f"an earlier swap was interrupted: renaming {prev} back to {live}")
