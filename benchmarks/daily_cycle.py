@@ -233,7 +233,14 @@ def worker(mode: str) -> None:
     threading.Thread(target=sample_children, args=(peak, stop), daemon=True).start()
     threading.Thread(target=sample_scratch, args=(Path(cfg["scratch_dir"]), scratch, stop),
                      daemon=True).start()
-    result = (run_nsync if mode == "nsync" else run_naive)(cfg)
+    profile = os.environ.get("NSYNC_BENCH_PROFILE")  # a path: cProfile nsync's main thread
+    if profile and mode == "nsync":
+        import cProfile
+        with cProfile.Profile() as prof:
+            result = run_nsync(cfg)
+        prof.dump_stats(profile)
+    else:
+        result = (run_nsync if mode == "nsync" else run_naive)(cfg)
     stop.set()
     result["hwm_self_kb"] = vm_hwm()[1]
     result["rss_self_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
