@@ -55,11 +55,12 @@ from nsync_dagster.postgres import dbstats, roles
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.postgres.snapshot import Snapshot
 from nsync_dagster.settings import StagingMethod, require_branch_reset
+from nsync_dagster.settings.neon import BRANCH_RESET
 from nsync_dagster.storage.s3store import BackupStore
 
 log = logging.getLogger("nsync.branch_reset")
 Report = Callable[[str], None]
-METHOD = "neon-branch-reset"
+METHOD = BRANCH_RESET  # NSYNC_STAGING_METHOD's value for this method
 COMPUTE_WAIT_S = 120  # after the reset, staging's compute restarts: wait this long for it
 
 
@@ -86,11 +87,6 @@ class BranchReset:
         project, branch, key = require_branch_reset(method, env)
         return cls(project, branch, method.neon_api_url, method.neon_reset_timeout,
                    NeonClient(method.neon_api_url, key.get_secret_value(), project))
-
-
-def staging_method(env: Mapping[str, str] | None = None) -> str:
-    """``restore`` or ``neon-branch-reset``, as configured."""
-    return StagingMethod.load(env).staging_method
 
 
 def doctor_check(settings: RunConfig) -> str:

@@ -28,6 +28,7 @@ from nsync_dagster.settings import (
     Backups,
     ClientPrograms,
     Databases,
+    StagingMethod,
     Tuning,
     environ,
     external,
@@ -63,6 +64,7 @@ class RunConfig:
     restore_during_upload: bool = True
     restore_during_upload_wait_s: int = 120
     databases: str | None = None  # NSYNC_DATABASES as given (see cycle.databases)
+    staging_method: str = "restore"  # NSYNC_STAGING_METHOD (see cycle.staging)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, need_databases: bool = True,
@@ -114,6 +116,7 @@ class RunConfig:
             restore_during_upload=tuning.restore_during_upload,
             restore_during_upload_wait_s=tuning.restore_during_upload_wait,
             databases=db.databases,
+            staging_method=StagingMethod.load(given).staging_method,
         )
         for target in (config.prod, config.staging):
             if need_databases or target.url:

@@ -31,7 +31,8 @@ from nsync_dagster.manifest import Manifest
 from nsync_dagster.postgres import interruptible, swap
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.redact import redact, redact_value
-from nsync_dagster.settings import Recovery, StagingMethod
+from nsync_dagster.settings import Recovery
+from nsync_dagster.settings.neon import BRANCH_RESET
 from nsync_dagster.storage.s3store import BackupStore
 
 log = logging.getLogger("nsync.recovery")
@@ -109,7 +110,7 @@ def _step(result: RecoveryTest, name: str, started: float, outcome: str) -> None
 def _run(settings: RunConfig, store: BackupStore, spec: str, result: RecoveryTest,
          report: Callable[[str], None]) -> None:
     t = time.monotonic()
-    if spec == "latest" and StagingMethod.load().branch_reset:
+    if spec == "latest" and settings.staging_method == BRANCH_RESET:
         # no daily run restores the backups in this mode: the newest read-back one is tested
         backup = store.find(spec, require="checksummed")
     else:

@@ -36,14 +36,16 @@ def _value(meta, key):
 
 def test_snapshot_metadata():
     meta = metadata.snapshot_metadata(M)
-    assert list(meta) == ["backup_id", "source", "server_version", "pg_dump_version", "lsn",
-                          "tables", "rows", "sequences", "roles", "duration_s"]
+    assert list(meta) == ["backup_id", "source", "staging_method", "server_version",
+                          "pg_dump_version", "lsn", "tables", "rows", "sequences", "roles",
+                          "duration_s"]
+    assert meta["staging_method"] == "restore"
     assert (meta["tables"], meta["rows"], meta["sequences"], meta["roles"]) == (2, 3, 1, 1)
     assert _value(meta, "duration_s") == 5.125
 
 
 def test_branch_snapshot_metadata_names_the_method():
-    meta = metadata.branch_snapshot_metadata(M)
+    meta = metadata.snapshot_metadata(M, "neon-branch-reset")
     assert list(meta)[:3] == ["backup_id", "source", "staging_method"]
     assert meta["staging_method"] == "neon-branch-reset"
     assert "neon_branch" not in meta  # the reset is the staging step's
@@ -106,7 +108,7 @@ def test_branch_staging_metadata():
         passwords=PasswordFacts(compared=True, shared=["app"], own=[], unknown=[], how="h"),
         reset=NeonReset(branch_id="br-s", source_branch_id="br-m", source_lsn="0/16B3748",
                         operations=["op1", "op2"], reset_s=3.5), snapshot_lsn="0/16B3748")
-    meta = metadata.branch_staging_result(out, "staging", {}).metadata
+    meta = metadata.staging_result(out, "staging", {}).metadata  # dispatched by its type
     assert meta["neon_branch"] == "br-s reset from br-m at LSN 0/16B3748"
     assert meta["snapshot_lsn"] == "0/16B3748" and _value(meta, "reset_s") == 3.5
     assert meta["neon_operations"] == 2

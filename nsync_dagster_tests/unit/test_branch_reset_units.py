@@ -9,8 +9,10 @@ import email.utils
 import pytest
 
 from nsync_dagster import settings
+from nsync_dagster.cycle import staging
 from nsync_dagster.cycle.branch_preflight import endpoint_branch
-from nsync_dagster.cycle.branch_reset import BranchReset, staging_method
+from nsync_dagster.cycle.branch_reset import BranchReset
+from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.errors import ConfigError
 from nsync_dagster.neon.client import NeonClient, retry_after
 from nsync_dagster.postgres.pgconn import PgTarget
@@ -48,7 +50,7 @@ def test_retry_after_seconds_or_http_date():
 
 
 def test_method_defaults_to_restore_and_needs_every_neon_setting():
-    assert staging_method({}) == "restore"
+    assert settings.StagingMethod.load({}).staging_method == "restore"
     assert BranchReset.from_env({}) is None
     with pytest.raises(ConfigError) as caught:
         BranchReset.from_env({"NSYNC_STAGING_METHOD": "Neon-Branch-Reset"})
@@ -62,6 +64,34 @@ def test_method_defaults_to_restore_and_needs_every_neon_setting():
     assert neon.api_url == "https://console.neon.tech/api/v2"
     assert "neon-unit-Key-31415" not in repr(neon) + repr(neon.client)
     assert redact("key neon-unit-Key-31415") == "key ***"
+
+
+URLS = {"NSYNC_PROD_DATABASE_URL": "postgresql://app:pw-1@127.0.0.1:5432/app",
+        "NSYNC_STAGING_DATABASE_URL": "postgresql://app:pw-2@127.0.0.1:5433/app",
+        "NSYNC_BACKUP_BUCKET": "backups"}
+
+
+def test_the_run_configuration_names_the_method_and_one_interface_serves_both(monkeypatch):
+    for name, value in URLS.items():
+        monkeypatch.setenv(name, value)
+    restore = staging.strategy_for(RunConfig.from_env())
+    assert isinstance(restore, staging.RestoreStaging)
+    assert (restore.method, restore.keeps_local_copy) == ("restore", True)
+    for name, value in {"NSYNC_STAGING_METHOD": "neon-branch-reset",
+                        "NSYNC_NEON_PROJECT_ID": "p-1", "NSYNC_NEON_STAGING_BRANCH_ID": "br-s-1",
+                        "NEON_API_KEY": "neon-unit-Key-16180"}.items():
+        monkeypatch.setenv(name, value)
+    config = RunConfig.from_env()
+    assert config.staging_method == "neon-branch-reset"
+    reset = staging.strategy_for(config)
+    assert isinstance(reset, staging.BranchResetStaging)
+    assert (reset.method, reset.keeps_local_copy) == ("neon-branch-reset", False)
+    assert reset.neon.branch_id == "br-s-1"
+    # the configuration was resolved when the run started; a changed environment is refused,
+    # never silently served by the other method
+    monkeypatch.setenv("NSYNC_STAGING_METHOD", "restore")
+    with pytest.raises(ConfigError, match="NSYNC_STAGING_METHOD changed during the run"):
+        staging.strategy_for(config)
 
 
 def test_api_key_is_documented_as_a_secret_and_masked_when_read():

@@ -1,8 +1,10 @@
 """The daily cycle: production snapshot → verified S3 backup → staging mirror, one chain per
 database of production (``NSYNC_DATABASES``; the list is read when the code location loads).
 
-Each asset body is a call into the plain library (``nsync_dagster.cycle.pipeline``); errors become a
-failed step with a message that says what to fix, with every secret masked.
+Each asset body is a call into the plain library: the run's staging method
+(:func:`nsync_dagster.cycle.staging.strategy_for`: restore or Neon branch reset) takes the
+snapshot and refreshes staging, and :mod:`nsync_dagster.cycle.pipeline` uploads the backup. Errors
+become a failed step with a message that says what to fix, with every secret masked.
 """
 
 
@@ -11,9 +13,9 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from nsync_dagster.cycle import branch_reset, databases, pipeline
+from nsync_dagster.cycle import databases, pipeline, staging
 from nsync_dagster.cycle.config import RunConfig
-from nsync_dagster.defs.daily import branch_mode, metadata
+from nsync_dagster.defs.daily import metadata
 from nsync_dagster.defs.daily.databases import (
     DATABASE_TAG,
     key_part,
@@ -49,7 +51,7 @@ def _settings(nsync: NsyncResource, database: str | None, *,
     listed database must exist on production."""
     home = nsync.settings()
     if preflight:
-        databases.check_method(home, branch_reset.staging_method())
+        databases.check_method(home, home.staging_method)
         if database is not None:
             databases.check_exists(home, database)
     return home if database is None else home.for_database(database)
@@ -122,19 +124,16 @@ def daily_chain(database: str | None = None, *, every: bool = False) -> Chain:
         """
         with failures_explained(context, f"production snapshot{of}"):
             settings = _settings(nsync, database, preflight=True)
-            neon = branch_reset.BranchReset.from_env()
-            if neon is not None:  # NSYNC_STAGING_METHOD=neon-branch-reset: Neon checks warn
-                return dg.MaterializeResult(metadata=branch_mode.snapshot(
-                    settings, backup_store(settings, s3), context.partition_key, neon,
-                    _reporter(context)))
-            snap = pipeline.snapshot_step(settings, backup_store(settings, s3),
-                                          context.partition_key, _reporter(context))
+            method = staging.strategy_for(settings)
+            snap = method.snapshot(settings, backup_store(settings, s3), context.partition_key,
+                                   _reporter(context))
             checks = [_list_check(settings, _reporter(context))] if watch else []
         # a snapshot cannot span databases: each records its own instant (time and LSN)
-        return dg.MaterializeResult(metadata={**metadata.snapshot_metadata(snap.manifest),
-                                              "database": settings.prod.dbname,
-                                              "snapshot_time": snap.manifest.snapshot_time},
-                                    check_results=checks)
+        return dg.MaterializeResult(
+            metadata={**metadata.snapshot_metadata(snap.manifest, method.method),
+                      "database": settings.prod.dbname,
+                      "snapshot_time": snap.manifest.snapshot_time},
+            check_results=checks)
 
     @dg.asset(key=key("s3_backup"), partitions_def=DAILY, group_name=group, owners=OWNERS,
               kinds={"s3"}, deps=[prod_snapshot], tags={"nsync/stage": "backup", **tags},
@@ -167,9 +166,9 @@ def daily_chain(database: str | None = None, *, every: bool = False) -> Chain:
             settings = _settings(nsync, database)
             # the restore method rebuilds staging from the local copy once it is proved equal to
             # S3's objects; a branch reset never restores, so the copy goes at once
+            keep = staging.strategy_for(settings).keeps_local_copy
             out = pipeline.backup_step(settings, backup_store(settings, s3), context.partition_key,
-                                       _reporter(context), keep_for_staging=(
-                                           branch_reset.staging_method() != branch_reset.METHOD))
+                                       _reporter(context), keep_for_staging=keep)
         return _named(metadata.backup_result(out, timing_metadata(context, started)), settings)
 
     @dg.asset(key=key("staging_database"), partitions_def=DAILY, group_name=group, owners=OWNERS,
@@ -209,12 +208,8 @@ def daily_chain(database: str | None = None, *, every: bool = False) -> Chain:
         started = time.time()
         with failures_explained(context, f"staging rebuild{of}"):
             settings = _settings(nsync, database)
-            if branch_reset.staging_method() == branch_reset.METHOD:
-                return branch_mode.staging(settings, backup_store(settings, s3),
-                                           context.partition_key, _reporter(context),
-                                           timing=lambda: timing_metadata(context, started))
-            out = pipeline.staging_step(settings, backup_store(settings, s3), context.partition_key,
-                                        _reporter(context))
+            out = staging.strategy_for(settings).refresh(
+                settings, backup_store(settings, s3), context.partition_key, _reporter(context))
         return _named(metadata.staging_result(out, settings.staging.display,
                                               timing_metadata(context, started)), settings)
 

@@ -26,23 +26,16 @@ BACKUP_CHECK = "backup_checksums_match"
 STAGING_CHECK = "staging_matches_manifest"
 
 
-def snapshot_metadata(m: Manifest) -> dict[str, Any]:
-    """``prod_snapshot``: what the snapshot holds."""
+def snapshot_metadata(m: Manifest, method: str = "restore") -> dict[str, Any]:
+    """``prod_snapshot``: what the snapshot holds, and the run's staging method (in the
+    branch-reset method the reset is the staging step's, at this snapshot's LSN)."""
     return {
-        "backup_id": m.backup_id, "source": m.source,
+        "backup_id": m.backup_id, "source": m.source, "staging_method": method,
         "server_version": m.server_version, "pg_dump_version": m.pg_dump_version,
         "lsn": m.lsn, "tables": len(m.tables), "rows": m.rows,
         "sequences": len(m.sequences), "roles": len(m.roles),
         "duration_s": dg.MetadataValue.float(m.duration_s),
     }
-
-
-def branch_snapshot_metadata(m: Manifest) -> dict[str, Any]:
-    """``prod_snapshot`` in the branch-reset method: the snapshot's metadata and the method
-    (the reset itself is the staging step's, at this snapshot's LSN)."""
-    snap = snapshot_metadata(m)
-    return {"backup_id": snap.pop("backup_id"), "source": snap.pop("source"),
-            "staging_method": BRANCH_RESET, **snap}
 
 
 def backup_result(out: BackupResult, timing: dict[str, Any]) -> dg.MaterializeResult:
@@ -75,9 +68,12 @@ def _staging_check(v: Verification) -> dg.AssetCheckResult:
                                          "checksums": v.checksums_compared})
 
 
-def staging_result(out: StagingResult, staging: str,
+def staging_result(out: StagingResult | BranchStagingResult, staging: str,
                    timing: dict[str, Any]) -> dg.MaterializeResult:
-    """``staging_database`` (restore method): what was restored, verified and swapped in."""
+    """``staging_database``, whichever method refreshed it: the restore method's (what was
+    restored, verified and swapped in) or the branch reset's (:func:`branch_staging_result`)."""
+    if isinstance(out, BranchStagingResult):
+        return branch_staging_result(out, staging, timing)
     v, done = out.verification, out.restored
     return dg.MaterializeResult(
         metadata={"staging_method": "restore",

@@ -1,0 +1,104 @@
+"""How staging is refreshed: one interface, two implementations, chosen once per run.
+
+``NSYNC_STAGING_METHOD`` names the method; :func:`strategy_for` turns it into a
+:class:`StagingStrategy`, and the daily assets (and the CLI, and the tests) call its three
+members without knowing which method runs:
+
+- :class:`RestoreStaging` (``restore``, the default): staging's database is rebuilt from the
+  day's S3 backup beside the live copy, verified, then swapped in (:mod:`.pipeline`).
+- :class:`BranchResetStaging` (``neon-branch-reset``): staging is a Neon child branch of
+  production's branch, reset through the Neon API to the backup's LSN and verified against
+  the backup (:mod:`.branch_reset`).
+
+In both, the backup is production's own snapshot and never waits on staging: the snapshot
+step's staging checks only warn.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from nsync_dagster.cycle import branch_reset, pipeline
+from nsync_dagster.cycle.config import RunConfig
+from nsync_dagster.cycle.results import BranchStagingResult, StagingResult
+from nsync_dagster.errors import ConfigError
+from nsync_dagster.postgres.snapshot import Snapshot
+from nsync_dagster.storage.s3store import BackupStore
+
+log = logging.getLogger("nsync.staging")
+Report = Callable[[str], None]
+RESTORE = "restore"
+BRANCH_RESET = branch_reset.METHOD
+
+
+class StagingStrategy(Protocol):
+    """What the daily steps need from a staging method."""
+
+    method: str  # the NSYNC_STAGING_METHOD value, recorded in the steps' metadata
+    keeps_local_copy: bool  # whether the backup step keeps the dump for the staging step
+
+    def snapshot(self, settings: RunConfig, store: BackupStore, partition: str,
+                 report: Report = log.info) -> Snapshot:
+        """Check, then take production's snapshot for the day's backup."""
+        ...
+
+    def refresh(self, settings: RunConfig, store: BackupStore, partition: str,
+                report: Report = log.info) -> StagingResult | BranchStagingResult:
+        """Make staging production as of the partition's backup, verified."""
+        ...
+
+
+@dataclass(frozen=True)
+class RestoreStaging:
+    """Staging rebuilt from the S3 backup beside the live copy, verified, swapped in."""
+
+    method: str = RESTORE
+    keeps_local_copy: bool = True
+
+    def snapshot(self, settings: RunConfig, store: BackupStore, partition: str,
+                 report: Report = log.info) -> Snapshot:
+        """:func:`pipeline.snapshot_step`."""
+        return pipeline.snapshot_step(settings, store, partition, report)
+
+    def refresh(self, settings: RunConfig, store: BackupStore, partition: str,
+                report: Report = log.info) -> StagingResult:
+        """:func:`pipeline.staging_step`."""
+        return pipeline.staging_step(settings, store, partition, report)
+
+
+@dataclass(frozen=True)
+class BranchResetStaging:
+    """Staging's Neon branch reset to production at the backup's LSN, then verified. The dump
+    is not kept for staging (nothing restores it): the backup step removes it at once."""
+
+    neon: branch_reset.BranchReset
+    method: str = BRANCH_RESET
+    keeps_local_copy: bool = False
+
+    def snapshot(self, settings: RunConfig, store: BackupStore, partition: str,
+                 report: Report = log.info) -> Snapshot:
+        """:func:`branch_reset.snapshot_for_reset` (the Neon checks only warn)."""
+        return branch_reset.snapshot_for_reset(settings, store, partition, self.neon, report)
+
+    def refresh(self, settings: RunConfig, store: BackupStore, partition: str,
+                report: Report = log.info) -> BranchStagingResult:
+        """:func:`branch_reset.reset_and_verify`."""
+        return branch_reset.reset_and_verify(settings, store, partition, self.neon, report)
+
+
+def strategy_for(settings: RunConfig) -> StagingStrategy:
+    """The run's staging method (``NSYNC_STAGING_METHOD``, resolved with ``settings``).
+
+    Raises:
+        ConfigError: ``neon-branch-reset`` without its Neon settings, each one named.
+    """
+    if settings.staging_method != BRANCH_RESET:
+        return RestoreStaging()
+    neon = branch_reset.BranchReset.from_env()
+    if neon is None:  # the environment changed under the run's resolved configuration
+        raise ConfigError("NSYNC_STAGING_METHOD changed during the run (neon-branch-reset when "
+                          "the run started, restore now): rerun the job")
+    return BranchResetStaging(neon)
