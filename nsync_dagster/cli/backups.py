@@ -35,12 +35,11 @@ def run_backups(out=None, *, mode: str = "list") -> int:
     from nsync_dagster.cycle.config import RunConfig
     from nsync_dagster.cycle.store import backup_store
     from nsync_dagster.storage import identity
-    from nsync_dagster.storage.retention import policy_from_env
     from nsync_dagster.storage.s3retention import apply, plan_store
 
     out = out or sys.stdout
     settings = RunConfig.from_env(need_databases=False)
-    policy = policy_from_env()
+    policy = settings.retention
     store = backup_store(settings)
     now = dt.datetime.now(dt.UTC)
     plan, backups = plan_store(store, deadline.eastern_day(now), policy, now=now)

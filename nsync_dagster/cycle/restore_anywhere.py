@@ -34,7 +34,7 @@ def restore_to(settings: RunConfig, store: BackupStore, spec: str, target: PgTar
     plan without changing anything; ``production_ok`` allows the production or live staging
     database as the target (never without it).
     """
-    target.validate()
+    target.validate(settings.tls_min)
     for other, name, variable in ((settings.prod, "production", "NSYNC_PROD_DATABASE_URL"),
                                   (settings.staging, "live staging",
                                    "NSYNC_STAGING_DATABASE_URL")):

@@ -13,7 +13,7 @@ from nsync_dagster.defs.daily.assets import s3_backup, staging_database
 from nsync_dagster.defs.resources import NsyncResource, S3Resource, backup_store
 from nsync_dagster.defs.shared import DAILY, DAILY_GROUP, OWNERS, failures_explained, materialized
 from nsync_dagster.errors import BackupStoreError
-from nsync_dagster.storage.retention import class_for_date, policy_from_env
+from nsync_dagster.storage.retention import class_for_date
 from nsync_dagster.storage.s3retention import apply, lock_configuration, lock_new_backup, plan_store
 
 
@@ -42,7 +42,7 @@ def backup_retention(context: dg.AssetExecutionContext, nsync: NsyncResource,
     with failures_explained(context, "backup retention"):
         settings = nsync.settings()
         store = backup_store(settings, s3)
-        policy = policy_from_env()
+        policy = settings.retention
         now = dt.datetime.now(dt.UTC)
         # planned as of the partition's day (the run's day for a scheduled run): a rerun of an
         # older day keeps at least what today's plan keeps, and never plans in the future

@@ -55,8 +55,9 @@ def access_review(context: dg.AssetExecutionContext, nsync: NsyncResource,
     """
     with failures_explained(context, "access review", retry=False, interrupted=""):
         settings = nsync.settings()
-        result = access.review(load_access_list(), access.read_postures(settings),
-                               dt.datetime.now(EASTERN).date())
+        result = access.review(load_access_list(settings.access_list),
+                               access.read_postures(settings), dt.datetime.now(EASTERN).date(),
+                               max_age_days=settings.access_review_max_age_days)
         markdown = access_report.render_markdown(result)  # masked as rendered: it goes to S3
         store = backup_store(settings, s3)
         month = dt.date.fromisoformat(context.partition_key)
