@@ -227,3 +227,31 @@ def test_monthly_asset_stores_and_sends_the_report(synced, monkeypatch, tmp_path
             raise_on_error=False, resources={"nsync": nsync_from_env(), "s3": s3_from_env(),
                                              "notifier": NotifierResource()})
     assert not failed.success and "cannot read the access list" in failure_text(failed)
+
+
+def test_the_review_step_runs_without_dagster_as_of_the_time_it_is_given(synced, monkeypatch,
+                                                                         tmp_path):
+    """The library step behind the monthly asset: the review as of ``now`` (its New York
+    day), the report stored under that UTC stamp, the notification built from it."""
+    from nsync_dagster.cycle.store import backup_store
+    from nsync_dagster.security import monthly_review
+
+    text = (REPO / "access-list.yaml").read_text().replace("reviewed: 2026-11-01",
+                                                            "reviewed: 2026-09-01")
+    (tmp_path / "list.yaml").write_text(text)
+    monkeypatch.setenv("NSYNC_ACCESS_LIST", str(tmp_path / "list.yaml"))
+    settings = RunConfig.from_env()
+    now = dt.datetime(2026, 12, 1, 4, 30, tzinfo=dt.UTC)  # still Nov 30 in New York
+    done = monthly_review.run_review(settings, backup_store(settings), dt.date(2026, 12, 1), now)
+    assert done.result.today == "2026-11-30"
+    assert done.result.messages[0] == ("review overdue: last review 2026-09-01 (more than 31 "
+                                       "days)")
+    bucket = synced.env["NSYNC_BACKUP_BUCKET"]
+    assert done.location == f"s3://{bucket}/nsync/access-reviews/2026/12/20261201T043000Z.md"
+    body = s3_client(synced.env["AWS_ENDPOINT_URL"]).get_object(
+        Bucket=bucket, Key="nsync/access-reviews/2026/12/20261201T043000Z.json")["Body"].read()
+    assert json.loads(body)["deviation_count"] == len(done.result.deviations)
+    event = done.event()
+    assert event.severity == "warning" and event.details["report"] == done.location
+    assert event.dedup_key == "nsync-access-review-2026-11-30"
+    assert set(done.login_roles()) == {"production", "staging"}
