@@ -43,7 +43,7 @@ def run_restore(spec: str, target_url: str, force: bool, out=None, *, tables: st
     out = out or sys.stdout
     settings = RunConfig.from_env(need_databases=False)
     store = backup_store(settings)
-    target = PgTarget("restore target", target_url, "--target-url", settings.pg_bin_dir)
+    target = PgTarget("restore target", target_url, "--target-url")
     started = time.monotonic()
 
     def report(message: str) -> None:

@@ -460,3 +460,42 @@ def test_the_newest_verified_backup_is_never_deleted_even_if_a_plan_says_so(hist
     assert "20260609T060000Z" not in result.deleted
     assert any("newest verified backup" in e for e in result.errors)
     assert store.find("latest").backup_id == "20260609T060000Z"
+
+
+def test_retention_locks_only_what_the_backup_step_could_not(s3_endpoint, monkeypatch):
+    """The backup step locks every object it wrote (``cycle.pipeline``); ``backup_retention``
+    then locks only the restore-verified marker the staging rebuild wrote after it. It used to
+    lock the whole backup again (a HEAD and a PutObjectRetention per object, extending each
+    lock by the minutes between the two steps)."""
+    import dagster as dg
+    from dagster_aws.s3 import S3Resource
+
+    from nsync_dagster.defs.daily.retention import backup_retention
+    from nsync_dagster.defs.resources import NsyncResource
+
+    client = s3_client(s3_endpoint)
+    bucket = f"nsync-lock-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)  # no default period
+    store = BackupStore(client, bucket, "nsync")
+    folder = store.folder("2026-06-10", "20260610T060000Z")
+    put_backup(client, bucket, folder, status="checksummed", dump_files=5)
+    # the backup step, an hour ago
+    step_now = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)  # wall clock: S3 Object Lock
+    assert lock_new_backup(store, folder, "daily", default_policy(), step_now)["locked"] == 7
+    step_locks = {k: client.head_object(Bucket=bucket, Key=k)["ObjectLockRetainUntilDate"]
+                  for k in all_keys(client, bucket)}
+    marker = folder + "_restore_verified.json"  # the staging step, after the backup step
+    client.put_object(Bucket=bucket, Key=marker, Body=b"{}")
+    resources = {"nsync": NsyncResource(prod_database_url="postgresql://u:p@127.0.0.1:1/a",
+                                        staging_database_url="postgresql://u:p@127.0.0.1:1/b",
+                                        backup_bucket=bucket),
+                 "s3": S3Resource(endpoint_url=s3_endpoint, region_name="us-east-1",
+                                  aws_access_key_id=S3_KEY_ID, aws_secret_access_key=S3_SECRET)}
+    result = dg.materialize([backup_retention], resources=resources, partition_key="2026-06-10")
+    assert result.success
+    after = {k: client.head_object(Bucket=bucket, Key=k).get("ObjectLockRetainUntilDate")
+             for k in all_keys(client, bucket)}
+    assert {k: after[k] for k in step_locks} == step_locks, "the step's locks, untouched"
+    assert after[marker] is not None and after[marker] > step_locks[folder + "manifest.json"]
+    meta = result.asset_materializations_for_node("backup_retention")[0].metadata
+    assert meta["new_backup_locks"].value.startswith("20260610T060000Z: daily until ")
