@@ -152,7 +152,9 @@ class S3Location(_Record):
 
 
 class NeonReset(_Record):
-    """The Neon branch reset before the dump (``NSYNC_STAGING_METHOD=neon-branch-reset``)."""
+    """A Neon branch reset of staging (``NSYNC_STAGING_METHOD=neon-branch-reset``): the staging
+    step's record (its metadata). Manifests written while the reset ran in the snapshot step
+    carry one as ``neon_branch_reset``; newer manifests do not (the reset follows the upload)."""
 
     project_id: str | None = None
     branch_id: str | None = None

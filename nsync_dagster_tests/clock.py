@@ -6,7 +6,7 @@ A test may read the wall clock only where it compares with times another process
 the real clock (a certificate's validity, S3 Object Lock's retain-until date, the end time of a
 run Dagster stored), and marks that line ``# wall clock: <why>``; ``unit/test_clock_guard.py``
 fails on any other read. ``faketime`` (Debian's package) runs the whole suite at another hour:
-README.md, Tests.
+docs/development.md, Tests.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``nsync``: the command line (contract in DESIGN.md).
+"""``nsync``: the command line (contract in docs/contracts.md).
 
 Exit status: 0 success; 1 the work failed (nothing half-done was left: staging is untouched);
 2 bad configuration or a check before the work failed; 130 interrupted.

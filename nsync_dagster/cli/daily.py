@@ -273,14 +273,14 @@ def print_summary(meta: dict[str, dict], elapsed: float, run_id: str, out) -> No
     ]
     if staging.get("staging_method") == "neon-branch-reset":  # no restore: reset to the LSN
         lines += [
-            f"  staging     Neon branch {snap['neon_branch']} (the backup's LSN) in "
-            f"{snap['reset_s']:.1f}s",
+            f"  staging     Neon branch {staging['neon_branch']} (the backup's) in "
+            f"{staging['reset_s']:.1f}s",
             f"  verified    staging matches that backup at {staging['verified_at']}; "
             f"production changed since the reset in "
             f"{staging['production_row_counts_changed']} table(s); passwords shared with "
             f"production: {staging['passwords_shared_with_production']}",
-            f"  timings     reset {snap['reset_s']:.1f}s, snapshot {snap['duration_s']:.1f}s, "
-            f"upload {backup['upload_s']:.1f}s, read-back {backup['verify_s']:.1f}s; "
+            f"  timings     snapshot {snap['duration_s']:.1f}s, upload {backup['upload_s']:.1f}s, "
+            f"read-back {backup['verify_s']:.1f}s, reset {staging['reset_s']:.1f}s; "
             f"total {elapsed:.1f}s"]
     else:
         during = staging.get("restored_during_backup_s") or 0.0

@@ -3,26 +3,35 @@ Neon child branch of production's branch, reset from its parent through the Neon
 
 Order of one daily run, and why:
 
-1. pre-flight: the usual checks (production, staging, bucket, work folder) and the Neon ones
-   (key, project, the staging branch: a child of production's branch, not protected, not the
-   root or default branch, no children, no restriction of its reset, and the staging URL is
-   that branch's endpoint: :mod:`nsync_dagster.cycle.branch_preflight`). Any failure stops the
-   run before anything changed. The run log then names every database the reset replaces:
-   ALL of the staging branch's, not only ``NSYNC_DATABASES``.
-2. take the backup's snapshot ON PRODUCTION, as the restore method does: one exported
-   snapshot, whose WAL position (``pg_current_wal_insert_lsn()``, read inside the snapshot's
-   transaction) is the manifest's ``lsn``. The backup is production's data, never staging's.
-3. reset the staging branch from production's branch AT THAT LSN (the restore API's
-   ``source_lsn``: "the branch will be restored with data from this LSN") and wait for the
-   operations. Backup and staging then describe the same instant of production, whatever
-   production or staging's own applications write afterwards.
+1. (``prod_snapshot``, :func:`snapshot_for_reset`) the backup stands alone, as in the restore
+   method: production, the bucket and the work folder must pass pre-flight; staging's checks
+   and the Neon ones (key, project, the staging branch: a child of production's branch, not
+   protected, not the root or default branch, no children, no restriction of its reset, and
+   the staging URL is that branch's endpoint: :mod:`nsync_dagster.cycle.branch_preflight`)
+   only WARN here. A Neon API outage, a protected branch or Neon's 24-hour restriction never
+   costs the day's backup. The snapshot is taken ON PRODUCTION: one exported snapshot, whose
+   WAL position (``pg_current_wal_insert_lsn()``, read inside the snapshot's transaction) is
+   the manifest's ``lsn``. The backup is production's data, never staging's.
+2. (``s3_backup``) upload and verify the backup as in the restore method.
+3. (``staging_database``, :func:`reset_and_verify`) the Neon checks again, now failing the
+   step (staging untouched); the run log names every database the reset replaces: ALL of the
+   staging branch's, not only ``NSYNC_DATABASES``. Then reset the staging branch from
+   production's branch AT THE BACKUP'S LSN (the restore API's ``source_lsn``: "the branch
+   will be restored with data from this LSN") and wait for the operations. Backup and staging
+   then describe the same instant of production, whatever production or staging's own
+   applications write afterwards.
 4. as soon as staging's compute answers: record staging's per-table write counters (the
    verification's baseline), then set staging's own passwords.
-5. (``s3_backup``) upload and verify the backup as in the restore method.
-6. (``staging_database``, :mod:`nsync_dagster.cycle.branch_verify`) verify staging against the
-   manifest: every table staging has not written since the reset must equal the backup, or
-   the step fails; compare with production as it is now (reported), state which passwords
-   staging shares with production.
+5. (:mod:`nsync_dagster.cycle.branch_verify`) verify staging against the manifest: every table
+   staging has not written since the reset must equal the backup, or the step fails; compare
+   with production as it is now (reported), state which passwords staging shares with
+   production.
+
+A retry of the staging step resets again, to the same LSN: the reset is idempotent. The reset
+must happen while Neon still holds that LSN (the project's history retention window, 1 day on
+the Free plan): a staging step re-run days later is refused by Neon, and the step says so.
+No advisory lock is held across the reset (Neon restarts staging's compute, which ends every
+session): one daily run at a time is Dagster's lane (``dagster.yaml``).
 """
 
 from __future__ import annotations
@@ -36,10 +45,10 @@ from typing import Any
 
 from nsync_dagster.cycle import pipeline
 from nsync_dagster.cycle.branch_preflight import neon_preflight, replaces_line
-from nsync_dagster.cycle.branch_verify import write_counters
+from nsync_dagster.cycle.branch_verify import verify_branch_staging, write_counters
 from nsync_dagster.cycle.config import RunConfig
-from nsync_dagster.cycle.preflight import daily_preflight
-from nsync_dagster.errors import PreflightError, SnapshotError
+from nsync_dagster.cycle.results import BranchStagingResult
+from nsync_dagster.errors import PreflightError, SnapshotError, VerificationError
 from nsync_dagster.manifest import Membership, NeonReset, Role
 from nsync_dagster.neon.client import NeonClient
 from nsync_dagster.postgres import dbstats, roles
@@ -154,20 +163,42 @@ def _staging_passwords(settings: RunConfig) -> list[str]:
     return result.staging_passwords_set
 
 
-def reset_and_snapshot(settings: RunConfig, store: BackupStore, partition: str,
-                       neon: BranchReset, report: Report = log.info
-                       ) -> tuple[Snapshot, NeonReset]:
-    """Pre-flight, dump production, then reset staging to production at the dump's LSN."""
-    daily_preflight(settings.prod, settings.staging, settings.maintenance_db, store,
-                    settings.work_dir, settings.dump.compress)
+def snapshot_for_reset(settings: RunConfig, store: BackupStore, partition: str,
+                       neon: BranchReset, report: Report = log.info) -> Snapshot:
+    """Production's snapshot for the day's backup (:func:`pipeline.snapshot_step`: production
+    and the bucket must pass pre-flight, staging's checks only warn). The Neon checks only warn
+    too: the staging step runs them again and fails there; the backup never waits on staging.
+    """
+    try:
+        facts = neon_preflight(settings, neon)
+        report(replaces_line(neon.branch_id, facts["replaces"], facts["lost"]))
+    except PreflightError as exc:
+        report(f"WARNING: staging cannot be reset right now ({exc}); the backup goes ahead "
+               "without it, and the staging step fails unless this is fixed by then")
+    snap = pipeline.snapshot_step(settings, store, partition, report)
+    snap = dataclasses.replace(snap, manifest=snap.manifest.model_copy(update={
+        "staging_method": METHOD}))
+    snap.manifest_file.write_text(snap.manifest.to_json())
+    return snap
+
+
+def reset_and_verify(settings: RunConfig, store: BackupStore, partition: str,
+                     neon: BranchReset, report: Report = log.info) -> BranchStagingResult:
+    """Reset staging to production at the partition's backup's LSN, then verify it.
+
+    Raises:
+        PreflightError: a Neon check failed; staging was not reset.
+        VerificationError: the backup has no LSN, or staging does not hold it after the reset.
+    """
     facts = neon_preflight(settings, neon)
     report(replaces_line(neon.branch_id, facts["replaces"], facts["lost"]))
-    snap = pipeline.snapshot_of(settings, store, settings.prod, partition, report)
-    if not snap.manifest.lsn:
-        raise SnapshotError("production's snapshot has no WAL position (LSN), so staging cannot "
-                            "be reset to the backup's instant; nothing was reset")
-    # the advisory lock is not held across the reset: Neon restarts staging's compute
-    reset = reset_branch(neon, facts["parent_id"], report, source_lsn=snap.manifest.lsn)
+    backup = pipeline.partition_backup(store, partition)
+    manifest = store.read_manifest(backup.key_prefix)
+    if not manifest.lsn:
+        raise VerificationError(
+            f"backup {backup.backup_id} has no WAL position (LSN), so staging cannot be reset "
+            "to its instant; nothing was reset. Materialize prod_snapshot and s3_backup again.")
+    reset = reset_branch(neon, facts["parent_id"], report, source_lsn=manifest.lsn)
     _wait_for_compute(settings.staging, report)
     reset["staging_writes_at_reset"] = write_counters(settings.staging)
     reset["parent_protected"] = facts.get("parent_protected", False)
@@ -175,8 +206,5 @@ def reset_and_snapshot(settings: RunConfig, store: BackupStore, partition: str,
     if reset["staging_passwords_set"]:
         report("staging's own passwords (NSYNC_STAGING_PASSWORD_<ROLE>) set for: "
                + ", ".join(reset["staging_passwords_set"]))
-    done = NeonReset.model_validate(reset)
-    snap = dataclasses.replace(snap, manifest=snap.manifest.model_copy(update={
-        "staging_method": METHOD, "neon_branch_reset": done}))
-    snap.manifest_file.write_text(snap.manifest.to_json())
-    return snap, done
+    return verify_branch_staging(settings, store, backup, manifest,
+                                 NeonReset.model_validate(reset), report)

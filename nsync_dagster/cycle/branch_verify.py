@@ -9,8 +9,9 @@ boot migration may write at once. How each difference is judged:
   backup: row count and checksum. A difference there means the reset or the dump is wrong
   (another instant, another branch): the step FAILS.
 - a table staging HAS written since the reset (its ``pg_stat_user_tables`` insert, update or
-  delete counters moved since nsync's first connection after the reset, the baseline kept in
-  the manifest) is not comparable any more: named in the report, never passed off as equal.
+  delete counters moved since nsync's first connection after the reset, the baseline taken
+  in the same step, right after the reset) is not comparable any more: named in the report,
+  never passed off as equal.
 - a table of the backup missing on staging, or one staging had at the reset that the backup
   lacks, fails. A table created on staging after the reset is reported.
 - a sequence may not be BEHIND the backup (staging would hand out ids production used); ahead
@@ -40,13 +41,13 @@ from collections.abc import Callable
 
 import psycopg
 
-from nsync_dagster.cycle import pipeline
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.results import BranchStagingResult, Drift, PasswordFacts, Verification
 from nsync_dagster.errors import VerificationError
 from nsync_dagster.manifest import Manifest, NeonReset
 from nsync_dagster.postgres import dbstats, roles
 from nsync_dagster.postgres.pgconn import PgTarget
+from nsync_dagster.storage.s3catalog import BackupInfo
 from nsync_dagster.storage.s3store import BackupStore
 
 log = logging.getLogger("nsync.branch_verify")
@@ -127,15 +128,14 @@ def judge(manifest: Manifest, actual: dict, baseline: dict[str, int], written: s
     return problems, own
 
 
-def verify_against_backup(settings: RunConfig, manifest: Manifest, report: Report
-                          ) -> tuple[Verification, list[str]]:
+def verify_against_backup(settings: RunConfig, manifest: Manifest, reset: NeonReset,
+                          report: Report) -> tuple[Verification, list[str]]:
     """Staging against production's manifest by the rules in this module's docstring.
 
     Raises:
         VerificationError: a table staging did not write differs, one is missing or extra,
             a sequence is behind, or a role is missing.
     """
-    reset = manifest.neon_branch_reset or NeonReset()
     with settings.staging.connect() as conn:
         actual = dbstats.data_facts(conn.cursor(), checksums=manifest.checksums,
                                     methods=manifest.checksum_methods())
@@ -215,18 +215,12 @@ def password_line(facts: PasswordFacts) -> str:
             f"own (set by nsync): {', '.join(facts.own) or 'none'}")
 
 
-def verify_branch_staging(settings: RunConfig, store: BackupStore, partition: str,
+def verify_branch_staging(settings: RunConfig, store: BackupStore, backup: BackupInfo,
+                          manifest: Manifest, reset: NeonReset,
                           report: Report = log.info) -> BranchStagingResult:
-    """Staging (the reset branch) against the partition's backup; production compared."""
-    backup = pipeline.partition_backup(store, partition)
-    manifest = store.read_manifest(backup.key_prefix)
-    reset_to = (manifest.neon_branch_reset or NeonReset()).source_lsn
-    if manifest.staging_method != METHOD or not reset_to or reset_to != manifest.lsn:
-        raise VerificationError(
-            f"backup {backup.backup_id} is not the one staging was reset to (it was taken with "
-            "NSYNC_STAGING_METHOD=restore, or before staging was reset at its LSN): "
-            "materialize prod_snapshot and s3_backup again in neon-branch-reset mode")
-    verified, own = verify_against_backup(settings, manifest, report)
+    """Staging, just reset (``reset``) to ``backup``'s LSN, against that backup's manifest;
+    production compared, passwords stated."""
+    verified, own = verify_against_backup(settings, manifest, reset, report)
     report(f"staging matches backup {backup.backup_id} (production at LSN {manifest.lsn}): "
            f"{verified.tables} tables, {verified.rows:,} rows, {verified.sequences} sequences"
            + (f"; {len(own)} written on staging since the reset, not comparable" if own else ""))
@@ -236,7 +230,6 @@ def verify_branch_staging(settings: RunConfig, store: BackupStore, partition: st
     logins = sorted(r.name for r in manifest.roles
                     if r.rolcanlogin and not r.rolsuper
                     and not roles.is_platform(r.name, settings.platform_roles))
-    reset = manifest.neon_branch_reset or NeonReset()
     passwords = password_facts(settings, logins, reset.staging_passwords_set)
     report(password_line(passwords))
     return BranchStagingResult(

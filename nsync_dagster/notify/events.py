@@ -1,6 +1,6 @@
 """What a notification says: one :class:`Event`, the same for every channel.
 
-The webhook contract (DESIGN.md) is :meth:`Event.payload`: exactly
+The webhook contract (docs/contracts.md) is :meth:`Event.payload`: exactly
 ``{"event", "severity", "summary", "details", "runbook", "run_url"}``. An event is masked when
 it is constructed (summary, details, links: :func:`nsync_dagster.redact.redact`), so a secret
 registered with ``register_secret`` never leaves nsync through a notification, whatever the
@@ -99,7 +99,7 @@ class Event:
             object.__setattr__(self, name, value)
 
     def payload(self) -> dict[str, Any]:
-        """The webhook JSON body (the DESIGN.md contract).
+        """The webhook JSON body (the docs/contracts.md contract).
 
         Returns:
             ``{"event", "severity", "summary", "details", "runbook", "run_url"}``.

@@ -111,8 +111,8 @@ def refusal(store: Any, owner: Claim, mine: Production) -> str:
             f"this configuration's production is {describe(mine)}. Two productions in one "
             "prefix would restore, test and expire each other's backups: give this "
             "configuration its own NSYNC_BACKUP_PREFIX (or bucket). If this is the same "
-            "production moved to a new server, see README.md 'Which production a backup "
-            "belongs to'.")
+            "production moved to a new server, see docs/operations.md 'Which production a "
+            "backup belongs to'.")
 
 
 def check(store: Any, mine: Production) -> Claim | None:

@@ -1,5 +1,5 @@
 """The daily assets' metadata, built from the typed results by ``defs/daily/metadata.py``, keeps
-the keys and values the digest (``defs/history.py``), the alerts, the CLI and the README read."""
+the keys and values the digest (``defs/history.py``), the alerts, the CLI and docs/ read."""
 
 from __future__ import annotations
 
@@ -42,14 +42,11 @@ def test_snapshot_metadata():
     assert _value(meta, "duration_s") == 5.125
 
 
-def test_branch_snapshot_metadata_adds_the_reset():
-    reset = NeonReset(branch_id="br-staging", source_branch_id="br-main", operations=["a", "b"],
-                      reset_s=2.5)
-    meta = metadata.branch_snapshot_metadata(M, reset)
-    assert list(meta)[:6] == ["backup_id", "source", "staging_method", "neon_branch",
-                              "neon_operations", "reset_s"]
-    assert meta["neon_branch"] == "br-staging reset from br-main"
-    assert meta["neon_operations"] == 2 and meta["staging_method"] == "neon-branch-reset"
+def test_branch_snapshot_metadata_names_the_method():
+    meta = metadata.branch_snapshot_metadata(M)
+    assert list(meta)[:3] == ["backup_id", "source", "staging_method"]
+    assert meta["staging_method"] == "neon-branch-reset"
+    assert "neon_branch" not in meta  # the reset is the staging step's
 
 
 def test_backup_metadata_and_check():
@@ -107,9 +104,11 @@ def test_branch_staging_metadata():
         drift=Drift(tables_compared=2, only_on_staging=[], only_on_production=["app.new"],
                     row_counts_changed=1, lines=["table app.new is new"]),
         passwords=PasswordFacts(compared=True, shared=["app"], own=[], unknown=[], how="h"),
-        reset=NeonReset(), snapshot_lsn=None)
+        reset=NeonReset(branch_id="br-s", source_branch_id="br-m", source_lsn="0/16B3748",
+                        operations=["op1", "op2"], reset_s=3.5), snapshot_lsn="0/16B3748")
     meta = metadata.branch_staging_result(out, "staging", {}).metadata
-    assert meta["neon_branch"] == "None reset from None"  # as the dict code wrote it
-    assert meta["snapshot_lsn"] == "None" and _value(meta, "reset_s") == 0.0
+    assert meta["neon_branch"] == "br-s reset from br-m at LSN 0/16B3748"
+    assert meta["snapshot_lsn"] == "0/16B3748" and _value(meta, "reset_s") == 3.5
+    assert meta["neon_operations"] == 2
     assert meta["production_tables_changed"] == 1 and meta["passwords_staging_own"] == "none"
     assert meta["passwords_shared_with_production"] == "app"

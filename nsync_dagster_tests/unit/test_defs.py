@@ -115,8 +115,9 @@ def _clean_env(home) -> dict[str, str]:
 
 
 def test_dagster_and_dg_commands_work_in_the_project_root(tmp_path):
-    """`dagster definitions validate` and `dg check defs` in the project folder, as the README
-    offers them: the top-level dagster.yaml needs no environment (SQLite in a temporary home)."""
+    """`dagster definitions validate` and `dg check defs` in the project folder, as
+    docs/configuration.md offers them: the top-level dagster.yaml needs no environment (SQLite
+    in a temporary home)."""
     env = _clean_env(tmp_path)
     bindir = os.path.dirname(sys.executable)
     validate = subprocess.run([os.path.join(bindir, "dagster"), "definitions", "validate"],

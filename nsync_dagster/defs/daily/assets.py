@@ -41,17 +41,14 @@ def prod_snapshot(context: dg.AssetExecutionContext, nsync: NsyncResource,
     per table, sequence positions, roles and the server version. A lock held by a migration
     fails this step within ``NSYNC_LOCK_WAIT_TIMEOUT`` seconds instead of hanging.
 
-    With ``NSYNC_STAGING_METHOD=neon-branch-reset`` this step first checks the Neon settings
-    (the staging branch is an unprotected child of production's branch, without children),
-    dumps production as above, then resets the staging branch from production's branch at the
-    snapshot's LSN through the Neon API and waits for the operations
-    (``NSYNC_NEON_RESET_TIMEOUT``): the backup is production's data and staging is production
-    at the same instant. Any failed check leaves staging untouched.
+    With ``NSYNC_STAGING_METHOD=neon-branch-reset`` this step dumps production exactly the
+    same way; the Neon settings are checked too, but a problem there (or with staging) only
+    warns: the backup never waits on staging. The reset is the staging step's.
     """
     with failures_explained(context, "production snapshot"):
         settings = nsync.settings()
         neon = branch_reset.BranchReset.from_env()
-        if neon is not None:  # NSYNC_STAGING_METHOD=neon-branch-reset: reset, dump staging
+        if neon is not None:  # NSYNC_STAGING_METHOD=neon-branch-reset: Neon checks warn
             return dg.MaterializeResult(metadata=branch_mode.snapshot(
                 settings, backup_store(settings, s3), context.partition_key, neon,
                 _reporter(context)))
@@ -121,11 +118,14 @@ def staging_database(context: dg.AssetExecutionContext, nsync: NsyncResource,
     and only then swapped in; open sessions on the old copy are ended. If anything fails the
     old staging stays exactly as it was.
 
-    With ``NSYNC_STAGING_METHOD=neon-branch-reset`` staging was already reset from production's
-    branch by ``prod_snapshot``: this step verifies it against today's backup (dumped from it),
-    compares it with production as it is now (differences reported, not failed: production
-    keeps being written), and records which login roles share production's password. Metadata
-    ``staging_method`` says which method ran.
+    With ``NSYNC_STAGING_METHOD=neon-branch-reset`` this step checks the Neon settings (the
+    staging branch is an unprotected child of production's branch, without children; a failed
+    check leaves staging untouched), resets the staging branch from production's branch at the
+    backup's LSN through the Neon API, waits for the operations (``NSYNC_NEON_RESET_TIMEOUT``),
+    then verifies staging against that backup: staging is production at the backup's instant.
+    It compares staging with production as it is now (differences reported, not failed:
+    production keeps being written), and records which login roles share production's
+    password. Metadata ``staging_method`` says which method ran.
     """
     started = time.time()
     with failures_explained(context, "staging rebuild"):

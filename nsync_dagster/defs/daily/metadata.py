@@ -1,7 +1,7 @@
 """The daily assets' metadata and check results, built from the library's typed results.
 
 One place for every key the asset pages show: the director's digest (``defs/history.py``), the
-alerts, the CLI summary, the tests and the README read these keys back, so they stay as they
+alerts, the CLI summary, the tests and docs/ read these keys back, so they stay as they
 are. The asset bodies call the library and hand its result to one function here.
 """
 
@@ -19,7 +19,7 @@ from nsync_dagster.cycle.results import (
     StagingResult,
     Verification,
 )
-from nsync_dagster.manifest import Manifest, NeonReset
+from nsync_dagster.manifest import Manifest
 from nsync_dagster.progress import human_bytes
 
 BACKUP_CHECK = "backup_checksums_match"
@@ -37,18 +37,12 @@ def snapshot_metadata(m: Manifest) -> dict[str, Any]:
     }
 
 
-def branch_snapshot_metadata(m: Manifest, reset: NeonReset) -> dict[str, Any]:
-    """``prod_snapshot`` in the branch-reset method: the snapshot's metadata plus the reset's."""
+def branch_snapshot_metadata(m: Manifest) -> dict[str, Any]:
+    """``prod_snapshot`` in the branch-reset method: the snapshot's metadata and the method
+    (the reset itself is the staging step's, at this snapshot's LSN)."""
     snap = snapshot_metadata(m)
-    return {
-        "backup_id": snap.pop("backup_id"), "source": snap.pop("source"),
-        "staging_method": BRANCH_RESET,
-        "neon_branch": f"{reset.branch_id} reset from {reset.source_branch_id}"
-                       + (f" at LSN {reset.source_lsn}" if reset.source_lsn else ""),
-        "neon_operations": len(reset.operations),
-        "reset_s": dg.MetadataValue.float(reset.reset_s),
-        **snap,
-    }
+    return {"backup_id": snap.pop("backup_id"), "source": snap.pop("source"),
+            "staging_method": BRANCH_RESET, **snap}
 
 
 def backup_result(out: BackupResult, timing: dict[str, Any]) -> dg.MaterializeResult:
@@ -112,7 +106,9 @@ def branch_staging_result(out: BranchStagingResult, staging: str,
                   "dumped_to": dg.MetadataValue.url(out.uri),
                   "staging": staging, "verified_at": out.verified_at,
                   "tables": v.tables, "rows": v.rows, "sequences": v.sequences,
-                  "neon_branch": f"{out.reset.branch_id} reset from {out.reset.source_branch_id}",
+                  "neon_branch": f"{out.reset.branch_id} reset from {out.reset.source_branch_id}"
+                                 f" at LSN {out.reset.source_lsn}",
+                  "neon_operations": len(out.reset.operations),
                   "reset_s": dg.MetadataValue.float(float(out.reset.reset_s)),
                   "snapshot_lsn": str(out.snapshot_lsn),
                   "staging_writes_since_reset": dg.MetadataValue.md(
