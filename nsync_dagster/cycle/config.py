@@ -71,7 +71,7 @@ class RunConfig:
     access_list: str
     access_review_max_age_days: int
     # NSYNC_STAGING_PASSWORD_<ROLE> variables, by name (secrets, registered when read)
-    staging_passwords: Mapping[str, str] = field(repr=False)
+    staging_passwords: Mapping[str, str] = field(repr=False, hash=False)
 
     def staging_password(self, role: str) -> str | None:
         """Staging's own password for login role ``role`` (registered as a secret), or None."""
@@ -148,11 +148,6 @@ def _age_keys(s: Backups) -> AgeKeys:
     if identity:
         check_identity(identity)
     return keys
-
-
-def age_keys(env: Mapping[str, str] | None = None) -> AgeKeys:
-    """The client-side encryption keys of ``env`` (default: the process environment, now)."""
-    return _age_keys(Backups.load(env))
 
 
 def retention_policy(env: Mapping[str, str] | None = None) -> RetentionPolicy:
