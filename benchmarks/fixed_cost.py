@@ -61,18 +61,25 @@ def homes(tmp: Path, pg_env: dict[str, str]) -> dict[str, dict[str, str]]:
 
 
 def breakdown(env: dict[str, str], started_wall: float, seconds: float) -> dict[str, float]:
-    """Start-up, each step and the end of the last run in ``env``'s instance, from its events."""
+    """Where the seconds of one ``nsync run daily`` in ``env``'s instance went, from the events
+    of the runs it started (the daily run, then the retention run after it): start-up, each
+    step of the daily run, the time between its steps, each later run whole, the end."""
     import dagster as dg
 
     saved = dict(os.environ)
     os.environ.update(env)
     try:
         with dg.DagsterInstance.get() as inst:
-            run = inst.get_runs(limit=1)[0]
-            records = inst.all_logs(run.run_id)
+            found = [(inst.all_logs(run.run_id), run) for run in inst.get_runs(limit=8)]
     finally:
         os.environ.clear()
         os.environ.update(saved)
+    runs = sorted(((recs, run) for recs, run in found
+                   if recs and recs[0].timestamp >= started_wall - 1),
+                  key=lambda pair: pair[0][0].timestamp)
+    if not runs:
+        raise RuntimeError("no Dagster run found for the command just timed")
+    records = runs[0][0]
     parts: dict[str, float] = {"start-up (process start to the run's first event)":
                                records[0].timestamp - started_wall}
     starts = {}
@@ -88,21 +95,32 @@ def breakdown(env: dict[str, str], started_wall: float, seconds: float) -> dict[
     steps = sum(v for k, v in parts.items() if k.startswith("step "))
     last = records[-1].timestamp
     parts["between steps (step set-up, resources, events)"] = last - first_step - steps
+    for recs, run in runs[1:]:  # the retention run after the sync
+        parts[f"then run {run.job_name} (gap before it + whole run)"] = \
+            recs[-1].timestamp - last
+        last = recs[-1].timestamp
     parts["end (last event to process exit)"] = started_wall + seconds - last
     return {k: round(v, 2) for k, v in parts.items()}
 
 
 def measure(prod_url: str, staging_url: str, base_env: dict[str, str], tmp: Path,
-            repeats: int, storage_password: str) -> dict:
-    """``base_env``: AWS_*, NSYNC_BACKUP_BUCKET, NSYNC_WORK_DIR, NSYNC_PG_BIN_DIR ..."""
-    cluster, pg_env = dagster_storage(tmp, storage_password)
+            repeats: int, storage_password: str,
+            by_storage: dict[str, dict[str, str]] | None = None) -> dict:
+    """``base_env``: AWS_*, NSYNC_BACKUP_BUCKET, NSYNC_WORK_DIR, NSYNC_PG_BIN_DIR ...;
+    ``by_storage``: the two DAGSTER_HOME environments (see :func:`homes`) when the caller
+    already has them, with their instance tables created (else a storage cluster is started
+    here and each home gets one untimed run first)."""
+    cluster = None
+    if by_storage is None:
+        cluster, pg_env = dagster_storage(tmp, storage_password)
     try:
         env = {**os.environ, **base_env, "NSYNC_PROD_DATABASE_URL": prod_url,
                "NSYNC_STAGING_DATABASE_URL": staging_url, "PYTHONPATH": str(HERE.parent)}
         cli = [sys.executable, "-m", "nsync_dagster.cli"]
-        by_storage = homes(tmp, pg_env)
-        for storage in by_storage.values():  # untimed: creates the instance's tables
-            _timed([*cli, "run", "daily"], {**env, **storage})
+        if cluster is not None:
+            by_storage = homes(tmp, pg_env)
+            for storage in by_storage.values():  # untimed: creates the instance's tables
+                _timed([*cli, "run", "daily"], {**env, **storage})
         times: dict[str, list[float]] = {}
         last: dict[str, tuple[float, float, subprocess.CompletedProcess]] = {}
         for i in range(repeats):
@@ -126,7 +144,8 @@ def measure(prod_url: str, staging_url: str, base_env: dict[str, str], tmp: Path
             result["summary"] = out.stdout.strip().splitlines()[-12:]
         return result
     finally:
-        cluster.stop("fast")
+        if cluster is not None:
+            cluster.stop("fast")
 
 
 def text(fixed: dict, db_mb: float) -> str:

@@ -77,10 +77,13 @@ def dump_rows(dump_dir: Path, schema: str, table: str) -> int:
 
 
 def wait_pg_dump_done(url: str, dump_dir: Path) -> None:
-    """Until pg_dump has written its table of contents and closed its sessions: only the
-    snapshot's own session is left in the database."""
-    wait_for(lambda: (dump_dir / "toc.dat").exists() and len(backends(
-        url, "backend_type = 'client backend'")) <= 1, "pg_dump to finish")
+    """Until pg_dump has written its table of contents and closed its sessions (nsync names
+    them ``nsync pg_dump <backup id>``): only nsync's own sessions are left in the database."""
+    wait_for(lambda: (dump_dir / "toc.dat").exists() and not backends(
+        url, PG_DUMP_SESSIONS), "pg_dump to finish")
+
+
+PG_DUMP_SESSIONS = "backend_type = 'client backend' AND application_name LIKE 'nsync pg_dump %%'"
 
 
 def backends(url: str, where: str, *params: object) -> list[tuple]:

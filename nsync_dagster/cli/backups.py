@@ -27,11 +27,16 @@ def register(sub) -> None:
                       help="print what retention would keep and delete, and why (dry run)")
     mode.add_argument("--apply-retention", dest="mode", action="store_const", const="apply",
                       help="delete what retention lets go (locked backups are skipped)")
-    p.set_defaults(handler=lambda a: run_backups(mode=a.mode or "list"), mode=None)
+    p.add_argument("--database", metavar="NAME",
+                   help="the backups of this database of production (NSYNC_DATABASES; "
+                   "default: the database of NSYNC_PROD_DATABASE_URL)")
+    p.set_defaults(handler=lambda a: run_backups(mode=a.mode or "list", database=a.database),
+                   mode=None)
 
 
-def run_backups(out=None, *, mode: str = "list") -> int:
-    """``mode``: list, plan (dry run) or apply. 0 on success; 1 if S3 refused a deletion."""
+def run_backups(out=None, *, mode: str = "list", database: str | None = None) -> int:
+    """``mode``: list, plan (dry run) or apply; ``database``: whose backups (default: the
+    URL's database). 0 on success; 1 if S3 refused a deletion."""
     from nsync_dagster.cycle.config import RunConfig
     from nsync_dagster.cycle.store import backup_store
     from nsync_dagster.storage import identity
@@ -39,6 +44,8 @@ def run_backups(out=None, *, mode: str = "list") -> int:
 
     out = out or sys.stdout
     settings = RunConfig.from_env(need_databases=False)
+    if database:
+        settings = settings.for_database(database)
     policy = settings.retention
     store = backup_store(settings)
     now = dt.datetime.now(dt.UTC)

@@ -74,7 +74,8 @@ def _failures(result: dg.ExecuteInProcessResult) -> tuple[list[str], set[str]]:
             kind = str(kind.value) if kind is not None else "unexpected"
             # only the first step checks before working; later, the same errors mean the
             # work itself failed
-            kinds.add(kind if event.step_key == "prod_snapshot" else f"{kind} during the work")
+            first = event.step_key == "prod_snapshot" or event.step_key.endswith("__prod_snapshot")
+            kinds.add(kind if first else f"{kind} during the work")
     return messages, kinds
 
 
@@ -97,7 +98,8 @@ def run_daily(partition: str | None = None, *, out=None) -> int:
     from nsync_dagster.defs.daily.jobs import DAILY_JOB_NAME
 
     partition = check_partition(partition)
-    job = defs().resolve_job_def(DAILY_JOB_NAME)
+    loaded = defs()  # once per command: the retention run after it uses the same definitions
+    job = loaded.resolve_job_def(DAILY_JOB_NAME)
     started = time.monotonic()
     print(f"nsync: daily backup and staging sync for {partition} ...", file=out, flush=True)
     with instance() as inst:
@@ -107,7 +109,8 @@ def run_daily(partition: str | None = None, *, out=None) -> int:
             instance=inst, partition_key=partition, raise_on_error=False, tags=_process_tags(),
             run_config=console_logging())
         elapsed = time.monotonic() - started
-        after = _retention_after(inst, partition, result.run_id) if result.success else None
+        after = (_retention_after(loaded, inst, partition, result.run_id) if result.success
+                 else None)
     if not result.success and _interrupted(result):
         raise DailyRunInterrupted(
             f"daily run {result.run_id} was interrupted after {elapsed:.1f}s: staging holds a "
@@ -126,6 +129,12 @@ def run_daily(partition: str | None = None, *, out=None) -> int:
         else:
             head = (f"daily run {result.run_id} failed after {elapsed:.1f}s (staging was left "
                     "as it was)")
+        from nsync_dagster.notify.databases import database_status, status_lines
+
+        steps = [f.split(":", 1)[0] for f in failures]
+        lines = status_lines(database_status(meta, steps))
+        if len(lines) > 1:  # NSYNC_DATABASES: which databases are current
+            failures = [*failures, "databases:", *[f"  {line}" for line in lines]]
         error = DailyRunFailed(head + ":\n  "
                                + "\n  ".join((failures or ["see the run in the Dagster UI"])
                                               + [f"warning: {w}" for w in
@@ -145,14 +154,13 @@ def run_daily(partition: str | None = None, *, out=None) -> int:
     return 0
 
 
-def _retention_after(inst: dg.DagsterInstance, partition: str,
+def _retention_after(loaded: dg.Definitions, inst: dg.DagsterInstance, partition: str,
                      daily_run_id: str) -> dg.ExecuteInProcessResult:
     """``backup_retention_job`` for the partition, as its own run after the daily run (tagged
     with it, so the daemon's ``retention_after_sync`` does not start another)."""
-    from nsync_dagster.definitions import defs
     from nsync_dagster.defs.records import AFTER_RUN_TAG, RETENTION_JOB
 
-    return defs().resolve_job_def(RETENTION_JOB).execute_in_process(
+    return loaded.resolve_job_def(RETENTION_JOB).execute_in_process(
         instance=inst, partition_key=partition, raise_on_error=False,
         tags={**_process_tags(), AFTER_RUN_TAG: daily_run_id}, run_config=console_logging())
 
@@ -295,5 +303,11 @@ def print_summary(meta: dict[str, dict], elapsed: float, run_id: str, out) -> No
             f"  timings     snapshot {snap['duration_s']:.1f}s, upload {backup['upload_s']:.1f}s, "
             f"read-back {backup['verify_s']:.1f}s, {restore}, verify {staging['verify_s']:.1f}s; "
             f"total {elapsed:.1f}s"]
+    from nsync_dagster.notify.databases import database_status, status_lines
+
+    databases = status_lines(database_status(meta))
+    if len(databases) > 1:  # NSYNC_DATABASES: the lines above are the URL's database
+        lines += [f"  databases   {len(databases)}, each its own backup folder and staging copy:",
+                  *[f"    {line}" for line in databases]]
     lines.append(f"  dagster run {run_id}")
     print("\n".join(lines), file=out, flush=True)

@@ -31,6 +31,7 @@ telemetry:
 
 _verbose = False
 _whole_process = False
+_DEFAULT_GC = gc.get_threshold()
 
 # the CLI's connections to Dagster's PostgreSQL storage: one kept per storage and reused, no
 # statement timeout (a run's own writes must not fail on a slow storage), replaced once a minute
@@ -59,6 +60,8 @@ def whole_process(flag: bool) -> None:
     """This invocation is the whole process (the ``nsync`` script), not a call from a test."""
     global _whole_process
     _whole_process = flag
+    if flag:  # start-up imports build ~270,000 long-lived objects: collect rarely until then
+        gc.set_threshold(100_000, 50, 50)
 
 
 def freeze_heap() -> None:
@@ -69,6 +72,7 @@ def freeze_heap() -> None:
     them are never collected, which the process's exit makes moot."""
     if _whole_process:
         gc.freeze()
+        gc.set_threshold(*_DEFAULT_GC)  # Python's defaults again for what the command builds
 
 
 def console_logging() -> dict:

@@ -23,17 +23,21 @@ def register(sub) -> None:
     p.add_argument("--tables", metavar="SCHEMA.TABLE,...",
                    help="partial restore: every definition, but data only for these tables "
                    "(foreign keys left out); meant for a scratch database")
+    p.add_argument("--database", metavar="NAME",
+                   help="restore a backup of this database of production (NSYNC_DATABASES; "
+                   "default: the database of NSYNC_PROD_DATABASE_URL)")
     p.add_argument("--plan", action="store_true",
                    help="dry run: print what would happen and change nothing")
     p.add_argument("--i-know-this-is-production", dest="production_ok", action="store_true",
                    help="allow the production or live staging database as the target")
     p.set_defaults(handler=lambda a: run_restore(
         a.backup, a.target_url, a.force, tables=a.tables, plan=a.plan,
-        production_ok=a.production_ok))
+        production_ok=a.production_ok, database=a.database))
 
 
 def run_restore(spec: str, target_url: str, force: bool, out=None, *, tables: str | None = None,
-                plan: bool = False, production_ok: bool = False) -> int:
+                plan: bool = False, production_ok: bool = False,
+                database: str | None = None) -> int:
     from nsync_dagster.cycle import restore_anywhere
     from nsync_dagster.cycle.config import RunConfig
     from nsync_dagster.cycle.results import RestorePlan
@@ -42,6 +46,8 @@ def run_restore(spec: str, target_url: str, force: bool, out=None, *, tables: st
 
     out = out or sys.stdout
     settings = RunConfig.from_env(need_databases=False)
+    if database:  # its own folder (PREFIX/databases/NAME/ unless it is the URL's database)
+        settings = settings.for_database(database)
     store = backup_store(settings)
     target = PgTarget("restore target", target_url, "--target-url")
     started = time.monotonic()

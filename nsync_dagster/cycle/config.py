@@ -70,6 +70,7 @@ class RunConfig:
     retention: RetentionPolicy
     access_list: str
     access_review_max_age_days: int
+    databases: str | None  # NSYNC_DATABASES as given (see cycle.databases)
     # NSYNC_STAGING_PASSWORD_<ROLE> variables, by name (secrets, registered when read)
     staging_passwords: Mapping[str, str] = field(repr=False, hash=False)
 
@@ -132,12 +133,38 @@ class RunConfig:
             access_review_max_age_days=access.access_review_max_age_days,
             staging_passwords={name: value for name, value in given.items()
                                if name.upper().startswith(STAGING_PASSWORD_PREFIX)},
+            databases=db.databases,
         )
         for target in (config.prod, config.staging):
             if need_databases or target.url:
                 target.validate(tls_min)
         return dataclasses.replace(config, work_dir=config.work_dir / work_namespace(
             config.prod, config.bucket, config.prefix))
+
+    @property
+    def database(self) -> str:
+        """The production database this configuration backs up."""
+        return self.prod.dbname
+
+    def for_database(self, name: str) -> RunConfig:
+        """This configuration for database ``name`` of production's server (NSYNC_DATABASES);
+        call it on the configuration read from the environment (the URL's database).
+
+        The URL's database is this configuration itself: its backups stay directly under the
+        prefix, and it maps to staging URL's database. Any other database keeps its name on
+        staging's server, its backups go under ``PREFIX/databases/<name>/`` (its own claim,
+        listing and retention) and its dumps into its own work sub-folder.
+        Without production's URL (bucket-only commands: ``nsync backups``, ``nsync restore``)
+        ``name`` is taken as another database: its folder is ``PREFIX/databases/<name>/``.
+        """
+        if self.prod.url and name == self.prod.dbname:
+            return self
+        prod = self.prod.with_db(name) if self.prod.url else self.prod
+        prefix = f"{self.prefix}/databases/{name}"
+        return dataclasses.replace(
+            self, prod=prod, staging=self.staging.with_db(name) if self.staging.url
+            else self.staging, prefix=prefix,
+            work_dir=self.work_dir.parent / work_namespace(prod, self.bucket, prefix))
 
 
 def _age_keys(s: Backups) -> AgeKeys:

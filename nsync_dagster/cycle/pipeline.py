@@ -123,7 +123,9 @@ def _snapshot(settings: RunConfig, partition: str, report: Report,
         (work / "manifest.json").write_text(snap.manifest.to_json())
     pointer = _pointer(settings, partition)
     if pointer.exists():  # an earlier snapshot of this day that was never uploaded
-        shutil.rmtree(json.loads(pointer.read_text())["work_dir"], ignore_errors=True)
+        earlier = Path(json.loads(pointer.read_text())["work_dir"])
+        if earlier != work:  # (its folder gone, the new one may have reused its name)
+            shutil.rmtree(earlier, ignore_errors=True)
     pointer.write_text(json.dumps({"backup_id": backup_id,
                                                          "work_dir": str(work)}))
     return snap
@@ -141,12 +143,31 @@ def backup_step(settings: RunConfig, store: BackupStore, partition: str,
     read-back is done this step waits for it at most ``NSYNC_RESTORE_DURING_UPLOAD_WAIT``
     seconds, and its failure is reported, never raised. Staging is not needed: one backup at a
     time is production's lock (:mod:`.runlock`).
+
+    When the partition's local snapshot is gone (a run retried from this step in a new
+    Kubernetes pod with a new, empty work volume; a cleaned work folder), a new snapshot is
+    taken first, exactly as :func:`snapshot_step` takes it (pre-flight included), and a line
+    says so: the backup is then of production as it is now, not at the first attempt.
     """
+    if not _local_snapshot(settings, partition):
+        report(f"no local snapshot of {partition} in the work folder {settings.work_dir} (a "
+               "retry in a new pod, or the folder was cleaned): taking a new snapshot of "
+               "production now")
+        snapshot_step(settings, store, partition, report)
     with runlock.one_backup_at_a_time(settings, "backup"), prepared.restore_alongside(
             settings, store, _pointer(settings, partition), report,
             enabled=keep_for_staging and restore_during_upload
             and settings.restore_during_upload) as alongside:
         return _backup(settings, store, partition, report, keep_for_staging, alongside)
+
+
+def _local_snapshot(settings: RunConfig, partition: str) -> bool:
+    """Whether the snapshot step's pointer for ``partition`` names a dump that is still there."""
+    try:
+        work = Path(json.loads(_pointer(settings, partition).read_text())["work_dir"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return (work / "manifest.json").is_file()
 
 
 def _backup(settings: RunConfig, store: BackupStore, partition: str,

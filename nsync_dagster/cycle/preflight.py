@@ -16,7 +16,7 @@ from typing import Any
 
 from nsync_dagster.cycle import workspace
 from nsync_dagster.errors import NsyncError, PreflightError
-from nsync_dagster.postgres import pgbin, roles, swap
+from nsync_dagster.postgres import locktable, pgbin, roles, swap
 from nsync_dagster.postgres.pgconn import PgTarget, server_major
 from nsync_dagster.redact import redact
 from nsync_dagster.storage import s3retention
@@ -92,6 +92,13 @@ def check_production(pf: Preflight, prod: PgTarget) -> None:
             "pg_dump new enough and connects",
             lambda: _client_for(pf, "prod_major", "Dumping production", prod)):
         pf.run("pg_dumpall --roles-only runs", lambda: _roles_dump(pf, prod))
+        pf.run("production's lock table holds the dump's locks", lambda: _lock_room(prod))
+
+
+def _lock_room(prod: PgTarget) -> str:
+    """pg_dump locks every table at once: refuse a server whose lock table cannot hold them."""
+    with prod.connect() as conn:
+        return locktable.check_room(conn, prod.display)
 
 
 def _roles_dump(pf: Preflight, prod: PgTarget) -> str:

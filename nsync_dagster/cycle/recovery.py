@@ -220,3 +220,14 @@ def history(store: BackupStore, limit: int = 24) -> list[dict[str, Any]]:
         body = store.client.get_object(Bucket=store.bucket, Key=key)["Body"].read()
         out.append(json.loads(body))
     return out
+
+
+def next_database(names: list[str], last_tested: Mapping[str, float]) -> str:
+    """The database the next recovery test restores, in rotation (NSYNC_DATABASES): the
+    first of ``names`` never tested, else the one whose last test (``last_tested``: database →
+    timestamp) is oldest. One database per test: with the monthly default and three databases,
+    each is proved every three months (the daily restore proves every database every day)."""
+    never = [n for n in names if n not in last_tested]
+    if never:
+        return never[0]
+    return min(names, key=lambda n: last_tested[n])

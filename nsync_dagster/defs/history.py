@@ -51,6 +51,7 @@ class DayStatus:
     staging_verified: bool = False
     staging_method: str | None = None
     failed_runs: int = 0
+    databases_behind: tuple[str, ...] = ()  # listed databases (NSYNC_DATABASES) not current
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data for ``notify/`` (which knows nothing of Dagster)."""
@@ -66,6 +67,8 @@ class DayStatus:
             "backup_verified": self.backup_verified, "staging_verified": self.staging_verified,
             "verified": self.backup_verified and self.staging_verified,
             "staging_method": self.staging_method, "failed_runs": self.failed_runs,
+            **({"databases_behind": list(self.databases_behind)}
+               if self.databases_behind else {}),
         }
 
 
@@ -170,11 +173,46 @@ def _backup_for(backups: list[dg.EventLogEntry],
     return backups[-1] if backups else None
 
 
+def other_databases() -> dict[str, dg.AssetKey]:
+    """``{database: its staging asset}`` for the databases of NSYNC_DATABASES other than the
+    URL's, as the code location loaded them (``defs/daily/assets.py``)."""
+    from nsync_dagster.defs.daily.assets import LOADED
+    from nsync_dagster.defs.daily.databases import key_part
+
+    return {n: dg.AssetKey([key_part(n), "staging_database"]) for n in LOADED[1:] if n}
+
+
+def _behind(instance: dg.DagsterInstance, others: dict[str, dg.AssetKey],
+            keys: list[str]) -> tuple[dict[str, list[str]], dict[str, dt.datetime]]:
+    """``({day: databases not current}, {day: the last of them to become current})``. A
+    database counts from the first day it was ever current in the window (one added to
+    NSYNC_DATABASES later is not behind on the days before)."""
+    behind: dict[str, list[str]] = defaultdict(list)
+    last: dict[str, dt.datetime] = {}
+    for name, key in others.items():
+        firsts = _first_by_day(instance, key, keys)
+        since = min((k for k in keys if firsts.get(k)), default=None)
+        for k in keys:
+            if firsts.get(k):
+                done = _finished(firsts[k][0])
+                last[k] = max(last.get(k, done), done)
+            elif since is not None and k >= since:
+                behind[k].append(name)
+    return behind, last
+
+
 def recent_days(instance: dg.DagsterInstance, last_day: dt.date, now: dt.datetime,
-                count: int = DAYS, history_start: dt.date | None = None) -> list[DayStatus]:
-    """The ``count`` days ending with ``last_day``, oldest first, judged at ``now``."""
+                count: int = DAYS, history_start: dt.date | None = None,
+                others: dict[str, dg.AssetKey] | None = None) -> list[DayStatus]:
+    """The ``count`` days ending with ``last_day``, oldest first, judged at ``now``.
+
+    With several databases (``others``: default, those the code location loaded) a day is
+    current only when every database is, and finished when the last of them did; the
+    databases that were not current are named (``databases_behind``)."""
     days = [last_day - dt.timedelta(days=n) for n in range(count - 1, -1, -1)]
     keys = [d.isoformat() for d in days]
+    others = other_databases() if others is None else others
+    behind, last = _behind(instance, others, keys) if others else ({}, {})
     staging = _first_by_day(instance, records.STAGING, keys)
     backups = _first_by_day(instance, records.BACKUP, keys)
     checks = {name: _check_outcomes(instance, key) for name, key in CHECKS.items()}
@@ -184,6 +222,10 @@ def recent_days(instance: dg.DagsterInstance, last_day: dt.date, now: dt.datetim
         first = staging[key][0] if staging.get(key) else None
         backup = _backup_for(backups.get(key, []), first)
         finished = _finished(first) if first else None
+        if finished is not None and behind.get(key):  # not every database is current
+            finished = None
+        elif finished is not None and key in last:
+            finished = max(finished, last[key])
         status, left = judge(day, finished, failed.get(key, 0), now, history_start)
         meta, bmeta = records.metadata_of(first), records.metadata_of(backup)
         size_bytes = bmeta.get("bytes")
@@ -196,5 +238,5 @@ def recent_days(instance: dg.DagsterInstance, last_day: dt.date, now: dt.datetim
             staging_verified=_verified(checks["staging"], first, key),
             staging_method=(str(meta.get(timing.STAGING_METHOD) or DEFAULT_METHOD)
                             if first else None),
-            failed_runs=failed.get(key, 0)))
+            failed_runs=failed.get(key, 0), databases_behind=tuple(behind.get(key, ()))))
     return out

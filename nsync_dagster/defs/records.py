@@ -57,11 +57,13 @@ def last_sync_time(instance: dg.DagsterInstance) -> dt.datetime | None:
     return _when(entry) if entry else None
 
 
-def sync_time_for(instance: dg.DagsterInstance, day: str) -> dt.datetime | None:
-    """When staging was last rebuilt for ``day``'s partition (a backfill of another day, or
-    yesterday's partition finishing late, is not today's sync)."""
+def sync_time_for(instance: dg.DagsterInstance, day: str,
+                  key: dg.AssetKey = STAGING) -> dt.datetime | None:
+    """When staging (``key``: another database's staging asset) was last rebuilt for ``day``'s
+    partition (a backfill of another day, or yesterday's partition finishing late, is not
+    today's sync)."""
     result = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=STAGING, asset_partitions=[day]), limit=1)
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day]), limit=1)
     return _when(result.records[0].event_log_entry) if result.records else None
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from nsync_dagster import deadline
 from nsync_dagster.deadline import EASTERN
 from nsync_dagster.notify import digest
+from nsync_dagster.notify.databases import database_status, status_lines
 from nsync_dagster.notify.events import DAYS_KEY, Event
 from nsync_dagster.redact import redact
 from nsync_dagster.settings import Alerting
@@ -52,14 +53,16 @@ def backup_safe(backup: dict[str, Any] | None) -> str | None:
 
 def run_failure(job: str, run_id: str, day: str | None, steps: list[str], error: str,
                 canceled: bool = False, backup: dict[str, Any] | None = None,
-                after_sync: str | None = None) -> Event:
+                after_sync: str | None = None,
+                databases: list[str] | None = None) -> Event:
     """A run ended FAILURE, or CANCELED (terminated from outside): both page on-call.
 
     ``backup``: ``s3_backup``'s metadata when the run's backup was uploaded and read back
     before the failure: the message then says first that the backup is safe and that staging
     is not current, which is a different incident from a failed backup. ``after_sync``: for
     work that runs after a successful sync (retention), what staging is (current and verified):
-    the message says the sync itself is done."""
+    the message says the sync itself is done. ``databases``: with several databases
+    (NSYNC_DATABASES), one line each saying whether it is current (:mod:`.databases`)."""
     what = f"{job} {'was canceled' if canceled else 'failed'}" + (f" for {day}" if day else "")
     where = f" in {', '.join(steps)}" if steps else ""
     first = error.strip().splitlines()[0] if error else ""
@@ -75,6 +78,8 @@ def run_failure(job: str, run_id: str, day: str | None, steps: list[str], error:
         where = ""
         staging = f"NOT current: {staging}"
         details["backup"] = safe
+    if databases and len(databases) > 1:
+        details["databases"] = databases
     return Event(
         event="run_failure", severity="critical",
         summary=redact(f"{what}{where}: {first}")[:300],
@@ -111,6 +116,10 @@ def daily_success(day: str, run_id: str, meta: dict[str, dict], finished: dt.dat
         "last_recovery_test": recovery_test,
         "staging_method": staging.get("staging_method") or "restore",
     }
+    lines = status_lines(database_status(meta))
+    if len(lines) > 1:  # NSYNC_DATABASES: each database, current and its backup
+        details["databases"] = lines
+        summary = f"{summary} ({len(lines)} databases, all current)"
     if days:
         details["last_days"] = digest.tally(days)
         details[DAYS_KEY] = days

@@ -122,7 +122,9 @@ def text_block(days: Sequence[Mapping[str, Any]]) -> str:
         lines.append(f"{d.get('weekday', '')[:3]:<3} {str(d.get('day', '')):<10} "
                      f"{finished(d):<9} {against_deadline(d):<20} {text_bar(d)} "
                      f"{str(d.get('backup_size') or '-'):<10} {verified(d):<11} "
-                     f"{d.get('staging_method') or '-'}")
+                     f"{d.get('staging_method') or '-'}"
+                     + (f"  NOT current: {', '.join(map(str, d['databases_behind']))}"
+                        if d.get("databases_behind") else ""))
     return "\n".join(lines)
 
 

@@ -56,8 +56,8 @@ class TableLocked(Exception):
 Methods = Mapping[str, str]  # {"schema.table": method (see rowhash)}
 
 
-def _stats(cur: psycopg.Cursor, schema: str, rel: str,
-           plan: rowhash.Plan | None) -> dict[str, Any]:
+def table_facts(cur: psycopg.Cursor, schema: str, rel: str,
+                plan: rowhash.Plan | None) -> dict[str, Any]:
     """One table's facts, checksummed the way ``plan`` says (None: row counts only)."""
     name = f"{schema}.{rel}"
     try:
@@ -68,7 +68,7 @@ def _stats(cur: psycopg.Cursor, schema: str, rel: str,
 
 def table_stats(cur: psycopg.Cursor, plan: rowhash.Plan | None) -> dict[str, dict[str, Any]]:
     """``{"schema.table": {"rows": N, "checksum": "S"}}`` for every user table (leaf tables)."""
-    return {f"{schema}.{rel}": _stats(cur, schema, rel, plan)
+    return {f"{schema}.{rel}": table_facts(cur, schema, rel, plan)
             for schema, rel in _relations(cur, "r")}
 
 
@@ -94,7 +94,7 @@ def table_stats_parallel(connect: Callable[[], psycopg.Connection], cur: psycopg
                         schema, rel = pending.popleft()  # deque: safe between threads
                     except IndexError:
                         return
-                    out[f"{schema}.{rel}"] = _stats(wcur, schema, rel, plan)
+                    out[f"{schema}.{rel}"] = table_facts(wcur, schema, rel, plan)
 
     sessions = max(1, min(jobs, len(pending)))
     with ThreadPoolExecutor(sessions, thread_name_prefix="nsync-verify") as pool:

@@ -1,9 +1,13 @@
 """Take one consistent snapshot of production: a parallel directory-format dump and its manifest.
 
-One REPEATABLE READ transaction locks every table and exports a snapshot (``snaptx``);
-``pg_dump --snapshot`` dumps exactly that state with parallel jobs while the same transaction
-computes the manifest (row counts, checksums, roles) in a worker thread, so the manifest
-describes precisely what the dump holds. Sequences are not transactional, so their positions
+One REPEATABLE READ transaction exports a snapshot (``snaptx``), with every table locked by a
+session of its own until pg_dump holds them (``tablehold``); ``pg_dump --snapshot`` dumps
+exactly that state with parallel jobs while a worker thread computes the manifest (row counts,
+checksums, roles) in the same snapshot (``snapscan``), so the manifest describes precisely
+what the dump holds. No more table locks are held at once than pg_dump's own and one checksum
+batch's: the server's lock table is production's, not nsync's to resize (``locktable``).
+
+Sequences are not transactional, so their positions
 are read from the finished dump itself (``dumpseq``): the values the restore will set.
 
 The two run side by side and each is watched: a pg_dump that fails (a lock, a dropped
@@ -18,7 +22,6 @@ import logging
 import re
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,17 +29,25 @@ from pathlib import Path
 from typing import IO, Any
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from nsync_dagster.errors import SnapshotError, postgres_transient
 from nsync_dagster.manifest import MANIFEST_FORMAT, Manifest
-from nsync_dagster.postgres import dbstats, dumpseq, interruptible, pgbin, snaptx
+from nsync_dagster.postgres import (
+    dbstats,
+    dumpseq,
+    interruptible,
+    pgbin,
+    snapscan,
+    snaptx,
+    tablehold,
+)
 from nsync_dagster.postgres.pgconn import PgTarget, server_major
 from nsync_dagster.postgres.roles import roles_dump_command
 from nsync_dagster.progress import dir_size, watch_progress
 from nsync_dagster.redact import redact
 
 log = logging.getLogger("nsync.snapshot")
-CANCEL_GRACE_S = 10  # how long a cancelled manifest scan may take to stop
 POLL_S = 0.2
 
 
@@ -118,42 +129,6 @@ def _explain_dump_failure(stderr: str, options: DumpOptions,
     return f"pg_dump failed: {_summary(text) or 'no message'}", postgres_transient(text)
 
 
-class _Scan(threading.Thread):
-    """The manifest's queries, on the snapshot connection, beside pg_dump."""
-
-    def __init__(self, conn: psycopg.Connection, checksums: bool) -> None:
-        super().__init__(name="nsync-manifest-scan", daemon=True)
-        self.conn, self.checksums = conn, checksums
-        self.result: dict[str, Any] | None = None
-        self.error: BaseException | None = None
-        self.orphaned = threading.Event()  # set: close the connection when done
-
-    def run(self) -> None:
-        try:
-            cur = self.conn.cursor()
-            facts = dbstats.data_facts(cur, checksums=self.checksums, sequences=False)
-            facts["sequence_names"] = dbstats.sequence_names(cur)
-            facts["roles"], facts["memberships"], facts["database"] = (
-                dbstats.roles(cur), dbstats.memberships(cur), dbstats.database_facts(cur))
-            self.result = facts
-        except BaseException as exc:  # handed to the main thread, which raises it
-            self.error = exc
-        finally:
-            if self.orphaned.is_set():
-                self.conn.close()
-
-
-def _stop_scan(conn: psycopg.Connection, scan: _Scan) -> None:
-    """Cancel the scan's statements until the thread ends (bounded: the caller moves on)."""
-    end = time.monotonic() + CANCEL_GRACE_S
-    while scan.is_alive() and time.monotonic() < end:
-        try:
-            conn.cancel_safe(timeout=2)
-        except psycopg.Error:
-            pass
-        scan.join(0.5)
-
-
 def _blocked_tables(prod: PgTarget, snap: snaptx.OpenSnapshot, conn: psycopg.Connection
                     ) -> list[str]:
     """Best effort, on a fresh session: the tables another session wants exclusively."""
@@ -164,17 +139,21 @@ def _blocked_tables(prod: PgTarget, snap: snaptx.OpenSnapshot, conn: psycopg.Con
         return []
 
 
-def _watch(dump: subprocess.Popen, stderr: IO[str], scan: _Scan, conn: psycopg.Connection,
-           prod: PgTarget, snap: snaptx.OpenSnapshot, options: DumpOptions) -> None:
-    """Wait for pg_dump and the scan; the first to fail stops the other and raises."""
+def _watch(dump: subprocess.Popen, stderr: IO[str], scan: snapscan.Scan,
+           conn: psycopg.Connection, prod: PgTarget, snap: snaptx.OpenSnapshot,
+           options: DumpOptions, handover: tablehold.Handover) -> None:
+    """Wait for pg_dump and the scan; the first to fail stops the other and raises. Meanwhile
+    the table locks are handed over to pg_dump and back (:mod:`.tablehold`)."""
     deadline = time.monotonic() + options.timeout_s
     while True:
         code = dump.poll()
+        if code in (None, 0):
+            handover.poll(dump_running=code is None)
         if code not in (None, 0):
             stderr.seek(0)
             text = stderr.read()
             blocked = _blocked_tables(prod, snap, conn) if _is_lock_wait(text) else None
-            _stop_scan(conn, scan)
+            scan.stop()
             message, transient = _explain_dump_failure(text, options, blocked)
             raise SnapshotError(message, transient=transient)
         if not scan.is_alive():
@@ -183,11 +162,11 @@ def _watch(dump: subprocess.Popen, stderr: IO[str], scan: _Scan, conn: psycopg.C
             if code == 0:
                 return
         if time.monotonic() > deadline:
-            _stop_scan(conn, scan)
+            scan.stop()
             raise SnapshotError(f"pg_dump did not finish within {options.timeout_s}s "
                                 "(NSYNC_DUMP_TIMEOUT)")
-        if scan.is_alive():
-            scan.join(POLL_S)
+        if scan.is_alive():  # pg_locks is read more often until the hand-over
+            scan.join(POLL_S if handover.go.is_set() else tablehold.CHECK_EVERY_S)
         else:  # returns as soon as pg_dump exits, not a fixed poll later
             try:
                 dump.wait(POLL_S)
@@ -212,20 +191,26 @@ def take_snapshot(prod: PgTarget, work_dir: Path, options: DumpOptions, *, backu
     dump_dir, roles_file = work_dir / "dump", work_dir / "roles.sql"
     started, started_at = time.monotonic(), _now()
     conn = prod.connect()
+    holder = tablehold.TableHolder(prod.connect())
     dump_proc: subprocess.Popen | None = None
-    scan: _Scan | None = None
+    scan: snapscan.Scan | None = None
+    handover: tablehold.Handover | None = None
     try:
         major = server_major(conn)
         server_version = conn.info.parameter_status("server_version")
         tools = pgbin.for_server(major, purpose="Dumping production",
                                  needs_tls=prod.needs_tls(), pg_bin_dir=prod.pg_bin_dir)
-        snap = snaptx.begin(conn, options.lock_wait_timeout_s)
+        snap = snaptx.begin(conn, holder, options.lock_wait_timeout_s)
         report(f"snapshot {snap.snapshot_id} exported; {len(snap.tables)} tables locked "
-               "(ACCESS SHARE) until the dump and the manifest are done")
+               "(ACCESS SHARE) until pg_dump holds them")
         args, env = prod.command(tools, "pg_dump", [
             "-Fd", "-j", str(options.jobs), "-Z", str(options.pg_dump_level), "-f", str(dump_dir),
             f"--snapshot={snap.snapshot_id}",
             f"--lock-wait-timeout={options.lock_wait_timeout_s}s", "--no-sync"])
+        # pg_dump's sessions carry a name of this run: the hand-over finds their locks by it
+        app_name = f"nsync pg_dump {backup_id}"
+        args[args.index("-d") + 1] = make_conninfo(args[args.index("-d") + 1],
+                                                   application_name=app_name)
         with tempfile.TemporaryFile(mode="w+") as stderr:
             with interruptible.shielded():  # no signal between the fork and the ``finally``
                 dump_proc = subprocess.Popen(args, env=env,
@@ -233,13 +218,18 @@ def take_snapshot(prod: PgTarget, work_dir: Path, options: DumpOptions, *, backu
                                              **interruptible.child_options())
             report(f"pg_dump {tools.version} started: {options.jobs} jobs, "
                    f"snapshot {snap.snapshot_id}")
-            scan = _Scan(conn, options.checksums)
+            handover = tablehold.Handover(holder, prod.connect, app_name, snap.oids)
+            scan = snapscan.Scan(conn, holder, snap.snapshot_id, options.checksums, handover)
             scan.start()
             with watch_progress("dump", lambda: dir_size(dump_dir), report):
-                _watch(dump_proc, stderr, scan, conn, prod, snap, options)
+                _watch(dump_proc, stderr, scan, conn, prod, snap, options, handover)
         data = scan.result
         data["sequences"] = _sequences(tools, dump_dir, data.pop("sequence_names"))
         conn.execute("COMMIT")
+        with holder.lock:
+            holder.release()
+        if handover.handed_over:
+            report("pg_dump held every table's lock; nsync's own were given back meanwhile")
         argv, env = roles_dump_command(tools, prod)
         roles_sql = interruptible.run(argv, env=env, timeout=600)
         if roles_sql.returncode != 0:
@@ -259,10 +249,13 @@ def take_snapshot(prod: PgTarget, work_dir: Path, options: DumpOptions, *, backu
     finally:
         if dump_proc is not None:  # pg_dump and its -j workers, also on an interrupt
             interruptible.stop(dump_proc)
+        if handover is not None:
+            handover.close()
         if scan is not None:
-            scan.orphaned.set()  # a scan that would not stop closes the connection itself
+            scan.orphaned.set()  # a scan that would not stop closes its connections itself
         if scan is None or not scan.is_alive():
             conn.close()
+            holder.conn.close()
     manifest = Manifest.from_dict({
         "format": MANIFEST_FORMAT, "backup_id": backup_id, "partition": partition,
         "source": prod.display, "server_version": server_version,

@@ -55,6 +55,21 @@ class Databases(Group):
         example=STAGING_EXAMPLE,
         kind="postgresql:// or postgres:// URL with host, user and database name")
 
+    databases: str | None = setting(
+        None,
+        "Which databases of production's server nsync backs up and mirrors, comma-separated "
+        "(neondb,auth,config). Each gets its own snapshot, S3 folder, staging copy and Dagster "
+        "assets; one run covers them all, and one failing database leaves its staging copy as "
+        "it was while the others complete. The database of NSYNC_PROD_DATABASE_URL keeps the "
+        "backup prefix itself and maps to the database of NSYNC_STAGING_DATABASE_URL; every "
+        "other one keeps its name on staging and its backups under PREFIX/databases/<name>/. "
+        "* means every database production's role can connect to, except templates and "
+        "postgres, listed when the code location loads (reload it after adding a database). "
+        "A name production does not have fails pre-flight. See docs/databases.md.",
+        unset="unset: only the database of NSYNC_PROD_DATABASE_URL (as before)",
+        example="neondb,auth,config",
+        kind="comma-separated database names (letters, digits, _ and -), or *")
+
     staging_maintenance_db: str = setting(
         "postgres",
         "A database on the staging server that nsync connects to in order to create, rename "

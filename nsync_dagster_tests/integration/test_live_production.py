@@ -22,6 +22,7 @@ from nsync_dagster.postgres import snaptx
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.postgres.snapshot import DumpOptions, Snapshot, take_snapshot
 from nsync_dagster_tests.livedb import (
+    PG_DUMP_SESSIONS,
     backends,
     dump_rows,
     dump_setvals,
@@ -143,8 +144,7 @@ def test_pg_dump_killed_mid_dump_is_noticed_while_the_manifest_still_runs(pg_pro
                     "pid <> pg_backend_pid())"), "the snapshot session")
                 frozen.append(rows[0][0])
                 os.kill(frozen[0], signal.SIGSTOP)
-                wait_for(lambda: backends(url, "backend_type = 'client backend' AND pid <> %s",
-                                          frozen[0]), "pg_dump's sessions")
+                wait_for(lambda: backends(url, PG_DUMP_SESSIONS), "pg_dump's sessions")
                 # pg_dump stopped the moment its first session appears (a small dump could
                 # otherwise finish before its sessions are terminated), then let go dead
                 dumps = [p for p in psutil.Process().children(recursive=True)
@@ -152,10 +152,7 @@ def test_pg_dump_killed_mid_dump_is_noticed_while_the_manifest_still_runs(pg_pro
                 for proc in dumps:
                     proc.suspend()
                 with psycopg.connect(url, autocommit=True) as conn:
-                    for (pid,) in conn.execute(
-                            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-                            " AND pid NOT IN (pg_backend_pid(), %s) AND backend_type = "
-                            "'client backend'", (frozen[0],)).fetchall():
+                    for (pid, _, _) in backends(url, PG_DUMP_SESSIONS):
                         conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
                         terminated.append(pid)
                 for proc in dumps:

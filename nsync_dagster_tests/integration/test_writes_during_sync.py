@@ -106,18 +106,15 @@ def test_pg_dump_connection_dropped_is_retried(pg_prod, pg_staging, nsync_env, i
 
         def kill_first_copy() -> None:
             # pg_dump's sessions, for as long as pg_dump runs (not only the instant one COPY
-            # is active, which a busy or a fast machine can miss): every session in the
-            # database but the snapshot's, which began before them
+            # is active, which a busy or a fast machine can miss): nsync names them
+            # "nsync pg_dump <backup id>"
             wait_for(lambda: [p for p in psutil.Process().children(recursive=True)
                               if p.name() == "pg_dump"], "pg_dump", 120)
             with psycopg.connect(url, autocommit=True) as conn:
                 def pg_dumps():
                     return conn.execute("""SELECT pid FROM pg_stat_activity
                         WHERE datname = current_database() AND backend_type = 'client backend'
-                        AND pid <> pg_backend_pid() AND backend_start > (
-                            SELECT min(backend_start) FROM pg_stat_activity
-                            WHERE datname = current_database() AND pid <> pg_backend_pid()
-                            AND backend_type = 'client backend')""").fetchall()
+                        AND application_name LIKE 'nsync pg_dump %'""").fetchall()
                 rows = wait_for(pg_dumps, "pg_dump's sessions", 120)
                 for (pid,) in rows:
                     conn.execute("SELECT pg_terminate_backend(%s)", (pid,))

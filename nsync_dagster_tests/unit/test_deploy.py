@@ -61,7 +61,11 @@ CHART_KEYS = obj(
                    postgresqlPassword=STR, postgresqlDatabase=STR, postgresqlParams=ENV,
                    postgresqlScheme=STR, service=obj(port=INT)),
     generatePostgresqlPasswordSecret=BOOL,
+    dagsterWebserver=obj(enableReadOnly=BOOL, service=obj(type=STR, port=INT),
+                         podSecurityContext=ANY_OBJ, securityContext=ANY_OBJ),
+    ingress=obj(enabled=BOOL),
     dagsterDaemon=obj(enabled=BOOL, runMonitoring=ANY_OBJ, runRetries=ANY_OBJ,
+                      podSecurityContext=ANY_OBJ, securityContext=ANY_OBJ,
                       env=ENV, envSecrets=NAMED, runCoordinator=obj(
                           enabled=BOOL, type={"enum": ["QueuedRunCoordinator"]},
                           config=obj(queuedRunCoordinator=obj(
@@ -189,9 +193,10 @@ def test_daemon_runs_schedules_sensors_and_the_instance_settings():
 
 def test_image_installs_production_nsync_as_a_non_root_user():
     steps = dockerfile()
-    base = next(args for op, args in steps if op == "FROM")
-    assert re.fullmatch(r"python:3\.1[12]-slim(-\w+)?", base)
     args = dict(a.split("=", 1) for op, a in steps if op == "ARG" and "=" in a)
+    assert next(args for op, args in steps if op == "FROM") == "${BASE_IMAGE}"
+    assert re.fullmatch(r"python:3\.1[123]-slim(-\w+)?", args["BASE_IMAGE"])
+    assert args["PG_CLIENTS"] == "pgdg"  # "distribution": the base's own Debian repository
     assert args["PG_MAJOR"] in {"17", "18"}
     run = " ".join(a for op, a in steps if op == "RUN")
     assert "https://apt.postgresql.org/pub/repos/apt" in run and "signed-by=" in run
@@ -230,3 +235,67 @@ def test_build_context_is_an_allow_list():
             sources = args.split()[:-1]
             assert set(sources) <= allowed, sources
     assert "nsync.env" not in allowed
+
+
+def test_the_ui_is_read_only_for_the_director_and_nothing_is_exposed_by_default():
+    """Issue 20: a read-only webserver beside the full one, both ClusterIP, the chart's ingress
+    off; deploy/helm/ui-access.yaml lets only the ingress controller reach them, each host behind
+    oauth2-proxy with its own group."""
+    web = values()["dagsterWebserver"]
+    assert web["enableReadOnly"] is True and web["service"]["type"] == "ClusterIP"
+    assert values()["ingress"]["enabled"] is False
+    docs = [d for d in yaml.safe_load_all((DEPLOY / "helm" / "ui-access.yaml").read_text()) if d]
+    (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    selected = policy["spec"]["podSelector"]["matchExpressions"][0]["values"]
+    assert set(selected) == {"dagster-webserver", "dagster-webserver-read-only"}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    # the chart's names for the guide's release "dagster" and the webservers' port (the pods
+    # listen on dagsterWebserver.service.port too), as rendered by deploy/check_chart.py
+    assert policy["spec"]["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "dagster", "app.kubernetes.io/instance": "dagster"}
+    port = web["service"]["port"]
+    assert port >= 1024  # a non-root process without capabilities may not bind below 1024
+    assert [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]] == [port]
+    groups = {}
+    for ing in (d for d in docs if d["kind"] == "Ingress"):
+        auth = ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/auth-url"]
+        backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+        assert backend["port"]["number"] == port
+        groups[backend["name"]] = set(auth.split("allowed_groups=")[1].split(","))
+    assert groups == {"dagster-dagster-webserver": {"nsync-operators"},
+                      "dagster-dagster-webserver-read-only": {"nsync-viewers", "nsync-operators"}}
+    # the access list names who holds each group (security.md)
+    listed = yaml.safe_load((REPO / "access-list.yaml").read_text())["dagster_ui"]
+    assert {(g["group"], g["ui"]) for g in listed} == {("nsync-operators", "full"),
+                                                         ("nsync-viewers", "read-only")}
+    assert all(g["members"] and g["owner"] for g in listed)
+
+
+def test_every_pod_of_the_release_runs_as_non_root():
+    pods = [deployment()["podSecurityContext"], values()["dagsterWebserver"]["podSecurityContext"],
+            values()["dagsterDaemon"]["podSecurityContext"],
+            launcher()["runK8sConfig"]["podSpecConfig"]["securityContext"]]
+    for pod in pods:
+        assert pod["runAsNonRoot"] is True and pod["runAsUser"] not in (0, None)
+    containers = [deployment()["securityContext"], values()["dagsterWebserver"]["securityContext"],
+                  values()["dagsterDaemon"]["securityContext"], launcher()["securityContext"]]
+    for container in containers:
+        assert container == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+KUBERNETES_VERSION = "1.30.0"
+
+
+def test_the_manifests_shipped_validate_against_kubernetes_schemas():
+    """ui-access.yaml and the example Secrets against Kubernetes' own schemas (strict: an
+    unknown field fails). kubernetes-validate ships the schemas: no cluster, no network; .ci/run
+    installs it (pinned)."""
+    kv = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate "
+                             "(.ci/run installs it)")
+    kinds = []
+    for name in ("ui-access.yaml", "nsync-secret.example.yaml"):
+        for doc in yaml.safe_load_all((DEPLOY / "helm" / name).read_text()):
+            if doc:
+                kv.validate(doc, KUBERNETES_VERSION, strict=True)  # raises on any error
+                kinds.append(doc["kind"])
+    assert sorted(kinds) == ["Ingress", "Ingress", "NetworkPolicy", "Secret", "Secret"]

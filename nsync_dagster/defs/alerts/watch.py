@@ -14,6 +14,7 @@ import dagster as dg
 from nsync_dagster import deadline
 from nsync_dagster.defs import history, records
 from nsync_dagster.notify import alerts
+from nsync_dagster.notify.databases import database_status, status_lines
 from nsync_dagster.notify.events import Event
 from nsync_dagster.settings import Tuning
 
@@ -32,14 +33,18 @@ def deadline_events(instance: dg.DagsterInstance, now: dt.datetime, sent: dict[s
                     since: dt.datetime | None = None) -> list[DueAlert]:
     """Early warning, deadline missed and escalation for today, each at most once a day.
 
-    Only a staging sync of *today's* partition counts. Nothing is said about a moment that
-    passed before monitoring started (``since``): a fresh install in the afternoon does not
-    page for a 06:00 deadline that passed before nsync existed.
+    Only a staging sync of *today's* partition counts, of every database the code location
+    loaded (NSYNC_DATABASES): staging is current when the last of them is. Nothing is said
+    about a moment that passed before monitoring started (``since``): a fresh install in the
+    afternoon does not page for a 06:00 deadline that passed before nsync existed.
 
     The caller sets ``sent[alert.key] = alert.day`` once an alert is queued.
     """
     day = deadline.eastern_day(now)
     last = records.sync_time_for(instance, day.isoformat())
+    for key in history.other_databases().values():  # NSYNC_DATABASES: every one current
+        other = records.sync_time_for(instance, day.isoformat(), key) if last else None
+        last = max(last, other) if last and other else None
     state = deadline.state(now, last)
     due: list[DueAlert] = []
     if state.synced:
@@ -88,10 +93,14 @@ def failure_event(instance: dg.DagsterInstance, run: dg.DagsterRun,
         after_sync = (f"current and verified: the daily run "
                       f"{run.tags.get(records.AFTER_RUN_TAG, '?')} synced {day} before "
                       "retention ran; only applying the retention policy failed")
+    databases = None
+    if run.job_name == records.DAILY_JOB:  # which databases are current (NSYNC_DATABASES)
+        databases = status_lines(database_status(
+            records.run_materializations(instance, run.run_id), steps))
     return alerts.run_failure(run.job_name, run.run_id, day,
                               steps, message or ending or fallback_message,
                               canceled=run.status == dg.DagsterRunStatus.CANCELED,
-                              backup=backup, after_sync=after_sync)
+                              backup=backup, after_sync=after_sync, databases=databases)
 
 
 def success_events(instance: dg.DagsterInstance, run: dg.DagsterRun,

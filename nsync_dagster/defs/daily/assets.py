@@ -1,4 +1,5 @@
-"""The daily cycle: production snapshot → verified S3 backup → staging mirror.
+"""The daily cycle: production snapshot → verified S3 backup → staging mirror, one chain per
+database of production (``NSYNC_DATABASES``; the list is read when the code location loads).
 
 Each asset body is a call into the plain library (``nsync_dagster.cycle.pipeline``); errors become a
 failed step with a message that says what to fix, with every secret masked.
@@ -6,11 +7,19 @@ failed step with a message that says what to fix, with every secret masked.
 
 
 import time
+from collections.abc import Callable
 
 import dagster as dg
 
-from nsync_dagster.cycle import branch_reset, pipeline
+from nsync_dagster.cycle import branch_reset, databases, pipeline
+from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.daily import branch_mode, metadata
+from nsync_dagster.defs.daily.databases import (
+    DATABASE_TAG,
+    key_part,
+    lists_every,
+    loaded_databases,
+)
 from nsync_dagster.defs.daily.timing import timing_metadata
 from nsync_dagster.defs.resources import NsyncResource, S3Resource, backup_store
 from nsync_dagster.defs.shared import (  # noqa: F401 - importable from here for other modules
@@ -19,122 +28,202 @@ from nsync_dagster.defs.shared import (  # noqa: F401 - importable from here for
     HISTORY_MONTH,
     HISTORY_START,
     OWNERS,
+    check_result,
     failures_explained,
 )
 from nsync_dagster.defs.shared import DAILY_GROUP as GROUP
 
+LIST_CHECK = "database_list_complete"
+Chain = tuple[dg.AssetsDefinition, dg.AssetsDefinition, dg.AssetsDefinition]
 
-def _reporter(context: dg.AssetExecutionContext):
+
+def _reporter(context: dg.AssetExecutionContext) -> Callable[[str], None]:
     # no redact() here: the log-record factory (redact.install_log_filter) masks every record
     return lambda message: context.log.info(message)
 
 
-@dg.asset(partitions_def=DAILY, group_name=GROUP, owners=OWNERS, kinds={"postgres"},
-          tags={"nsync/stage": "snapshot"})
-def prod_snapshot(context: dg.AssetExecutionContext, nsync: NsyncResource,
+def _settings(nsync: NsyncResource, database: str | None, *,
+              preflight: bool = False) -> RunConfig:
+    """The run's configuration for one chain's database; with ``preflight`` (the snapshot step)
+    the database-list checks first: branch-reset mode covers one database for now, and a
+    listed database must exist on production."""
+    home = nsync.settings()
+    if preflight:
+        databases.check_method(home, branch_reset.staging_method())
+        if database is not None:
+            databases.check_exists(home, database)
+    return home if database is None else home.for_database(database)
+
+
+def _list_check(settings: RunConfig, report: Callable[[str], None]) -> dg.AssetCheckResult:
+    """``database_list_complete`` (NSYNC_DATABASES=*): production has no database that the
+    list loaded with the code location lacks; each one missing is also a loud WARNING."""
+    missing = databases.missing_from(LOADED, settings)
+    for name in missing:
+        report(f"WARNING: production has database {name}, which NSYNC_DATABASES=* did not "
+               "list when the code location loaded: it is NOT backed up; reload the code "
+               "location (or restart nsync) to add it")
+    return check_result(
+        passed=not missing, check_name=LIST_CHECK, metadata={"missing": ", ".join(missing)
+                                                             or "none"},
+        description=("every database production has is backed up" if not missing else
+                     f"NOT backed up: {', '.join(missing)} (created after the code location "
+                     "loaded NSYNC_DATABASES=*): reload the code location"))
+
+
+def _named(result: dg.MaterializeResult, settings: RunConfig) -> dg.MaterializeResult:
+    """``result`` with the database it is about (``database`` metadata)."""
+    return dg.MaterializeResult(metadata={**(result.metadata or {}),
+                                          "database": settings.prod.dbname},
+                                check_results=result.check_results)
+
+
+def daily_chain(database: str | None = None, *, every: bool = False) -> Chain:
+    """The daily chain ``prod_snapshot → s3_backup → staging_database`` for one database of
+    production's server (``NSYNC_DATABASES``, see docs/databases.md).
+
+    ``None``: the database of ``NSYNC_PROD_DATABASE_URL``, with the bare keys (its history,
+    sensors and alerts are those of a one-database install). Any other database: the same
+    assets under the key prefix ``<database>`` in group ``daily_<database>``; its steps use
+    :meth:`RunConfig.for_database` (its own S3 folder, staging database and work folder).
+    ``every`` (NSYNC_DATABASES=*): the URL's snapshot carries the non-blocking check
+    ``database_list_complete``.
+    """
+    prefix = [] if database is None else [key_part(database)]
+    group = GROUP if database is None else f"daily_{key_part(database)}"
+    tags = {} if database is None else {DATABASE_TAG: database}
+    of = "" if database is None else f" of database {database}"
+
+    def key(name: str) -> dg.AssetKey:
+        return dg.AssetKey([*prefix, name])
+
+    watch = every and database is None
+
+    @dg.asset(key=key("prod_snapshot"), partitions_def=DAILY, group_name=group, owners=OWNERS,
+              kinds={"postgres"}, tags={"nsync/stage": "snapshot", **tags},
+              check_specs=[dg.AssetCheckSpec(
+                  LIST_CHECK, asset=key("prod_snapshot"), blocking=False,
+                  description="NSYNC_DATABASES=*: production has no database that the list "
+                  "loaded with the code location lacks (a new one needs a reload).")]
+              if watch else None)
+    def prod_snapshot(context: dg.AssetExecutionContext, nsync: NsyncResource,
+                      s3: S3Resource) -> dg.MaterializeResult:
+        """One consistent copy of the production database, taken on this machine.
+
+        Before anything runs, nsync checks that production, staging and the backup bucket are
+        reachable and correctly configured. Then one exported snapshot is dumped with parallel
+        ``pg_dump`` jobs, and the same snapshot yields the manifest: exact row counts and checksums
+        per table, sequence positions, roles and the server version. A lock held by a migration
+        fails this step within ``NSYNC_LOCK_WAIT_TIMEOUT`` seconds instead of hanging.
+
+        With ``NSYNC_STAGING_METHOD=neon-branch-reset`` this step dumps production exactly the
+        same way; the Neon settings are checked too, but a problem there (or with staging) only
+        warns: the backup never waits on staging. The reset is the staging step's.
+        """
+        with failures_explained(context, f"production snapshot{of}"):
+            settings = _settings(nsync, database, preflight=True)
+            neon = branch_reset.BranchReset.from_env()
+            if neon is not None:  # NSYNC_STAGING_METHOD=neon-branch-reset: Neon checks warn
+                return dg.MaterializeResult(metadata=branch_mode.snapshot(
+                    settings, backup_store(settings, s3), context.partition_key, neon,
+                    _reporter(context)))
+            snap = pipeline.snapshot_step(settings, backup_store(settings, s3),
+                                          context.partition_key, _reporter(context))
+            checks = [_list_check(settings, _reporter(context))] if watch else []
+        # a snapshot cannot span databases: each records its own instant (time and LSN)
+        return dg.MaterializeResult(metadata={**metadata.snapshot_metadata(snap.manifest),
+                                              "database": settings.prod.dbname,
+                                              "snapshot_time": snap.manifest.snapshot_time},
+                                    check_results=checks)
+
+    @dg.asset(key=key("s3_backup"), partitions_def=DAILY, group_name=group, owners=OWNERS,
+              kinds={"s3"}, deps=[prod_snapshot], tags={"nsync/stage": "backup", **tags},
+              freshness_policy=FRESH_BY_6AM,
+              check_specs=[dg.AssetCheckSpec("backup_checksums_match", asset=key("s3_backup"),
+                                             blocking=True, description="Every object in S3 was "
+                                             "read back and its SHA-256 matches the manifest.")])
+    def s3_backup(context: dg.AssetExecutionContext, nsync: NsyncResource,
                   s3: S3Resource) -> dg.MaterializeResult:
-    """One consistent copy of the production database, taken on this machine.
+        """Today's backup, stored encrypted in S3 and read back to prove it is intact.
 
-    Before anything runs, nsync checks that production, staging and the backup bucket are
-    reachable and correctly configured. Then one exported snapshot is dumped with parallel
-    ``pg_dump`` jobs, and the same snapshot yields the manifest: exact row counts and checksums
-    per table, sequence positions, roles and the server version. A lock held by a migration
-    fails this step within ``NSYNC_LOCK_WAIT_TIMEOUT`` seconds instead of hanging.
+        Must be fresh by 06:00 New York time every day.
 
-    With ``NSYNC_STAGING_METHOD=neon-branch-reset`` this step dumps production exactly the
-    same way; the Neon settings are checked too, but a problem there (or with staging) only
-    warns: the backup never waits on staging. The reset is the staging step's.
-    """
-    with failures_explained(context, "production snapshot"):
-        settings = nsync.settings()
-        neon = branch_reset.BranchReset.from_env()
-        if neon is not None:  # NSYNC_STAGING_METHOD=neon-branch-reset: Neon checks warn
-            return dg.MaterializeResult(metadata=branch_mode.snapshot(
-                settings, backup_store(settings, s3), context.partition_key, neon,
-                _reporter(context)))
-        snap = pipeline.snapshot_step(settings, backup_store(settings, s3), context.partition_key,
-                                      _reporter(context))
-    return dg.MaterializeResult(metadata=metadata.snapshot_metadata(snap.manifest))
+        The dump, the role definitions and the manifest are uploaded under
+        ``PREFIX/YYYY/MM/DD/<backup-id>/`` with server-side encryption; the manifest goes last and
+        marks the backup complete. Every object is then downloaded again and its SHA-256 compared
+        with the manifest (compressed data files are also decompressed and matched against the
+        files pg_dump wrote). The local copy is then kept for the staging rebuild only.
+
+        While the dump is uploaded and read back, staging's next copy (``<db>__nsync_next``, beside
+        the live staging database, which is not touched) is restored from the same local files, so
+        the staging step only has to prove and verify it. This step waits for that restore before
+        it ends; if the restore fails, the backup still succeeds, a WARNING says why, and the
+        staging step restores the usual way (metadata ``staging_prepared``). Not done with
+        ``NSYNC_STAGING_METHOD=neon-branch-reset``, client-side encryption, or while another
+        restore (the recovery test) holds the staging server.
+        """
+        started = time.time()
+        with failures_explained(context, f"S3 backup{of}"):
+            settings = _settings(nsync, database)
+            # the restore method rebuilds staging from the local copy once it is proved equal to
+            # S3's objects; a branch reset never restores, so the copy goes at once
+            out = pipeline.backup_step(settings, backup_store(settings, s3), context.partition_key,
+                                       _reporter(context), keep_for_staging=(
+                                           branch_reset.staging_method() != branch_reset.METHOD))
+        return _named(metadata.backup_result(out, timing_metadata(context, started)), settings)
+
+    @dg.asset(key=key("staging_database"), partitions_def=DAILY, group_name=group, owners=OWNERS,
+              kinds={"postgres"}, deps=[s3_backup], tags={"nsync/stage": "staging", **tags},
+              freshness_policy=FRESH_BY_6AM,
+              check_specs=[dg.AssetCheckSpec(
+                  "staging_matches_manifest", asset=key("staging_database"), blocking=True,
+                  description="Every table's row count and checksum and every sequence equal "
+                  "production's at backup time.")])
+    def staging_database(context: dg.AssetExecutionContext, nsync: NsyncResource,
+                         s3: S3Resource) -> dg.MaterializeResult:
+        """The staging database, rebuilt as an exact copy of production from today's S3 backup.
+
+        Must be fresh by 06:00 New York time every day: a miss pages on-call.
+
+        What is restored is provably the S3 backup, so every day proves that the backup restores.
+        Normally ``s3_backup`` already restored the local dump into the next copy during the
+        upload; this step swaps that copy in only when it is the recorded copy of this very backup
+        (same backup id and folder, the database carries the token recorded, not client-side
+        encrypted), the SHA-256 of every file restored equals the S3 read-back's, and S3 still
+        lists the objects that were read; otherwise it drops that copy (WARNING "not swapping in
+        the copy restored during the backup step") and restores again: from the local dump under
+        the same proof, else by a download. Metadata ``source`` says which.
+        The new copy is built beside the live one, verified table by table against the manifest,
+        and only then swapped in; open sessions on the old copy are ended. If anything fails the
+        old staging stays exactly as it was.
+
+        With ``NSYNC_STAGING_METHOD=neon-branch-reset`` this step checks the Neon settings (the
+        staging branch is an unprotected child of production's branch, without children; a failed
+        check leaves staging untouched), resets the staging branch from production's branch at the
+        backup's LSN through the Neon API, waits for the operations (``NSYNC_NEON_RESET_TIMEOUT``),
+        then verifies staging against that backup: staging is production at the backup's instant.
+        It compares staging with production as it is now (differences reported, not failed:
+        production keeps being written), and records which login roles share production's
+        password. Metadata ``staging_method`` says which method ran.
+        """
+        started = time.time()
+        with failures_explained(context, f"staging rebuild{of}"):
+            settings = _settings(nsync, database)
+            if branch_reset.staging_method() == branch_reset.METHOD:
+                return branch_mode.staging(settings, backup_store(settings, s3),
+                                           context.partition_key, _reporter(context),
+                                           timing=lambda: timing_metadata(context, started))
+            out = pipeline.staging_step(settings, backup_store(settings, s3), context.partition_key,
+                                        _reporter(context))
+        return _named(metadata.staging_result(out, settings.staging.display,
+                                              timing_metadata(context, started)), settings)
+
+    return prod_snapshot, s3_backup, staging_database
 
 
-@dg.asset(partitions_def=DAILY, group_name=GROUP, owners=OWNERS, kinds={"s3"},
-          deps=[prod_snapshot], tags={"nsync/stage": "backup"}, freshness_policy=FRESH_BY_6AM,
-          check_specs=[dg.AssetCheckSpec("backup_checksums_match", asset="s3_backup",
-                                         blocking=True, description="Every object in S3 was "
-                                         "read back and its SHA-256 matches the manifest.")])
-def s3_backup(context: dg.AssetExecutionContext, nsync: NsyncResource,
-              s3: S3Resource) -> dg.MaterializeResult:
-    """Today's backup, stored encrypted in S3 and read back to prove it is intact.
-
-    Must be fresh by 06:00 New York time every day.
-
-    The dump, the role definitions and the manifest are uploaded under
-    ``PREFIX/YYYY/MM/DD/<backup-id>/`` with server-side encryption; the manifest goes last and
-    marks the backup complete. Every object is then downloaded again and its SHA-256 compared
-    with the manifest (compressed data files are also decompressed and matched against the
-    files pg_dump wrote). The local copy is then kept for the staging rebuild only.
-
-    While the dump is uploaded and read back, staging's next copy (``<db>__nsync_next``, beside
-    the live staging database, which is not touched) is restored from the same local files, so
-    the staging step only has to prove and verify it. This step waits for that restore before
-    it ends; if the restore fails, the backup still succeeds, a WARNING says why, and the
-    staging step restores the usual way (metadata ``staging_prepared``). Not done with
-    ``NSYNC_STAGING_METHOD=neon-branch-reset``, client-side encryption, or while another
-    restore (the recovery test) holds the staging server.
-    """
-    started = time.time()
-    with failures_explained(context, "S3 backup"):
-        settings = nsync.settings()
-        # the restore method rebuilds staging from the local copy once it is proved equal to
-        # S3's objects; a branch reset never restores, so the copy goes at once
-        out = pipeline.backup_step(settings, backup_store(settings, s3), context.partition_key,
-                                   _reporter(context), keep_for_staging=(
-                                       branch_reset.staging_method() != branch_reset.METHOD))
-    return metadata.backup_result(out, timing_metadata(context, started))
-
-
-
-@dg.asset(partitions_def=DAILY, group_name=GROUP, owners=OWNERS, kinds={"postgres"},
-          deps=[s3_backup], tags={"nsync/stage": "staging"}, freshness_policy=FRESH_BY_6AM,
-          check_specs=[dg.AssetCheckSpec("staging_matches_manifest", asset="staging_database",
-                                         blocking=True, description="Every table's row count and "
-                                         "checksum and every sequence equal production's at "
-                                         "backup time.")])
-def staging_database(context: dg.AssetExecutionContext, nsync: NsyncResource,
-                     s3: S3Resource) -> dg.MaterializeResult:
-    """The staging database, rebuilt as an exact copy of production from today's S3 backup.
-
-    Must be fresh by 06:00 New York time every day: a miss pages on-call.
-
-    What is restored is provably the S3 backup, so every day proves that the backup restores.
-    Normally ``s3_backup`` already restored the local dump into the next copy during the
-    upload; this step swaps that copy in only when it is the recorded copy of this very backup
-    (same backup id and folder, the database carries the token recorded, not client-side
-    encrypted), the SHA-256 of every file restored equals the S3 read-back's, and S3 still
-    lists the objects that were read; otherwise it drops that copy (WARNING "not swapping in
-    the copy restored during the backup step") and restores again: from the local dump under
-    the same proof, else by a download. Metadata ``source`` says which.
-    The new copy is built beside the live one, verified table by table against the manifest,
-    and only then swapped in; open sessions on the old copy are ended. If anything fails the
-    old staging stays exactly as it was.
-
-    With ``NSYNC_STAGING_METHOD=neon-branch-reset`` this step checks the Neon settings (the
-    staging branch is an unprotected child of production's branch, without children; a failed
-    check leaves staging untouched), resets the staging branch from production's branch at the
-    backup's LSN through the Neon API, waits for the operations (``NSYNC_NEON_RESET_TIMEOUT``),
-    then verifies staging against that backup: staging is production at the backup's instant.
-    It compares staging with production as it is now (differences reported, not failed:
-    production keeps being written), and records which login roles share production's
-    password. Metadata ``staging_method`` says which method ran.
-    """
-    started = time.time()
-    with failures_explained(context, "staging rebuild"):
-        settings = nsync.settings()
-        if branch_reset.staging_method() == branch_reset.METHOD:
-            return branch_mode.staging(settings, backup_store(settings, s3),
-                                       context.partition_key, _reporter(context),
-                                       timing=lambda: timing_metadata(context, started))
-        out = pipeline.staging_step(settings, backup_store(settings, s3), context.partition_key,
-                                    _reporter(context))
-    return metadata.staging_result(out, settings.staging.display,
-                                   timing_metadata(context, started))
+LOADED = loaded_databases()  # the URL's database first (its name, or None when unknown)
+# the URL's database: bare keys, importable by name (sensors, checks, retention, recovery)
+prod_snapshot, s3_backup, staging_database = daily_chain(every=lists_every())
+# every other listed database: its own chain, prefixed with its name
+OTHER_DATABASES = [asset for name in LOADED[1:] for asset in daily_chain(name)]
+DAILY_ASSETS = [prod_snapshot, s3_backup, staging_database, *OTHER_DATABASES]

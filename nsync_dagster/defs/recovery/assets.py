@@ -7,10 +7,11 @@ from typing import Any
 import dagster as dg
 
 from nsync_dagster.cycle import recovery
+from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.results import RecoveryTest
 from nsync_dagster.defs.alerts.notices import queue_notice
-from nsync_dagster.defs.daily.assets import s3_backup
-from nsync_dagster.defs.records import RECOVERY_TEST, last_recovery_test
+from nsync_dagster.defs.daily.assets import LOADED, s3_backup
+from nsync_dagster.defs.records import RECOVERY_TEST, last_recovery_test, metadata_of
 from nsync_dagster.defs.resources import NsyncResource, S3Resource, backup_store
 from nsync_dagster.defs.shared import (
     MONTHLY,
@@ -28,9 +29,34 @@ RECOVERY_JOB = "recovery_test_job"
 
 
 class RecoveryTestConfig(dg.Config):
-    """Which backup to test: ``latest`` (newest verified), a backup id, or a date."""
+    """Which backup to test: ``latest`` (newest verified), a backup id, or a date; and of which
+    database (NSYNC_DATABASES; empty: the next one in rotation)."""
 
     backup: str = "latest"
+    database: str = ""
+
+
+def _last_tested(instance: dg.DagsterInstance) -> dict[str, float]:
+    """``{database: when its newest recovery test ran}`` (passed or failed)."""
+    out: dict[str, float] = {}
+    entries = [r.event_log_entry for r in instance.fetch_materializations(
+        RECOVERY_TEST, limit=200).records]
+    entries += [r.event_log_entry for r in instance.fetch_observations(
+        RECOVERY_TEST, limit=200).records]
+    for entry in entries:
+        name = metadata_of(entry).get("database")
+        if name and "result" in metadata_of(entry):
+            out[str(name)] = max(out.get(str(name), 0.0), entry.timestamp)
+    return out
+
+
+def _database(context: dg.AssetExecutionContext, config: RecoveryTestConfig,
+              home: RunConfig) -> str:
+    """The database this test restores: the configured one, else the next in rotation."""
+    if config.database:
+        return config.database
+    names = [home.prod.dbname, *[n for n in LOADED[1:] if n]]
+    return recovery.next_database(names, _last_tested(context.instance))
 
 
 def _event(result: RecoveryTest) -> Event:
@@ -66,6 +92,10 @@ def recovery_test_report(context: dg.AssetExecutionContext, config: RecoveryTest
                          nsync: NsyncResource, s3: S3Resource) -> dg.MaterializeResult:
     """Proof that a backup can be restored: the month's recovery test.
 
+    With several databases (NSYNC_DATABASES) each test restores one of them, in rotation: the
+    database tested least recently (never tested first); metadata ``database`` names it, and
+    the run's config ``database`` picks one by hand.
+
     Takes the newest verified backup from S3 (or the one configured), checks every object's
     SHA-256, restores it into a scratch database (NSYNC_SCRATCH_DATABASE_URL, or a temporary
     database on the staging server, always dropped afterwards), verifies it against the
@@ -76,7 +106,11 @@ def recovery_test_report(context: dg.AssetExecutionContext, config: RecoveryTest
     """
     with failures_explained(context, "recovery test", retry=False,
                             interrupted="the scratch database is dropped"):
-        settings = nsync.settings()
+        home = nsync.settings()
+        database = _database(context, config, home)
+        settings = home.for_database(database)
+        context.log.info(f"recovery test of database {database} (rotation over "
+                         "NSYNC_DATABASES: the database tested least recently)")
         store = backup_store(settings, s3)
         try:
             result = recovery.run_recovery_test(
@@ -89,13 +123,14 @@ def recovery_test_report(context: dg.AssetExecutionContext, config: RecoveryTest
                                   deviations=[str(exc)])
             context.log_event(dg.AssetObservation(
                 asset_key=context.asset_key, partition=context.partition_key,
-                metadata=masked_metadata({"result": "FAILED", "error": str(exc)})))
+                metadata=masked_metadata({"result": "FAILED", "error": str(exc),
+                                          "database": database})))
             queue_notice(context.instance, RECOVERY_TEST, _event(failed),
                          f"run {context.run.run_id}")
             raise dg.Failure(description=str(exc),
                              metadata={"error_type": "RecoveryTestFailed"}) from None
         queue_notice(context.instance, RECOVERY_TEST, _event(result), f"run {context.run.run_id}")
-    return materialized(_report_metadata(result))
+    return materialized({**_report_metadata(result), "database": database})
 
 
 recovery_test_job = dg.define_asset_job(
