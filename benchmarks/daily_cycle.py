@@ -79,6 +79,19 @@ def _instrument(timings: dict[str, list[float]]) -> None:
     zstdio.compress_file = timed(zstdio.compress_file, "zstd_compress")
     zstdio.hash_stream = timed(zstdio.hash_stream, "readback_decompress")
     zstdio.decompress_file = timed(zstdio.decompress_file, "zstd_decompress")
+    # the steps' smaller parts (where the staging step's "swap" phase goes)
+    from nsync_dagster.cycle import pipeline, prepared_take
+    from nsync_dagster.postgres import roles, swap
+    for module, names in ((swap, ("swap_in", "recover_and_clean", "create_next")),
+                          (pipeline, ("staging_preflight", "partition_backup",
+                                      "verify_database")),
+                          (prepared_take, ("take", "verify_database")),
+                          (localcopy, ("discard",)), (prepared, ("discard",)),
+                          (roles, ("sync_roles",))):
+        for name in names:
+            setattr(module, name, timed(getattr(module, name), f"{module.__name__[14:]}.{name}"))
+    from nsync_dagster.postgres import snapscan
+    snapscan.Scan.run = timed(snapscan.Scan.run, "snapshot's scan")
 
 
 def run_nsync(cfg: dict) -> dict:
@@ -220,7 +233,14 @@ def worker(mode: str) -> None:
     threading.Thread(target=sample_children, args=(peak, stop), daemon=True).start()
     threading.Thread(target=sample_scratch, args=(Path(cfg["scratch_dir"]), scratch, stop),
                      daemon=True).start()
-    result = (run_nsync if mode == "nsync" else run_naive)(cfg)
+    profile = os.environ.get("NSYNC_BENCH_PROFILE")  # a path: cProfile nsync's main thread
+    if profile and mode == "nsync":
+        import cProfile
+        with cProfile.Profile() as prof:
+            result = run_nsync(cfg)
+        prof.dump_stats(profile)
+    else:
+        result = (run_nsync if mode == "nsync" else run_naive)(cfg)
     stop.set()
     result["hwm_self_kb"] = vm_hwm()[1]
     result["rss_self_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

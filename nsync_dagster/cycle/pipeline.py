@@ -33,7 +33,7 @@ from nsync_dagster.errors import (
     SnapshotError,
 )
 from nsync_dagster.manifest import Manifest, Production
-from nsync_dagster.postgres import roles, rolesettings, swap
+from nsync_dagster.postgres import prevdrop, roles, rolesettings, swap
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.postgres.restore import restore_dump
 from nsync_dagster.postgres.snapshot import Snapshot, take_snapshot
@@ -316,8 +316,8 @@ def staging_step(settings: RunConfig, store: BackupStore, partition: str,
             # the restore is proved at this point; record it before touching the live copy
             store.mark_restore_verified(backup.key_prefix, {
                 "restored_into": settings.staging.display, **result.verification.as_marker()})
-            with maint.connect() as conn:
-                swapped = swap.swap_in(conn, live, report)
+            with maint.connect() as conn:  # the previous copy is dropped below, later
+                swapped = swap.swap_in(conn, live, report, drop_previous=False)
         except BaseException as exc:
             # any ending, interrupts included: live is untouched (or already the new verified
             # copy); only nsync's own half-built copy goes
@@ -326,6 +326,8 @@ def staging_step(settings: RunConfig, store: BackupStore, partition: str,
         finally:
             localcopy.discard(settings.work_dir)
             prepared.discard(settings.work_dir)
+    if swapped.replaced_existing:  # off the critical path: the new copy is live and recorded
+        prevdrop.drop_later(maint, swap.names(live)[1])
     return StagingResult(backup_id=backup.backup_id, uri=store.uri(backup.key_prefix),
                          verified_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                          swapped=swapped, restored=result)

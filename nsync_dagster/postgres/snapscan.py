@@ -104,9 +104,8 @@ def _batch(cur: psycopg.Cursor, snapshot_id: str, tables: list[Table],
             "or rewritten (TRUNCATE, ALTER TABLE, CLUSTER, VACUUM FULL) after the snapshot, "
             "before their checksums were read; a new snapshot will be taken on retry",
             transient=True)
-    with rowhash.canonical_session(cur, plan, local=True):
-        for schema, rel, _, _ in tables:
-            out[f"{schema}.{rel}"] = dbstats.table_facts(cur, schema, rel, plan)
+    with rowhash.canonical_session(cur, plan, local=True):  # one statement for the batch
+        out.update(dbstats.tables_facts(cur, [(s, r) for s, r, _, _ in tables], plan))
     cur.execute("ROLLBACK TO SAVEPOINT nsync_batch" if held else "COMMIT")
 
 

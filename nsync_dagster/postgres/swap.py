@@ -20,7 +20,7 @@ from psycopg import sql
 
 from nsync_dagster.errors import PreflightError, ServerBusy, SwapError
 from nsync_dagster.manifest import DatabaseFacts
-from nsync_dagster.postgres import interruptible
+from nsync_dagster.postgres import interruptible, prevdrop
 from nsync_dagster.postgres.pgconn import PgTarget
 
 log = logging.getLogger("nsync.swap")
@@ -144,6 +144,7 @@ def recover_and_clean(maint: psycopg.Connection, live: str,
     ``keep_next``: the next copy is this run's own, restored during the backup step and proved
     (``cycle.prepared``); only the previous copy and a half swap are dealt with."""
     nxt, prev = names(live)
+    prevdrop.wait(name=prev)  # this process's drop of the previous copy, if still running
     cur = maint.cursor()
     if _exists(cur, prev) and not _exists(cur, live):
         report(f"an earlier swap was interrupted: renaming {prev} back to {live}")
@@ -157,7 +158,9 @@ def recover_and_clean(maint: psycopg.Connection, live: str,
     for stale in (prev,) if keep_next else (nxt, prev):
         if _exists(cur, stale):
             report(f"dropping leftover {stale} from an earlier run")
-            cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(_ident(stale)))
+            # IF EXISTS: a drop still running elsewhere (drop_previous_later) is waited for
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                _ident(stale)))
 
 
 def drop_if_exists(maint: psycopg.Connection, name: str) -> None:
@@ -239,8 +242,9 @@ def _swap_once(maint: psycopg.Connection, live: str) -> tuple[bool, int]:
 
 
 def swap_in(maint: psycopg.Connection, live: str, report: Callable[[str], None] = log.info,
-            attempts: int = 20) -> Swapped:
-    """Make ``<db>__nsync_next`` the live database; drop the previous copy after success.
+            attempts: int = 20, *, drop_previous: bool = True) -> Swapped:
+    """Make ``<db>__nsync_next`` the live database; drop the previous copy after success
+    (``drop_previous=False``: the caller drops it, see :func:`drop_previous_later`).
 
     The live name always refers to a whole copy: the old one until the swap's single
     transaction commits, the new verified one afterwards. Live is never closed to
@@ -263,7 +267,7 @@ def swap_in(maint: psycopg.Connection, live: str, report: Callable[[str], None] 
                             "reconnect faster than they can be terminated, hold a lock on the "
                             "database, or belong to a role the staging role may not signal "
                             "(needs pg_signal_backend); nothing changed")
-        if had_live:
+        if had_live and drop_previous:
             # the new copy is live and committed; if this drop does not happen, the next run's
             # recover_and_clean does it
             try:

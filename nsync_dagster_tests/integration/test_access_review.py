@@ -135,8 +135,9 @@ def test_each_deviation_is_named(synced, pg_prod, pg_staging):
 def test_overdue_missing_and_unlisted(synced, tmp_path, monkeypatch):
     text = (REPO / "access-list.yaml").read_text().replace("reviewed: 2026-11-01",
                                                             "reviewed: 2026-08-01")
-    text += ("\n  - name: ghost\n    kind: person\n    owner: nobody\n    purpose: gone\n"
-             "    environments: [staging]\n")
+    ghost = ("  - name: ghost\n    kind: person\n    owner: nobody\n    purpose: gone\n"
+             "    environments: [staging]\n\n")
+    text = text.replace("\ndagster_ui:", "\n" + ghost + "dagster_ui:", 1)  # a principal
     path = tmp_path / "list.yaml"
     path.write_text(text)
     monkeypatch.setenv("NSYNC_ACCESS_LIST", str(path))

@@ -11,6 +11,7 @@ from nsync_dagster.cycle import pipeline
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.errors import BackupStoreError
+from nsync_dagster.postgres import prevdrop
 from nsync_dagster_tests import oracle
 from nsync_dagster_tests.conftest import (
     OWNER,
@@ -38,6 +39,7 @@ def _statuses(env):
 
 
 def _no_leftovers(cluster):
+    prevdrop.wait(120)  # the previous copy is dropped after the staging step returns
     return cluster.psql("SELECT datname FROM pg_database WHERE datname LIKE '%__nsync_%'") == ""
 
 
