@@ -17,6 +17,8 @@ import datetime as dt
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
+from nsync_dagster.errors import ConfigError
+
 EASTERN = ZoneInfo("America/New_York")
 DEADLINE = dt.time(6, 0)
 DEADLINE_CRON = "0 6 * * *"
@@ -25,12 +27,13 @@ SCHEDULE_TIME = dt.time(1, 0)  # the daily job starts here: five hours for retri
 
 
 def parse_clock(value: str, name: str) -> dt.time:
-    """``HH:MM`` → time; raises ValueError naming the setting."""
+    """``HH:MM`` → time; raises ConfigError naming the setting."""
     try:
         hours, minutes = value.strip().split(":")
         return dt.time(int(hours), int(minutes))
     except ValueError:
-        raise ValueError(f"{name}={value!r} is not a time like 05:00") from None
+        raise ConfigError(f"{name}={value!r} is not a time of day: write it as HH:MM on a "
+                          "24-hour clock, e.g. 05:00") from None
 
 
 def eastern_day(now: dt.datetime) -> dt.date:

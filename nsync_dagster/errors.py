@@ -42,6 +42,11 @@ class ManifestError(BackupStoreError):
     """A backup's manifest.json is malformed, or was written by a newer nsync."""
 
 
+class FormatError(NsyncError):
+    """A record nsync stored (a security posture, a hand-off file) has a format this nsync
+    cannot read: written by a newer nsync, or damaged."""
+
+
 class RestoreError(NsyncError):
     """pg_restore reported an error, or restored objects could not be set up."""
 

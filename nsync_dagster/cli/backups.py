@@ -40,14 +40,13 @@ def run_backups(out=None, *, mode: str = "list", database: str | None = None) ->
     from nsync_dagster.cycle.config import RunConfig
     from nsync_dagster.cycle.store import backup_store
     from nsync_dagster.storage import identity
-    from nsync_dagster.storage.retention import policy_from_env
     from nsync_dagster.storage.s3retention import apply, plan_store
 
     out = out or sys.stdout
     settings = RunConfig.from_env(need_databases=False)
     if database:
         settings = settings.for_database(database)
-    policy = policy_from_env()
+    policy = settings.retention
     store = backup_store(settings)
     now = dt.datetime.now(dt.UTC)
     plan, backups = plan_store(store, deadline.eastern_day(now), policy, now=now)

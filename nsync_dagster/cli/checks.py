@@ -9,6 +9,7 @@ minutes): the handlers import the library when they run, Dagster only ``--send-t
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -76,7 +77,8 @@ def run_doctor(send_test: bool, out=None) -> int:
         check_production(pf, settings.prod)
         check_staging(pf, settings.staging, settings.maintenance_db)
         check_not_same(pf, settings.prod, settings.staging)
-        pf.run("TLS for Dagster's storage", check_dagster_storage_tls)
+        pf.run("TLS for Dagster's storage", lambda: check_dagster_storage_tls(
+            os.environ.get("DAGSTER_PG_HOST", ""), os.environ.get("PGSSLMODE"), settings.tls_min))
         check_bucket(pf, backup_store(settings))
         pf.run("staging method (NSYNC_STAGING_METHOD)",
                lambda: branch_reset.doctor_check(settings))

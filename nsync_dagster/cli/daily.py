@@ -136,11 +136,15 @@ def run_daily(partition: str | None = None, *, out=None) -> int:
         if len(lines) > 1:  # NSYNC_DATABASES: which databases are current
             failures = [*failures, "databases:", *[f"  {line}" for line in lines]]
         error = DailyRunFailed(head + ":\n  "
-                               + "\n  ".join(failures or ["see the run in the Dagster UI"]))
+                               + "\n  ".join((failures or ["see the run in the Dagster UI"])
+                                              + [f"warning: {w}" for w in
+                                                 settings.unknown_warnings()]))
         if kinds and kinds <= {"PreflightError", "ConfigError"}:
             error.exit_code = 2
         raise error
     print_summary(_metadata(result), elapsed, result.run_id, out)
+    for line in settings.unknown_warnings():  # a misspelt variable was ignored: said again here
+        print(f"  warning     {line}", file=out)
     for check in result.get_asset_check_evaluations():
         state = "passed" if check.passed else f"FAILED ({check.severity.value})"
         detail = f": {check.description}" if check.description and not check.passed \

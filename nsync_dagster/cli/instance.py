@@ -1,13 +1,16 @@
 """The Dagster instance the CLI records its runs in, and what of Dagster's output a user sees.
 
 By default a user sees nsync's own messages only: no Python warnings (platformdirs, Dagster's
-beta/supersession notices), no Dagster log lines, no telemetry banner. ``nsync -v`` (``--verbose``)
+beta/supersession notices), no Dagster log lines, no telemetry banner (also not with a fresh
+DAGSTER_HOME of the user's own: :func:`_hold_telemetry_notice`). ``nsync -v`` (``--verbose``)
 shows all of them, with Dagster's step logs at DEBUG.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import io
 import logging
 import os
 import warnings
@@ -104,4 +107,18 @@ def instance() -> dg.DagsterInstance:
     ensure_dagster_home()
     inst = dg.DagsterInstance.get()
     inst.optimize_for_webserver(**POOL)
+    _hold_telemetry_notice(inst)
     return inst
+
+
+def _hold_telemetry_notice(inst: dg.DagsterInstance) -> None:
+    """Dagster announces its telemetry (a 20-line notice on stderr) the first time an instance
+    with telemetry on is used: with a DAGSTER_HOME of the user's own and no ``telemetry:
+    enabled: false`` there, in the middle of nsync's output. The instance id Dagster would write
+    then is written here, with the notice held back; ``nsync -v`` lets Dagster print it."""
+    if _verbose or not inst.telemetry_enabled:
+        return
+    from dagster_shared.telemetry import get_or_set_instance_id  # what Dagster calls itself
+
+    with contextlib.redirect_stderr(io.StringIO()):
+        get_or_set_instance_id()

@@ -154,7 +154,8 @@ def _staging_passwords(settings: RunConfig) -> list[str]:
         # mirroring of memberships has nothing to change, only the passwords are set
         found = [Role.model_validate(r) for r in dbstats.roles(cur) if r["name"] != own]
         members = [Membership.model_validate(m) for m in dbstats.memberships(cur)]
-        result = roles.sync_roles(conn, found, members, settings.platform_roles)
+        result = roles.sync_roles(conn, found, members, settings.platform_roles,
+                                  password_for=settings.staging_password)
     return result.staging_passwords_set
 
 

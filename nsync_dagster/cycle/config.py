@@ -20,20 +20,23 @@ from pydantic import SecretStr
 
 from nsync_dagster.errors import ConfigError
 from nsync_dagster.postgres.pgconn import PgTarget
-from nsync_dagster.postgres.roles import DEFAULT_PLATFORM_ROLES
 from nsync_dagster.postgres.snapshot import DumpOptions
 from nsync_dagster.postgres.tls import tls_floor
 from nsync_dagster.settings import (
+    STAGING_PASSWORD_PREFIX,
     Access,
     Backups,
     ClientPrograms,
     Databases,
+    Retention,
     StagingMethod,
     Tuning,
     environ,
     external,
+    staging_password,
 )
-from nsync_dagster.storage.crypto import AgeKeys
+from nsync_dagster.storage.crypto import AgeKeys, check_identity, parse_recipients
+from nsync_dagster.storage.retention import LIMITS, RetentionPolicy
 
 
 def _plain(secret: SecretStr | None) -> str:
@@ -44,27 +47,38 @@ def _plain(secret: SecretStr | None) -> str:
 class RunConfig:
     """Where production, staging and the backups are, and how the steps run."""
 
+    # no defaults here: each is declared once, in nsync_dagster.settings, and from_env copies it
     prod: PgTarget
     staging: PgTarget
     bucket: str
-    prefix: str = "nsync"
-    dump: DumpOptions = field(default_factory=DumpOptions)
-    restore_timeout_s: int = 10800
-    restore_lock_wait_s: int = 1200
-    work_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "nsync")
-    platform_roles: tuple[str, ...] = DEFAULT_PLATFORM_ROLES
-    maintenance_db: str = "postgres"
-    sse: str = "AES256"
-    kms_key_id: str | None = None
-    scratch_url: str | None = field(default=None, repr=False)
-    staging_only_roles: tuple[str, ...] = ()
-    age_recipients: tuple[str, ...] = ()
-    age_identity: str | None = field(default=None, repr=False)
-    tls_min: str = "verify-full"
-    restore_during_upload: bool = True
-    restore_during_upload_wait_s: int = 120
-    databases: str | None = None  # NSYNC_DATABASES as given (see cycle.databases)
-    staging_method: str = "restore"  # NSYNC_STAGING_METHOD (see cycle.staging)
+    prefix: str
+    dump: DumpOptions
+    restore_timeout_s: int
+    restore_lock_wait_s: int
+    work_dir: Path
+    platform_roles: tuple[str, ...]
+    maintenance_db: str
+    sse: str
+    kms_key_id: str | None
+    scratch_url: str | None = field(repr=False)
+    staging_only_roles: tuple[str, ...]
+    age_recipients: tuple[str, ...]
+    age_identity: str | None = field(repr=False)
+    tls_min: str
+    restore_during_upload: bool
+    restore_during_upload_wait_s: int
+    pg_bin_dir: str | None
+    retention: RetentionPolicy
+    access_list: str
+    access_review_max_age_days: int
+    databases: str | None  # NSYNC_DATABASES as given (see cycle.databases)
+    staging_method: str  # NSYNC_STAGING_METHOD (see cycle.staging)
+    # NSYNC_STAGING_PASSWORD_<ROLE> variables, by name (secrets, registered when read)
+    staging_passwords: Mapping[str, str] = field(repr=False, hash=False)
+
+    def staging_password(self, role: str) -> str | None:
+        """Staging's own password for login role ``role`` (registered as a secret), or None."""
+        return staging_password(role, self.staging_passwords)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, need_databases: bool = True,
@@ -92,13 +106,14 @@ class RunConfig:
         if missing:
             raise ConfigError(f"missing configuration: {', '.join(missing)} (see "
                               "templates/nsync.env.example)")
-        age = AgeKeys.from_env(given)
+        age = _age_keys(s3)
         age.check(need_identity=need_databases)
         tls_min = tls_floor(db.tls_min)
         config = cls(
-            prod=PgTarget("production", _plain(db.prod_database_url), "NSYNC_PROD_DATABASE_URL"),
+            prod=PgTarget("production", _plain(db.prod_database_url), "NSYNC_PROD_DATABASE_URL",
+                          programs.pg_bin_dir),
             staging=PgTarget("staging", _plain(db.staging_database_url),
-                             "NSYNC_STAGING_DATABASE_URL"),
+                             "NSYNC_STAGING_DATABASE_URL", programs.pg_bin_dir),
             bucket=str(s3.backup_bucket), prefix=s3.backup_prefix,
             dump=DumpOptions(jobs=tuning.jobs, compress=tuning.dump_compress,
                              zstd_level=tuning.zstd_level,
@@ -115,6 +130,11 @@ class RunConfig:
             age_recipients=age.recipients, age_identity=age.identity, tls_min=tls_min,
             restore_during_upload=tuning.restore_during_upload,
             restore_during_upload_wait_s=tuning.restore_during_upload_wait,
+            pg_bin_dir=programs.pg_bin_dir, retention=retention_policy(given),
+            access_list=access.access_list,
+            access_review_max_age_days=access.access_review_max_age_days,
+            staging_passwords={name: value for name, value in given.items()
+                               if name.upper().startswith(STAGING_PASSWORD_PREFIX)},
             databases=db.databases,
             staging_method=StagingMethod.load(given).staging_method,
         )
@@ -148,6 +168,23 @@ class RunConfig:
             self, prod=prod, staging=self.staging.with_db(name) if self.staging.url
             else self.staging, prefix=prefix,
             work_dir=self.work_dir.parent / work_namespace(prod, self.bucket, prefix))
+
+
+def _age_keys(s: Backups) -> AgeKeys:
+    """``NSYNC_AGE_RECIPIENTS`` and ``NSYNC_AGE_IDENTITY`` (a malformed identity fails now, not
+    at the first restore)."""
+    identity = s.age_identity.get_secret_value() if s.age_identity else None
+    keys = AgeKeys(parse_recipients(s.age_recipients), identity)
+    if identity:
+        check_identity(identity)
+    return keys
+
+
+def retention_policy(env: Mapping[str, str] | None = None) -> RetentionPolicy:
+    """``NSYNC_RETENTION_DAILY/WEEKLY/MONTHLY/MIN_VERIFIED`` (ConfigError when out of range)."""
+    s = Retention.load(env)
+    return RetentionPolicy(**{name: getattr(s, f"retention_{name}") for name in LIMITS})
+
 
 def work_namespace(prod: PgTarget, bucket: str, prefix: str) -> str:
     """The work folder's subfolder for one production, bucket and prefix (``NSYNC_WORK_DIR``

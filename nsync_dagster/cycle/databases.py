@@ -16,6 +16,7 @@ LSN.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import psycopg
 
@@ -33,7 +34,18 @@ _LISTING = """
     ORDER BY datname"""
 
 
-def spec_of(config: RunConfig) -> list[str] | None:
+@dataclass(frozen=True)
+class Listing:
+    """What choosing the databases needs (a :class:`RunConfig` has it too): production's and
+    staging's targets and ``NSYNC_DATABASES``; the code location builds one before a bucket is
+    known."""
+
+    prod: PgTarget
+    staging: PgTarget
+    databases: str | None
+
+
+def spec_of(config: RunConfig | Listing) -> list[str] | None:
     """``NSYNC_DATABASES`` parsed: the listed names, or None for ``*``; unset: the URL's."""
     raw = (config.databases or "").strip()
     if raw == EVERY:
@@ -52,7 +64,7 @@ def on_production(prod: PgTarget, *, connect_timeout_s: int = 10) -> list[str]:
         return [row[0] for row in conn.execute(_LISTING).fetchall()]
 
 
-def resolve(config: RunConfig, available: list[str] | None = None) -> list[str]:
+def resolve(config: RunConfig | Listing, available: list[str] | None = None) -> list[str]:
     """The databases the run covers, the URL's database first; ``available`` is production's
     listing (:func:`on_production`), needed only for ``*``.
 

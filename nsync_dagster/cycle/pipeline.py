@@ -188,7 +188,7 @@ def _backup(settings: RunConfig, store: BackupStore, partition: str,
     verified = store.verify_objects(folder, report)
     # with S3 Object Lock, the new backup is locked for as long as its class is kept
     s3retention.lock_new_backup(store, folder, retention.class_for_date(
-        dt.date.fromisoformat(partition)), retention.policy_from_env(), dt.datetime.now(dt.UTC))
+        dt.date.fromisoformat(partition)), settings.retention, dt.datetime.now(dt.UTC))
     for warning in store.warnings:  # a probe the IAM policy refused: carried on, said so
         report(f"WARNING: {warning}")
     # staging's next copy, restored meanwhile (.prepared): waited for before the snapshot is
@@ -242,7 +242,8 @@ def restore_verified(settings: RunConfig, store: BackupStore, folder: str, targe
         timings["download_s"] = time.monotonic() - t
         with target.connect() as conn:
             role_result = roles.sync_roles(conn, manifest.roles, manifest.memberships,
-                                           settings.platform_roles)
+                                           settings.platform_roles,
+                                           password_for=settings.staging_password)
         for line in role_result.lines():
             report(line)
         t = time.monotonic()

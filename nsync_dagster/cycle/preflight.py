@@ -105,7 +105,7 @@ def _roles_dump(pf: Preflight, prod: PgTarget) -> str:
     """The role definitions for the manifest come from ``pg_dumpall --roles-only``, which
     connects to production's own database (``-l``), never to ``postgres``/``template1``."""
     tools = pgbin.for_server(pf.facts["prod_major"], purpose="Dumping production's roles",
-                             needs_tls=prod.needs_tls())
+                             needs_tls=prod.needs_tls(), pg_bin_dir=prod.pg_bin_dir)
     args, env = roles.roles_dump_command(tools, prod)
     out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
     if out.returncode != 0:  # stderr masked before its tail is cut: a cut secret escapes masks
@@ -120,7 +120,8 @@ def _roles_dump(pf: Preflight, prod: PgTarget) -> str:
 
 def _client_for(pf: Preflight, fact: str, purpose: str, target: PgTarget) -> str:
     """Pick the client programs and prove they can log in (TLS and password included)."""
-    tools = pgbin.for_server(pf.facts[fact], purpose=purpose, needs_tls=target.needs_tls())
+    tools = pgbin.for_server(pf.facts[fact], purpose=purpose, needs_tls=target.needs_tls(),
+                             pg_bin_dir=target.pg_bin_dir)
     args, env = target.command(tools, "psql", ["-X", "-At", "-c", "SELECT 1"])
     out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
     if out.returncode != 0:

@@ -143,7 +143,7 @@ class Alongside:
         target = s.staging.with_db(self.next)
         with target.connect() as conn:
             role_result = roles.sync_roles(conn, manifest.roles, manifest.memberships,
-                                           s.platform_roles)
+                                           s.platform_roles, password_for=s.staging_password)
         for line in role_result.lines():  # the same lines as a restore in the staging step
             self.report(line)
         self._check()

@@ -77,8 +77,9 @@ def scratch_target(settings: RunConfig, backup_id: str) -> PgTarget:
     database nsync did not mark is refused: :mod:`.scratch`), or a temporary database on the
     staging server."""
     if settings.scratch_url:
-        target = PgTarget("scratch", settings.scratch_url, "NSYNC_SCRATCH_DATABASE_URL")
-        target.validate()
+        target = PgTarget("scratch", settings.scratch_url, "NSYNC_SCRATCH_DATABASE_URL",
+                          settings.pg_bin_dir)
+        target.validate(settings.tls_min)
         return target
     return settings.staging.with_db(f"nsync_recovery_test_{backup_id.lower()}")
 

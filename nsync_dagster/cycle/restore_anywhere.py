@@ -8,6 +8,7 @@ encoding and locale.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from psycopg import sql
@@ -34,7 +35,9 @@ def restore_to(settings: RunConfig, store: BackupStore, spec: str, target: PgTar
     plan without changing anything; ``production_ok`` allows the production or live staging
     database as the target (never without it).
     """
-    target.validate()
+    target.validate(settings.tls_min)
+    # the run's client programs (NSYNC_PG_BIN_DIR) restore into any target
+    target = dataclasses.replace(target, pg_bin_dir=settings.pg_bin_dir)
     for other, name, variable in ((settings.prod, "production", "NSYNC_PROD_DATABASE_URL"),
                                   (settings.staging, "live staging",
                                    "NSYNC_STAGING_DATABASE_URL")):

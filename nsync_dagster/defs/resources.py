@@ -17,6 +17,8 @@ from nsync_dagster.notify import Notifier, notifier_from_env
 from nsync_dagster.storage.s3client import s3_client
 from nsync_dagster.storage.s3store import BackupStore
 
+UNKNOWN_SETTINGS_TAG = "nsync/unknown_settings"
+
 
 def _about(name: str) -> str:
     return f"{name}: {settings.describe(name).split('. ')[0]}"
@@ -47,9 +49,14 @@ class NsyncResource(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """A misspelt ``NSYNC_*`` variable is ignored by every step: the run's log says so
-        first, naming the nearest setting (the same warning every CLI command prints)."""
-        for line in settings.unknown_warnings():
+        first, naming the nearest setting (the same warning every CLI command prints), and the
+        run carries the tag ``nsync/unknown_settings`` shown on its page in the UI."""
+        warnings = settings.unknown_warnings()
+        for line in warnings:
             context.log.warning(line)
+        if warnings and context.instance is not None and context.run is not None:
+            context.instance.add_run_tags(context.run.run_id,
+                                          {UNKNOWN_SETTINGS_TAG: "; ".join(warnings)})
 
     def settings(self) -> RunConfig:
         """The run's configuration: these fields over the registry's other settings."""

@@ -181,3 +181,30 @@ def escalation(state: deadline.DeadlineState, last_sync: dt.datetime | None,
                           "backup": _backup_line(state, backup)},
                  runbook=runbook("incident-response.md", "escalation"),
                  run_url=f"{ui_url()}/runs", dedup_key=dedup_key(state.day.isoformat()))
+
+
+def security_drift_event(differences: list[str], run_id: str | None = None) -> Event:
+    """``security_drift``: staging's security posture differs from production's
+    (``differences``: one line each, from :func:`nsync_dagster.security.parity.compare`)."""
+    lines = list(differences)
+    return Event(event="security_drift", severity="error",
+                 summary=f"Staging's security posture differs from production's in "
+                         f"{len(lines)} place(s): {lines[0] if lines else ''}"[:300],
+                 details={"differences": lines[:50], "count": len(lines)},
+                 runbook=runbook("incident-response.md", "security-drift"),
+                 run_url=run_url(run_id) if run_id else None,
+                 dedup_key="nsync-security-drift")
+
+
+def security_unchecked_event(error: str, run_id: str | None = None) -> Event:
+    """``security_drift`` when the comparison itself could not run after a sync (production or
+    staging unreachable, a catalog read refused): the posture is unknown, which needs a person
+    as much as a known difference."""
+    return Event(event="security_drift", severity="error",
+                 summary=("Staging's security posture could not be compared with production's "
+                          f"after the sync: {error}")[:300],
+                 details={"error": error[-2000:], "count": None,
+                          "staging": "synced and verified; only the posture check failed"},
+                 runbook=runbook("incident-response.md", "security-drift"),
+                 run_url=run_url(run_id) if run_id else None,
+                 dedup_key="nsync-security-drift")

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import requests
 from slack_sdk import WebClient
 
+from nsync_dagster.errors import ConfigError
 from nsync_dagster.notify import digest
 from nsync_dagster.notify.events import Event, NotificationError, redact_value
 from nsync_dagster.redact import redact
@@ -186,9 +187,12 @@ class EmailChannel:
                  password: str | None, sender: str, recipients: list[str], *,
                  cafile: str | None = None, name: str = "email", timeout_s: float = TIMEOUT_S):
         if security not in SMTP_SECURITY:
-            raise ValueError(f"SMTP security {security!r}: use one of {', '.join(SMTP_SECURITY)}")
+            raise ConfigError(f"SMTP security {security!r} is not one nsync knows: set "
+                              f"NSYNC_SMTP_SECURITY to one of {', '.join(SMTP_SECURITY)}")
         if not recipients:
-            raise ValueError("an e-mail channel needs at least one recipient")
+            raise ConfigError(f"the e-mail channel {name} has no recipient: set "
+                              "NSYNC_EMAIL_DIRECTOR or NSYNC_EMAIL_ONCALL to at least one "
+                              "address, or leave NSYNC_SMTP_HOST unset to send no e-mail")
         self.host, self.port, self.security = host, int(port), security
         self.username, self.password = username, password
         self.sender, self.recipients = sender, list(recipients)

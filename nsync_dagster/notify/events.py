@@ -42,6 +42,11 @@ class NotificationError(NsyncError):
     """A notification could not be delivered through one channel (the message is redacted)."""
 
 
+class InvalidEvent(NsyncError):
+    """A notification was built with an unknown type or severity, or without a summary: a bug
+    in the code that raised it (nothing was sent)."""
+
+
 @dataclass(frozen=True)
 class Event:
     """One notification, validated and masked on construction.
@@ -74,15 +79,18 @@ class Event:
 
     def __post_init__(self) -> None:
         if self.event not in EVENT_TYPES:
-            raise ValueError(f"unknown notification event {self.event!r}; "
-                             f"use one of {', '.join(EVENT_TYPES)}")
+            raise InvalidEvent(f"unknown notification event {self.event!r}: use one of "
+                               f"{', '.join(EVENT_TYPES)} (a new event type is added to "
+                               "EVENT_TYPES and to the webhook contract first)")
         if self.severity not in SEVERITIES:
-            raise ValueError(f"unknown severity {self.severity!r}; "
-                             f"use one of {', '.join(SEVERITIES)}")
+            raise InvalidEvent(f"unknown severity {self.severity!r} for {self.event}: use one "
+                               f"of {', '.join(SEVERITIES)}")
         if not isinstance(self.summary, str) or not self.summary.strip():
-            raise ValueError("a notification needs a non-empty summary")
+            raise InvalidEvent(f"the {self.event} notification has an empty summary: give the "
+                               "one line a person reads first")
         if not isinstance(self.details, Mapping):
-            raise ValueError(f"details must be a dict, not {type(self.details).__name__}")
+            raise InvalidEvent(f"the {self.event} notification's details are a "
+                               f"{type(self.details).__name__}: pass a dict")
         # the notification boundary: whatever the caller put in, the event holds masked text
         masked = {"summary": redact(self.summary), "details": redact_value(dict(self.details)),
                   "runbook": redact(self.runbook) if self.runbook else None,

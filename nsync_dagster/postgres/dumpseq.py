@@ -45,10 +45,14 @@ def split_qualified(name: str) -> tuple[str, str]:
             i = j
         if i < len(name):
             if name[i] != ".":
-                raise ValueError(f"not a qualified name: {name!r}")
+                raise SnapshotError(f"pg_restore's script names the sequence {name!r}, which "
+                                    "nsync cannot read as schema.sequence: report it with the "
+                                    "pg_dump/pg_restore versions (the dump itself is intact)")
             i += 1
     if len(parts) != 2:
-        raise ValueError(f"not a schema-qualified name: {name!r}")
+        raise SnapshotError(f"pg_restore's script names the sequence {name!r} without its "
+                            "schema: report it with the pg_dump/pg_restore versions (the dump "
+                            "itself is intact)")
     return parts[0], parts[1]
 
 

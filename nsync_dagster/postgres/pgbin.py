@@ -2,7 +2,8 @@
 
 pg_dump must be at least as new as the server it dumps; pg_restore works best at the target's
 major version (a newer pg_restore may send settings an older server does not know). Search
-order: ``NSYNC_PG_BIN_DIR``, PATH, Debian/RPM/Homebrew install dirs. The embedded demo's
+order: the configured directory (``NSYNC_PG_BIN_DIR``, handed in by the caller as
+``pg_bin_dir``), PATH, Debian/RPM/Homebrew install dirs. The embedded demo's
 PostgreSQL (the ``demo`` extra) is never picked by itself: it is built without TLS and meant for
 the embedded servers only, so the demo and the tests name it in ``NSYNC_PG_BIN_DIR``.
 """
@@ -19,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nsync_dagster.errors import ConfigError, PreflightError
-from nsync_dagster.settings import ClientPrograms
 
 _KNOWN_DIRS = ("/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin",
                "/opt/homebrew/opt/postgresql@*/bin",
@@ -64,9 +64,10 @@ def _version_of(directory: Path) -> PgBin | None:
     return PgBin(directory.resolve(), int(m.group(1)), m.group(0), tls)
 
 
-def candidate_dirs() -> list[Path]:
+def candidate_dirs(configured: str | None = None) -> list[Path]:
+    """Where to look for client programs: only ``configured`` when given (``NSYNC_PG_BIN_DIR``),
+    else the directory of PATH's ``pg_dump`` and the usual install directories."""
     dirs: list[Path] = []
-    configured = ClientPrograms.load().pg_bin_dir
     if configured:
         return [Path(configured)]
     which = shutil.which("pg_dump")
@@ -77,29 +78,33 @@ def candidate_dirs() -> list[Path]:
     return dirs
 
 
-def available() -> list[PgBin]:
-    return list(_available(ClientPrograms.load().pg_bin_dir, shutil.which("pg_dump")))
+def available(configured: str | None = None) -> list[PgBin]:
+    """Every usable client install among :func:`candidate_dirs` (``configured``: the
+    ``NSYNC_PG_BIN_DIR`` the caller resolved)."""
+    return list(_available(configured, shutil.which("pg_dump")))
 
 
 @functools.lru_cache(maxsize=8)
 def _available(configured: str | None, on_path: str | None) -> tuple[PgBin, ...]:
     """Probe each candidate once per process (``--version`` and ``pg_config`` calls)."""
     seen: dict[Path, PgBin] = {}
-    for d in candidate_dirs():
+    for d in candidate_dirs(configured):
         found = _version_of(d)
         if found and found.directory not in seen:
             seen[found.directory] = found
     return tuple(seen.values())
 
 
-def for_server(server_major: int, *, purpose: str, needs_tls: bool = False) -> PgBin:
+def for_server(server_major: int, *, purpose: str, needs_tls: bool = False,
+               pg_bin_dir: str | None = None) -> PgBin:
     """The client install best suited to a server of ``server_major``.
 
     Prefers the exact major, then the oldest newer one. Raises with the version needed and where
-    to get it when only older clients exist.
+    to get it when only older clients exist. ``pg_bin_dir``: ``NSYNC_PG_BIN_DIR`` as the caller
+    resolved it (the only place searched when set).
     """
-    configured = ClientPrograms.load().pg_bin_dir
-    found = available()
+    configured = pg_bin_dir
+    found = available(configured)
     if configured and not found:
         raise ConfigError(f"NSYNC_PG_BIN_DIR={configured} holds no pg_dump/pg_restore/"
                           "pg_dumpall/psql.")

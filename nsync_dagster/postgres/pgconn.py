@@ -40,6 +40,7 @@ class PgTarget:
     label: str
     url: str = field(repr=False)
     variable: str = ""
+    pg_bin_dir: str | None = None  # NSYNC_PG_BIN_DIR: the client programs for this database
 
     def __post_init__(self) -> None:
         register_url_password(self.url)
@@ -98,10 +99,10 @@ class PgTarget:
     def is_loopback(self) -> bool:
         return is_loopback_host(self.host, self.params.get("hostaddr", ""))
 
-    def validate(self, tls_min: str | None = None) -> None:
+    def validate(self, tls_min: str) -> None:
         """Fail with a fix-it message on a malformed URL, a Neon pooler host, or TLS below the
-        floor for a non-loopback host (``tls_min``, else ``NSYNC_TLS_MIN`` read now, else
-        verify-full; see the module docstring)."""
+        floor ``tls_min`` (``NSYNC_TLS_MIN``, resolved by the caller) for a non-loopback host;
+        see the module docstring."""
         if not self.url:
             raise ConfigError(f"{self._where()} is not set: give a URL like "
                               "postgresql://USER:PASSWORD@HOST:5432/DBNAME")
@@ -131,7 +132,8 @@ class PgTarget:
 
     def with_db(self, dbname: str) -> PgTarget:
         """The same server and credentials, another database."""
-        return PgTarget(self.label, make_conninfo(self.url, dbname=dbname), self.variable)
+        return PgTarget(self.label, make_conninfo(self.url, dbname=dbname), self.variable,
+                        self.pg_bin_dir)
 
     def command(self, tools: PgBin, tool: str,
                 args: Sequence[str]) -> tuple[list[str], dict[str, str]]:

@@ -249,7 +249,7 @@ def restore_dump(dump_dir: Path, target: PgTarget, manifest: Manifest, *, jobs: 
         tools = pgbin.for_server(max(conn.info.server_version // 10000,
                                      int(manifest.pg_dump_version.split(".")[0])),
                                  purpose="Restoring into staging",
-                                 needs_tls=target.needs_tls())
+                                 needs_tls=target.needs_tls(), pg_bin_dir=target.pg_bin_dir)
         entries = read_toc(tools, dump_dir)
         the_plan = plan(entries, platform, tables)
         work = dump_dir.parent

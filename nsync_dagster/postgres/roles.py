@@ -20,7 +20,7 @@ import hmac
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,12 +31,10 @@ from nsync_dagster.errors import RestoreError
 from nsync_dagster.manifest import Membership, Role
 from nsync_dagster.postgres.elevation import acting_as, revoke_leftovers
 from nsync_dagster.postgres.pgconn import PgTarget, quote_ident, server_major
-from nsync_dagster.settings import staging_password, staging_password_variable
 
 __all__ = ["acting_as", "revoke_leftovers", "sync_roles", "is_platform", "scram_verifier",
-           "scram_matches", "staging_password_variable", "RoleSyncResult", "roles_dump_command"]
+           "scram_matches", "RoleSyncResult", "roles_dump_command"]
 log = logging.getLogger("nsync.roles")
-DEFAULT_PLATFORM_ROLES = ("cloud_admin", "neon_superuser", "neon_service")
 
 
 def is_platform(name: str, platform: Iterable[str]) -> bool:
@@ -132,10 +130,11 @@ def _create_sql(role: Role) -> str:
 
 
 def sync_roles(conn: psycopg.Connection, prod_roles: Sequence[Role],
-               memberships: Sequence[Membership],
-               platform: Iterable[str] = DEFAULT_PLATFORM_ROLES) -> RoleSyncResult:
+               memberships: Sequence[Membership], platform: Iterable[str], *,
+               password_for: Callable[[str], str | None]) -> RoleSyncResult:
     """Revoke a killed run's temporary grants, create production's roles that staging lacks,
-    mirror the memberships between production's roles and set staging's own passwords."""
+    mirror the memberships between production's roles and set staging's own passwords
+    (``password_for(role)``: ``NSYNC_STAGING_PASSWORD_<ROLE>`` as the caller resolved it)."""
     platform = tuple(platform)
     result = RoleSyncResult()
     result.leftover_grants_revoked = revoke_leftovers(conn)
@@ -156,13 +155,14 @@ def sync_roles(conn: psycopg.Connection, prod_roles: Sequence[Role],
                                "(the staging role needs CREATEROLE and every attribute it hands "
                                "out)") from None
         result.created.append(name)
-    _staging_passwords(cur, prod_roles, platform, result)
+    _staging_passwords(cur, prod_roles, platform, result, password_for)
     mirror_memberships(conn, prod_roles, memberships, platform, result)
     return result
 
 
 def _staging_passwords(cur: psycopg.Cursor, prod_roles: Sequence[Role],
-                       platform: tuple[str, ...], result: RoleSyncResult) -> None:
+                       platform: tuple[str, ...], result: RoleSyncResult,
+                       password_for: Callable[[str], str | None]) -> None:
     """Give every login role whose ``NSYNC_STAGING_PASSWORD_<ROLE>`` is set that password,
     unless its stored verifier already accepts it (checked when ``pg_authid`` is readable:
     Neon's owner reads it through ``neon_superuser``; otherwise set again every run)."""
@@ -175,7 +175,7 @@ def _staging_passwords(cur: psycopg.Cursor, prod_roles: Sequence[Role],
         name = role.name
         if not role.rolcanlogin or role.rolsuper or is_platform(name, platform):
             continue
-        password = staging_password(name)  # registered as a secret
+        password = password_for(name)  # registered as a secret by the caller
         if not password:
             if name in result.created:
                 result.login_without_password.append(name)

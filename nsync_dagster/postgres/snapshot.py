@@ -199,7 +199,7 @@ def take_snapshot(prod: PgTarget, work_dir: Path, options: DumpOptions, *, backu
         major = server_major(conn)
         server_version = conn.info.parameter_status("server_version")
         tools = pgbin.for_server(major, purpose="Dumping production",
-                                 needs_tls=prod.needs_tls())
+                                 needs_tls=prod.needs_tls(), pg_bin_dir=prod.pg_bin_dir)
         snap = snaptx.begin(conn, holder, options.lock_wait_timeout_s)
         report(f"snapshot {snap.snapshot_id} exported; {len(snap.tables)} tables locked "
                "(ACCESS SHARE) until pg_dump holds them")

@@ -15,26 +15,19 @@ with several hosts (``h1,h2``) all must be. Dagster's own storage is held to the
 from __future__ import annotations
 
 import ipaddress
-import os
-from collections.abc import Mapping
 
 from nsync_dagster.errors import ConfigError
-from nsync_dagster.settings import Databases
 
 TLS_MIN_VAR = "NSYNC_TLS_MIN"
-TLS_MIN_DEFAULT = "verify-full"
 # libpq sslmodes from weakest to strongest; NSYNC_TLS_MIN may be one of the last three
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 TLS_FLOORS = ("require", "verify-ca", "verify-full")
 TLS_FIX = "?sslmode=verify-full&sslrootcert=system"
 
 
-def tls_floor(value: str | None = None, env: Mapping[str, str] | None = None) -> str:
-    """The weakest sslmode accepted for non-loopback hosts: ``value`` if given, else
-    ``NSYNC_TLS_MIN`` from ``env`` (default: the process environment, read now), else
-    ``verify-full``."""
-    if value is None:
-        value = Databases.load(env).tls_min
+def tls_floor(value: str) -> str:
+    """The weakest sslmode accepted for non-loopback hosts: ``value`` (``NSYNC_TLS_MIN`` as the
+    caller resolved it), checked and lower-cased."""
     value = value.strip().lower()
     if value not in TLS_FLOORS:
         raise ConfigError(f"{TLS_MIN_VAR}={value!r}: use verify-full (the default), verify-ca or "
@@ -57,11 +50,12 @@ def is_loopback_host(host: str, hostaddr: str = "") -> bool:
         not hostaddr or all(one(a) for a in hostaddr.split(",") if a.strip()))
 
 
-def check_tls_policy(host: str, sslmode: str | None, *, where: str, tls_min: str | None = None,
+def check_tls_policy(host: str, sslmode: str | None, *, where: str, tls_min: str,
                      hostaddr: str = "", fix: str = "") -> str:
     """Refuse (ConfigError) a non-loopback ``host`` whose ``sslmode`` is below the floor.
 
-    ``where`` names the setting in the message; ``fix`` overrides the suggested fix. Returns a
+    ``where`` names the setting in the message; ``tls_min`` is the floor (``NSYNC_TLS_MIN``);
+    ``fix`` overrides the suggested fix. Returns a
     one-line description of what was accepted. No connection is made.
     """
     floor = tls_floor(tls_min)
@@ -85,20 +79,19 @@ def check_tls_policy(host: str, sslmode: str | None, *, where: str, tls_min: str
                       f"(Debian: /etc/ssl/certs/ca-certificates.crt).{lower}")
 
 
-def check_dagster_storage_tls(env: Mapping[str, str] | None = None) -> str:
+def check_dagster_storage_tls(host: str, sslmode: str | None, tls_min: str) -> str:
     """``nsync doctor`` check: Dagster's PostgreSQL storage (``DAGSTER_PG_HOST``) uses TLS.
 
-    dagster.yaml cannot carry sslmode, so libpq's ``PGSSLMODE`` decides: a non-loopback host
-    needs ``PGSSLMODE=verify-full`` (or ``require``/``verify-ca`` with ``NSYNC_TLS_MIN`` set
-    that low). Returns a detail line; raises ConfigError.
+    dagster.yaml cannot carry sslmode, so libpq's ``PGSSLMODE`` (``sslmode``) decides: a
+    non-loopback ``host`` needs ``PGSSLMODE=verify-full`` (or ``require``/``verify-ca`` with
+    ``NSYNC_TLS_MIN``, ``tls_min``, set that low). The caller reads the three values. Returns a
+    detail line; raises ConfigError.
     """
-    env = os.environ if env is None else env
-    host = (env.get("DAGSTER_PG_HOST") or "").strip()
+    host = (host or "").strip()
     if not host:
         return "DAGSTER_PG_HOST unset: no PostgreSQL storage to check"
-    floor = tls_floor(None, env)
     return "Dagster storage " + check_tls_policy(
-        host, env.get("PGSSLMODE"), where="Dagster's storage (DAGSTER_PG_HOST, PGSSLMODE)",
-        tls_min=floor, fix="export PGSSLMODE=verify-full and PGSSLROOTCERT=system (or the CA "
-        "bundle's path) for every process that opens the Dagster instance (dagster.yaml cannot "
-        "pass sslmode)")
+        host, sslmode, where="Dagster's storage (DAGSTER_PG_HOST, PGSSLMODE)",
+        tls_min=tls_floor(tls_min), fix="export PGSSLMODE=verify-full and PGSSLROOTCERT=system "
+        "(or the CA bundle's path) for every process that opens the Dagster instance "
+        "(dagster.yaml cannot pass sslmode)")

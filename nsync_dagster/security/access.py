@@ -30,7 +30,6 @@ from typing import Any
 from nsync_dagster.deadline import EASTERN
 from nsync_dagster.security.access_list import ATTRIBUTES, AccessList, Principal, load_access_list
 from nsync_dagster.security.posture_facts import Posture
-from nsync_dagster.settings import Access
 
 _OBJECT_KINDS = ("partitioned table", "materialized view", "foreign table", "window function",
                  "schema", "table", "view", "sequence", "function", "procedure", "aggregate",
@@ -152,11 +151,10 @@ def _check(env: str, name: str, p: Principal, posture: Posture, attrs: list[str]
 
 
 def review(access_list: AccessList, postures: dict[str, Posture],
-           today: dt.date | None = None, max_age_days: int | None = None) -> AccessReview:
-    """Compare ``postures`` (environment name → posture) with the access list."""
+           today: dt.date | None = None, *, max_age_days: int) -> AccessReview:
+    """Compare ``postures`` (environment name → posture) with the access list; a list last
+    reviewed more than ``max_age_days`` ago (``NSYNC_ACCESS_REVIEW_MAX_AGE_DAYS``) is overdue."""
     today = today or dt.datetime.now(EASTERN).date()
-    if max_age_days is None:
-        max_age_days = Access.load().access_review_max_age_days
     result = AccessReview(dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                           today.isoformat(), access_list.reviewed.isoformat(),
                           access_list.reviewer, max_age_days, access_list.source)
@@ -206,4 +204,5 @@ def read_postures(settings: Any) -> dict[str, Posture]:
 def access_deviations(settings: Any, today: dt.date | None = None) -> list[str]:
     """The access review's deviations for production and staging as configured (the post-sync
     check)."""
-    return review(load_access_list(), read_postures(settings), today).messages
+    return review(load_access_list(settings.access_list), read_postures(settings), today,
+                  max_age_days=settings.access_review_max_age_days).messages

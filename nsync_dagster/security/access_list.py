@@ -13,7 +13,6 @@ from typing import Any
 import yaml
 
 from nsync_dagster.errors import ConfigError
-from nsync_dagster.settings import Access
 
 ENVIRONMENTS = ("production", "staging")
 ATTRIBUTES = ("superuser", "createdb", "createrole", "bypassrls", "replication")
@@ -74,10 +73,11 @@ def _principal(raw: Any, index: int, src: str) -> Principal:
                      _strings(raw.get("attributes"), f"{where}: attributes", ATTRIBUTES))
 
 
-def load_access_list(path: str | Path | None = None) -> AccessList:
-    """Read and validate the access list (default: NSYNC_ACCESS_LIST, ``access-list.yaml`` in
-    the working directory, else the repository root). Raises ConfigError naming what is bad."""
-    given = Path(path or Access.load().access_list)
+def load_access_list(path: str | Path) -> AccessList:
+    """Read and validate the access list at ``path`` (``NSYNC_ACCESS_LIST`` as the caller
+    resolved it; a relative path is looked up in the working directory, else the repository
+    root). Raises ConfigError naming what is bad."""
+    given = Path(path)
     if not given.exists() and not given.is_absolute() and (REPO / given).exists():
         given = REPO / given
     src = str(given)

@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from nsync_dagster.notify import alerts
-from nsync_dagster.notify.events import Event
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.security.posture import Difference, diff_posture, posture_digest, read_posture
 
@@ -78,29 +76,3 @@ def compare(settings: Databases) -> ParityReport:
               + _unread_passwords("staging", settings.staging, staging.roles))
     return ParityReport(diffs, posture_digest(prod), posture_digest(staging), len(prod.roles),
                         len(prod.objects), tuple(unread))
-
-
-def drift_event(diffs: list[Difference], run_id: str | None = None) -> Event:
-    lines = [str(d) for d in diffs]
-    return Event(event="security_drift", severity="error",
-                 summary=f"Staging's security posture differs from production's in "
-                         f"{len(lines)} place(s): {lines[0] if lines else ''}"[:300],
-                 details={"differences": lines[:50], "count": len(lines)},
-                 runbook=alerts.runbook("incident-response.md", "security-drift"),
-                 run_url=alerts.run_url(run_id) if run_id else None,
-                 dedup_key="nsync-security-drift")
-
-
-def unchecked_event(error: str, run_id: str | None = None) -> Event:
-    """``security_drift`` when the comparison itself could not run after a sync (production or
-    staging unreachable, a catalog read refused): the posture is unknown, which needs a person
-    as much as a known difference."""
-    return Event(event="security_drift", severity="error",
-                 summary=("Staging's security posture could not be compared with production's "
-                          f"after the sync: {error}")[:300],
-                 details={"error": error[-2000:], "count": None,
-                          "staging": "synced and verified; only the posture check failed"},
-                 runbook=alerts.runbook("incident-response.md", "security-drift"),
-                 run_url=alerts.run_url(run_id) if run_id else None,
-                 dedup_key="nsync-security-drift")
-

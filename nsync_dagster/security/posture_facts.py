@@ -13,6 +13,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from nsync_dagster.errors import FormatError
+
 FORMAT_VERSION = 1
 
 Acl = list[list[str]]  # sorted [grantee, privilege] pairs
@@ -56,8 +58,9 @@ class Posture:
         """A posture stored with :meth:`to_dict`; refuses a newer format it cannot read."""
         version = data.get("format_version", FORMAT_VERSION)
         if version > FORMAT_VERSION:
-            raise ValueError(f"posture format {version} is newer than this nsync reads "
-                             f"({FORMAT_VERSION}); upgrade nsync")
+            raise FormatError(f"posture format {version} is newer than this nsync reads "
+                              f"({FORMAT_VERSION}): upgrade nsync to the version that stored "
+                              "it, or newer")
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["reader"] = Reader(**data["reader"])

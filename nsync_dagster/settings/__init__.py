@@ -2,7 +2,8 @@
 
 The registry is a set of groups (one per section of ``templates/nsync.env.example``); each field
 of a group is one variable with its type, range or choices, default, description and whether it
-is secret (``SecretStr``). A module reads the group it needs, when it needs it::
+is secret (``SecretStr``). The orchestration layers (``cycle/``, ``defs/``, the CLI, ``notify/``)
+read the group they need::
 
     from nsync_dagster.settings import Tuning
     jobs = Tuning.load().jobs          # NSYNC_JOBS, validated; env=... for an explicit mapping
@@ -17,7 +18,9 @@ Adding a setting (one declaration):
        ``my_knob`` is the variable ``NSYNC_MY_KNOB``; use ``SecretStr`` for secrets, ``Literal``
        for choices, ``ge``/``le`` for ranges, ``unset="unset: ..."`` when there is no default.
     2. ``python -m nsync_dagster.settings.template > templates/nsync.env.example``.
-    3. Read it where needed: ``MyGroup.load().my_knob``.
+    3. Read it above the library: a field of ``cycle.config.RunConfig`` set in its ``from_env``
+       (or in the CLI or ``defs/``), and hand the value down. ``postgres/``, ``storage/``,
+       ``neon/`` and ``security/`` never import this package (an import-linter contract).
 A new section is a new ``Group`` subclass listed in :data:`GROUPS` (and in ``template.ORDER``).
 
 This package is a base layer: it imports nothing from nsync but ``errors`` and ``redact``.

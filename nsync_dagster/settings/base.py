@@ -25,6 +25,7 @@ from pydantic_settings.sources.utils import parse_env_vars
 
 from nsync_dagster.errors import ConfigError
 from nsync_dagster.redact import register_secret, register_url_password
+from nsync_dagster.settings.words import allowed  # the one place that words ranges
 
 PREFIX = "NSYNC_"
 MASK = "********"
@@ -48,6 +49,8 @@ def environ(env: Mapping[str, str] | None = None,
 
 
 # ---- value types: each knows how to parse the variable's text and what it allows -------------
+# (their ValueErrors are pydantic's validator protocol: Group.load turns them into one ConfigError
+# naming the variable, the problem and what is allowed, see config_error)
 
 def _comma_list(value: Any) -> Any:
     if isinstance(value, str):
@@ -228,8 +231,6 @@ def config_error(cls: type[Group], exc: ValidationError, values: Mapping[str, st
                  ) -> ConfigError:
     """One ConfigError for every bad variable of ``cls``: name, value (masked if secret),
     problem and what is allowed."""
-    from nsync_dagster.settings.describe import allowed  # the one place that words ranges
-
     parts = []
     upper = {k.upper(): v for k, v in values.items()}
     for error in exc.errors():

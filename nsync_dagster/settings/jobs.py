@@ -7,7 +7,7 @@ import datetime as dt
 
 from nsync_dagster.settings.base import Clock, CommaList, Group, HttpURL, setting
 
-# roles owned by Neon's platform (nsync_dagster.postgres.roles.DEFAULT_PLATFORM_ROLES)
+# roles owned by Neon's platform (NSYNC_PLATFORM_ROLES' default; declared here only)
 PLATFORM_ROLES = ("cloud_admin", "neon_superuser", "neon_service")
 
 

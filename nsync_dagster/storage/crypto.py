@@ -49,7 +49,7 @@ every machine that only lists or verifies backups - a worse trade. Set
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,6 @@ from pyrage import x25519
 
 from nsync_dagster.errors import BackupStoreError, ConfigError
 from nsync_dagster.redact import register_secret
-from nsync_dagster.settings import Backups
 
 SUFFIX = ".age"
 _STREAM_CHUNK, _TAG, _NONCE = 64 * 1024, 16, 16  # age v1 STREAM payload layout
@@ -116,6 +115,12 @@ def _identity(secret: str) -> x25519.Identity:
                           "shown)") from None
 
 
+def check_identity(secret: str) -> None:
+    """Raise :class:`AgeKeyError` now when ``secret`` is not an age private key (not at the
+    first restore)."""
+    _identity(secret)
+
+
 def public_key(secret: str) -> str:
     """The ``age1...`` recipient of a private key (safe to print)."""
     return str(_identity(secret).to_public())
@@ -136,16 +141,6 @@ class AgeKeys:
     @property
     def enabled(self) -> bool:
         return bool(self.recipients)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> AgeKeys:
-        """``NSYNC_AGE_RECIPIENTS`` and ``NSYNC_AGE_IDENTITY`` from the settings registry."""
-        s = Backups.load(env)  # registers the identity as a secret
-        identity = s.age_identity.get_secret_value() if s.age_identity else None
-        keys = cls(parse_recipients(s.age_recipients), identity)
-        if identity:
-            _identity(identity)  # malformed: fail now, not at the first restore
-        return keys
 
     def check(self, *, need_identity: bool) -> str:
         """Recipients parse; with ``need_identity`` (the daily job) the identity is set and is

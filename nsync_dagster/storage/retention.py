@@ -42,10 +42,9 @@ locked when the bucket has S3 Object Lock (``lock_days``).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from nsync_dagster.settings import Retention
+from nsync_dagster.errors import ConfigError
 
 DAY = dt.timedelta(days=1)
 CLASSES = ("monthly", "weekly", "daily")  # longest first
@@ -57,26 +56,22 @@ INCOMPLETE_GRACE = dt.timedelta(days=1)
 class RetentionPolicy:
     """How many daily, weekly (Sunday) and monthly (1st) backups to keep, and the floor."""
 
-    daily: int = 35
-    weekly: int = 12
-    monthly: int = 12
-    min_verified: int = 3
+    # no defaults here: NSYNC_RETENTION_* declares them once (cycle.config.retention_policy)
+    daily: int
+    weekly: int
+    monthly: int
+    min_verified: int
 
     def __post_init__(self) -> None:
         for name, (low, high) in LIMITS.items():
             value = getattr(self, name)
             if not isinstance(value, int) or not low <= value <= high:
-                raise ValueError(f"retention {name}={value!r} is out of range {low}..{high}")
+                raise ConfigError(f"retention {name}={value!r} is out of range {low}..{high}: "
+                                  f"set NSYNC_RETENTION_{name.upper()} within it")
 
     def describe(self) -> str:
         return (f"{self.daily} daily, {self.weekly} weekly (Sundays), {self.monthly} monthly "
                 f"(1st), at least {self.min_verified} verified")
-
-
-def policy_from_env(env: Mapping[str, str] | None = None) -> RetentionPolicy:
-    """``NSYNC_RETENTION_DAILY/WEEKLY/MONTHLY/MIN_VERIFIED`` (ConfigError when out of range)."""
-    s = Retention.load(env)
-    return RetentionPolicy(**{name: getattr(s, f"retention_{name}") for name in LIMITS})
 
 
 def class_for_date(day: dt.date) -> str:
@@ -179,10 +174,9 @@ def holders(ordered: list[BackupView]) -> dict[dt.date, BackupView]:
     return out
 
 
-def plan(backups: list[BackupView], today: dt.date, policy: RetentionPolicy | None = None, *,
+def plan(backups: list[BackupView], today: dt.date, policy: RetentionPolicy, *,
          now: dt.datetime | None = None) -> RetentionPlan:
     """Decide every backup's fate. ``now`` (default: the clock) only ages incomplete uploads."""
-    policy = policy or RetentionPolicy()
     now = now or dt.datetime.now(dt.UTC)
     ordered = sorted(backups, key=lambda b: (b.date, b.backup_id))
     decisions = {id(b): Decision(b, "delete") for b in ordered}

@@ -56,9 +56,9 @@ def _is_data_file(path: Path) -> bool:
 class BackupStore(Fetching, Catalog):
     """The backups of one bucket/prefix. ``client`` is a boto3 S3 client.
 
-    ``age``: the client-side encryption keys; ``None`` reads ``NSYNC_AGE_RECIPIENTS`` and
-    ``NSYNC_AGE_IDENTITY`` from the environment now (when the store is built), ``AgeKeys()``
-    turns encryption off.
+    ``age``: the client-side encryption keys (``NSYNC_AGE_RECIPIENTS`` and
+    ``NSYNC_AGE_IDENTITY`` as the caller resolved them); ``None`` is no client-side
+    encryption.
     """
 
     def __init__(self, client: Any, bucket: str, prefix: str = "nsync", *,
@@ -67,7 +67,7 @@ class BackupStore(Fetching, Catalog):
         self.client, self.bucket = client, bucket
         self.prefix = prefix.strip("/")
         self.sse, self.kms_key_id = sse, kms_key_id
-        self.age = AgeKeys.from_env() if age is None else age
+        self.age = AgeKeys() if age is None else age
         self.warnings: list[str] = []  # probes refused by the IAM policy (see s3access)
 
     # -- helpers -------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from nsync_dagster.errors import BackupStoreError
 from nsync_dagster.manifest import BundleMember
 
 SUFFIX = ".zst"
@@ -98,10 +99,14 @@ def decompress_file(src: Path, dst: Path) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
+class BundleError(BackupStoreError):
+    """A bundle of small files holds a member nsync never writes (a path, a link, a repeat)."""
+
+
 def is_error(exc: BaseException) -> bool:
     """A stream that is not what it should be: bad zstd, a bad tar, an unexpected member."""
     return (type(exc).__module__.startswith("zstandard") or type(exc).__name__ == "ZstdError"
-            or isinstance(exc, (tarfile.TarError, ValueError, EOFError)))
+            or isinstance(exc, (tarfile.TarError, ValueError, EOFError, BundleError)))
 
 
 # -- many small files in one object -------------------------------------------------------------
@@ -140,7 +145,9 @@ def _read_bundle(readable: object, dest: Path | None) -> dict[str, tuple[str, in
             tarfile.open(fileobj=reader, mode="r|") as tar:
         for member in tar:
             if not member.isfile() or not _SAFE_NAME.match(member.name) or member.name in found:
-                raise ValueError(f"unexpected bundle member {member.name!r}")
+                raise BundleError(f"unexpected member {member.name!r} in a bundle of small "
+                                  "files: nsync writes only plain, unique file names, so the "
+                                  "object was changed after upload; use another backup")
             source = tar.extractfile(member)
             h, n = hashlib.sha256(), 0
             out = (dest / member.name).open("wb") if dest is not None else None

@@ -22,11 +22,11 @@ import pytest
 
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.errors import ConfigError
-from nsync_dagster.postgres.roles import DEFAULT_PLATFORM_ROLES
 from nsync_dagster.security import access, access_report
 from nsync_dagster.security.access_list import load_access_list
 from nsync_dagster.security.posture import read_posture
 from nsync_dagster.security.posture_facts import Posture
+from nsync_dagster.settings import PLATFORM_ROLES as DEFAULT_PLATFORM_ROLES
 from nsync_dagster_tests.conftest import (
     OWNER,
     REPO,
@@ -77,9 +77,16 @@ def others(pg_prod, pg_staging) -> list[str]:
     return out
 
 
+def configured_review(synced):
+    """The review as configured now (NSYNC_ACCESS_LIST, NSYNC_ACCESS_REVIEW_MAX_AGE_DAYS)."""
+    cfg = RunConfig.from_env()
+    return access.review(load_access_list(cfg.access_list), postures(synced), TODAY,
+                         max_age_days=cfg.access_review_max_age_days)
+
+
 def test_synced_platform_matches_the_access_list(synced, pg_prod, pg_staging):
     result = access.review(load_access_list(REPO / "access-list.yaml"), postures(synced),
-                           TODAY)
+                           TODAY, max_age_days=31)
     # staging's login roles are the ones nsync created with production's attributes and
     # memberships: the list, written for both environments, holds on both. The embedded
     # clusters' bootstrap superuser ``postgres`` plays cloud_admin's part and is ignored
@@ -107,7 +114,7 @@ def test_each_deviation_is_named(synced, pg_prod, pg_staging):
         pg_prod.psql("ALTER ROLE analyst CREATEDB")
         pg_staging.psql("GRANT app_rw TO analyst")
         pg_staging.psql("GRANT SELECT ON app.projects TO support_agent", dbname=synced.db)
-        result = access.review(load_access_list(), postures(synced), TODAY)
+        result = configured_review(synced)
     finally:
         pg_staging.psql(f"DROP ROLE IF EXISTS {intruder}")
         pg_prod.psql("ALTER ROLE analyst NOCREATEDB")
@@ -134,12 +141,12 @@ def test_overdue_missing_and_unlisted(synced, tmp_path, monkeypatch):
     path = tmp_path / "list.yaml"
     path.write_text(text)
     monkeypatch.setenv("NSYNC_ACCESS_LIST", str(path))
-    result = access.review(load_access_list(), postures(synced), TODAY)
+    result = configured_review(synced)
     assert result.messages[0] == "review overdue: last review 2026-08-01 (more than 31 days)"
     assert "missing login role ghost on staging" in result.messages
     assert not any("ghost on production" in m for m in result.messages)
     monkeypatch.setenv("NSYNC_ACCESS_REVIEW_MAX_AGE_DAYS", "120")
-    assert access.review(load_access_list(), postures(synced), TODAY).messages[0] != (
+    assert configured_review(synced).messages[0] != (
         result.messages[0])
 
 
@@ -221,3 +228,31 @@ def test_monthly_asset_stores_and_sends_the_report(synced, monkeypatch, tmp_path
             raise_on_error=False, resources={"nsync": nsync_from_env(), "s3": s3_from_env(),
                                              "notifier": NotifierResource()})
     assert not failed.success and "cannot read the access list" in failure_text(failed)
+
+
+def test_the_review_step_runs_without_dagster_as_of_the_time_it_is_given(synced, monkeypatch,
+                                                                         tmp_path):
+    """The library step behind the monthly asset: the review as of ``now`` (its New York
+    day), the report stored under that UTC stamp, the notification built from it."""
+    from nsync_dagster.cycle.store import backup_store
+    from nsync_dagster.security import monthly_review
+
+    text = (REPO / "access-list.yaml").read_text().replace("reviewed: 2026-11-01",
+                                                            "reviewed: 2026-09-01")
+    (tmp_path / "list.yaml").write_text(text)
+    monkeypatch.setenv("NSYNC_ACCESS_LIST", str(tmp_path / "list.yaml"))
+    settings = RunConfig.from_env()
+    now = dt.datetime(2026, 12, 1, 4, 30, tzinfo=dt.UTC)  # still Nov 30 in New York
+    done = monthly_review.run_review(settings, backup_store(settings), dt.date(2026, 12, 1), now)
+    assert done.result.today == "2026-11-30"
+    assert done.result.messages[0] == ("review overdue: last review 2026-09-01 (more than 31 "
+                                       "days)")
+    bucket = synced.env["NSYNC_BACKUP_BUCKET"]
+    assert done.location == f"s3://{bucket}/nsync/access-reviews/2026/12/20261201T043000Z.md"
+    body = s3_client(synced.env["AWS_ENDPOINT_URL"]).get_object(
+        Bucket=bucket, Key="nsync/access-reviews/2026/12/20261201T043000Z.json")["Body"].read()
+    assert json.loads(body)["deviation_count"] == len(done.result.deviations)
+    event = done.event()
+    assert event.severity == "warning" and event.details["report"] == done.location
+    assert event.dedup_key == "nsync-access-review-2026-11-30"
+    assert set(done.login_roles()) == {"production", "staging"}

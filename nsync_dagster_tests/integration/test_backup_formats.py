@@ -150,7 +150,7 @@ def test_zstd_backup_restores_with_stock_tools(nsync_env, instance, tmp_path):
     subprocess.run("find dump -name '*.zst' ! -name small-tables.tar.zst -exec zstd -d -q --rm "
                    "{} + && zstd -dc dump/small-tables.tar.zst | tar -x -C dump && rm "
                    "dump/small-tables.tar.zst", shell=True, check=True, cwd=tmp_path)
-    tools = pgbin.for_server(18, purpose="test")
+    tools = pgbin.for_server(18, purpose="test", pg_bin_dir=nsync_env["NSYNC_PG_BIN_DIR"])
     script = tmp_path / "restore.sql"
     out = subprocess.run([tools.tool("pg_restore"), "-f", str(script), str(dump)],
                          capture_output=True, text=True)

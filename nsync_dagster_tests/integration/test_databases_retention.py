@@ -66,12 +66,12 @@ def test_bad_database_lists_are_refused_before_any_work():
     from nsync_dagster.cycle import databases
     from nsync_dagster.cycle.config import RunConfig
     from nsync_dagster.errors import ConfigError, PreflightError
-    from nsync_dagster.postgres.pgconn import PgTarget
 
-    def config(spec):
-        return RunConfig(prod=PgTarget("production", "postgresql://u:p@127.0.0.1:1/neondb", ""),
-                         staging=PgTarget("staging", "postgresql://u:p@127.0.0.1:2/stg", ""),
-                         bucket="b", databases=spec)
+    def config(spec):  # the configuration as resolved from these variables
+        env = {"NSYNC_PROD_DATABASE_URL": "postgresql://u:p@127.0.0.1:1/neondb",
+               "NSYNC_STAGING_DATABASE_URL": "postgresql://u:p@127.0.0.1:2/stg",
+               "NSYNC_BACKUP_BUCKET": "b", "NSYNC_WORK_DIR": "/tmp/nsync-databases-test"}
+        return RunConfig.from_env({**env, **({"NSYNC_DATABASES": spec} if spec else {})})
 
     assert databases.resolve(config(None)) == ["neondb"]
     assert databases.resolve(config("auth, neondb ,cfg,auth")) == ["neondb", "auth", "cfg"]

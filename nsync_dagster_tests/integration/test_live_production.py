@@ -45,7 +45,8 @@ INSERT INTO app.z_events (n) SELECT g FROM generate_series(1, 500) g;
 
 
 def _snapshot(pg_prod, db: str, tmp_path: Path, report, **options) -> Snapshot:
-    target = PgTarget("production", owner_url(pg_prod, db), "NSYNC_PROD_DATABASE_URL")
+    target = PgTarget("production", owner_url(pg_prod, db), "NSYNC_PROD_DATABASE_URL",
+                      os.environ["NSYNC_PG_BIN_DIR"])
     return take_snapshot(target, tmp_path / "snap", DumpOptions(**options), backup_id="b1",
                          partition="2026-11-27", report=report)
 

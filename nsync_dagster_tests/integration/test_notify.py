@@ -34,6 +34,7 @@ from nsync_dagster.notify import (
     notifier_from_env,
     raise_for_failures,
 )
+from nsync_dagster.notify.events import InvalidEvent
 from nsync_dagster.redact import register_secret
 from nsync_dagster_tests.receivers import Receiver
 
@@ -170,7 +171,7 @@ def smtp_server(cert):
     ({"summary": "  "}, "summary"),
 ])
 def test_event_validation(kwargs, word):
-    with pytest.raises(ValueError, match=word):
+    with pytest.raises(InvalidEvent, match=word):
         event(**kwargs)
 
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
-from nsync_dagster.postgres.roles import DEFAULT_PLATFORM_ROLES
 from nsync_dagster.security.posture import diff_posture, posture_digest, read_posture
 from nsync_dagster.security.posture_facts import Posture, Reader
+from nsync_dagster.settings import PLATFORM_ROLES as DEFAULT_PLATFORM_ROLES
 from nsync_dagster_tests.conftest import (
     OWNER,
     PROD_DB,

@@ -114,7 +114,7 @@ def test_two_productions_sharing_a_bucket_prefix_and_work_folder_for_a_week(
             with pytest.raises(BackupStoreError, match="no verified backup.*another production"):
                 restore_anywhere.restore_to(settings_b, store_b, spec, target, force=False)
         now = dt.datetime(2026, 11, 27, 12, tzinfo=dt.UTC)
-        tight = RetentionPolicy(daily=1, weekly=1, monthly=1, min_verified=1)
+        tight = RetentionPolicy(1, 1, 1, 1)
         plan_b, listed_b = plan_store(store_b, now.date(), tight, now=now)
         assert apply(store_b, plan_b, dry_run=False, now=now, backups=listed_b).deleted == []
         assert len(store_a.list_backups()) == len(WEEK)
@@ -185,7 +185,7 @@ def test_backups_written_before_identities_are_adopted_by_the_production_they_na
     finally:
         pg_staging.psql(f"DROP DATABASE IF EXISTS {target_db} WITH (FORCE)")
     now = dt.datetime(2026, 11, 26, 12, tzinfo=dt.UTC)
-    tight = RetentionPolicy(daily=1, weekly=1, monthly=1, min_verified=1)
+    tight = RetentionPolicy(1, 1, 1, 1)
     plan, listed = plan_store(fresh, now.date(), tight, now=now)
     done = apply(fresh, plan, dry_run=False, now=now, backups=listed)
     assert done.deleted == [old.backup_id]  # the adopted one expires like any other

@@ -3,19 +3,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import uuid
 
 import pytest
 
+from nsync_dagster.cycle.config import retention_policy
 from nsync_dagster.errors import ConfigError
 from nsync_dagster.storage.retention import (
     BackupView,
     RetentionPolicy,
     class_for_date,
     plan,
-    policy_from_env,
 )
 from nsync_dagster.storage.s3retention import apply, lock_new_backup, plan_store
 from nsync_dagster.storage.s3store import BackupStore
@@ -23,6 +24,11 @@ from nsync_dagster_tests.conftest import S3_KEY_ID, S3_SECRET, s3_client
 
 D = dt.date.fromisoformat
 NOW = dt.datetime(2026, 11, 27, 7, 0, tzinfo=dt.UTC)
+
+
+def default_policy(**changes: int) -> RetentionPolicy:
+    """The default policy (NSYNC_RETENTION_* unset), with ``changes``."""
+    return dataclasses.replace(retention_policy({}), **changes)
 
 
 def year(today: dt.date, days: int = 365, status: str = "verified") -> list[BackupView]:
@@ -40,14 +46,14 @@ def days(last: str, n: int) -> set[dt.date]:
 
 YEAR_CASES = [
     # today, policy, kept beyond the daily window (Sundays, then 1sts)
-    ("2026-11-27", RetentionPolicy(),
+    ("2026-11-27", default_policy(),
      ["2026-10-18", "2026-10-11", "2026-10-04", "2026-09-27", "2026-09-20", "2026-09-13",
       "2026-09-06",
       "2026-10-01", "2026-09-01", "2026-08-01", "2026-07-01", "2026-06-01", "2026-05-01",
       "2026-04-01", "2026-03-01", "2026-02-01", "2026-01-01", "2025-12-01"]),
-    ("2026-03-01", RetentionPolicy(daily=7, weekly=4, monthly=3),
+    ("2026-03-01", default_policy(daily=7, weekly=4, monthly=3),
      ["2026-02-22", "2026-02-15", "2026-02-08", "2026-02-01", "2026-01-01"]),
-    ("2026-11-27", RetentionPolicy(daily=1, weekly=0, monthly=0, min_verified=1), []),
+    ("2026-11-27", default_policy(daily=1, weekly=0, monthly=0, min_verified=1), []),
 ]
 
 
@@ -63,7 +69,7 @@ def test_a_year_of_daily_verified_backups(today, policy, extra):
 
 
 def test_classes_and_reasons():
-    p = plan(year(D("2026-11-27")), D("2026-11-27"), now=NOW)
+    p = plan(year(D("2026-11-27")), D("2026-11-27"), default_policy(), now=NOW)
     by_date = {d.backup.date: d for d in p.decisions}
     assert by_date[D("2026-11-27")].cls == "daily"
     assert by_date[D("2026-11-22")].cls == "weekly"
@@ -81,7 +87,7 @@ def test_classes_and_reasons():
 
 def test_missing_sunday_is_not_replaced():
     backups = [b for b in year(D("2026-11-27")) if b.date != D("2026-10-18")]
-    p = plan(backups, D("2026-11-27"), now=NOW)
+    p = plan(backups, D("2026-11-27"), default_policy(), now=NOW)
     assert D("2026-10-17") not in kept_dates(p) and D("2026-10-19") not in kept_dates(p)
     assert len(p.keep) == 52
 
@@ -91,7 +97,7 @@ def test_newest_verified_is_kept_however_old():
     backups = [BackupView("old1", D("2025-06-02"), "verified"),
                BackupView("old2", D("2025-06-03"), "verified"),
                *year(today, 3, "checksummed")]
-    p = plan(backups, today, RetentionPolicy(min_verified=1), now=NOW)
+    p = plan(backups, today, default_policy(min_verified=1), now=NOW)
     by_id = {d.backup.backup_id: d for d in p.decisions}
     assert by_id["old2"].action == "keep" and by_id["old2"].reasons == ["newest verified"]
     assert by_id["old1"].action == "delete"
@@ -104,7 +110,7 @@ def test_minimum_redundancy_when_most_backups_are_unverified():
     backups = [BackupView(f"b{i:03d}", today - dt.timedelta(days=i),
                           "verified" if i in verified_days else "checksummed")
                for i in range(60)]
-    p = plan(backups, today, RetentionPolicy(weekly=0, monthly=0), now=NOW)
+    p = plan(backups, today, default_policy(weekly=0, monthly=0), now=NOW)
     by_id = {d.backup.backup_id: d for d in p.decisions}
     assert [by_id[f"b{i:03d}"].action for i in (38, 40, 45, 50)] == [
         "keep", "keep", "keep", "delete"]
@@ -121,7 +127,7 @@ def test_too_few_verified_backups_keeps_checksummed_ones():
     backups = [BackupView("v", today - dt.timedelta(days=10), "verified"),
                *[BackupView(f"c{i}", today - dt.timedelta(days=i), "checksummed")
                  for i in range(1, 6)]]
-    p = plan(backups, today, RetentionPolicy(daily=1, weekly=0, monthly=0), now=NOW)
+    p = plan(backups, today, default_policy(daily=1, weekly=0, monthly=0), now=NOW)
     assert {d.backup.backup_id for d in p.keep} == {"v", "c1", "c2"}
     assert "only 1 verified" in next(d for d in p.keep if d.backup.backup_id == "c1").reasons[0]
 
@@ -133,7 +139,7 @@ def test_reruns_on_one_day():
                BackupView("20261127T080000Z", today, "checksummed"),
                BackupView("20261126T060000Z", today - dt.timedelta(days=1), "uploaded"),
                BackupView("20261126T070000Z", today - dt.timedelta(days=1), "verified")]
-    p = plan(backups, today, RetentionPolicy(min_verified=1), now=NOW)
+    p = plan(backups, today, default_policy(min_verified=1), now=NOW)
     by_id = {d.backup.backup_id: d for d in p.decisions}
     assert {k for k, d in by_id.items() if d.action == "keep"} == {
         "20261127T070000Z", "20261127T080000Z", "20261126T070000Z"}
@@ -149,23 +155,23 @@ def test_incomplete_uploads_are_cleaned_after_a_day_and_future_dates_kept():
                           NOW - dt.timedelta(hours=25)),
                BackupView("young", today, "incomplete", NOW - dt.timedelta(hours=2)),
                BackupView("future", today + dt.timedelta(days=1), "checksummed")]
-    p = plan(backups, today, now=NOW)
+    p = plan(backups, today, default_policy(), now=NOW)
     assert [d.backup.backup_id for d in p.clean] == ["old"]
     assert {d.backup.backup_id for d in p.keep} == {"young", "future"}
     assert not p.delete
 
 
 def test_policy_validation_and_settings():
-    with pytest.raises(ValueError, match="daily=0"):
-        RetentionPolicy(daily=0)
-    assert policy_from_env({}) == RetentionPolicy(35, 12, 12, 3)
-    assert policy_from_env({"NSYNC_RETENTION_DAILY": "7", "NSYNC_RETENTION_WEEKLY": "0"}) == \
-        RetentionPolicy(daily=7, weekly=0)
+    with pytest.raises(ConfigError, match="daily=0.*NSYNC_RETENTION_DAILY"):
+        RetentionPolicy(0, 12, 12, 3)
+    assert retention_policy({}) == RetentionPolicy(35, 12, 12, 3)
+    assert retention_policy({"NSYNC_RETENTION_DAILY": "7", "NSYNC_RETENTION_WEEKLY": "0"}) == \
+        default_policy(daily=7, weekly=0)
     with pytest.raises(ConfigError, match="NSYNC_RETENTION_MONTHLY"):
-        policy_from_env({"NSYNC_RETENTION_MONTHLY": "many"})
+        retention_policy({"NSYNC_RETENTION_MONTHLY": "many"})
     with pytest.raises(ConfigError, match=r"NSYNC_RETENTION_MIN_VERIFIED='0' is out of range "
                        r"\(allowed: integer 1\.\.100\)"):
-        policy_from_env({"NSYNC_RETENTION_MIN_VERIFIED": "0"})
+        retention_policy({"NSYNC_RETENTION_MIN_VERIFIED": "0"})
 
 
 # -- against the local S3 endpoint -----------------------------------------------------------
@@ -183,7 +189,7 @@ def all_keys(client, bucket) -> set[str]:
     return {o["Key"] for page in pages for o in page.get("Contents", [])}
 
 
-SMALL = RetentionPolicy(daily=2, weekly=0, monthly=0, min_verified=1)
+SMALL = default_policy(daily=2, weekly=0, monthly=0, min_verified=1)
 TODAY = D("2026-06-10")
 # wall clock: S3 stamps objects with the real time; incomplete uploads then look 2 days old
 LATER = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
@@ -277,7 +283,7 @@ def test_object_lock_new_backups_locked_and_locked_ones_never_deleted(s3_endpoin
     put_backup(client, bucket, held)
     put_backup(client, bucket, new)
     now = dt.datetime.now(dt.UTC)  # wall clock: S3 Object Lock dates count from the real time
-    policy = RetentionPolicy()
+    policy = default_policy()
     out = lock_new_backup(store, new, class_for_date(D("2026-06-07")), policy, now)
     assert out["locked"] == 4 and out["mode"] == "GOVERNANCE" and out["class"] == "weekly"
     for key in [new + "dump/0.dat.gz", new + "manifest.json"]:
@@ -454,3 +460,42 @@ def test_the_newest_verified_backup_is_never_deleted_even_if_a_plan_says_so(hist
     assert "20260609T060000Z" not in result.deleted
     assert any("newest verified backup" in e for e in result.errors)
     assert store.find("latest").backup_id == "20260609T060000Z"
+
+
+def test_retention_locks_only_what_the_backup_step_could_not(s3_endpoint, monkeypatch):
+    """The backup step locks every object it wrote (``cycle.pipeline``); ``backup_retention``
+    then locks only the restore-verified marker the staging rebuild wrote after it. It used to
+    lock the whole backup again (a HEAD and a PutObjectRetention per object, extending each
+    lock by the minutes between the two steps)."""
+    import dagster as dg
+    from dagster_aws.s3 import S3Resource
+
+    from nsync_dagster.defs.daily.retention import backup_retention
+    from nsync_dagster.defs.resources import NsyncResource
+
+    client = s3_client(s3_endpoint)
+    bucket = f"nsync-lock-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)  # no default period
+    store = BackupStore(client, bucket, "nsync")
+    folder = store.folder("2026-06-10", "20260610T060000Z")
+    put_backup(client, bucket, folder, status="checksummed", dump_files=5)
+    # the backup step, an hour ago
+    step_now = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)  # wall clock: S3 Object Lock
+    assert lock_new_backup(store, folder, "daily", default_policy(), step_now)["locked"] == 7
+    step_locks = {k: client.head_object(Bucket=bucket, Key=k)["ObjectLockRetainUntilDate"]
+                  for k in all_keys(client, bucket)}
+    marker = folder + "_restore_verified.json"  # the staging step, after the backup step
+    client.put_object(Bucket=bucket, Key=marker, Body=b"{}")
+    resources = {"nsync": NsyncResource(prod_database_url="postgresql://u:p@127.0.0.1:1/a",
+                                        staging_database_url="postgresql://u:p@127.0.0.1:1/b",
+                                        backup_bucket=bucket),
+                 "s3": S3Resource(endpoint_url=s3_endpoint, region_name="us-east-1",
+                                  aws_access_key_id=S3_KEY_ID, aws_secret_access_key=S3_SECRET)}
+    result = dg.materialize([backup_retention], resources=resources, partition_key="2026-06-10")
+    assert result.success
+    after = {k: client.head_object(Bucket=bucket, Key=k).get("ObjectLockRetainUntilDate")
+             for k in all_keys(client, bucket)}
+    assert {k: after[k] for k in step_locks} == step_locks, "the step's locks, untouched"
+    assert after[marker] is not None and after[marker] > step_locks[folder + "manifest.json"]
+    meta = result.asset_materializations_for_node("backup_retention")[0].metadata
+    assert meta["new_backup_locks"].value.startswith("20260610T060000Z: daily until ")

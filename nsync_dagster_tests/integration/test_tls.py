@@ -22,6 +22,7 @@ from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.errors import ConfigError, PreflightError
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.postgres.tls import check_dagster_storage_tls, check_tls_policy
+from nsync_dagster.settings import Databases
 
 PG15 = Path("/usr/lib/postgresql/15/bin")
 SUPER_PW = "tls-Super-Pw-7k3!"
@@ -51,10 +52,10 @@ def test_policy_for_a_remote_host(mode, floor, ok, monkeypatch):
     url = f"postgresql://u:p@{REMOTE}:5432/neondb" + (f"?sslmode={mode}" if mode else "")
     target = PgTarget("production", url, "NSYNC_PROD_DATABASE_URL")
     if ok:
-        target.validate(tls_min=floor)
+        target.validate(tls_min=floor or "verify-full")
         return
     with pytest.raises(ConfigError) as err:
-        target.validate(tls_min=floor)
+        target.validate(tls_min=floor or "verify-full")
     text = str(err.value)
     assert "NSYNC_PROD_DATABASE_URL" in text and REMOTE in text
     assert "sslmode=verify-full&sslrootcert=system" in text
@@ -65,17 +66,16 @@ def test_policy_for_a_remote_host(mode, floor, ok, monkeypatch):
         assert "NSYNC_TLS_MIN=require" not in text.split("(NSYNC_TLS_MIN")[1][20:]
 
 
-def test_floor_comes_from_the_environment_at_validation_time(monkeypatch):
+def test_floor_is_the_one_handed_in(monkeypatch):
+    """The floor is the caller's resolved NSYNC_TLS_MIN; the library never reads it itself."""
     target = PgTarget("staging", f"postgresql://u:p@{REMOTE}/db?sslmode=require",
                       "NSYNC_STAGING_DATABASE_URL")
-    monkeypatch.delenv("NSYNC_TLS_MIN", raising=False)
+    monkeypatch.setenv("NSYNC_TLS_MIN", "require")  # ignored: not handed in
     with pytest.raises(ConfigError, match="sslmode=require"):
-        target.validate()
-    monkeypatch.setenv("NSYNC_TLS_MIN", "require")
-    target.validate()
-    monkeypatch.setenv("NSYNC_TLS_MIN", "prefer")
+        target.validate("verify-full")
+    target.validate("require")
     with pytest.raises(ConfigError, match="NSYNC_TLS_MIN='prefer'"):
-        target.validate()
+        target.validate("prefer")
 
 
 @pytest.mark.parametrize("url", [
@@ -88,7 +88,7 @@ def test_floor_comes_from_the_environment_at_validation_time(monkeypatch):
 ])
 def test_loopback_hosts_are_exempt(url, monkeypatch):
     monkeypatch.delenv("NSYNC_TLS_MIN", raising=False)
-    PgTarget("restore target", url, "--target-url").validate()
+    PgTarget("restore target", url, "--target-url").validate("verify-full")
 
 
 @pytest.mark.parametrize("url", [
@@ -100,14 +100,14 @@ def test_loopback_hosts_are_exempt(url, monkeypatch):
 def test_not_loopback_when_any_address_is_remote(url, monkeypatch):
     monkeypatch.delenv("NSYNC_TLS_MIN", raising=False)
     with pytest.raises(ConfigError, match="--target-url"):
-        PgTarget("restore target", url, "--target-url").validate()
+        PgTarget("restore target", url, "--target-url").validate("verify-full")
 
 
 def test_pooler_message_wins_over_tls():
     target = PgTarget("production", "postgresql://u:p@ep-a-1-pooler.us-east-2.aws.neon.tech/db",
                       "NSYNC_PROD_DATABASE_URL")
     with pytest.raises(ConfigError, match="pooler"):
-        target.validate()
+        target.validate("verify-full")
 
 
 def test_settings_refuse_plaintext_before_any_work():
@@ -126,6 +126,12 @@ def test_settings_refuse_plaintext_before_any_work():
         RunConfig.from_env({**env, "NSYNC_TLS_MIN": "disable"})
 
 
+def storage_tls(env):
+    """The doctor's call: the host and PGSSLMODE from the environment, the floor resolved."""
+    return check_dagster_storage_tls(env.get("DAGSTER_PG_HOST", ""), env.get("PGSSLMODE"),
+                                     Databases.load(env).tls_min)
+
+
 @pytest.mark.parametrize("env, ok", [
     ({}, True),
     ({"DAGSTER_PG_HOST": "127.0.0.1"}, True),
@@ -141,17 +147,18 @@ def test_settings_refuse_plaintext_before_any_work():
 ])
 def test_dagster_storage_tls(env, ok):
     if ok:
-        assert check_dagster_storage_tls(env)
+        assert storage_tls(env)
     else:
         with pytest.raises(ConfigError, match="PGSSLMODE") as err:
-            check_dagster_storage_tls(env)
+            storage_tls(env)
         assert "DAGSTER_PG_HOST" in str(err.value) and "verify-full" in str(err.value)
 
 
 def test_policy_function_directly():
-    assert "floor verify-full" in check_tls_policy(REMOTE, "verify-full", where="X")
+    assert "floor verify-full" in check_tls_policy(REMOTE, "verify-full", where="X",
+                                                   tls_min="verify-full")
     with pytest.raises(ConfigError, match="^X names"):
-        check_tls_policy(REMOTE, None, where="X")
+        check_tls_policy(REMOTE, None, where="X", tls_min="verify-full")
 
 
 # -- a real server with TLS ----------------------------------------------------------------------
@@ -255,7 +262,7 @@ def test_verify_full_handshake_and_ssl_in_use(tls_server):
         url = cluster.url("postgres", SUPER_PW, "postgres", sslmode="verify-full",
                           sslrootcert=str(tls_server["ca"])).replace("127.0.0.1", host)
         target = PgTarget("restore target", url, "--target-url")
-        target.validate()
+        target.validate("verify-full")
         with target.connect() as conn:
             ssl, version = conn.execute("SELECT ssl, version FROM pg_stat_ssl "
                                         "WHERE pid = pg_backend_pid()").fetchone()
@@ -268,7 +275,7 @@ def test_wrong_ca_is_a_clear_tls_problem(tls_server):
     url = cluster.url("postgres", SUPER_PW, "postgres", sslmode="verify-full",
                       sslrootcert=str(tls_server["other_ca"]))
     target = PgTarget("restore target", url, "--target-url")
-    target.validate()
+    target.validate("verify-full")
     with pytest.raises(PreflightError) as err:
         target.connect()
     text = str(err.value)
@@ -280,7 +287,7 @@ def test_server_rejects_plaintext_and_policy_rejects_it_for_remote_names(tls_ser
     cluster = tls_server["cluster"]
     url = cluster.url("postgres", SUPER_PW, "postgres", sslmode="disable")
     target = PgTarget("restore target", url, "--target-url")
-    target.validate()  # loopback: nsync's policy allows it, the server does not
+    target.validate("verify-full")  # loopback: nsync's policy allows it, the server does not
     with pytest.raises(PreflightError) as err:
         target.connect()
     assert "refuses connections without TLS" in str(err.value), str(err.value)
@@ -289,12 +296,12 @@ def test_server_rejects_plaintext_and_policy_rejects_it_for_remote_names(tls_ser
     remote = PgTarget("restore target", url.replace("127.0.0.1", "db.example.com"),
                       "--target-url")
     with pytest.raises(ConfigError, match="sslmode=disable"):
-        remote.validate()
+        remote.validate("verify-full")
 
 
 def test_unencoded_at_in_password_is_named_not_mistaken_for_a_host():
     target = PgTarget("production", "postgresql://u:pw-a@tail@127.0.0.1:5432/db",
                       "NSYNC_PROD_DATABASE_URL")
     with pytest.raises(ConfigError, match="percent-encode") as err:
-        target.validate()
+        target.validate("verify-full")
     assert "tail" not in str(err.value)

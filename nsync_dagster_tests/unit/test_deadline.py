@@ -8,6 +8,7 @@ import pytest
 
 from nsync_dagster import deadline
 from nsync_dagster.deadline import EASTERN
+from nsync_dagster.errors import ConfigError
 
 UTC = dt.UTC
 
@@ -62,5 +63,5 @@ def test_schedule_leaves_room_for_retries():
 
 def test_parse_clock():
     assert deadline.parse_clock("05:00", "X") == dt.time(5)
-    with pytest.raises(ValueError, match="NSYNC_WARN_AT"):
+    with pytest.raises(ConfigError, match="NSYNC_WARN_AT=.*HH:MM"):
         deadline.parse_clock("5am", "NSYNC_WARN_AT")

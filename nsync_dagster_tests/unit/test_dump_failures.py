@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from nsync_dagster.errors import SnapshotError
 from nsync_dagster.postgres import dumpseq
 from nsync_dagster.postgres.snapshot import DumpOptions, _explain_dump_failure
 
@@ -74,5 +75,5 @@ def test_setval_lines_give_exact_sequence_positions():
 
 @pytest.mark.parametrize("bad", ["noschema", 'a.b.c', '"open.b'])
 def test_unqualified_names_are_refused(bad):
-    with pytest.raises(ValueError):
+    with pytest.raises(SnapshotError, match="sequence"):
         dumpseq.split_qualified(bad)

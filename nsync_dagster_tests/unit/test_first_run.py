@@ -76,7 +76,6 @@ def test_code_location_refuses_a_bad_history_start():
 def test_the_embedded_clients_are_never_picked_by_themselves(monkeypatch):
     """The wheel's PostgreSQL has no TLS and exists for the demo: a real server gets a real
     client install, or a clear message saying which one to install."""
-    monkeypatch.delenv("NSYNC_PG_BIN_DIR", raising=False)
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     assert embedded_bin_dir().exists()  # installed (the demo extra) and still not a candidate
     assert embedded_bin_dir().resolve() not in {d.resolve() for d in pgbin.candidate_dirs()}
@@ -84,8 +83,8 @@ def test_the_embedded_clients_are_never_picked_by_themselves(monkeypatch):
         pytest.skip("this machine has a PostgreSQL 18+ client install of its own")
     with pytest.raises(PreflightError, match="version 18 or newer"):
         pgbin.for_server(18, purpose="Dumping production")
-    monkeypatch.setenv("NSYNC_PG_BIN_DIR", str(embedded_bin_dir()))  # named explicitly: used
-    assert pgbin.for_server(18, purpose="Dumping production").directory == \
+    named = str(embedded_bin_dir())  # NSYNC_PG_BIN_DIR names it explicitly: used
+    assert pgbin.for_server(18, purpose="Dumping production", pg_bin_dir=named).directory == \
         embedded_bin_dir().resolve()
 
 

@@ -16,16 +16,24 @@ are kept, and nothing else survives.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
 
+from nsync_dagster.cycle.config import retention_policy
 from nsync_dagster.storage.retention import BackupView, RetentionPolicy, plan
 
 START = dt.date(2026, 1, 5)  # a Monday
 NOW = dt.datetime(2027, 3, 1, 12, 0, tzinfo=dt.UTC)
 DAYS = 400
 RESTORE_FAILS_EVERY = 10  # restore mode: every 10th day the staging restore fails
+
+
+
+def default_policy(**changes: int) -> RetentionPolicy:
+    """The default policy (NSYNC_RETENTION_* unset), with ``changes``."""
+    return dataclasses.replace(retention_policy({}), **changes)
 
 
 def sundays(today: dt.date, n: int) -> set[dt.date]:
@@ -70,7 +78,7 @@ def simulate(mode: str, policy: RetentionPolicy, check) -> list[BackupView]:
 
 @pytest.mark.parametrize("mode", ["restore", "neon-branch-reset"])
 def test_a_simulated_year_keeps_35_daily_12_weekly_12_monthly(mode):
-    policy = RetentionPolicy()  # 35 / 12 / 12, at least 3 verified
+    policy = default_policy()  # 35 / 12 / 12, at least 3 verified
     checked = []
 
     def check(today: dt.date, bucket: list[BackupView]) -> None:
@@ -101,7 +109,7 @@ def test_a_simulated_year_keeps_35_daily_12_weekly_12_monthly(mode):
 def test_branch_reset_mode_keeps_the_verified_floor_and_the_newest_verified():
     """In branch-reset mode the weekly recovery test's verified backups fall on one weekday:
     the newest verified is always kept, and 3 verified backups exist every day."""
-    policy = RetentionPolicy()
+    policy = default_policy()
 
     def check(today: dt.date, bucket: list[BackupView]) -> None:
         if today < START + dt.timedelta(days=21):
@@ -123,7 +131,7 @@ def test_a_verified_backup_of_a_day_holds_it_before_a_newer_checksummed_rerun():
                BackupView("20261004T090000Z", old_sunday, "checksummed"),  # rerun, restore failed
                BackupView("20261011T060000Z", dt.date(2026, 10, 11), "uploaded"),
                BackupView("20261129T060000Z", today, "verified")]
-    decided = plan(backups, today, RetentionPolicy(min_verified=1), now=NOW)
+    decided = plan(backups, today, default_policy(min_verified=1), now=NOW)
     by_id = {d.backup.backup_id: d for d in decided.decisions}
     assert by_id["20261004T060000Z"].cls == "weekly"
     assert by_id["20261004T090000Z"].action == "delete"

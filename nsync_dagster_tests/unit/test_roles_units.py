@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from nsync_dagster.errors import FormatError
 from nsync_dagster.postgres.roles import scram_matches, scram_verifier
 from nsync_dagster.postgres.rolesettings import set_clause
 from nsync_dagster.security.posture_diff import diff_posture
@@ -65,5 +66,5 @@ def test_a_posture_round_trips_and_a_newer_format_is_refused():
     data = posture.to_dict()
     assert data["format_version"] == FORMAT_VERSION
     assert Posture.from_dict(data) == posture
-    with pytest.raises(ValueError, match="newer than this nsync reads"):
+    with pytest.raises(FormatError, match="newer than this nsync reads"):
         Posture.from_dict({**data, "format_version": FORMAT_VERSION + 1})

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from nsync_dagster import settings
+from nsync_dagster.cycle.config import retention_policy
 from nsync_dagster.errors import ConfigError
-from nsync_dagster.postgres.roles import DEFAULT_PLATFORM_ROLES
 from nsync_dagster.redact import redact
+from nsync_dagster.settings import PLATFORM_ROLES as DEFAULT_PLATFORM_ROLES
 from nsync_dagster.settings import show
 from nsync_dagster.settings.describe import choices, core_type
 from nsync_dagster.storage import retention
@@ -150,7 +151,7 @@ def test_defaults_and_parsing():
 def test_retention_ranges_are_the_policys_own():
     for name, (low, high) in retention.LIMITS.items():
         assert f"{low}..{high}" in SPECS[f"NSYNC_RETENTION_{name.upper()}"].allowed
-    assert retention.policy_from_env({"NSYNC_RETENTION_DAILY": "7"}).daily == 7
+    assert retention_policy({"NSYNC_RETENTION_DAILY": "7"}).daily == 7
 
 
 def test_secrets_are_secret_and_registered_when_read():

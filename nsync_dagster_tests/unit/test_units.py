@@ -37,9 +37,9 @@ def test_pooler_hosts(host, refused):
                       "NSYNC_PROD_DATABASE_URL")
     if refused:
         with pytest.raises(ConfigError, match="-pooler"):
-            target.validate()
+            target.validate("verify-full")
     else:
-        target.validate()
+        target.validate("verify-full")
 
 
 def test_child_env_carries_password_only_in_pgpassword():

@@ -12,7 +12,6 @@ import logging
 import re
 
 from nsync_dagster.cycle import databases
-from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.errors import NsyncError
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.settings import Databases
@@ -59,8 +58,7 @@ def loaded_databases() -> list[str | None]:
     prod = PgTarget("production", url, "NSYNC_PROD_DATABASE_URL")
     staging_url = (group.staging_database_url.get_secret_value()
                    if group.staging_database_url else "")
-    config = RunConfig(prod=prod, staging=PgTarget("staging", staging_url, ""), bucket="",
-                       databases=group.databases)
+    config = databases.Listing(prod, PgTarget("staging", staging_url, ""), group.databases)
     available = None
     if databases.spec_of(config) is None:
         try:

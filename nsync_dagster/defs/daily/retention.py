@@ -15,8 +15,9 @@ from nsync_dagster.defs.daily.assets import LOADED, s3_backup, staging_database
 from nsync_dagster.defs.resources import NsyncResource, S3Resource, backup_store
 from nsync_dagster.defs.shared import DAILY, DAILY_GROUP, OWNERS, failures_explained, materialized
 from nsync_dagster.errors import BackupStoreError
-from nsync_dagster.storage.retention import RetentionPolicy, class_for_date, policy_from_env
+from nsync_dagster.storage.retention import RetentionPolicy, class_for_date
 from nsync_dagster.storage.s3retention import apply, lock_configuration, lock_new_backup, plan_store
+from nsync_dagster.storage.s3store import RESTORE_OK
 
 
 @dg.asset(partitions_def=DAILY, group_name=DAILY_GROUP, owners=OWNERS, kinds={"s3"},
@@ -33,8 +34,9 @@ def backup_retention(context: dg.AssetExecutionContext, nsync: NsyncResource,
     newest verified backup always, and never fewer than NSYNC_RETENTION_MIN_VERIFIED
     verified backups. Everything else is deleted; uploads that died (no manifest) and
     multipart uploads more than a day old are removed. The table in this materialization says
-    what was kept and why. When the bucket has S3 Object Lock, this partition's backup is
-    locked for its class's period, and locked backups are skipped (listed), never deleted.
+    what was kept and why. When the bucket has S3 Object Lock, the backup step has locked this
+    partition's backup for its class's period; this step locks the restore-verified marker the
+    staging rebuild wrote after it, and locked backups are skipped (listed), never deleted.
     To preview without deleting: ``nsync backups --plan-retention``.
 
     A least-privilege policy that refuses a probe (s3:GetBucketVersioning,
@@ -43,7 +45,7 @@ def backup_retention(context: dg.AssetExecutionContext, nsync: NsyncResource,
     """
     with failures_explained(context, "backup retention"):
         home = nsync.settings()
-        policy = policy_from_env()
+        policy = home.retention
         now = dt.datetime.now(dt.UTC)
         # planned as of the partition's day (the run's day for a scheduled run): a rerun of an
         # older day keeps at least what today's plan keeps, and never plans in the future
@@ -73,12 +75,13 @@ def _retain(context: dg.AssetExecutionContext, settings: RunConfig, s3: S3Resour
     plan, backups = plan_store(store, today, policy, now=now)
     locks = []
     if lock_configuration(store) is not None:  # lock_new_backup only ever extends a lock
+        # the backup step locked every object it wrote (cycle.pipeline); only the restore
+        # marker the staging step wrote after it is new, so only it is locked here
         for b in backups:
             fresh = b.last_modified and now - b.last_modified < dt.timedelta(days=2)
-            if (b.date == context.partition_key and fresh
-                    and b.status in ("checksummed", "verified")):
+            if b.date == context.partition_key and fresh and b.status == "verified":
                 cls = class_for_date(dt.date.fromisoformat(b.date))
-                out = lock_new_backup(store, b.key_prefix, cls, policy, now)
+                out = lock_new_backup(store, b.key_prefix + RESTORE_OK, cls, policy, now)
                 locks.append(f"{b.backup_id}: {cls} until {out['retain_until']}")
                 context.log.info(f"locked {b.backup_id}: {out}")
     for line in plan.lines():

@@ -5,7 +5,6 @@ import datetime as dt
 
 import dagster as dg
 
-from nsync_dagster.deadline import EASTERN
 from nsync_dagster.defs.alerts.notices import ACCESS_REVIEW, queue_notice
 from nsync_dagster.defs.resources import NsyncResource, S3Resource, backup_store
 from nsync_dagster.defs.shared import (
@@ -15,25 +14,9 @@ from nsync_dagster.defs.shared import (
     failures_explained,
     materialized,
 )
-from nsync_dagster.notify import Event
-from nsync_dagster.security import access, access_report
-from nsync_dagster.security.access_list import load_access_list
+from nsync_dagster.security import monthly_review
 
 ACCESS_REVIEW_JOB = "access_review_job"
-RUNBOOK = "runbooks/incident-response.md"
-
-
-def review_event(result: access.AccessReview, location: str) -> Event:
-    n = len(result.deviations)
-    counts = ", ".join(f"{len(rows)} login roles on {env}"
-                       for env, rows in result.environments.items())
-    return Event(
-        event="access_review", severity="warning" if n else "info",
-        summary=(f"Access review {result.today}: {n} deviation{'' if n == 1 else 's'} from the "
-                 f"access list ({counts}; last list review {result.reviewed})"),
-        details={"deviations": result.messages[:20], "deviation_count": n,
-                 "report": location, "last_review": result.reviewed},
-        runbook=RUNBOOK, run_url=None, dedup_key=f"nsync-access-review-{result.today}")
 
 
 @dg.asset(partitions_def=MONTHLY, group_name=SECURITY_GROUP, owners=OWNERS,
@@ -55,26 +38,18 @@ def access_review(context: dg.AssetExecutionContext, nsync: NsyncResource,
     """
     with failures_explained(context, "access review", retry=False, interrupted=""):
         settings = nsync.settings()
-        result = access.review(load_access_list(), access.read_postures(settings),
-                               dt.datetime.now(EASTERN).date())
-        markdown = access_report.render_markdown(result)  # masked as rendered: it goes to S3
-        store = backup_store(settings, s3)
-        month = dt.date.fromisoformat(context.partition_key)
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        key = f"{store.prefix}/access-reviews/{month:%Y/%m}/{stamp}"
-        store.put_bytes(key + ".md", markdown.encode(), "text/markdown")
-        store.put_bytes(key + ".json", access_report.to_json(result).encode(), "application/json")
-        location = store.uri(key + ".md")
-        for message in result.messages:
+        done = monthly_review.run_review(settings, backup_store(settings, s3),
+                                         dt.date.fromisoformat(context.partition_key),
+                                         dt.datetime.now(dt.UTC))
+        for message in done.result.messages:
             context.log.warning(f"access deviation: {message}")
-        queue_notice(context.instance, ACCESS_REVIEW, review_event(result, location),
-                     f"run {context.run.run_id}")
+        queue_notice(context.instance, ACCESS_REVIEW, done.event(), f"run {context.run.run_id}")
     return materialized({
-        "deviations": dg.MetadataValue.int(len(result.deviations)),
-        "login_roles": {env: len(rows) for env, rows in result.environments.items()},
-        "last_review": result.reviewed,
-        "location": dg.MetadataValue.url(location),
-        "report": dg.MetadataValue.md(markdown),
+        "deviations": dg.MetadataValue.int(len(done.result.deviations)),
+        "login_roles": done.login_roles(),
+        "last_review": done.result.reviewed,
+        "location": dg.MetadataValue.url(done.location),
+        "report": dg.MetadataValue.md(done.markdown),
     })
 
 

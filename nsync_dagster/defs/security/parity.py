@@ -14,6 +14,7 @@ from nsync_dagster.defs.daily.assets import staging_database
 from nsync_dagster.defs.records import STAGING
 from nsync_dagster.defs.resources import NsyncResource
 from nsync_dagster.defs.shared import check_result, failures_explained
+from nsync_dagster.notify import alerts
 from nsync_dagster.security import parity
 
 
@@ -38,7 +39,7 @@ def staging_security_parity(context: dg.AssetCheckExecutionContext,
     except dg.Failure as exc:
         error = exc.description or "the comparison failed"
         context.log.error(error)
-        queue_notice(context.instance, STAGING, parity.unchecked_event(error, run_id),
+        queue_notice(context.instance, STAGING, alerts.security_unchecked_event(error, run_id),
                      f"run {run_id}")
         return check_result(passed=False, severity=dg.AssetCheckSeverity.ERROR,
                             description=error, metadata={"count": -1})
@@ -47,7 +48,7 @@ def staging_security_parity(context: dg.AssetCheckExecutionContext,
     for line in lines:
         context.log.warning(line)
     if diffs:
-        queue_notice(context.instance, STAGING, parity.drift_event(diffs, run_id),
+        queue_notice(context.instance, STAGING, alerts.security_drift_event(lines, run_id),
                      f"run {run_id}")
     return check_result(
         passed=not diffs, severity=dg.AssetCheckSeverity.ERROR,
