@@ -158,9 +158,16 @@ def recover_and_clean(maint: psycopg.Connection, live: str,
     for stale in (prev,) if keep_next else (nxt, prev):
         if _exists(cur, stale):
             report(f"dropping leftover {stale} from an earlier run")
-            # IF EXISTS: a drop still running elsewhere (drop_previous_later) is waited for
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                _ident(stale)))
+            try:  # IF EXISTS: a drop still running elsewhere (drop_previous_later) is waited for
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    _ident(stale)))
+            except psycopg.errors.InsufficientPrivilege as exc:
+                raise SwapError(
+                    f"cannot drop the leftover {stale} on the staging server: "
+                    f"{str(exc).strip()}. The staging role must own it (or be a member of its "
+                    f"owner): drop it as its owner (DROP DATABASE \"{stale}\") or give it to "
+                    "the staging role (ALTER DATABASE ... OWNER TO ...); the live copy was "
+                    "not touched") from None
 
 
 def drop_if_exists(maint: psycopg.Connection, name: str) -> None:

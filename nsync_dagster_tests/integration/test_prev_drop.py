@@ -76,3 +76,26 @@ def test_interrupted_drop_is_finished_by_the_next_run(pg_prod, pg_staging, nsync
     assert prevdrop.wait(120)
     assert _nsync_databases(pg_staging) == []
     oracle.assert_same(oracle.picture(pg_prod, PROD_DB), oracle.picture(pg_staging, stg))
+
+
+def test_a_leftover_the_staging_role_cannot_drop_is_named_with_the_fix(
+        pg_prod, pg_staging, nsync_env, synced):
+    """A leftover ``<db>__nsync_prev`` owned by another role (someone created it by hand as a
+    superuser): the staging step fails with a SwapError naming the database and the fix, not a
+    raw driver error, and the live copy is untouched."""
+    from nsync_dagster.errors import SwapError
+
+    stg = staging_db(nsync_env)
+    prev = f"{stg}__nsync_prev"
+    before = oracle.picture(pg_staging, stg)
+    pg_staging.psql(f'CREATE DATABASE "{prev}"')  # owned by the cluster's superuser
+    try:
+        settings = RunConfig.from_env(nsync_env)
+        with pytest.raises(SwapError) as caught:
+            pipeline.staging_step(settings, backup_store(settings, s3_from_env()), "2026-11-27")
+        message = str(caught.value)
+        assert f"cannot drop the leftover {prev}" in message and "must be owner" in message
+        assert "the live copy was not touched" in message
+        oracle.assert_same(before, oracle.picture(pg_staging, stg))
+    finally:
+        pg_staging.psql(f'DROP DATABASE IF EXISTS "{prev}"')
