@@ -57,10 +57,13 @@ def spec_of(config: RunConfig | Listing) -> list[str] | None:
     return names
 
 
-def on_production(prod: PgTarget, *, connect_timeout_s: int = 10) -> list[str]:
-    """The databases production's role can connect to, except templates and ``postgres``."""
-    with psycopg.connect(prod.url, connect_timeout=connect_timeout_s,
-                         autocommit=True) as conn:
+def on_production(prod: PgTarget) -> list[str]:
+    """The databases production's role can connect to, except templates and ``postgres``.
+
+    Raises:
+        PreflightError: production cannot be reached (the connection's own explanation).
+    """
+    with prod.connect() as conn:
         return [row[0] for row in conn.execute(_LISTING).fetchall()]
 
 
@@ -108,7 +111,7 @@ def check_exists(config: RunConfig, name: str) -> None:
     base = config.prod
     try:
         present = on_production(base)
-    except psycopg.Error:
+    except (PreflightError, psycopg.Error):
         return  # unreachable: the pre-flight's own connection check reports it
     if name not in present:
         raise PreflightError(

@@ -1,9 +1,9 @@
 """Which daily chains the code location builds: the databases of ``NSYNC_DATABASES``, read when
 the definitions load (a changed list needs a code-location reload, as any variable does).
 
-For ``*`` production is asked for its databases with a short timeout; when it cannot be reached
-then, only the URL's database gets a chain, a WARNING says so, and each run's snapshot step
-warns loudly about any database production has that the loaded list lacks.
+For ``*`` production is asked for its databases (the usual 10 s connect timeout); when it
+cannot be reached then, only the URL's database gets a chain, a WARNING says so, and each
+run's snapshot step warns loudly about any database production has that the loaded list lacks.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from nsync_dagster.settings import Databases
 
 log = logging.getLogger("nsync.databases")
 DATABASE_TAG = "nsync/database"  # on every asset of a chain other than the URL's database
-LOAD_TIMEOUT_S = 5
 
 
 def key_part(database: str) -> str:
@@ -62,7 +61,7 @@ def loaded_databases() -> list[str | None]:
     available = None
     if databases.spec_of(config) is None:
         try:
-            available = databases.on_production(prod, connect_timeout_s=LOAD_TIMEOUT_S)
+            available = databases.on_production(prod)
         except Exception as exc:  # noqa: BLE001 - any failure: the fallback below, said loudly
             log.warning("NSYNC_DATABASES=*: production could not be listed when the code "
                         "location loaded (%s): only %s gets a daily chain until it is reloaded",
