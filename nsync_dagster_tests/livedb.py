@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import psycopg
 
 from nsync_dagster.embedded.postgres import EmbeddedCluster, embedded_bin_dir
@@ -52,6 +53,19 @@ def wait_for(condition: Callable[[], object], what: str, timeout_s: float = 60) 
             return value
         time.sleep(0.005)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def my_children(name: str) -> list[psutil.Process]:
+    """This test process's descendants called ``name`` (``pg_dump``, ``pg_restore``). Short-lived
+    children (version probes, ``psql``) may exit while they are listed: those are skipped."""
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if proc.name() == name:
+                found.append(proc)
+        except psutil.Error:  # gone between the listing and the look
+            continue
+    return found
 
 
 def dump_script(dump_dir: Path, *args: str) -> str:

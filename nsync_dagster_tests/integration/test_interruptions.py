@@ -29,6 +29,7 @@ from nsync_dagster_tests.conftest import (
     run_daily_job,
     staging_db,
 )
+from nsync_dagster_tests.livedb import my_children
 from nsync_dagster_tests.pausing import pausing_bin_dir
 
 
@@ -51,8 +52,7 @@ def _leftovers(cluster) -> list[str]:
 
 
 def _my_pg_restores() -> list[psutil.Process]:
-    return [p for p in psutil.Process().children(recursive=True)
-            if p.name() == "pg_restore"]
+    return my_children("pg_restore")
 
 
 def _in_thread(action) -> threading.Thread:

@@ -13,7 +13,6 @@ import signal
 import threading
 from pathlib import Path
 
-import psutil
 import psycopg
 import pytest
 
@@ -27,6 +26,7 @@ from nsync_dagster_tests.livedb import (
     dump_rows,
     dump_setvals,
     live_database,
+    my_children,
     owner_url,
     super_url,
     wait_for,
@@ -147,8 +147,7 @@ def test_pg_dump_killed_mid_dump_is_noticed_while_the_manifest_still_runs(pg_pro
                 wait_for(lambda: backends(url, PG_DUMP_SESSIONS), "pg_dump's sessions")
                 # pg_dump stopped the moment its first session appears (a small dump could
                 # otherwise finish before its sessions are terminated), then let go dead
-                dumps = [p for p in psutil.Process().children(recursive=True)
-                         if p.name() == "pg_dump"]
+                dumps = my_children("pg_dump")
                 for proc in dumps:
                     proc.suspend()
                 with psycopg.connect(url, autocommit=True) as conn:

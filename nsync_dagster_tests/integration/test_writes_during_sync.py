@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 
-import psutil
 import psycopg
 
 from nsync_dagster_tests.conftest import (
@@ -26,6 +25,7 @@ from nsync_dagster_tests.livedb import (
     backends,
     bank_invariants,
     live_database,
+    my_children,
     owner_url,
     super_url,
     wait_for,
@@ -108,8 +108,7 @@ def test_pg_dump_connection_dropped_is_retried(pg_prod, pg_staging, nsync_env, i
             # pg_dump's sessions, for as long as pg_dump runs (not only the instant one COPY
             # is active, which a busy or a fast machine can miss): nsync names them
             # "nsync pg_dump <backup id>"
-            wait_for(lambda: [p for p in psutil.Process().children(recursive=True)
-                              if p.name() == "pg_dump"], "pg_dump", 120)
+            wait_for(lambda: my_children("pg_dump"), "pg_dump", 120)
             with psycopg.connect(url, autocommit=True) as conn:
                 def pg_dumps():
                     return conn.execute("""SELECT pid FROM pg_stat_activity
