@@ -10,9 +10,8 @@ from typing import Any
 import dagster as dg
 
 from nsync_dagster import deadline
-from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.daily.assets import LOADED, s3_backup, staging_database
-from nsync_dagster.defs.resources import NsyncResource, S3Resource, backup_store
+from nsync_dagster.defs.resources import NsyncResource, S3Resource, StepInputs, step_inputs
 from nsync_dagster.defs.shared import DAILY, DAILY_GROUP, OWNERS, failures_explained, materialized
 from nsync_dagster.errors import BackupStoreError
 from nsync_dagster.storage.retention import RetentionPolicy, class_for_date
@@ -44,7 +43,8 @@ def backup_retention(context: dg.AssetExecutionContext, nsync: NsyncResource,
     the action, shown in ``permission_warnings``; templates/iam-policy.json grants them all.
     """
     with failures_explained(context, "backup retention"):
-        home = nsync.settings()
+        step = step_inputs(nsync, s3)
+        home = step.home
         policy = home.retention
         now = dt.datetime.now(dt.UTC)
         # planned as of the partition's day (the run's day for a scheduled run): a rerun of an
@@ -54,7 +54,7 @@ def backup_retention(context: dg.AssetExecutionContext, nsync: NsyncResource,
         # each database's folder on its own (NSYNC_DATABASES): a listing under one folder
         # never sees another's backups, so one database's plan never deletes another's
         for name in [home.prod.dbname, *[n for n in LOADED[1:] if n]]:
-            meta, refused = _retain(context, home.for_database(name), s3, policy, now, today)
+            meta, refused = _retain(context, step, name, policy, now, today)
             out[name] = meta
             errors += [f"{name}: {e}" for e in refused]
         if errors:
@@ -67,11 +67,11 @@ def backup_retention(context: dg.AssetExecutionContext, nsync: NsyncResource,
     return materialized(first)
 
 
-def _retain(context: dg.AssetExecutionContext, settings: RunConfig, s3: S3Resource,
+def _retain(context: dg.AssetExecutionContext, step: StepInputs, database: str,
             policy: RetentionPolicy, now: dt.datetime,
             today: dt.date) -> tuple[dict[str, Any], list[str]]:
     """Apply ``policy`` to one database's folder; (its metadata, the deletions S3 refused)."""
-    store = backup_store(settings, s3)
+    settings, store = step.settings(database), step.store(database)
     plan, backups = plan_store(store, today, policy, now=now)
     locks = []
     if lock_configuration(store) is not None:  # lock_new_backup only ever extends a lock

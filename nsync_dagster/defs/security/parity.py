@@ -12,7 +12,7 @@ import dagster as dg
 from nsync_dagster.defs.alerts.notices import queue_notice
 from nsync_dagster.defs.daily.assets import staging_database
 from nsync_dagster.defs.records import STAGING
-from nsync_dagster.defs.resources import NsyncResource
+from nsync_dagster.defs.resources import NsyncResource, step_inputs
 from nsync_dagster.defs.shared import check_result, failures_explained
 from nsync_dagster.notify import alerts
 from nsync_dagster.security import parity
@@ -35,7 +35,7 @@ def staging_security_parity(context: dg.AssetCheckExecutionContext,
     try:
         with failures_explained(context, "security parity check", retry=False,
                                 interrupted=""):
-            report = parity.compare(nsync.settings())
+            report = parity.compare(step_inputs(nsync).home)
     except dg.Failure as exc:
         error = exc.description or "the comparison failed"
         context.log.error(error)
