@@ -49,3 +49,20 @@ def test_the_recovery_record_says_what_the_test_proved():
     assert failed.event().summary.endswith(": recovery test x failed: smoke query")
     assert failed.failure_facts() == {"result": "FAILED", "database": "appdb",
                                       "error": "recovery test x failed: smoke query"}
+
+
+def test_no_asset_or_check_body_returns_an_unmasked_result():
+    """An asset or check body returns what ``materialized``, ``masked_result`` or
+    ``check_result`` built; only the metadata builders (``defs/daily/metadata.py``, whose
+    results the daily assets pass through ``masked_result``) and the helpers themselves build
+    Dagster's result types directly."""
+    import re
+    from pathlib import Path
+
+    defs = Path(__file__).resolve().parents[2] / "nsync_dagster" / "defs"
+    builders = {defs / "shared.py", defs / "daily" / "metadata.py"}
+    pattern = re.compile(r"return\s+dg\.(MaterializeResult|AssetCheckResult)\(")
+    offenders = [f"{path.relative_to(defs)}: {match.group(0)}"
+                 for path in sorted(defs.rglob("*.py")) if path not in builders
+                 for match in pattern.finditer(path.read_text())]
+    assert not offenders, offenders
