@@ -28,6 +28,7 @@ from nsync_dagster.settings import (
     Backups,
     ClientPrograms,
     Databases,
+    Recovery,
     Retention,
     StagingMethod,
     Tuning,
@@ -60,6 +61,7 @@ class RunSettings:
     programs: ClientPrograms
     access: Access
     retention: Retention
+    recovery: Recovery
     method: StagingMethod
     # NSYNC_STAGING_PASSWORD_<ROLE> variables, by name (secrets, registered when read)
     staging_passwords: Mapping[str, str] = field(repr=False)
@@ -77,7 +79,8 @@ class RunSettings:
         method = StagingMethod.load(given)
         return cls(databases=Databases.load(given), backups=Backups.load(given),
                    tuning=Tuning.load(given), programs=ClientPrograms.load(given),
-                   access=Access.load(given), retention=Retention.load(given), method=method,
+                   access=Access.load(given), retention=Retention.load(given),
+                   recovery=Recovery.load(given), method=method,
                    staging_passwords={name: value for name, value in given.items()
                                       if name.upper().startswith(STAGING_PASSWORD_PREFIX)},
                    neon_api_key=neon_api_key(env) if method.branch_reset else None)
@@ -119,6 +122,7 @@ class RunConfig:
     bucket: str
     prefix: str
     dump: DumpOptions
+    dump_space_ratio: float | None  # NSYNC_DUMP_SPACE_RATIO (None: by compression)
     restore_timeout_s: int
     restore_lock_wait_s: int
     work_dir: Path
@@ -137,6 +141,7 @@ class RunConfig:
     retention: RetentionPolicy
     access_list: str
     access_review_max_age_days: int
+    smoke_sql: str | None  # NSYNC_SMOKE_SQL (None: templates/smoke-queries.sql)
     databases: str | None  # NSYNC_DATABASES as given (see cycle.databases)
     staging_method: str  # NSYNC_STAGING_METHOD (see cycle.staging)
     neon: NeonSettings | None  # with NSYNC_STAGING_METHOD=neon-branch-reset only
@@ -188,7 +193,7 @@ class RunConfig:
             staging=PgTarget("staging", _plain(db.staging_database_url),
                              "NSYNC_STAGING_DATABASE_URL", programs.pg_bin_dir),
             bucket=str(s3.backup_bucket), prefix=s3.backup_prefix,
-            dump=dump_options(tuning),
+            dump=dump_options(tuning), dump_space_ratio=tuning.dump_space_ratio,
             restore_timeout_s=tuning.restore_timeout,
             restore_lock_wait_s=tuning.restore_lock_wait,
             work_dir=(Path(programs.work_dir) if programs.work_dir
@@ -203,6 +208,7 @@ class RunConfig:
             pg_bin_dir=programs.pg_bin_dir, retention=policy_of(run.retention),
             access_list=access.access_list,
             access_review_max_age_days=access.access_review_max_age_days,
+            smoke_sql=run.recovery.smoke_sql,
             staging_passwords=dict(run.staging_passwords),
             databases=db.databases,
             staging_method=run.method.staging_method,

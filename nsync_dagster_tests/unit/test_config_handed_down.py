@@ -34,12 +34,16 @@ def test_the_run_configuration_carries_what_the_library_used_to_read(monkeypatch
     ``RunConfig.from_env`` (a Dagster resource's fields), never from the process environment."""
     for name, value in {"NSYNC_RETENTION_DAILY": "99", "NSYNC_ACCESS_LIST": "/nowhere.yaml",
                         "NSYNC_ACCESS_REVIEW_MAX_AGE_DAYS": "99", "NSYNC_PG_BIN_DIR": "/nowhere",
-                        "NSYNC_STAGING_PASSWORD_ANALYST": "from-the-process"}.items():
+                        "NSYNC_STAGING_PASSWORD_ANALYST": "from-the-process",
+                        "NSYNC_SMOKE_SQL": "/nowhere.sql",
+                        "NSYNC_DUMP_SPACE_RATIO": "9"}.items():
         monkeypatch.setenv(name, value)
     given = {**BUCKET_ONLY, "NSYNC_RETENTION_DAILY": "7", "NSYNC_ACCESS_LIST": "/etc/list.yaml",
              "NSYNC_ACCESS_REVIEW_MAX_AGE_DAYS": "45", "NSYNC_PG_BIN_DIR": "/opt/pg/bin",
-             "NSYNC_STAGING_PASSWORD_ANALYST": "Handed-Down-1"}
+             "NSYNC_STAGING_PASSWORD_ANALYST": "Handed-Down-1",
+             "NSYNC_SMOKE_SQL": "/etc/smoke.sql", "NSYNC_DUMP_SPACE_RATIO": "0.8"}
     config = RunConfig.from_env(given, need_databases=False)
+    assert (config.smoke_sql, config.dump_space_ratio) == ("/etc/smoke.sql", 0.8)
     assert config.retention.daily == 7
     assert (config.access_list, config.access_review_max_age_days) == ("/etc/list.yaml", 45)
     assert config.pg_bin_dir == config.prod.pg_bin_dir == config.staging.pg_bin_dir == \
@@ -148,3 +152,17 @@ def test_the_neon_settings_are_resolved_with_the_run(monkeypatch):
     assert isinstance(method, staging.BranchResetStaging)
     assert (method.neon.project_id, method.neon.branch_id) == ("p-9", "br-s-9")
     assert RunConfig.from_env(BUCKET_ONLY, need_databases=False).neon is None
+
+
+def test_the_cycle_layer_reads_no_setting_at_step_time():
+    """Below the orchestration layer nothing reads the environment when a step runs: in
+    ``cycle/`` only ``config.py`` (the one resolver) loads settings groups; the staging method,
+    the Neon client, the smoke queries and the work folder's space estimate take the run's
+    configuration (they once loaded ``StagingMethod``, ``Recovery`` and ``Tuning`` there)."""
+    import re
+
+    cycle = REPO / "nsync_dagster" / "cycle"
+    loads = re.compile(r"\b[A-Z][A-Za-z]+\.load\(|\bneon_api_key\(|os\.environ")
+    offenders = [f"{path.name}: {match.group(0)}" for path in sorted(cycle.glob("*.py"))
+                 if path.name != "config.py" for match in loads.finditer(path.read_text())]
+    assert not offenders, offenders
