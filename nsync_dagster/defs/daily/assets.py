@@ -219,5 +219,6 @@ LOADED = loaded_databases()  # the URL's database first (its name, or None when 
 # the URL's database: bare keys, importable by name (sensors, checks, retention, recovery)
 prod_snapshot, s3_backup, staging_database = daily_chain(every=lists_every())
 # every other listed database: its own chain, prefixed with its name
-OTHER_DATABASES = [asset for name in LOADED[1:] for asset in daily_chain(name)]
+OTHER_CHAINS: dict[str, Chain] = {name: daily_chain(name) for name in LOADED[1:]}
+OTHER_DATABASES = [asset for chain in OTHER_CHAINS.values() for asset in chain]
 DAILY_ASSETS = [prod_snapshot, s3_backup, staging_database, *OTHER_DATABASES]
