@@ -49,7 +49,7 @@ from nsync_dagster.cycle.branch_verify import verify_branch_staging, write_count
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.results import BranchStagingResult
 from nsync_dagster.errors import PreflightError, SnapshotError, VerificationError
-from nsync_dagster.manifest import Membership, NeonReset, Role
+from nsync_dagster.manifest import NeonReset
 from nsync_dagster.neon.client import NeonClient
 from nsync_dagster.postgres import dbstats, roles
 from nsync_dagster.postgres.pgconn import PgTarget
@@ -152,8 +152,8 @@ def _staging_passwords(settings: RunConfig) -> list[str]:
         own = settings.staging.user
         # staging's own roles and memberships (equal to production's after the reset): the
         # mirroring of memberships has nothing to change, only the passwords are set
-        found = [Role.model_validate(r) for r in dbstats.roles(cur) if r["name"] != own]
-        members = [Membership.model_validate(m) for m in dbstats.memberships(cur)]
+        found = [r for r in dbstats.roles(cur) if r.name != own]
+        members = dbstats.memberships(cur)
         result = roles.sync_roles(conn, found, members, settings.platform_roles,
                                   password_for=settings.staging_password)
     return result.staging_passwords_set
