@@ -9,10 +9,11 @@ from nsync_dagster_tests.manifests import before_upload
 
 
 def _staging(users_rows: int = 3, seq: int = 3, extra: dict | None = None) -> DataFacts:
-    return DataFacts.model_validate({"tables": {"app.users": {"rows": users_rows, "checksum": "-123456"},
-                       "app.orders": {"rows": 0, "checksum": "0"}, **(extra or {})},
-            "matviews": {"app.user_totals": {"populated": True}},
-            "sequences": {"app.users_id_seq": {"last_value": seq, "is_called": True}}})
+    return DataFacts.model_validate({
+        "tables": {"app.users": {"rows": users_rows, "checksum": "-123456"},
+                   "app.orders": {"rows": 0, "checksum": "0"}, **(extra or {})},
+        "matviews": {"app.user_totals": {"populated": True}},
+        "sequences": {"app.users_id_seq": {"last_value": seq, "is_called": True}}})
 
 
 BASELINE = {"app.users": 10, "app.orders": 0}
