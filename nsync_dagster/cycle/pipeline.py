@@ -81,7 +81,7 @@ def snapshot_step(settings: RunConfig, store: BackupStore, partition: str,
     pf = daily_preflight(settings.prod, settings.staging, settings.maintenance_db, store,
                          settings.work_dir, settings.dump.pg_dump_level,
                          zstd_level=settings.dump.zstd_level, staging_required=False)
-    for warning in pf.facts.get("staging_warnings", []):
+    for warning in pf.facts.staging_warnings:
         report(f"WARNING: staging is not ready ({warning}); the backup goes ahead without it, "
                "and the staging step fails unless this is fixed by then")
     production = owner.check_prefix(settings, store)
