@@ -157,9 +157,8 @@ def verify_against_backup(settings: RunConfig, manifest: Manifest, reset: NeonRe
             "pg_stat_activity on staging). Rerun the whole job.")
     for line in own[:20]:
         report(f"staging's own write since the reset: {line}")
-    tables = actual["tables"]
-    return Verification(tables=len(tables), sequences=len(actual["sequences"]),
-                        rows=sum(t["rows"] for t in tables.values()),
+    return Verification(tables=len(actual.tables), sequences=len(actual.sequences),
+                        rows=actual.rows,
                         checksums_compared=manifest.checksums), own
 
 
