@@ -119,8 +119,16 @@ class Posture:
     format_version: int = field(default=FORMAT_VERSION)
 
     def to_dict(self) -> dict[str, Any]:
-        """The posture as JSON-like data (``format_version`` included)."""
-        return dataclasses.asdict(self)
+        """The posture as JSON-like data (``format_version`` included): each record as a dict of
+        its fields, whose values (ACLs, lists) are the posture's own, not copies:
+        ``dataclasses.asdict`` deep-copied every ACL entry, 3.6 s of a 5,000-table parity
+        check. A membership row stays a (named) tuple, written as a JSON list."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["reader"] = dataclasses.asdict(self.reader)
+        data["database"] = dict(vars(self.database))
+        for name in ("roles", "objects", "rls", "policies", "extensions"):
+            data[name] = {k: dict(vars(v)) for k, v in data[name].items()}
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Posture:
