@@ -23,7 +23,7 @@ from nsync_dagster.defs.daily.databases import (
     loaded_databases,
 )
 from nsync_dagster.defs.daily.timing import timing_metadata
-from nsync_dagster.defs.resources import NsyncResource, S3Resource, backup_store
+from nsync_dagster.defs.resources import NsyncResource, S3Resource, step_inputs
 from nsync_dagster.defs.shared import (  # noqa: F401 - importable from here for other modules
     DAILY,
     FRESH_BY_6AM,
@@ -32,8 +32,10 @@ from nsync_dagster.defs.shared import (  # noqa: F401 - importable from here for
     OWNERS,
     check_result,
     failures_explained,
+    masked_result,
 )
 from nsync_dagster.defs.shared import DAILY_GROUP as GROUP
+from nsync_dagster.storage.s3store import BackupStore
 
 LIST_CHECK = "database_list_complete"
 Chain = tuple[dg.AssetsDefinition, dg.AssetsDefinition, dg.AssetsDefinition]
@@ -44,17 +46,17 @@ def _reporter(context: dg.AssetExecutionContext) -> Callable[[str], None]:
     return lambda message: context.log.info(message)
 
 
-def _settings(nsync: NsyncResource, database: str | None, *,
-              preflight: bool = False) -> RunConfig:
-    """The run's configuration for one chain's database; with ``preflight`` (the snapshot step)
-    the database-list checks first: branch-reset mode covers one database for now, and a
-    listed database must exist on production."""
-    home = nsync.settings()
+def _settings(nsync: NsyncResource, s3: S3Resource, database: str | None, *,
+              preflight: bool = False) -> tuple[RunConfig, BackupStore]:
+    """The run's configuration and backup folder for one chain's database; with
+    ``preflight`` (the snapshot step) the database-list checks first: branch-reset mode covers
+    one database for now, and a listed database must exist on production."""
+    step = step_inputs(nsync, s3)
     if preflight:
-        databases.check_method(home, home.staging_method)
+        databases.check_method(step.home, step.home.staging_method)
         if database is not None:
-            databases.check_exists(home, database)
-    return home if database is None else home.for_database(database)
+            databases.check_exists(step.home, database)
+    return step.settings(database), step.store(database)
 
 
 def _list_check(settings: RunConfig, report: Callable[[str], None]) -> dg.AssetCheckResult:
@@ -74,10 +76,8 @@ def _list_check(settings: RunConfig, report: Callable[[str], None]) -> dg.AssetC
 
 
 def _named(result: dg.MaterializeResult, settings: RunConfig) -> dg.MaterializeResult:
-    """``result`` with the database it is about (``database`` metadata)."""
-    return dg.MaterializeResult(metadata={**(result.metadata or {}),
-                                          "database": settings.prod.dbname},
-                                check_results=result.check_results)
+    """``result`` with the database it is about (``database`` metadata), masked."""
+    return masked_result(result, database=settings.prod.dbname)
 
 
 def daily_chain(database: str | None = None, *, every: bool = False) -> Chain:
@@ -123,17 +123,16 @@ def daily_chain(database: str | None = None, *, every: bool = False) -> Chain:
         warns: the backup never waits on staging. The reset is the staging step's.
         """
         with failures_explained(context, f"production snapshot{of}"):
-            settings = _settings(nsync, database, preflight=True)
+            settings, store = _settings(nsync, s3, database, preflight=True)
             method = staging.strategy_for(settings)
-            snap = method.snapshot(settings, backup_store(settings, s3), context.partition_key,
-                                   _reporter(context))
+            snap = method.snapshot(settings, store, context.partition_key, _reporter(context))
             checks = [_list_check(settings, _reporter(context))] if watch else []
         # a snapshot cannot span databases: each records its own instant (time and LSN)
-        return dg.MaterializeResult(
-            metadata={**metadata.snapshot_metadata(snap.manifest, method.method),
-                      "database": settings.prod.dbname,
-                      "snapshot_time": snap.manifest.snapshot_time},
-            check_results=checks)
+        return masked_result(
+            dg.MaterializeResult(metadata=metadata.snapshot_metadata(snap.manifest,
+                                                                     method.method),
+                                 check_results=checks),
+            database=settings.prod.dbname, snapshot_time=snap.manifest.snapshot_time)
 
     @dg.asset(key=key("s3_backup"), partitions_def=DAILY, group_name=group, owners=OWNERS,
               kinds={"s3"}, deps=[prod_snapshot], tags={"nsync/stage": "backup", **tags},
@@ -163,11 +162,11 @@ def daily_chain(database: str | None = None, *, every: bool = False) -> Chain:
         """
         started = time.time()
         with failures_explained(context, f"S3 backup{of}"):
-            settings = _settings(nsync, database)
+            settings, store = _settings(nsync, s3, database)
             # the restore method rebuilds staging from the local copy once it is proved equal to
             # S3's objects; a branch reset never restores, so the copy goes at once
             keep = staging.strategy_for(settings).keeps_local_copy
-            out = pipeline.backup_step(settings, backup_store(settings, s3), context.partition_key,
+            out = pipeline.backup_step(settings, store, context.partition_key,
                                        _reporter(context), keep_for_staging=keep)
         return _named(metadata.backup_result(out, timing_metadata(context, started)), settings)
 
@@ -207,9 +206,9 @@ def daily_chain(database: str | None = None, *, every: bool = False) -> Chain:
         """
         started = time.time()
         with failures_explained(context, f"staging rebuild{of}"):
-            settings = _settings(nsync, database)
+            settings, store = _settings(nsync, s3, database)
             out = staging.strategy_for(settings).refresh(
-                settings, backup_store(settings, s3), context.partition_key, _reporter(context))
+                settings, store, context.partition_key, _reporter(context))
         return _named(metadata.staging_result(out, settings.staging.display,
                                               timing_metadata(context, started)), settings)
 
@@ -220,5 +219,6 @@ LOADED = loaded_databases()  # the URL's database first (its name, or None when 
 # the URL's database: bare keys, importable by name (sensors, checks, retention, recovery)
 prod_snapshot, s3_backup, staging_database = daily_chain(every=lists_every())
 # every other listed database: its own chain, prefixed with its name
-OTHER_DATABASES = [asset for name in LOADED[1:] for asset in daily_chain(name)]
+OTHER_CHAINS: dict[str, Chain] = {name: daily_chain(name) for name in LOADED[1:]}
+OTHER_DATABASES = [asset for chain in OTHER_CHAINS.values() for asset in chain]
 DAILY_ASSETS = [prod_snapshot, s3_backup, staging_database, *OTHER_DATABASES]
