@@ -5,13 +5,16 @@ schema), and the same figures for the same data."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+from nsync_dagster.cycle.config import dump_options
 from nsync_dagster.postgres.pgconn import PgTarget
-from nsync_dagster.postgres.snapshot import DumpOptions, take_snapshot
+from nsync_dagster.postgres.snapshot import take_snapshot
+from nsync_dagster.settings import Tuning
 from nsync_dagster_tests.livedb import live_database, owner_url
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "manifest-format-4.json"
@@ -68,7 +71,9 @@ def test_a_snapshot_writes_the_manifest_nsync_wrote_before_typing(pg_prod, tmp_p
         _settings(pg_prod, db)
         target = PgTarget("production", owner_url(pg_prod, db), "NSYNC_PROD_DATABASE_URL",
                           os.environ["NSYNC_PG_BIN_DIR"])
-        take_snapshot(target, tmp_path / "snap", DumpOptions(checksums=True, zstd_level=3),
+        options = dataclasses.replace(dump_options(Tuning.load({})), checksums=True,
+                                      zstd_level=3)
+        take_snapshot(target, tmp_path / "snap", options,
                       backup_id="20261127T060000Z", partition="2026-11-27", report=lambda _: None)
         new = json.loads((tmp_path / "snap" / "manifest.json").read_text())
     assert record_keys(new) == record_keys(old)
