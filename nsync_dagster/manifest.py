@@ -20,13 +20,26 @@ import hashlib
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from nsync_dagster.errors import ManifestError
+from nsync_dagster.facts import (
+    CHECKSUM_PREFIXES,
+    RECORD_CHECKSUM,
+    DatabaseFacts,
+    DataFacts,
+    Matview,
+    Membership,
+    Record,
+    Role,
+    Sequence,
+    Table,
+)
 
-__all__ = ["MANIFEST_FORMAT", "RECORD_CHECKSUM", "BundleMember", "DatabaseFacts", "Encryption",
-           "Manifest", "ManifestError", "Matview", "Membership", "NeonReset", "Production", "Role",
-           "S3Location", "Sequence", "StoredObject", "Table"]
+__all__ = ["CHECKSUM_PREFIXES", "MANIFEST_FORMAT", "RECORD_CHECKSUM", "BundleMember",
+           "DataFacts", "DatabaseFacts", "Encryption", "Manifest", "ManifestError", "Matview",
+           "Membership", "NeonReset", "Production", "Role", "S3Location", "Sequence",
+           "StoredObject", "Table"]
 
 # 2: "compression" (nsync's own zstd of the data objects) added
 # 3: table checksums may be "record:<sum>" (hash_record per row, see postgres.rowhash); a
@@ -34,96 +47,14 @@ __all__ = ["MANIFEST_FORMAT", "RECORD_CHECKSUM", "BundleMember", "DatabaseFacts"
 # 4: table checksums are "row:<sum>" (each row's hash_record_extended hashed again, with its
 #    arrays' bounds) or "rowtext:<sum>" (row text in a pinned session); formats 1-3 keep theirs
 MANIFEST_FORMAT = 4
-RECORD_CHECKSUM = "record:"  # the prefix of a format-3 hash_record table checksum
-CHECKSUM_PREFIXES = {"row:": "row", "rowtext:": "rowtext", RECORD_CHECKSUM: "record"}  # else text
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="allow", validate_by_name=True, validate_by_alias=True,
-                              serialize_by_alias=True)
-
-    def as_json(self) -> dict[str, Any]:
-        """The record as it stands in the JSON document (only the fields read or set)."""
-        return self.model_dump(mode="json", exclude_unset=True, by_alias=True)
-
-
-class Table(_Record):
-    """A table's exact row count and (with checksums on) order-independent content checksum:
-    ``row:<sum>`` or ``rowtext:<sum>`` (format 4), ``record:<sum>`` (hash_record per row,
-    format 3) or ``<sum>`` (hashtext of the row's text); see :mod:`.postgres.rowhash`."""
-
-    rows: int = Field(ge=0)
-    checksum: str | None = None
-
-    @property
-    def checksum_method(self) -> str | None:
-        """"row", "rowtext", "record", "text" or None: how a restored copy must be checksummed
-        to compare."""
-        if self.checksum is None:
-            return None
-        prefix = self.checksum.partition(":")[0] + ":"
-        return CHECKSUM_PREFIXES.get(prefix, "text")
-
-
-class Matview(_Record):
-    populated: bool
-
-
-class Sequence(_Record):
-    """The position the restore sets (as pg_dump recorded it)."""
-
-    last_value: int
-    is_called: bool
-
-
-class Role(_Record):
-    """A role's attributes (never a password); ``settings`` (ALTER ROLE ... SET) is None in
-    manifests written before nsync recorded settings: then staging's are left alone."""
-
-    name: str
-    rolsuper: bool
-    rolinherit: bool
-    rolcreaterole: bool
-    rolcreatedb: bool
-    rolcanlogin: bool
-    rolreplication: bool
-    rolbypassrls: bool
-    rolconnlimit: int
-    rolvaliduntil: str | None = None
-    settings: list[str] | None = None
-
-
-class Membership(_Record):
-    role: str
-    member: str
-    grantor: str | None = None
-    admin: bool
-    inherit: bool
-    set_option: bool = Field(alias="set")
-
-
-class DatabaseFacts(_Record):
-    """The database's own facts (not carried by the dump). ``settings``/``role_settings`` are
-    None in manifests written before nsync recorded them."""
-
-    name: str
-    owner: str
-    encoding: str
-    collate: str
-    ctype: str
-    connection_limit: int = -1
-    acl: list[str] | None = None
-    comment: str | None = None
-    settings: list[str] | None = None
-    role_settings: dict[str, list[str]] | None = None
-
-
-class BundleMember(_Record):
+class BundleMember(Record):
     raw_sha256: str
     raw_size: int
 
 
-class StoredObject(_Record):
+class StoredObject(Record):
     """One S3 object: what is stored (``size``, ``sha256``) and, for nsync's zstd, the file
     pg_dump wrote (``raw_*``) or the bundle's ``members``; ``plaintext_size`` when encrypted."""
 
@@ -139,19 +70,19 @@ class StoredObject(_Record):
         return self.raw_sha256 is not None or self.members is not None
 
 
-class Encryption(_Record):
+class Encryption(Record):
     client_side: str
     format: str | None = None
     suffix: str | None = None
     recipients: list[str] = Field(default_factory=list)
 
 
-class S3Location(_Record):
+class S3Location(Record):
     bucket: str
     folder: str
 
 
-class NeonReset(_Record):
+class NeonReset(Record):
     """A Neon branch reset of staging (``NSYNC_STAGING_METHOD=neon-branch-reset``): the staging
     step's record (its metadata). Manifests written while the reset ran in the snapshot step
     carry one as ``neon_branch_reset``; newer manifests do not (the reset follows the upload)."""
@@ -171,7 +102,7 @@ class NeonReset(_Record):
     staging_writes_at_reset: dict[str, int] = Field(default_factory=dict)
 
 
-class Production(_Record):
+class Production(Record):
     """Which production a backup came from (see :mod:`nsync_dagster.storage.identity`).
 
     Absent from manifests written before nsync recorded it (any format: an optional field
@@ -185,7 +116,7 @@ class Production(_Record):
     neon_endpoint: str | None = None
 
 
-class Manifest(_Record):
+class Manifest(Record):
     """Everything a restore is verified against, and every stored object's digest."""
 
     format: int = Field(ge=1)
@@ -289,14 +220,11 @@ class Manifest(_Record):
         """``{"schema.table": method}`` for every table with a checksum (``checksum_method``)."""
         return {k: m for k, t in self.tables.items() if (m := t.checksum_method) is not None}
 
-    def data_facts(self, tables: set[str] | None = None) -> dict[str, Any]:
-        """Tables, matviews and sequences in the shape ``dbstats`` queries a database in, for
+    def data_facts(self, tables: set[str] | None = None) -> DataFacts:
+        """Tables, matviews and sequences as ``dbstats`` reads them from a database, for
         ``dbstats.compare``; with ``tables``, those tables only (and no matviews/sequences)."""
-        if tables is not None:
-            return {"tables": {k: v.as_json() for k, v in self.tables.items() if k in tables},
-                    "matviews": {}, "sequences": {}}
-        return {section: {k: v.as_json() for k, v in getattr(self, section).items()}
-                for section in ("tables", "matviews", "sequences")}
+        facts = DataFacts(tables=self.tables, matviews=self.matviews, sequences=self.sequences)
+        return facts if tables is None else facts.only(tables)
 
 
 def _describe(exc: ValidationError, limit: int = 5) -> str:

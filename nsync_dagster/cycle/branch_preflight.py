@@ -13,6 +13,7 @@ nsync syncs; a database that exists only on staging is lost by the reset, and is
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nsync_dagster.cycle.config import RunConfig
@@ -25,6 +26,19 @@ if TYPE_CHECKING:
     from nsync_dagster.cycle.branch_reset import BranchReset
 
 log = logging.getLogger("nsync.branch_reset")
+
+
+@dataclass
+class NeonFacts:
+    """What the Neon checks learned, for the reset: the staging branch's parent, production's
+    branch and whether it is protected, the staging branch's databases (``replaces``) and
+    those production lacks (``lost``)."""
+
+    parent_id: str | None = None
+    prod_branch: str | None = None
+    parent_protected: bool = False
+    replaces: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
 
 
 def endpoint_branch(target: PgTarget, endpoints: list[dict[str, Any]]) -> str | None:
@@ -49,14 +63,13 @@ def replaces_line(branch_id: str, names: list[str], only_on_staging: list[str]) 
             f"{', '.join(names) or '(none listed)'}{lost}")
 
 
-def neon_preflight(settings: RunConfig, neon: BranchReset) -> dict[str, Any]:
+def neon_preflight(settings: RunConfig, neon: BranchReset) -> NeonFacts:
     """Check every Neon setting before anything changes; all problems reported at once.
 
-    Returns the facts the reset needs (``parent_id``, ``prod_branch``, ``parent_protected``,
-    ``replaces``: the staging branch's databases, ``lost``: those production lacks).
+    Returns the facts the reset needs (:class:`NeonFacts`).
     """
     pf, api = Preflight(), neon.client
-    facts: dict[str, Any] = pf.facts
+    facts = NeonFacts()
     endpoints: list[dict[str, Any]] = []
     branches: list[dict[str, Any]] = []
 
@@ -69,7 +82,7 @@ def neon_preflight(settings: RunConfig, neon: BranchReset) -> dict[str, Any]:
 
     def branch() -> str:
         b = api.get_branch(neon.branch_id)
-        facts.update(branch=b, parent_id=b.get("parent_id"))
+        facts.parent_id = b.get("parent_id")
         problems = []
         if not b.get("parent_id"):
             problems.append("it is the project's root branch (it has no parent to reset from)")
@@ -108,23 +121,23 @@ def neon_preflight(settings: RunConfig, neon: BranchReset) -> dict[str, Any]:
                 f"NSYNC_PROD_DATABASE_URL's host {settings.prod.host} is no compute endpoint "
                 f"of Neon project {neon.project_id}: production must be in the project named "
                 "by NSYNC_NEON_PROJECT_ID (or the project id is wrong).")
-        facts["prod_branch"] = prod_branch
-        if facts.get("parent_id") != prod_branch:
+        facts.prod_branch = prod_branch
+        if facts.parent_id != prod_branch:
             raise PreflightError(
-                f"the staging branch {neon.branch_id}'s parent is {facts.get('parent_id')}, "
+                f"the staging branch {neon.branch_id}'s parent is {facts.parent_id}, "
                 f"but production ({settings.prod.host}) runs on branch {prod_branch}: a reset "
                 "would copy the wrong branch. Create the staging branch from production's "
                 "branch, or fix NSYNC_NEON_STAGING_BRANCH_ID.")
         parent = next((b for b in branches if b.get("id") == prod_branch), None)
         parent = parent or api.get_branch(prod_branch)
-        facts["parent_protected"] = bool(parent.get("protected"))
+        facts.parent_protected = bool(parent.get("protected"))
         return f"parent {prod_branch} is production's branch"
 
     def what_is_replaced() -> str:
         names = sorted(d["name"] for d in api.list_databases(neon.branch_id))
-        prod = {d["name"] for d in api.list_databases(facts["prod_branch"])}
-        facts["replaces"], facts["lost"] = names, [n for n in names if n not in prod]
-        return replaces_line(neon.branch_id, names, facts["lost"])
+        prod = {d["name"] for d in api.list_databases(facts.prod_branch)}
+        facts.replaces, facts.lost = names, [n for n in names if n not in prod]
+        return replaces_line(neon.branch_id, names, facts.lost)
 
     def staging_url_is_branch() -> str:
         behind = endpoint_branch(settings.staging, endpoints)

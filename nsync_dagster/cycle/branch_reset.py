@@ -49,7 +49,7 @@ from nsync_dagster.cycle.branch_verify import verify_branch_staging, write_count
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.results import BranchStagingResult
 from nsync_dagster.errors import PreflightError, SnapshotError, VerificationError
-from nsync_dagster.manifest import Membership, NeonReset, Role
+from nsync_dagster.manifest import NeonReset
 from nsync_dagster.neon.client import NeonClient
 from nsync_dagster.postgres import dbstats, roles
 from nsync_dagster.postgres.pgconn import PgTarget
@@ -96,8 +96,8 @@ def doctor_check(settings: RunConfig) -> str:
         return "restore (staging rebuilt from the S3 backup every day)"
     facts = neon_preflight(settings, neon)
     return (f"neon-branch-reset: branch {neon.branch_id} of project {neon.project_id} may be "
-            f"reset from production's branch {facts['prod_branch']}; "
-            + replaces_line(neon.branch_id, facts["replaces"], facts["lost"]))
+            f"reset from production's branch {facts.prod_branch}; "
+            + replaces_line(neon.branch_id, facts.replaces, facts.lost))
 
 
 def reset_branch(neon: BranchReset, parent_id: str, report: Report,
@@ -152,8 +152,8 @@ def _staging_passwords(settings: RunConfig) -> list[str]:
         own = settings.staging.user
         # staging's own roles and memberships (equal to production's after the reset): the
         # mirroring of memberships has nothing to change, only the passwords are set
-        found = [Role.model_validate(r) for r in dbstats.roles(cur) if r["name"] != own]
-        members = [Membership.model_validate(m) for m in dbstats.memberships(cur)]
+        found = [r for r in dbstats.roles(cur) if r.name != own]
+        members = dbstats.memberships(cur)
         result = roles.sync_roles(conn, found, members, settings.platform_roles,
                                   password_for=settings.staging_password)
     return result.staging_passwords_set
@@ -167,7 +167,7 @@ def snapshot_for_reset(settings: RunConfig, store: BackupStore, partition: str,
     """
     try:
         facts = neon_preflight(settings, neon)
-        report(replaces_line(neon.branch_id, facts["replaces"], facts["lost"]))
+        report(replaces_line(neon.branch_id, facts.replaces, facts.lost))
     except PreflightError as exc:
         report(f"WARNING: staging cannot be reset right now ({exc}); the backup goes ahead "
                "without it, and the staging step fails unless this is fixed by then")
@@ -187,17 +187,17 @@ def reset_and_verify(settings: RunConfig, store: BackupStore, partition: str,
         VerificationError: the backup has no LSN, or staging does not hold it after the reset.
     """
     facts = neon_preflight(settings, neon)
-    report(replaces_line(neon.branch_id, facts["replaces"], facts["lost"]))
+    report(replaces_line(neon.branch_id, facts.replaces, facts.lost))
     backup = pipeline.partition_backup(store, partition)
     manifest = store.read_manifest(backup.key_prefix)
     if not manifest.lsn:
         raise VerificationError(
             f"backup {backup.backup_id} has no WAL position (LSN), so staging cannot be reset "
             "to its instant; nothing was reset. Materialize prod_snapshot and s3_backup again.")
-    reset = reset_branch(neon, facts["parent_id"], report, source_lsn=manifest.lsn)
+    reset = reset_branch(neon, facts.parent_id, report, source_lsn=manifest.lsn)
     _wait_for_compute(settings.staging, report)
     reset["staging_writes_at_reset"] = write_counters(settings.staging)
-    reset["parent_protected"] = facts.get("parent_protected", False)
+    reset["parent_protected"] = facts.parent_protected
     reset["staging_passwords_set"] = _staging_passwords(settings)
     if reset["staging_passwords_set"]:
         report("staging's own passwords (NSYNC_STAGING_PASSWORD_<ROLE>) set for: "

@@ -44,7 +44,7 @@ import psycopg
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.results import BranchStagingResult, Drift, PasswordFacts, Verification
 from nsync_dagster.errors import VerificationError
-from nsync_dagster.manifest import Manifest, NeonReset
+from nsync_dagster.manifest import DataFacts, Manifest, NeonReset
 from nsync_dagster.postgres import dbstats, roles
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.storage.s3catalog import BackupInfo
@@ -59,12 +59,12 @@ def production_drift(prod: PgTarget, manifest: Manifest) -> Drift:
     """Production now against the manifest (staging at the reset): tables only on one side and
     tables whose row count changed since. A report, not a verdict."""
     with prod.connect() as conn:
-        now = dbstats.data_facts(conn.cursor(), checksums=False, sequences=False)["tables"]
+        now = dbstats.data_facts(conn.cursor(), checksums=False, sequences=False).tables
     then = manifest.tables
     only_staging = sorted(set(then) - set(now))
     only_prod = sorted(set(now) - set(then))
-    changed = {t: (then[t].rows, now[t]["rows"]) for t in sorted(set(then) & set(now))
-               if then[t].rows != now[t]["rows"]}
+    changed = {t: (then[t].rows, now[t].rows) for t in sorted(set(then) & set(now))
+               if then[t].rows != now[t].rows}
     lines = ([f"table {t} is on staging but no longer on production" for t in only_staging]
              + [f"table {t} is new on production since the reset" for t in only_prod]
              + [f"{t}: {a:,} rows at the reset, {b:,} on production now"
@@ -92,7 +92,7 @@ def written_since(baseline: dict[str, int], now: dict[str, int]) -> set[str]:
             if t not in baseline or n > baseline[t] or (n < baseline[t] and n > 0)}
 
 
-def judge(manifest: Manifest, actual: dict, baseline: dict[str, int], written: set[str],
+def judge(manifest: Manifest, actual: DataFacts, baseline: dict[str, int], written: set[str],
           descending: frozenset[str] = frozenset()) -> tuple[list[str], list[str]]:
     """Staging's facts (``actual``) against the manifest by this module's rules: (the problems
     that fail the step, the lines naming staging's own writes). ``baseline``: staging's write
@@ -101,7 +101,7 @@ def judge(manifest: Manifest, actual: dict, baseline: dict[str, int], written: s
     problems: list[str] = []
     own: list[str] = []
     for section in ("tables", "matviews"):
-        want, got = getattr(manifest, section), actual[section]
+        want, got = getattr(manifest, section), actual.section(section)
         for name in sorted(set(want) - set(got)):
             problems.append(f"{section[:-1]} {name} of the backup is missing on staging")
         for name in sorted(set(got) - set(want)):
@@ -111,19 +111,18 @@ def judge(manifest: Manifest, actual: dict, baseline: dict[str, int], written: s
             else:
                 own.append(f"{section[:-1]} {name} was created on staging after the reset")
         for name in sorted(set(want) & set(got)):
-            diff = dbstats.compare({section: {name: want[name].as_json()}},
-                                   {section: {name: got[name]}})
+            diff = dbstats.differences(section[:-1], name, want[name], got[name])
             if diff and name in written:
                 own.append(f"{name} was written on staging after the reset (not comparable)")
             elif diff:
                 problems.extend(f"{d} (not written on staging since the reset)" for d in diff)
     for name, seq in sorted(manifest.sequences.items()):
-        now = actual["sequences"].get(name)
+        now = actual.sequences.get(name)
         if now is None:
             problems.append(f"sequence {name} of the backup is missing on staging")
-        elif (now["last_value"] > seq.last_value if name in descending
-              else now["last_value"] < seq.last_value):
-            problems.append(f"sequence {name} is at {now['last_value']} on staging, behind the "
+        elif (now.last_value > seq.last_value if name in descending
+              else now.last_value < seq.last_value):
+            problems.append(f"sequence {name} is at {now.last_value} on staging, behind the "
                             f"backup's {seq.last_value}")
     return problems, own
 
@@ -158,9 +157,8 @@ def verify_against_backup(settings: RunConfig, manifest: Manifest, reset: NeonRe
             "pg_stat_activity on staging). Rerun the whole job.")
     for line in own[:20]:
         report(f"staging's own write since the reset: {line}")
-    tables = actual["tables"]
-    return Verification(tables=len(tables), sequences=len(actual["sequences"]),
-                        rows=sum(t["rows"] for t in tables.values()),
+    return Verification(tables=len(actual.tables), sequences=len(actual.sequences),
+                        rows=actual.rows,
                         checksums_compared=manifest.checksums), own
 
 

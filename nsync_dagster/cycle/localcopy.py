@@ -20,14 +20,14 @@ ever kept: the next snapshot (or staging, when it ends either way) removes it.
 
 from __future__ import annotations
 
-import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
+from nsync_dagster.cycle.handoff import KeptCopy
 from nsync_dagster.manifest import Manifest
 from nsync_dagster.storage import zstdio
+from nsync_dagster.storage.s3catalog import Fingerprint
 from nsync_dagster.storage.s3store import MANIFEST, BackupStore, sha256_file
 
 KEPT = "kept-for-staging.json"
@@ -44,20 +44,17 @@ def keep(work_root: Path, work: Path, *, backup_id: str, folder: str,
     for path in work.rglob("*"):
         if path.is_file():
             path.chmod(0o400)
-    _pointer(work_root).write_text(json.dumps(
-        {"backup_id": backup_id, "folder": folder, "work_dir": str(work), "etags": etags}))
+    KeptCopy(backup_id=backup_id, folder=folder, work_dir=work, etags=etags).write(
+        _pointer(work_root))
 
 
 def discard(work_root: Path) -> None:
     """Remove the kept copy, if any (client data does not stay on disk longer than needed)."""
     pointer = _pointer(work_root)
     if pointer.exists():
-        try:
-            work = json.loads(pointer.read_text()).get("work_dir")
-        except (OSError, ValueError):
-            work = None
-        if work:
-            shutil.rmtree(work, ignore_errors=True)
+        kept = KeptCopy.read_or_none(pointer)
+        if kept is not None:
+            shutil.rmtree(kept.work_dir, ignore_errors=True)
         pointer.unlink(missing_ok=True)
 
 
@@ -67,7 +64,7 @@ def _local_files(work: Path) -> set[str]:
 
 
 def check(work: Path, manifest: Manifest, etags: dict[str, str],
-          listed: dict[str, dict[str, Any]]) -> str | None:
+          listed: Mapping[str, Fingerprint]) -> str | None:
     """Why ``work`` may not stand in for the S3 copy, or None when it may (see the module)."""
     if manifest.encrypted:
         return ("the backup is client-side encrypted; restoring from S3 proves the identity "
@@ -102,11 +99,11 @@ def expected_files(manifest: Manifest) -> dict[str, str]:
 
 
 def s3_changed(manifest: Manifest, etags: dict[str, str],
-               listed: dict[str, dict[str, Any]]) -> str | None:
+               listed: Mapping[str, Fingerprint]) -> str | None:
     """Which object S3 no longer lists with the read-back's ETag and size, if any."""
     for rel, want in sorted(manifest.objects.items()):
         seen = listed.get(rel)
-        if seen is None or seen["size"] != want.size or seen["etag"] != etags.get(rel):
+        if seen is None or seen.size != want.size or seen.etag != etags.get(rel):
             return f"{rel} in S3 changed since it was read back"
     return None
 
@@ -118,16 +115,13 @@ def usable(work_root: Path, store: BackupStore, folder: str, backup_id: str,
     pointer = _pointer(work_root)
     if not pointer.exists():
         return None
-    try:
-        info = json.loads(pointer.read_text())
-    except (OSError, ValueError):
+    kept = KeptCopy.read_or_none(pointer)
+    if kept is None or kept.folder != folder or kept.backup_id != backup_id:
         return None
-    if info.get("folder") != folder or info.get("backup_id") != backup_id:
-        return None
-    work = Path(info["work_dir"])
+    work = kept.work_dir
     if not work.is_dir():
         return None
-    why = check(work, manifest, info.get("etags") or {}, store.fingerprints(folder))
+    why = check(work, manifest, kept.etags, store.fingerprints(folder))
     if why:
         report(f"WARNING: not restoring from the local copy of {backup_id}: {why}; "
                f"downloading {store.uri(folder)} instead")

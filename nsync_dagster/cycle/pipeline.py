@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import logging
 import shutil
 import time
@@ -25,6 +24,7 @@ from nsync_dagster.cycle import (
     workspace,
 )
 from nsync_dagster.cycle.config import RunConfig
+from nsync_dagster.cycle.handoff import SnapshotPointer
 from nsync_dagster.cycle.preflight import daily_preflight, staging_preflight
 from nsync_dagster.cycle.results import BackupResult, RestoreResult, StagingResult
 from nsync_dagster.cycle.verification import verify_database
@@ -82,7 +82,7 @@ def snapshot_step(settings: RunConfig, store: BackupStore, partition: str,
                          settings.work_dir, settings.dump.pg_dump_level,
                          zstd_level=settings.dump.zstd_level, staging_required=False,
                          space_ratio=settings.dump_space_ratio)
-    for warning in pf.facts.get("staging_warnings", []):
+    for warning in pf.facts.staging_warnings:
         report(f"WARNING: staging is not ready ({warning}); the backup goes ahead without it, "
                "and the staging step fails unless this is fixed by then")
     production = owner.check_prefix(settings, store)
@@ -124,11 +124,10 @@ def _snapshot(settings: RunConfig, partition: str, report: Report,
         (work / "manifest.json").write_text(snap.manifest.to_json())
     pointer = _pointer(settings, partition)
     if pointer.exists():  # an earlier snapshot of this day that was never uploaded
-        earlier = Path(json.loads(pointer.read_text())["work_dir"])
+        earlier = SnapshotPointer.read(pointer).work_dir
         if earlier != work:  # (its folder gone, the new one may have reused its name)
             shutil.rmtree(earlier, ignore_errors=True)
-    pointer.write_text(json.dumps({"backup_id": backup_id,
-                                                         "work_dir": str(work)}))
+    SnapshotPointer(backup_id=backup_id, work_dir=work).write(pointer)
     return snap
 
 
@@ -165,8 +164,8 @@ def backup_step(settings: RunConfig, store: BackupStore, partition: str,
 def _local_snapshot(settings: RunConfig, partition: str) -> bool:
     """Whether the snapshot step's pointer for ``partition`` names a dump that is still there."""
     try:
-        work = Path(json.loads(_pointer(settings, partition).read_text())["work_dir"])
-    except (OSError, ValueError, KeyError, TypeError):
+        work = SnapshotPointer.read(_pointer(settings, partition)).work_dir
+    except (OSError, ValueError):
         return False
     return (work / "manifest.json").is_file()
 
@@ -178,13 +177,13 @@ def _backup(settings: RunConfig, store: BackupStore, partition: str,
     if not pointer.exists():
         raise BackupStoreError(f"no local snapshot for {partition}: materialize prod_snapshot "
                                "for this partition first")
-    info = json.loads(pointer.read_text())
-    work = Path(info["work_dir"])
+    info = SnapshotPointer.read(pointer)
+    work = info.work_dir
     manifest = Manifest.from_json((work / "manifest.json").read_text(), str(work))
     started = time.monotonic()
     # -- identity (issue 16): a retry never writes into an earlier attempt's checksummed folder
     manifest, folder = attempt.upload(settings, store, work, manifest, partition, report)
-    snapshot_id, info["backup_id"] = info["backup_id"], manifest.backup_id
+    snapshot_id, backup_id = info.backup_id, manifest.backup_id
     upload_s = time.monotonic() - started
     verified = store.verify_objects(folder, report)
     # with S3 Object Lock, the new backup is locked for as long as its class is kept
@@ -194,16 +193,16 @@ def _backup(settings: RunConfig, store: BackupStore, partition: str,
         report(f"WARNING: {warning}")
     # staging's next copy, restored meanwhile (.prepared): waited for before the snapshot is
     # let go, so an interrupt here leaves the step retryable
-    ready = alongside.finish(info["backup_id"], folder, verified.etags,
+    ready = alongside.finish(backup_id, folder, verified.etags,
                              snapshot_id=snapshot_id) if alongside else None
     if keep_for_staging:
-        localcopy.keep(settings.work_dir, work, backup_id=info["backup_id"], folder=folder,
+        localcopy.keep(settings.work_dir, work, backup_id=backup_id, folder=folder,
                        etags=verified.etags)
     else:
         shutil.rmtree(work, ignore_errors=True)
     pointer.unlink(missing_ok=True)
     return BackupResult(
-        backup_id=info["backup_id"], folder=folder, uri=store.uri(folder),
+        backup_id=backup_id, folder=folder, uri=store.uri(folder),
         bytes=manifest.stored_bytes, objects=len(manifest.objects), upload_s=round(upload_s, 2),
         verify_s=round(time.monotonic() - started - upload_s, 2),
         objects_sha256=verified.manifest.objects_digest(), manifest=manifest,

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from nsync_dagster.cycle import workspace
 from nsync_dagster.errors import NsyncError, PreflightError
@@ -34,11 +33,24 @@ class CheckResult:
 
 
 @dataclass
+class PreflightFacts:
+    """What the checks learned (None: that check did not run, or failed)."""
+
+    prod_server_version: str | None = None
+    prod_major: int | None = None
+    prod_database_bytes: int | None = None
+    staging_major: int | None = None
+    staging_can_create_roles: bool | None = None
+    # staging's failed checks when staging is not required (the snapshot step): warnings
+    staging_warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Preflight:
     """Runs named checks; ``facts`` collects what they learned (versions, identities)."""
 
     results: list[CheckResult] = field(default_factory=list)
-    facts: dict[str, Any] = field(default_factory=dict)
+    facts: PreflightFacts = field(default_factory=PreflightFacts)
 
     def run(self, name: str, check: Callable[[], str]) -> bool:
         start = time.monotonic()
@@ -84,13 +96,13 @@ def check_production(pf: Preflight, prod: PgTarget) -> None:
     def connect() -> str:
         with prod.connect() as conn:
             major = server_major(conn)
-            pf.facts["prod_server_version"] = conn.info.parameter_status("server_version")
-            pf.facts["prod_major"] = major
-        return f"connected to {prod.display} (PostgreSQL {pf.facts['prod_server_version']})"
+            pf.facts.prod_server_version = conn.info.parameter_status("server_version")
+            pf.facts.prod_major = major
+        return f"connected to {prod.display} (PostgreSQL {pf.facts.prod_server_version})"
 
     if pf.run("production reachable", connect) and pf.run(
             "pg_dump new enough and connects",
-            lambda: _client_for(pf, "prod_major", "Dumping production", prod)):
+            lambda: _client_for(_known(pf.facts.prod_major), "Dumping production", prod)):
         pf.run("pg_dumpall --roles-only runs", lambda: _roles_dump(pf, prod))
         pf.run("production's lock table holds the dump's locks", lambda: _lock_room(prod))
 
@@ -104,7 +116,7 @@ def _lock_room(prod: PgTarget) -> str:
 def _roles_dump(pf: Preflight, prod: PgTarget) -> str:
     """The role definitions for the manifest come from ``pg_dumpall --roles-only``, which
     connects to production's own database (``-l``), never to ``postgres``/``template1``."""
-    tools = pgbin.for_server(pf.facts["prod_major"], purpose="Dumping production's roles",
+    tools = pgbin.for_server(_known(pf.facts.prod_major), purpose="Dumping production's roles",
                              needs_tls=prod.needs_tls(), pg_bin_dir=prod.pg_bin_dir)
     args, env = roles.roles_dump_command(tools, prod)
     out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
@@ -118,9 +130,15 @@ def _roles_dump(pf: Preflight, prod: PgTarget) -> str:
     return f"pg_dumpall connects to {prod.dbname} and reads the roles"
 
 
-def _client_for(pf: Preflight, fact: str, purpose: str, target: PgTarget) -> str:
+def _known(major: int | None) -> int:
+    """A server's major version a check before this one read (its check passed)."""
+    assert major is not None, "a check ran before the one that reads the server's version"
+    return major
+
+
+def _client_for(major: int, purpose: str, target: PgTarget) -> str:
     """Pick the client programs and prove they can log in (TLS and password included)."""
-    tools = pgbin.for_server(pf.facts[fact], purpose=purpose, needs_tls=target.needs_tls(),
+    tools = pgbin.for_server(major, purpose=purpose, needs_tls=target.needs_tls(),
                              pg_bin_dir=target.pg_bin_dir)
     args, env = target.command(tools, "psql", ["-X", "-At", "-c", "SELECT 1"])
     out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
@@ -137,14 +155,14 @@ def check_staging(pf: Preflight, staging: PgTarget, maintenance_db: str) -> None
         with maint.connect() as conn:
             row = conn.execute("""SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles
                                   WHERE rolname = current_user""").fetchone()
-            pf.facts["staging_major"] = server_major(conn)
+            pf.facts.staging_major = server_major(conn)
         superuser, createdb, createrole = row
         if not (superuser or createdb):
             raise PreflightError(
                 f"the staging role '{staging.user}' lacks CREATEDB: nsync builds the new copy "
                 f"beside the old one. Run 'ALTER ROLE {staging.user} CREATEDB' as an admin, or "
                 "use the project's owner role (on Neon: neondb_owner).")
-        pf.facts["staging_can_create_roles"] = bool(superuser or createrole)
+        pf.facts.staging_can_create_roles = bool(superuser or createrole)
         return f"connected to {maint.display}; role may create databases"
 
     def name_fits() -> str:
@@ -154,7 +172,7 @@ def check_staging(pf: Preflight, staging: PgTarget, maintenance_db: str) -> None
     pf.run("staging database name fits", name_fits)
     if pf.run("staging reachable with CREATEDB", connect):
         pf.run("pg_restore available and connects",
-               lambda: _client_for(pf, "staging_major", "Restoring", maint))
+               lambda: _client_for(_known(pf.facts.staging_major), "Restoring", maint))
 
 
 def check_not_same(pf: Preflight, prod: PgTarget, staging: PgTarget) -> None:
@@ -188,7 +206,7 @@ def check_work_dir(pf: Preflight, prod: PgTarget, work_dir: Path, compress: int,
     def check() -> str:
         with prod.connect() as conn:
             (size,) = conn.execute("SELECT pg_database_size(current_database())").fetchone()
-        pf.facts["prod_database_bytes"] = size
+        pf.facts.prod_database_bytes = size
         return workspace.require_room(work_dir, size, compress, space_ratio,
                                       zstd_level=zstd_level)
 
@@ -205,7 +223,7 @@ def daily_preflight(prod: PgTarget, staging: PgTarget, maintenance_db: str,
 
     With ``staging_required=False`` (the restore method's snapshot step: the backup needs
     production and S3 only) staging's checks are run too, but a failure is only a warning,
-    kept in ``facts["staging_warnings"]``: the staging step checks staging again
+    kept in ``facts.staging_warnings``: the staging step checks staging again
     (:func:`staging_preflight`) and fails there, after the backup is safe."""
     pf = Preflight()
     if store.age is not None and store.age.enabled:
@@ -218,7 +236,7 @@ def daily_preflight(prod: PgTarget, staging: PgTarget, maintenance_db: str,
     else:
         ahead = Preflight()
         check_staging(ahead, staging, maintenance_db)
-        pf.facts["staging_warnings"] = [f"{r.name}: {r.detail}" for r in ahead.failures]
+        pf.facts.staging_warnings = [f"{r.name}: {r.detail}" for r in ahead.failures]
     check_not_same(pf, prod, staging)
     check_bucket(pf, store)
     for r in pf.results:

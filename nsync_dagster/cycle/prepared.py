@@ -40,25 +40,25 @@ restore-verified, and swapped in.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import logging
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from nsync_dagster.cycle.config import RunConfig
+from nsync_dagster.cycle.handoff import PreparedRecord, SnapshotPointer
 from nsync_dagster.cycle.results import PreparedCopy
 from nsync_dagster.errors import RestoreError, SwapError
 from nsync_dagster.manifest import Manifest
 from nsync_dagster.postgres import interruptible, roles, swap
-from nsync_dagster.postgres.restore import restore_dump
+from nsync_dagster.postgres.restore import RestoreReport, restore_dump
 from nsync_dagster.storage.s3store import MANIFEST, BackupStore, sha256_file
 
 log = logging.getLogger("nsync.prepared")
@@ -92,6 +92,20 @@ def _stat(work: Path, names: list[str]) -> dict[str, tuple[int, int, int]]:
     return out
 
 
+@dataclass(frozen=True)
+class Restored:
+    """What the background restore made: the database (name, oid, token), the SHA-256 of each
+    file restored, what the role sync and pg_restore did, and how long it took."""
+
+    database: str
+    oid: int
+    token: str
+    files: dict[str, str]
+    roles: roles.RoleSyncResult
+    restore: RestoreReport
+    restore_s: float
+
+
 class Alongside:
     """One background restore of the snapshot in ``work`` into ``<db>__nsync_next``."""
 
@@ -102,7 +116,7 @@ class Alongside:
         self.children = interruptible.Children()
         self.cancelled = threading.Event()
         self.error: BaseException | None = None
-        self.result: dict[str, Any] | None = None
+        self.result: Restored | None = None
         self.finished = False
         self.thread = threading.Thread(target=self._run, daemon=True,
                                        name="nsync-restore-during-backup")
@@ -124,7 +138,7 @@ class Alongside:
         if self.cancelled.is_set():
             raise RestoreError("the backup step stopped the restore")
 
-    def _restore(self) -> dict[str, Any]:
+    def _restore(self) -> Restored:
         s, started = self.settings, time.monotonic()
         manifest = Manifest.from_json((self.work / MANIFEST).read_text(), str(self.work))
         names = _files(self.work)
@@ -163,10 +177,9 @@ class Alongside:
         with maint.connect() as conn:
             conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
                 sql.Identifier(self.next), sql.Literal(TOKEN + self.token)))
-        return {"backup_id": self.backup_id, "database": self.next, "oid": int(oid),
-                "token": self.token, "files": hashes, "roles": dataclasses.asdict(role_result),
-                "restore": dataclasses.asdict(restored),
-                "restore_s": round(time.monotonic() - started, 2)}
+        return Restored(database=self.next, oid=int(oid), token=self.token, files=hashes,
+                        roles=role_result, restore=restored,
+                        restore_s=round(time.monotonic() - started, 2))
 
     def _drop(self) -> None:
         maint = self.settings.staging.with_db(self.settings.maintenance_db)
@@ -222,17 +235,21 @@ class Alongside:
                         f"({why}); the backup is not affected, and the staging step restores "
                         "it again the usual way")
             return PreparedCopy(prepared=False, why=why, wait_s=waited)
-        assert self.result is not None
-        record_path(self.settings.work_dir).write_text(json.dumps(
-            {**self.result, "backup_id": backup_id, "folder": folder, "etags": etags}))
+        made = self.result
+        assert made is not None
+        PreparedRecord(backup_id=backup_id, database=made.database, oid=made.oid,
+                       token=made.token, files=made.files, roles=made.roles,
+                       restore=made.restore, restore_s=made.restore_s, folder=folder,
+                       etags=etags).write(record_path(self.settings.work_dir))
         self.report(f"{self.next} restored from the local dump during the upload in "
-                    f"{self.result['restore_s']:.1f}s (waited {waited:.1f}s after the "
+                    f"{made.restore_s:.1f}s (waited {waited:.1f}s after the "
                     "read-back); the staging step verifies it and swaps it in")
-        return PreparedCopy(prepared=True, restore_s=self.result["restore_s"], wait_s=waited)
+        return PreparedCopy(prepared=True, restore_s=made.restore_s, wait_s=waited)
 
 
 @contextlib.contextmanager
-def _staging_lock_if_free(conn: Any, live: str, report: Report) -> Iterator[bool]:
+def _staging_lock_if_free(conn: psycopg.Connection, live: str,
+                          report: Report) -> Iterator[bool]:
     """Staging's rebuild lock (``swap.exclusive``) when free: yields False at once, with a
     note, when another run is rebuilding staging (then nothing is restored beside the upload).
     """
@@ -253,10 +270,7 @@ def restore_alongside(settings: RunConfig, store: BackupStore, snapshot: Path, r
     (the snapshot step's pointer) is restored into staging's next copy; None when it is not
     (disabled, client-side encryption, another restore holds the server, no snapshot)."""
     discard(settings.work_dir)
-    try:
-        info = json.loads(snapshot.read_text())
-    except (OSError, ValueError):
-        info = None
+    info = SnapshotPointer.read_or_none(snapshot)
     if not enabled or info is None or store.age.enabled:
         yield None
         return
@@ -278,7 +292,7 @@ def restore_alongside(settings: RunConfig, store: BackupStore, snapshot: Path, r
                    "after the backup instead of during it")
             yield None
             return
-        job = Alongside(settings, Path(info["work_dir"]), info["backup_id"], report)
+        job = Alongside(settings, info.work_dir, info.backup_id, report)
         job.start()
         try:
             yield job

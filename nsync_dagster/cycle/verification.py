@@ -23,8 +23,7 @@ def verify_database(target: PgTarget, manifest: Manifest, platform: tuple[str, .
                                     methods=manifest.checksum_methods())
         present = {r for (r,) in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
     if tables is not None:
-        actual = {"tables": {k: v for k, v in actual["tables"].items() if k in tables},
-                  "matviews": {}, "sequences": {}}
+        actual = actual.only(tables)
     problems = dbstats.compare(manifest.data_facts(tables), actual)
     wanted = {r.name for r in manifest.roles
               if not r.rolsuper and not roles.is_platform(r.name, platform)}
@@ -32,6 +31,6 @@ def verify_database(target: PgTarget, manifest: Manifest, platform: tuple[str, .
     if problems:
         raise VerificationError(f"{target.dbname} does not match backup {manifest.backup_id}: "
                                 + "; ".join(problems[:20]))
-    return Verification(tables=len(actual["tables"]), sequences=len(actual["sequences"]),
-                        rows=sum(t["rows"] for t in actual["tables"].values()),
+    return Verification(tables=len(actual.tables), sequences=len(actual.sequences),
+                        rows=actual.rows,
                         checksums_compared=manifest.checksums)

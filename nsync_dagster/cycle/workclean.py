@@ -24,7 +24,6 @@ configuration's files, nor a recovery test's or ``nsync restore``'s downloads.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 import shutil
@@ -33,6 +32,7 @@ from pathlib import Path
 
 from nsync_dagster.cycle import localcopy, prepared
 from nsync_dagster.cycle.config import RunConfig
+from nsync_dagster.cycle.handoff import SnapshotPointer
 from nsync_dagster.errors import NsyncError
 from nsync_dagster.postgres import swap
 
@@ -47,10 +47,8 @@ def pointer_path(work_root: Path, partition: str) -> Path:
 
 
 def _named(pointer: Path) -> Path | None:
-    try:
-        return Path(json.loads(pointer.read_text())["work_dir"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    named = SnapshotPointer.read_or_none(pointer)
+    return None if named is None else named.work_dir
 
 
 def anything_left(work_root: Path) -> bool:

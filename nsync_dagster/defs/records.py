@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 
 from nsync_dagster.deadline import EASTERN
+from nsync_dagster.notify.alerts import SafeBackup
 
 DAILY_JOB = "daily_sync_job"
 RETENTION_JOB = "backup_retention_job"  # after each successful daily run (defs/daily/after_sync)
@@ -99,21 +100,23 @@ def run_materializations(instance: dg.DagsterInstance, run_id: str) -> dict[str,
     return out
 
 
-def backup_for_day(instance: dg.DagsterInstance, day: str) -> dict[str, Any] | None:
-    """``s3_backup``'s metadata for ``day``'s newest backup (uploaded, read back and
-    checksummed: the step only materializes then), or None."""
+def backup_for_day(instance: dg.DagsterInstance, day: str) -> SafeBackup | None:
+    """``day``'s newest backup (uploaded, read back and checksummed: ``s3_backup`` only
+    materializes then), from its metadata, or None."""
     result = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=BACKUP, asset_partitions=[day]), limit=1)
-    return metadata_of(result.records[0].event_log_entry) if result.records else None
+    return (SafeBackup.from_metadata(metadata_of(result.records[0].event_log_entry))
+            if result.records else None)
 
 
-def backup_of_run(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict[str, Any] | None:
-    """``s3_backup``'s metadata when this run, or the run it retries (a retry from the failed
-    step reuses the first attempt's backup), uploaded and read back the backup."""
+def backup_of_run(instance: dg.DagsterInstance, run: dg.DagsterRun) -> SafeBackup | None:
+    """The backup this run, or the run it retries (a retry from the failed step reuses the
+    first attempt's backup), uploaded and read back (from ``s3_backup``'s metadata)."""
     for run_id in (run.run_id, run.tags.get("dagster/parent_run_id"),
                    run.tags.get("dagster/root_run_id")):
         if run_id:
-            backup = run_materializations(instance, run_id).get(BACKUP.to_user_string())
+            backup = SafeBackup.from_metadata(
+                run_materializations(instance, run_id).get(BACKUP.to_user_string()))
             if backup:
                 return backup
     return None

@@ -9,6 +9,8 @@ notice closes it.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from nsync_dagster import deadline
@@ -41,23 +43,40 @@ def _eastern(ts: dt.datetime | None) -> str:
     return ts.astimezone(EASTERN).strftime("%Y-%m-%d %H:%M %Z") if ts else "unknown"
 
 
-def backup_safe(backup: dict[str, Any] | None) -> str | None:
-    """``SAFE: <id> (<size>) at <location>, …`` for a backup that was uploaded and read back
-    (``s3_backup``'s metadata), or None."""
-    if not backup or not backup.get("backup_id"):
+@dataclass(frozen=True)
+class SafeBackup:
+    """A backup uploaded, read back and checksummed (``s3_backup`` materializes only then):
+    its id, human size and S3 location, as the alerts name it."""
+
+    backup_id: str
+    size: str = "?"
+    location: str = "?"
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, Any] | None) -> SafeBackup | None:
+        """From ``s3_backup``'s metadata values (None without a backup id)."""
+        if not meta or not meta.get("backup_id"):
+            return None
+        return cls(str(meta["backup_id"]), str(meta.get("size", "?")),
+                   str(meta.get("location", "?")))
+
+
+def backup_safe(backup: SafeBackup | None) -> str | None:
+    """``SAFE: <id> (<size>) at <location>, …`` for a backup that was uploaded and read back,
+    or None."""
+    if backup is None:
         return None
-    return (f"SAFE: {backup['backup_id']} ({backup.get('size', '?')}) at "
-            f"{backup.get('location', '?')}, every object read back and SHA-256 checked "
-            "(checksummed)")
+    return (f"SAFE: {backup.backup_id} ({backup.size}) at {backup.location}, every object "
+            "read back and SHA-256 checked (checksummed)")
 
 
 def run_failure(job: str, run_id: str, day: str | None, steps: list[str], error: str,
-                canceled: bool = False, backup: dict[str, Any] | None = None,
+                canceled: bool = False, backup: SafeBackup | None = None,
                 after_sync: str | None = None,
                 databases: list[str] | None = None) -> Event:
     """A run ended FAILURE, or CANCELED (terminated from outside): both page on-call.
 
-    ``backup``: ``s3_backup``'s metadata when the run's backup was uploaded and read back
+    ``backup``: the run's backup when it was uploaded and read back
     before the failure: the message then says first that the backup is safe and that staging
     is not current, which is a different incident from a failed backup. ``after_sync``: for
     work that runs after a successful sync (retention), what staging is (current and verified):
@@ -137,8 +156,8 @@ def resolved(day: str, run_id: str, why: str) -> Event:
                  run_url=run_url(run_id), dedup_key=dedup_key(day))
 
 
-def _backup_line(state: deadline.DeadlineState, backup: dict[str, Any] | None) -> str:
-    """What the deadline alerts say about the day's backup (``s3_backup``'s metadata)."""
+def _backup_line(state: deadline.DeadlineState, backup: SafeBackup | None) -> str:
+    """What the deadline alerts say about the day's backup."""
     safe = backup_safe(backup)
     if safe:
         return f"the backup of {state.day} is {safe}"
@@ -146,7 +165,7 @@ def _backup_line(state: deadline.DeadlineState, backup: dict[str, Any] | None) -
 
 
 def deadline_warning(state: deadline.DeadlineState, last_sync: dt.datetime | None,
-                     backup: dict[str, Any] | None = None) -> Event:
+                     backup: SafeBackup | None = None) -> Event:
     return Event(event="deadline_warning", severity="warning",
                  summary=(f"Staging is not synced yet for {state.day}; "
                           f"{state.minutes_left:.0f} minutes left before 06:00 ET; "
@@ -160,7 +179,7 @@ def deadline_warning(state: deadline.DeadlineState, last_sync: dt.datetime | Non
 
 
 def deadline_missed(state: deadline.DeadlineState, last_sync: dt.datetime | None,
-                    backup: dict[str, Any] | None = None) -> Event:
+                    backup: SafeBackup | None = None) -> Event:
     return Event(event="deadline_missed", severity="critical",
                  summary=(f"Deadline missed: staging was not synced by 06:00 ET on {state.day} "
                           f"(last sync {_eastern(last_sync)}); {_backup_line(state, backup)}"),
@@ -171,7 +190,7 @@ def deadline_missed(state: deadline.DeadlineState, last_sync: dt.datetime | None
 
 
 def escalation(state: deadline.DeadlineState, last_sync: dt.datetime | None,
-               business_day: dt.time, backup: dict[str, Any] | None = None) -> Event:
+               business_day: dt.time, backup: SafeBackup | None = None) -> Event:
     return Event(event="escalation", severity="critical",
                  summary=(f"Escalation: staging is still not current at {business_day:%H:%M} ET "
                           f"on {state.day}; the failure must be resolved and reported before "

@@ -9,10 +9,22 @@ run summary, the failure alert and the director's confirmation.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 CHAIN = ("prod_snapshot", "s3_backup", "staging_database")
 HOME = "the URL's database"
+
+
+@dataclass(frozen=True)
+class DatabaseStatus:
+    """One database after a run: whether staging is current, the backup the run made of it
+    (None: none), and the step it failed in (None: none failed)."""
+
+    database: str
+    current: bool
+    backup_id: str | None
+    failed_in: str | None
 
 
 def _split(name: str, sep: str) -> tuple[str, str] | None:
@@ -25,12 +37,12 @@ def _split(name: str, sep: str) -> tuple[str, str] | None:
 
 
 def database_status(meta: Mapping[str, Mapping[str, Any]],
-                    failed_steps: Iterable[str] = ()) -> list[dict[str, Any]]:
-    """``[{"database", "current", "backup_id", "failed_in"}]``, the URL's database first.
+                    failed_steps: Iterable[str] = ()) -> list[DatabaseStatus]:
+    """Each database's :class:`DatabaseStatus`, the URL's database first.
 
     ``meta``: ``{asset key as "a/b": metadata}`` of the run (and of the run it retries);
     ``failed_steps``: the run's failed step keys."""
-    seen: dict[str, dict[str, Any]] = {}
+    seen: dict[str, dict[str, Any]] = {}  # {prefix: {asset: metadata, "failed_in": step}}
     for key, m in meta.items():
         split = _split(key, "/")
         if split:
@@ -45,22 +57,22 @@ def database_status(meta: Mapping[str, Mapping[str, Any]],
         named = next((d[a].get("database") for a in CHAIN if a in d and d[a].get("database")),
                      None)
         backup = d.get("s3_backup") or {}
-        out.append({"database": named or prefix or HOME,
-                    "current": "staging_database" in d,
-                    "backup_id": backup.get("backup_id"),
-                    "failed_in": d.get("failed_in")})
+        out.append(DatabaseStatus(database=named or prefix or HOME,
+                                  current="staging_database" in d,
+                                  backup_id=backup.get("backup_id"),
+                                  failed_in=d.get("failed_in")))
     return out
 
 
-def status_lines(status: list[dict[str, Any]]) -> list[str]:
+def status_lines(status: list[DatabaseStatus]) -> list[str]:
     """One line per database: ``auth: current (backup 20261127T060102Z)`` or ``auth: NOT
     current, failed in prod_snapshot (staging left as it was)``."""
     lines = []
     for s in status:
-        if s["current"]:
-            lines.append(f"{s['database']}: current (backup {s['backup_id'] or '?'})")
+        if s.current:
+            lines.append(f"{s.database}: current (backup {s.backup_id or '?'})")
             continue
-        safe = (f"; backup {s['backup_id']} is safe in S3" if s["backup_id"] else "")
-        where = f", failed in {s['failed_in']}" if s["failed_in"] else ", not synced"
-        lines.append(f"{s['database']}: NOT current{where} (staging left as it was{safe})")
+        safe = f"; backup {s.backup_id} is safe in S3" if s.backup_id else ""
+        where = f", failed in {s.failed_in}" if s.failed_in else ", not synced"
+        lines.append(f"{s.database}: NOT current{where} (staging left as it was{safe})")
     return lines

@@ -13,10 +13,19 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import psycopg
 
+from nsync_dagster.facts import (
+    DatabaseFacts,
+    DataFacts,
+    Matview,
+    Membership,
+    Record,
+    Role,
+    Sequence,
+    Table,
+)
 from nsync_dagster.postgres import rowhash
 from nsync_dagster.postgres.pgconn import quote_ident, server_major
 
@@ -57,7 +66,7 @@ Methods = Mapping[str, str]  # {"schema.table": method (see rowhash)}
 
 
 def table_facts(cur: psycopg.Cursor, schema: str, rel: str,
-                plan: rowhash.Plan | None) -> dict[str, Any]:
+                plan: rowhash.Plan | None) -> Table:
     """One table's facts, checksummed the way ``plan`` says (None: row counts only)."""
     name = f"{schema}.{rel}"
     try:
@@ -66,8 +75,8 @@ def table_facts(cur: psycopg.Cursor, schema: str, rel: str,
         raise TableLocked(name) from None
 
 
-def table_stats(cur: psycopg.Cursor, plan: rowhash.Plan | None) -> dict[str, dict[str, Any]]:
-    """``{"schema.table": {"rows": N, "checksum": "S"}}`` for every user table (leaf tables)."""
+def table_stats(cur: psycopg.Cursor, plan: rowhash.Plan | None) -> dict[str, Table]:
+    """``{"schema.table": Table}`` for every user table (leaf tables)."""
     return {f"{schema}.{rel}": table_facts(cur, schema, rel, plan)
             for schema, rel in _relations(cur, "r")}
 
@@ -95,7 +104,7 @@ def _grouped(tables: list[tuple[str, str, int, int]]) -> list[list[tuple[str, st
 
 
 def table_stats_parallel(connect: Callable[[], psycopg.Connection], cur: psycopg.Cursor,
-                         plan: rowhash.Plan | None, jobs: int) -> dict[str, dict[str, Any]]:
+                         plan: rowhash.Plan | None, jobs: int) -> dict[str, Table]:
     """``table_stats`` spread over ``jobs`` sessions of their own (``connect``), largest tables
     first: the same facts from the same queries, for a database nobody else writes to (a
     restored copy; production's facts come from the dump's snapshot, one session)."""
@@ -108,7 +117,7 @@ def table_stats_parallel(connect: Callable[[], psycopg.Connection], cur: psycopg
         WHERE c.relkind = 'r' AND {USER_SCHEMAS}
         ORDER BY 3 DESC, 1, 2""")
     pending = collections.deque(_grouped(cur.fetchall()))
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, Table] = {}
 
     def work() -> None:
         with connect() as conn:
@@ -130,7 +139,7 @@ def table_stats_parallel(connect: Callable[[], psycopg.Connection], cur: psycopg
 
 
 def tables_facts(cur: psycopg.Cursor, tables: list[tuple[str, str]],
-                 plan: rowhash.Plan | None) -> dict[str, dict[str, Any]]:
+                 plan: rowhash.Plan | None) -> dict[str, Table]:
     """``table_facts`` of several tables in ONE statement (``UNION ALL`` of each table's own
     aggregate, so each table's figures are exactly what its own query gives): one round trip
     instead of one per table, which is most of the cost on thousands of small tables. The
@@ -148,41 +157,41 @@ def tables_facts(cur: psycopg.Cursor, tables: list[tuple[str, str]],
         cur.execute(" UNION ALL ".join(parts))
     except psycopg.errors.LockNotAvailable:
         raise TableLocked("one of " + ", ".join(f"{s}.{r}" for s, r in tables)) from None
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, Table] = {}
     for i, rows, checksum in cur.fetchall():
         name = f"{tables[i][0]}.{tables[i][1]}"
-        out[name] = ({"rows": rows} if plan is None
-                     else {"rows": rows, "checksum": plan.written(name, checksum)})
+        out[name] = (Table(rows=rows) if plan is None
+                     else Table(rows=rows, checksum=plan.written(name, checksum)))
     return out
 
 
 def _one_table(cur: psycopg.Cursor, qualified: str, name: str,
-               plan: rowhash.Plan | None) -> dict[str, Any]:
+               plan: rowhash.Plan | None) -> Table:
     if plan is None:
         cur.execute(f"SELECT count(*) FROM ONLY {qualified}")
-        return {"rows": cur.fetchone()[0]}
+        return Table(rows=cur.fetchone()[0])
     cur.execute(f"SELECT count(*), coalesce(sum({plan.summed(name)}), 0)::text "
                 f"FROM ONLY {qualified} t")
     rows, checksum = cur.fetchone()
-    return {"rows": rows, "checksum": plan.written(name, checksum)}
+    return Table(rows=rows, checksum=plan.written(name, checksum))
 
 
-def matview_stats(cur: psycopg.Cursor) -> dict[str, dict[str, Any]]:
+def matview_stats(cur: psycopg.Cursor) -> dict[str, Matview]:
     """Materialized views and whether they hold data (their rows follow from their query)."""
     cur.execute(f"""
         SELECT n.nspname, c.relname, c.relispopulated FROM pg_class c
         JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind = 'm' AND {USER_SCHEMAS} ORDER BY 1, 2""")
-    return {f"{s}.{r}": {"populated": p} for s, r, p in cur.fetchall()}
+    return {f"{s}.{r}": Matview(populated=p) for s, r, p in cur.fetchall()}
 
 
-def sequence_stats(cur: psycopg.Cursor) -> dict[str, dict[str, Any]]:
-    """``{"schema.seq": {"last_value": N, "is_called": bool}}`` for every user sequence."""
-    out: dict[str, dict[str, Any]] = {}
+def sequence_stats(cur: psycopg.Cursor) -> dict[str, Sequence]:
+    """``{"schema.seq": Sequence}`` (last value, is_called) for every user sequence."""
+    out: dict[str, Sequence] = {}
     for schema, seq in _relations(cur, "S"):
         cur.execute(f"SELECT last_value, is_called FROM {quote_ident(schema)}.{quote_ident(seq)}")
         last_value, is_called = cur.fetchone()
-        out[f"{schema}.{seq}"] = {"last_value": int(last_value), "is_called": bool(is_called)}
+        out[f"{schema}.{seq}"] = Sequence(last_value=int(last_value), is_called=bool(is_called))
     return out
 
 
@@ -190,7 +199,7 @@ ROLE_ATTRIBUTES = ("rolsuper", "rolinherit", "rolcreaterole", "rolcreatedb", "ro
                    "rolreplication", "rolbypassrls", "rolconnlimit", "rolvaliduntil")
 
 
-def roles(cur: psycopg.Cursor) -> list[dict[str, Any]]:
+def roles(cur: psycopg.Cursor) -> list[Role]:
     """Every role except the predefined ``pg_*`` ones, with its attributes (never passwords)."""
     cur.execute(f"""SELECT rolname, {', '.join(ROLE_ATTRIBUTES)},
                            ARRAY(SELECT unnest(s.setconfig) ORDER BY 1)
@@ -199,11 +208,10 @@ def roles(cur: psycopg.Cursor) -> list[dict[str, Any]]:
                     WHERE rolname !~ '^pg_' ORDER BY rolname""")
     out = []
     for row in cur.fetchall():
-        item = {"name": row[0]}
-        for key, value in zip(ROLE_ATTRIBUTES, row[1:-1], strict=True):
-            item[key] = value.isoformat() if hasattr(value, "isoformat") else value
-        item["settings"] = list(row[-1])  # ALTER ROLE ... SET, in every database
-        out.append(item)
+        attributes = {key: value.isoformat() if hasattr(value, "isoformat") else value
+                      for key, value in zip(ROLE_ATTRIBUTES, row[1:-1], strict=True)}
+        # settings: ALTER ROLE ... SET, in every database
+        out.append(Role(name=row[0], **attributes, settings=list(row[-1])))
     return out
 
 
@@ -225,7 +233,7 @@ def settings_in_database(cur: psycopg.Cursor) -> tuple[list[str], dict[str, list
     return database, per_role
 
 
-def memberships(cur: psycopg.Cursor) -> list[dict[str, Any]]:
+def memberships(cur: psycopg.Cursor) -> list[Membership]:
     """Role memberships with their options (inherit/set exist from PostgreSQL 16 on)."""
     if server_major(cur.connection) >= 16:
         options = "m.admin_option, m.inherit_option, m.set_option"
@@ -236,11 +244,11 @@ def memberships(cur: psycopg.Cursor) -> list[dict[str, Any]]:
         FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
         JOIN pg_roles mem ON mem.oid = m.member LEFT JOIN pg_roles g ON g.oid = m.grantor
         ORDER BY 1, 2, 3""")
-    return [{"role": r, "member": m, "grantor": g, "admin": a, "inherit": i, "set": s}
+    return [Membership(role=r, member=m, grantor=g, admin=a, inherit=i, set_option=s)
             for r, m, g, a, i, s in cur.fetchall()]
 
 
-def database_facts(cur: psycopg.Cursor) -> dict[str, Any]:
+def database_facts(cur: psycopg.Cursor) -> DatabaseFacts:
     """Owner, encoding, comment, ACL and settings of the current database (not carried by the
     dump): ``settings`` from ALTER DATABASE ... SET, ``role_settings`` from ALTER ROLE ... IN
     DATABASE ... SET."""
@@ -251,31 +259,38 @@ def database_facts(cur: psycopg.Cursor) -> dict[str, Any]:
         FROM pg_database d WHERE d.datname = current_database()""")
     name, owner, encoding, collate, ctype, connlimit, acl, comment = cur.fetchone()
     settings, role_settings = settings_in_database(cur)
-    return {"name": name, "owner": owner, "encoding": encoding, "collate": collate,
-            "ctype": ctype, "connection_limit": connlimit, "acl": acl, "comment": comment,
-            "settings": settings, "role_settings": role_settings}
+    return DatabaseFacts(name=name, owner=owner, encoding=encoding, collate=collate,
+                         ctype=ctype, connection_limit=connlimit, acl=acl, comment=comment,
+                         settings=settings, role_settings=role_settings)
 
 
-def compare(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
-    """Differences between two data-fact sets (tables, matviews, sequences), one line each."""
+def compare(expected: DataFacts, actual: DataFacts) -> list[str]:
+    """Differences between two data-fact sets (tables, matviews, sequences), one line each: a
+    fact recorded on both sides that differs (a checksum the backup has and the copy was not
+    asked for is not compared)."""
     problems: list[str] = []
     for section in ("tables", "matviews", "sequences"):
-        want, got = expected.get(section, {}), actual.get(section, {})
+        want, got = expected.section(section), actual.section(section)
         for name in sorted(set(want) - set(got)):
             problems.append(f"{section[:-1]} {name} is missing")
         for name in sorted(set(got) - set(want)):
             problems.append(f"{section[:-1]} {name} exists but is not in the backup")
         for name in sorted(set(want) & set(got)):
-            for key, value in want[name].items():
-                if key in got[name] and got[name][key] != value:
-                    problems.append(f"{section[:-1]} {name}: {key} is {got[name][key]}, "
-                                    f"expected {value}")
+            problems += differences(section[:-1], name, want[name], got[name])
     return problems
+
+
+def differences(kind: str, name: str, want: Record, got: Record) -> list[str]:
+    """How one table's, view's or sequence's facts (``got``) differ from the backup's
+    (``want``): each fact both record, one line each."""
+    have = got.as_json()
+    return [f"{kind} {name}: {key} is {have[key]}, expected {value}"
+            for key, value in want.as_json().items() if key in have and have[key] != value]
 
 
 def data_facts(cur: psycopg.Cursor, *, checksums: bool, sequences: bool = True,
                connect: Callable[[], psycopg.Connection] | None = None,
-               jobs: int = 1, methods: Methods | None = None) -> dict[str, Any]:
+               jobs: int = 1, methods: Methods | None = None) -> DataFacts:
     """Tables, materialized views and (unless ``sequences`` is false) sequences' positions.
 
     Sequences are not transactional: on a production being written to, their positions are
@@ -293,7 +308,5 @@ def data_facts(cur: psycopg.Cursor, *, checksums: bool, sequences: bool = True,
     else:
         with rowhash.canonical_session(cur, plan, local=local):
             tables = table_stats(cur, plan)
-    facts = {"tables": tables, "matviews": matview_stats(cur)}
-    if sequences:
-        facts["sequences"] = sequence_stats(cur)
-    return facts
+    return DataFacts(tables=tables, matviews=matview_stats(cur),
+                     sequences=sequence_stats(cur) if sequences else {})

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 from nsync_dagster.errors import SnapshotError
+from nsync_dagster.facts import Sequence
 from nsync_dagster.postgres import pgbin
 from nsync_dagster.redact import redact
 
@@ -57,18 +58,18 @@ def split_qualified(name: str) -> tuple[str, str]:
 
 
 def parse_setvals(script: str) -> dict[str, dict[str, int | bool]]:
-    """``{"schema.seq": {"last_value": N, "is_called": bool}}`` from pg_restore's script."""
-    out: dict[str, dict[str, int | bool]] = {}
+    """``{"schema.seq": Sequence}`` (last value, is_called) from pg_restore's script."""
+    out: dict[str, Sequence] = {}
     for line in script.splitlines():
         m = _SETVAL.match(line.strip())
         if m:
             schema, seq = split_qualified(m.group(1).replace("''", "'"))
-            out[f"{schema}.{seq}"] = {"last_value": int(m.group(2)),
-                                      "is_called": m.group(3) == "true"}
+            out[f"{schema}.{seq}"] = Sequence(last_value=int(m.group(2)),
+                                              is_called=m.group(3) == "true")
     return out
 
 
-def sequence_values(tools: pgbin.PgBin, dump_dir: Path) -> dict[str, dict[str, int | bool]]:
+def sequence_values(tools: pgbin.PgBin, dump_dir: Path) -> dict[str, Sequence]:
     """The positions the dump in ``dump_dir`` will give every sequence it holds."""
     pg_restore = tools.tool("pg_restore")
     toc = subprocess.run([pg_restore, "-l", str(dump_dir)], capture_output=True, text=True,

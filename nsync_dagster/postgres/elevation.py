@@ -19,16 +19,42 @@ import contextlib
 import json
 import logging
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import psycopg
 from psycopg import sql
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nsync_dagster.errors import RestoreError
 from nsync_dagster.postgres.pgconn import quote_ident, server_major
 
 log = logging.getLogger("nsync.roles")
 MARKER = "nsync temporary grants: "
+
+
+class TemporaryGrant(BaseModel):
+    """A membership nsync lends itself: ``role``, and the (ADMIN, INHERIT, SET) options the
+    restoring role had in it before (None: it was no member)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: str
+    prior: list[bool] | None
+
+
+class GrantMarker(BaseModel):
+    """The marker written as the restored database's comment (after :data:`MARKER`) while the
+    grants are lent: whose session (``member``, ``pid``, ``backend_start``) lent which."""
+
+    model_config = ConfigDict(frozen=True)
+
+    member: str | None = None
+    pid: int | None = None
+    backend_start: str | None = None
+    grants: list[TemporaryGrant] = Field(default_factory=list)
+
+    def text(self) -> str:
+        """The comment: :data:`MARKER` and the JSON, as nsync always wrote it."""
+        return MARKER + json.dumps(self.model_dump(mode="json"))
 
 
 def _my_grant(cur: psycopg.Cursor, role: str, me: str, modern: bool) -> list[bool] | None:
@@ -47,13 +73,13 @@ def _comment(cur: psycopg.Cursor, dbname: str, text: str | None) -> None:
         sql.Identifier(dbname), sql.Literal(text)))
 
 
-def give_back(cur: psycopg.Cursor, me: str, grants: Iterable[dict[str, Any]],
+def give_back(cur: psycopg.Cursor, me: str, grants: Iterable[TemporaryGrant],
               modern: bool) -> list[str]:
     """Undo temporary grants: revoke new ones, lower the options added to existing ones."""
     done = []
     by = f" GRANTED BY {quote_ident(me)}" if modern else ""
     for item in grants:
-        role, prior = quote_ident(item["role"]), item["prior"]
+        role, prior = quote_ident(item.role), item.prior
         try:
             if prior is None:
                 cur.execute(f"REVOKE {role} FROM {quote_ident(me)}{by}")
@@ -62,10 +88,9 @@ def give_back(cur: psycopg.Cursor, me: str, grants: Iterable[dict[str, Any]],
                     if not had:
                         cur.execute(f"REVOKE {option} OPTION FOR {role} FROM "
                                     f"{quote_ident(me)}{by}")
-            done.append(f"{item['role']} -> {me}")
+            done.append(f"{item.role} -> {me}")
         except psycopg.Error as exc:  # leave a trace; the posture check will report it
-            log.error("could not give back temporary membership %s -> %s: %s", item["role"], me,
-                      exc)
+            log.error("could not give back temporary membership %s -> %s: %s", item.role, me, exc)
     return done
 
 
@@ -82,17 +107,17 @@ def acting_as(conn: psycopg.Connection, owners: Iterable[str]) -> Iterator[list[
         yield []
         return
     modern = server_major(conn) >= 16
-    plan: list[dict[str, Any]] = []
+    plan: list[TemporaryGrant] = []
     for role in sorted(set(owners) - {me}):
         cur.execute("SELECT pg_has_role(%s, 'SET') AND pg_has_role(%s, 'USAGE')" if modern
                     else "SELECT pg_has_role(%s, 'USAGE')", (role, role)[:2 if modern else 1])
         if not cur.fetchone()[0]:
-            plan.append({"role": role, "prior": _my_grant(cur, role, me, modern)})
+            plan.append(TemporaryGrant(role=role, prior=_my_grant(cur, role, me, modern)))
     marked = False
     if plan:
         try:
-            _comment(cur, dbname, MARKER + json.dumps(
-                {"member": me, "pid": pid, "backend_start": started, "grants": plan}))
+            _comment(cur, dbname, GrantMarker(member=me, pid=pid, backend_start=started,
+                                              grants=plan).text())
             marked = True
         except psycopg.Error as exc:
             log.warning("cannot record the temporary grants on database %s (%s); a killed run's "
@@ -101,17 +126,17 @@ def acting_as(conn: psycopg.Connection, owners: Iterable[str]) -> Iterator[list[
     granted: list[str] = []
     try:
         for item in plan:
-            grant = (f"GRANT {quote_ident(item['role'])} TO {quote_ident(me)}"
+            grant = (f"GRANT {quote_ident(item.role)} TO {quote_ident(me)}"
                      + (f" WITH INHERIT TRUE, SET TRUE GRANTED BY {quote_ident(me)}"
                         if modern else ""))
             try:
                 cur.execute(grant)
             except psycopg.Error as exc:
                 raise RestoreError(
-                    f"the staging role {me} cannot act as {item['role']}, which owns objects in "
+                    f"the staging role {me} cannot act as {item.role}, which owns objects in "
                     f"the backup ({str(exc).strip()}). Give it ADMIN on that role, or run "
                     f"'{grant}' as an administrator.") from None
-            granted.append(item["role"])
+            granted.append(item.role)
         yield granted
     finally:
         give_back(cur, me, plan[:len(granted)], modern)
@@ -133,15 +158,15 @@ def revoke_leftovers(conn: psycopg.Connection) -> list[str]:
     undone: list[str] = []
     for dbname, text in cur.fetchall():
         try:
-            marker = json.loads(text[len(MARKER):])
-        except ValueError:
+            marker = GrantMarker.model_validate_json(text[len(MARKER):])
+        except ValidationError:  # not JSON, or not nsync's marker
             continue
         cur.execute("""SELECT 1 FROM pg_stat_activity WHERE pid = %s
                        AND coalesce(backend_start::text, %s) = %s""",
-                    (marker.get("pid"), marker.get("backend_start"), marker.get("backend_start")))
-        if cur.fetchone() or marker.get("member") != me:
+                    (marker.pid, marker.backend_start, marker.backend_start))
+        if cur.fetchone() or marker.member != me:
             continue  # still running, or another role's grants
-        undone += give_back(cur, me, marker.get("grants", []), modern)
+        undone += give_back(cur, me, marker.grants, modern)
         try:
             _comment(cur, dbname, None)
         except psycopg.Error as exc:

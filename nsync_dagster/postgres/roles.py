@@ -22,7 +22,6 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -30,6 +29,7 @@ from psycopg import sql
 from nsync_dagster.errors import RestoreError
 from nsync_dagster.manifest import Membership, Role
 from nsync_dagster.postgres.elevation import acting_as, revoke_leftovers
+from nsync_dagster.postgres.pgbin import PgBin
 from nsync_dagster.postgres.pgconn import PgTarget, quote_ident, server_major
 
 __all__ = ["acting_as", "revoke_leftovers", "sync_roles", "is_platform", "scram_verifier",
@@ -41,7 +41,7 @@ def is_platform(name: str, platform: Iterable[str]) -> bool:
     return name.startswith("pg_") or name in set(platform)
 
 
-def roles_dump_command(tools: Any, prod: PgTarget) -> tuple[list[str], dict[str, str]]:
+def roles_dump_command(tools: PgBin, prod: PgTarget) -> tuple[list[str], dict[str, str]]:
     """``(argv, env)`` of ``pg_dumpall --roles-only`` for production, connected to production's
     own database (``-l``): without it pg_dumpall tries ``postgres`` and then ``template1``,
     which a Neon owner role may not be allowed to connect to."""

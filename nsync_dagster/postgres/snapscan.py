@@ -24,11 +24,13 @@ from __future__ import annotations
 import re
 import threading
 import time
-from typing import Any
+from dataclasses import dataclass
 
 import psycopg
 
 from nsync_dagster.errors import SnapshotError
+from nsync_dagster.facts import DatabaseFacts, Matview, Membership, Role
+from nsync_dagster.facts import Table as TableFacts
 from nsync_dagster.postgres import dbstats, rowhash
 from nsync_dagster.postgres.pgconn import quote_ident
 from nsync_dagster.postgres.tablehold import Handover, TableHolder
@@ -36,6 +38,19 @@ from nsync_dagster.postgres.tablehold import Handover, TableHolder
 LOCKS_PER_BATCH = 64  # a table costs 1 + its indexes + its TOAST table and index
 CANCEL_GRACE_S = 10  # how long a cancelled scan may take to stop
 Table = tuple[str, str, int, int]  # schema, table, oid, locks its checksum query takes
+
+
+@dataclass(frozen=True)
+class ScanFacts:
+    """What the scan read in the snapshot: the manifest's facts but the sequences' values
+    (those come from the dump itself, :mod:`.dumpseq`; here only their names)."""
+
+    tables: dict[str, TableFacts]
+    matviews: dict[str, Matview]
+    sequence_names: list[str]
+    roles: list[Role]
+    memberships: list[Membership]
+    database: DatabaseFacts
 
 
 def _tables(cur: psycopg.Cursor) -> list[Table]:
@@ -77,7 +92,7 @@ def changed_since_snapshot(cur: psycopg.Cursor, tables: list[Table]) -> list[str
 
 
 def _batch(cur: psycopg.Cursor, snapshot_id: str, tables: list[Table],
-           plan: rowhash.Plan | None, out: dict[str, dict[str, Any]], *, held: bool) -> None:
+           plan: rowhash.Plan | None, out: dict[str, TableFacts], *, held: bool) -> None:
     """One batch's row counts and checksums: in a subtransaction of the holder's transaction
     (``held``: its tables locked there already; rolling it back gives back the index locks
     only), else in a transaction of its own in the snapshot, which locks its tables."""
@@ -121,7 +136,7 @@ class Scan(threading.Thread):
         self.conn, self.holder, self.batch_conn = conn, holder, holder.conn
         self.snapshot_id, self.checksums, self.handover = snapshot_id, checksums, handover
         self.cancelled = threading.Event()
-        self.result: dict[str, Any] | None = None
+        self.result: ScanFacts | None = None
         self.error: BaseException | None = None
         self.orphaned = threading.Event()  # set: close the connections when done
         self._lock = threading.Lock()
@@ -141,7 +156,7 @@ class Scan(threading.Thread):
             tables = _tables(cur)
             with self._lock:
                 self._pending = [(s, r) for s, r, _, _ in tables]
-            stats: dict[str, dict[str, Any]] = {}
+            stats: dict[str, TableFacts] = {}
             bcur = self.batch_conn.cursor()
             while not self.handover.go.wait(0.1):  # the holder's session is not ours yet
                 if self.cancelled.is_set():
@@ -154,13 +169,11 @@ class Scan(threading.Thread):
                     _batch(bcur, self.snapshot_id, batch, plan, stats, held=self.holder.open)
                 with self._lock:
                     del self._pending[:len(batch)]
-            facts: dict[str, Any] = {"tables": {f"{s}.{r}": stats[f"{s}.{r}"]
-                                                for s, r, _, _ in tables},
-                                     "matviews": dbstats.matview_stats(cur)}
-            facts["sequence_names"] = dbstats.sequence_names(cur)
-            facts["roles"], facts["memberships"], facts["database"] = (
-                dbstats.roles(cur), dbstats.memberships(cur), dbstats.database_facts(cur))
-            self.result = facts
+            self.result = ScanFacts(
+                tables={f"{s}.{r}": stats[f"{s}.{r}"] for s, r, _, _ in tables},
+                matviews=dbstats.matview_stats(cur), sequence_names=dbstats.sequence_names(cur),
+                roles=dbstats.roles(cur), memberships=dbstats.memberships(cur),
+                database=dbstats.database_facts(cur))
         except BaseException as exc:  # handed to the main thread, which raises it
             self.error = exc
         finally:

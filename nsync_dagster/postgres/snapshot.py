@@ -26,13 +26,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import psycopg
 from psycopg.conninfo import make_conninfo
 
 from nsync_dagster.errors import SnapshotError, postgres_transient
-from nsync_dagster.manifest import MANIFEST_FORMAT, Manifest
+from nsync_dagster.manifest import MANIFEST_FORMAT, Manifest, Sequence
 from nsync_dagster.postgres import (
     dbstats,
     dumpseq,
@@ -179,7 +179,7 @@ def _watch(dump: subprocess.Popen, stderr: IO[str], scan: snapscan.Scan,
                 pass
 
 
-def _sequences(tools: pgbin.PgBin, dump_dir: Path, names: list[str]) -> dict[str, Any]:
+def _sequences(tools: pgbin.PgBin, dump_dir: Path, names: list[str]) -> dict[str, Sequence]:
     """Every production sequence's position as the dump recorded it (what restores will set)."""
     recorded = dumpseq.sequence_values(tools, dump_dir)
     missing = [n for n in names if n not in recorded]
@@ -229,7 +229,8 @@ def take_snapshot(prod: PgTarget, work_dir: Path, options: DumpOptions, *, backu
             with watch_progress("dump", lambda: dir_size(dump_dir), report):
                 _watch(dump_proc, stderr, scan, conn, prod, snap, options, handover)
         data = scan.result
-        data["sequences"] = _sequences(tools, dump_dir, data.pop("sequence_names"))
+        assert data is not None  # _watch raised the scan's error, or the scan finished
+        sequences = _sequences(tools, dump_dir, data.sequence_names)
         conn.execute("COMMIT")
         with holder.lock:
             holder.release()
@@ -261,19 +262,20 @@ def take_snapshot(prod: PgTarget, work_dir: Path, options: DumpOptions, *, backu
         if scan is None or not scan.is_alive():
             conn.close()
             holder.conn.close()
-    manifest = Manifest.from_dict({
-        "format": MANIFEST_FORMAT, "backup_id": backup_id, "partition": partition,
-        "source": prod.display, "server_version": server_version,
-        "server_major": major, "pg_dump_version": tools.version,
-        "snapshot_id": snap.snapshot_id, "snapshot_time": snap.time.isoformat(),
-        "lsn": snap.lsn, "dump_format": "directory",
-        "dump_compression": (f"gzip:{options.pg_dump_level}" if options.pg_dump_level
-                             else "none"),
-        "compression": f"zstd:{options.zstd_level}" if options.zstd_level else "none",
-        "started_at": started_at, "finished_at": _now(),
-        "duration_s": round(time.monotonic() - started, 3), "checksums": options.checksums,
-        "sequence_values_from": "dump", **data,
-    }, backup_id)
+    manifest = Manifest(
+        format=MANIFEST_FORMAT, backup_id=backup_id, partition=partition,
+        source=prod.display, server_version=server_version,
+        server_major=major, pg_dump_version=tools.version,
+        snapshot_id=snap.snapshot_id, snapshot_time=snap.time.isoformat(),
+        lsn=snap.lsn, dump_format="directory",
+        dump_compression=(f"gzip:{options.pg_dump_level}" if options.pg_dump_level
+                          else "none"),
+        compression=f"zstd:{options.zstd_level}" if options.zstd_level else "none",
+        started_at=started_at, finished_at=_now(),
+        duration_s=round(time.monotonic() - started, 3), checksums=options.checksums,
+        sequence_values_from="dump", tables=data.tables, matviews=data.matviews,
+        sequences=sequences, roles=data.roles, memberships=data.memberships,
+        database=data.database)
     (work_dir / "manifest.json").write_text(manifest.to_json())
     report(f"snapshot done: {dir_size(dump_dir):,} bytes in {manifest.duration_s:.1f}s, "
            f"{len(manifest.tables)} tables, {manifest.rows:,} rows")

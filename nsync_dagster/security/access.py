@@ -47,12 +47,22 @@ class Deviation:
         return self.message
 
 
+@dataclass(frozen=True)
+class HeldMembership:
+    """A login role's direct membership in ``role``, with its options."""
+
+    role: str
+    admin: bool
+    inherit: bool
+    set: bool
+
+
 @dataclass
 class LoginRole:
     name: str
     listed: str  # "person (owner)", "service (owner)" or "NOT LISTED"
     attributes: list[str]
-    memberships: list[dict[str, Any]]
+    memberships: list[HeldMembership]
     privileges: str
     owns: str
     password_set: bool | str
@@ -93,15 +103,15 @@ def held_privileges(posture: Posture, role: str) -> tuple[Counter, Counter]:
     held: Counter = Counter()
     owns: Counter = Counter()
     for key, entry in posture.objects.items():
-        held.update((_kind(key), priv) for who, priv in entry["acl"] if who == role)
-        if entry["owner"] == role:
+        held.update((_kind(key), priv) for who, priv in entry.acl if who == role)
+        if entry.owner == role:
             owns[(_kind(key), "owns")] += 1
     for acl in posture.columns.values():
         held.update(("column", priv) for who, priv in acl if who == role)
     for acl in posture.default_privileges.values():
         held.update(("default privilege rule", priv) for who, priv in acl if who == role)
-    held.update(("database", priv) for who, priv in posture.database["acl"] if who == role)
-    if posture.database["owner"] == role:
+    held.update(("database", priv) for who, priv in posture.database.acl if who == role)
+    if posture.database.owner == role:
         owns[("database", "owns")] += 1
     return held, owns
 
@@ -166,17 +176,17 @@ def review(access_list: AccessList, postures: dict[str, Posture],
     for env, posture in postures.items():
         rows = result.environments.setdefault(env, [])
         logins = {n: r for n, r in posture.roles.items()
-                  if r["login"] and n not in ignored and not n.startswith("pg_")}
+                  if r.login and n not in ignored and not n.startswith("pg_")}
         for name, role in logins.items():
             p = access_list.principals.get(name)
-            attrs = [a for a in ATTRIBUTES if role.get(a)]
+            attrs = [a for a in ATTRIBUTES if getattr(role, a)]
             members = _memberships(posture, name)
             held, owns = held_privileges(posture, name)
             rows.append(LoginRole(
                 name, f"{p.kind} ({p.owner})" if p else "NOT LISTED", attrs,
-                [{"role": r, **m} for r, m in sorted(members.items())], _summary(held),
+                [HeldMembership(r, **m) for r, m in sorted(members.items())], _summary(held),
                 ", ".join(_plural(k, n) for (k, _), n in sorted(owns.items())),
-                role.get("password_set"), role.get("valid_until")))
+                role.password_set, role.valid_until))
             if p is None or env not in p.environments:
                 where = f" (listed for {', '.join(p.environments)} only)" if p else ""
                 result.deviations.append(Deviation(

@@ -41,7 +41,7 @@ def render_markdown(result: AccessReview) -> str:
                   "| login role | listed as | attributes | memberships | privileges held "
                   "directly | owns | password | valid until |", "|---|---|---|---|---|---|---|---|"]
         for r in rows:
-            members = ", ".join(m["role"] + (" (admin)" if m["admin"] else "")
+            members = ", ".join(m.role + (" (admin)" if m.admin else "")
                                 for m in r.memberships)
             password = ("set" if r.password_set is True else
                         "none" if r.password_set is False else "unknown")

@@ -19,6 +19,7 @@ from nsync_dagster.security.posture import (
     posture_digest,
     read_postures,
 )
+from nsync_dagster.security.posture_facts import RoleRights
 
 
 class Databases(Protocol):
@@ -61,8 +62,8 @@ class ParityReport:
         return f"{equal} in everything compared; NOT compared: {'; '.join(self.not_compared)}"
 
 
-def _unread_passwords(side: str, target: PgTarget, roles: dict) -> list[str]:
-    if not any(r.get("password_set") == "unknown" for r in roles.values()):
+def _unread_passwords(side: str, target: PgTarget, roles: dict[str, RoleRights]) -> list[str]:
+    if not any(r.password_set == "unknown" for r in roles.values()):
         return []
     return [f"whether roles have passwords, and which share production's, on {side}: "
             f"pg_authid is not readable by {target.user} (unknown, not equal)"]

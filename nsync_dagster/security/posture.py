@@ -42,18 +42,28 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TypeVar
 
 import psycopg
 
-from nsync_dagster.postgres.pgconn import server_major
+from nsync_dagster.postgres.pgconn import PgTarget, server_major
 from nsync_dagster.security.posture_diff import (
     OWNER_TOKEN,
     Difference,
     diff_posture,
     posture_digest,
 )
-from nsync_dagster.security.posture_facts import Posture, Reader
+from nsync_dagster.security.posture_facts import (
+    Acl,
+    Extension,
+    MembershipRow,
+    Owned,
+    Policy,
+    Posture,
+    Reader,
+    Rls,
+    RoleRights,
+)
 from nsync_dagster.security.posture_queries import (
     COLUMN_ACLS,
     DEFAULT_ACLS,
@@ -100,13 +110,14 @@ def read_posture(conn: psycopg.Connection, platform_roles: Iterable[str]) -> Pos
     return posture
 
 
-def read_postures(targets: dict[str, Any], platform_roles: Iterable[str]) -> dict[str, Posture]:
+def read_postures(targets: dict[str, PgTarget],
+                  platform_roles: Iterable[str]) -> dict[str, Posture]:
     """:func:`read_posture` of each target (a ``PgTarget`` by name: production, staging),
     read at the same time, one session each (the servers do the work: with thousands of
     tables each read takes about half a second)."""
     platform = list(platform_roles)
 
-    def one(target: Any) -> Posture:
+    def one(target: PgTarget) -> Posture:
         with target.connect() as conn:
             return read_posture(conn, platform)
 
@@ -121,14 +132,14 @@ def _read(cur: psycopg.Cursor, platform: list[str]) -> Posture:
     names[0] = "PUBLIC"
     cur.execute("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user")
     me, superuser = cur.fetchone()
-    objects: dict[str, dict[str, Any]] = {}
+    objects: dict[str, Owned] = {}
     for query in (SCHEMA_ACLS, RELATION_ACLS, FUNCTION_ACLS, TYPE_ACLS):
         objects.update(_acls(cur, query, names))
-    columns = {k: v["acl"] for k, v in _acls(cur, COLUMN_ACLS, names).items()}
+    columns = {k: v.acl for k, v in _acls(cur, COLUMN_ACLS, names).items()}
     cur.execute(DEFAULT_ACLS)
     default_privileges = {
-        key: entry["acl"] for key, entry in _group(cur.fetchall(), names, owner_token=False).items()
-        if entry["owner"] not in platform}
+        key: entry.acl for key, entry in _group(cur.fetchall(), names, owner_token=False).items()
+        if entry.owner not in platform}
     db = _acls(cur, """SELECT 'database', datdba, a.grantee, a.privilege_type, a.is_grantable
         FROM pg_database LEFT JOIN LATERAL aclexplode(coalesce(datacl, acldefault('d', datdba)))
         a ON true WHERE datname = current_database()""", names)["database"]
@@ -149,57 +160,63 @@ def _read(cur: psycopg.Cursor, platform: list[str]) -> Posture:
     )
 
 
-def _sorted(mapping: dict[str, Any]) -> dict[str, Any]:
+V = TypeVar("V")
+
+
+def _sorted(mapping: dict[str, V]) -> dict[str, V]:
     return dict(sorted(mapping.items()))
 
 
-def _acls(cur: psycopg.Cursor, query: str, names: dict[int, str]) -> dict[str, dict[str, Any]]:
+def _acls(cur: psycopg.Cursor, query: str, names: dict[int, str]) -> dict[str, Owned]:
     cur.execute(query)
     rows = [(key, names.get(owner, str(owner)), *rest) for key, owner, *rest in cur.fetchall()]
     return _group(rows, names, owner_token=True)
 
 
 def _group(rows: list[tuple], names: dict[int, str], *,
-           owner_token: bool) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
+           owner_token: bool) -> dict[str, Owned]:
+    owners: dict[str, str] = {}
+    acls: dict[str, set[tuple[str, str]]] = {}
     for key, owner, grantee, privilege, grantable in rows:
-        entry = out.setdefault(key, {"owner": owner, "acl": []})
+        owners.setdefault(key, owner)
+        acl = acls.setdefault(key, set())
         if grantee is None:  # an empty ACL: everything revoked
             continue
         who = names.get(grantee, str(grantee))
-        if owner_token and who == owner:
+        if owner_token and who == owners[key]:
             who = OWNER_TOKEN
-        entry["acl"].append([who, privilege + (" WITH GRANT OPTION" if grantable else "")])
-    for entry in out.values():
-        entry["acl"] = sorted(map(list, {tuple(e) for e in entry["acl"]}))
-    return out
+        acl.add((who, privilege + (" WITH GRANT OPTION" if grantable else "")))
+    return {key: Owned(owner, _acl(acls[key])) for key, owner in owners.items()}
 
 
-def _roles(cur: psycopg.Cursor) -> dict[str, dict[str, Any]]:
+def _acl(pairs: set[tuple[str, str]]) -> Acl:
+    return sorted(map(list, pairs))
+
+
+def _roles(cur: psycopg.Cursor) -> dict[str, RoleRights]:
     cur.execute(f"""
         SELECT rolname, {', '.join(col for _, col in ROLE_FLAGS)}, rolconnlimit,
                CASE WHEN isfinite(rolvaliduntil) THEN to_char(rolvaliduntil AT TIME ZONE 'UTC',
                     'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') ELSE rolvaliduntil::text END
         FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY rolname""")
-    roles: dict[str, dict[str, Any]] = {}
-    for name, *values in cur.fetchall():
-        item = {key: bool(v) for (key, _), v in zip(ROLE_FLAGS, values, strict=False)}
-        item["connection_limit"] = values[len(ROLE_FLAGS)]
-        item["valid_until"] = values[len(ROLE_FLAGS) + 1]
-        item["password_set"] = "unknown"
-        roles[name] = item
+    rows = cur.fetchall()
     # pg_authid is readable by superusers and pg_read_all_data members only: ask first rather
     # than fail the transaction
+    passwords: dict[str, bool] = {}
     cur.execute("SELECT has_table_privilege('pg_catalog.pg_authid', 'SELECT')")
     if cur.fetchone()[0]:
         cur.execute("SELECT rolname, rolpassword IS NOT NULL FROM pg_authid")
-        for name, has_password in cur.fetchall():
-            if name in roles:
-                roles[name]["password_set"] = bool(has_password)
+        passwords = {name: bool(has_password) for name, has_password in cur.fetchall()}
+    roles: dict[str, RoleRights] = {}
+    for name, *values in rows:
+        flags = {key: bool(v) for (key, _), v in zip(ROLE_FLAGS, values, strict=False)}
+        roles[name] = RoleRights(**flags, connection_limit=values[len(ROLE_FLAGS)],
+                                 valid_until=values[len(ROLE_FLAGS) + 1],
+                                 password_set=passwords.get(name, "unknown"))
     return roles
 
 
-def _memberships(cur: psycopg.Cursor) -> list[list[Any]]:
+def _memberships(cur: psycopg.Cursor) -> list[MembershipRow]:
     if server_major(cur.connection) >= 16:
         options = "m.admin_option, m.inherit_option, m.set_option"
     else:  # before 16 a member inherits per its own INHERIT attribute and may always SET
@@ -208,19 +225,19 @@ def _memberships(cur: psycopg.Cursor) -> list[list[Any]]:
         SELECT DISTINCT r.rolname, mem.rolname, {options}
         FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
         JOIN pg_roles mem ON mem.oid = m.member ORDER BY 1, 2, 3, 4, 5""")
-    return [list(row) for row in cur.fetchall()]
+    return [MembershipRow(*row) for row in cur.fetchall()]
 
 
-def _rls(cur: psycopg.Cursor) -> dict[str, dict[str, bool]]:
+def _rls(cur: psycopg.Cursor) -> dict[str, Rls]:
     cur.execute(f"""
         SELECT n.nspname || '.' || c.relname, c.relrowsecurity, c.relforcerowsecurity
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r', 'p') AND (c.relrowsecurity OR c.relforcerowsecurity)
           AND {USER_SCHEMA.format(n='n')} AND {not_in_extension('pg_class', 'c.oid')}""")
-    return {t: {"enabled": bool(e), "forced": bool(f)} for t, e, f in cur.fetchall()}
+    return {t: Rls(enabled=bool(e), forced=bool(f)) for t, e, f in cur.fetchall()}
 
 
-def _policies(cur: psycopg.Cursor) -> dict[str, dict[str, Any]]:
+def _policies(cur: psycopg.Cursor) -> dict[str, Policy]:
     cur.execute(f"""
         SELECT n.nspname || '.' || c.relname, p.polname,
                CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT'
@@ -232,9 +249,9 @@ def _policies(cur: psycopg.Cursor) -> dict[str, dict[str, Any]]:
         FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
         JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE {USER_SCHEMA.format(n='n')} AND {not_in_extension('pg_class', 'c.oid')}""")
-    return {f"{table} {name}": {"table": table, "name": name, "command": cmd,
-                                "permissive": bool(permissive), "roles": list(roles),
-                                "using": using, "with_check": check}
+    return {f"{table} {name}": Policy(table=table, name=name, command=cmd,
+                                      permissive=bool(permissive), roles=list(roles),
+                                      using=using, with_check=check)
             for table, name, cmd, permissive, roles, using, check in cur.fetchall()}
 
 
@@ -251,10 +268,10 @@ def _session_defaults(cur: psycopg.Cursor, platform: list[str]) -> dict[str, lis
                        if not (role and (role in platform or role.startswith("pg_")))))
 
 
-def _extensions(cur: psycopg.Cursor) -> dict[str, dict[str, str]]:
+def _extensions(cur: psycopg.Cursor) -> dict[str, Extension]:
     cur.execute("""SELECT e.extname, e.extversion, n.nspname FROM pg_extension e
                    JOIN pg_namespace n ON n.oid = e.extnamespace""")
-    return {name: {"version": version, "schema": schema}
+    return {name: Extension(version=version, schema=schema)
             for name, version, schema in cur.fetchall()}
 
 

@@ -23,7 +23,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nsync_dagster.security.posture_facts import Posture
+from nsync_dagster.security.posture_facts import (
+    Acl,
+    Extension,
+    MembershipRow,
+    Owned,
+    Policy,
+    Posture,
+    Rls,
+    RoleRights,
+)
 
 OWNER_TOKEN = "(owner)"
 _FLAGS = (("login", "LOGIN"), ("superuser", "SUPERUSER"), ("createdb", "CREATEDB"),
@@ -105,13 +114,15 @@ def diff_posture(prod: Posture, staging: Posture, *,
     return out
 
 
-def _summary(role: dict[str, Any]) -> str:
-    words = ["login" if role["login"] else "nologin"]
-    words += [word.lower() for key, word in _FLAGS[1:] if key != "inherit" and role[key]]
+def _summary(role: RoleRights) -> str:
+    words = ["login" if role.login else "nologin"]
+    words += [word.lower() for key, word in _FLAGS[1:]
+              if key != "inherit" and getattr(role, key)]
     return ", ".join(words)
 
 
-def _roles(prod: dict, stg: dict, platform: set[str], ok: set[str]) -> list[Difference]:
+def _roles(prod: dict[str, RoleRights], stg: dict[str, RoleRights], platform: set[str],
+           ok: set[str]) -> list[Difference]:
     out: list[Difference] = []
     for name in sorted(set(prod) | set(stg)):
         if name in platform or name.startswith("pg_"):
@@ -129,20 +140,22 @@ def _roles(prod: dict, stg: dict, platform: set[str], ok: set[str]) -> list[Diff
                 "staging (the next sync does)")))
             continue
         for key, word in _FLAGS:
-            if p[key] != s[key]:
-                out.append(Difference("role_attribute", subject, p[key], s[key], (
-                    f"role {name}: {'' if p[key] else 'NO'}{word} on production, "
-                    f"{'' if s[key] else 'NO'}{word} on staging")))
+            pv, sv = getattr(p, key), getattr(s, key)
+            if pv != sv:
+                out.append(Difference("role_attribute", subject, pv, sv, (
+                    f"role {name}: {'' if pv else 'NO'}{word} on production, "
+                    f"{'' if sv else 'NO'}{word} on staging")))
         for key, label in (("connection_limit", "connection limit"),
                            ("valid_until", "valid until")):
-            if p[key] != s[key]:
-                out.append(Difference("role_attribute", subject, p[key], s[key], (
-                    f"role {name}: {label} {_or_never(p[key])} on production, "
-                    f"{_or_never(s[key])} on staging")))
-        pw_p, pw_s = p.get("password_set", "unknown"), s.get("password_set", "unknown")
+            pv, sv = getattr(p, key), getattr(s, key)
+            if pv != sv:
+                out.append(Difference("role_attribute", subject, pv, sv, (
+                    f"role {name}: {label} {_or_never(pv)} on production, "
+                    f"{_or_never(sv)} on staging")))
+        pw_p, pw_s = p.password_set, s.password_set
         if "unknown" in (pw_p, pw_s) or pw_p == pw_s:
             continue
-        if pw_p and s["login"]:
+        if pw_p and s.login:
             text = f"role {name}: login role with no password on staging"
         else:
             has, lacks = _SIDES if pw_p else _SIDES[::-1]
@@ -151,7 +164,7 @@ def _roles(prod: dict, stg: dict, platform: set[str], ok: set[str]) -> list[Diff
     return out
 
 
-def _or_never(value: Any) -> str:
+def _or_never(value: int | str | None) -> str:
     return "never (no expiry)" if value is None else str(value)
 
 
@@ -163,7 +176,8 @@ def _options(rows: set[tuple]) -> str:
     return " and ".join(texts)
 
 
-def _memberships(prod: list, stg: list, platform: set[str], ok: set[str]) -> list[Difference]:
+def _memberships(prod: list[MembershipRow], stg: list[MembershipRow], platform: set[str],
+                 ok: set[str]) -> list[Difference]:
     sides: list[dict[tuple[str, str], set[tuple]]] = []
     for rows in (prod, stg):
         grouped: dict[tuple[str, str], set[tuple]] = defaultdict(set)
@@ -189,23 +203,23 @@ def _memberships(prod: list, stg: list, platform: set[str], ok: set[str]) -> lis
     return out
 
 
-def _objects(prod: dict, stg: dict, ok: set[str]) -> list[Difference]:
+def _objects(prod: dict[str, Owned], stg: dict[str, Owned], ok: set[str]) -> list[Difference]:
     out: list[Difference] = []
     for key in sorted(set(prod) | set(stg)):
         p, s = prod.get(key), stg.get(key)
         if p is None or s is None:
             side = "staging" if p is None else "production"
-            out.append(Difference("object", key, p and p["owner"], s and s["owner"],
+            out.append(Difference("object", key, p and p.owner, s and s.owner,
                                   f"{key} exists only on {side}"))
             continue
-        if p["owner"] != s["owner"]:
-            out.append(Difference("owner", key, p["owner"], s["owner"], (
-                f"{key}: owner {p['owner']} on production, {s['owner']} on staging")))
-        out += _acl("grant", key, p["acl"], s["acl"], ok)
+        if p.owner != s.owner:
+            out.append(Difference("owner", key, p.owner, s.owner, (
+                f"{key}: owner {p.owner} on production, {s.owner} on staging")))
+        out += _acl("grant", key, p.acl, s.acl, ok)
     return out
 
 
-def _acl(kind: str, subject: str, prod: list, stg: list, ok: set[str]) -> list[Difference]:
+def _acl(kind: str, subject: str, prod: Acl, stg: Acl, ok: set[str]) -> list[Difference]:
     grants: list[dict[str, set[str]]] = []
     for acl in (prod, stg):
         by_grantee: dict[str, set[str]] = defaultdict(set)
@@ -228,50 +242,52 @@ def _acl(kind: str, subject: str, prod: list, stg: list, ok: set[str]) -> list[D
     return out
 
 
-def _relation_names(objects: dict) -> set[str]:
+def _relation_names(objects: dict[str, Owned]) -> set[str]:
     prefixes = ("table ", "partitioned table ")
     return {k[len(pre):] for k in objects for pre in prefixes if k.startswith(pre)}
 
 
 def _rls(prod: Posture, stg: Posture) -> list[Difference]:
     both = _relation_names(prod.objects) & _relation_names(stg.objects)
-    off = {"enabled": False, "forced": False}
+    off = Rls(enabled=False, forced=False)
     out: list[Difference] = []
     for table in sorted((set(prod.rls) | set(stg.rls)) & both):
         p, s = prod.rls.get(table, off), stg.rls.get(table, off)
         for flag in ("enabled", "forced"):
-            if p[flag] != s[flag]:
-                has, lacks = _SIDES if p[flag] else _SIDES[::-1]
+            if getattr(p, flag) != getattr(s, flag):
+                has, lacks = _SIDES if getattr(p, flag) else _SIDES[::-1]
                 out.append(Difference("rls", f"RLS on {table}", p, s,
                                       f"RLS on {table}: {flag} on {has}, not on {lacks}"))
     return out
 
 
-def _policies(prod: dict, stg: dict) -> list[Difference]:
+def _policies(prod: dict[str, Policy], stg: dict[str, Policy]) -> list[Difference]:
     out: list[Difference] = []
     for key in sorted(set(prod) | set(stg)):
         p, s = prod.get(key), stg.get(key)
         any_ = p or s
-        subject = f"policy {any_['name']} on {any_['table']}"
+        assert any_ is not None
+        subject = f"policy {any_.name} on {any_.table}"
         if p is None or s is None:
             out.append(Difference("policy", subject, p, s, (
                 f"{subject} exists only on {'staging' if p is None else 'production'}")))
             continue
         for field_, label in (("command", "command"), ("permissive", "kind"),
                               ("roles", "applies to")):
-            if p[field_] != s[field_]:
-                out.append(Difference("policy", subject, p[field_], s[field_], (
-                    f"{subject}: {label} {_show(p[field_])} on production, "
-                    f"{_show(s[field_])} on staging")))
+            pv, sv = getattr(p, field_), getattr(s, field_)
+            if pv != sv:
+                out.append(Difference("policy", subject, pv, sv, (
+                    f"{subject}: {label} {_show(pv)} on production, {_show(sv)} on staging")))
         for field_, label in (("using", "USING"), ("with_check", "WITH CHECK")):
-            if p[field_] != s[field_]:
-                out.append(Difference("policy", subject, p[field_], s[field_], (
-                    f"{subject}: {label} differs (production: {_show(p[field_])}; staging: "
-                    f"{_show(s[field_])})")))
+            pv, sv = getattr(p, field_), getattr(s, field_)
+            if pv != sv:
+                out.append(Difference("policy", subject, pv, sv, (
+                    f"{subject}: {label} differs (production: {_show(pv)}; staging: "
+                    f"{_show(sv)})")))
     return out
 
 
-def _show(value: Any) -> str:
+def _show(value: bool | list[str] | str | None) -> str:
     if isinstance(value, bool):  # a policy's permissive flag
         return "PERMISSIVE" if value else "RESTRICTIVE"
     if isinstance(value, list):
@@ -279,7 +295,7 @@ def _show(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
-def _extensions(prod: dict, stg: dict) -> list[Difference]:
+def _extensions(prod: dict[str, Extension], stg: dict[str, Extension]) -> list[Difference]:
     out: list[Difference] = []
     for name in sorted(set(prod) | set(stg)):
         p, s = prod.get(name), stg.get(name)
@@ -288,7 +304,8 @@ def _extensions(prod: dict, stg: dict) -> list[Difference]:
                 f"extension {name} exists only on {'staging' if p is None else 'production'}")))
             continue
         for key in ("version", "schema"):
-            if p[key] != s[key]:
-                out.append(Difference("extension", f"extension {name}", p[key], s[key], (
-                    f"extension {name}: {key} {p[key]} on production, {s[key]} on staging")))
+            pv, sv = getattr(p, key), getattr(s, key)
+            if pv != sv:
+                out.append(Difference("extension", f"extension {name}", pv, sv, (
+                    f"extension {name}: {key} {pv} on production, {sv} on staging")))
     return out

@@ -52,12 +52,12 @@ import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pyrage
 from pyrage import x25519
 
 from nsync_dagster.errors import BackupStoreError, ConfigError
+from nsync_dagster.manifest import Encryption
 from nsync_dagster.redact import register_secret
 
 SUFFIX = ".age"
@@ -161,9 +161,10 @@ class AgeKeys:
                               f"{RECIPIENTS_VAR} or use a matching identity.")
         return detail + f"; {IDENTITY_VAR} matches {mine}"
 
-    def manifest_entry(self) -> dict[str, Any]:
-        return {"client_side": "age", "format": FORMAT, "suffix": SUFFIX,
-                "recipients": list(self.recipients)}
+    def manifest_entry(self) -> Encryption:
+        """The manifest's ``encryption`` record for a backup encrypted to these recipients."""
+        return Encryption(client_side="age", format=FORMAT, suffix=SUFFIX,
+                          recipients=list(self.recipients))
 
 
 def ciphertext_size(path: Path, plaintext_size: int) -> tuple[int, int]:

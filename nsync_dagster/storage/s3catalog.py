@@ -21,6 +21,14 @@ RESTORE_OK = "_restore_verified.json"
 PRODUCTION_MARKER = "_production-"  # + fingerprint + ".json": see storage.identity
 
 
+@dataclass(frozen=True)
+class Fingerprint:
+    """An object as S3 lists it: its ETag (S3 gives every write a new one) and size."""
+
+    etag: str
+    size: int
+
+
 @dataclass
 class BackupInfo:
     """One backup folder in the bucket, as listed."""
@@ -60,17 +68,17 @@ class Catalog:
     def uri(self, key: str = "") -> str:
         return f"s3://{self.bucket}/{key}"
 
-    def fingerprints(self, folder: str) -> dict[str, dict[str, Any]]:
-        """``{relative key: {"etag", "size"}}`` of every object in ``folder``, from one listing:
-        an object rewritten since it was read back has another ETag (S3 gives every write a new
-        one), so comparing these with the read-back's proves the objects are still those bytes
-        without reading them again."""
-        out: dict[str, dict[str, Any]] = {}
+    def fingerprints(self, folder: str) -> dict[str, Fingerprint]:
+        """``{relative key: Fingerprint}`` (ETag, size) of every object in ``folder``, from one
+        listing: an object rewritten since it was read back has another ETag (S3 gives every
+        write a new one), so comparing these with the read-back's proves the objects are still
+        those bytes without reading them again."""
+        out: dict[str, Fingerprint] = {}
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(
                     Bucket=self.bucket, Prefix=folder):
                 for obj in page.get("Contents", []):
-                    out[obj["Key"][len(folder):]] = {"etag": obj["ETag"], "size": obj["Size"]}
+                    out[obj["Key"][len(folder):]] = Fingerprint(obj["ETag"], obj["Size"])
         except Exception as exc:
             if not s3access.is_s3_error(exc):
                 raise

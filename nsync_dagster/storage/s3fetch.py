@@ -77,6 +77,19 @@ class ReadBack:
     etags: dict[str, str]
 
 
+@dataclass(frozen=True)
+class ObjectRead:
+    """One object as it was read back: SHA-256 and size of the bytes S3 sent, their ETag and
+    server-side encryption, and what they decompress to: (SHA-256, size), or a bundle's
+    ``{member: (SHA-256, size)}``, or None when not decompressed."""
+
+    sha256: str
+    size: int
+    etag: str
+    sse: str | None
+    raw: tuple[str, int] | dict[str, tuple[str, int]] | None = None
+
+
 class Fetching:
     """Read-back and download (mixed into ``BackupStore``)."""
 
@@ -106,19 +119,19 @@ class Fetching:
                     raise
                 return rel, [f"{rel}: does not decompress ({exc})"], ""
             problems = []
-            if got["size"] != want.size:
-                problems.append(f"{rel}: size {got['size']} != {want.size}")
-            elif got["sha256"] != want.sha256:
+            if got.size != want.size:
+                problems.append(f"{rel}: size {got.size} != {want.size}")
+            elif got.sha256 != want.sha256:
                 problems.append(f"{rel}: SHA-256 mismatch")
-            elif raw and want.members is not None and not zstdio.members_match(
-                    got["raw"], want.members):
+            elif raw and want.members is not None and not (
+                    isinstance(got.raw, dict) and zstdio.members_match(got.raw, want.members)):
                 problems.append(f"{rel}: decompresses to other bytes than were dumped")
-            elif raw and want.raw_sha256 is not None and got["raw"] != (want.raw_sha256,
-                                                                        want.raw_size):
+            elif raw and want.raw_sha256 is not None and got.raw != (want.raw_sha256,
+                                                                     want.raw_size):
                 problems.append(f"{rel}: decompresses to other bytes than were dumped")
-            if not got["sse"]:
+            if not got.sse:
                 problems.append(f"{rel}: stored without server-side encryption")
-            return rel, problems, got["etag"]
+            return rel, problems, got.etag
 
         with watch_progress("read-back", lambda: received.value, report):
             checked = for_each(sorted(manifest.objects.items()), check,
@@ -135,25 +148,25 @@ class Fetching:
         return result
 
     def _sha256_of(self, key: str, received: Callable[[int], None],
-                   decompress: bool | str = False) -> dict[str, Any]:
+                   decompress: bool | str = False) -> ObjectRead:
         """Stream one object and hash it (a read that fails midway raises, inside ``_call``):
         its SHA-256, size, ETag and server-side encryption as S3 sent them, and (SHA-256, size)
         of what it decompresses to when ``decompress``."""
         resp = self.client.get_object(Bucket=self.bucket, Key=key)
         body = resp["Body"]
-        out = {"size": resp["ContentLength"], "etag": resp["ETag"],
-               "sse": resp.get("ServerSideEncryption"), "raw": None}
+        size, etag = resp["ContentLength"], resp["ETag"]
+        sse = resp.get("ServerSideEncryption")
         if decompress == "bundle":
             digest, found = zstdio.hash_bundle(body, received)
-            return {**out, "sha256": digest, "raw": found}
+            return ObjectRead(digest, size, etag, sse, found)
         if decompress:
             digest, raw_digest, raw_size = zstdio.hash_stream(body, received)
-            return {**out, "sha256": digest, "raw": (raw_digest, raw_size)}
+            return ObjectRead(digest, size, etag, sse, (raw_digest, raw_size))
         h = hashlib.sha256()
         for chunk in body.iter_chunks(1024 * 1024):
             h.update(chunk)
             received(len(chunk))
-        return {**out, "sha256": h.hexdigest()}
+        return ObjectRead(h.hexdigest(), size, etag, sse)
 
     def download(self, folder: str, dest: Path,
                  report: Callable[[str], None] = log.info) -> Manifest:

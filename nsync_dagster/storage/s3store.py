@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from nsync_dagster.errors import BackupStoreError, PreflightError
-from nsync_dagster.manifest import Encryption, Manifest, S3Location, StoredObject
+from nsync_dagster.manifest import Manifest, S3Location, StoredObject
 from nsync_dagster.progress import ByteCounter, human_bytes, watch_progress
 from nsync_dagster.storage import crypto, s3access, zstdio
 from nsync_dagster.storage.crypto import AgeKeys
@@ -219,7 +219,7 @@ class BackupStore(Fetching, Catalog):
             "objects": objects, "s3": S3Location(bucket=self.bucket, folder=folder),
             "uploaded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
         if self.age.enabled:
-            added["encryption"] = Encryption.model_validate(self.age.manifest_entry())
+            added["encryption"] = self.age.manifest_entry()
         manifest = manifest.model_copy(update=added)
         self._call("write the manifest", self.client.put_object, Bucket=self.bucket,
                    Key=folder + MANIFEST, Body=manifest.to_json().encode(),

@@ -14,7 +14,7 @@ import re
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from nsync_dagster.errors import BackupStoreError
 from nsync_dagster.manifest import BundleMember
@@ -118,11 +118,11 @@ BUNDLE_MAX = 1024 * 1024  # data files below this size go into the bundle
 _SAFE_NAME = re.compile(r"^[0-9A-Za-z_][0-9A-Za-z_.-]*$")
 
 
-def bundle_files(paths: list[Path], dst: Path, level: int) -> dict[str, dict[str, Any]]:
+def bundle_files(paths: list[Path], dst: Path, level: int) -> dict[str, BundleMember]:
     """Write ``paths`` (by file name) as one zstd-compressed tar to ``dst``; every member's
     SHA-256 and size."""
     cctx = _zstd().ZstdCompressor(level=level, threads=-1, write_checksum=True)
-    members: dict[str, dict[str, Any]] = {}
+    members: dict[str, BundleMember] = {}
     dst.parent.mkdir(parents=True, exist_ok=True)
     with dst.open("wb") as out, cctx.stream_writer(out, closefd=False) as writer:
         with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
@@ -131,8 +131,8 @@ def bundle_files(paths: list[Path], dst: Path, level: int) -> dict[str, dict[str
                 info = tarfile.TarInfo(path.name)
                 info.size, info.mode, info.mtime = len(data), 0o600, 0
                 tar.addfile(info, io.BytesIO(data))
-                members[path.name] = {"raw_sha256": hashlib.sha256(data).hexdigest(),
-                                      "raw_size": len(data)}
+                members[path.name] = BundleMember(raw_sha256=hashlib.sha256(data).hexdigest(),
+                                                  raw_size=len(data))
     return members
 
 

@@ -23,6 +23,7 @@ import pytest
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.errors import ConfigError
 from nsync_dagster.security import access, access_report
+from nsync_dagster.security.access import HeldMembership
 from nsync_dagster.security.access_list import load_access_list
 from nsync_dagster.security.posture import read_posture
 from nsync_dagster.security.posture_facts import Posture
@@ -95,7 +96,7 @@ def test_synced_platform_matches_the_access_list(synced, pg_prod, pg_staging):
         rows = {r.name: r for r in result.environments[env]}
         assert SAMPLE <= set(rows) and not IGNORED & set(rows)
         assert rows["analyst"].memberships == [
-            {"role": "app_ro", "admin": False, "inherit": True, "set": True}]
+            HeldMembership(role="app_ro", admin=False, inherit=True, set=True)]
         assert rows[OWNER].attributes == ["createdb", "createrole", "bypassrls", "replication"]
         assert rows["analyst"].privileges == "" and rows["analyst"].listed == "person (data team)"
     assert {r.name: r.password_set for r in result.environments["staging"]}["analyst"] is True

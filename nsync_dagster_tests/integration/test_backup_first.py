@@ -103,7 +103,7 @@ def test_staging_down_the_backup_is_safe_and_every_report_says_so(
         for event in said.values():
             assert f"the backup of {DAY} is SAFE: " in event.summary, event.summary
             assert event.details["backup"].startswith(f"the backup of {DAY} is SAFE")
-        assert records.backup_for_day(inst, DAY)["backup_id"] in alert["details"]["backup"]
+        assert records.backup_for_day(inst, DAY).backup_id in alert["details"]["backup"]
 
 
 def test_no_backup_yet_is_said_too(nsync_env, instance):

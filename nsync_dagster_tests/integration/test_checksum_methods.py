@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from nsync_dagster.embedded.postgres import EmbeddedCluster
-from nsync_dagster.manifest import Table
+from nsync_dagster.manifest import DataFacts, Table
 from nsync_dagster.postgres import dbstats, rowhash
 
 PG15 = Path("/usr/lib/postgresql/15/bin")
@@ -60,7 +60,12 @@ INSERT INTO dropped_col SELECT g, 'k' || g FROM generate_series(1, 50) g;
 
 def _facts(url: str, methods: dict[str, str] | None = None) -> dict:
     with psycopg.connect(url, autocommit=True) as conn:
-        return dbstats.data_facts(conn.cursor(), checksums=True, methods=methods)["tables"]
+        return _json(dbstats.data_facts(conn.cursor(), checksums=True, methods=methods).tables)
+
+
+def _json(tables: dict[str, Table]) -> dict[str, dict]:
+    """Tables' facts as the manifest writes them."""
+    return {k: v.as_json() for k, v in tables.items()}
 
 
 def _methods(facts: dict) -> dict[str, str]:
@@ -114,7 +119,8 @@ def test_one_changed_value_is_caught_with_either_method(two_copies, pg_staging, 
     got = _facts(copy_url, _methods(prod))
     assert got[f"public.{table}"]["rows"] == prod[f"public.{table}"]["rows"]
     assert got[f"public.{table}"]["checksum"] != prod[f"public.{table}"]["checksum"]
-    problems = dbstats.compare({"tables": prod}, {"tables": got})
+    problems = dbstats.compare(DataFacts.model_validate({"tables": prod}),
+                               DataFacts.model_validate({"tables": got}))
     assert problems == [f"table public.{table}: checksum is {got[f'public.{table}']['checksum']}"
                         f", expected {prod[f'public.{table}']['checksum']}"]
 
@@ -295,10 +301,10 @@ def test_several_tables_in_one_statement_give_each_its_own_facts(two_copies):
                                           None)
         parallel = dbstats.data_facts(
             cur, checksums=True, jobs=2,
-            connect=lambda: psycopg.connect(prod_url, autocommit=True))["tables"]
-    assert together == single
-    assert parallel == single
-    assert counts == {"public.plain": {"rows": 500}, "public.empty_one": {"rows": 0}}
+            connect=lambda: psycopg.connect(prod_url, autocommit=True)).tables
+    assert _json(together) == single
+    assert _json(parallel) == single
+    assert _json(counts) == {"public.plain": {"rows": 500}, "public.empty_one": {"rows": 0}}
     # small tables share a statement up to GROUP_LOCKS locks; a big one has its own
     assert dbstats._grouped([("s", "a", 10, 40), ("s", "b", 10, 24), ("s", "c", 10, 1),
                              ("s", "big", dbstats.SMALL_TABLE_BYTES, 2), ("s", "d", 0, 99)]

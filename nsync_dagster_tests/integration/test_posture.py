@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from nsync_dagster.security.posture import diff_posture, posture_digest, read_posture
-from nsync_dagster.security.posture_facts import Posture, Reader
+from nsync_dagster.security.posture_facts import Posture, Reader, Rls
 from nsync_dagster.settings import PLATFORM_ROLES as DEFAULT_PLATFORM_ROLES
 from nsync_dagster_tests.conftest import (
     OWNER,
@@ -84,7 +84,7 @@ def by_design(synced: Synced, pg_staging) -> list[str]:
     without = set(pg_staging.psql("SELECT rolname FROM pg_authid WHERE rolcanlogin AND "
                                   "rolpassword IS NULL").split())
     names = [r for r in sorted(synced.prod.roles) if r in without
-             and synced.prod.roles[r]["login"] and synced.prod.roles[r]["password_set"]]
+             and synced.prod.roles[r].login and synced.prod.roles[r].password_set]
     return [f"role {r}: login role with no password on staging" for r in names]
 
 
@@ -97,7 +97,7 @@ def known_gap(synced: Synced) -> list[str]:
     prod = synced.prod
     administered = {role for role, member, *_ in prod.memberships if member == OWNER}
     others = [name for name, attrs in prod.roles.items()
-              if name not in administered and name != OWNER and not attrs["superuser"]
+              if name not in administered and name != OWNER and not attrs.superuser
               and name not in prod.platform_roles]
     return [f"role {OWNER}: member of {r} on staging (with ADMIN), not on production"
             for r in sorted(others)]
@@ -110,25 +110,24 @@ def test_synced_staging_is_secured_like_production(synced, pg_staging, copy_db):
         "the copy must be a fair copy")
     prod = synced.prod
     assert prod.reader == Reader(OWNER, superuser=False, server_major=18)
-    assert prod.roles["analyst"]["password_set"] is True
-    assert prod.roles["analyst"]["connection_limit"] == 5
-    assert prod.roles["support_agent"]["valid_until"].startswith("2030-01-01")
-    assert ["app_ro", "analyst", False, True, True] in prod.memberships
-    assert prod.objects["table app.users"]["owner"] == "app_owner"
-    assert ["app_ro", "SELECT"] not in prod.objects["table app.users"]["acl"]
+    assert prod.roles["analyst"].password_set is True
+    assert prod.roles["analyst"].connection_limit == 5
+    assert prod.roles["support_agent"].valid_until.startswith("2030-01-01")
+    assert ("app_ro", "analyst", False, True, True) in prod.memberships
+    assert prod.objects["table app.users"].owner == "app_owner"
+    assert ["app_ro", "SELECT"] not in prod.objects["table app.users"].acl
     assert prod.columns["column app.users.display_name"] == [["app_ro", "SELECT"]]
-    assert ["PUBLIC", "SELECT"] in prod.objects["table config.feature_flags"]["acl"]
-    assert ["PUBLIC", "EXECUTE"] not in prod.objects[
-        "function app.touch_last_login()"]["acl"]
+    assert ["PUBLIC", "SELECT"] in prod.objects["table config.feature_flags"].acl
+    assert ["PUBLIC", "EXECUTE"] not in prod.objects["function app.touch_last_login()"].acl
     assert "partitioned table app.events" in prod.objects
     assert "materialized view reporting.project_counts" in prod.objects
     assert "domain app.slug" in prod.objects and "type app.plan_tier" in prod.objects
     assert "type public.citext" not in prod.objects, "extension objects are left out"
-    assert prod.rls["app.projects"] == {"enabled": True, "forced": True}
-    assert prod.policies["app.projects support_read"]["roles"] == ["app_rw"]
-    assert prod.extensions["citext"]["schema"] == "public"
+    assert prod.rls["app.projects"] == Rls(enabled=True, forced=True)
+    assert prod.policies["app.projects support_read"].roles == ["app_rw"]
+    assert prod.extensions["citext"].schema == "public"
     assert {"ssl", "password_encryption", "row_security"} <= set(prod.settings)
-    assert ["PUBLIC", "CONNECT"] not in prod.database["acl"]
+    assert ["PUBLIC", "CONNECT"] not in prod.database.acl
     assert any(k.startswith("default privileges of app_owner in schema app")
                for k in prod.default_privileges)
     assert not any("cloud_admin" in k for k in prod.default_privileges)
@@ -158,7 +157,7 @@ def test_password_unknown_is_never_a_difference(synced, pg_staging, copy_db):
         pg_staging.psql(f"REVOKE CONNECT ON DATABASE {copy_db} FROM posture_reader; "
                         "DROP ROLE posture_reader")
     assert staging.reader.superuser is False
-    assert staging.roles["analyst"]["password_set"] == "unknown"
+    assert staging.roles["analyst"].password_set == "unknown"
     assert staging.policies == synced.prod.policies
     diffs = diff_posture(synced.prod, staging,
                          staging_only_roles_ok={"posture_reader", *synced.other_tests_roles})

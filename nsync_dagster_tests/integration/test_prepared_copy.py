@@ -279,7 +279,7 @@ def test_parallel_verification_has_the_same_facts_and_catches_a_changed_row(pg_s
         serial = dbstats.data_facts(conn.cursor(), checksums=True)
         spread = dbstats.data_facts(conn.cursor(), checksums=True, connect=target.connect,
                                     jobs=3)
-    assert spread == serial and len(serial["tables"]) > 5
+    assert spread == serial and len(serial.tables) > 5
     assert pipeline.verify_database(target, manifest, settings.platform_roles,
                                     jobs=2).checksums_compared
     pg_staging.psql("UPDATE config.feature_flags SET note = coalesce(note, '') || '.' "

@@ -257,7 +257,7 @@ def test_preflight_names_the_fix_when_pg_dumpall_cannot_run(pg_prod, nsync_env):
     try:
         from nsync_dagster.cycle import preflight
 
-        pf = Preflight(facts={"prod_major": 18})
+        pf = Preflight(facts=preflight.PreflightFacts(prod_major=18))
         assert not pf.run("pg_dumpall --roles-only runs",
                           lambda: preflight._roles_dump(pf, prod.with_db(closed)))
         detail = pf.results[0].detail

@@ -4,14 +4,16 @@ staging's own applications write (:mod:`nsync_dagster.cycle.branch_verify`)."""
 from __future__ import annotations
 
 from nsync_dagster.cycle.branch_verify import judge, written_since
+from nsync_dagster.manifest import DataFacts
 from nsync_dagster_tests.manifests import before_upload
 
 
-def _staging(users_rows: int = 3, seq: int = 3, extra: dict | None = None) -> dict:
-    return {"tables": {"app.users": {"rows": users_rows, "checksum": "-123456"},
-                       "app.orders": {"rows": 0, "checksum": "0"}, **(extra or {})},
-            "matviews": {"app.user_totals": {"populated": True}},
-            "sequences": {"app.users_id_seq": {"last_value": seq, "is_called": True}}}
+def _staging(users_rows: int = 3, seq: int = 3, extra: dict | None = None) -> DataFacts:
+    return DataFacts.model_validate({
+        "tables": {"app.users": {"rows": users_rows, "checksum": "-123456"},
+                   "app.orders": {"rows": 0, "checksum": "0"}, **(extra or {})},
+        "matviews": {"app.user_totals": {"populated": True}},
+        "sequences": {"app.users_id_seq": {"last_value": seq, "is_called": True}}})
 
 
 BASELINE = {"app.users": 10, "app.orders": 0}
@@ -53,7 +55,7 @@ def test_sequences_may_be_ahead_never_behind():
 
 def test_missing_and_extra_tables():
     gone = _staging()
-    del gone["tables"]["app.orders"]
+    del gone.tables["app.orders"]
     assert judge(before_upload(), gone, BASELINE, set())[0] == [
         "table app.orders of the backup is missing on staging"]
     extra = {"app.audit": {"rows": 1, "checksum": "1"}}

@@ -72,7 +72,7 @@ SELECT pg_catalog.setval('"dotted.schema"."x.y"', -5, true);
 
 
 def test_setval_lines_give_exact_sequence_positions():
-    assert dumpseq.parse_setvals(SCRIPT) == {
+    assert {k: v.as_json() for k, v in dumpseq.parse_setvals(SCRIPT).items()} == {
         "public.a_id_seq": {"last_value": 606, "is_called": True},
         'public.We ird_id_seq': {"last_value": 1, "is_called": False},
         "My \"Schema\".x'y": {"last_value": 9223372036854775807, "is_called": True},

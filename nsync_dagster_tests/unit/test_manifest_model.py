@@ -5,13 +5,24 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 
 from nsync_dagster.errors import BackupStoreError, ManifestError
-from nsync_dagster.manifest import MANIFEST_FORMAT, Manifest
+from nsync_dagster.manifest import (
+    MANIFEST_FORMAT,
+    DataFacts,
+    Manifest,
+    Matview,
+    Role,
+    Sequence,
+    Table,
+)
+from nsync_dagster.postgres import dbstats
 from nsync_dagster_tests.manifests import FORMAT_2, before_upload, format_1
 
+FIXTURE = Path(__file__).parent.parent / "fixtures" / "manifest-format-4.json"
 WHERE = "s3://nsync-test/nsync/2026/11/06/20261106T060000Z/"
 
 
@@ -75,13 +86,58 @@ def test_objects_digest_is_the_one_the_dict_code_computed():
     assert Manifest.from_dict(copy.deepcopy(FORMAT_2)).objects_digest() == want
 
 
+def _facts_json(facts: DataFacts) -> dict:
+    return {s: {k: v.as_json() for k, v in facts.section(s).items()}
+            for s in ("tables", "matviews", "sequences")}
+
+
 def test_data_facts_are_what_dbstats_compares():
     m = Manifest.from_dict(copy.deepcopy(FORMAT_2))
-    assert m.data_facts() == {"tables": FORMAT_2["tables"], "matviews": FORMAT_2["matviews"],
-                              "sequences": FORMAT_2["sequences"]}
-    assert m.data_facts({"app.users"}) == {
+    assert _facts_json(m.data_facts()) == {
+        "tables": FORMAT_2["tables"], "matviews": FORMAT_2["matviews"],
+        "sequences": FORMAT_2["sequences"]}
+    assert _facts_json(m.data_facts({"app.users"})) == {
         "tables": {"app.users": FORMAT_2["tables"]["app.users"]}, "matviews": {},
         "sequences": {}}
+    assert m.data_facts().rows == 3 and m.data_facts({"app.orders"}).rows == 0
+
+
+def test_compare_names_each_difference_and_skips_facts_one_side_lacks():
+    """The verification's comparison on typed facts: a checksum the copy was not asked for is
+    not compared, a missing or extra relation and a changed figure are each one line."""
+    want = Manifest.from_dict(copy.deepcopy(FORMAT_2)).data_facts()
+    got = DataFacts(tables={"app.users": Table(rows=4), "app.extra": Table(rows=0)},
+                    matviews={"app.user_totals": Matview(populated=False)},
+                    sequences={"app.users_id_seq": Sequence(last_value=3, is_called=True)})
+    assert dbstats.compare(want, got) == [
+        "table app.orders is missing", "table app.extra exists but is not in the backup",
+        "table app.users: rows is 4, expected 3",
+        "matview app.user_totals: populated is False, expected True"]
+    assert dbstats.compare(want, want) == []
+
+
+def test_a_manifest_the_snapshot_wrote_round_trips_byte_for_byte():
+    """``fixtures/manifest-format-4.json`` is a manifest.json as ``take_snapshot`` wrote it
+    before the data facts were typed (format 4: row/rowtext checksums, role and database
+    settings, memberships with their options). It reads into the model and is written back
+    byte for byte, and every record keeps exactly the keys it had (none added as null)."""
+    text = FIXTURE.read_text()
+    m = Manifest.from_json(text, WHERE)
+    assert m.to_json() == text
+    assert m.checksum_methods() == {"app.empty": "row", "app.plans": "rowtext",
+                                    "app.users": "row"}
+    assert m.database.role_settings == {"neondb_owner": ["search_path=app, public"]}
+    assert m.sequences["app.users_id_seq"] == Sequence(last_value=50, is_called=True)
+    # the typed records dbstats returns write the same JSON as the dicts it returned before
+    doc = json.loads(text)
+    assert [r.as_json() for r in m.roles] == doc["roles"]
+    assert [x.as_json() for x in m.memberships] == doc["memberships"]
+    assert Role(**doc["roles"][0]).as_json() == doc["roles"][0]
+    rebuilt = Manifest(**{k: getattr(m, k) for k in doc})
+    assert rebuilt.to_json() == text
+    # uploaded: the upload's fields are added, nothing else changes
+    up = m.model_copy(update={"uploaded_at": "2026-11-27T06:01:00+00:00"})
+    assert {k: v for k, v in json.loads(up.to_json()).items() if k != "uploaded_at"} == doc
 
 
 def test_a_newer_format_is_refused_with_upgrade():
