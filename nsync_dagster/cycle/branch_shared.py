@@ -104,11 +104,14 @@ def reset_once_and_verify(home: RunConfig, database: str, names: tuple[str, ...]
     lsn, found = backups_at_one_lsn(home, names, backup_store.client, partition)
     path = record_path(settings, "reset", run_id)
     record = read_record(path)
+    if record is not None and record.get("failed") and record.get("by") == database:
+        record = None  # this very step's reset failed: its retry tries again
     if record is not None and record.get("lsn") == lsn:
         if record.get("failed"):
             raise VerificationError(
-                f"staging was not reset again: this run's reset to LSN {lsn} failed in an "
-                f"earlier staging step ({record['failed']}); fix that and rerun the job")
+                f"staging was not reset again: this run's reset to LSN {lsn} failed in the "
+                f"staging step of {record.get('by')} ({record['failed']}); fix that and rerun "
+                "the job")
         report(f"staging was reset to LSN {lsn} by this run's first staging step "
                f"({len(record['reset'].get('operations', []))} Neon operation(s)); verifying "
                f"{database} against its backup, no second reset")
@@ -119,7 +122,7 @@ def reset_once_and_verify(home: RunConfig, database: str, names: tuple[str, ...]
             record = _reset_everything(settings, home, names, neon, facts["parent_id"], lsn,
                                        report)
         except NsyncError as exc:
-            write_record(path, {"lsn": lsn, "failed": str(exc)})
+            write_record(path, {"lsn": lsn, "failed": str(exc), "by": database})
             raise
         record["reset"]["parent_protected"] = facts.get("parent_protected", False)
         write_record(path, record)

@@ -264,3 +264,62 @@ def test_ephemeral_branch_refused_backups_still_taken_staging_fails_untouched(
     assert neon.restores == [] and neon.copies == 0 and neon.computes == {}
     assert staging_pictures(pg_branch) == before
     assert API_KEY not in text
+
+
+def test_a_failed_reset_is_tried_once_per_run_and_names_where_it_failed(
+        pg_branch, env, neon, instance, monkeypatch):
+    """The run's one reset fails (Neon's operation ends failed): the first staging step fails
+    with Neon's error, the second fails at once naming it, without a second reset; the backups
+    are uploaded, staging untouched, the ephemeral branches deleted."""
+    from nsync_dagster.cycle import branch_reset
+
+    real = branch_reset.reset_branch
+
+    def failing_reset(*args, **kwargs):
+        neon.faults.operation = "fail"  # after the snapshots: only the reset's operations fail
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(branch_reset, "reset_branch", failing_reset)
+    before = staging_pictures(pg_branch)
+    result = run_job(instance)
+    assert not result.success
+    message = failure_text(result)
+    assert "ended failed" in message and "storage unavailable" in message, message
+    assert "staging was not reset again: this run's reset to LSN" in message, message
+    assert len(neon.restores) == 1 and neon.copies == 0
+    checks = [c for c in result.get_asset_check_evaluations()
+              if c.check_name == "backup_checksums_match"]
+    assert len(checks) == 2 and all(c.passed for c in checks)
+    assert staging_pictures(pg_branch) == before
+    assert len(neon.created) == 2 and len(neon.deleted) == 2 and neon.computes == {}
+
+
+def test_the_ephemeral_branch_is_deleted_when_the_dump_fails_or_is_interrupted(
+        pg_prod, pg_branch, env, neon, monkeypatch, tmp_path):
+    """The dump from the ephemeral branch fails, or is interrupted (Ctrl-C, a termination):
+    the branch (and its compute) is deleted all the same, and the error goes on up."""
+    from nsync_dagster.cycle import branch_reset, pipeline
+    from nsync_dagster.cycle.config import RunConfig
+    from nsync_dagster.cycle.store import backup_store
+    from nsync_dagster.errors import SnapshotError
+
+    settings = RunConfig.from_env()
+    store = backup_store(settings)
+    neon_cfg = branch_reset.BranchReset.from_env()
+    dumped_from: list[str] = []
+    for error in (SnapshotError("pg_dump failed: disk on fire"), KeyboardInterrupt()):
+        def dump_then_fail(settings, store, partition, report=None, *, source=None,
+                           error=error):
+            dumped_from.append(source.host)
+            assert source.host == "127.0.0.2" and neon.computes  # the branch is up
+            raise error
+
+        monkeypatch.setattr(pipeline, "snapshot_step", dump_then_fail)
+        with pytest.raises(type(error)):
+            branch_ephemeral.snapshot_at_run_lsn(settings, store, PARTITION, neon_cfg,
+                                                 f"run-{type(error).__name__}", print)
+        assert neon.computes == {}
+        assert not [b for b in neon.branches.values()
+                    if b.name.startswith("nsync-ephemeral-")]
+    assert dumped_from == ["127.0.0.2", "127.0.0.2"]
+    assert len(neon.created) == 2 and len(neon.deleted) == 2
