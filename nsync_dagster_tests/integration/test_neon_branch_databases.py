@@ -31,7 +31,9 @@ from nsync_dagster_tests.conftest import (
     apply_env,
     assert_no_secret,
     contract_env,
+    event_log_text,
     failure_text,
+    nsync,
 )
 from nsync_dagster_tests.neon_copy import ProductionHistory
 from nsync_dagster_tests.neon_standin import Branch, NeonStandIn, rows
@@ -116,17 +118,23 @@ def neon(pg_prod, pg_branch, prod_history):
         prod_history.discard(cluster)
 
 
+def branch_values(pg_prod, pg_branch, neon) -> dict[str, str]:
+    """Production's URL on host ``localhost`` (its endpoint; pinned to 127.0.0.1 by hostaddr),
+    the staging branch, the two databases and the Neon settings."""
+    prod = pg_prod.url(OWNER, PROD_OWNER_PW, PROD_DB).replace("@127.0.0.1:", "@localhost:")
+    return {"NSYNC_PROD_DATABASE_URL": prod + "?hostaddr=127.0.0.1",
+            "NSYNC_STAGING_DATABASE_URL": pg_branch.url(OWNER, PROD_OWNER_PW, PROD_DB),
+            "NSYNC_DATABASES": ",".join(NAMES),
+            "NSYNC_STAGING_METHOD": "neon-branch-reset", "NEON_API_KEY": API_KEY,
+            "NSYNC_NEON_PROJECT_ID": PROJECT, "NSYNC_NEON_STAGING_BRANCH_ID": STAGING,
+            "NSYNC_NEON_API_URL": neon.url, "NSYNC_NEON_RESET_TIMEOUT": "30",
+            "NSYNC_STEP_RETRIES": "0"}
+
+
 @pytest.fixture
 def env(pg_prod, pg_branch, s3_endpoint, bucket, tmp_path, monkeypatch, neon):
-    prod = pg_prod.url(OWNER, PROD_OWNER_PW, PROD_DB).replace("@127.0.0.1:", "@localhost:")
     values = {**contract_env(pg_prod, pg_branch, s3_endpoint, bucket, tmp_path),
-              "NSYNC_PROD_DATABASE_URL": prod + "?hostaddr=127.0.0.1",
-              "NSYNC_STAGING_DATABASE_URL": pg_branch.url(OWNER, PROD_OWNER_PW, PROD_DB),
-              "NSYNC_DATABASES": ",".join(NAMES),
-              "NSYNC_STAGING_METHOD": "neon-branch-reset", "NEON_API_KEY": API_KEY,
-              "NSYNC_NEON_PROJECT_ID": PROJECT, "NSYNC_NEON_STAGING_BRANCH_ID": STAGING,
-              "NSYNC_NEON_API_URL": neon.url, "NSYNC_NEON_RESET_TIMEOUT": "30",
-              "NSYNC_STEP_RETRIES": "0"}
+              **branch_values(pg_prod, pg_branch, neon)}
     apply_env(values, monkeypatch)
     return values
 
@@ -158,6 +166,19 @@ def manifests(bucket: str) -> dict[str, dict]:
 
 def text_of(instance: dg.DagsterInstance, result) -> str:
     return "\n".join(str(e) for e in instance.all_logs(result.run_id)) + failure_text(result)
+
+
+def assert_sequences_not_behind(prod: list[str], staging: list[str]) -> None:
+    """Every sequence of production on staging, none behind: a copy at an LSN shows a sequence
+    at the value its last WAL record logged, up to 32 ahead of production's (an earlier test of
+    this module drew from them), as Neon's does (``neon_copy.ProductionHistory``)."""
+    def values(lines: list[str]) -> dict[str, int | None]:
+        return {n: None if v == "null" else int(v) for n, v in (x.rsplit("=", 1) for x in lines)}
+
+    want, got = values(prod), values(staging)
+    assert set(want) == set(got)
+    for name, value in want.items():
+        assert value is None or (got[name] is not None and got[name] >= value), name
 
 
 def staging_pictures(pg_branch) -> dict:
@@ -323,3 +344,43 @@ def test_the_ephemeral_branch_is_deleted_when_the_dump_fails_or_is_interrupted(
                     if b.name.startswith("nsync-ephemeral-")]
     assert dumped_from == ["127.0.0.2", "127.0.0.2"]
     assert len(neon.created) == 2 and len(neon.deleted) == 2
+
+
+def test_nsync_run_daily_with_two_databases_on_the_branch(pg_prod, pg_branch, cli_env, neon):
+    """``nsync run daily`` (the code location as it loads these variables: both chains, each
+    staging step after both backups) covers both databases with one reset."""
+    env = {**cli_env, **branch_values(pg_prod, pg_branch, neon)}
+    done = nsync(env, "run", "daily")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "nsync daily run succeeded" in done.stdout
+    assert "databases   2" in done.stdout, done.stdout
+    log = event_log_text(env["DAGSTER_HOME"])
+    assert API_KEY not in done.stdout + done.stderr + log
+    assert_no_secret(done.stdout, done.stderr, log)
+    for name in NAMES:
+        prod, staging = oracle.picture(pg_prod, name), oracle.picture(pg_branch, name)
+        oracle.assert_same({k: v for k, v in prod.items() if k != "sequences"}, staging)
+        assert_sequences_not_behind(prod["sequences"], staging["sequences"])
+    assert len(neon.restores) == 1 and neon.copies == 1
+    assert len(neon.created) == 2 and len(neon.deleted) == 2 and neon.computes == {}
+
+
+def test_each_staging_step_waits_for_every_backup_in_branch_reset_mode(monkeypatch):
+    """The asset graph: in branch-reset mode (as the code location loads it) every
+    ``staging_database`` depends on every database's ``s3_backup``; in restore mode only on
+    its own."""
+    from nsync_dagster.defs.daily.assets import daily_chains
+    from nsync_dagster.defs.daily.databases import branch_reset_loaded
+
+    monkeypatch.setenv("NSYNC_STAGING_METHOD", "neon-branch-reset")
+    assert branch_reset_loaded()
+    monkeypatch.setenv("NSYNC_STAGING_METHOD", "restore")
+    assert not branch_reset_loaded()
+    for one_reset, other in ((True, True), (False, False)):
+        chains = daily_chains(["neondb", "auth"], one_reset=one_reset)
+        deps = {a.key.to_user_string(): {k.to_user_string() for k in a.dependency_keys}
+                for a in chains}
+        assert deps["staging_database"] >= {"s3_backup"}
+        assert ("auth/s3_backup" in deps["staging_database"]) is other
+        assert ("s3_backup" in deps["auth/staging_database"]) is other
+        assert "auth/s3_backup" in deps["auth/staging_database"]
