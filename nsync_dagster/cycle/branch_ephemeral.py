@@ -38,7 +38,7 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -52,6 +52,9 @@ from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.postgres.snapshot import Snapshot
 from nsync_dagster.settings.neon import BRANCH_RESET
 from nsync_dagster.storage.s3store import BackupStore
+
+if TYPE_CHECKING:
+    from nsync_dagster.cycle.branch_reset import BranchReset
 
 log = logging.getLogger("nsync.branch_ephemeral")
 Report = Callable[[str], None]
@@ -139,7 +142,7 @@ def host_replaced(prod: PgTarget, host: str) -> PgTarget:
                     prod.variable, prod.pg_bin_dir)
 
 
-def sweep(neon: Any, report: Report) -> None:
+def sweep(neon: BranchReset, report: Report) -> None:
     """Delete every branch named ``nsync-ephemeral-...`` (left by a killed step)."""
     for branch in branches.named_like(neon.client, PREFIX):
         report(f"WARNING: deleting the ephemeral branch {branch['id']} ({branch.get('name')}) "
@@ -147,12 +150,13 @@ def sweep(neon: Any, report: Report) -> None:
         _delete_loudly(neon, str(branch["id"]), report)
 
 
-def _delete(neon: Any, branch_id: str, report: Report) -> None:
+def _delete(neon: BranchReset, branch_id: str, report: Report) -> None:
     ops = branches.delete_branch(neon.client, branch_id)
     neon.client.wait_for_operations([o["id"] for o in ops], neon.timeout_s, report=report)
 
 
-def create(settings: RunConfig, neon: Any, lsn: str, name: str, report: Report) -> Ephemeral:
+def create(settings: RunConfig, neon: BranchReset, lsn: str, name: str,
+           report: Report) -> Ephemeral:
     """Create the ephemeral branch of production's branch at ``lsn`` and wait for its compute.
     On any failure after Neon created it, it is deleted again before raising."""
     prod_branch = endpoint_branch(settings.prod, neon.client.list_endpoints())
@@ -192,7 +196,7 @@ def _wait_for_compute(target: PgTarget, report: Report) -> None:
             time.sleep(2)
 
 
-def _delete_loudly(neon: Any, branch_id: str, report: Report) -> None:
+def _delete_loudly(neon: BranchReset, branch_id: str, report: Report) -> None:
     """Delete the branch; a failure is a WARNING naming it (the next run's start retries)."""
     try:
         _delete(neon, branch_id, report)
@@ -203,8 +207,8 @@ def _delete_loudly(neon: Any, branch_id: str, report: Report) -> None:
 
 
 # -- the snapshot step ---------------------------------------------------------------------
-def snapshot_at_run_lsn(settings: RunConfig, store: BackupStore, partition: str, neon: Any,
-                        run_key: str, report: Report = log.info) -> Snapshot:
+def snapshot_at_run_lsn(settings: RunConfig, store: BackupStore, partition: str,
+                        neon: BranchReset, run_key: str, report: Report = log.info) -> Snapshot:
     """One database's backup, dumped from an ephemeral branch at the run's LSN (or, when that
     branch cannot be made, from production directly, loudly). See the module docstring."""
     try:

@@ -74,7 +74,8 @@ def backups_at_one_lsn(home: RunConfig, names: tuple[str, ...], client: Any, par
 
 
 def _reset_everything(settings: RunConfig, home: RunConfig, names: tuple[str, ...],
-                      neon: Any, parent_id: str, lsn: str, report: Report) -> dict[str, Any]:
+                      neon: branch_reset.BranchReset, parent_id: str, lsn: str,
+                      report: Report) -> dict[str, Any]:
     """The run's one reset, then what every database's verification needs."""
     reset = branch_reset.reset_branch(neon, parent_id, report, source_lsn=lsn)
     branch_reset._wait_for_compute(settings.staging, report)
@@ -87,7 +88,8 @@ def _reset_everything(settings: RunConfig, home: RunConfig, names: tuple[str, ..
 
 
 def reset_once_and_verify(home: RunConfig, database: str, names: tuple[str, ...],
-                          backup_store: BackupStore, partition: str, neon: Any, run_id: str,
+                          backup_store: BackupStore, partition: str,
+                          neon: branch_reset.BranchReset, run_id: str,
                           report: Report = log.info) -> BranchStagingResult:
     """``database``'s staging step: the run's one reset (by its first staging step), then
     ``database`` verified against its backup. See the module docstring.
