@@ -139,9 +139,10 @@ def env(pg_prod, pg_branch, s3_endpoint, bucket, tmp_path, monkeypatch, neon):
     return values
 
 
-def run_job(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+def run_job(instance: dg.DagsterInstance, only: list[dg.AssetKey] | None = None
+            ) -> dg.ExecuteInProcessResult:
     """The daily job as the code location builds it when it loads these two databases in
-    branch-reset mode."""
+    branch-reset mode (``only``: those assets of it)."""
     from nsync_dagster.defs.daily.assets import daily_chains
     from nsync_dagster.defs.daily.jobs import daily_job
     from nsync_dagster.defs.resources import NotifierResource, nsync_from_env, s3_from_env
@@ -150,7 +151,8 @@ def run_job(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     defs = dg.Definitions(assets=assets, jobs=[daily_job(assets)], resources={
         "nsync": nsync_from_env(), "s3": s3_from_env(), "notifier": NotifierResource()})
     return defs.resolve_job_def("daily_sync_job").execute_in_process(
-        instance=instance, partition_key=PARTITION, raise_on_error=False)
+        instance=instance, partition_key=PARTITION, raise_on_error=False,
+        asset_selection=only)
 
 
 def manifests(bucket: str) -> dict[str, dict]:
@@ -384,3 +386,24 @@ def test_each_staging_step_waits_for_every_backup_in_branch_reset_mode(monkeypat
         assert ("auth/s3_backup" in deps["staging_database"]) is other
         assert ("s3_backup" in deps["auth/staging_database"]) is other
         assert "auth/s3_backup" in deps["auth/staging_database"]
+
+
+def test_backups_of_different_runs_are_never_reset_to(pg_branch, env, neon, instance):
+    """The day's newest backups come from two runs (one database's snapshot and backup run
+    again on their own, at a new LSN): a staging step alone refuses to reset, naming both
+    LSNs; staging stays as the first run left it."""
+    first = run_job(instance)
+    assert first.success, failure_text(first)
+    again = run_job(instance, [dg.AssetKey([AUTH, "prod_snapshot"]),
+                               dg.AssetKey([AUTH, "s3_backup"])])
+    assert again.success, failure_text(again)
+    found = manifests(env["NSYNC_BACKUP_BUCKET"])
+    before = staging_pictures(pg_branch)
+    alone = run_job(instance, [dg.AssetKey("staging_database")])
+    assert not alone.success
+    message = failure_text(alone)
+    assert "staging was NOT reset: the newest backups for" in message, message
+    assert "dumped at different LSNs" in message and f"{AUTH} at " in message
+    assert found[AUTH]["lsn"] in message
+    assert len(neon.restores) == 1  # the first run's only
+    assert staging_pictures(pg_branch) == before
