@@ -102,7 +102,7 @@ def run_nsync(cfg: dict) -> dict:
     from nsync_dagster.defs.resources import backup_store, s3_from_env
 
     # the process environment (NSYNC_PG_BIN_DIR, AWS_*) under the case's own variables
-    settings = RunConfig.from_env(overrides=cfg["env"])
+    settings = RunConfig.from_env({**os.environ, **cfg["env"]})
     store = backup_store(settings, s3_from_env())
     part = cfg["partition"]
     t0 = time.monotonic()

@@ -39,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +54,6 @@ from nsync_dagster.neon.client import NeonClient
 from nsync_dagster.postgres import dbstats, roles
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.postgres.snapshot import Snapshot
-from nsync_dagster.settings import StagingMethod, require_branch_reset
 from nsync_dagster.settings.neon import BRANCH_RESET
 from nsync_dagster.storage.s3store import BackupStore
 
@@ -75,23 +74,24 @@ class BranchReset:
     client: NeonClient
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> BranchReset | None:
-        """The configured branch-reset mode, or None with ``NSYNC_STAGING_METHOD=restore``.
+    def from_config(cls, settings: RunConfig) -> BranchReset | None:
+        """The run's branch-reset mode (its Neon settings, resolved with the run's
+        configuration), or None with ``NSYNC_STAGING_METHOD=restore``.
 
         Raises:
             ConfigError: the mode is chosen but a required setting is missing, named.
         """
-        method = StagingMethod.load(env)
-        if not method.branch_reset:
+        if settings.neon is None:
             return None
-        project, branch, key = require_branch_reset(method, env)
-        return cls(project, branch, method.neon_api_url, method.neon_reset_timeout,
-                   NeonClient(method.neon_api_url, key.get_secret_value(), project))
+        project, branch, key = settings.neon.required()
+        api_url = settings.neon.api_url
+        return cls(project, branch, api_url, settings.neon.timeout_s,
+                   NeonClient(api_url, key.get_secret_value(), project))
 
 
 def doctor_check(settings: RunConfig) -> str:
     """``nsync doctor``'s line: the method, and in branch-reset mode every Neon check."""
-    neon = BranchReset.from_env()
+    neon = BranchReset.from_config(settings)
     if neon is None:
         return "restore (staging rebuilt from the S3 backup every day)"
     facts = neon_preflight(settings, neon)

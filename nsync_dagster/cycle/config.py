@@ -28,11 +28,14 @@ from nsync_dagster.settings import (
     Backups,
     ClientPrograms,
     Databases,
+    Recovery,
     Retention,
     StagingMethod,
     Tuning,
     environ,
     external,
+    neon_api_key,
+    require_branch_reset,
     staging_password,
 )
 from nsync_dagster.storage.crypto import AgeKeys, check_identity, parse_recipients
@@ -44,15 +47,82 @@ def _plain(secret: SecretStr | None) -> str:
 
 
 @dataclass(frozen=True)
+class RunSettings:
+    """The typed settings groups one run's configuration is resolved from, each loaded once.
+
+    :meth:`load` reads them from the environment; a caller with values of its own (the Dagster
+    resource's fields) replaces them on the groups (``Group.replace``) and hands the result to
+    :meth:`RunConfig.resolve`: typed values, no environment-shaped round trip.
+    """
+
+    databases: Databases
+    backups: Backups
+    tuning: Tuning
+    programs: ClientPrograms
+    access: Access
+    retention: Retention
+    recovery: Recovery
+    method: StagingMethod
+    # NSYNC_STAGING_PASSWORD_<ROLE> variables, by name (secrets, registered when read)
+    staging_passwords: Mapping[str, str] = field(repr=False)
+    neon_api_key: SecretStr | None = field(repr=False)  # read only in neon-branch-reset mode
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None) -> RunSettings:
+        """Every group a run needs, parsed from ``env`` (default: the process environment).
+
+        Raises:
+            ConfigError: a bad variable, named.
+        """
+        external.prepare(env)
+        given = environ(env)
+        method = StagingMethod.load(given)
+        return cls(databases=Databases.load(given), backups=Backups.load(given),
+                   tuning=Tuning.load(given), programs=ClientPrograms.load(given),
+                   access=Access.load(given), retention=Retention.load(given),
+                   recovery=Recovery.load(given), method=method,
+                   staging_passwords={name: value for name, value in given.items()
+                                      if name.upper().startswith(STAGING_PASSWORD_PREFIX)},
+                   neon_api_key=neon_api_key(env) if method.branch_reset else None)
+
+
+@dataclass(frozen=True)
+class NeonSettings:
+    """The branch-reset method's settings (``NSYNC_NEON_*``, ``NEON_API_KEY``), resolved with
+    the run's; whether each required one is there is checked where the method runs
+    (:meth:`required`), so bucket-only commands never need them."""
+
+    method: StagingMethod
+    api_key: SecretStr | None = field(repr=False)
+
+    @property
+    def api_url(self) -> str:
+        return self.method.neon_api_url
+
+    @property
+    def timeout_s(self) -> int:
+        return self.method.neon_reset_timeout
+
+    def required(self) -> tuple[str, str, SecretStr]:
+        """(project id, staging branch id, API key).
+
+        Raises:
+            ConfigError: naming every missing one.
+        """
+        return require_branch_reset(self.method, self.api_key)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Where production, staging and the backups are, and how the steps run."""
 
-    # no defaults here: each is declared once, in nsync_dagster.settings, and from_env copies it
+    # no defaults here: each is declared once, in nsync_dagster.settings, and resolve copies it
     prod: PgTarget
     staging: PgTarget
     bucket: str
     prefix: str
     dump: DumpOptions
+    dump_space_ratio: float | None  # NSYNC_DUMP_SPACE_RATIO (None: by compression)
     restore_timeout_s: int
     restore_lock_wait_s: int
     work_dir: Path
@@ -71,8 +141,10 @@ class RunConfig:
     retention: RetentionPolicy
     access_list: str
     access_review_max_age_days: int
+    smoke_sql: str | None  # NSYNC_SMOKE_SQL (None: templates/smoke-queries.sql)
     databases: str | None  # NSYNC_DATABASES as given (see cycle.databases)
     staging_method: str  # NSYNC_STAGING_METHOD (see cycle.staging)
+    neon: NeonSettings | None  # with NSYNC_STAGING_METHOD=neon-branch-reset only
     # NSYNC_STAGING_PASSWORD_<ROLE> variables, by name (secrets, registered when read)
     staging_passwords: Mapping[str, str] = field(repr=False, hash=False)
 
@@ -81,23 +153,29 @@ class RunConfig:
         return staging_password(role, self.staging_passwords)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, *, need_databases: bool = True,
-                 overrides: Mapping[str, str] | None = None) -> RunConfig:
+    def from_env(cls, env: Mapping[str, str] | None = None, *,
+                 need_databases: bool = True) -> RunConfig:
         """Read and validate the configuration; ``need_databases=False`` for bucket-only work.
 
         Args:
             env: The variables (default: the process environment, read now).
             need_databases: Production and staging URLs are required (the daily job).
-            overrides: Variables taking precedence over ``env`` (a Dagster resource's fields).
 
         Raises:
             ConfigError: a missing or bad variable, named.
         """
-        external.prepare(env)
-        given = environ(env, overrides)
-        db, s3 = Databases.load(given), Backups.load(given)
-        tuning, programs, access = Tuning.load(given), ClientPrograms.load(given), \
-            Access.load(given)
+        return cls.resolve(RunSettings.load(env), need_databases=need_databases)
+
+    @classmethod
+    def resolve(cls, run: RunSettings, *, need_databases: bool = True) -> RunConfig:
+        """The run's configuration from its typed settings groups (the one constructor:
+        :meth:`from_env` and the Dagster resource both come here).
+
+        Raises:
+            ConfigError: a missing required setting, a bad URL or age key, named.
+        """
+        db, s3, tuning, programs, access = run.databases, run.backups, run.tuning, \
+            run.programs, run.access
         required = {"NSYNC_BACKUP_BUCKET": s3.backup_bucket}
         if need_databases:
             required = {"NSYNC_PROD_DATABASE_URL": db.prod_database_url,
@@ -115,10 +193,7 @@ class RunConfig:
             staging=PgTarget("staging", _plain(db.staging_database_url),
                              "NSYNC_STAGING_DATABASE_URL", programs.pg_bin_dir),
             bucket=str(s3.backup_bucket), prefix=s3.backup_prefix,
-            dump=DumpOptions(jobs=tuning.jobs, compress=tuning.dump_compress,
-                             zstd_level=tuning.zstd_level,
-                             lock_wait_timeout_s=tuning.lock_wait_timeout,
-                             timeout_s=tuning.dump_timeout, checksums=tuning.verify_checksums),
+            dump=dump_options(tuning), dump_space_ratio=tuning.dump_space_ratio,
             restore_timeout_s=tuning.restore_timeout,
             restore_lock_wait_s=tuning.restore_lock_wait,
             work_dir=(Path(programs.work_dir) if programs.work_dir
@@ -130,13 +205,14 @@ class RunConfig:
             age_recipients=age.recipients, age_identity=age.identity, tls_min=tls_min,
             restore_during_upload=tuning.restore_during_upload,
             restore_during_upload_wait_s=tuning.restore_during_upload_wait,
-            pg_bin_dir=programs.pg_bin_dir, retention=retention_policy(given),
+            pg_bin_dir=programs.pg_bin_dir, retention=policy_of(run.retention),
             access_list=access.access_list,
             access_review_max_age_days=access.access_review_max_age_days,
-            staging_passwords={name: value for name, value in given.items()
-                               if name.upper().startswith(STAGING_PASSWORD_PREFIX)},
+            smoke_sql=run.recovery.smoke_sql,
+            staging_passwords=dict(run.staging_passwords),
             databases=db.databases,
-            staging_method=StagingMethod.load(given).staging_method,
+            staging_method=run.method.staging_method,
+            neon=NeonSettings(run.method, run.neon_api_key) if run.method.branch_reset else None,
         )
         for target in (config.prod, config.staging):
             if need_databases or target.url:
@@ -180,10 +256,24 @@ def _age_keys(s: Backups) -> AgeKeys:
     return keys
 
 
+def dump_options(tuning: Tuning) -> DumpOptions:
+    """How pg_dump runs, from ``NSYNC_JOBS``, ``NSYNC_DUMP_COMPRESS``, ``NSYNC_ZSTD_LEVEL``,
+    ``NSYNC_LOCK_WAIT_TIMEOUT``, ``NSYNC_DUMP_TIMEOUT`` and ``NSYNC_VERIFY_CHECKSUMS`` (their
+    defaults are the registry's: :class:`DumpOptions` has none of its own)."""
+    return DumpOptions(jobs=tuning.jobs, compress=tuning.dump_compress,
+                       zstd_level=tuning.zstd_level,
+                       lock_wait_timeout_s=tuning.lock_wait_timeout,
+                       timeout_s=tuning.dump_timeout, checksums=tuning.verify_checksums)
+
+
+def policy_of(s: Retention) -> RetentionPolicy:
+    """The retention policy of the ``NSYNC_RETENTION_*`` group ``s``."""
+    return RetentionPolicy(**{name: getattr(s, f"retention_{name}") for name in LIMITS})
+
+
 def retention_policy(env: Mapping[str, str] | None = None) -> RetentionPolicy:
     """``NSYNC_RETENTION_DAILY/WEEKLY/MONTHLY/MIN_VERIFIED`` (ConfigError when out of range)."""
-    s = Retention.load(env)
-    return RetentionPolicy(**{name: getattr(s, f"retention_{name}") for name in LIMITS})
+    return policy_of(Retention.load(env))
 
 
 def work_namespace(prod: PgTarget, bucket: str, prefix: str) -> str:

@@ -81,7 +81,8 @@ def snapshot_step(settings: RunConfig, store: BackupStore, partition: str,
                             staging_files=idle)
     pf = daily_preflight(settings.prod, settings.staging, settings.maintenance_db, store,
                          settings.work_dir, settings.dump.pg_dump_level,
-                         zstd_level=settings.dump.zstd_level, staging_required=False)
+                         zstd_level=settings.dump.zstd_level, staging_required=False,
+                         space_ratio=settings.dump_space_ratio)
     for warning in pf.facts.get("staging_warnings", []):
         report(f"WARNING: staging is not ready ({warning}); the backup goes ahead without it, "
                "and the staging step fails unless this is fixed by then")

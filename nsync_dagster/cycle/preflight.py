@@ -183,13 +183,14 @@ def check_bucket(pf: Preflight, store: BackupStore) -> None:
 
 
 def check_work_dir(pf: Preflight, prod: PgTarget, work_dir: Path, compress: int,
-                   zstd_level: int = 0) -> None:
+                   zstd_level: int = 0, space_ratio: float | None = None) -> None:
     """The work folder has room for the dump (estimated from production's database size)."""
     def check() -> str:
         with prod.connect() as conn:
             (size,) = conn.execute("SELECT pg_database_size(current_database())").fetchone()
         pf.facts["prod_database_bytes"] = size
-        return workspace.require_room(work_dir, size, compress, zstd_level=zstd_level)
+        return workspace.require_room(work_dir, size, compress, space_ratio,
+                                      zstd_level=zstd_level)
 
     pf.run("work folder has room for the dump", check)
 
@@ -197,9 +198,10 @@ def check_work_dir(pf: Preflight, prod: PgTarget, work_dir: Path, compress: int,
 def daily_preflight(prod: PgTarget, staging: PgTarget, maintenance_db: str,
                     store: BackupStore, work_dir: Path | None = None,
                     compress: int = 1, zstd_level: int = 0, *,
-                    staging_required: bool = True) -> Preflight:
+                    staging_required: bool = True,
+                    space_ratio: float | None = None) -> Preflight:
     """Everything the daily job needs, checked before it dumps anything (``work_dir``: also
-    that the dump fits there).
+    that the dump fits there, estimated with ``space_ratio``: NSYNC_DUMP_SPACE_RATIO).
 
     With ``staging_required=False`` (the restore method's snapshot step: the backup needs
     production and S3 only) staging's checks are run too, but a failure is only a warning,
@@ -210,7 +212,7 @@ def daily_preflight(prod: PgTarget, staging: PgTarget, maintenance_db: str,
         pf.run("client-side encryption keys", lambda: store.age.check(need_identity=True))
     check_production(pf, prod)
     if work_dir is not None and not pf.failures:
-        check_work_dir(pf, prod, work_dir, compress, zstd_level)
+        check_work_dir(pf, prod, work_dir, compress, zstd_level, space_ratio)
     if staging_required:
         check_staging(pf, staging, maintenance_db)
     else:

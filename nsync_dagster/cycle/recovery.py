@@ -31,7 +31,6 @@ from nsync_dagster.manifest import Manifest
 from nsync_dagster.postgres import interruptible, swap
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.redact import redact, redact_value
-from nsync_dagster.settings import Recovery
 from nsync_dagster.settings.neon import BRANCH_RESET
 from nsync_dagster.storage.s3store import BackupStore
 
@@ -50,8 +49,9 @@ def _template(name: str) -> str:
     return resources.files("nsync_dagster").joinpath(f"templates/{name}").read_text()
 
 
-def smoke_queries(env: Mapping[str, str] | None = None) -> list[str]:
-    path = Recovery.load(env).smoke_sql
+def smoke_queries(path: str | None = None) -> list[str]:
+    """The smoke queries of file ``path`` (NSYNC_SMOKE_SQL), else of
+    templates/smoke-queries.sql, separated by ``;`` (comment lines left out)."""
     text = Path(path).read_text() if path else _template("smoke-queries.sql")
     lines = [line for line in text.splitlines() if not line.strip().startswith("--")]
     return [q.strip() for q in "\n".join(lines).split(";") if q.strip()]
@@ -153,7 +153,7 @@ def _restore_and_prove(settings: RunConfig, store: BackupStore, folder: str, tar
             result.steps.append(RecoveryStep(label, seconds, "ok"))
         result.verification = restored.verification
         t = time.monotonic()
-        smoke = run_smoke(target, smoke_queries())
+        smoke = run_smoke(target, smoke_queries(settings.smoke_sql))
         result.smoke = [SmokeResult(q, ok, d) for q, ok, d in smoke]
         failed = [q for q, ok, _ in smoke if not ok]
         _step(result, "smoke queries", t, f"{len(smoke) - len(failed)}/{len(smoke)} passed")

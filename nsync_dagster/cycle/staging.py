@@ -26,7 +26,6 @@ from typing import Protocol
 from nsync_dagster.cycle import branch_ephemeral, branch_reset, branch_shared, pipeline
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.results import BranchStagingResult, StagingResult
-from nsync_dagster.errors import ConfigError
 from nsync_dagster.postgres.snapshot import Snapshot
 from nsync_dagster.storage.s3store import BackupStore
 
@@ -124,16 +123,12 @@ class BranchResetStaging:
 
 
 def strategy_for(settings: RunConfig, scope: RunScope | None = None) -> StagingStrategy:
-    """The run's staging method (``NSYNC_STAGING_METHOD``, resolved with ``settings``);
-    ``scope``: the run's databases and ids (the daily assets pass it).
+    """The run's staging method (``NSYNC_STAGING_METHOD`` and the Neon settings, resolved with
+    ``settings``: nothing is read from the environment here); ``scope``: the run's databases
+    and ids (the daily assets pass it).
 
     Raises:
         ConfigError: ``neon-branch-reset`` without its Neon settings, each one named.
     """
-    if settings.staging_method != BRANCH_RESET:
-        return RestoreStaging()
-    neon = branch_reset.BranchReset.from_env()
-    if neon is None:  # the environment changed under the run's resolved configuration
-        raise ConfigError("NSYNC_STAGING_METHOD changed during the run (neon-branch-reset when "
-                          "the run started, restore now): rerun the job")
-    return BranchResetStaging(neon, scope)
+    neon = branch_reset.BranchReset.from_config(settings)
+    return RestoreStaging() if neon is None else BranchResetStaging(neon, scope)

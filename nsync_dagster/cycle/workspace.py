@@ -17,20 +17,18 @@ from __future__ import annotations
 
 import errno
 import shutil
-from collections.abc import Mapping
 from pathlib import Path
 
 from nsync_dagster.errors import PreflightError
 from nsync_dagster.progress import human_bytes
-from nsync_dagster.settings import Tuning
 
 ADVICE = ("point NSYNC_WORK_DIR at a disk with room for the dump (or free space in {work}); "
           "nsync needs room for one dump at a time")
 
 
-def space_ratio(compress: int, env: Mapping[str, str] | None = None) -> float:
-    """The expected dump size as a fraction of the database size (NSYNC_DUMP_SPACE_RATIO)."""
-    ratio = Tuning.load(env).dump_space_ratio
+def space_ratio(compress: int, ratio: float | None = None) -> float:
+    """The expected dump size as a fraction of the database size: ``ratio``
+    (NSYNC_DUMP_SPACE_RATIO, from the run's configuration), else by compression."""
     if ratio is None:
         return 1.0 if compress == 0 else 0.5
     return ratio
@@ -45,12 +43,13 @@ def free_bytes(work_dir: Path) -> int:
 
 
 def require_room(work_dir: Path, database_bytes: int, compress: int,
-                 env: Mapping[str, str] | None = None, *, zstd_level: int = 0) -> str:
+                 configured_ratio: float | None = None, *, zstd_level: int = 0) -> str:
     """Raise PreflightError (naming both numbers and the fix) when the dump will not fit.
 
-    ``compress`` is pg_dump's own gzip level (0 when nsync compresses with zstd).
+    ``compress`` is pg_dump's own gzip level (0 when nsync compresses with zstd);
+    ``configured_ratio`` is NSYNC_DUMP_SPACE_RATIO (None: by compression).
     """
-    ratio = space_ratio(compress, env)
+    ratio = space_ratio(compress, configured_ratio)
     need, free = int(database_bytes * ratio), free_bytes(work_dir)
     why = (f"an uncompressed dump: NSYNC_ZSTD_LEVEL={zstd_level} compresses on the way to S3"
            if zstd_level else f"NSYNC_DUMP_COMPRESS={compress}")

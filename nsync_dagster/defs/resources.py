@@ -4,15 +4,18 @@ whole code location (secrets only through ``dg.EnvVar``)."""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource  # Dagster's S3 resource (dagster-aws, the user's choice)
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from nsync_dagster import settings
 from nsync_dagster.cycle import store
-from nsync_dagster.cycle.config import RunConfig
+from nsync_dagster.cycle.config import RunConfig, RunSettings
+from nsync_dagster.errors import ConfigError
 from nsync_dagster.notify import Notifier, notifier_from_env
 from nsync_dagster.storage.s3client import s3_client
 from nsync_dagster.storage.s3store import BackupStore
@@ -59,13 +62,30 @@ class NsyncResource(dg.ConfigurableResource):
                                           {UNKNOWN_SETTINGS_TAG: "; ".join(warnings)})
 
     def settings(self) -> RunConfig:
-        """The run's configuration: these fields over the registry's other settings."""
-        overrides = {"NSYNC_PROD_DATABASE_URL": self.prod_database_url,
-                     "NSYNC_STAGING_DATABASE_URL": self.staging_database_url,
-                     "NSYNC_BACKUP_BUCKET": self.backup_bucket}
-        if self.backup_prefix:
-            overrides["NSYNC_BACKUP_PREFIX"] = self.backup_prefix
-        return RunConfig.from_env(overrides=overrides)
+        """The run's configuration: the registry's settings groups, loaded once, with these
+        fields in place of their variables, resolved by :meth:`RunConfig.resolve`."""
+        return RunConfig.resolve(self.settings_groups(RunSettings.load()))
+
+    def settings_groups(self, loaded: RunSettings) -> RunSettings:
+        """``loaded`` with these fields put on its typed groups (the URLs as ``SecretStr``,
+        validated and registered for masking as the variables are); an empty field leaves
+        the variable's value, as an empty variable is unset."""
+        databases = loaded.databases.replace(
+            prod_database_url=_secret(self.prod_database_url),
+            staging_database_url=_secret(self.staging_database_url))
+        backups = loaded.backups.replace(backup_bucket=_text(self.backup_bucket),
+                                         backup_prefix=_text(self.backup_prefix))
+        return dataclasses.replace(loaded, databases=databases, backups=backups)
+
+
+def _text(value: str | None) -> str | None:
+    """A field's value as a variable's would be read: stripped, empty meaning unset."""
+    return value.strip() if value and value.strip() else None
+
+
+def _secret(value: str | None) -> SecretStr | None:
+    text = _text(value)
+    return SecretStr(text) if text is not None else None
 
 
 class NotifierResource(dg.ConfigurableResource):
@@ -127,7 +147,38 @@ def s3_from_env() -> S3Resource:
 
 
 def backup_store(config: RunConfig, s3: S3Resource) -> BackupStore:
+    """The backup folder of ``config`` in S3, through the process's shared client."""
     return store.backup_store(config, shared_client(s3))
+
+
+@dataclass(frozen=True)
+class StepInputs:
+    """What an asset or check body starts from (the preamble every body shared, in one place):
+    the run's configuration, resolved once from the ``nsync`` resource, and the backup store
+    of any of its databases."""
+
+    home: RunConfig  # the configuration of NSYNC_PROD_DATABASE_URL's database
+    s3: S3Resource | None = None
+
+    def settings(self, database: str | None = None) -> RunConfig:
+        """The configuration of ``database`` (NSYNC_DATABASES; None: the URL's database)."""
+        return self.home if database is None else self.home.for_database(database)
+
+    def store(self, database: str | None = None) -> BackupStore:
+        """The backup folder of ``database`` (None: the URL's database).
+
+        Raises:
+            ConfigError: the step has no ``s3`` resource.
+        """
+        if self.s3 is None:
+            raise ConfigError("this step was given no s3 resource, so it cannot reach the "
+                              "backups (a bug in its definition: require the s3 resource)")
+        return backup_store(self.settings(database), self.s3)
+
+
+def step_inputs(nsync: NsyncResource, s3: S3Resource | None = None) -> StepInputs:
+    """The run's configuration (resolved now, once for the step) and the way to its backups."""
+    return StepInputs(nsync.settings(), s3)
 
 
 @dg.definitions

@@ -158,3 +158,21 @@ def check_result(*, passed: bool, description: str, metadata: Mapping[str, Any],
 def masked_skip(text: str) -> dg.SkipReason:
     """A sensor's or schedule's ``SkipReason`` (shown in the UI with the tick), masked."""
     return dg.SkipReason(redact(text))
+
+
+def masked_check(check: dg.AssetCheckResult) -> dg.AssetCheckResult:
+    """``check`` (built anywhere) with its description and metadata masked."""
+    return dg.AssetCheckResult(
+        passed=check.passed, asset_key=check.asset_key, check_name=check.check_name,
+        severity=check.severity, metadata=masked_metadata(check.metadata),
+        description=redact(check.description) if check.description else None)
+
+
+def masked_result(result: dg.MaterializeResult, **metadata: Any) -> dg.MaterializeResult:
+    """``result`` (built by a metadata helper) with ``metadata`` added and everything masked:
+    its metadata and each check result's description and metadata."""
+    return dg.MaterializeResult(
+        asset_key=result.asset_key,
+        metadata=masked_metadata({**(result.metadata or {}), **metadata}),
+        check_results=[masked_check(c) for c in result.check_results or []],
+        data_version=result.data_version, tags=result.tags)

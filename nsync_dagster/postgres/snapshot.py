@@ -57,19 +57,24 @@ class DumpOptions:
 
     With ``zstd_level`` > 0, pg_dump writes uncompressed files and nsync compresses the data
     files with zstd when it uploads them (``compress`` is then not used).
+
+    No defaults here: each is a setting (``NSYNC_JOBS``, ``NSYNC_DUMP_COMPRESS``,
+    ``NSYNC_ZSTD_LEVEL``, ``NSYNC_LOCK_WAIT_TIMEOUT``, ``NSYNC_DUMP_TIMEOUT``,
+    ``NSYNC_VERIFY_CHECKSUMS``) whose default the registry declares once; the run's
+    configuration builds these options (``cycle.config.dump_options``).
     """
 
-    jobs: int = 2
-    compress: int = 1
-    zstd_level: int = 0
+    jobs: int
+    compress: int
+    zstd_level: int
+    lock_wait_timeout_s: int
+    timeout_s: int
+    checksums: bool
 
     @property
     def pg_dump_level(self) -> int:
         """pg_dump's own gzip level (-Z)."""
         return 0 if self.zstd_level else self.compress
-    lock_wait_timeout_s: int = 120
-    timeout_s: int = 3 * 3600
-    checksums: bool = True
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,10 @@ Adding a setting (one declaration):
        ``my_knob`` is the variable ``NSYNC_MY_KNOB``; use ``SecretStr`` for secrets, ``Literal``
        for choices, ``ge``/``le`` for ranges, ``unset="unset: ..."`` when there is no default.
     2. ``python -m nsync_dagster.settings.template > templates/nsync.env.example``.
-    3. Read it above the library: a field of ``cycle.config.RunConfig`` set in its ``from_env``
-       (or in the CLI or ``defs/``), and hand the value down. ``postgres/``, ``storage/``,
-       ``neon/`` and ``security/`` never import this package (an import-linter contract).
+    3. Read it above the library: a field of ``cycle.config.RunConfig`` set in its ``resolve``
+       from the loaded group (or in the CLI or ``defs/``), and hand the value down.
+       ``postgres/``, ``storage/``, ``neon/`` and ``security/`` never import this package (an
+       import-linter contract).
 A new section is a new ``Group`` subclass listed in :data:`GROUPS` (and in ``template.ORDER``).
 
 This package is a base layer: it imports nothing from nsync but ``errors`` and ``redact``.

@@ -18,7 +18,7 @@ from contextvars import ContextVar
 from typing import Annotated, Any, ClassVar, Self
 from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
@@ -168,6 +168,28 @@ class Group(BaseSettings):
         """
         return _load(cls, frozenset(environ(env, overrides).items()))
 
+    def replace(self, **values: Any) -> Self:
+        """This group with typed ``values`` (e.g. a Dagster resource's fields) in place of what
+        the environment said; None leaves a field as loaded. Each value is validated as its
+        variable is (range, choices, ``SecretStr``), and secrets are registered for masking.
+
+        Raises:
+            ConfigError: naming each bad value's variable, its problem and what is allowed.
+        """
+        cls, checked, errors = type(self), {}, []
+        for name, value in values.items():
+            if value is None:
+                continue
+            try:
+                checked[name] = _adapter(cls, name).validate_python(value)
+            except ValidationError as exc:
+                errors += [{**e, "loc": (name, *e["loc"])} for e in exc.errors()]
+        if errors:
+            raise _config_error(cls, errors, {env_name(k): str(v) for k, v in values.items()})
+        group = self.model_copy(update=checked)
+        _register_secrets(group)
+        return group
+
     @classmethod
     def variables(cls) -> dict[str, FieldInfo]:
         """``{NSYNC_NAME: field}`` in declaration order."""
@@ -184,11 +206,23 @@ def _load(cls: type[Group], items: frozenset[tuple[str, str]]) -> Group:
         raise config_error(cls, exc, values) from None
     finally:
         _ENV.reset(token)
-    for name, info in cls.model_fields.items():
+    _register_secrets(group)
+    return group
+
+
+@functools.lru_cache(maxsize=256)
+def _adapter(cls: type[Group], name: str) -> TypeAdapter:
+    """The validator of field ``name`` alone (its type with its range, choices, parsers)."""
+    info = cls.model_fields[name]
+    return TypeAdapter(Annotated[(info.annotation, *info.metadata)] if info.metadata
+                       else info.annotation)
+
+
+def _register_secrets(group: Group) -> None:
+    for name, info in type(group).model_fields.items():
         value = getattr(group, name)
         if is_secret(info) and value is not None:
             register(value.get_secret_value())
-    return group
 
 
 def register(secret: str) -> None:
@@ -231,9 +265,14 @@ def config_error(cls: type[Group], exc: ValidationError, values: Mapping[str, st
                  ) -> ConfigError:
     """One ConfigError for every bad variable of ``cls``: name, value (masked if secret),
     problem and what is allowed."""
+    return _config_error(cls, exc.errors(), values)
+
+
+def _config_error(cls: type[Group], errors: list[Any], values: Mapping[str, str]
+                  ) -> ConfigError:
     parts = []
     upper = {k.upper(): v for k, v in values.items()}
-    for error in exc.errors():
+    for error in errors:
         field = str(error["loc"][0]) if error["loc"] else ""
         info = cls.model_fields.get(field)
         name = env_name(field)

@@ -86,11 +86,10 @@ def neon_api_key(env: Mapping[str, str] | None = None) -> SecretStr | None:
     return SecretStr(value)
 
 
-def require_branch_reset(method: StagingMethod, env: Mapping[str, str] | None = None
+def require_branch_reset(method: StagingMethod, key: SecretStr | None
                          ) -> tuple[str, str, SecretStr]:
-    """(project id, staging branch id, API key) of the branch-reset mode; a ConfigError names
-    every missing one."""
-    key = neon_api_key(env)
+    """(project id, staging branch id, API key) of the branch-reset mode, the key as read by
+    :func:`neon_api_key`; a ConfigError names every missing one."""
     missing = [name for name, value in (("NSYNC_NEON_PROJECT_ID", method.neon_project_id),
                                         ("NSYNC_NEON_STAGING_BRANCH_ID",
                                          method.neon_staging_branch_id),

@@ -330,3 +330,38 @@ def test_restore_and_backups_take_database(pg_prod, pg_staging, three):
     with pytest.raises(NsyncError, match="live staging"):
         run_restore("latest", pg_staging.url(OWNER, STAGING_OWNER_PW, rls), True,
                     io.StringIO(), database=rls)
+
+
+def test_security_parity_is_checked_for_every_database(pg_staging, three):
+    """Each database's staging copy holds its client data: each gets its own
+    ``staging_security_parity``; a grant made on one staging database only fails that
+    database's check, naming it, and the others pass."""
+    from nsync_dagster.defs.daily.assets import daily_chain
+    from nsync_dagster.defs.daily.assets import staging_database as home
+    from nsync_dagster.defs.resources import NotifierResource, nsync_from_env, s3_from_env
+    from nsync_dagster.defs.security.parity import parity_check
+
+    assert three["result"].success, failure_text(three["result"])
+    _, rls, big = three["names"]
+    chains = {name: daily_chain(name) for name in (rls, big)}
+    checks = [parity_check(home, None), *[parity_check(c[2], n) for n, c in chains.items()]]
+    assets = [a for c in chains.values() for a in c]
+    pg_staging.psql("GRANT SELECT ON tenant.notes TO PUBLIC", dbname=rls)  # staging only
+    try:
+        defs = dg.Definitions(
+            assets=[home, *assets], asset_checks=checks,
+            jobs=[dg.define_asset_job("parity_only", selection=dg.AssetSelection.checks(*checks))],
+            resources={"nsync": nsync_from_env(), "s3": s3_from_env(),
+                       "notifier": NotifierResource()})
+        result = defs.resolve_job_def("parity_only").execute_in_process(
+            instance=three["instance"], raise_on_error=False)
+    finally:
+        pg_staging.psql("REVOKE SELECT ON tenant.notes FROM PUBLIC", dbname=rls)
+    assert result.success, failure_text(result)
+    outcome = {e.asset_key.to_user_string(): e for e in result.get_asset_check_evaluations()}
+    assert set(outcome) == {"staging_database", f"{rls}/staging_database",
+                            f"{big}/staging_database"}
+    assert outcome["staging_database"].passed and outcome[f"{big}/staging_database"].passed
+    drift = outcome[f"{rls}/staging_database"]
+    assert not drift.passed and f"of database {rls}" in drift.description
+    assert "tenant.notes" in drift.description

@@ -8,6 +8,7 @@ are shared by the whole session.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -16,10 +17,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from nsync_dagster.cycle.config import dump_options
 from nsync_dagster.errors import SnapshotError
 from nsync_dagster.postgres import snaptx
 from nsync_dagster.postgres.pgconn import PgTarget
-from nsync_dagster.postgres.snapshot import DumpOptions, Snapshot, take_snapshot
+from nsync_dagster.postgres.snapshot import Snapshot, take_snapshot
+from nsync_dagster.settings import Tuning
 from nsync_dagster_tests.livedb import (
     PG_DUMP_SESSIONS,
     backends,
@@ -47,7 +50,9 @@ INSERT INTO app.z_events (n) SELECT g FROM generate_series(1, 500) g;
 def _snapshot(pg_prod, db: str, tmp_path: Path, report, **options) -> Snapshot:
     target = PgTarget("production", owner_url(pg_prod, db), "NSYNC_PROD_DATABASE_URL",
                       os.environ["NSYNC_PG_BIN_DIR"])
-    return take_snapshot(target, tmp_path / "snap", DumpOptions(**options), backup_id="b1",
+    # the registry's options, with pg_dump's own gzip (zstd_level=0) as these tests always had
+    dump = dataclasses.replace(dump_options(Tuning.load({})), zstd_level=0, **options)
+    return take_snapshot(target, tmp_path / "snap", dump, backup_id="b1",
                          partition="2026-11-27", report=report)
 
 

@@ -147,7 +147,7 @@ def run_job(instance: dg.DagsterInstance, only: list[dg.AssetKey] | None = None
     from nsync_dagster.defs.daily.jobs import daily_job
     from nsync_dagster.defs.resources import NotifierResource, nsync_from_env, s3_from_env
 
-    assets = daily_chains(NAMES, one_reset=True)
+    assets = [asset for chain in daily_chains(NAMES, one_reset=True) for asset in chain]
     defs = dg.Definitions(assets=assets, jobs=[daily_job(assets)], resources={
         "nsync": nsync_from_env(), "s3": s3_from_env(), "notifier": NotifierResource()})
     return defs.resolve_job_def("daily_sync_job").execute_in_process(
@@ -328,7 +328,7 @@ def test_the_ephemeral_branch_is_deleted_when_the_dump_fails_or_is_interrupted(
 
     settings = RunConfig.from_env()
     store = backup_store(settings)
-    neon_cfg = branch_reset.BranchReset.from_env()
+    neon_cfg = branch_reset.BranchReset.from_config(settings)
     dumped_from: list[str] = []
     for error in (SnapshotError("pg_dump failed: disk on fire"), KeyboardInterrupt()):
         def dump_then_fail(settings, store, partition, report=None, *, source=None,
@@ -381,7 +381,7 @@ def test_each_staging_step_waits_for_every_backup_in_branch_reset_mode(monkeypat
     for one_reset, other in ((True, True), (False, False)):
         chains = daily_chains(["neondb", "auth"], one_reset=one_reset)
         deps = {a.key.to_user_string(): {k.to_user_string() for k in a.dependency_keys}
-                for a in chains}
+                for chain in chains for a in chain}
         assert deps["staging_database"] >= {"s3_backup"}
         assert ("auth/s3_backup" in deps["staging_database"]) is other
         assert ("s3_backup" in deps["auth/staging_database"]) is other

@@ -48,7 +48,7 @@ def test_a_failing_smoke_query_fails_the_test_and_is_logged(pg_staging, nsync_en
     smoke.write_text("SELECT count(*) > 0 FROM app.clients;\n"
                      "SELECT count(*) > 1000000 FROM app.users;\n")
     monkeypatch.setenv("NSYNC_SMOKE_SQL", str(smoke))
-    settings = RunConfig.from_env(nsync_env)
+    settings = RunConfig.from_env({**nsync_env, "NSYNC_SMOKE_SQL": str(smoke)})
     store = backup_store(settings, s3_from_env())
     with pytest.raises(recovery.RecoveryTestFailed, match="1 smoke query failed"):
         recovery.run_recovery_test(settings, store)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from nsync_dagster.cycle.config import dump_options
 from nsync_dagster.errors import SnapshotError
 from nsync_dagster.postgres import dumpseq
-from nsync_dagster.postgres.snapshot import DumpOptions, _explain_dump_failure
+from nsync_dagster.postgres.snapshot import _explain_dump_failure
+from nsync_dagster.settings import Tuning
+
+OPTIONS = dump_options(Tuning.load({}))  # the registry's defaults
 
 LOCK_WAIT_18 = ('pg_dump: error: query failed: ERROR:  canceling statement due to statement '
                 'timeout\npg_dump: detail: Query was: LOCK TABLE public.a, app.m_orders, '
@@ -30,7 +36,8 @@ DENIED = ('pg_dump: error: query failed: ERROR:  permission denied for table sec
     (DENIED, False, "permission denied for table secret"),
 ])
 def test_pg_dump_failures_are_classified(stderr, transient, says):
-    message, is_transient = _explain_dump_failure(stderr, DumpOptions(lock_wait_timeout_s=7))
+    options = dataclasses.replace(OPTIONS, lock_wait_timeout_s=7)
+    message, is_transient = _explain_dump_failure(stderr, options)
     assert is_transient is transient
     assert says in message
     if "locked" in says:
@@ -42,14 +49,14 @@ def test_quoted_queries_do_not_push_the_error_out_of_the_message():
     stderr = ("pg_dump: error: query failed: server closed the connection unexpectedly\n"
               "\tThis probably means the server terminated abnormally\n"
               f"pg_dump: detail: Query was: {query}\nFROM pg_class c\nLEFT JOIN pg_am am\n")
-    message, transient = _explain_dump_failure(stderr, DumpOptions())
+    message, transient = _explain_dump_failure(stderr, OPTIONS)
     assert transient and "server closed the connection unexpectedly" in message
     assert "terminated abnormally" in message and "pg_am" not in message
     assert len(message) < 600
 
 
 def test_lock_wait_names_the_blocked_table_when_known():
-    message, _ = _explain_dump_failure(LOCK_WAIT_18, DumpOptions(), blocked=["app.m_orders"])
+    message, _ = _explain_dump_failure(LOCK_WAIT_18, OPTIONS, blocked=["app.m_orders"])
     assert "production table app.m_orders is locked" in message
 
 

@@ -13,6 +13,7 @@ import dagster as dg
 
 from nsync_dagster import deadline
 from nsync_dagster.defs import history, records
+from nsync_dagster.defs.shared import masked_metadata
 from nsync_dagster.notify import alerts
 from nsync_dagster.notify.databases import database_status, status_lines
 from nsync_dagster.notify.events import Event
@@ -130,6 +131,8 @@ def notified_record(day: str, channels: list[str],
                     when: dt.datetime) -> dg.AssetObservation:
     """What the success sensor writes once the director's confirmation went out."""
     now = when.astimezone(dt.UTC).isoformat(timespec="seconds")
-    return dg.AssetObservation(asset_key=records.STAGING, partition=day, metadata={
-        "director_notified_at": now, "channels": ", ".join(channels), "partition": day})
+    return dg.AssetObservation(asset_key=records.STAGING, partition=day,
+                               metadata=masked_metadata({"director_notified_at": now,
+                                                         "channels": ", ".join(channels),
+                                                         "partition": day}))
 

@@ -24,7 +24,7 @@ from nsync_dagster.defs.daily.databases import (
     loaded_databases,
 )
 from nsync_dagster.defs.daily.timing import timing_metadata
-from nsync_dagster.defs.resources import NsyncResource, S3Resource, backup_store
+from nsync_dagster.defs.resources import NsyncResource, S3Resource, step_inputs
 from nsync_dagster.defs.shared import (  # noqa: F401 - importable from here for other modules
     DAILY,
     FRESH_BY_6AM,
@@ -33,8 +33,10 @@ from nsync_dagster.defs.shared import (  # noqa: F401 - importable from here for
     OWNERS,
     check_result,
     failures_explained,
+    masked_result,
 )
 from nsync_dagster.defs.shared import DAILY_GROUP as GROUP
+from nsync_dagster.storage.s3store import BackupStore
 
 LIST_CHECK = "database_list_complete"
 Chain = tuple[dg.AssetsDefinition, dg.AssetsDefinition, dg.AssetsDefinition]
@@ -45,23 +47,24 @@ def _reporter(context: dg.AssetExecutionContext) -> Callable[[str], None]:
     return lambda message: context.log.info(message)
 
 
-def _settings(nsync: NsyncResource, database: str | None, *,
-              preflight: bool = False) -> RunConfig:
-    """The run's configuration for one chain's database; with ``preflight`` (the snapshot step)
-    the database-list check first: a listed database must exist on production."""
-    home = nsync.settings()
+def _settings(nsync: NsyncResource, s3: S3Resource, database: str | None, *,
+              preflight: bool = False) -> tuple[RunConfig, BackupStore]:
+    """The run's configuration and backup folder for one chain's database; with
+    ``preflight`` (the snapshot step) the database-list check first: a listed database must
+    exist on production."""
+    step = step_inputs(nsync, s3)
     if preflight and database is not None:
-        databases.check_exists(home, database)
-    return home if database is None else home.for_database(database)
+        databases.check_exists(step.home, database)
+    return step.settings(database), step.store(database)
 
 
-def _scope(context: dg.AssetExecutionContext, nsync: NsyncResource,
-           family: tuple[str, ...] | None) -> staging.RunScope | None:
+def _scope(context: dg.AssetExecutionContext, nsync: NsyncResource, settings: RunConfig,
+           database: str | None, family: tuple[str, ...] | None) -> staging.RunScope | None:
     """In branch-reset mode, the run's databases and ids for the staging method: ``family``
     (the chains built together), else NSYNC_DATABASES resolved now; None in restore mode."""
-    home = nsync.settings()
-    if home.staging_method != staging.BRANCH_RESET:
+    if settings.staging_method != staging.BRANCH_RESET:
         return None
+    home = settings if database is None else step_inputs(nsync).home
     if family is None:
         listed = databases.on_production(home.prod) if databases.spec_of(home) is None \
             else None
@@ -87,10 +90,8 @@ def _list_check(settings: RunConfig, report: Callable[[str], None]) -> dg.AssetC
 
 
 def _named(result: dg.MaterializeResult, settings: RunConfig) -> dg.MaterializeResult:
-    """``result`` with the database it is about (``database`` metadata)."""
-    return dg.MaterializeResult(metadata={**(result.metadata or {}),
-                                          "database": settings.prod.dbname},
-                                check_results=result.check_results)
+    """``result`` with the database it is about (``database`` metadata), masked."""
+    return masked_result(result, database=settings.prod.dbname)
 
 
 def daily_chain(database: str | None = None, *, every: bool = False,
@@ -141,20 +142,21 @@ def daily_chain(database: str | None = None, *, every: bool = False,
         warns: the backup never waits on staging. The reset is the staging step's.
         """
         with failures_explained(context, f"production snapshot{of}"):
-            settings = _settings(nsync, database, preflight=True)
-            method = staging.strategy_for(settings, _scope(context, nsync, family))
-            snap = method.snapshot(settings, backup_store(settings, s3), context.partition_key,
-                                   _reporter(context))
+            settings, store = _settings(nsync, s3, database, preflight=True)
+            method = staging.strategy_for(
+                settings, _scope(context, nsync, settings, database, family))
+            snap = method.snapshot(settings, store, context.partition_key, _reporter(context))
             checks = [_list_check(settings, _reporter(context))] if watch else []
-        # a snapshot cannot span databases: each records its own instant (time and LSN)
+        # a snapshot cannot span databases: each records its own instant (time and LSN), or
+        # (branch reset, several databases) each is dumped from an ephemeral branch at one LSN
         source = snap.manifest.dumped_from
-        return dg.MaterializeResult(
-            metadata={**metadata.snapshot_metadata(snap.manifest, method.method),
-                      "database": settings.prod.dbname,
-                      "snapshot_time": snap.manifest.snapshot_time,
-                      **({"dumped_from": f"ephemeral Neon branch {source.branch_id} of "
-                          f"{source.parent_id} at LSN {source.lsn}"} if source else {})},
-            check_results=checks)
+        dumped = ({"dumped_from": f"ephemeral Neon branch {source.branch_id} of "
+                                  f"{source.parent_id} at LSN {source.lsn}"} if source else {})
+        return masked_result(
+            dg.MaterializeResult(metadata=metadata.snapshot_metadata(snap.manifest,
+                                                                     method.method),
+                                 check_results=checks),
+            database=settings.prod.dbname, snapshot_time=snap.manifest.snapshot_time, **dumped)
 
     @dg.asset(key=key("s3_backup"), partitions_def=DAILY, group_name=group, owners=OWNERS,
               kinds={"s3"}, deps=[prod_snapshot], tags={"nsync/stage": "backup", **tags},
@@ -184,11 +186,11 @@ def daily_chain(database: str | None = None, *, every: bool = False,
         """
         started = time.time()
         with failures_explained(context, f"S3 backup{of}"):
-            settings = _settings(nsync, database)
+            settings, store = _settings(nsync, s3, database)
             # the restore method rebuilds staging from the local copy once it is proved equal to
             # S3's objects; a branch reset never restores, so the copy goes at once
             keep = staging.strategy_for(settings).keeps_local_copy
-            out = pipeline.backup_step(settings, backup_store(settings, s3), context.partition_key,
+            out = pipeline.backup_step(settings, store, context.partition_key,
                                        _reporter(context), keep_for_staging=keep)
         return _named(metadata.backup_result(out, timing_metadata(context, started)), settings)
 
@@ -229,9 +231,10 @@ def daily_chain(database: str | None = None, *, every: bool = False,
         """
         started = time.time()
         with failures_explained(context, f"staging rebuild{of}"):
-            settings = _settings(nsync, database)
-            out = staging.strategy_for(settings, _scope(context, nsync, family)).refresh(
-                settings, backup_store(settings, s3), context.partition_key, _reporter(context))
+            settings, store = _settings(nsync, s3, database)
+            out = staging.strategy_for(
+                settings, _scope(context, nsync, settings, database, family)).refresh(
+                settings, store, context.partition_key, _reporter(context))
         return _named(metadata.staging_result(out, settings.staging.display,
                                               timing_metadata(context, started)), settings)
 
@@ -239,26 +242,25 @@ def daily_chain(database: str | None = None, *, every: bool = False,
 
 
 def daily_chains(names: Sequence[str | None], *, every: bool = False,
-                 one_reset: bool = False) -> list[dg.AssetsDefinition]:
+                 one_reset: bool = False) -> list[Chain]:
     """Every database's chain, the URL's database (``names[0]``, None when unknown) first with
     the bare keys. ``one_reset`` (branch-reset mode): with several databases every
     ``staging_database`` also waits for every database's ``s3_backup``, since one reset of
     the staging branch covers them all (docs/databases.md)."""
-    family = tuple(n for n in names if n) if names[0] is not None else None
+    family = tuple(str(n) for n in names if n) if names[0] is not None else None
     backups = [dg.AssetKey("s3_backup")] + [dg.AssetKey([key_part(str(n)), "s3_backup"])
                                             for n in names[1:]]
-    chains: list[dg.AssetsDefinition] = []
-    for i, name in enumerate(names):
-        after = [k for j, k in enumerate(backups) if j != i] if one_reset else []
-        chains.extend(daily_chain(None if i == 0 else name, every=every and i == 0,
-                                  family=family, after=after))
-    return chains
+    return [daily_chain(None if i == 0 else name, every=every and i == 0, family=family,
+                        after=[k for j, k in enumerate(backups) if j != i] if one_reset else [])
+            for i, name in enumerate(names)]
 
 
 LOADED = loaded_databases()  # the URL's database first (its name, or None when unknown)
-# the URL's database: bare keys, importable by name (sensors, checks, retention, recovery);
-# every other listed database: its own chain, prefixed with its name
 _CHAINS = daily_chains(LOADED, every=lists_every(), one_reset=branch_reset_loaded())
-prod_snapshot, s3_backup, staging_database = _CHAINS[:3]
-OTHER_DATABASES = _CHAINS[3:]
+# the URL's database: bare keys, importable by name (sensors, checks, retention, recovery)
+prod_snapshot, s3_backup, staging_database = _CHAINS[0]
+# every other listed database: its own chain, prefixed with its name
+OTHER_CHAINS: dict[str, Chain] = {str(name): chain
+                                  for name, chain in zip(LOADED[1:], _CHAINS[1:], strict=True)}
+OTHER_DATABASES = [asset for chain in OTHER_CHAINS.values() for asset in chain]
 DAILY_ASSETS = [prod_snapshot, s3_backup, staging_database, *OTHER_DATABASES]

@@ -6,13 +6,13 @@ from typing import Any
 
 import dagster as dg
 
-from nsync_dagster.cycle import recovery
+from nsync_dagster.cycle import recovery, recovery_record
 from nsync_dagster.cycle.config import RunConfig
-from nsync_dagster.cycle.results import RecoveryTest
+from nsync_dagster.cycle.recovery_record import RecoveryRecord
 from nsync_dagster.defs.alerts.notices import queue_notice
 from nsync_dagster.defs.daily.assets import LOADED, s3_backup
 from nsync_dagster.defs.records import RECOVERY_TEST, last_recovery_test, metadata_of
-from nsync_dagster.defs.resources import NsyncResource, S3Resource, backup_store
+from nsync_dagster.defs.resources import NsyncResource, S3Resource, step_inputs
 from nsync_dagster.defs.shared import (
     MONTHLY,
     OWNERS,
@@ -22,7 +22,6 @@ from nsync_dagster.defs.shared import (
     masked_skip,
     materialized,
 )
-from nsync_dagster.notify import Event
 from nsync_dagster.settings import Recovery, StagingMethod
 
 RECOVERY_JOB = "recovery_test_job"
@@ -59,30 +58,16 @@ def _database(context: dg.AssetExecutionContext, config: RecoveryTestConfig,
     return recovery.next_database(names, _last_tested(context.instance))
 
 
-def _event(result: RecoveryTest) -> Event:
-    passed = result.passed
-    return Event(
-        event="recovery_test_passed" if passed else "recovery_test_failed",
-        severity="info" if passed else "error",
-        summary=(f"Recovery test {result.result}: backup {result.backup_id or '?'}"
-                 + (f" restored and verified in {result.rto_s} s, data "
-                    f"{round((result.rpo_s or 0) / 3600, 1)} h old" if passed else
-                    f": {result.deviations[0] if result.deviations else 'see the log'}")),
-        details={"test_id": result.test_id, "backup_id": result.backup_id,
-                 "rto_seconds": result.rto_s, "rpo_seconds": result.rpo_s,
-                 "log": result.log_location},
-        runbook="runbooks/recovery-testing.md", run_url=None,
-        dedup_key=f"nsync-recovery-test-{result.test_id}")
-
-
-def _report_metadata(result: RecoveryTest) -> dict[str, Any]:
+def _report_metadata(done: RecoveryRecord) -> dict[str, Any]:
     """The materialization's metadata (the keys ``defs/records.py`` and the CLI read)."""
+    result = done.test
     return {
         "result": result.result, "backup_id": result.backup_id,
         "rto_seconds": dg.MetadataValue.float(result.rto_s or 0.0),
-        "rpo_hours": dg.MetadataValue.float(round((result.rpo_s or 0) / 3600, 2)),
+        "rpo_hours": dg.MetadataValue.float(done.rpo_hours),
         "log": dg.MetadataValue.url(result.log_location or ""),
         "report": dg.MetadataValue.md(result.log_markdown or ""),
+        "database": done.database,
     }
 
 
@@ -106,31 +91,22 @@ def recovery_test_report(context: dg.AssetExecutionContext, config: RecoveryTest
     """
     with failures_explained(context, "recovery test", retry=False,
                             interrupted="the scratch database is dropped"):
-        home = nsync.settings()
-        database = _database(context, config, home)
-        settings = home.for_database(database)
+        step = step_inputs(nsync, s3)
+        database = _database(context, config, step.home)
         context.log.info(f"recovery test of database {database} (rotation over "
                          "NSYNC_DATABASES: the database tested least recently)")
-        store = backup_store(settings, s3)
-        try:
-            result = recovery.run_recovery_test(
-                settings, store, config.backup, ran_by=f"Dagster run {context.run.run_id}",
-                report=context.log.info)
-        except recovery.RecoveryTestFailed as exc:
-            now = dt.datetime.now(dt.UTC)
-            failed = RecoveryTest(test_id=now.strftime("%Y%m%dT%H%M%SZ"),
-                                  started_at=now.isoformat(), ran_by="", result="FAILED",
-                                  deviations=[str(exc)])
+        done = recovery_record.run_recorded(
+            step.settings(database), step.store(database), config.backup, database=database,
+            ran_by=f"Dagster run {context.run.run_id}", report=context.log.info)
+        if not done.passed:
             context.log_event(dg.AssetObservation(
                 asset_key=context.asset_key, partition=context.partition_key,
-                metadata=masked_metadata({"result": "FAILED", "error": str(exc),
-                                          "database": database})))
-            queue_notice(context.instance, RECOVERY_TEST, _event(failed),
-                         f"run {context.run.run_id}")
-            raise dg.Failure(description=str(exc),
-                             metadata={"error_type": "RecoveryTestFailed"}) from None
-        queue_notice(context.instance, RECOVERY_TEST, _event(result), f"run {context.run.run_id}")
-    return materialized({**_report_metadata(result), "database": database})
+                metadata=masked_metadata(done.failure_facts())))
+        queue_notice(context.instance, RECOVERY_TEST, done.event(), f"run {context.run.run_id}")
+        if not done.passed:
+            raise dg.Failure(description=done.error,
+                             metadata={"error_type": "RecoveryTestFailed"})
+    return materialized(_report_metadata(done))
 
 
 recovery_test_job = dg.define_asset_job(

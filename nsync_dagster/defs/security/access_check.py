@@ -3,7 +3,7 @@
 import dagster as dg
 
 from nsync_dagster.defs.daily.assets import staging_database
-from nsync_dagster.defs.resources import NsyncResource
+from nsync_dagster.defs.resources import NsyncResource, step_inputs
 from nsync_dagster.defs.shared import check_result, failures_explained
 from nsync_dagster.security import access
 
@@ -19,7 +19,7 @@ def staging_access_list(context: dg.AssetCheckExecutionContext,
     swap: a comparison that cannot run is a failed check, never a failed sync."""
     try:
         with failures_explained(context, "access-list check", retry=False, interrupted=""):
-            deviations = access.access_deviations(nsync.settings())
+            deviations = access.access_deviations(step_inputs(nsync).home)
     except dg.Failure as exc:
         error = exc.description or "the comparison failed"
         context.log.error(error)

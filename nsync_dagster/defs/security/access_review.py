@@ -6,7 +6,7 @@ import datetime as dt
 import dagster as dg
 
 from nsync_dagster.defs.alerts.notices import ACCESS_REVIEW, queue_notice
-from nsync_dagster.defs.resources import NsyncResource, S3Resource, backup_store
+from nsync_dagster.defs.resources import NsyncResource, S3Resource, step_inputs
 from nsync_dagster.defs.shared import (
     MONTHLY,
     OWNERS,
@@ -37,8 +37,8 @@ def access_review(context: dg.AssetExecutionContext, nsync: NsyncResource,
     To fix a deviation, either correct the grants or update and re-review access-list.yaml.
     """
     with failures_explained(context, "access review", retry=False, interrupted=""):
-        settings = nsync.settings()
-        done = monthly_review.run_review(settings, backup_store(settings, s3),
+        step = step_inputs(nsync, s3)
+        done = monthly_review.run_review(step.home, step.store(),
                                          dt.date.fromisoformat(context.partition_key),
                                          dt.datetime.now(dt.UTC))
         for message in done.result.messages:
