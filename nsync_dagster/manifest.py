@@ -38,8 +38,8 @@ from nsync_dagster.facts import (
 
 __all__ = ["CHECKSUM_PREFIXES", "MANIFEST_FORMAT", "RECORD_CHECKSUM", "BundleMember",
            "DataFacts", "DatabaseFacts", "Encryption", "Manifest", "ManifestError", "Matview",
-           "Membership", "NeonReset", "Production", "Role", "S3Location", "Sequence",
-           "StoredObject", "Table"]
+           "Membership", "NeonReset", "NeonSource", "Production", "Role", "S3Location",
+           "Sequence", "StoredObject", "Table"]
 
 # 2: "compression" (nsync's own zstd of the data objects) added
 # 3: table checksums may be "record:<sum>" (hash_record per row, see postgres.rowhash); a
@@ -102,6 +102,19 @@ class NeonReset(Record):
     staging_writes_at_reset: dict[str, int] = Field(default_factory=dict)
 
 
+class NeonSource(Record):
+    """The ephemeral Neon branch a backup was dumped from (branch-reset method, several
+    databases): created from production's branch at ``lsn``, production's WAL position, which
+    is also the manifest's ``lsn`` (staging is reset to it). Absent: dumped from production."""
+
+    project_id: str | None = None
+    branch_id: str | None = None
+    branch_name: str | None = None
+    parent_id: str | None = None  # production's branch
+    lsn: str | None = None  # production's LSN the branch was created at
+    branch_lsn: str | None = None  # the branch's own WAL position when its snapshot was taken
+
+
 class Production(Record):
     """Which production a backup came from (see :mod:`nsync_dagster.storage.identity`).
 
@@ -145,6 +158,7 @@ class Manifest(Record):
     database: DatabaseFacts
     staging_method: str | None = None
     neon_branch_reset: NeonReset | None = None
+    dumped_from: NeonSource | None = None  # an ephemeral Neon branch at production's LSN
     production: Production | None = None  # which production (None: written before nsync knew)
     # written by the upload
     encryption: Encryption | None = None

@@ -9,19 +9,24 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from nsync_dagster.embedded.postgres import EmbeddedCluster
 
 
-def copy_production(prod: EmbeddedCluster, branch: EmbeddedCluster, dbname: str) -> None:
+def copy_production(prod: EmbeddedCluster, branch: EmbeddedCluster,
+                    dbname: str | Sequence[str]) -> None:
     """What a Neon reset does to the child branch: its databases and roles are replaced by the
-    parent's, role passwords included. Run by both clusters' bootstrap superusers."""
+    parent's (``dbname``: one database, or every one of several), role passwords included. Run
+    by both clusters' bootstrap superusers."""
     sock = ["-h", str(prod.socket_dir), "-p", str(prod.port), "-U", "postgres"]
     roles_sql = prod.run_tool(["pg_dumpall", "--roles-only", *sock])
     # --enable-row-security: the foreign keys of a FORCE ROW LEVEL SECURITY table are checked
     # as its owner, which row_security=off (pg_dump's default) would refuse
-    dump_sql = prod.run_tool(["pg_dump", "--create", "--enable-row-security", *sock, dbname])
+    names = [dbname] if isinstance(dbname, str) else list(dbname)
+    dumps = [prod.run_tool(["pg_dump", "--create", "--enable-row-security", *sock, name])
+             for name in names]
     # the branch's old state goes: every database but the bootstrap ones, every role
     for (db,) in rows(branch, "SELECT datname FROM pg_database WHERE NOT datistemplate "
                               "AND datname <> 'postgres'"):
@@ -36,7 +41,8 @@ def copy_production(prod: EmbeddedCluster, branch: EmbeddedCluster, dbname: str)
     roles_sql = "\n".join(line for line in roles_sql.splitlines()
                           if line.strip() != "CREATE ROLE postgres;")
     branch.psql(roles_sql)
-    branch.psql(dump_sql)
+    for dump_sql in dumps:
+        branch.psql(dump_sql)
 
 
 def rows(cluster: EmbeddedCluster, sql: str) -> list[tuple[str, ...]]:
@@ -92,8 +98,18 @@ class ProductionHistory:
         self.prod.psql(f"SELECT pg_drop_replication_slot('{SLOT}')")
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def copy_at(self, lsn: str, branch: EmbeddedCluster, dbname: str) -> None:
+    def copy_at(self, lsn: str, branch: EmbeddedCluster, dbname: str | Sequence[str]) -> None:
         """Replace the branch's databases and roles with production's as of ``lsn``."""
+        past = self.recovered(lsn)
+        try:
+            copy_production(past, branch, dbname)
+        finally:
+            self.discard(past)
+
+    def recovered(self, lsn: str, host: str = "127.0.0.1", port: int = 0) -> EmbeddedCluster:
+        """A running copy of production as of ``lsn`` (promoted: it accepts writes, as a new
+        Neon branch's read-write compute does), listening on ``host``:``port`` (default: a free
+        port on 127.0.0.1) with production's roles and passwords. :meth:`discard` removes it."""
         # a WAL record after the LSN (recovery must reach its target, or it fails: an LSN at
         # the very end of the WAL, e.g. just after a segment switch, has none yet), then the
         # segment holding it completed
@@ -103,10 +119,15 @@ class ProductionHistory:
         shutil.copytree(self.base, at, symlinks=True)
         (at / "postmaster.pid").unlink(missing_ok=True)
         (at / "recovery.signal").touch()
+        for lock in (at / "socket").glob(".s.PGSQL.*"):  # production's socket lock, copied
+            lock.unlink()
+        with (at / "pg_hba.conf").open("a") as f:  # any loopback address, password required
+            f.write("host all all 127.0.0.0/8 scram-sha-256\n")
         owner = self.base.stat()  # the servers' user (when the tests run as root)
         for path in [at, *at.rglob("*")]:
             os.lchown(path, owner.st_uid, owner.st_gid)
-        past = EmbeddedCluster(at, self.prod.superuser_password, extra_settings={
+        past = EmbeddedCluster(at, self.prod.superuser_password, port=port, extra_settings={
+            "listen_addresses": f"'{host}'",
             "restore_command": f"'cp {self.prod.data_dir}/pg_wal/%f %p'",
             "recovery_target_lsn": f"'{lsn}'", "recovery_target_inclusive": "off",
             "recovery_target_action": "'promote'"})
@@ -117,7 +138,11 @@ class ProductionHistory:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"production's copy did not reach LSN {lsn}")
                 time.sleep(0.1)
-            copy_production(past, branch, dbname)
-        finally:
-            past.stop("immediate")
-            shutil.rmtree(at, ignore_errors=True)
+        except BaseException:
+            self.discard(past)
+            raise
+        return past
+
+    def discard(self, past: EmbeddedCluster) -> None:
+        """Stop a copy made by :meth:`recovered` and delete its files."""
+        past.remove()

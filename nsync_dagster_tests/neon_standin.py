@@ -23,6 +23,9 @@ Endpoints:
     GET  /projects/{p}/branches/{b}/databases    {"databases": [...]}
     GET  /projects/{p}/endpoints                 {"endpoints": [...]}
     POST /projects/{p}/branches/{b}/restore      {"branch": {...}, "operations": [...]}
+    POST /projects/{p}/branches                  201 {"branch", "endpoints", "operations",
+                                                 "roles", "databases", "connection_uris"}
+    DELETE /projects/{p}/branches/{b}            {"branch": {...}, "operations": [...]}
     GET  /projects/{p}/operations?limit&cursor   {"operations", "pagination": {"cursor"}}
     GET  /projects/{p}/operations/{id}           {"operation": {...}}
 
@@ -35,7 +38,13 @@ modelled):
   protected branch, for children without ``preserve_under_name`` and for a branch whose
   ``restricted_actions`` name ``restore`` (Neon's 24-hour rule after a snapshot restore of the
   parent), 423 while an operation of the project is pending, 429 with ``Retry-After``;
-- ``source_timestamp`` is not modelled (answered 400; nsync sends ``source_lsn``);
+- ``source_timestamp`` is not modelled (answered 400; nsync sends ``source_lsn``), nor is
+  ``parent_timestamp`` of a branch creation; a creation needs ``parent_id``;
+- a created branch's compute is what ``on_create(branch_id, parent_lsn)`` starts when its
+  ``create_timeline`` operation finishes (the tests: production recovered to the LSN,
+  listening on ``branch_host``); ``on_delete(branch_id)`` stops it at the DELETE;
+  ``Faults.refuse_create`` answers a creation 422 with its text (Neon's status for a limit
+  such as the project's branch count is not in the definition: an assumption);
 - usage counters (``cpu_used_sec``...) are zeros; endpoints carry only ``host`` (no
   ``hosts``), fixed compute sizes and settings; operations are listed newest first;
 - an operation moves on by polls (scheduling -> running -> finished over three polls), and
@@ -129,6 +138,7 @@ class Faults:
     lose_restore: int = 0          # the next n restores are DONE, but the answer is lost
     lost_as: str = "drop"          # drop (connection closed) | 502
     refuse_restore_5xx: int = 0    # the next n restores answer 500 WITHOUT doing anything
+    refuse_create: str | None = None  # branch creations answer 422 with this message
 
 
 class NeonStandIn:
@@ -147,6 +157,12 @@ class NeonStandIn:
         self.restores: list[dict[str, Any]] = []
         self.copies = 0
         self.lsn_of: dict[str, str | None] = {}  # the reset operation's source_lsn
+        self.on_create: Callable[[str, str | None], None] = lambda _b, _lsn: None
+        self.on_delete: Callable[[str], None] = lambda _b: None
+        self.branch_host = "127.0.0.2"
+        self.creating: dict[str, tuple[str, str | None]] = {}  # op id -> (branch, parent_lsn)
+        self.created: list[dict[str, Any]] = []  # every creation request's body
+        self.deleted: list[str] = []
         self.offset = 0.0
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(self))
@@ -221,6 +237,10 @@ class NeonStandIn:
         rest = m.group(2)
         if method == "GET" and rest == "/branches":
             return self._branches(query)
+        if method == "POST" and rest == "/branches":
+            return self._create(body)
+        if (b := re.fullmatch(r"/branches/([^/]+)", rest)) and method == "DELETE":
+            return self._delete(b.group(1))
         if method == "GET" and rest == "/endpoints":
             return 200, {"endpoints": self.endpoints}, {}
         if method == "GET" and rest == "/operations":
@@ -306,6 +326,56 @@ class NeonStandIn:
             return 502, _err("bad gateway"), {}
         return 200, {"branch": branch.public(), "operations": [o.public() for o in ops]}, {}
 
+    def _create(self, body: dict[str, Any]):
+        spec = body.get("branch") or {}
+        parent = self.branches.get(spec.get("parent_id", ""))
+        if parent is None:
+            return 404, _err("parent branch not found"), {}
+        if spec.get("parent_timestamp"):
+            return 400, _err("parent_timestamp is not modelled by the stand-in"), {}
+        if self.faults.refuse_create:
+            return 422, _err(self.faults.refuse_create), {}
+        if self._pending():
+            return 423, _err("project already has running operations, scheduling of new ones "
+                             "is prohibited", "ERR_PROJECT_LOCKED"), {}
+        self.created.append(body)
+        branch = self.add_branch(
+            Branch(f"br-{uuid.uuid4().hex[:12]}", spec.get("name") or "branch",
+                   parent_id=parent.id, creation_source="console"),
+            self.branch_host if body.get("endpoints") else None, databases=[])
+        endpoints = [e for e in self.endpoints if e["branch_id"] == branch.id]
+        for e, wanted in zip(endpoints, body.get("endpoints") or [], strict=False):
+            e["id"], e["type"] = f"ep-{branch.id[3:]}", wanted.get("type", "read_write")
+        ops = [Operation(str(uuid.uuid4()), self.project_id, branch.id, action)
+               for action in ("create_timeline", "start_compute")[:1 + bool(endpoints)]]
+        for op in ops:
+            self.operations[op.id] = op
+        self.creating[ops[0].id] = (branch.id, spec.get("parent_lsn"))
+        return 201, {"branch": branch.public(), "endpoints": endpoints,
+                     "operations": [o.public() for o in ops], "roles": [], "databases": [],
+                     "connection_uris": []}, {}
+
+    def _delete(self, branch_id: str):
+        branch = self.branches.get(branch_id)
+        if branch is None:
+            return 404, _err("branch not found"), {}
+        if branch.default or branch.parent_id is None or any(
+                b.parent_id == branch_id for b in self.branches.values()):
+            return 400, _err("cannot delete the root or default branch, or one with "
+                             "children"), {}
+        if self._pending():
+            return 423, _err("project already has running operations, scheduling of new ones "
+                             "is prohibited", "ERR_PROJECT_LOCKED"), {}
+        ops = [Operation(str(uuid.uuid4()), self.project_id, branch_id, action)
+               for action in ("suspend_compute", "delete_timeline")]
+        for op in ops:
+            self.operations[op.id] = op
+        self.on_delete(branch_id)
+        del self.branches[branch_id]
+        self.endpoints = [e for e in self.endpoints if e["branch_id"] != branch_id]
+        self.deleted.append(branch_id)
+        return 200, {"branch": branch.public(), "operations": [o.public() for o in ops]}, {}
+
     def _poll(self, op_id: str):
         op = self.operations.get(op_id)
         if op is None:
@@ -329,7 +399,9 @@ class NeonStandIn:
         elif fault in ("cancel", "skip"):
             op.status = "cancelled" if fault == "cancel" else "skipped"
         elif fault == "ok":
-            if op.action == "create_timeline":  # the reset itself
+            if op.id in self.creating:  # a new branch: its compute holds the parent at the LSN
+                self.on_create(*self.creating[op.id])
+            elif op.action == "create_timeline":  # the reset itself
                 self.copy(None if self.faults.ignore_lsn else self.lsn_of.get(op.id))
                 self.copies += 1
             op.status = "finished"

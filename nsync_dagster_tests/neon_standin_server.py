@@ -51,6 +51,9 @@ def handler_for(standin: Any) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:  # noqa: N802
             self._serve("POST")
 
+        def do_DELETE(self) -> None:  # noqa: N802
+            self._serve("DELETE")
+
         def log_message(self, *args: Any) -> None:
             pass
 

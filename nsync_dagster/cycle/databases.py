@@ -128,20 +128,3 @@ def missing_from(loaded: list[str], config: RunConfig) -> list[str]:
         return []
     return [n for n in on_production(config.prod) if n not in loaded]
 
-
-def check_method(config: RunConfig, method: str) -> None:
-    """Pre-flight: the branch-reset method covers one database (one reset, one LSN).
-
-    Raises:
-        PreflightError: more than one database listed with ``neon-branch-reset``.
-    """
-    spec = spec_of(config)
-    if method != "neon-branch-reset" or spec == [] or spec == [config.prod.dbname]:
-        return
-    raise PreflightError(
-        "NSYNC_STAGING_METHOD=neon-branch-reset covers only the database of "
-        f"NSYNC_PROD_DATABASE_URL, but NSYNC_DATABASES is '{config.databases}': a branch reset "
-        "restores every database of the branch at one LSN, while each database's backup is "
-        "its own snapshot at its own LSN, so staging could not be verified against each "
-        "backup (docs/databases.md). Unset NSYNC_DATABASES (or list only that database), or "
-        "use NSYNC_STAGING_METHOD=restore; nothing was changed")

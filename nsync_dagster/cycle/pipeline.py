@@ -61,7 +61,7 @@ def _pointer(settings: RunConfig, partition: str) -> Path:
 
 
 def snapshot_step(settings: RunConfig, store: BackupStore, partition: str,
-                  report: Report = log.info) -> Snapshot:
+                  report: Report = log.info, *, source: PgTarget | None = None) -> Snapshot:
     """Check everything, then dump production; remember the snapshot for the backup step.
 
     The backup needs production and S3 only: staging's checks only warn here (the staging step
@@ -71,7 +71,8 @@ def snapshot_step(settings: RunConfig, store: BackupStore, partition: str,
     staging step is using them, the copy kept for staging and its downloads) is removed first
     (:mod:`.workclean`), so the work folder never holds more than one dump. Pre-flight also
     refuses a backup prefix that another production claimed (:mod:`.owner`); the first backup
-    step claims it.
+    step claims it. ``source``: dump that server instead of production (an ephemeral Neon
+    branch of production, :mod:`.branch_ephemeral`); every check is still production's.
     """
     if workclean.anything_left(settings.work_dir):  # after a clean run, nothing is
         with runlock.one_backup_at_a_time(settings, "snapshot"), \
@@ -87,7 +88,8 @@ def snapshot_step(settings: RunConfig, store: BackupStore, partition: str,
                "and the staging step fails unless this is fixed by then")
     production = owner.check_prefix(settings, store)
     with runlock.one_backup_at_a_time(settings, "snapshot"):
-        return _snapshot(settings, partition, report, production)
+        dumped = dataclasses.replace(settings, prod=source) if source else settings
+        return _snapshot(dumped, partition, report, production)
 
 
 def snapshot_of(settings: RunConfig, store: BackupStore, source: PgTarget, partition: str,

@@ -36,10 +36,11 @@ class StagingMethod(Group):
         "How staging becomes a copy of production. restore: staging is rebuilt every day from "
         "the S3 backup (which also proves every day that the backup restores). "
         "neon-branch-reset: staging is a Neon child branch of production's branch, reset from "
-        "its parent through the Neon API in seconds; the backup's snapshot is then taken from "
-        "the reset staging branch (the same data, and no dump load on production's compute). "
-        "The backup is then proved by the recovery test, which runs weekly by default in this "
-        "mode (NSYNC_RECOVERY_TEST_INTERVAL_DAYS).",
+        "its parent through the Neon API in seconds to the backup's LSN, after production's "
+        "backup is uploaded. With several NSYNC_DATABASES, each is dumped from an ephemeral "
+        "branch of production at one LSN and staging is reset once for all "
+        "(docs/databases.md). The backup is then proved by the recovery test, which runs "
+        "weekly by default in this mode (NSYNC_RECOVERY_TEST_INTERVAL_DAYS).",
         example="neon-branch-reset")
 
     neon_project_id: str | None = setting(

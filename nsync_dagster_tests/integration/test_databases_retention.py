@@ -65,7 +65,7 @@ def test_retention_of_one_database_never_deletes_another(s3_endpoint, bucket, mo
 def test_bad_database_lists_are_refused_before_any_work():
     from nsync_dagster.cycle import databases
     from nsync_dagster.cycle.config import RunConfig
-    from nsync_dagster.errors import ConfigError, PreflightError
+    from nsync_dagster.errors import ConfigError
 
     def config(spec):  # the configuration as resolved from these variables
         env = {"NSYNC_PROD_DATABASE_URL": "postgresql://u:p@127.0.0.1:1/neondb",
@@ -82,10 +82,6 @@ def test_bad_database_lists_are_refused_before_any_work():
         databases.resolve(config("neondb,a/b"))
     with pytest.raises(ConfigError, match="cannot be combined"):
         databases.resolve(config("*,a"))
-    with pytest.raises(PreflightError, match="neon-branch-reset covers only"):
-        databases.check_method(config("neondb,auth"), "neon-branch-reset")
-    databases.check_method(config("neondb"), "neon-branch-reset")
-    databases.check_method(config("neondb,auth"), "restore")
     other = config("neondb,auth").for_database("auth")
     assert (other.prefix, other.prod.dbname, other.staging.dbname) == (
         "nsync/databases/auth", "auth", "auth")

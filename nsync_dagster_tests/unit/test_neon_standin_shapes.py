@@ -92,3 +92,33 @@ def test_errors_are_general_errors(api, path, method, expected):
     status, payload = get(api, path, method)
     assert status == expected
     has(payload, "GeneralError")
+
+
+def test_created_and_deleted_branches_have_the_documented_shapes(api):
+    """``POST /branches`` answers 201 ``{"branch", "endpoints", "operations", "roles",
+    "databases"}`` (CreatedBranch) and ``DELETE /branches/{id}`` 200 ``{"branch",
+    "operations"}`` (BranchOperations)."""
+    made: list[tuple[str, str | None]] = []
+    api.on_create = lambda branch, lsn: made.append((branch, lsn))
+    status, answer = get(api, "/branches", "POST", {
+        "branch": {"parent_id": "br-main", "parent_lsn": "0/16B3748", "name": "nsync-ephemeral-x"},
+        "endpoints": [{"type": "read_write"}]})
+    assert status == 201 and {"branch", "endpoints", "operations", "roles",
+                              "databases"} <= set(answer)
+    has(answer["branch"], "Branch")
+    assert answer["branch"]["parent_id"] == "br-main"
+    for e in answer["endpoints"]:
+        has(e, "Endpoint")
+        assert e["type"] == "read_write" and e["branch_id"] == answer["branch"]["id"]
+    for op in answer["operations"]:
+        has(op, "Operation")
+        assert op["action"] in ACTIONS
+        for _ in range(3):
+            get(api, f"/operations/{op['id']}")
+    assert made == [(answer["branch"]["id"], "0/16B3748")]
+    status, gone = get(api, f"/branches/{answer['branch']['id']}", "DELETE")
+    assert status == 200 and set(gone) == {"branch", "operations"}
+    has(gone["branch"], "Branch")
+    assert {op["action"] for op in gone["operations"]} <= ACTIONS | {"delete_timeline"}
+    assert get(api, f"/branches/{answer['branch']['id']}", "DELETE")[0] == 404
+    assert get(api, "/branches/br-main", "DELETE")[0] == 400  # the default branch

@@ -9,7 +9,7 @@ become a failed step with a message that says what to fix, with every secret mas
 
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import dagster as dg
 
@@ -18,6 +18,7 @@ from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.daily import metadata
 from nsync_dagster.defs.daily.databases import (
     DATABASE_TAG,
+    branch_reset_loaded,
     key_part,
     lists_every,
     loaded_databases,
@@ -49,14 +50,27 @@ def _reporter(context: dg.AssetExecutionContext) -> Callable[[str], None]:
 def _settings(nsync: NsyncResource, s3: S3Resource, database: str | None, *,
               preflight: bool = False) -> tuple[RunConfig, BackupStore]:
     """The run's configuration and backup folder for one chain's database; with
-    ``preflight`` (the snapshot step) the database-list checks first: branch-reset mode covers
-    one database for now, and a listed database must exist on production."""
+    ``preflight`` (the snapshot step) the database-list check first: a listed database must
+    exist on production."""
     step = step_inputs(nsync, s3)
-    if preflight:
-        databases.check_method(step.home, step.home.staging_method)
-        if database is not None:
-            databases.check_exists(step.home, database)
+    if preflight and database is not None:
+        databases.check_exists(step.home, database)
     return step.settings(database), step.store(database)
+
+
+def _scope(context: dg.AssetExecutionContext, nsync: NsyncResource, settings: RunConfig,
+           database: str | None, family: tuple[str, ...] | None) -> staging.RunScope | None:
+    """In branch-reset mode, the run's databases and ids for the staging method: ``family``
+    (the chains built together), else NSYNC_DATABASES resolved now; None in restore mode."""
+    if settings.staging_method != staging.BRANCH_RESET:
+        return None
+    home = settings if database is None else step_inputs(nsync).home
+    if family is None:
+        listed = databases.on_production(home.prod) if databases.spec_of(home) is None \
+            else None
+        family = tuple(databases.resolve(home, listed))
+    return staging.RunScope(home, family, context.run.run_id,
+                            context.run.root_run_id or context.run.run_id)
 
 
 def _list_check(settings: RunConfig, report: Callable[[str], None]) -> dg.AssetCheckResult:
@@ -80,7 +94,9 @@ def _named(result: dg.MaterializeResult, settings: RunConfig) -> dg.MaterializeR
     return masked_result(result, database=settings.prod.dbname)
 
 
-def daily_chain(database: str | None = None, *, every: bool = False) -> Chain:
+def daily_chain(database: str | None = None, *, every: bool = False,
+                family: tuple[str, ...] | None = None,
+                after: Sequence[dg.AssetKey] = ()) -> Chain:
     """The daily chain ``prod_snapshot → s3_backup → staging_database`` for one database of
     production's server (``NSYNC_DATABASES``, see docs/databases.md).
 
@@ -89,7 +105,10 @@ def daily_chain(database: str | None = None, *, every: bool = False) -> Chain:
     assets under the key prefix ``<database>`` in group ``daily_<database>``; its steps use
     :meth:`RunConfig.for_database` (its own S3 folder, staging database and work folder).
     ``every`` (NSYNC_DATABASES=*): the URL's snapshot carries the non-blocking check
-    ``database_list_complete``.
+    ``database_list_complete``. ``family``: every database whose chain runs in the same run
+    (None: NSYNC_DATABASES resolved at run time); ``after``: other assets ``staging_database``
+    waits for (in branch-reset mode, every other database's ``s3_backup``: one reset covers
+    them all).
     """
     prefix = [] if database is None else [key_part(database)]
     group = GROUP if database is None else f"daily_{key_part(database)}"
@@ -124,15 +143,20 @@ def daily_chain(database: str | None = None, *, every: bool = False) -> Chain:
         """
         with failures_explained(context, f"production snapshot{of}"):
             settings, store = _settings(nsync, s3, database, preflight=True)
-            method = staging.strategy_for(settings)
+            method = staging.strategy_for(
+                settings, _scope(context, nsync, settings, database, family))
             snap = method.snapshot(settings, store, context.partition_key, _reporter(context))
             checks = [_list_check(settings, _reporter(context))] if watch else []
-        # a snapshot cannot span databases: each records its own instant (time and LSN)
+        # a snapshot cannot span databases: each records its own instant (time and LSN), or
+        # (branch reset, several databases) each is dumped from an ephemeral branch at one LSN
+        source = snap.manifest.dumped_from
+        dumped = ({"dumped_from": f"ephemeral Neon branch {source.branch_id} of "
+                                  f"{source.parent_id} at LSN {source.lsn}"} if source else {})
         return masked_result(
             dg.MaterializeResult(metadata=metadata.snapshot_metadata(snap.manifest,
                                                                      method.method),
                                  check_results=checks),
-            database=settings.prod.dbname, snapshot_time=snap.manifest.snapshot_time)
+            database=settings.prod.dbname, snapshot_time=snap.manifest.snapshot_time, **dumped)
 
     @dg.asset(key=key("s3_backup"), partitions_def=DAILY, group_name=group, owners=OWNERS,
               kinds={"s3"}, deps=[prod_snapshot], tags={"nsync/stage": "backup", **tags},
@@ -171,7 +195,8 @@ def daily_chain(database: str | None = None, *, every: bool = False) -> Chain:
         return _named(metadata.backup_result(out, timing_metadata(context, started)), settings)
 
     @dg.asset(key=key("staging_database"), partitions_def=DAILY, group_name=group, owners=OWNERS,
-              kinds={"postgres"}, deps=[s3_backup], tags={"nsync/stage": "staging", **tags},
+              kinds={"postgres"}, deps=[s3_backup, *after],
+              tags={"nsync/stage": "staging", **tags},
               freshness_policy=FRESH_BY_6AM,
               check_specs=[dg.AssetCheckSpec(
                   "staging_matches_manifest", asset=key("staging_database"), blocking=True,
@@ -207,7 +232,8 @@ def daily_chain(database: str | None = None, *, every: bool = False) -> Chain:
         started = time.time()
         with failures_explained(context, f"staging rebuild{of}"):
             settings, store = _settings(nsync, s3, database)
-            out = staging.strategy_for(settings).refresh(
+            out = staging.strategy_for(
+                settings, _scope(context, nsync, settings, database, family)).refresh(
                 settings, store, context.partition_key, _reporter(context))
         return _named(metadata.staging_result(out, settings.staging.display,
                                               timing_metadata(context, started)), settings)
@@ -215,10 +241,26 @@ def daily_chain(database: str | None = None, *, every: bool = False) -> Chain:
     return prod_snapshot, s3_backup, staging_database
 
 
+def daily_chains(names: Sequence[str | None], *, every: bool = False,
+                 one_reset: bool = False) -> list[Chain]:
+    """Every database's chain, the URL's database (``names[0]``, None when unknown) first with
+    the bare keys. ``one_reset`` (branch-reset mode): with several databases every
+    ``staging_database`` also waits for every database's ``s3_backup``, since one reset of
+    the staging branch covers them all (docs/databases.md)."""
+    family = tuple(str(n) for n in names if n) if names[0] is not None else None
+    backups = [dg.AssetKey("s3_backup")] + [dg.AssetKey([key_part(str(n)), "s3_backup"])
+                                            for n in names[1:]]
+    return [daily_chain(None if i == 0 else name, every=every and i == 0, family=family,
+                        after=[k for j, k in enumerate(backups) if j != i] if one_reset else [])
+            for i, name in enumerate(names)]
+
+
 LOADED = loaded_databases()  # the URL's database first (its name, or None when unknown)
+_CHAINS = daily_chains(LOADED, every=lists_every(), one_reset=branch_reset_loaded())
 # the URL's database: bare keys, importable by name (sensors, checks, retention, recovery)
-prod_snapshot, s3_backup, staging_database = daily_chain(every=lists_every())
+prod_snapshot, s3_backup, staging_database = _CHAINS[0]
 # every other listed database: its own chain, prefixed with its name
-OTHER_CHAINS: dict[str, Chain] = {name: daily_chain(name) for name in LOADED[1:]}
+OTHER_CHAINS: dict[str, Chain] = {str(name): chain
+                                  for name, chain in zip(LOADED[1:], _CHAINS[1:], strict=True)}
 OTHER_DATABASES = [asset for chain in OTHER_CHAINS.values() for asset in chain]
 DAILY_ASSETS = [prod_snapshot, s3_backup, staging_database, *OTHER_DATABASES]

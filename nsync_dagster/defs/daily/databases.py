@@ -14,7 +14,7 @@ import re
 from nsync_dagster.cycle import databases
 from nsync_dagster.errors import NsyncError
 from nsync_dagster.postgres.pgconn import PgTarget
-from nsync_dagster.settings import Databases
+from nsync_dagster.settings import Databases, StagingMethod
 
 log = logging.getLogger("nsync.databases")
 DATABASE_TAG = "nsync/database"  # on every asset of a chain other than the URL's database
@@ -30,6 +30,15 @@ def lists_every() -> bool:
     """NSYNC_DATABASES is ``*`` where the definitions load."""
     try:
         return (Databases.load().databases or "").strip() == databases.EVERY
+    except NsyncError:
+        return False
+
+
+def branch_reset_loaded() -> bool:
+    """NSYNC_STAGING_METHOD is ``neon-branch-reset`` where the definitions load (then, with
+    several databases, every staging step waits for every database's backup)."""
+    try:
+        return StagingMethod.load().branch_reset
     except NsyncError:
         return False
 
