@@ -213,7 +213,7 @@ def snapshot_at_run_lsn(settings: RunConfig, store: BackupStore, partition: str,
     branch cannot be made, from production directly, loudly). See the module docstring."""
     try:
         facts = neon_preflight(settings, neon)
-        report(replaces_line(neon.branch_id, facts["replaces"], facts["lost"]))
+        report(replaces_line(neon.branch_id, facts.replaces, facts.lost))
     except PreflightError as exc:
         report(f"WARNING: staging cannot be reset right now ({exc}); the backup goes ahead "
                "without it, and the staging step fails unless this is fixed by then")

@@ -102,7 +102,7 @@ def reset_once_and_verify(home: RunConfig, database: str, names: tuple[str, ...]
     """
     settings = home.for_database(database)
     facts = neon_preflight(settings, neon)
-    report(replaces_line(neon.branch_id, facts["replaces"], facts["lost"]))
+    report(replaces_line(neon.branch_id, facts.replaces, facts.lost))
     lsn, found = backups_at_one_lsn(home, names, backup_store.client, partition)
     path = record_path(settings, "reset", run_id)
     record = read_record(path)
@@ -121,12 +121,12 @@ def reset_once_and_verify(home: RunConfig, database: str, names: tuple[str, ...]
         report(f"the backups of {', '.join(names)} were all dumped at production's LSN {lsn}: "
                "resetting staging once for all of them")
         try:
-            record = _reset_everything(settings, home, names, neon, facts["parent_id"], lsn,
+            record = _reset_everything(settings, home, names, neon, facts.parent_id, lsn,
                                        report)
         except NsyncError as exc:
             write_record(path, {"lsn": lsn, "failed": str(exc), "by": database})
             raise
-        record["reset"]["parent_protected"] = facts.get("parent_protected", False)
+        record["reset"]["parent_protected"] = facts.parent_protected
         write_record(path, record)
     backup, manifest = found[database]
     reset = NeonReset.model_validate({**record["reset"], "staging_writes_at_reset":
