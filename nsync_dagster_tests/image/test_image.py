@@ -21,17 +21,14 @@ from collections.abc import Iterator
 import pytest
 
 from nsync_dagster.embedded.postgres import free_port
-from nsync_dagster_tests import oracle
-from nsync_dagster_tests.conftest import (
-    PROD_DB,
-    assert_no_secret,
-    contract_env,
-    staging_db,
-)
 from nsync_dagster_tests.image import imagebuild
 from nsync_dagster_tests.integration.test_older_server_live import pg15  # noqa: F401 (fixture)
-from nsync_dagster_tests.processes import INSTANCE_TEMPLATE
-from nsync_dagster_tests.receivers import Receiver
+from nsync_dagster_tests.support import oracle
+from nsync_dagster_tests.support.credentials import assert_no_secret
+from nsync_dagster_tests.support.env import contract_env, staging_db
+from nsync_dagster_tests.support.processes import INSTANCE_TEMPLATE
+from nsync_dagster_tests.support.receivers import Receiver
+from nsync_dagster_tests.support.servers import PROD_DB
 
 pytestmark = [
     pytest.mark.slow,

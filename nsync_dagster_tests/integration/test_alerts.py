@@ -16,9 +16,11 @@ from nsync_dagster.defs import records
 from nsync_dagster.defs.alerts import sensors
 from nsync_dagster.defs.resources import NotifierResource
 from nsync_dagster.notify import NotificationError, alerts, notifier_from_env
-from nsync_dagster_tests.clock import MORNING, wall_clock
-from nsync_dagster_tests.conftest import PROD_DB, SECRETS, SUPERUSER_PW, run_daily_job
-from nsync_dagster_tests.receivers import Receiver
+from nsync_dagster_tests.support.clock import MORNING, wall_clock
+from nsync_dagster_tests.support.credentials import SECRETS, SUPERUSER_PW
+from nsync_dagster_tests.support.receivers import Receiver
+from nsync_dagster_tests.support.runs import run_daily_job
+from nsync_dagster_tests.support.servers import PROD_DB
 
 PD_KEY = "pd-Routing-Key-31x"
 HB = "hb-Ping-Key-0a1b2c3d4e5f6a7b"

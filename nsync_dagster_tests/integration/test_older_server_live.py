@@ -18,21 +18,16 @@ import pytest
 from nsync_dagster.embedded.neon_shape import shape_like_neon
 from nsync_dagster.embedded.postgres import EmbeddedCluster, embedded_bin_dir
 from nsync_dagster.embedded.stack import sample_sql
-from nsync_dagster_tests import oracle
-from nsync_dagster_tests.conftest import (
-    OWNER,
+from nsync_dagster_tests.support import oracle
+from nsync_dagster_tests.support.credentials import (
     PLATFORM_PW,
-    PROD_DB,
     PROD_OWNER_PW,
     STAGING_OWNER_PW,
     SUPERUSER_PW,
-    apply_env,
-    contract_env,
-    failure_text,
-    run_daily_job,
-    s3_client,
-    staging_db,
 )
+from nsync_dagster_tests.support.env import apply_env, contract_env, staging_db
+from nsync_dagster_tests.support.runs import failure_text, run_daily_job
+from nsync_dagster_tests.support.servers import OWNER, PROD_DB, s3_client
 
 PG15 = Path("/usr/lib/postgresql/15/bin")
 pytestmark = pytest.mark.skipif(not (PG15 / "postgres").is_file(),

@@ -17,8 +17,9 @@ from nsync_dagster.defs.daily.assets import staging_database
 from nsync_dagster.defs.resources import NotifierResource, nsync_from_env, s3_from_env
 from nsync_dagster.defs.security.parity import staging_security_parity
 from nsync_dagster.notify import NotificationError, notifier_from_env
-from nsync_dagster_tests.conftest import run_daily_job, staging_db
-from nsync_dagster_tests.receivers import Receiver
+from nsync_dagster_tests.support.env import staging_db
+from nsync_dagster_tests.support.receivers import Receiver
+from nsync_dagster_tests.support.runs import run_daily_job
 
 
 @pytest.fixture

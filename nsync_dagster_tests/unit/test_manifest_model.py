@@ -10,7 +10,7 @@ import pytest
 
 from nsync_dagster.errors import BackupStoreError, ManifestError
 from nsync_dagster.manifest import MANIFEST_FORMAT, Manifest
-from nsync_dagster_tests.manifests import FORMAT_2, before_upload, format_1
+from nsync_dagster_tests.support.manifests import FORMAT_2, before_upload, format_1
 
 WHERE = "s3://nsync-test/nsync/2026/11/06/20261106T060000Z/"
 
