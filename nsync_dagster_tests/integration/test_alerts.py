@@ -19,7 +19,7 @@ from nsync_dagster.notify import NotificationError, alerts, notifier_from_env
 from nsync_dagster_tests.support.clock import MORNING, wall_clock
 from nsync_dagster_tests.support.credentials import SECRETS, SUPERUSER_PW
 from nsync_dagster_tests.support.receivers import Receiver
-from nsync_dagster_tests.support.runs import run_daily_job
+from nsync_dagster_tests.support.runs import fail_daily, run_daily_job, unreachable
 from nsync_dagster_tests.support.servers import PROD_DB
 
 PD_KEY = "pd-Routing-Key-31x"
@@ -110,22 +110,6 @@ def test_failure_alert_then_confirmation_and_resolved(pg_prod, nsync_env, instan
     hooks = json.dumps(webhook(receiver))
     for secret in (*SECRETS, PD_KEY, HB):
         assert secret not in hooks
-
-
-def unreachable(mp: pytest.MonkeyPatch) -> None:
-    for name in ("NSYNC_PROD_DATABASE_URL", "NSYNC_STAGING_DATABASE_URL"):
-        mp.setenv(name, "postgresql://nobody@127.0.0.1:9/nothing")
-    mp.setenv("NSYNC_BACKUP_BUCKET", "nsync-unreachable")
-    mp.setenv("NSYNC_STEP_RETRIES", "0")
-
-
-def fail_daily(instance, partition: str = "2026-11-27") -> str:
-    """A real daily run that fails at once: production and staging are unreachable."""
-    with pytest.MonkeyPatch.context() as mp:
-        unreachable(mp)
-        result = run_daily_job(instance, partition)
-    assert not result.success
-    return result.run_id
 
 
 def requests_to(receiver, path_end: str) -> int:

@@ -14,23 +14,10 @@ from nsync_dagster.storage.retention import class_for_date
 from nsync_dagster.storage.s3retention import apply, lock_new_backup, plan_store
 from nsync_dagster.storage.s3store import BackupStore
 from nsync_dagster_tests.support.credentials import S3_KEY_ID, S3_SECRET
-from nsync_dagster_tests.support.retention import days, default_policy
+from nsync_dagster_tests.support.retention import all_keys, days, default_policy, put_backup
 from nsync_dagster_tests.support.servers import s3_client
 
 D = dt.date.fromisoformat
-
-
-def put_backup(client, bucket, folder, *, status="verified", dump_files=1):
-    for i in range(dump_files):
-        client.put_object(Bucket=bucket, Key=f"{folder}dump/{i}.dat.gz", Body=b"y")
-    markers = {"verified": 3, "checksummed": 2, "uploaded": 1, "incomplete": 0}[status]
-    for name in ("manifest.json", "_checksums_verified.json", "_restore_verified.json")[:markers]:
-        client.put_object(Bucket=bucket, Key=folder + name, Body=b"{}")
-
-
-def all_keys(client, bucket) -> set[str]:
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-    return {o["Key"] for page in pages for o in page.get("Contents", [])}
 
 
 SMALL = default_policy(daily=2, weekly=0, monthly=0, min_verified=1)

@@ -97,7 +97,7 @@ def test_shipped_policy_runs_daily_job_retention_and_restore(
         pg_prod, pg_staging, iam_s3, iam_bucket, tmp_path, monkeypatch, instance):
     from nsync_dagster.cli.backups import run_backups
     from nsync_dagster.cli.restore import run_restore
-    from nsync_dagster_tests.integration.test_retention import put_backup
+    from nsync_dagster_tests.support.retention import put_backup
 
     url, admin = iam_s3
     env = user_env(pg_prod, pg_staging, iam_s3, iam_bucket, tmp_path, monkeypatch,

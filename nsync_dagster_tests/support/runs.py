@@ -1,5 +1,6 @@
 """Dagster runs in this process: the daily and retention jobs exactly as the schedule runs them,
-a module's one shared sync, the text of a failed run, everything an instance stored."""
+a module's one shared sync, a run that fails at once, the text of a failed run, everything an
+instance stored."""
 
 from __future__ import annotations
 
@@ -79,3 +80,20 @@ def event_log_text(home: str) -> str:
             parts.append(json.dumps(run.tags, default=str))
             parts.extend(str(e) for e in instance.all_logs(run.run_id))
         return "\n".join(parts)
+
+
+def unreachable(mp: pytest.MonkeyPatch) -> None:
+    """Point production, staging and the bucket nowhere, with no step retry."""
+    for name in ("NSYNC_PROD_DATABASE_URL", "NSYNC_STAGING_DATABASE_URL"):
+        mp.setenv(name, "postgresql://nobody@127.0.0.1:9/nothing")
+    mp.setenv("NSYNC_BACKUP_BUCKET", "nsync-unreachable")
+    mp.setenv("NSYNC_STEP_RETRIES", "0")
+
+
+def fail_daily(instance, partition: str = "2026-11-27") -> str:
+    """A real daily run that fails at once: production and staging are unreachable."""
+    with pytest.MonkeyPatch.context() as mp:
+        unreachable(mp)
+        result = run_daily_job(instance, partition)
+    assert not result.success
+    return result.run_id
