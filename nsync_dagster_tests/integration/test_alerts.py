@@ -116,17 +116,6 @@ def requests_to(receiver, path_end: str) -> int:
     return len(receiver.bodies(path_end))
 
 
-def test_configurable_warning_time(instance, monkeypatch):
-    from nsync_dagster.settings import Alerting
-
-    monkeypatch.setenv("NSYNC_WARN_AT", "04:15")
-    alerting = Alerting.load()
-    assert (alerting.warn_at, alerting.escalate_at) == (dt.time(4, 15), dt.time(8, 30))
-    monkeypatch.setenv("NSYNC_ESCALATE_AT", "half past eight")
-    with pytest.raises(Exception, match="NSYNC_ESCALATE_AT"):
-        Alerting.load()
-
-
 def test_a_broken_channel_is_retried_next_tick_and_blocks_no_other(instance, receiver):
     runs_tick(instance)
     run_id = fail_daily(instance)
