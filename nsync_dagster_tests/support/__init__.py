@@ -18,6 +18,7 @@ environment, running the daily job, and the stand-ins and probes some tests need
 * ``s3_proxy``: an HTTP proxy in front of the S3 endpoint that injects faults;
 * ``iam_moto``: moto with IAM authorization on, for least-privilege tests;
 * ``retention``: policies, day sets, and backups as S3 holds them (objects and markers);
+* ``older_server``: production and staging on Debian's PostgreSQL 15;
 * ``dockerfile``: ``deploy/Dockerfile`` read as its instructions;
 * ``notifications``, ``age``, ``runbook``: the inputs shared by a unit test and the integration
   test of the same subject.
