@@ -9,7 +9,7 @@ environment, running the daily job, and the stand-ins and probes some tests need
 * ``runs``: the daily and retention jobs run in-process, a run that fails at once, the failure
   text, the event log;
 * ``processes``: child processes' environments, Dagster homes, ``nsync`` as a subprocess;
-* ``clock``: the fixed instants no outcome may depend on the wall clock without;
+* ``clock``: the fixed instants tests pass as ``now`` (no outcome depends on the hour);
 * ``oracle``: the independent judge of a round trip (production's picture against staging's);
 * ``livedb``: a busy production (writers, saboteurs, the test's own dump processes);
 * ``manifests``: manifests as nsync writes them, older formats included;
@@ -23,7 +23,8 @@ environment, running the daily job, and the stand-ins and probes some tests need
 * ``notifications``, ``age``, ``runbook``: the inputs shared by a unit test and the integration
   test of the same subject.
 
-What two test modules share lives here, not in one of them.
+What two test modules share lives here, not in one of them (``unit/test_support_layout.py``
+checks that, and that ``conftest.py`` files define fixtures only).
 
 The Neon control-plane stand-in (``neon_standin.py``, ``neon_standin_server.py``,
 ``neon_copy.py``) stays beside this package, at the top of ``nsync_dagster_tests``.
