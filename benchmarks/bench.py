@@ -41,8 +41,8 @@ sys.path.insert(0, str(HERE.parent))
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="make bench BENCH_ARGS=...",
                                  description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", default="scale,heavy,fixed,multi",
-                    help="which cases, comma-separated, in this order (default: all four)")
+    ap.add_argument("--cases", default="scale,heavy,fixed,multi,extra",
+                    help="which cases, comma-separated, in this order (default: all five)")
     ap.add_argument("--scale", type=int, default=50, help="pgbench scale of the scale case")
     ap.add_argument("--repeats", type=int, default=3, help="runs per chain, scale case")
     ap.add_argument("--schema-heavy", default="5000x50", help="TABLESxSCHEMAS of the heavy case")

@@ -184,5 +184,47 @@ def multi_db_case(stack: Stack, args, log) -> dict:
                           "last naive chains, per database": last[naive]["phases"]}}
 
 
+EXTRA_DBS = ("bench_extra_1", "bench_extra_2")
+
+
+def extra_db_case(stack: Stack, args, log) -> dict:
+    """What each extra database adds to ``nsync run daily``: the demo's database alone against
+    it plus two small databases (ten tables of 100 rows each), A/B alternating; the per-database
+    figure of each pair is (three databases - one) / 2. Target <= 1 s."""
+    from nsync_dagster.embedded.stack import seed_sample_platform
+
+    name = "each extra database"
+    load = {"before": os.getloadavg()}
+    prod = stack.prod
+    prod.psql("DROP TABLE IF EXISTS pgbench_accounts, pgbench_branches, pgbench_history, "
+              "pgbench_tellers", dbname=dc.DB)
+    for s in range(100):
+        prod.psql(f"DROP SCHEMA IF EXISTS tenant_{s:02d} CASCADE", dbname=dc.DB)
+    if not prod.psql("SELECT 1 FROM pg_namespace WHERE nspname = 'app'", dbname=dc.DB):
+        seed_sample_platform(prod.url(dc.OWNER, dc.PROD_PW, dc.DB), 1)
+    for db in EXTRA_DBS:
+        for cluster in stack.clusters:
+            cluster.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        prod.psql(f'CREATE DATABASE "{db}" OWNER "{dc.OWNER}"')
+        prod.psql(f"SET ROLE {dc.OWNER}; " + "".join(
+            f"CREATE TABLE t{i} (id int PRIMARY KEY, v text); INSERT INTO t{i} SELECT g, "
+            f"md5(g::text) FROM generate_series(1, 100) g; " for i in range(10)), dbname=db)
+    load["first timed run"] = os.getloadavg()
+    one, three = "nsync run daily, 1 database", "nsync run daily, 3 databases"
+    chains = [(one, lambda: ch.whole_command(stack, "postgres", {"NSYNC_DATABASES": dc.DB})),
+              (three, lambda: ch.whole_command(
+                  stack, "postgres", {"NSYNC_DATABASES": ",".join((dc.DB, *EXTRA_DBS))}))]
+    runs, last = ab(stack, chains, args.fixed_repeats, log)
+    per = "per extra database ((3 - 1) / 2)"
+    runs[per] = [round((b - a) / 2, 2) for a, b in zip(runs[one], runs[three], strict=True)]
+    load["after"] = os.getloadavg()
+    return {"name": name, "load": load, "target": {"kind": "seconds", "value": 1.0},
+            "reference": None, "measured": per, "runs": runs,
+            "what": f"The demo's database alone, and with {', '.join(EXTRA_DBS)} (10 tables of "
+                    f"100 rows each) in NSYNC_DATABASES; whole commands, median of "
+                    f"{args.fixed_repeats}, A/B alternating.",
+            "breakdown": {f"last {three}, from its runs' events": last[three]["breakdown"]}}
+
+
 CASES = {"scale": scale_case, "heavy": schema_heavy_case, "fixed": fixed_cost_case,
-         "multi": multi_db_case}
+         "multi": multi_db_case, "extra": extra_db_case}

@@ -98,20 +98,28 @@ def run(args: Sequence[str], *, env: dict[str, str] | None = None,
 _watched = threading.local()
 
 
+def current_children() -> Children | None:
+    """The :class:`Children` recording this thread's client programs, if any."""
+    return getattr(_watched, "children", None)
+
+
 class Children:
     """The client programs ``run`` starts in one (background) thread, so another thread can
     stop them: the backup step ends its background restore's ``pg_restore`` this way when it
     is interrupted or fails (``PR_SET_PDEATHSIG`` only fires when the starting thread ends)."""
 
-    def __init__(self) -> None:
+    def __init__(self, parent: Children | None = None) -> None:
         self._procs: list[subprocess.Popen] = []
         self._lock = threading.Lock()
         self.stopped = False
+        self.parent = parent  # also told of every child (threads started by a watched thread)
 
     def add(self, proc: subprocess.Popen) -> None:
         with self._lock:
             self._procs.append(proc)
             stopped = self.stopped
+        if self.parent is not None:
+            self.parent.add(proc)
         if stopped:
             stop(proc, grace_s=1.0)
 

@@ -33,7 +33,7 @@ from psycopg import sql
 
 from nsync_dagster.errors import RestoreError
 from nsync_dagster.manifest import DatabaseFacts, Manifest
-from nsync_dagster.postgres import interruptible, pgbin, roles
+from nsync_dagster.postgres import interruptible, pgbin, restore_waves, roles
 from nsync_dagster.postgres.pgconn import PgTarget, quote_ident
 from nsync_dagster.redact import redact
 
@@ -261,13 +261,20 @@ def restore_dump(dump_dir: Path, target: PgTarget, manifest: Manifest, *, jobs: 
                 report(f"pg_restore {tools.version} is newer than the PostgreSQL {major} server: "
                        "restoring through psql without 'SET transaction_timeout' (serially; "
                        f"client programs of version {major} restore in parallel)")
-            for lines, name, phase_jobs, rls in (
-                    (the_plan.phase_a, "phase-a-schemas", 1, False),
-                    (the_plan.phase_b, "phase-b-objects", jobs, False),
-                    (the_plan.phase_c, "phase-c-matviews", 1, True)):
-                _run_phase(tools, target, dump_dir, lines, work / f"{name}.list",
-                           jobs=phase_jobs, row_security=rls, timeout_s=timeout_s,
-                           server_major=major)
+            def run_list(lines: list[str], list_file: Path, phase_jobs: int,
+                         rls: bool = False) -> None:
+                _run_phase(tools, target, dump_dir, lines, list_file, jobs=phase_jobs,
+                           row_security=rls, timeout_s=timeout_s, server_major=major)
+
+            run_list(the_plan.phase_a, work / "phase-a-schemas.list", 1)
+            phase_b = the_plan.phase_b
+            if jobs > 1 and not major < 17 <= _client_major(tools):  # psql's path is serial
+                phase_b = restore_waves.restore_pre_data(phase_b, tools=tools,
+                                                         dump_dir=dump_dir, work=work,
+                                                         jobs=jobs, run_list=run_list,
+                                                         report=report)
+            run_list(phase_b, work / "phase-b-objects.list", jobs)
+            run_list(the_plan.phase_c, work / "phase-c-matviews.list", 1, rls=True)
         try:
             apply_database_facts(conn, target.dbname, manifest.database)
         except psycopg.Error as exc:

@@ -192,13 +192,10 @@ def review(access_list: AccessList, postures: dict[str, Posture],
 
 def read_postures(settings: Any) -> dict[str, Posture]:
     """Both environments' postures, read as the configured roles (``cycle.config.RunConfig``)."""
-    from nsync_dagster.security.posture import read_posture
+    from nsync_dagster.security.posture import read_postures as read_both
 
-    postures = {}
-    for env, target in (("production", settings.prod), ("staging", settings.staging)):
-        with target.connect() as conn:
-            postures[env] = read_posture(conn, settings.platform_roles)
-    return postures
+    return read_both({"production": settings.prod, "staging": settings.staging},
+                     settings.platform_roles)
 
 
 def access_deviations(settings: Any, today: dt.date | None = None) -> list[str]:

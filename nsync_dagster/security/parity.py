@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from nsync_dagster.postgres.pgconn import PgTarget
-from nsync_dagster.security.posture import Difference, diff_posture, posture_digest, read_posture
+from nsync_dagster.security.posture import (
+    Difference,
+    diff_posture,
+    posture_digest,
+    read_postures,
+)
 
 
 class Databases(Protocol):
@@ -65,10 +70,9 @@ def _unread_passwords(side: str, target: PgTarget, roles: dict) -> list[str]:
 
 def compare(settings: Databases) -> ParityReport:
     """Read both postures with the configured roles and list what differs."""
-    with settings.prod.connect() as conn:
-        prod = read_posture(conn, settings.platform_roles)
-    with settings.staging.connect() as conn:
-        staging = read_posture(conn, settings.platform_roles)
+    both = read_postures({"production": settings.prod, "staging": settings.staging},
+                         settings.platform_roles)
+    prod, staging = both["production"], both["staging"]
     diffs = [d for d in diff_posture(prod, staging,
                                      staging_only_roles_ok=settings.staging_only_roles)
              if not _expected(d, settings.staging.user)]

@@ -41,6 +41,7 @@ default". Grantors are ignored. System schemas and objects belonging to extensio
 from __future__ import annotations
 
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -97,6 +98,21 @@ def read_posture(conn: psycopg.Connection, platform_roles: Iterable[str]) -> Pos
         posture = _read(cur, platform)  # on an error, the rollback undoes the setting
         cur.execute("SELECT set_config('search_path', %s, true)", (saved_path,))
     return posture
+
+
+def read_postures(targets: dict[str, Any], platform_roles: Iterable[str]) -> dict[str, Posture]:
+    """:func:`read_posture` of each target (a ``PgTarget`` by name: production, staging),
+    read at the same time, one session each (the servers do the work: with thousands of
+    tables each read takes about half a second)."""
+    platform = list(platform_roles)
+
+    def one(target: Any) -> Posture:
+        with target.connect() as conn:
+            return read_posture(conn, platform)
+
+    with ThreadPoolExecutor(len(targets), thread_name_prefix="nsync-posture") as pool:
+        futures = {name: pool.submit(one, target) for name, target in targets.items()}
+        return {name: future.result() for name, future in futures.items()}
 
 
 def _read(cur: psycopg.Cursor, platform: list[str]) -> Posture:

@@ -50,8 +50,12 @@ class Posture:
     format_version: int = field(default=FORMAT_VERSION)
 
     def to_dict(self) -> dict[str, Any]:
-        """The posture as JSON-like data (``format_version`` included)."""
-        return dataclasses.asdict(self)
+        """The posture as JSON-like data (``format_version`` included). The fields' values are
+        the posture's own (JSON-like already), not copies: ``dataclasses.asdict`` deep-copied
+        every ACL entry, 3.6 s of a 5,000-table parity check."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["reader"] = dataclasses.asdict(self.reader)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Posture:
