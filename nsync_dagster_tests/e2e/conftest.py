@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from nsync_dagster_tests.receivers import Receiver
+from nsync_dagster_tests.support.receivers import Receiver
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from nsync_dagster_tests.conftest import REPO
+from nsync_dagster_tests.support.env import REPO
 
 
 def wait_until(what: str, check, timeout: float = 150.0, every: float = 1.0):

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import dagster as dg
 
-from nsync_dagster_tests import oracle
-from nsync_dagster_tests.conftest import (
-    OWNER,
-    PROD_DB,
+from nsync_dagster_tests.support import oracle
+from nsync_dagster_tests.support.credentials import (
     PROD_OWNER_PW,
     STAGING_OWNER_PW,
     assert_no_secret,
-    event_log_text,
-    nsync,
-    unique_db,
 )
+from nsync_dagster_tests.support.processes import nsync
+from nsync_dagster_tests.support.runs import event_log_text
+from nsync_dagster_tests.support.servers import OWNER, PROD_DB, unique_db
 
 
 def test_run_daily_then_backups_then_restore(pg_prod, pg_staging, cli_env):

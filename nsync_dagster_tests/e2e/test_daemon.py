@@ -17,24 +17,26 @@ import pytest
 
 from nsync_dagster.deadline import eastern_day
 from nsync_dagster.embedded.postgres import embedded_bin_dir, free_port
-from nsync_dagster_tests.conftest import (
+from nsync_dagster_tests.e2e.devserver import Dev, running_dev, wait_until
+from nsync_dagster_tests.support.credentials import (
     ANALYST_STAGING_PW,
-    OWNER,
-    PROD_DB,
     PROD_OWNER_PW,
-    REPO,
     S3_KEY_ID,
     S3_SECRET,
     STAGING_OWNER_PW,
     SUPERUSER_PW,
     SUPPORT_STAGING_PW,
+)
+from nsync_dagster_tests.support.env import REPO
+from nsync_dagster_tests.support.processes import base_env, new_home
+from nsync_dagster_tests.support.receivers import Receiver
+from nsync_dagster_tests.support.servers import (
+    OWNER,
+    PROD_DB,
     new_dagster_storage,
     s3_client,
     unique_db,
 )
-from nsync_dagster_tests.e2e.devserver import Dev, running_dev, wait_until
-from nsync_dagster_tests.processes import base_env, new_home
-from nsync_dagster_tests.receivers import Receiver
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

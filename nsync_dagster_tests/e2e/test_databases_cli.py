@@ -8,8 +8,10 @@ import uuid
 
 import psycopg
 
-from nsync_dagster_tests import oracle
-from nsync_dagster_tests.conftest import OWNER, PROD_DB, PROD_OWNER_PW, SUPERUSER_PW, nsync
+from nsync_dagster_tests.support import oracle
+from nsync_dagster_tests.support.credentials import PROD_OWNER_PW, SUPERUSER_PW
+from nsync_dagster_tests.support.processes import nsync
+from nsync_dagster_tests.support.servers import OWNER, PROD_DB
 
 
 def test_run_daily_covers_every_listed_database(pg_prod, pg_staging, cli_env):

@@ -18,7 +18,7 @@ import pytest
 from nsync_dagster.embedded.postgres import free_port
 from nsync_dagster.embedded.runtime import RUNTIME_ROOT, embedded_install
 from nsync_dagster.embedded.stack import EmbeddedStack
-from nsync_dagster_tests.conftest import REPO
+from nsync_dagster_tests.support.env import REPO
 
 
 def _servers_in(path) -> list[psutil.Process]:

@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 
 from nsync_dagster.embedded.postgres import free_port
-from nsync_dagster_tests.conftest import REPO, assert_no_secret, nsync
-from nsync_dagster_tests.unit.test_deploy import dockerfile_cmd, dockerfile_env
+from nsync_dagster_tests.support.credentials import assert_no_secret
+from nsync_dagster_tests.support.dockerfile import dockerfile_cmd, dockerfile_env
+from nsync_dagster_tests.support.env import REPO
+from nsync_dagster_tests.support.processes import nsync
 
 pytestmark = pytest.mark.slow
 

@@ -26,19 +26,12 @@ import psutil
 import psycopg
 import pytest
 
-from nsync_dagster_tests import oracle
-from nsync_dagster_tests.conftest import (
-    PROD_DB,
-    REPO,
-    SUPERUSER_PW,
-    assert_no_secret,
-    contract_env,
-    event_log_text,
-    new_dagster_storage,
-    s3_client,
-    unique_db,
-)
-from nsync_dagster_tests.processes import base_env, new_home, storage_env
+from nsync_dagster_tests.support import oracle
+from nsync_dagster_tests.support.credentials import SUPERUSER_PW, assert_no_secret
+from nsync_dagster_tests.support.env import REPO, contract_env
+from nsync_dagster_tests.support.processes import base_env, new_home, storage_env
+from nsync_dagster_tests.support.runs import event_log_text
+from nsync_dagster_tests.support.servers import PROD_DB, new_dagster_storage, s3_client, unique_db
 
 INTERRUPTED = 130
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from nsync_dagster_tests.conftest import REPO
+from nsync_dagster_tests.support.env import REPO
 
 NOISE = ("XDG_RUNTIME_DIR", "RuntimeDirWarning", "Warning:", "No dagster instance configuration",
          "Telemetry", "Welcome to Dagster", "- dagster - DEBUG -", "- dagster - INFO -",

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from nsync_dagster.embedded.postgres import free_port
-from nsync_dagster_tests.conftest import REPO, assert_no_secret
+from nsync_dagster_tests.support.credentials import assert_no_secret
+from nsync_dagster_tests.support.env import REPO
 
 pytestmark = pytest.mark.slow
 UNITS = REPO / "deploy" / "systemd"

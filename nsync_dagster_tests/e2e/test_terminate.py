@@ -15,17 +15,12 @@ import pytest
 
 from nsync_dagster.deadline import eastern_day
 from nsync_dagster.embedded.postgres import free_port
-from nsync_dagster_tests import oracle
-from nsync_dagster_tests.conftest import (
-    PROD_DB,
-    contract_env,
-    new_dagster_storage,
-    s3_client,
-    unique_db,
-)
 from nsync_dagster_tests.e2e.devserver import Dev, running_dev, wait_until
-from nsync_dagster_tests.pausing import pausing_bin_dir
-from nsync_dagster_tests.processes import base_env, new_home
+from nsync_dagster_tests.support import oracle
+from nsync_dagster_tests.support.env import contract_env
+from nsync_dagster_tests.support.pausing import pausing_bin_dir
+from nsync_dagster_tests.support.processes import base_env, new_home
+from nsync_dagster_tests.support.servers import PROD_DB, new_dagster_storage, s3_client, unique_db
 
 DONE = ("SUCCESS", "FAILURE", "CANCELED")
 

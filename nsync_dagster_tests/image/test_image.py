@@ -20,18 +20,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from nsync_dagster.embedded.postgres import free_port
-from nsync_dagster_tests import oracle
-from nsync_dagster_tests.conftest import (
-    PROD_DB,
-    assert_no_secret,
-    contract_env,
-    staging_db,
-)
+from nsync_dagster.embedded.postgres import EmbeddedCluster, free_port
 from nsync_dagster_tests.image import imagebuild
-from nsync_dagster_tests.integration.test_older_server_live import pg15  # noqa: F401 (fixture)
-from nsync_dagster_tests.processes import INSTANCE_TEMPLATE
-from nsync_dagster_tests.receivers import Receiver
+from nsync_dagster_tests.support import oracle
+from nsync_dagster_tests.support.credentials import assert_no_secret
+from nsync_dagster_tests.support.env import contract_env, staging_db
+from nsync_dagster_tests.support.older_server import pg15_pair
+from nsync_dagster_tests.support.processes import INSTANCE_TEMPLATE
+from nsync_dagster_tests.support.receivers import Receiver
+from nsync_dagster_tests.support.servers import PROD_DB
 
 pytestmark = [
     pytest.mark.slow,
@@ -52,6 +49,13 @@ def image(tmp_path_factory) -> str:
     return imagebuild.IMAGE_TAG
 
 
+@pytest.fixture(scope="module")
+def pg15(server_root) -> Iterator[tuple[EmbeddedCluster, EmbeddedCluster]]:
+    """Production and staging on PostgreSQL 15, the version of the image's Debian clients."""
+    with pg15_pair(server_root) as pair:
+        yield pair
+
+
 @pytest.fixture
 def container(image) -> Iterator[imagebuild.Container]:
     ctr = imagebuild.Container(image)
@@ -69,7 +73,7 @@ def image_env(prod, staging, s3_endpoint, bucket, tmp_path, storage, webhook) ->
 
 
 def test_image_builds_and_runs_the_health_check_doctor_and_a_daily_run(
-        container, pg15, s3_endpoint, bucket, dagster_storage, tmp_path):  # noqa: F811
+        container, pg15, s3_endpoint, bucket, dagster_storage, tmp_path):
     prod, staging = pg15
     port = free_port()  # the host's network: 4000 may be taken
     receiver = Receiver()

@@ -14,28 +14,22 @@ import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import dagster as dg
 import psycopg
 import pytest
 
 from nsync_dagster.cycle.config import RunConfig
-from nsync_dagster.errors import ConfigError
 from nsync_dagster.security import access, access_report
 from nsync_dagster.security.access import HeldMembership
 from nsync_dagster.security.access_list import load_access_list
 from nsync_dagster.security.posture import read_posture
 from nsync_dagster.security.posture_facts import Posture
 from nsync_dagster.settings import PLATFORM_ROLES as DEFAULT_PLATFORM_ROLES
-from nsync_dagster_tests.conftest import (
-    OWNER,
-    REPO,
-    failure_text,
-    s3_client,
-    synced_once,
-)
-from nsync_dagster_tests.receivers import Receiver
+from nsync_dagster_tests.support.env import REPO
+from nsync_dagster_tests.support.receivers import Receiver
+from nsync_dagster_tests.support.runs import failure_text, synced_once
+from nsync_dagster_tests.support.servers import OWNER, s3_client
 
 TODAY = dt.date(2026, 11, 27)
 SAMPLE = {OWNER, "analyst", "support_agent"}
@@ -149,27 +143,6 @@ def test_overdue_missing_and_unlisted(synced, tmp_path, monkeypatch):
     monkeypatch.setenv("NSYNC_ACCESS_REVIEW_MAX_AGE_DAYS", "120")
     assert configured_review(synced).messages[0] != (
         result.messages[0])
-
-
-@pytest.mark.parametrize("change, message", [
-    (("kind: person\n    owner: data", "kind: robot\n    owner: data", 1),
-     "principals[1] (analyst): kind 'robot'"),
-    (("    owner: data team\n", "", 1), "principals[1] (analyst): field 'owner' is required"),
-    (("roles: [app_ro]\n", "roles: app_ro\n", 1), "principals[1] (analyst): roles must be a list"),
-    (("attributes: [createdb, createrole", "attributes: [superpowers", 1),
-     "principals[0] (neondb_owner): attributes: superpowers not one of"),
-    (("reviewed: 2026-11-01\n", "reviewed: last week\n", 1), "field 'reviewed' must be a date"),
-    (("- name: support_agent", "- name: analyst", 1), "analyst is listed twice"),
-    (("    purpose: \"Read-only", "    purpse: \"Read-only", 1), "unknown field(s) purpse"),
-])
-def test_bad_access_list_is_named(tmp_path, change, message):
-    path = tmp_path / "list.yaml"
-    path.write_text((REPO / "access-list.yaml").read_text().replace(*change))
-    with pytest.raises(ConfigError) as err:
-        load_access_list(path)
-    assert message in str(err.value), str(err.value)
-    with pytest.raises(ConfigError, match="NSYNC_ACCESS_LIST"):
-        load_access_list(Path(tmp_path / "absent.yaml"))
 
 
 def test_monthly_asset_stores_and_sends_the_report(synced, monkeypatch, tmp_path):

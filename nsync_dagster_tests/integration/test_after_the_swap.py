@@ -17,17 +17,13 @@ from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.notify import NotificationError, notifier_from_env
 from nsync_dagster.postgres.identity import production_of
 from nsync_dagster.storage import identity
-from nsync_dagster_tests import oracle
-from nsync_dagster_tests.conftest import (
-    PROD_DB,
-    SECRETS,
-    failure_text,
-    run_daily_job,
-    s3_client,
-    staging_db,
-)
-from nsync_dagster_tests.receivers import monitored
-from nsync_dagster_tests.s3_proxy import FaultProxy
+from nsync_dagster_tests.support import oracle
+from nsync_dagster_tests.support.credentials import SECRETS
+from nsync_dagster_tests.support.env import staging_db
+from nsync_dagster_tests.support.receivers import monitored
+from nsync_dagster_tests.support.runs import failure_text, run_daily_job
+from nsync_dagster_tests.support.s3_proxy import FaultProxy
+from nsync_dagster_tests.support.servers import PROD_DB, s3_client
 
 DAY = "2026-11-27"
 TOKEN = "hcPingKey-afterswap-7e21b4"

@@ -16,9 +16,11 @@ from nsync_dagster.defs import records
 from nsync_dagster.defs.alerts import sensors
 from nsync_dagster.defs.resources import NotifierResource
 from nsync_dagster.notify import NotificationError, alerts, notifier_from_env
-from nsync_dagster_tests.clock import MORNING, wall_clock
-from nsync_dagster_tests.conftest import PROD_DB, SECRETS, SUPERUSER_PW, run_daily_job
-from nsync_dagster_tests.receivers import Receiver
+from nsync_dagster_tests.support.clock import MORNING, wall_clock
+from nsync_dagster_tests.support.credentials import SECRETS, SUPERUSER_PW
+from nsync_dagster_tests.support.receivers import Receiver
+from nsync_dagster_tests.support.runs import fail_daily, run_daily_job, unreachable
+from nsync_dagster_tests.support.servers import PROD_DB
 
 PD_KEY = "pd-Routing-Key-31x"
 HB = "hb-Ping-Key-0a1b2c3d4e5f6a7b"
@@ -110,35 +112,8 @@ def test_failure_alert_then_confirmation_and_resolved(pg_prod, nsync_env, instan
         assert secret not in hooks
 
 
-def unreachable(mp: pytest.MonkeyPatch) -> None:
-    for name in ("NSYNC_PROD_DATABASE_URL", "NSYNC_STAGING_DATABASE_URL"):
-        mp.setenv(name, "postgresql://nobody@127.0.0.1:9/nothing")
-    mp.setenv("NSYNC_BACKUP_BUCKET", "nsync-unreachable")
-    mp.setenv("NSYNC_STEP_RETRIES", "0")
-
-
-def fail_daily(instance, partition: str = "2026-11-27") -> str:
-    """A real daily run that fails at once: production and staging are unreachable."""
-    with pytest.MonkeyPatch.context() as mp:
-        unreachable(mp)
-        result = run_daily_job(instance, partition)
-    assert not result.success
-    return result.run_id
-
-
 def requests_to(receiver, path_end: str) -> int:
     return len(receiver.bodies(path_end))
-
-
-def test_configurable_warning_time(instance, monkeypatch):
-    from nsync_dagster.settings import Alerting
-
-    monkeypatch.setenv("NSYNC_WARN_AT", "04:15")
-    alerting = Alerting.load()
-    assert (alerting.warn_at, alerting.escalate_at) == (dt.time(4, 15), dt.time(8, 30))
-    monkeypatch.setenv("NSYNC_ESCALATE_AT", "half past eight")
-    with pytest.raises(Exception, match="NSYNC_ESCALATE_AT"):
-        Alerting.load()
 
 
 def test_a_broken_channel_is_retried_next_tick_and_blocks_no_other(instance, receiver):

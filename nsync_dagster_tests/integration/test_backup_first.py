@@ -24,8 +24,9 @@ from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.embedded.postgres import free_port
 from nsync_dagster.errors import BackupInProgress
 from nsync_dagster.notify import digest, notifier_from_env
-from nsync_dagster_tests.conftest import OWNER, SECRETS, STAGING_OWNER_PW
-from nsync_dagster_tests.receivers import monitored
+from nsync_dagster_tests.support.credentials import SECRETS, STAGING_OWNER_PW
+from nsync_dagster_tests.support.receivers import monitored
+from nsync_dagster_tests.support.servers import OWNER
 
 DAY = "2026-11-27"
 TOKEN = "hcPingKey-backupfirst-3c9d1e"

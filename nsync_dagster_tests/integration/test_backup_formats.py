@@ -19,15 +19,10 @@ from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.errors import BackupStoreError
 from nsync_dagster.postgres import dbstats, pgbin
 from nsync_dagster.storage import zstdio
-from nsync_dagster_tests import oracle
-from nsync_dagster_tests.conftest import (
-    OWNER,
-    PROD_DB,
-    STAGING_OWNER_PW,
-    run_daily_job,
-    s3_client,
-    unique_db,
-)
+from nsync_dagster_tests.support import oracle
+from nsync_dagster_tests.support.credentials import STAGING_OWNER_PW
+from nsync_dagster_tests.support.runs import run_daily_job
+from nsync_dagster_tests.support.servers import OWNER, PROD_DB, s3_client, unique_db
 
 
 def _only_backup(env):

@@ -13,13 +13,8 @@ import pytest
 
 from nsync_dagster.cli import main
 from nsync_dagster.embedded.postgres import free_port
-from nsync_dagster_tests.conftest import (
-    OWNER,
-    PROD_DB,
-    PROD_OWNER_PW,
-    SECRETS,
-    s3_client,
-)
+from nsync_dagster_tests.support.credentials import PROD_OWNER_PW, SECRETS
+from nsync_dagster_tests.support.servers import OWNER, PROD_DB, s3_client
 
 OLD_BIN = Path("/usr/lib/postgresql/15/bin")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dagster as dg
 
 from nsync_dagster.cli import instance as cli_instance
-from nsync_dagster_tests.processes import new_home
+from nsync_dagster_tests.support.processes import new_home
 
 LINES = 40
 

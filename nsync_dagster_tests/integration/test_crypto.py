@@ -1,6 +1,7 @@
-"""Client-side age encryption: streaming round trips with flat memory, refusals (wrong or
-missing identity, altered ciphertext), the store against the local S3 endpoint, and the daily
-job end to end with encryption on, then ``nsync restore`` from the encrypted backup."""
+"""Client-side age encryption: a streaming round trip with flat memory (in a fresh interpreter),
+the store against the local S3 endpoint, and the daily job end to end with encryption on, then
+``nsync restore`` from the encrypted backup. The refusals of files (wrong or missing identity,
+altered ciphertext) and the settings' checks are ``unit/test_age_files.py``."""
 
 from __future__ import annotations
 
@@ -13,51 +14,24 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from pyrage import x25519
 
-from nsync_dagster.cycle.config import RunConfig
-from nsync_dagster.errors import BackupStoreError, ConfigError
-from nsync_dagster.redact import redact
-from nsync_dagster.storage import crypto
+from nsync_dagster.errors import BackupStoreError
 from nsync_dagster.storage.crypto import AgeDecryptError, AgeKeyError, AgeKeys
 from nsync_dagster.storage.s3store import BackupStore
-from nsync_dagster_tests import oracle
-from nsync_dagster_tests.conftest import (
-    OWNER,
-    PROD_DB,
-    REPO,
-    SECRETS,
-    STAGING_OWNER_PW,
-    failure_text,
-    run_daily_job,
-    s3_client,
-    unique_db,
-)
-from nsync_dagster_tests.manifests import before_upload
-
-MiB = 1024 * 1024
-
-
-def keypair() -> tuple[str, str]:
-    ident = x25519.Identity.generate()
-    return str(ident), str(ident.to_public())
-
-
-def _random_file(path: Path, mib: int) -> str:
-    h = hashlib.sha256()
-    with path.open("wb") as f:
-        for _ in range(mib):
-            block = os.urandom(MiB)
-            h.update(block)
-            f.write(block)
-    return h.hexdigest()
+from nsync_dagster_tests.support import oracle
+from nsync_dagster_tests.support.age import MiB, keypair, random_file
+from nsync_dagster_tests.support.credentials import SECRETS, STAGING_OWNER_PW
+from nsync_dagster_tests.support.env import REPO
+from nsync_dagster_tests.support.manifests import before_upload
+from nsync_dagster_tests.support.runs import failure_text, run_daily_job
+from nsync_dagster_tests.support.servers import OWNER, PROD_DB, s3_client, unique_db
 
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-# -- files --------------------------------------------------------------------------------------
+# -- memory, in a fresh interpreter -------------------------------------------------------------
 def test_round_trip_of_40_mib_keeps_memory_flat(tmp_path):
     """In a fresh interpreter (so the peak RSS means something): encrypt and decrypt 40 MiB,
     i.e. 640 authenticated 64 KiB STREAM chunks; the peak must not grow with the file."""
@@ -97,98 +71,11 @@ def test_round_trip_of_40_mib_keeps_memory_flat(tmp_path):
     assert result["grew_kib"] < 8 * 1024, f"peak RSS grew by {result['grew_kib']} KiB"
 
 
-def test_stored_form_is_standard_age(tmp_path):
-    secret, public = keypair()
-    plain = tmp_path / "toc.dat"
-    plain.write_bytes(b"PGDMP" + b"\0" * 1000)
-    crypto.encrypt_file(plain, tmp_path / "toc.dat.age", [public])
-    data = (tmp_path / "toc.dat.age").read_bytes()
-    assert data.startswith(b"age-encryption.org/v1\n-> X25519 ") and b"PGDMP" not in data
-    actual, expected = crypto.ciphertext_size(tmp_path / "toc.dat.age", 1005)
-    assert actual == expected
-
-
-def test_wrong_or_missing_identity_is_refused_without_showing_a_key(tmp_path):
-    secret, public = keypair()
-    other_secret, other_public = keypair()
-    plain = tmp_path / "roles.sql"
-    plain.write_text("CREATE ROLE app;")
-    crypto.encrypt_file(plain, tmp_path / "roles.sql.age", [public])
-    with pytest.raises(AgeKeyError) as err:
-        crypto.decrypt_file(tmp_path / "roles.sql.age", tmp_path / "out", other_secret,
-                            name="roles.sql.age")
-    text = str(err.value)
-    assert "NSYNC_AGE_IDENTITY" in text and other_public in text and other_secret not in text
-    assert not (tmp_path / "out").exists(), "no partial output survives"
-    with pytest.raises(AgeKeyError, match="NSYNC_AGE_IDENTITY is not set"):
-        crypto.decrypt_file(tmp_path / "roles.sql.age", tmp_path / "out", None, name="x")
-    with pytest.raises(AgeKeyError, match="not an age X25519 private key") as err:
-        crypto.decrypt_file(tmp_path / "roles.sql.age", tmp_path / "out",
-                            "AGE-SECRET-KEY-1NOTAKEY", name="x")
-    assert "NOTAKEY" not in str(err.value)
-    assert isinstance(err.value, ConfigError) and err.value.exit_code == 2
-
-
-@pytest.mark.parametrize("damage", ["flip", "truncate", "header"])
-def test_altered_ciphertext_is_refused(tmp_path, damage):
-    secret, public = keypair()
-    plain = tmp_path / "3001.dat.gz"
-    _random_file(plain, 1)
-    enc = tmp_path / "3001.dat.gz.age"
-    crypto.encrypt_file(plain, enc, [public])
-    data = bytearray(enc.read_bytes())
-    if damage == "flip":
-        data[len(data) // 2] ^= 0x01
-    elif damage == "truncate":
-        del data[-70000:]  # a whole chunk and then some: only the final-chunk flag tells
-    else:
-        data[30] ^= 0x01  # inside the recipient stanza / header MAC
-    enc.write_bytes(bytes(data))
-    with pytest.raises((AgeDecryptError, AgeKeyError)) as err:
-        crypto.decrypt_file(enc, tmp_path / "out", secret, name="3001.dat.gz.age")
-    assert "3001.dat.gz.age" in str(err.value)
-    if damage != "header":
-        assert isinstance(err.value, AgeDecryptError)
-    assert not (tmp_path / "out").exists()
-
-
-def test_check_recipients():
-    _, a = keypair()
-    _, b = keypair()
-    assert "2 recipient(s)" in crypto.check_recipients(f" {a} , {b},")
-    assert "off" in crypto.check_recipients("")
-    with pytest.raises(AgeKeyError, match="NSYNC_AGE_RECIPIENTS: not an age X25519 public key"):
-        crypto.check_recipients(f"{a},age1notakey")
-    secret, _ = keypair()
-    with pytest.raises(AgeKeyError, match="looks like a PRIVATE key") as err:
-        crypto.check_recipients(secret)
-    assert secret not in str(err.value)
-
-
-def test_settings_need_a_matching_identity_for_the_daily_job():
-    secret, public = keypair()
-    other_secret, other_public = keypair()
-    base = {"NSYNC_PROD_DATABASE_URL": "postgresql://u:p@127.0.0.1/a",
-            "NSYNC_STAGING_DATABASE_URL": "postgresql://u:p@127.0.0.1/b",
-            "NSYNC_BACKUP_BUCKET": "b", "NSYNC_AGE_RECIPIENTS": public}
-    with pytest.raises(AgeKeyError, match="NSYNC_AGE_IDENTITY is not"):
-        RunConfig.from_env(base)
-    with pytest.raises(AgeKeyError, match=f"belongs to {other_public}") as err:
-        RunConfig.from_env({**base, "NSYNC_AGE_IDENTITY": other_secret})
-    assert other_secret not in str(err.value)
-    s = RunConfig.from_env({**base, "NSYNC_AGE_IDENTITY": secret})
-    assert s.age_recipients == (public,) and secret not in repr(s)
-    assert secret not in redact(f"oops {secret}")
-    # listing and restoring with an older key are bucket-only work: no match needed
-    assert RunConfig.from_env({**base, "NSYNC_AGE_IDENTITY": other_secret},
-                             need_databases=False).age_identity == other_secret
-
-
 # -- the store on the local S3 endpoint ---------------------------------------------------------
 def _work_dir(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     work = tmp_path / "work"
     (work / "dump").mkdir(parents=True)
-    hashes = {"dump/3001.dat.gz": _random_file(work / "dump" / "3001.dat.gz", 20)}
+    hashes = {"dump/3001.dat.gz": random_file(work / "dump" / "3001.dat.gz", 20)}
     (work / "dump" / "toc.dat").write_bytes(b"PGDMP\x01\x0e\x00" + b"t" * 5000)
     (work / "roles.sql").write_text("CREATE ROLE app;\n")
     hashes["dump/toc.dat"] = _sha(work / "dump" / "toc.dat")

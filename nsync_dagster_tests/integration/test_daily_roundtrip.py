@@ -7,18 +7,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from nsync_dagster_tests import oracle
-from nsync_dagster_tests.conftest import (
+from nsync_dagster_tests.support import oracle
+from nsync_dagster_tests.support.credentials import (
     ANALYST_STAGING_PW,
-    OWNER,
-    PROD_DB,
     PROD_OWNER_PW,
     STAGING_OWNER_PW,
-    failure_text,
-    run_daily_job,
-    s3_client,
-    staging_db,
 )
+from nsync_dagster_tests.support.env import staging_db
+from nsync_dagster_tests.support.runs import failure_text, run_daily_job
+from nsync_dagster_tests.support.servers import OWNER, PROD_DB, s3_client
 
 
 def _statuses(env) -> dict[str, str]:

@@ -15,19 +15,11 @@ import dagster as dg
 import psycopg
 import pytest
 
-from nsync_dagster_tests import oracle
-from nsync_dagster_tests.conftest import (
-    OWNER,
-    PROD_DB,
-    PROD_OWNER_PW,
-    REPO,
-    SUPERUSER_PW,
-    apply_env,
-    contract_env,
-    failure_text,
-    s3_client,
-    unique_db,
-)
+from nsync_dagster_tests.support import oracle
+from nsync_dagster_tests.support.credentials import PROD_OWNER_PW, SUPERUSER_PW
+from nsync_dagster_tests.support.env import REPO, apply_env, contract_env
+from nsync_dagster_tests.support.runs import failure_text
+from nsync_dagster_tests.support.servers import OWNER, PROD_DB, s3_client, unique_db
 
 RLS_SQL = """
 CREATE SCHEMA tenant;
@@ -309,7 +301,7 @@ def test_restore_and_backups_take_database(pg_prod, pg_staging, three):
     from nsync_dagster.cli.backups import run_backups
     from nsync_dagster.cli.restore import run_restore
     from nsync_dagster.errors import NsyncError
-    from nsync_dagster_tests.conftest import STAGING_OWNER_PW
+    from nsync_dagster_tests.support.credentials import STAGING_OWNER_PW
 
     rls = three["names"][1]
     out = io.StringIO()

@@ -9,8 +9,9 @@ import pytest
 from dagster_aws.s3 import S3Resource
 
 from nsync_dagster.storage.s3store import BackupStore
-from nsync_dagster_tests.conftest import S3_KEY_ID, S3_SECRET, s3_client
-from nsync_dagster_tests.integration.test_retention import all_keys, put_backup
+from nsync_dagster_tests.support.credentials import S3_KEY_ID, S3_SECRET
+from nsync_dagster_tests.support.retention import all_keys, put_backup
+from nsync_dagster_tests.support.servers import s3_client
 
 DAYS = ["2026-06-01", "2026-06-05", "2026-06-08", "2026-06-09", "2026-06-10"]
 

@@ -16,7 +16,7 @@ from dagster._core.test_utils import freeze_time  # no public way to date an eve
 from nsync_dagster.deadline import EASTERN
 from nsync_dagster.defs.alerts import sensors, watch
 from nsync_dagster.notify import NotificationError, notifier_from_env
-from nsync_dagster_tests.receivers import Receiver
+from nsync_dagster_tests.support.receivers import Receiver
 
 LONG_AGO = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)  # monitoring started long before
 

@@ -18,9 +18,9 @@ from nsync_dagster.defs import records
 from nsync_dagster.defs.alerts import sensors
 from nsync_dagster.defs.daily import timing
 from nsync_dagster.notify import notifier_from_env
-from nsync_dagster_tests.conftest import SECRETS, run_daily_job
-from nsync_dagster_tests.integration.test_alerts import fail_daily
-from nsync_dagster_tests.receivers import Receiver, SmtpReceiver
+from nsync_dagster_tests.support.credentials import SECRETS
+from nsync_dagster_tests.support.receivers import Receiver, SmtpReceiver
+from nsync_dagster_tests.support.runs import fail_daily, run_daily_job
 
 T0 = dt.datetime(2026, 11, 29, 10, 0, tzinfo=dt.UTC)  # the sensor's fixed clock (05:00 ET)
 SLACK_TOKEN = "xoxb-Digest-Tok3n-77"

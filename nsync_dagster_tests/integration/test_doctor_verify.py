@@ -10,8 +10,9 @@ from nsync_dagster.cli import main
 from nsync_dagster.deadline import eastern_day
 from nsync_dagster.defs.alerts.sensors import run_alerts_tick
 from nsync_dagster.notify import notifier_from_env
-from nsync_dagster_tests.conftest import SECRETS, run_daily_job
-from nsync_dagster_tests.receivers import Receiver
+from nsync_dagster_tests.support.credentials import SECRETS
+from nsync_dagster_tests.support.receivers import Receiver
+from nsync_dagster_tests.support.runs import run_daily_job
 
 
 @pytest.fixture
@@ -93,7 +94,7 @@ def test_verify_from_the_records(capsys, nsync_env, receiver, instance):
 
 
 def test_check_security_live(capsys, pg_staging, nsync_env, instance, receiver):
-    from nsync_dagster_tests.conftest import staging_db
+    from nsync_dagster_tests.support.env import staging_db
 
     assert run_daily_job(instance).success
     assert [b["event"] for b in receiver.bodies("/hooks/nsync")] == [], "no drift after a sync"

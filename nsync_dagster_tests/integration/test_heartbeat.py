@@ -9,9 +9,9 @@ import pytest
 from nsync_dagster.cli import main
 from nsync_dagster.defs.alerts import sensors
 from nsync_dagster.notify import NotificationError, notifier_from_env
-from nsync_dagster_tests.clock import MORNING
-from nsync_dagster_tests.conftest import run_daily_job
-from nsync_dagster_tests.receivers import monitored
+from nsync_dagster_tests.support.clock import MORNING
+from nsync_dagster_tests.support.receivers import monitored
+from nsync_dagster_tests.support.runs import run_daily_job
 
 TOKEN = "hcPingKey-5f0c2a9e7b1d4e3f8a6c"
 

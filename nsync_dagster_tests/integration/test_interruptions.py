@@ -21,16 +21,13 @@ from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.errors import BackupInProgress, ServerBusy, SwapError
 from nsync_dagster.postgres import interruptible, swap
-from nsync_dagster_tests import oracle
-from nsync_dagster_tests.conftest import (
-    PROD_DB,
-    SUPERUSER_PW,
-    failure_text,
-    run_daily_job,
-    staging_db,
-)
-from nsync_dagster_tests.livedb import my_children
-from nsync_dagster_tests.pausing import pausing_bin_dir
+from nsync_dagster_tests.support import oracle
+from nsync_dagster_tests.support.credentials import SUPERUSER_PW
+from nsync_dagster_tests.support.env import staging_db
+from nsync_dagster_tests.support.livedb import my_children
+from nsync_dagster_tests.support.pausing import pausing_bin_dir
+from nsync_dagster_tests.support.runs import failure_text, run_daily_job
+from nsync_dagster_tests.support.servers import PROD_DB
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from nsync_dagster.postgres import snaptx
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.postgres.snapshot import Snapshot, take_snapshot
 from nsync_dagster.settings import Tuning
-from nsync_dagster_tests.livedb import (
+from nsync_dagster_tests.support.livedb import (
     PG_DUMP_SESSIONS,
     backends,
     dump_rows,

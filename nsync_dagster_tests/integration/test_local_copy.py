@@ -16,10 +16,9 @@ from nsync_dagster.cycle import localcopy, pipeline
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.errors import BackupStoreError
-from nsync_dagster.manifest import Encryption, StoredObject
-from nsync_dagster_tests import oracle
-from nsync_dagster_tests.conftest import PROD_DB, s3_client, staging_db
-from nsync_dagster_tests.manifests import before_upload
+from nsync_dagster_tests.support import oracle
+from nsync_dagster_tests.support.env import staging_db
+from nsync_dagster_tests.support.servers import PROD_DB, s3_client
 
 DAY = "2026-11-27"
 
@@ -128,16 +127,3 @@ def test_staging_without_a_kept_copy_downloads(pg_prod, pg_staging, nsync_env):
     assert result.restored.source == "S3 download"
     oracle.assert_same(oracle.picture(pg_prod, PROD_DB),
                        oracle.picture(pg_staging, staging_db(nsync_env)))
-
-
-def test_check_refuses_encrypted_backups_and_missing_files(tmp_path):
-    (tmp_path / "dump").mkdir()
-    (tmp_path / "dump" / "toc.dat").write_bytes(b"toc")
-    manifest = before_upload().model_copy(update={"objects": {
-        "dump/toc.dat": StoredObject(size=3, sha256="x"),
-        "roles.sql": StoredObject(size=1, sha256="y")}})
-    listed = {"dump/toc.dat": {"size": 3, "etag": "e"}, "roles.sql": {"size": 1, "etag": "f"}}
-    etags = {"dump/toc.dat": "e", "roles.sql": "f"}
-    assert "encrypted" in localcopy.check(tmp_path, manifest.model_copy(update={
-        "encryption": Encryption(client_side="age")}), etags, listed)
-    assert "(roles.sql)" in localcopy.check(tmp_path, manifest, etags, listed)

@@ -22,14 +22,10 @@ from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.embedded.postgres import EmbeddedCluster
 from nsync_dagster.errors import PreflightError
-from nsync_dagster_tests.conftest import (
-    SUPERUSER_PW,
-    apply_env,
-    contract_env,
-    s3_client,
-    unique_db,
-)
-from nsync_dagster_tests.livedb import live_database, owner_url, super_url
+from nsync_dagster_tests.support.credentials import SUPERUSER_PW
+from nsync_dagster_tests.support.env import apply_env, contract_env
+from nsync_dagster_tests.support.livedb import live_database, owner_url, super_url
+from nsync_dagster_tests.support.servers import s3_client, unique_db
 
 PARTITION = "2026-11-27"
 

@@ -15,7 +15,7 @@ from nsync_dagster.cycle.config import dump_options
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.postgres.snapshot import take_snapshot
 from nsync_dagster.settings import Tuning
-from nsync_dagster_tests.livedb import live_database, owner_url
+from nsync_dagster_tests.support.livedb import live_database, owner_url
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "manifest-format-4.json"
 

@@ -21,22 +21,19 @@ import pytest
 from nsync_dagster.cycle import branch_ephemeral
 from nsync_dagster.embedded.neon_shape import shape_like_neon
 from nsync_dagster.embedded.postgres import EmbeddedCluster
-from nsync_dagster_tests import oracle
-from nsync_dagster_tests.conftest import (
-    OWNER,
-    PLATFORM_PW,
-    PROD_DB,
-    PROD_OWNER_PW,
-    SUPERUSER_PW,
-    apply_env,
-    assert_no_secret,
-    contract_env,
-    event_log_text,
-    failure_text,
-    nsync,
-)
 from nsync_dagster_tests.neon_copy import ProductionHistory
 from nsync_dagster_tests.neon_standin import Branch, NeonStandIn, rows
+from nsync_dagster_tests.support import oracle
+from nsync_dagster_tests.support.credentials import (
+    PLATFORM_PW,
+    PROD_OWNER_PW,
+    SUPERUSER_PW,
+    assert_no_secret,
+)
+from nsync_dagster_tests.support.env import apply_env, contract_env
+from nsync_dagster_tests.support.processes import nsync
+from nsync_dagster_tests.support.runs import event_log_text, failure_text
+from nsync_dagster_tests.support.servers import OWNER, PROD_DB
 
 PROJECT = "aged-wildflower-654321"
 API_KEY = "neon-Api-Key-Multi-7r2t-Secret"

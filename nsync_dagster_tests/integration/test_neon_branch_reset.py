@@ -25,23 +25,19 @@ from nsync_dagster.neon import client as neon_client
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.security import parity
 from nsync_dagster.storage.s3store import RESTORE_OK
-from nsync_dagster_tests import oracle
-from nsync_dagster_tests.conftest import (
-    OWNER,
-    PLATFORM_PW,
-    PROD_DB,
-    PROD_OWNER_PW,
-    SUPERUSER_PW,
-    apply_env,
-    assert_no_secret,
-    contract_env,
-    event_log_text,
-    failure_text,
-    nsync,
-    run_daily_job,
-)
 from nsync_dagster_tests.neon_copy import ProductionHistory
 from nsync_dagster_tests.neon_standin import Branch, NeonStandIn, copy_production, rows
+from nsync_dagster_tests.support import oracle
+from nsync_dagster_tests.support.credentials import (
+    PLATFORM_PW,
+    PROD_OWNER_PW,
+    SUPERUSER_PW,
+    assert_no_secret,
+)
+from nsync_dagster_tests.support.env import apply_env, contract_env
+from nsync_dagster_tests.support.processes import nsync
+from nsync_dagster_tests.support.runs import event_log_text, failure_text, run_daily_job
+from nsync_dagster_tests.support.servers import OWNER, PROD_DB
 
 PROJECT = "aged-wildflower-123456"
 API_KEY = "neon-Api-Key-5x7q9w-Secret"

@@ -11,66 +11,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from nsync_dagster.embedded.neon_shape import shape_like_neon
 from nsync_dagster.embedded.postgres import EmbeddedCluster, embedded_bin_dir
-from nsync_dagster.embedded.stack import sample_sql
-from nsync_dagster_tests import oracle
-from nsync_dagster_tests.conftest import (
-    OWNER,
-    PLATFORM_PW,
-    PROD_DB,
-    PROD_OWNER_PW,
-    STAGING_OWNER_PW,
-    SUPERUSER_PW,
-    apply_env,
-    contract_env,
-    failure_text,
-    run_daily_job,
-    s3_client,
-    staging_db,
-)
+from nsync_dagster_tests.support import oracle
+from nsync_dagster_tests.support.env import apply_env, contract_env, staging_db
+from nsync_dagster_tests.support.older_server import PG15, pg15_pair
+from nsync_dagster_tests.support.runs import failure_text, run_daily_job
+from nsync_dagster_tests.support.servers import PROD_DB, s3_client
 
-PG15 = Path("/usr/lib/postgresql/15/bin")
 pytestmark = pytest.mark.skipif(not (PG15 / "postgres").is_file(),
                                 reason="Debian's PostgreSQL 15 server is not installed")
 
 
-def _cluster(root: Path, name: str, owner_pw: str) -> EmbeddedCluster:
-    cluster = EmbeddedCluster(root / name / "data", SUPERUSER_PW, bin_dir=PG15).start()
-    shape_like_neon(cluster, owner=OWNER, owner_password=owner_pw, dbname=PROD_DB,
-                    platform_password=PLATFORM_PW)
-    return cluster
-
-
 @pytest.fixture(scope="module")
 def pg15(server_root) -> Iterator[tuple[EmbeddedCluster, EmbeddedCluster]]:
-    """A Neon-shaped PostgreSQL 15 production (seeded, owner kept out of postgres/template1)
-    and staging."""
-    import psycopg
-
-    prod = _cluster(server_root, "pg15-prod", PROD_OWNER_PW)
-    try:
-        staging = _cluster(server_root, "pg15-staging", STAGING_OWNER_PW)
-        try:
-            # before 16 there are no INHERIT/SET options on a grant
-            seed = sample_sql(1).replace("WITH SET TRUE, INHERIT TRUE", "")
-            with psycopg.connect(prod.url(OWNER, PROD_OWNER_PW, PROD_DB),
-                                 autocommit=True) as conn:
-                conn.execute(seed)
-                conn.execute("ALTER ROLE analyst SET statement_timeout = '45s';"
-                             f"ALTER ROLE app_rw IN DATABASE {PROD_DB} SET work_mem = '16MB';"
-                             f"ALTER DATABASE {PROD_DB} SET lock_timeout = '11s'")
-            prod.psql("REVOKE CONNECT ON DATABASE postgres FROM PUBLIC;"
-                      "REVOKE CONNECT ON DATABASE template1 FROM PUBLIC")
-            yield prod, staging
-        finally:
-            staging.stop("immediate")
-    finally:
-        prod.stop("immediate")
+    """A Neon-shaped PostgreSQL 15 production (seeded) and staging."""
+    with pg15_pair(server_root) as pair:
+        yield pair
 
 
 def test_daily_job_on_postgres_15_with_only_18_clients(pg15, s3_endpoint, bucket, tmp_path,

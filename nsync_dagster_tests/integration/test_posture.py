@@ -19,14 +19,9 @@ import pytest
 from nsync_dagster.security.posture import diff_posture, posture_digest, read_posture
 from nsync_dagster.security.posture_facts import Posture, Reader, Rls
 from nsync_dagster.settings import PLATFORM_ROLES as DEFAULT_PLATFORM_ROLES
-from nsync_dagster_tests.conftest import (
-    OWNER,
-    PROD_DB,
-    PROD_OWNER_PW,
-    STAGING_OWNER_PW,
-    synced_once,
-    unique_db,
-)
+from nsync_dagster_tests.support.credentials import PROD_OWNER_PW, STAGING_OWNER_PW
+from nsync_dagster_tests.support.runs import synced_once
+from nsync_dagster_tests.support.servers import OWNER, PROD_DB, unique_db
 
 
 @dataclass(frozen=True)

@@ -21,16 +21,11 @@ from nsync_dagster.cycle import pipeline, prepared, prepared_take
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.errors import BackupStoreError
-from nsync_dagster_tests import oracle
-from nsync_dagster_tests.conftest import (
-    OWNER,
-    PROD_DB,
-    failure_text,
-    run_daily_job,
-    s3_client,
-    staging_db,
-)
-from nsync_dagster_tests.pausing import pausing_bin_dir
+from nsync_dagster_tests.support import oracle
+from nsync_dagster_tests.support.env import staging_db
+from nsync_dagster_tests.support.pausing import pausing_bin_dir
+from nsync_dagster_tests.support.runs import failure_text, run_daily_job
+from nsync_dagster_tests.support.servers import OWNER, PROD_DB, s3_client
 
 DAY = "2026-11-27"
 

@@ -9,8 +9,10 @@ from nsync_dagster.cycle import pipeline
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.postgres import prevdrop
-from nsync_dagster_tests import oracle
-from nsync_dagster_tests.conftest import OWNER, PROD_DB, failure_text, run_daily_job, staging_db
+from nsync_dagster_tests.support import oracle
+from nsync_dagster_tests.support.env import staging_db
+from nsync_dagster_tests.support.runs import failure_text, run_daily_job
+from nsync_dagster_tests.support.servers import OWNER, PROD_DB
 
 
 def _nsync_databases(cluster) -> list[str]:

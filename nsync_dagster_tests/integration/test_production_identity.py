@@ -31,16 +31,10 @@ from nsync_dagster.storage.crypto import AgeKeys
 from nsync_dagster.storage.retention import RetentionPolicy
 from nsync_dagster.storage.s3retention import apply, plan_store
 from nsync_dagster.storage.s3store import BackupStore
-from nsync_dagster_tests import oracle
-from nsync_dagster_tests.conftest import (
-    OWNER,
-    PROD_DB,
-    PROD_OWNER_PW,
-    STAGING_OWNER_PW,
-    s3_client,
-    staging_db,
-    unique_db,
-)
+from nsync_dagster_tests.support import oracle
+from nsync_dagster_tests.support.credentials import PROD_OWNER_PW, STAGING_OWNER_PW
+from nsync_dagster_tests.support.env import staging_db
+from nsync_dagster_tests.support.servers import OWNER, PROD_DB, s3_client, unique_db
 
 WEEK = [f"2026-11-{d:02d}" for d in range(21, 28)]
 

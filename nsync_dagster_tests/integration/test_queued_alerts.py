@@ -17,8 +17,9 @@ from nsync_dagster.defs.daily.assets import staging_database
 from nsync_dagster.defs.resources import NotifierResource, nsync_from_env, s3_from_env
 from nsync_dagster.defs.security.parity import staging_security_parity
 from nsync_dagster.notify import NotificationError, notifier_from_env
-from nsync_dagster_tests.conftest import run_daily_job, staging_db
-from nsync_dagster_tests.receivers import Receiver
+from nsync_dagster_tests.support.env import staging_db
+from nsync_dagster_tests.support.receivers import Receiver
+from nsync_dagster_tests.support.runs import run_daily_job
 
 
 @pytest.fixture
@@ -101,7 +102,7 @@ def test_with_no_channel_an_alert_is_kept_and_every_tick_fails_until_one_is_conf
     """No channel configured used to mean every alert dropped without a word. Now each tick
     fails naming the alerts nobody receives (the sensor is red in the UI), the run_failure
     stays queued, and it is delivered as soon as a channel is configured."""
-    from nsync_dagster_tests.integration.test_alerts import fail_daily
+    from nsync_dagster_tests.support.runs import fail_daily
 
     for name in ("NSYNC_WEBHOOK_URL", "NSYNC_HEARTBEAT_URL", "NSYNC_PAGERDUTY_ROUTING_KEY"):
         monkeypatch.delenv(name, raising=False)

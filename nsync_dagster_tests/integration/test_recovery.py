@@ -8,7 +8,9 @@ from nsync_dagster.cli import main
 from nsync_dagster.cycle import recovery
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.resources import backup_store, s3_from_env
-from nsync_dagster_tests.conftest import OWNER, STAGING_OWNER_PW, run_daily_job, s3_client
+from nsync_dagster_tests.support.credentials import STAGING_OWNER_PW
+from nsync_dagster_tests.support.runs import run_daily_job
+from nsync_dagster_tests.support.servers import OWNER, s3_client
 
 
 def _logs(env) -> list[str]:

@@ -5,14 +5,10 @@ from __future__ import annotations
 import pytest
 
 from nsync_dagster.cli import main
-from nsync_dagster_tests import oracle
-from nsync_dagster_tests.conftest import (
-    OWNER,
-    PROD_DB,
-    STAGING_OWNER_PW,
-    run_daily_job,
-    unique_db,
-)
+from nsync_dagster_tests.support import oracle
+from nsync_dagster_tests.support.credentials import STAGING_OWNER_PW
+from nsync_dagster_tests.support.runs import run_daily_job
+from nsync_dagster_tests.support.servers import OWNER, PROD_DB, unique_db
 
 
 def cli(capsys, *args) -> tuple[int, str]:

@@ -13,16 +13,11 @@ import psycopg
 import pytest
 
 from nsync_dagster.postgres import restore_waves
-from nsync_dagster_tests import oracle
-from nsync_dagster_tests.conftest import (
-    OWNER,
-    PROD_OWNER_PW,
-    apply_env,
-    contract_env,
-    failure_text,
-    run_daily_job,
-    staging_db,
-)
+from nsync_dagster_tests.support import oracle
+from nsync_dagster_tests.support.credentials import PROD_OWNER_PW
+from nsync_dagster_tests.support.env import apply_env, contract_env, staging_db
+from nsync_dagster_tests.support.runs import failure_text, run_daily_job
+from nsync_dagster_tests.support.servers import OWNER
 
 TENANTS, TABLES_EACH = 4, 30
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
-import shlex
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -28,57 +26,20 @@ import pytest
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.embedded.postgres import EmbeddedCluster, embedded_bin_dir
-from nsync_dagster_tests import oracle
-from nsync_dagster_tests.conftest import (
-    OWNER,
-    PROD_DB,
-    REPO,
-    STAGING_OWNER_PW,
-    failure_text,
-    neon_cluster,
-    run_daily_job,
+from nsync_dagster_tests.support import oracle
+from nsync_dagster_tests.support.credentials import STAGING_OWNER_PW
+from nsync_dagster_tests.support.runbook import (
+    PLACEHOLDERS,
+    RUNBOOK,
+    runbook_blocks,
+    runbook_script,
 )
+from nsync_dagster_tests.support.runs import failure_text, run_daily_job
+from nsync_dagster_tests.support.servers import OWNER, PROD_DB, neon_cluster
 
-RUNBOOK = REPO / "runbooks" / "restore-without-nsync.md"
-PLACEHOLDERS = ("BUCKET", "BACKUP", "TARGET_URL", "WORK", "PLATFORM_ROLES", "AGE_IDENTITY_FILE")
 TARGET_DB = "restored"
 # the programs the runbook names; .ci/run installs the ones Debian packages (awscli, age, zstd)
 STOCK_TOOLS = ("aws", "zstd", "tar", "awk", "sed", "sort", "sha256sum", "find")
-
-
-def runbook_blocks(text: str) -> list[tuple[str, str]]:
-    """``(section heading, commands)`` of every fenced ``sh`` block of the page, in order."""
-    found, heading = [], ""
-    for part in re.split(r"^(## .+)$", text, flags=re.M):
-        if part.startswith("## "):
-            heading = part[3:].strip()
-            continue
-        found += [(heading, b) for b in re.findall(r"^```sh\n(.*?)^```$", part, re.S | re.M)]
-    return found
-
-
-def runbook_script(blocks: list[tuple[str, str]]) -> str:
-    """The blocks as one bash script that stops at the first failing command (as the page
-    tells a person to); each block announced on stderr, for the failure text."""
-    parts = [f"echo {shlex.quote('### runbook: ' + heading)} >&2\n{block}"
-             for heading, block in blocks]
-    return "set -euo pipefail\n" + "\n".join(parts)
-
-
-def test_the_runbook_documents_every_placeholder_it_uses():
-    """Every variable the commands use is a documented placeholder, a variable the AWS CLI
-    reads, or one the commands set themselves: nothing else is needed to follow the page."""
-    text = RUNBOOK.read_text()
-    script = runbook_script(runbook_blocks(text))
-    assert script.count("### runbook: ") >= 10
-    used = set(re.findall(r"\$\{?([A-Z_][A-Z0-9_]*)", script))
-    table = text.split("## The placeholders", 1)[1].split("\n## ", 1)[0]
-    documented = set(re.findall(r"`([A-Z_][A-Z0-9_]*)`", table))
-    assert set(PLACEHOLDERS) <= documented
-    assert used <= documented, f"undocumented: {sorted(used - documented)}"
-    for tool in ("aws ", "age -d -i ", "zstd ", "psql ", "pg_restore ", "roles.sql",
-                 "--enable-row-security", "small-tables.tar.zst"):
-        assert tool in script, tool
 
 
 @pytest.fixture

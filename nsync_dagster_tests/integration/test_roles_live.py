@@ -20,17 +20,11 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from nsync_dagster_tests import oracle
-from nsync_dagster_tests.conftest import (
-    OWNER,
-    PROD_DB,
-    PROD_OWNER_PW,
-    REPO,
-    STAGING_OWNER_PW,
-    failure_text,
-    run_daily_job,
-    staging_db,
-)
+from nsync_dagster_tests.support import oracle
+from nsync_dagster_tests.support.credentials import PROD_OWNER_PW, STAGING_OWNER_PW
+from nsync_dagster_tests.support.env import REPO, staging_db
+from nsync_dagster_tests.support.runs import failure_text, run_daily_job
+from nsync_dagster_tests.support.servers import OWNER, PROD_DB
 
 
 def _owner(cluster, password: str, dbname: str = PROD_DB) -> psycopg.Connection:

@@ -16,19 +16,13 @@ from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.errors import BackupStoreError
 from nsync_dagster.notify import notifier_from_env
 from nsync_dagster.storage.s3store import BackupStore
-from nsync_dagster_tests import oracle
-from nsync_dagster_tests.conftest import (
-    S3_KEY_ID,
-    S3_SECRET,
-    assert_no_secret,
-    failure_text,
-    run_daily_job,
-    run_retention_job,
-    s3_client,
-    staging_db,
-)
-from nsync_dagster_tests.receivers import Receiver
-from nsync_dagster_tests.s3_proxy import FaultProxy
+from nsync_dagster_tests.support import oracle
+from nsync_dagster_tests.support.credentials import S3_KEY_ID, S3_SECRET, assert_no_secret
+from nsync_dagster_tests.support.env import staging_db
+from nsync_dagster_tests.support.receivers import Receiver
+from nsync_dagster_tests.support.runs import failure_text, run_daily_job, run_retention_job
+from nsync_dagster_tests.support.s3_proxy import FaultProxy
+from nsync_dagster_tests.support.servers import s3_client
 
 DUMP_OBJECT = r"/nsync/\d{4}/\d\d/\d\d/[^/]+/dump/"
 
@@ -200,7 +194,8 @@ def test_object_lock_probe_refused_as_on_aws_only_warns(s3_endpoint, nsync_env, 
 def test_dropped_connections_during_a_restore_download_are_transient(pg_staging, nsync_env,
                                                                      synced, proxy):
     from nsync_dagster.postgres.pgconn import PgTarget
-    from nsync_dagster_tests.conftest import OWNER, STAGING_OWNER_PW, unique_db
+    from nsync_dagster_tests.support.credentials import STAGING_OWNER_PW
+    from nsync_dagster_tests.support.servers import OWNER, unique_db
 
     settings = RunConfig.from_env(nsync_env)
     client = boto3.client("s3", endpoint_url=proxy.url, region_name="us-east-1",

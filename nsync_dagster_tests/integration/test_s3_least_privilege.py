@@ -15,19 +15,17 @@ import pytest
 
 from nsync_dagster.errors import PreflightError
 from nsync_dagster.storage.s3store import BackupStore
-from nsync_dagster_tests import oracle
-from nsync_dagster_tests.conftest import (
-    OWNER,
-    PROD_DB,
-    STAGING_OWNER_PW,
-    apply_env,
-    contract_env,
-    failure_text,
-    run_daily_job,
-    run_retention_job,
-    unique_db,
+from nsync_dagster_tests.support import oracle
+from nsync_dagster_tests.support.credentials import STAGING_OWNER_PW
+from nsync_dagster_tests.support.env import apply_env, contract_env
+from nsync_dagster_tests.support.iam_moto import (
+    ADMIN_POLICY,
+    create_user,
+    iam_moto_server,
+    template_policy,
 )
-from nsync_dagster_tests.iam_moto import ADMIN_POLICY, create_user, iam_moto_server, template_policy
+from nsync_dagster_tests.support.runs import failure_text, run_daily_job, run_retention_job
+from nsync_dagster_tests.support.servers import OWNER, PROD_DB, unique_db
 
 FOUR = ["s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject"]  # the old template
 
@@ -99,7 +97,7 @@ def test_shipped_policy_runs_daily_job_retention_and_restore(
         pg_prod, pg_staging, iam_s3, iam_bucket, tmp_path, monkeypatch, instance):
     from nsync_dagster.cli.backups import run_backups
     from nsync_dagster.cli.restore import run_restore
-    from nsync_dagster_tests.integration.test_retention import put_backup
+    from nsync_dagster_tests.support.retention import put_backup
 
     url, admin = iam_s3
     env = user_env(pg_prod, pg_staging, iam_s3, iam_bucket, tmp_path, monkeypatch,

@@ -8,8 +8,8 @@ import pytest
 
 from nsync_dagster.errors import BackupStoreError
 from nsync_dagster.storage.s3store import BackupStore
-from nsync_dagster_tests.conftest import s3_client
-from nsync_dagster_tests.manifests import before_upload
+from nsync_dagster_tests.support.manifests import before_upload
+from nsync_dagster_tests.support.servers import s3_client
 
 
 def _fake_backup(client, bucket, folder, *, manifest=True, checked=True, restored=True):

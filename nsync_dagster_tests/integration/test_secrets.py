@@ -12,16 +12,11 @@ import pyrage
 
 from nsync_dagster.defs.alerts.sensors import run_alerts_tick
 from nsync_dagster.notify import notifier_from_env
-from nsync_dagster_tests.conftest import (
-    OWNER,
-    PROD_DB,
-    PROD_OWNER_PW,
-    SECRETS,
-    STORAGE_PW,
-    event_log_text,
-    nsync,
-)
-from nsync_dagster_tests.receivers import Receiver
+from nsync_dagster_tests.support.credentials import PROD_OWNER_PW, SECRETS, STORAGE_PW
+from nsync_dagster_tests.support.processes import nsync
+from nsync_dagster_tests.support.receivers import Receiver
+from nsync_dagster_tests.support.runs import event_log_text
+from nsync_dagster_tests.support.servers import OWNER, PROD_DB
 
 SLACK_TOKEN = "xoxb-Leak-Slack-Token-41"
 SMTP_PW = "smtp-Leak-Password-42"

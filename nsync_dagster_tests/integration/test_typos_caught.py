@@ -17,7 +17,7 @@ import dagster as dg
 
 from nsync_dagster.cli import main
 from nsync_dagster.defs.resources import UNKNOWN_SETTINGS_TAG, NsyncResource
-from nsync_dagster_tests.conftest import REPO
+from nsync_dagster_tests.support.env import REPO
 
 TYPO = "NSYNC_BACKUP_PREFX"
 HINT = "NSYNC_BACKUP_PREFX is not an nsync setting (did you mean NSYNC_BACKUP_PREFIX?)"

@@ -16,14 +16,9 @@ from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.errors import BackupStoreError
 from nsync_dagster.postgres.pgconn import PgTarget
-from nsync_dagster_tests.conftest import (
-    OWNER,
-    STAGING_OWNER_PW,
-    failure_text,
-    run_daily_job,
-    s3_client,
-    unique_db,
-)
+from nsync_dagster_tests.support.credentials import STAGING_OWNER_PW
+from nsync_dagster_tests.support.runs import failure_text, run_daily_job
+from nsync_dagster_tests.support.servers import OWNER, s3_client, unique_db
 
 
 @contextlib.contextmanager

@@ -12,14 +12,9 @@ import threading
 
 import psycopg
 
-from nsync_dagster_tests.conftest import (
-    SUPERUSER_PW,
-    failure_text,
-    run_daily_job,
-    s3_client,
-    staging_db,
-)
-from nsync_dagster_tests.livedb import (
+from nsync_dagster_tests.support.credentials import SUPERUSER_PW
+from nsync_dagster_tests.support.env import staging_db
+from nsync_dagster_tests.support.livedb import (
     BANK,
     Writers,
     backends,
@@ -30,6 +25,8 @@ from nsync_dagster_tests.livedb import (
     super_url,
     wait_for,
 )
+from nsync_dagster_tests.support.runs import failure_text, run_daily_job
+from nsync_dagster_tests.support.servers import s3_client
 
 
 def _backup_folders(env) -> set[str]:

@@ -22,7 +22,7 @@ from nsync_dagster.manifest import Manifest, NeonReset
 from nsync_dagster.postgres.restore import RestoreReport
 from nsync_dagster.postgres.roles import RoleSyncResult
 from nsync_dagster.postgres.swap import Swapped
-from nsync_dagster_tests.manifests import FORMAT_2
+from nsync_dagster_tests.support.manifests import FORMAT_2
 
 M = Manifest.from_dict(copy.deepcopy(FORMAT_2))
 V = Verification(tables=2, sequences=1, rows=3, checksums_compared=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from nsync_dagster.cycle.branch_verify import judge, written_since
 from nsync_dagster.manifest import DataFacts
-from nsync_dagster_tests.manifests import before_upload
+from nsync_dagster_tests.support.manifests import before_upload
 
 
 def _staging(users_rows: int = 3, seq: int = 3, extra: dict | None = None) -> DataFacts:

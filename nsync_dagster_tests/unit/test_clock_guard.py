@@ -5,7 +5,7 @@ Two guards:
 * every read of the wall clock in the tests is one of the few that compare with a time another
   process stamps by the real clock (Dagster's run records, S3 Object Lock, a certificate), and
   says so on its line with ``# wall clock: <why>``; everything else uses the fixed instants of
-  ``nsync_dagster_tests/clock.py``;
+  ``nsync_dagster_tests/support/clock.py``;
 * the judgements that turn "now" into an outcome (the deadline, the judged day, the digest's
   verdict) give the same answer for the tests' fixed partition whatever the hour, the day or
   the season of the run: they are computed here at simulated instants on both sides of 06:00
@@ -20,8 +20,8 @@ import re
 import pytest
 
 from nsync_dagster import deadline
-from nsync_dagster_tests.clock import MORNING, PARTITION
-from nsync_dagster_tests.conftest import REPO
+from nsync_dagster_tests.support.clock import MORNING, PARTITION
+from nsync_dagster_tests.support.env import REPO
 
 WALL_CLOCK = re.compile(r"datetime\.now\(|date\.today\(|\btime\.time\(\)|datetime\.utcnow\(")
 MARK = "# wall clock:"
@@ -41,8 +41,8 @@ def _unmarked_reads() -> list[str]:
 
 def test_every_wall_clock_read_in_the_tests_is_marked_with_its_reason():
     assert _unmarked_reads() == [], (
-        "use nsync_dagster_tests/clock.py's fixed instants, or mark a read that compares with "
-        "a time another process records by the real clock with '# wall clock: <why>'")
+        "use nsync_dagster_tests/support/clock.py's fixed instants, or mark a read that compares "
+        "with a time another process records by the real clock with '# wall clock: <why>'")
 
 
 def test_the_guard_finds_an_unmarked_read(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from nsync_dagster.definitions import defs
-from nsync_dagster_tests.conftest import REPO
+from nsync_dagster_tests.support.env import REPO
 
 
 def test_inventory():

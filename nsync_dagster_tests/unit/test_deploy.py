@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import json
 import re
-import shlex
 from pathlib import Path
 
 import jsonschema
@@ -19,6 +18,7 @@ import yaml
 
 from nsync_dagster import settings
 from nsync_dagster.settings import external
+from nsync_dagster_tests.support.dockerfile import dockerfile, dockerfile_cmd, dockerfile_env
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -96,27 +96,6 @@ def plain_env() -> dict[str, str]:
     """Every variable the values set in the clear: the deployment's env, the launcher's."""
     pairs = dict(item.split("=", 1) for item in launcher().get("envVars", []))
     return {**deployment()["env"], **pairs}
-
-
-def dockerfile() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) of deploy/Dockerfile, continuation lines joined."""
-    text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
-    lines = [ln.strip() for ln in text.splitlines()]
-    return [(ln.split(None, 1)[0].upper(), ln.split(None, 1)[1]) for ln in lines
-            if ln and not ln.startswith("#")]
-
-
-def dockerfile_cmd() -> list[str]:
-    """The image's CMD (exec form)."""
-    return yaml.safe_load(next(args for op, args in dockerfile() if op == "CMD"))
-
-
-def dockerfile_env() -> dict[str, str]:
-    found: dict[str, str] = {}
-    for op, args in dockerfile():
-        if op == "ENV":
-            found.update(item.split("=", 1) for item in shlex.split(args))
-    return found
 
 
 def known(name: str) -> bool:

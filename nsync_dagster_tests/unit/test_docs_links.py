@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nsync_dagster.notify.events import EVENT_TYPES, SEVERITIES, Event
-from nsync_dagster_tests.conftest import REPO
+from nsync_dagster_tests.support.env import REPO
 
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^```.*?^```", flags=re.M | re.S)

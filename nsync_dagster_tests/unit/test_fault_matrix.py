@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from nsync_dagster_tests.conftest import REPO
+from nsync_dagster_tests.support.env import REPO
 
 TESTS = REPO / "nsync_dagster_tests"
 MATRIX_PAGE = REPO / "docs" / "failure-modes.md"

@@ -19,7 +19,7 @@ from nsync_dagster.embedded.runtime import can_reach, embedded_bin_dir
 from nsync_dagster.errors import ConfigError, PreflightError
 from nsync_dagster.postgres import pgbin
 from nsync_dagster.settings import Tuning
-from nsync_dagster_tests.conftest import HISTORY_START, REPO
+from nsync_dagster_tests.support.env import HISTORY_START, REPO
 
 
 def test_root_dagster_yaml_is_the_production_template_without_storage():

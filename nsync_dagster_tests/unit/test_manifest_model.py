@@ -20,7 +20,7 @@ from nsync_dagster.manifest import (
     Table,
 )
 from nsync_dagster.postgres import dbstats
-from nsync_dagster_tests.manifests import FORMAT_2, before_upload, format_1
+from nsync_dagster_tests.support.manifests import FORMAT_2, before_upload, format_1
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "manifest-format-4.json"
 WHERE = "s3://nsync-test/nsync/2026/11/06/20261106T060000Z/"

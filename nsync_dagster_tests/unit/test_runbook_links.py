@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from nsync_dagster_tests.conftest import REPO
+from nsync_dagster_tests.support.env import REPO
 
 
 def slug(heading: str) -> str:

@@ -21,7 +21,8 @@ import psutil
 import psycopg
 
 from nsync_dagster.embedded.postgres import EmbeddedCluster, embedded_bin_dir
-from nsync_dagster_tests.conftest import OWNER, PROD_OWNER_PW, SUPERUSER_PW, unique_db
+from nsync_dagster_tests.support.credentials import PROD_OWNER_PW, SUPERUSER_PW
+from nsync_dagster_tests.support.servers import OWNER, unique_db
 
 
 @contextlib.contextmanager

@@ -1,17 +1,22 @@
 """Child processes' environments and Dagster homes for the tests that run nsync as a user
-would (the CLI, ``nsync dev``), and a way to read the instance they wrote."""
+would (the CLI, ``nsync dev``), ``nsync`` itself as a subprocess, and a way to read the instance
+they wrote."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from nsync_dagster_tests.support.env import REPO
+
 # the production instance configuration (PostgreSQL storage from DAGSTER_PG_*)
-INSTANCE_TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "dagster.yaml"
+INSTANCE_TEMPLATE = REPO / "templates" / "dagster.yaml"
 STORAGE_VARS = ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USERNAME",
                 "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB")
 
@@ -43,3 +48,10 @@ def storage_env(env: dict[str, str]) -> Iterator[None]:
         for key in STORAGE_VARS:
             mp.setenv(key, env[key])
         yield
+
+
+def nsync(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """``nsync <args>`` as a user runs it, in a child process with exactly ``env``, from the
+    repository's root (stdout and stderr captured as text)."""
+    return subprocess.run([sys.executable, "-m", "nsync_dagster.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=300, cwd=REPO)

@@ -22,11 +22,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import boto3
 
-REPO = Path(__file__).resolve().parents[1]
+from nsync_dagster_tests.support.env import REPO
+
 ADMIN_POLICY = {"Version": "2012-10-17",
                 "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
 
