@@ -75,7 +75,7 @@ def breakdown(env: dict[str, str], started_wall: float, seconds: float) -> dict[
         os.environ.clear()
         os.environ.update(saved)
     runs = sorted(((recs, run) for recs, run in found
-                   if recs and recs[0].timestamp >= started_wall - 1),
+                   if recs and recs[0].timestamp >= started_wall),  # not the last command's
                   key=lambda pair: pair[0][0].timestamp)
     if not runs:
         raise RuntimeError("no Dagster run found for the command just timed")
