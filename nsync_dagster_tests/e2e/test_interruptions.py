@@ -113,6 +113,17 @@ def freeze_restore(proc: subprocess.Popen, db: str) -> list[psutil.Process]:
     return pg_restores(f"{db}__nsync_next")
 
 
+def frozen_leader(frozen: list[psutil.Process]) -> int | None:
+    """The pid of the pg_restore whose parent is not another pg_restore (the one nsync
+    started; the others are its -j workers)."""
+    pids = {p.pid for p in frozen}
+    for p in frozen:
+        with contextlib.suppress(psutil.Error):
+            if p.ppid() not in pids:
+                return p.pid
+    return None
+
+
 def database(pg_staging, name: str) -> tuple[int, bool] | None:
     row = pg_staging.psql(f"SELECT oid || ' ' || datallowconn FROM pg_database "
                           f"WHERE datname = '{name}'").strip()
@@ -165,13 +176,23 @@ def test_killed_during_the_restore(world, pg_prod, pg_staging, tmp_path, sig):
     with started(env, tmp_path) as proc:
         frozen = freeze_restore(proc, db)
         assert frozen, "pg_restore is running into the new copy"
+        leader = [p for p in frozen if p.pid == frozen_leader(frozen)]  # before any dies
+        assert len(leader) == 1, frozen
         proc.send_signal(sig)
         status = proc.wait(timeout=120)
         output = (tmp_path / "out.txt").read_text()
     # staging untouched: the same database (not renamed, not closed), equal to production
     assert database(pg_staging, db) == before
     assert_staging_whole(pg_prod, pg_staging, db)
-    # no pg_restore outlives the run, not even after SIGKILL (they die with their parent)
+    # no pg_restore outlives the run, not even after SIGKILL: the leader nsync started dies
+    # with it (PR_SET_PDEATHSIG), frozen as it is; its -j workers (pg_restore's own children,
+    # frozen by this test, not by nsync) end on their own once they run again, as they do when
+    # their leader's pipe closes, and nothing carries the restore on
+    _, alive = psutil.wait_procs(leader, timeout=15)
+    assert alive == [], "the pg_restore nsync started outlived it"
+    for p in frozen:
+        with contextlib.suppress(psutil.Error):
+            p.send_signal(signal.SIGCONT)
     psutil.wait_procs(frozen, timeout=15)
     assert pg_restores(db) == []
     assert_no_secret(output)
