@@ -43,7 +43,7 @@ def _print(results: list[tuple[str, bool, str]], out) -> bool:
 def run_doctor(send_test: bool, out=None) -> int:
     from nsync_dagster import settings as nsync_settings
     from nsync_dagster.cycle import branch_reset
-    from nsync_dagster.cycle.config import RunConfig
+    from nsync_dagster.cycle.config import RunConfig, notifier_from_env
     from nsync_dagster.cycle.preflight import (
         Preflight,
         check_bucket,
@@ -52,7 +52,6 @@ def run_doctor(send_test: bool, out=None) -> int:
         check_staging,
     )
     from nsync_dagster.cycle.store import backup_store
-    from nsync_dagster.notify import notifier_from_env
     from nsync_dagster.notify.router import CONFIGURE_HINT
     from nsync_dagster.postgres.tls import check_dagster_storage_tls
     from nsync_dagster.settings import show
@@ -172,8 +171,8 @@ def _judged_day(now: dt.datetime) -> dt.date:
 def verify_checklist(inst: dg.DagsterInstance, now: dt.datetime) -> list[tuple[str, bool, str]]:
     import dagster as dg
 
+    from nsync_dagster.cycle.config import notifier_from_env
     from nsync_dagster.defs import records
-    from nsync_dagster.notify import notifier_from_env
 
     day = _judged_day(now)
 

@@ -37,12 +37,14 @@ def run_check_security(alert: bool, out=None) -> int:
         print(f"  - {d}", file=out)
     if alert:
         from nsync_dagster.cli.instance import instance
+        from nsync_dagster.cycle.config import alert_links
         from nsync_dagster.defs.alerts.notices import queue_notice
         from nsync_dagster.defs.records import STAGING
         from nsync_dagster.notify import alerts
 
         with instance() as inst:
-            queue_notice(inst, STAGING, alerts.security_drift_event([str(d) for d in diffs]),
+            queue_notice(inst, STAGING, alerts.security_drift_event([str(d) for d in diffs],
+                                                                links=alert_links()),
                          "nsync check security --alert")
         print("security_drift queued in the Dagster instance: the run_alerts sensor (dagster "
               "daemon) delivers it with retries", file=out)

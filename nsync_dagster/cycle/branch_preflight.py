@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.preflight import Preflight
 from nsync_dagster.errors import PreflightError
-from nsync_dagster.notify import alerts
+from nsync_dagster.notify import Links
 from nsync_dagster.postgres.pgconn import PgTarget
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def neon_preflight(settings: RunConfig, neon: BranchReset) -> NeonFacts:
         return f"NEON_API_KEY reaches project {neon.project_id} ({len(endpoints)} endpoints)"
 
     if not pf.run("Neon API key and project", project):
-        _log_and_raise(pf)
+        _log_and_raise(pf, settings.links)
 
     def branch() -> str:
         b = api.get_branch(neon.branch_id)
@@ -93,7 +93,8 @@ def neon_preflight(settings: RunConfig, neon: BranchReset) -> NeonFacts:
                             "unprotect it in the Neon Console, or choose another branch)")
         for a in b.get("restricted_actions") or []:
             if a.get("name") == "restore":
-                hint = alerts.runbook("incident-response.md", "neons-24-hour-reset-restriction")
+                links = settings.links
+                hint = links.runbook("incident-response.md", "neons-24-hour-reset-restriction")
                 problems.append(f"Neon restricts its reset right now: {a.get('reason', '?')} "
                                 f"(see {hint})")
         if problems:
@@ -154,16 +155,16 @@ def neon_preflight(settings: RunConfig, neon: BranchReset) -> NeonFacts:
         if pf.run("staging branch is a child of production's branch", child_of_production):
             pf.run("what the reset replaces", what_is_replaced)
     pf.run("staging URL is the staging branch", staging_url_is_branch)
-    _log_and_raise(pf)
+    _log_and_raise(pf, settings.links)
     return facts
 
 
-def _log_and_raise(pf: Preflight) -> None:
+def _log_and_raise(pf: Preflight, links: Links) -> None:
     for r in pf.results:
         log.info("check %s: %s (%.2fs) %s", r.name, "ok" if r.ok else "FAILED", r.seconds,
                  r.detail)
     try:
         pf.raise_if_failed()
     except PreflightError as exc:
-        hint = alerts.runbook("incident-response.md", "neon-branch-reset-failures")
+        hint = links.runbook("incident-response.md", "neon-branch-reset-failures")
         raise PreflightError(f"{exc}\n  staging was not reset; runbook: {hint}") from None

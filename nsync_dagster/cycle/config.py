@@ -19,15 +19,18 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from nsync_dagster.errors import ConfigError
+from nsync_dagster.notify import Links, Notifier, build_notifier
 from nsync_dagster.postgres.pgconn import PgTarget
 from nsync_dagster.postgres.snapshot import DumpOptions
 from nsync_dagster.postgres.tls import tls_floor
 from nsync_dagster.settings import (
     STAGING_PASSWORD_PREFIX,
     Access,
+    Alerting,
     Backups,
     ClientPrograms,
     Databases,
+    Notifications,
     Recovery,
     Retention,
     StagingMethod,
@@ -63,6 +66,7 @@ class RunSettings:
     retention: Retention
     recovery: Recovery
     method: StagingMethod
+    alerting: Alerting  # the alert links (NSYNC_UI_URL, NSYNC_RUNBOOK_URL)
     # NSYNC_STAGING_PASSWORD_<ROLE> variables, by name (secrets, registered when read)
     staging_passwords: Mapping[str, str] = field(repr=False)
     neon_api_key: SecretStr | None = field(repr=False)  # read only in neon-branch-reset mode
@@ -81,6 +85,7 @@ class RunSettings:
                    tuning=Tuning.load(given), programs=ClientPrograms.load(given),
                    access=Access.load(given), retention=Retention.load(given),
                    recovery=Recovery.load(given), method=method,
+                   alerting=Alerting.load(given),
                    staging_passwords={name: value for name, value in given.items()
                                       if name.upper().startswith(STAGING_PASSWORD_PREFIX)},
                    neon_api_key=neon_api_key(env) if method.branch_reset else None)
@@ -145,6 +150,7 @@ class RunConfig:
     databases: str | None  # NSYNC_DATABASES as given (see cycle.databases)
     staging_method: str  # NSYNC_STAGING_METHOD (see cycle.staging)
     neon: NeonSettings | None  # with NSYNC_STAGING_METHOD=neon-branch-reset only
+    links: Links  # where messages point: the Dagster UI and the runbooks
     # NSYNC_STAGING_PASSWORD_<ROLE> variables, by name (secrets, registered when read)
     staging_passwords: Mapping[str, str] = field(repr=False, hash=False)
 
@@ -213,6 +219,7 @@ class RunConfig:
             databases=db.databases,
             staging_method=run.method.staging_method,
             neon=NeonSettings(run.method, run.neon_api_key) if run.method.branch_reset else None,
+            links=links_of(run.alerting),
         )
         for target in (config.prod, config.staging):
             if need_databases or target.url:
@@ -284,3 +291,31 @@ def work_namespace(prod: PgTarget, bucket: str, prefix: str) -> str:
     digest = hashlib.sha256(f"{where}|{bucket}|{prefix}".encode()).hexdigest()[:12]
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", prod.dbname if prod.url else "bucket")[:40]
     return f"{name}-{digest}"
+
+
+def links_of(alerting: Alerting) -> Links:
+    """The alert links of a loaded ``Alerting`` group."""
+    return Links(ui_url=alerting.ui_url, runbook_url=alerting.runbook_url)
+
+
+def alert_links(env: Mapping[str, str] | None = None) -> Links:
+    """``NSYNC_UI_URL`` and ``NSYNC_RUNBOOK_URL`` as the alert builders take them."""
+    return links_of(Alerting.load(env))
+
+
+def notifier_from_env(env: Mapping[str, str] | None = None) -> Notifier:
+    """The configured channels, routes and retry policy; channels left unset are skipped.
+
+    Example:
+        >>> n = notifier_from_env({"NSYNC_WEBHOOK_URL": "https://hooks.example.com/nsync"})
+        >>> n.channels_for("run_failure")
+        ['webhook']
+
+    Args:
+        env: The variables to read; the process environment when None.
+
+    Raises:
+        ConfigError: A partly configured channel (naming the missing variable), a malformed
+            value, or a bad ``NSYNC_NOTIFY_ROUTES``.
+    """
+    return build_notifier(Notifications.load(env))  # validates, registers the secrets

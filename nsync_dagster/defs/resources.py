@@ -14,9 +14,9 @@ from pydantic import Field, SecretStr
 
 from nsync_dagster import settings
 from nsync_dagster.cycle import store
-from nsync_dagster.cycle.config import RunConfig, RunSettings
+from nsync_dagster.cycle.config import RunConfig, RunSettings, notifier_from_env
 from nsync_dagster.errors import ConfigError
-from nsync_dagster.notify import Notifier, notifier_from_env
+from nsync_dagster.notify import Notifier
 from nsync_dagster.storage.s3client import s3_client
 from nsync_dagster.storage.s3store import BackupStore
 

@@ -1,12 +1,13 @@
 """Notifications: one :class:`Event`, four kinds of channel, routing and retries.
 
-Plain library code (no Dagster objects): sensors and the CLI build a :class:`Notifier` with
-:func:`notifier_from_env` and call :meth:`Notifier.notify`.
+Plain library code (no Dagster objects, no settings): sensors and the CLI build a
+:class:`Notifier` with :func:`nsync_dagster.cycle.config.notifier_from_env` (which reads the
+settings and calls :func:`build_notifier`) and call :meth:`Notifier.notify`; alert links start
+from :class:`Links` (``alert_links`` there).
 
 Example:
-    >>> from nsync_dagster.notify import Event, notifier_from_env
-    >>> notifier = notifier_from_env({})
-    >>> notifier.notify(Event("test", "info", "nsync notification test", {}))
+    >>> from nsync_dagster.notify import Event, Notifier
+    >>> Notifier({}).notify(Event("test", "info", "nsync notification test", {}))
     []
 """
 
@@ -18,8 +19,9 @@ from nsync_dagster.notify.channels import (
     SlackChannel,
     WebhookChannel,
 )
-from nsync_dagster.notify.config import notifier_from_env
+from nsync_dagster.notify.config import build_notifier
 from nsync_dagster.notify.events import EVENT_TYPES, SEVERITIES, Event, NotificationError
+from nsync_dagster.notify.links import Links
 from nsync_dagster.notify.router import (
     DEFAULT_ROUTES,
     DeliveryResult,
@@ -35,12 +37,13 @@ __all__ = [
     "DeliveryResult",
     "EmailChannel",
     "Event",
+    "Links",
     "NotificationError",
     "Notifier",
     "PagerDutyChannel",
     "SlackChannel",
     "WebhookChannel",
-    "notifier_from_env",
+    "build_notifier",
     "parse_routes",
     "raise_for_failures",
 ]

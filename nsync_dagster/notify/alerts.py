@@ -18,21 +18,8 @@ from nsync_dagster.deadline import EASTERN
 from nsync_dagster.notify import digest
 from nsync_dagster.notify.databases import database_status, status_lines
 from nsync_dagster.notify.events import DAYS_KEY, Event
+from nsync_dagster.notify.links import Links
 from nsync_dagster.redact import redact
-from nsync_dagster.settings import Alerting
-
-
-def ui_url() -> str:
-    return Alerting.load().ui_url.rstrip("/")
-
-
-def runbook(page: str, anchor: str = "") -> str:
-    base = Alerting.load().runbook_url.rstrip("/")
-    return f"{base}/{page}" + (f"#{anchor}" if anchor else "")
-
-
-def run_url(run_id: str) -> str:
-    return f"{ui_url()}/runs/{run_id}"
 
 
 def dedup_key(day: str) -> str:
@@ -73,7 +60,7 @@ def backup_safe(backup: SafeBackup | None) -> str | None:
 def run_failure(job: str, run_id: str, day: str | None, steps: list[str], error: str,
                 canceled: bool = False, backup: SafeBackup | None = None,
                 after_sync: str | None = None,
-                databases: list[str] | None = None) -> Event:
+                databases: list[str] | None = None, *, links: Links) -> Event:
     """A run ended FAILURE, or CANCELED (terminated from outside): both page on-call.
 
     ``backup``: the run's backup when it was uploaded and read back
@@ -105,13 +92,13 @@ def run_failure(job: str, run_id: str, day: str | None, steps: list[str], error:
         details={"job": job, "run_id": run_id, "partition": day,
                  "status": "CANCELED" if canceled else "FAILURE", "failed_steps": steps,
                  "error": redact(error)[-2000:], **details, "staging": staging},
-        runbook=runbook("incident-response.md", "run-failure"), run_url=run_url(run_id),
+        runbook=links.runbook("incident-response.md", "run-failure"), run_url=links.run(run_id),
         dedup_key=dedup_key(day or "unknown"))
 
 
 def daily_success(day: str, run_id: str, meta: dict[str, dict], finished: dt.datetime | None,
                   duration_s: float | None, recovery_test: str,
-                  days: list[dict[str, Any]] | None = None) -> Event:
+                  days: list[dict[str, Any]] | None = None, *, links: Links) -> Event:
     """The director's morning confirmation: one short digest, and ``days`` (plain dicts, see
     ``notify/digest.py``), the recent days at a glance, oldest first."""
     backup, staging = meta.get("s3_backup", {}), meta.get("staging_database", {})
@@ -144,16 +131,17 @@ def daily_success(day: str, run_id: str, meta: dict[str, dict], finished: dt.dat
         details[DAYS_KEY] = days
     return Event(event="daily_success", severity="info" if on_time else "warning",
                  summary=summary, details=details,
-                 runbook=runbook("daily-sync.md", "read-the-summary"), run_url=run_url(run_id),
+                 runbook=links.runbook("daily-sync.md", "read-the-summary"),
+                 run_url=links.run(run_id),
                  dedup_key=dedup_key(day))
 
 
-def resolved(day: str, run_id: str, why: str) -> Event:
+def resolved(day: str, run_id: str, why: str, *, links: Links) -> Event:
     return Event(event="resolved", severity="info",
                  summary=f"Resolved: staging is current again for {day} ({why})",
                  details={"partition": day, "run_id": run_id, "was": why},
-                 runbook=runbook("incident-response.md", "report-the-resolution"),
-                 run_url=run_url(run_id), dedup_key=dedup_key(day))
+                 runbook=links.runbook("incident-response.md", "report-the-resolution"),
+                 run_url=links.run(run_id), dedup_key=dedup_key(day))
 
 
 def _backup_line(state: deadline.DeadlineState, backup: SafeBackup | None) -> str:
@@ -165,7 +153,7 @@ def _backup_line(state: deadline.DeadlineState, backup: SafeBackup | None) -> st
 
 
 def deadline_warning(state: deadline.DeadlineState, last_sync: dt.datetime | None,
-                     backup: SafeBackup | None = None) -> Event:
+                     backup: SafeBackup | None = None, *, links: Links) -> Event:
     return Event(event="deadline_warning", severity="warning",
                  summary=(f"Staging is not synced yet for {state.day}; "
                           f"{state.minutes_left:.0f} minutes left before 06:00 ET; "
@@ -174,23 +162,24 @@ def deadline_warning(state: deadline.DeadlineState, last_sync: dt.datetime | Non
                           "last_sync": _eastern(last_sync),
                           "minutes_left": round(state.minutes_left),
                           "backup": _backup_line(state, backup)},
-                 runbook=runbook("incident-response.md", "deadline-warning"),
-                 run_url=f"{ui_url()}/runs", dedup_key=dedup_key(state.day.isoformat()))
+                 runbook=links.runbook("incident-response.md", "deadline-warning"),
+                 run_url=links.runs(), dedup_key=dedup_key(state.day.isoformat()))
 
 
 def deadline_missed(state: deadline.DeadlineState, last_sync: dt.datetime | None,
-                    backup: SafeBackup | None = None) -> Event:
+                    backup: SafeBackup | None = None, *, links: Links) -> Event:
     return Event(event="deadline_missed", severity="critical",
                  summary=(f"Deadline missed: staging was not synced by 06:00 ET on {state.day} "
                           f"(last sync {_eastern(last_sync)}); {_backup_line(state, backup)}"),
                  details={"partition": state.day.isoformat(), "last_sync": _eastern(last_sync),
                           "backup": _backup_line(state, backup)},
-                 runbook=runbook("incident-response.md", "deadline-missed"),
-                 run_url=f"{ui_url()}/runs", dedup_key=dedup_key(state.day.isoformat()))
+                 runbook=links.runbook("incident-response.md", "deadline-missed"),
+                 run_url=links.runs(), dedup_key=dedup_key(state.day.isoformat()))
 
 
 def escalation(state: deadline.DeadlineState, last_sync: dt.datetime | None,
-               business_day: dt.time, backup: SafeBackup | None = None) -> Event:
+               business_day: dt.time, backup: SafeBackup | None = None, *,
+               links: Links) -> Event:
     return Event(event="escalation", severity="critical",
                  summary=(f"Escalation: staging is still not current at {business_day:%H:%M} ET "
                           f"on {state.day}; the failure must be resolved and reported before "
@@ -198,11 +187,12 @@ def escalation(state: deadline.DeadlineState, last_sync: dt.datetime | None,
                  details={"partition": state.day.isoformat(), "last_sync": _eastern(last_sync),
                           "business_day_starts": f"{business_day:%H:%M} ET",
                           "backup": _backup_line(state, backup)},
-                 runbook=runbook("incident-response.md", "escalation"),
-                 run_url=f"{ui_url()}/runs", dedup_key=dedup_key(state.day.isoformat()))
+                 runbook=links.runbook("incident-response.md", "escalation"),
+                 run_url=links.runs(), dedup_key=dedup_key(state.day.isoformat()))
 
 
-def security_drift_event(differences: list[str], run_id: str | None = None) -> Event:
+def security_drift_event(differences: list[str], run_id: str | None = None, *,
+                         links: Links) -> Event:
     """``security_drift``: staging's security posture differs from production's
     (``differences``: one line each, from :func:`nsync_dagster.security.parity.compare`)."""
     lines = list(differences)
@@ -210,12 +200,13 @@ def security_drift_event(differences: list[str], run_id: str | None = None) -> E
                  summary=f"Staging's security posture differs from production's in "
                          f"{len(lines)} place(s): {lines[0] if lines else ''}"[:300],
                  details={"differences": lines[:50], "count": len(lines)},
-                 runbook=runbook("incident-response.md", "security-drift"),
-                 run_url=run_url(run_id) if run_id else None,
+                 runbook=links.runbook("incident-response.md", "security-drift"),
+                 run_url=links.run(run_id) if run_id else None,
                  dedup_key="nsync-security-drift")
 
 
-def security_unchecked_event(error: str, run_id: str | None = None) -> Event:
+def security_unchecked_event(error: str, run_id: str | None = None, *,
+                             links: Links) -> Event:
     """``security_drift`` when the comparison itself could not run after a sync (production or
     staging unreachable, a catalog read refused): the posture is unknown, which needs a person
     as much as a known difference."""
@@ -224,6 +215,6 @@ def security_unchecked_event(error: str, run_id: str | None = None) -> Event:
                           f"after the sync: {error}")[:300],
                  details={"error": error[-2000:], "count": None,
                           "staging": "synced and verified; only the posture check failed"},
-                 runbook=runbook("incident-response.md", "security-drift"),
-                 run_url=run_url(run_id) if run_id else None,
+                 runbook=links.runbook("incident-response.md", "security-drift"),
+                 run_url=links.run(run_id) if run_id else None,
                  dedup_key="nsync-security-drift")

@@ -1,4 +1,4 @@
-"""Build the :class:`~nsync_dagster.notify.router.Notifier` from environment variables.
+"""Build the :class:`~nsync_dagster.notify.router.Notifier` from the notification settings.
 
 Every channel is optional; a channel that is partly configured is an error naming the missing
 variable (a half-set Slack or SMTP setup would otherwise silently send nothing). The variables
@@ -24,7 +24,7 @@ path (its ping key) by the heartbeat channel.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from typing import Any
 
 from nsync_dagster.errors import ConfigError
 from nsync_dagster.notify.channels import (
@@ -36,24 +36,23 @@ from nsync_dagster.notify.channels import (
 )
 from nsync_dagster.notify.heartbeat import HeartbeatChannel
 from nsync_dagster.notify.router import Notifier, parse_routes
-from nsync_dagster.settings import Notifications
 
 _HINT = "(see templates/nsync.env.example)"
 
 
-def _require(n: Notifications, channel: str, names: list[str], because: str) -> None:
+def _require(n: Any, channel: str, names: list[str], because: str) -> None:
     for name in names:
         if getattr(n, name[len("NSYNC_"):].lower()) is None:
             raise ConfigError(f"{channel} notifications are partly configured ({because} is "
                               f"set) but {name} is missing {_HINT}")
 
 
-def _webhook(n: Notifications) -> dict[str, Channel]:
+def _webhook(n: Any) -> dict[str, Channel]:
     url = n.webhook_url
     return {"webhook": WebhookChannel(url.get_secret_value())} if url else {}
 
 
-def _slack(n: Notifications) -> dict[str, Channel]:
+def _slack(n: Any) -> dict[str, Channel]:
     rooms = {"slack_director": n.slack_director_channel, "slack_alerts": n.slack_alert_channel}
     given = [name for name, room in (("NSYNC_SLACK_DIRECTOR_CHANNEL", n.slack_director_channel),
                                      ("NSYNC_SLACK_ALERT_CHANNEL", n.slack_alert_channel)) if room]
@@ -69,7 +68,7 @@ def _slack(n: Notifications) -> dict[str, Channel]:
             for name, room in rooms.items() if room}
 
 
-def _email(n: Notifications) -> dict[str, Channel]:
+def _email(n: Any) -> dict[str, Channel]:
     lists = {"email_director": n.email_director, "email_oncall": n.email_oncall}
     triggers = {"NSYNC_SMTP_HOST": n.smtp_host, "NSYNC_SMTP_FROM": n.smtp_from,
                 "NSYNC_SMTP_USERNAME": n.smtp_username, "NSYNC_SMTP_PASSWORD": n.smtp_password,
@@ -93,37 +92,31 @@ def _email(n: Notifications) -> dict[str, Channel]:
             for name, recipients in lists.items() if recipients}
 
 
-def _pagerduty(n: Notifications) -> dict[str, Channel]:
+def _pagerduty(n: Any) -> dict[str, Channel]:
     key = n.pagerduty_routing_key
     if key is None:
         return {}
     return {"pagerduty": PagerDutyChannel(key.get_secret_value(), n.pagerduty_events_url)}
 
 
-def _heartbeat(n: Notifications) -> dict[str, Channel]:
+def _heartbeat(n: Any) -> dict[str, Channel]:
     url = n.heartbeat_url
     return {"heartbeat": HeartbeatChannel(url.get_secret_value())} if url else {}
 
 
-def notifier_from_env(env: Mapping[str, str] | None = None) -> Notifier:
-    """The configured channels, routes and retry policy; channels left unset are skipped.
-
-    Example:
-        >>> n = notifier_from_env({"NSYNC_WEBHOOK_URL": "https://hooks.example.com/nsync"})
-        >>> n.channels_for("run_failure")
-        ['webhook']
-
-    Args:
-        env: The variables to read; the process environment when None.
+def build_notifier(n: Any) -> Notifier:
+    """The configured channels, routes and retry policy from ``n``, the loaded
+    :class:`nsync_dagster.settings.Notifications` group (its values already validated and its
+    secrets registered); channels left unset are skipped. The settings are read by the caller
+    (:func:`nsync_dagster.cycle.config.notifier_from_env`): this layer reads none.
 
     Returns:
         A :class:`Notifier` (with no channels when nothing is configured).
 
     Raises:
-        ConfigError: A partly configured channel (naming the missing variable), a malformed
-            value, or a bad ``NSYNC_NOTIFY_ROUTES``.
+        ConfigError: A partly configured channel (naming the missing variable), or a bad
+            ``NSYNC_NOTIFY_ROUTES``.
     """
-    n = Notifications.load(env)  # validates every value, registers the secrets
     channels: dict[str, Channel] = {}
     for build in (_webhook, _slack, _email, _pagerduty, _heartbeat):
         channels.update(build(n))

@@ -1,7 +1,7 @@
 """Registry: the notification channels, their routing and delivery retries.
 
 Cross-field rules (a channel partly configured) are checked where the channels are built,
-:func:`nsync_dagster.notify.config.notifier_from_env`.
+:func:`nsync_dagster.cycle.config.notifier_from_env`.
 """
 
 from __future__ import annotations

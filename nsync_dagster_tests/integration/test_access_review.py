@@ -148,10 +148,11 @@ def test_overdue_missing_and_unlisted(synced, tmp_path, monkeypatch):
 def test_monthly_asset_stores_and_sends_the_report(synced, monkeypatch, tmp_path):
     import datetime as dt
 
+    from nsync_dagster.cycle.config import notifier_from_env
     from nsync_dagster.defs.alerts.sensors import run_alerts_tick
     from nsync_dagster.defs.resources import NotifierResource, nsync_from_env, s3_from_env
     from nsync_dagster.defs.security.access_review import access_review
-    from nsync_dagster.notify import NotificationError, notifier_from_env
+    from nsync_dagster.notify import NotificationError
 
     receiver = Receiver()
     monkeypatch.setenv("NSYNC_WEBHOOK_URL", f"{receiver.url}/hooks/nsync")

@@ -10,11 +10,11 @@ import pytest
 
 from nsync_dagster import deadline
 from nsync_dagster.cli import main
-from nsync_dagster.cycle.config import RunConfig
+from nsync_dagster.cycle.config import RunConfig, notifier_from_env
 from nsync_dagster.defs import records
 from nsync_dagster.defs.alerts import sensors, watch
 from nsync_dagster.defs.resources import backup_store, s3_from_env
-from nsync_dagster.notify import NotificationError, notifier_from_env
+from nsync_dagster.notify import NotificationError
 from nsync_dagster.postgres.identity import production_of
 from nsync_dagster.storage import identity
 from nsync_dagster_tests.support import oracle

@@ -12,12 +12,14 @@ import dagster as dg
 import psycopg
 import pytest
 
+from nsync_dagster.cycle.config import notifier_from_env
 from nsync_dagster.defs import records
 from nsync_dagster.defs.alerts import sensors
 from nsync_dagster.defs.resources import NotifierResource
-from nsync_dagster.notify import NotificationError, alerts, notifier_from_env
+from nsync_dagster.notify import NotificationError, alerts
 from nsync_dagster_tests.support.clock import MORNING, wall_clock
 from nsync_dagster_tests.support.credentials import SECRETS, SUPERUSER_PW
+from nsync_dagster_tests.support.notifications import LINKS
 from nsync_dagster_tests.support.receivers import Receiver
 from nsync_dagster_tests.support.runs import fail_daily, run_daily_job, unreachable
 from nsync_dagster_tests.support.servers import PROD_DB
@@ -187,11 +189,15 @@ def test_outbox_keeps_an_incidents_order_per_channel(receiver):
     box: list[dict] = []
     now = dt.datetime(2026, 11, 27, 11, 0, tzinfo=dt.UTC)
     for item_id, event in (
-            ("a", alerts.run_failure("daily_sync_job", "r1", "2026-11-27", [], "boom")),
-            ("b", alerts.resolved("2026-11-27", "r2", "1 failed run(s) before this one")),
-            ("c", alerts.run_failure("recovery_test_job", "r3", None, [], "bad backup"))):
+            ("a", alerts.run_failure("daily_sync_job", "r1", "2026-11-27", [], "boom",
+                                     links=LINKS)),
+            ("b", alerts.resolved("2026-11-27", "r2", "1 failed run(s) before this one",
+                                  links=LINKS)),
+            ("c", alerts.run_failure("recovery_test_job", "r3", None, [], "bad backup",
+                                     links=LINKS))):
         assert outbox.enqueue(box, item_id, event, pd.channels_for(event.event), now)
-    assert not outbox.enqueue(box, "a", alerts.resolved("x", "y", "z"), ["pagerduty"], now)
+    assert not outbox.enqueue(box, "a", alerts.resolved("x", "y", "z", links=LINKS),
+                              ["pagerduty"], now)
     receiver.fail_next = 1
     saves = []
     report = outbox.flush(box, pd, now, lambda: saves.append(1))
@@ -212,9 +218,9 @@ def test_resolved_is_tried_even_when_the_confirmation_fails(receiver):
     hook = Notifier({"webhook": WebhookChannel(f"{receiver.url}/hooks/nsync")})
     box: list[dict] = []
     now = dt.datetime(2026, 11, 27, 11, 0, tzinfo=dt.UTC)
-    outbox.enqueue(box, "s", alerts.daily_success("2026-11-27", "r2", {}, now, 60.0, "none"),
-                   ["webhook"], now)
-    outbox.enqueue(box, "r", alerts.resolved("2026-11-27", "r2", "1 failed run(s)"),
+    outbox.enqueue(box, "s", alerts.daily_success("2026-11-27", "r2", {}, now, 60.0, "none",
+                                                  links=LINKS), ["webhook"], now)
+    outbox.enqueue(box, "r", alerts.resolved("2026-11-27", "r2", "1 failed run(s)", links=LINKS),
                    ["webhook"], now)
     receiver.fail_next = 1
     report = outbox.flush(box, hook, now, lambda: None)

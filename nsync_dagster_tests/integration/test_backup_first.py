@@ -17,13 +17,13 @@ import pytest
 from nsync_dagster import deadline
 from nsync_dagster.cli import main
 from nsync_dagster.cycle import pipeline, runlock
-from nsync_dagster.cycle.config import RunConfig
+from nsync_dagster.cycle.config import RunConfig, notifier_from_env
 from nsync_dagster.defs import history, records
 from nsync_dagster.defs.alerts import sensors, watch
 from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.embedded.postgres import free_port
 from nsync_dagster.errors import BackupInProgress
-from nsync_dagster.notify import digest, notifier_from_env
+from nsync_dagster.notify import digest
 from nsync_dagster_tests.support.credentials import SECRETS, STAGING_OWNER_PW
 from nsync_dagster_tests.support.receivers import monitored
 from nsync_dagster_tests.support.servers import OWNER

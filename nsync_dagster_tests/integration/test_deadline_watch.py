@@ -13,9 +13,10 @@ import dagster as dg
 import pytest
 from dagster._core.test_utils import freeze_time  # no public way to date an event record
 
+from nsync_dagster.cycle.config import notifier_from_env
 from nsync_dagster.deadline import EASTERN
 from nsync_dagster.defs.alerts import sensors, watch
-from nsync_dagster.notify import NotificationError, notifier_from_env
+from nsync_dagster.notify import NotificationError
 from nsync_dagster_tests.support.receivers import Receiver
 
 LONG_AGO = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)  # monitoring started long before

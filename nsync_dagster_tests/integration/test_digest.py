@@ -13,11 +13,11 @@ from html.parser import HTMLParser
 import dagster as dg
 import pytest
 
+from nsync_dagster.cycle.config import notifier_from_env
 from nsync_dagster.deadline import EASTERN
 from nsync_dagster.defs import records
 from nsync_dagster.defs.alerts import sensors
 from nsync_dagster.defs.daily import timing
-from nsync_dagster.notify import notifier_from_env
 from nsync_dagster_tests.support.credentials import SECRETS
 from nsync_dagster_tests.support.receivers import Receiver, SmtpReceiver
 from nsync_dagster_tests.support.runs import fail_daily, run_daily_job

@@ -7,9 +7,9 @@ import datetime as dt
 import pytest
 
 from nsync_dagster.cli import main
+from nsync_dagster.cycle.config import notifier_from_env
 from nsync_dagster.deadline import eastern_day
 from nsync_dagster.defs.alerts.sensors import run_alerts_tick
-from nsync_dagster.notify import notifier_from_env
 from nsync_dagster_tests.support.credentials import SECRETS
 from nsync_dagster_tests.support.receivers import Receiver
 from nsync_dagster_tests.support.runs import run_daily_job

@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 
 from nsync_dagster.cli import main
+from nsync_dagster.cycle.config import notifier_from_env
 from nsync_dagster.defs.alerts import sensors
-from nsync_dagster.notify import NotificationError, notifier_from_env
+from nsync_dagster.notify import NotificationError
 from nsync_dagster_tests.support.clock import MORNING
 from nsync_dagster_tests.support.receivers import monitored
 from nsync_dagster_tests.support.runs import run_daily_job

@@ -21,6 +21,7 @@ from email.policy import default as email_policy
 
 import pytest
 
+from nsync_dagster.cycle.config import notifier_from_env
 from nsync_dagster.notify import (
     EVENT_TYPES,
     EmailChannel,
@@ -29,7 +30,6 @@ from nsync_dagster.notify import (
     PagerDutyChannel,
     SlackChannel,
     WebhookChannel,
-    notifier_from_env,
     raise_for_failures,
 )
 from nsync_dagster.redact import register_secret

@@ -12,11 +12,12 @@ import dagster as dg
 import pytest
 
 from nsync_dagster.cli import main
+from nsync_dagster.cycle.config import notifier_from_env
 from nsync_dagster.defs.alerts import sensors
 from nsync_dagster.defs.daily.assets import staging_database
 from nsync_dagster.defs.resources import NotifierResource, nsync_from_env, s3_from_env
 from nsync_dagster.defs.security.parity import staging_security_parity
-from nsync_dagster.notify import NotificationError, notifier_from_env
+from nsync_dagster.notify import NotificationError
 from nsync_dagster_tests.support.env import staging_db
 from nsync_dagster_tests.support.receivers import Receiver
 from nsync_dagster_tests.support.runs import run_daily_job

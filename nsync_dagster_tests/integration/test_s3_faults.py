@@ -10,11 +10,10 @@ import pytest
 from botocore.config import Config
 
 from nsync_dagster.cycle import pipeline, restore_anywhere
-from nsync_dagster.cycle.config import RunConfig
+from nsync_dagster.cycle.config import RunConfig, notifier_from_env
 from nsync_dagster.defs.alerts import sensors
 from nsync_dagster.defs.resources import backup_store, s3_from_env
 from nsync_dagster.errors import BackupStoreError
-from nsync_dagster.notify import notifier_from_env
 from nsync_dagster.storage.s3store import BackupStore
 from nsync_dagster_tests.support import oracle
 from nsync_dagster_tests.support.credentials import S3_KEY_ID, S3_SECRET, assert_no_secret

@@ -10,8 +10,8 @@ import json
 import dagster as dg
 import pyrage
 
+from nsync_dagster.cycle.config import notifier_from_env
 from nsync_dagster.defs.alerts.sensors import run_alerts_tick
-from nsync_dagster.notify import notifier_from_env
 from nsync_dagster_tests.support.credentials import PROD_OWNER_PW, SECRETS, STORAGE_PW
 from nsync_dagster_tests.support.processes import nsync
 from nsync_dagster_tests.support.receivers import Receiver

@@ -4,7 +4,7 @@ every output for, an event as the sensors build it, the variables that turn ever
 
 from __future__ import annotations
 
-from nsync_dagster.notify import Event
+from nsync_dagster.notify import Event, Links
 
 SLACK_TOKEN = "xoxb-Slack-Tok3n-5e1f"
 SMTP_PW = "smtp-Pw-7c2d!q"
@@ -37,3 +37,6 @@ def full_env(http_url: str, smtp_port: int = 25) -> dict[str, str]:
         "NSYNC_PAGERDUTY_EVENTS_URL": f"{http_url}/v2/enqueue",
         "NSYNC_NOTIFY_BACKOFF_SECONDS": "0.01",
     }
+
+# the alert builders' links as the defaults resolve them (NSYNC_UI_URL, NSYNC_RUNBOOK_URL unset)
+LINKS = Links("http://127.0.0.1:3000", "runbooks")

@@ -16,6 +16,7 @@ from nsync_dagster.defs.history import DayStatus, judge
 from nsync_dagster.notify import EmailChannel, alerts, digest
 from nsync_dagster.notify.channels import slack_blocks
 from nsync_dagster.redact import register_secret
+from nsync_dagster_tests.support.notifications import LINKS
 
 NOW = dt.datetime(2026, 11, 29, 11, 30, tzinfo=dt.UTC)  # 06:30 ET on the last day
 LAST = dt.date(2026, 11, 29)
@@ -129,7 +130,7 @@ def test_html_email_is_multipart_well_formed_and_escaped():
     days = story()
     days[5]["staging_method"] = "<script>alert(1)</script> digest-Secret-9f8e"
     event = alerts.daily_success("2026-11-29", "run-1", {"s3_backup": {"size": "1.2 GiB"}},
-                                 et(LAST, 5, 45), 1290.0, "PASSED on 2026-11-01", days)
+                                 et(LAST, 5, 45), 1290.0, "PASSED on 2026-11-01", days, links=LINKS)
     msg = EmailChannel("127.0.0.1", 25, "none", None, None, "n@example.com",
                        ["director@example.com"]).message(event)
     assert msg.get_content_type() == "multipart/alternative"
@@ -159,12 +160,13 @@ def test_html_email_is_multipart_well_formed_and_escaped():
 def test_other_channels_get_text_and_the_webhook_gets_data():
     days = story()
     event = alerts.daily_success("2026-11-29", "run-1", {}, et(LAST, 5, 45), 1290.0, "none",
-                                 days)
+                                 days, links=LINKS)
     assert json.loads(json.dumps(event.payload()))["details"]["days"] == days
     assert not any(line.startswith("days:") for line in event.detail_lines())
     [code] = [b for b in slack_blocks(event) if "```" in b.get("text", {}).get("text", "")]
     assert "2026-11-20" in code["text"]["text"] and "&lt;b&gt;" in code["text"]["text"]
-    plain = alerts.daily_success("2026-11-29", "run-1", {}, et(LAST, 5, 45), 1290.0, "none")
+    plain = alerts.daily_success("2026-11-29", "run-1", {}, et(LAST, 5, 45), 1290.0, "none",
+                                 links=LINKS)
     msg = EmailChannel("127.0.0.1", 25, "none", None, None, "n@example.com",
                        ["d@example.com"]).message(plain)
     assert msg.get_content_type() == "text/plain"  # nothing to chart: plain text only

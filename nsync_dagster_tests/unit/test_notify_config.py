@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pytest
 
+from nsync_dagster.cycle.config import notifier_from_env
 from nsync_dagster.errors import ConfigError
-from nsync_dagster.notify import EVENT_TYPES, Notifier, notifier_from_env
+from nsync_dagster.notify import EVENT_TYPES, Notifier
 from nsync_dagster.notify.events import InvalidEvent
 from nsync_dagster_tests.support.notifications import SECRETS, SLACK_TOKEN, SMTP_PW, event, full_env
 

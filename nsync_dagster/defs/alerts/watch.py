@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from nsync_dagster import deadline
+from nsync_dagster.cycle.config import alert_links
 from nsync_dagster.defs import history, records
 from nsync_dagster.defs.shared import masked_metadata
 from nsync_dagster.notify import alerts
@@ -59,11 +60,14 @@ def deadline_events(instance: dg.DagsterInstance, now: dt.datetime, sent: dict[s
     iso = day.isoformat()
     backup = records.backup_for_day(instance, iso)  # staging late, but is the backup safe?
     if not state.past_deadline and due_at(warn_at) and sent.get("warned") != iso:
-        due.append(DueAlert("warned", iso, alerts.deadline_warning(state, last, backup)))
+        due.append(DueAlert("warned", iso, alerts.deadline_warning(state, last, backup,
+                                                                  links=alert_links())))
     if state.past_deadline and due_at(deadline.DEADLINE) and sent.get("missed") != iso:
-        due.append(DueAlert("missed", iso, alerts.deadline_missed(state, last, backup)))
+        due.append(DueAlert("missed", iso, alerts.deadline_missed(state, last, backup,
+                                                                links=alert_links())))
     if due_at(escalate_at) and sent.get("escalated") != iso:
-        due.append(DueAlert("escalated", iso, alerts.escalation(state, last, escalate_at, backup)))
+        due.append(DueAlert("escalated", iso, alerts.escalation(
+            state, last, escalate_at, backup, links=alert_links())))
     return due
 
 
@@ -101,7 +105,8 @@ def failure_event(instance: dg.DagsterInstance, run: dg.DagsterRun,
     return alerts.run_failure(run.job_name, run.run_id, day,
                               steps, message or ending or fallback_message,
                               canceled=run.status == dg.DagsterRunStatus.CANCELED,
-                              backup=backup, after_sync=after_sync, databases=databases)
+                              backup=backup, after_sync=after_sync, databases=databases,
+                              links=alert_links())
 
 
 def success_events(instance: dg.DagsterInstance, run: dg.DagsterRun,
@@ -121,9 +126,9 @@ def success_events(instance: dg.DagsterInstance, run: dg.DagsterRun,
         record.start_time else None
     events = [alerts.daily_success(day, run.run_id, records.run_materializations(
         instance, run.run_id), finished, duration, records.last_recovery_test(instance).text(),
-        [d.as_dict() for d in days])]
+        [d.as_dict() for d in days], links=alert_links())]
     if incident:
-        events.append(alerts.resolved(day, run.run_id, incident))
+        events.append(alerts.resolved(day, run.run_id, incident, links=alert_links()))
     return events
 
 

@@ -11,6 +11,7 @@ check always ends with a result (failed, severity ERROR, when anything is wrong)
 
 import dagster as dg
 
+from nsync_dagster.cycle.config import alert_links
 from nsync_dagster.defs.alerts.notices import queue_notice
 from nsync_dagster.defs.daily.assets import OTHER_CHAINS, staging_database
 from nsync_dagster.defs.records import STAGING  # the alert sensors read notices here
@@ -50,14 +51,15 @@ def parity_check(asset: dg.AssetsDefinition, database: str | None) -> dg.AssetCh
             error = exc.description or "the comparison failed"
             context.log.error(error)
             queue_notice(context.instance, STAGING, alerts.security_unchecked_event(
-                f"{error}{of}", run_id), f"run {run_id}")
+                f"{error}{of}", run_id, links=alert_links()), f"run {run_id}")
             return check_result(passed=False, severity=dg.AssetCheckSeverity.ERROR,
                                 description=error, metadata={"count": -1})
         lines = [f"{d}{of}" for d in report.differences]
         for line in lines:
             context.log.warning(line)
         if lines:
-            queue_notice(context.instance, STAGING, alerts.security_drift_event(lines, run_id),
+            queue_notice(context.instance, STAGING, alerts.security_drift_event(
+                lines, run_id, links=alert_links()),
                          f"run {run_id}")
         return check_result(
             passed=not lines, severity=dg.AssetCheckSeverity.ERROR,
