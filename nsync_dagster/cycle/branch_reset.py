@@ -41,7 +41,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from nsync_dagster.cycle import pipeline
 from nsync_dagster.cycle.branch_preflight import neon_preflight, replaces_line
@@ -101,7 +100,7 @@ def doctor_check(settings: RunConfig) -> str:
 
 
 def reset_branch(neon: BranchReset, parent_id: str, report: Report,
-                 source_lsn: str | None = None) -> dict[str, Any]:
+                 source_lsn: str | None = None) -> NeonReset:
     """Restore the staging branch from its parent at ``source_lsn`` (its head without one)
     and wait for Neon's operations (a failed, error, cancelled or skipped reset ends the wait
     at once)."""
@@ -119,11 +118,11 @@ def reset_branch(neon: BranchReset, parent_id: str, report: Report,
     seconds = round(time.monotonic() - started, 2)
     report(f"staging branch reset from {parent_id}{at} in {seconds}s "
            f"({len(ops)} Neon operation(s))")
-    return {"project_id": neon.project_id, "branch_id": neon.branch_id,
-            "source_branch_id": parent_id, "source_lsn": source_lsn,
-            "operations": [o["id"] for o in ops],
-            "actions": sorted({str(o.get("action")) for o in [*ops, *finished]}),
-            "reset_s": seconds}
+    return NeonReset(project_id=neon.project_id, branch_id=neon.branch_id,
+                     source_branch_id=parent_id, source_lsn=source_lsn,
+                     operations=[o["id"] for o in ops],
+                     actions=sorted({str(o.get("action")) for o in [*ops, *finished]}),
+                     reset_s=seconds)
 
 
 def _wait_for_compute(staging: PgTarget, report: Report) -> None:
@@ -196,11 +195,11 @@ def reset_and_verify(settings: RunConfig, store: BackupStore, partition: str,
             "to its instant; nothing was reset. Materialize prod_snapshot and s3_backup again.")
     reset = reset_branch(neon, facts.parent_id, report, source_lsn=manifest.lsn)
     _wait_for_compute(settings.staging, report)
-    reset["staging_writes_at_reset"] = write_counters(settings.staging)
-    reset["parent_protected"] = facts.parent_protected
-    reset["staging_passwords_set"] = _staging_passwords(settings)
-    if reset["staging_passwords_set"]:
+    reset = reset.model_copy(update={
+        "staging_writes_at_reset": write_counters(settings.staging),
+        "parent_protected": facts.parent_protected,
+        "staging_passwords_set": _staging_passwords(settings)})
+    if reset.staging_passwords_set:
         report("staging's own passwords (NSYNC_STAGING_PASSWORD_<ROLE>) set for: "
-               + ", ".join(reset["staging_passwords_set"]))
-    return verify_branch_staging(settings, store, backup, manifest,
-                                 NeonReset.model_validate(reset), report)
+               + ", ".join(reset.staging_passwords_set))
+    return verify_branch_staging(settings, store, backup, manifest, reset, report)

@@ -80,11 +80,14 @@ def _reset_everything(settings: RunConfig, home: RunConfig, names: tuple[str, ..
     reset = branch_reset.reset_branch(neon, parent_id, report, source_lsn=lsn)
     branch_reset._wait_for_compute(settings.staging, report)
     counters = {n: write_counters(home.for_database(n).staging) for n in names}
-    reset["staging_passwords_set"] = branch_reset._staging_passwords(settings)
-    if reset["staging_passwords_set"]:
+    reset = reset.model_copy(update={
+        "staging_passwords_set": branch_reset._staging_passwords(settings)})
+    if reset.staging_passwords_set:
         report("staging's own passwords (NSYNC_STAGING_PASSWORD_<ROLE>) set for: "
-               + ", ".join(reset["staging_passwords_set"]))
-    return {"lsn": lsn, "reset": reset, "counters": counters, "failed": None}
+               + ", ".join(reset.staging_passwords_set))
+    # the run's record is a JSON file in the work folder: the reset goes in as its JSON
+    return {"lsn": lsn, "reset": reset.as_json(), "counters": counters,
+            "failed": None}
 
 
 def reset_once_and_verify(home: RunConfig, database: str, names: tuple[str, ...],

@@ -66,7 +66,7 @@ def retain_folder(settings: RunConfig, store: BackupStore, partition: str, now: 
             if b.date == partition and fresh and b.status == "verified":
                 cls = class_for_date(dt.date.fromisoformat(b.date))
                 out = lock_new_backup(store, b.key_prefix + RESTORE_OK, cls, policy, now)
-                locks.append(f"{b.backup_id}: {cls} until {out['retain_until']}")
+                locks.append(f"{b.backup_id}: {cls} until {out.retain_until}")
                 report(f"locked {b.backup_id}: {out}")
     for line in plan.lines():
         report(f"{settings.prod.dbname or store.prefix}: {line}")

@@ -256,8 +256,26 @@ def apply(store: BackupStore, retention_plan: RetentionPlan, *, dry_run: bool,
     return result
 
 
+@dataclass(frozen=True)
+class Locked:
+    """What :func:`lock_new_backup` did to one folder's objects."""
+
+    locked: int  # objects given a retention date now
+    already_longer: int = 0  # objects whose retain-until was already later (kept)
+    mode: str | None = None  # GOVERNANCE or COMPLIANCE (the bucket's default, else GOVERNANCE)
+    cls: str | None = None  # the retention class the date follows
+    retain_until: str | None = None  # ISO UTC, seconds
+    reason: str | None = None  # why nothing was locked
+
+    def __str__(self) -> str:
+        if self.reason:
+            return f"nothing locked: {self.reason}"
+        return (f"{self.locked} object(s) locked ({self.mode}, {self.cls}) until "
+                f"{self.retain_until}, {self.already_longer} already held longer")
+
+
 def lock_new_backup(store: BackupStore, folder: str, cls: str, policy: RetentionPolicy,
-                    now: dt.datetime) -> dict[str, Any]:
+                    now: dt.datetime) -> Locked:
     """Give every object of a new backup a retention date matching its class.
 
     Only when the bucket has Object Lock enabled; the mode is the bucket's default retention
@@ -266,7 +284,7 @@ def lock_new_backup(store: BackupStore, folder: str, cls: str, policy: Retention
     """
     conf = lock_configuration(store)
     if conf is None:
-        return {"locked": 0, "reason": "the bucket has no Object Lock"}
+        return Locked(0, reason="the bucket has no Object Lock")
     mode = conf.get("Rule", {}).get("DefaultRetention", {}).get("Mode", "GOVERNANCE")
     until = now + dt.timedelta(days=lock_days(cls, policy))
     locked = kept = 0
@@ -288,5 +306,5 @@ def lock_new_backup(store: BackupStore, folder: str, cls: str, policy: Retention
         if not s3access.is_s3_error(exc):
             raise
         raise _fail(store, exc, f"lock {store.uri(folder)} (Object Lock)") from None
-    return {"locked": locked, "already_longer": kept, "mode": mode, "class": cls,
-            "retain_until": until.astimezone(dt.UTC).isoformat(timespec="seconds")}
+    return Locked(locked, kept, mode, cls,
+                  until.astimezone(dt.UTC).isoformat(timespec="seconds"))

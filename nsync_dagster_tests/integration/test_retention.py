@@ -116,11 +116,11 @@ def test_object_lock_new_backups_locked_and_locked_ones_never_deleted(s3_endpoin
     now = dt.datetime.now(dt.UTC)  # wall clock: S3 Object Lock dates count from the real time
     policy = default_policy()
     out = lock_new_backup(store, new, class_for_date(D("2026-06-07")), policy, now)
-    assert out["locked"] == 4 and out["mode"] == "GOVERNANCE" and out["class"] == "weekly"
+    assert out.locked == 4 and out.mode == "GOVERNANCE" and out.cls == "weekly"
     for key in [new + "dump/0.dat.gz", new + "manifest.json"]:
         until = client.head_object(Bucket=bucket, Key=key)["ObjectLockRetainUntilDate"]
         assert abs(until - (now + dt.timedelta(days=84))) < dt.timedelta(seconds=2)
-    assert lock_new_backup(store, new, "daily", policy, now)["already_longer"] == 4
+    assert lock_new_backup(store, new, "daily", policy, now).already_longer == 4
     lock_new_backup(store, held, "daily", policy, now)  # an old backup still under lock
 
     p, backups = plan_store(store, TODAY, SMALL, now=now)
@@ -141,7 +141,7 @@ def test_lock_new_backup_without_object_lock_does_nothing(s3_endpoint, bucket):
     put_backup(store.client, bucket, store.folder("2026-06-10", "x"))
     out = lock_new_backup(store, store.folder("2026-06-10", "x"), "daily", SMALL,
                           dt.datetime.now(dt.UTC))  # wall clock: S3 Object Lock
-    assert out["locked"] == 0
+    assert out.locked == 0 and out.reason == "the bucket has no Object Lock"
 
 
 def test_cli_lists_classes_plans_and_applies(history, s3_endpoint, monkeypatch):
@@ -312,7 +312,7 @@ def test_retention_locks_only_what_the_backup_step_could_not(s3_endpoint, monkey
     put_backup(client, bucket, folder, status="checksummed", dump_files=5)
     # the backup step, an hour ago
     step_now = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)  # wall clock: S3 Object Lock
-    assert lock_new_backup(store, folder, "daily", default_policy(), step_now)["locked"] == 7
+    assert lock_new_backup(store, folder, "daily", default_policy(), step_now).locked == 7
     step_locks = {k: client.head_object(Bucket=bucket, Key=k)["ObjectLockRetainUntilDate"]
                   for k in all_keys(client, bucket)}
     marker = folder + "_restore_verified.json"  # the staging step, after the backup step
