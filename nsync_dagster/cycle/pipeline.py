@@ -19,6 +19,7 @@ from nsync_dagster.cycle import (
     owner,
     prepared,
     prepared_take,
+    roles_once,
     runlock,
     workclean,
     workspace,
@@ -243,9 +244,7 @@ def restore_verified(settings: RunConfig, store: BackupStore, folder: str, targe
                     settings.work_dir, f"downloading {store.uri(folder)}")) from None
         timings["download_s"] = time.monotonic() - t
         with target.connect() as conn:
-            role_result = roles.sync_roles(conn, manifest.roles, manifest.memberships,
-                                           settings.platform_roles,
-                                           password_for=settings.staging_password)
+            role_result = roles_once.sync(conn, target, manifest, settings, report)
         for line in role_result.lines():
             report(line)
         t = time.monotonic()

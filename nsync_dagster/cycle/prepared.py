@@ -52,6 +52,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from nsync_dagster.cycle import roles_once
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.cycle.handoff import PreparedRecord, SnapshotPointer
 from nsync_dagster.cycle.results import PreparedCopy
@@ -118,6 +119,7 @@ class Alongside:
         self.error: BaseException | None = None
         self.result: Restored | None = None
         self.finished = False
+        self.run_id = roles_once.current_run()  # the thread does not inherit it
         self.thread = threading.Thread(target=self._run, daemon=True,
                                        name="nsync-restore-during-backup")
 
@@ -156,8 +158,7 @@ class Alongside:
                                (self.next,)).fetchone()[0]
         target = s.staging.with_db(self.next)
         with target.connect() as conn:
-            role_result = roles.sync_roles(conn, manifest.roles, manifest.memberships,
-                                           s.platform_roles, password_for=s.staging_password)
+            role_result = roles_once.sync(conn, target, manifest, s, self.report, self.run_id)
         for line in role_result.lines():  # the same lines as a restore in the staging step
             self.report(line)
         self._check()

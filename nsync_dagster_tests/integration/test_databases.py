@@ -357,3 +357,39 @@ def test_security_parity_is_checked_for_every_database(pg_staging, three):
     drift = outcome[f"{rls}/staging_database"]
     assert not drift.passed and f"of database {rls}" in drift.description
     assert "tenant.notes" in drift.description
+
+
+def test_roles_are_synced_once_per_run_on_the_staging_server(pg_staging, three):
+    """Roles are the server's: in the three databases' run, the first restore synced them and
+    the two others said so instead of syncing again (each still verified its roles exist)."""
+    result = three["result"]
+    assert result.success, failure_text(result)
+    messages = [e.user_message for e in three["instance"].all_logs(result.run_id)]
+    again = [m for m in messages if "already synced on staging's server by this run" in m]
+    assert len(again) == len(three["names"]) - 1, again
+
+
+def test_roles_sync_again_for_another_run_or_other_roles(pg_staging, three):
+    from nsync_dagster.cycle import roles_once
+    from nsync_dagster.cycle.config import RunConfig
+    from nsync_dagster.defs.resources import backup_store, s3_from_env
+
+    rls = three["names"][1]
+    config = RunConfig.from_env(three["env"]).for_database(rls)
+    store = backup_store(config, s3_from_env())
+    manifest = store.read_manifest(store.list_backups()[-1].key_prefix)
+    target = config.staging
+
+    def sync(m, run_id: str) -> list[str]:
+        seen: list[str] = []
+        with target.connect() as conn:
+            roles_once.sync(conn, target, m, config, seen.append, run_id)
+        return seen
+
+    run = f"test-{uuid.uuid4().hex[:8]}"
+    assert not any("already synced" in line for line in sync(manifest, run))
+    assert any("already synced" in line for line in sync(manifest, run))  # same run, roles
+    assert not any("already synced" in line for line in sync(manifest, run + "-retry"))
+    changed = manifest.model_copy(update={"roles": [
+        *manifest.roles[:-1], manifest.roles[-1].model_copy(update={"rolconnlimit": 7})]})
+    assert not any("already synced" in line for line in sync(changed, run))  # other roles

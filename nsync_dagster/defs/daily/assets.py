@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import dagster as dg
 
-from nsync_dagster.cycle import databases, pipeline, staging
+from nsync_dagster.cycle import databases, pipeline, roles_once, staging
 from nsync_dagster.cycle.config import RunConfig
 from nsync_dagster.defs.daily import metadata
 from nsync_dagster.defs.daily.databases import (
@@ -40,6 +40,12 @@ from nsync_dagster.storage.s3store import BackupStore
 
 LIST_CHECK = "database_list_complete"
 Chain = tuple[dg.AssetsDefinition, dg.AssetsDefinition, dg.AssetsDefinition]
+
+
+def run_of(context: dg.AssetExecutionContext) -> str:
+    """The run a step belongs to: with several databases, staging's roles are synced once per
+    run (:mod:`nsync_dagster.cycle.roles_once`); a retry is a new run and syncs again."""
+    return context.run.run_id
 
 
 def _reporter(context: dg.AssetExecutionContext) -> Callable[[str], None]:
@@ -185,7 +191,7 @@ def daily_chain(database: str | None = None, *, every: bool = False,
         restore (the recovery test) holds the staging server.
         """
         started = time.time()
-        with failures_explained(context, f"S3 backup{of}"):
+        with failures_explained(context, f"S3 backup{of}"), roles_once.in_run(run_of(context)):
             settings, store = _settings(nsync, s3, database)
             # the restore method rebuilds staging from the local copy once it is proved equal to
             # S3's objects; a branch reset never restores, so the copy goes at once
@@ -230,7 +236,8 @@ def daily_chain(database: str | None = None, *, every: bool = False,
         password. Metadata ``staging_method`` says which method ran.
         """
         started = time.time()
-        with failures_explained(context, f"staging rebuild{of}"):
+        with failures_explained(context, f"staging rebuild{of}"), \
+                roles_once.in_run(run_of(context)):
             settings, store = _settings(nsync, s3, database)
             out = staging.strategy_for(
                 settings, _scope(context, nsync, settings, database, family)).refresh(
