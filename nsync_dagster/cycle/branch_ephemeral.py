@@ -44,8 +44,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from nsync_dagster.cycle import pipeline
 from nsync_dagster.cycle.branch_preflight import endpoint_branch, neon_preflight, replaces_line
+from nsync_dagster.cycle.branch_reset import wait_for_compute
 from nsync_dagster.cycle.config import RunConfig
-from nsync_dagster.errors import NsyncError, PreflightError, SnapshotError
+from nsync_dagster.errors import NsyncError, PreflightError
 from nsync_dagster.manifest import NeonSource
 from nsync_dagster.neon import branches
 from nsync_dagster.postgres.pgconn import PgTarget
@@ -59,7 +60,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("nsync.branch_ephemeral")
 Report = Callable[[str], None]
 PREFIX = "nsync-ephemeral-"
-COMPUTE_WAIT_S = 120
 RECORD_DAYS = 7  # run records older than this are removed
 
 
@@ -173,27 +173,13 @@ def create(settings: RunConfig, neon: BranchReset, lsn: str, name: str,
         host = str(answer["endpoints"][0]["host"])
         made = Ephemeral(branch_id, name, prod_branch, lsn, host,
                          host_replaced(settings.prod, host))
-        _wait_for_compute(made.target, report)
+        wait_for_compute(made.target, report, failure="the ephemeral branch's compute",
+                         waiting="the ephemeral branch's compute")
     except BaseException:
         _delete_loudly(neon, branch_id, report)
         raise
     report(f"ephemeral branch {branch_id} is ready at {host}")
     return made
-
-
-def _wait_for_compute(target: PgTarget, report: Report) -> None:
-    end = time.monotonic() + COMPUTE_WAIT_S
-    while True:
-        try:
-            with target.connect() as conn:
-                conn.execute("SELECT 1")
-            return
-        except PreflightError as exc:
-            if time.monotonic() > end:
-                raise SnapshotError(f"the ephemeral branch's compute did not accept connections "
-                                    f"within {COMPUTE_WAIT_S}s: {exc}", transient=True) from None
-            report("the ephemeral branch's compute is not accepting connections yet; waiting")
-            time.sleep(2)
 
 
 def _delete_loudly(neon: BranchReset, branch_id: str, report: Report) -> None:

@@ -59,7 +59,7 @@ from nsync_dagster.storage.s3store import BackupStore
 log = logging.getLogger("nsync.branch_reset")
 Report = Callable[[str], None]
 METHOD = BRANCH_RESET  # NSYNC_STAGING_METHOD's value for this method
-COMPUTE_WAIT_S = 120  # after the reset, staging's compute restarts: wait this long for it
+COMPUTE_WAIT_S = 120  # a Neon compute (after a reset, or a new branch's) gets this long to answer
 
 
 @dataclass(frozen=True)
@@ -127,18 +127,25 @@ def reset_branch(neon: BranchReset, parent_id: str, report: Report,
 
 def _wait_for_compute(staging: PgTarget, report: Report) -> None:
     """Neon restarts the branch's compute after a reset: connect until it answers."""
+    wait_for_compute(staging, report, failure="the staging branch was reset, but its compute",
+                     waiting="staging's compute")
+
+
+def wait_for_compute(target: PgTarget, report: Report, *, failure: str, waiting: str) -> None:
+    """Connect to ``target`` until its Neon compute answers (it starts after a reset or a new
+    branch), at most ``COMPUTE_WAIT_S`` seconds; ``failure`` and ``waiting`` name the compute
+    in the error and in the lines said meanwhile."""
     end = time.monotonic() + COMPUTE_WAIT_S
     while True:
         try:
-            with staging.connect() as conn:
+            with target.connect() as conn:
                 conn.execute("SELECT 1")
             return
         except PreflightError as exc:
             if time.monotonic() > end:
-                raise SnapshotError(
-                    f"the staging branch was reset, but its compute did not accept connections "
-                    f"within {COMPUTE_WAIT_S}s: {exc}", transient=True) from None
-            report("staging's compute is not accepting connections yet; waiting")
+                raise SnapshotError(f"{failure} did not accept connections within "
+                                    f"{COMPUTE_WAIT_S}s: {exc}", transient=True) from None
+            report(f"{waiting} is not accepting connections yet; waiting")
             time.sleep(2)
 
 
